@@ -1,0 +1,352 @@
+//! Field normalizers: raw identifier text → canonical value, or a typed rejection.
+//!
+//! Every normalizer is a pure function of its input (plus the [`NormalizeContext`], which
+//! carries "today" so that future dates can be refused deterministically). Each one is
+//! idempotent: normalizing a canonical value returns it unchanged. The canonical forms and the
+//! reason codes are normative and listed in SPEC.md §3.
+
+use std::fmt;
+
+use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
+
+/// Which normalizer a schema field uses (`normalizer = "…"` in the schema, SPEC.md §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalizer {
+    /// Leading/trailing white space trimmed, nothing else. For values already canonical.
+    Raw,
+    /// Unicode NFKC, lower case, runs of white space (ASCII and U+3000) folded to one ASCII
+    /// space, trimmed. Folds full-/half-width forms of Latin letters, digits and katakana.
+    Text,
+    /// NFKC, then spaces and hyphens (`-`, `‐`, `−`, `ー` after NFKC) removed; the rest must be
+    /// ASCII digits. Leading zeros are kept: `"007"` stays `"007"`.
+    Digits,
+    /// Gregorian calendar date → `YYYY-MM-DD`. Accepts `YYYY-MM-DD`, `YYYYMMDD` and `YYYY/M/D`
+    /// (also with `-` or `.` separators), after NFKC (so full-width digits work).
+    Date,
+    /// Administrative sex → `1` (male), `2` (female), `0` (not known), `9` (not applicable),
+    /// the codes of JIS X 0303. Accepts those digits, `M`/`F`, `male`/`female`, `男`/`女`.
+    Sex,
+}
+
+impl Normalizer {
+    /// The schema name of this normalizer.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Text => "text",
+            Self::Digits => "digits",
+            Self::Date => "date",
+            Self::Sex => "sex",
+        }
+    }
+
+    /// Normalizes `input` into `out` (cleared first). On error `out` is left empty.
+    ///
+    /// # Errors
+    /// A [`FieldReject`] naming why the value cannot be used; an empty or all-space input is
+    /// always [`FieldReject::Missing`].
+    pub fn apply(
+        self,
+        input: &str,
+        ctx: &NormalizeContext,
+        out: &mut String,
+    ) -> Result<(), FieldReject> {
+        out.clear();
+        let r = match self {
+            Self::Raw => raw(input, out),
+            Self::Text => text(input, out),
+            Self::Digits => digits(input, out),
+            Self::Date => date(input, ctx, out),
+            Self::Sex => sex(input, out),
+        };
+        if r.is_err() {
+            out.clear();
+        }
+        r
+    }
+}
+
+/// Why one field value could not be used. The `code()` strings are the stable reason codes of
+/// SPEC.md §3.2; they appear in `rejects-*.csv` details and in `summary.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FieldReject {
+    /// The value is empty or white space only.
+    Missing,
+    /// Not a date in an accepted format, or not a real calendar date (e.g. 2023-02-29).
+    InvalidDate,
+    /// A real date after the run's "today".
+    FutureDate,
+    /// A year before 1850: taken as a typing error rather than a living person.
+    ImplausibleDate,
+    /// Not one of the accepted spellings of sex.
+    InvalidSex,
+    /// Contains something other than digits, spaces and hyphens.
+    InvalidDigits,
+}
+
+impl FieldReject {
+    /// Every variant, in code order (for reports).
+    pub const ALL: [FieldReject; 6] = [
+        Self::Missing,
+        Self::InvalidDate,
+        Self::FutureDate,
+        Self::ImplausibleDate,
+        Self::InvalidSex,
+        Self::InvalidDigits,
+    ];
+
+    /// Stable reason code (SPEC.md §3.2).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::InvalidDate => "invalid_date",
+            Self::FutureDate => "future_date",
+            Self::ImplausibleDate => "implausible_date",
+            Self::InvalidSex => "invalid_sex",
+            Self::InvalidDigits => "invalid_digits",
+        }
+    }
+}
+
+impl fmt::Display for FieldReject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Run-wide inputs of the normalizers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormalizeContext {
+    /// "Today" as `YYYYMMDD`; dates after it are [`FieldReject::FutureDate`]. Injected (from a
+    /// clock in the binaries, fixed in tests) so that results are reproducible.
+    pub today: u32,
+}
+
+impl NormalizeContext {
+    /// A context whose "today" is the given calendar day.
+    pub fn with_today(year: u32, month: u32, day: u32) -> Self {
+        Self {
+            today: year * 10_000 + month * 100 + day,
+        }
+    }
+}
+
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || c == '\u{3000}'
+}
+
+fn nfkc_into(input: &str, out: &mut String) {
+    if input.is_ascii() {
+        out.push_str(input);
+    } else {
+        out.extend(input.nfkc());
+    }
+}
+
+fn raw(input: &str, out: &mut String) -> Result<(), FieldReject> {
+    let t = input.trim_matches(is_space);
+    if t.is_empty() {
+        return Err(FieldReject::Missing);
+    }
+    out.push_str(t);
+    Ok(())
+}
+
+fn text(input: &str, out: &mut String) -> Result<(), FieldReject> {
+    let mut folded = String::with_capacity(input.len());
+    nfkc_into(input, &mut folded);
+    let mut pending_space = false;
+    for c in folded.chars() {
+        if is_space(c) {
+            pending_space = !out.is_empty();
+        } else if c.is_control() {
+            continue;
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.extend(c.to_lowercase());
+        }
+    }
+    if out.is_empty() {
+        return Err(FieldReject::Missing);
+    }
+    Ok(())
+}
+
+fn digits(input: &str, out: &mut String) -> Result<(), FieldReject> {
+    let mut folded = String::with_capacity(input.len());
+    nfkc_into(input, &mut folded);
+    for c in folded.chars() {
+        match c {
+            '0'..='9' => out.push(c),
+            '-' | '‐' | '‑' | '−' | 'ー' | '―' => {}
+            c if is_space(c) => {}
+            _ => return Err(FieldReject::InvalidDigits),
+        }
+    }
+    if out.is_empty() {
+        // Only separators (or nothing): treat as absent, not as a number.
+        return if folded.trim_matches(is_space).is_empty() {
+            Err(FieldReject::Missing)
+        } else {
+            Err(FieldReject::InvalidDigits)
+        };
+    }
+    Ok(())
+}
+
+/// Days in `month` of `year` (proleptic Gregorian).
+pub fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+fn parse_num(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn date(input: &str, ctx: &NormalizeContext, out: &mut String) -> Result<(), FieldReject> {
+    let mut folded = String::with_capacity(input.len());
+    nfkc_into(input, &mut folded);
+    let s = folded.trim_matches(is_space);
+    if s.is_empty() {
+        return Err(FieldReject::Missing);
+    }
+    let (y, m, d) = if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
+        (
+            parse_num(&s[0..4]),
+            parse_num(&s[4..6]),
+            parse_num(&s[6..8]),
+        )
+    } else {
+        let sep = s
+            .chars()
+            .find(|c| matches!(c, '-' | '/' | '.'))
+            .ok_or(FieldReject::InvalidDate)?;
+        let mut parts = s.split(sep);
+        let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(FieldReject::InvalidDate);
+        };
+        if y.len() != 4 || m.len() > 2 || d.len() > 2 {
+            return Err(FieldReject::InvalidDate);
+        }
+        (parse_num(y), parse_num(m), parse_num(d))
+    };
+    let (Some(y), Some(m), Some(d)) = (y, m, d) else {
+        return Err(FieldReject::InvalidDate);
+    };
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return Err(FieldReject::InvalidDate);
+    }
+    if y < 1850 {
+        return Err(FieldReject::ImplausibleDate);
+    }
+    if y * 10_000 + m * 100 + d > ctx.today {
+        return Err(FieldReject::FutureDate);
+    }
+    use std::fmt::Write as _;
+    write!(out, "{y:04}-{m:02}-{d:02}").expect("writing to a String cannot fail");
+    Ok(())
+}
+
+fn sex(input: &str, out: &mut String) -> Result<(), FieldReject> {
+    let mut folded = String::with_capacity(input.len());
+    nfkc_into(input, &mut folded);
+    let s = folded.trim_matches(is_space).to_lowercase();
+    let code = match s.as_str() {
+        "" => return Err(FieldReject::Missing),
+        "1" | "m" | "male" | "男" | "男性" => "1",
+        "2" | "f" | "female" | "女" | "女性" => "2",
+        "0" | "u" | "unknown" | "不明" => "0",
+        "9" => "9",
+        _ => return Err(FieldReject::InvalidSex),
+    };
+    out.push_str(code);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: NormalizeContext = NormalizeContext { today: 2026_11_22 };
+
+    fn n(kind: Normalizer, s: &str) -> Result<String, FieldReject> {
+        let mut out = String::new();
+        kind.apply(s, &CTX, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn golden_cases() {
+        use FieldReject::*;
+        use Normalizer::*;
+        let cases: &[(Normalizer, &str, Result<&str, FieldReject>)] = &[
+            (Raw, "  abc ", Ok("abc")),
+            (Raw, "\u{3000}", Err(Missing)),
+            (Text, " Sarah  Bradshaw ", Ok("sarah bradshaw")),
+            (Text, "ＳＡＲＡＨ", Ok("sarah")),
+            (Text, "ﾔﾏﾀﾞ\u{3000}ﾀﾛｳ", Ok("ヤマダ タロウ")),
+            (Text, "", Err(Missing)),
+            (Digits, "０７１５-９５７４", Ok("07159574")),
+            (Digits, "715 9574", Ok("7159574")),
+            (Digits, "12a4", Err(InvalidDigits)),
+            (Digits, " - ", Err(InvalidDigits)),
+            (Digits, "", Err(Missing)),
+            (Date, "1964-03-01", Ok("1964-03-01")),
+            (Date, "19510813", Ok("1951-08-13")),
+            (Date, "1970/3/5", Ok("1970-03-05")),
+            (Date, "１９７０．０３．１５", Ok("1970-03-15")),
+            (Date, "2000-02-29", Ok("2000-02-29")),
+            (Date, "1900-02-29", Err(InvalidDate)),
+            (Date, "2023-13-01", Err(InvalidDate)),
+            (Date, "4250520", Err(InvalidDate)),
+            (Date, "1700-01-01", Err(ImplausibleDate)),
+            (Date, "2026-11-23", Err(FutureDate)),
+            (Date, "2026-11-22", Ok("2026-11-22")),
+            (Date, "1970-3-15-1", Err(InvalidDate)),
+            (Sex, "F", Ok("2")),
+            (Sex, "male", Ok("1")),
+            (Sex, "男", Ok("1")),
+            (Sex, "２", Ok("2")),
+            (Sex, "0", Ok("0")),
+            (Sex, "x", Err(InvalidSex)),
+            (Sex, " ", Err(Missing)),
+        ];
+        for (kind, input, want) in cases {
+            let got = n(*kind, input);
+            assert_eq!(got.as_deref().map_err(|e| *e), *want, "{kind:?} {input:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn idempotent_and_total(s in "\\PC{0,24}") {
+            for kind in [Normalizer::Raw, Normalizer::Text, Normalizer::Digits, Normalizer::Date, Normalizer::Sex] {
+                if let Ok(once) = n(kind, &s) {
+                    let twice = n(kind, &once);
+                    proptest::prop_assert_eq!(twice.as_deref(), Ok(once.as_str()), "{:?}", kind);
+                }
+            }
+        }
+
+        #[test]
+        fn valid_dates_round_trip(y in 1850u32..2026, m in 1u32..=12, d in 1u32..=28) {
+            let iso = format!("{y:04}-{m:02}-{d:02}");
+            proptest::prop_assert_eq!(n(Normalizer::Date, &format!("{y}{m:02}{d:02}")), Ok(iso.clone()));
+            proptest::prop_assert_eq!(n(Normalizer::Date, &format!("{y}/{m}/{d}")), Ok(iso));
+        }
+    }
+}
