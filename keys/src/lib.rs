@@ -1,0 +1,16 @@
+//! # renketsu-keys: key management
+//!
+//! Today: the **local key store** of the embedded (offline, HMAC) mode, [`local::LocalKeyStore`]:
+//! project master secrets sealed at rest with XChaCha20-Poly1305 under a key-encryption key
+//! (KEK) kept apart from the sealed files. Next: the key custodian (RFC 9497 OPRF, key
+//! lifecycle, gRPC service), which will keep the exact-token keys away from data holders.
+//!
+//! What the local store protects: a copy of the sealed files without the KEK reveals nothing;
+//! a sealed secret moved to another project name or file fails authentication (the AAD binds
+//! kind, project and KEK id). What it does not protect: anyone who can read both the sealed
+//! file and the KEK (same user on the same machine, if the KEK is the default file) holds the
+//! secret. Put the KEK in `RENKETSU_KEK` from a secret manager to separate them.
+
+pub mod local;
+
+pub use local::{KeyStoreError, LocalKeyStore};
