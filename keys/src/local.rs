@@ -42,19 +42,27 @@ pub enum KeyStoreError {
         source: std::io::Error,
     },
     /// The directory holds no KEK and none was given in `RENKETSU_KEK`.
-    #[error("no key-encryption key: {0} does not exist and RENKETSU_KEK is not set (run `renketsu keys init`)")]
+    #[error(
+        "no key-encryption key: {0} does not exist and RENKETSU_KEK is not set (run `renketsu keys init`)"
+    )]
     NoKek(PathBuf),
     /// A KEK line is not `renketsu-kek-v1:<hex id>:<base64 key>`.
-    #[error("malformed key-encryption key ({0}): expected renketsu-kek-v1:<16 hex id>:<base64 32-byte key>")]
+    #[error(
+        "malformed key-encryption key ({0}): expected renketsu-kek-v1:<16 hex id>:<base64 32-byte key>"
+    )]
     MalformedKek(&'static str),
     /// Project names are 1–64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`.
-    #[error("invalid project name {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with .)")]
+    #[error(
+        "invalid project name {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with .)"
+    )]
     InvalidProject(String),
     /// `create_project` on a project that already has a secret.
     #[error("project {0:?} already has a master secret in this store; refusing to overwrite it")]
     ProjectExists(String),
     /// No sealed secret for that project.
-    #[error("no master secret for project {project:?} in {dir} (run `renketsu keys init --project {project}`)")]
+    #[error(
+        "no master secret for project {project:?} in {dir} (run `renketsu keys init --project {project}`)"
+    )]
     UnknownProject {
         /// The project asked for.
         project: String,
@@ -73,7 +81,9 @@ pub enum KeyStoreError {
         kek_id: String,
     },
     /// Authentication failed: wrong KEK, or the file was altered, renamed or moved.
-    #[error("sealed file {0} failed authentication (altered, moved to another project, or wrong KEK)")]
+    #[error(
+        "sealed file {0} failed authentication (altered, moved to another project, or wrong KEK)"
+    )]
     Unseal(PathBuf),
 }
 
@@ -103,13 +113,17 @@ impl Kek {
 
     fn parse(line: &str) -> Result<Self, KeyStoreError> {
         let mut parts = line.trim().splitn(3, ':');
-        let (Some(KEK_PREFIX), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(KEK_PREFIX), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(KeyStoreError::MalformedKek("prefix"));
         };
         if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KeyStoreError::MalformedKek("id"));
         }
-        let bytes = Zeroizing::new(B64.decode(b64).map_err(|_| KeyStoreError::MalformedKek("base64"))?);
+        let bytes = Zeroizing::new(
+            B64.decode(b64)
+                .map_err(|_| KeyStoreError::MalformedKek("base64"))?,
+        );
         let mut key = Zeroizing::new([0u8; 32]);
         if bytes.len() != 32 {
             return Err(KeyStoreError::MalformedKek("length"));
@@ -122,7 +136,11 @@ impl Kek {
     }
 
     fn line(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("{KEK_PREFIX}:{}:{}", self.id, B64.encode(self.key.as_ref())))
+        Zeroizing::new(format!(
+            "{KEK_PREFIX}:{}:{}",
+            self.id,
+            B64.encode(self.key.as_ref())
+        ))
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -318,7 +336,9 @@ impl LocalKeyStore {
         };
         let json = serde_json::to_vec_pretty(&file).expect("serializable");
         match write_new_private(&path, &json) {
-            Err(KeyStoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(KeyStoreError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
                 Err(KeyStoreError::ProjectExists(project.to_owned()))
             }
             other => other,
@@ -366,7 +386,13 @@ impl LocalKeyStore {
         let aad = aad(KIND_PROJECT_MASTER, project, &kek.id);
         let mut plain = Zeroizing::new(
             kek.cipher()
-                .decrypt(&XNonce::from(nonce), Payload { msg: &ct, aad: &aad })
+                .decrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: &ct,
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| KeyStoreError::Unseal(path.clone()))?,
         );
         let mut raw = [0u8; PROJECT_SECRET_LEN];
@@ -439,7 +465,11 @@ mod tests {
         let (store, _) = LocalKeyStore::open_or_init(dir.path(), None, &mut rng()).unwrap();
         store.create_project("p", &mut rng()).unwrap();
         for f in ["kek", "projects/p.json"] {
-            let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            let mode = fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
     }
@@ -450,7 +480,10 @@ mod tests {
         let (store, _) = LocalKeyStore::open_or_init(dir.path(), None, &mut rng()).unwrap();
         store.create_project("p", &mut rng()).unwrap();
         let before = store.project_secret("p").unwrap();
-        assert!(matches!(store.create_project("p", &mut rng()), Err(KeyStoreError::ProjectExists(_))));
+        assert!(matches!(
+            store.create_project("p", &mut rng()),
+            Err(KeyStoreError::ProjectExists(_))
+        ));
         assert_eq!(store.project_secret("p").unwrap().expose(), before.expose());
     }
 
@@ -462,20 +495,29 @@ mod tests {
         let pa = dir.path().join("projects/a.json");
         // Copy a's sealed file to project b: AAD binds the project name.
         fs::copy(&pa, dir.path().join("projects/b.json")).unwrap();
-        assert!(matches!(store.project_secret("b"), Err(KeyStoreError::Unseal(_))));
+        assert!(matches!(
+            store.project_secret("b"),
+            Err(KeyStoreError::Unseal(_))
+        ));
         // Flip one ciphertext bit.
         let mut file: SealedFile = serde_json::from_slice(&fs::read(&pa).unwrap()).unwrap();
         let mut ct = B64.decode(&file.ciphertext).unwrap();
         ct[0] ^= 1;
         file.ciphertext = B64.encode(ct);
         fs::write(&pa, serde_json::to_vec(&file).unwrap()).unwrap();
-        assert!(matches!(store.project_secret("a"), Err(KeyStoreError::Unseal(_))));
+        assert!(matches!(
+            store.project_secret("a"),
+            Err(KeyStoreError::Unseal(_))
+        ));
         // Another KEK with the same id cannot unseal.
         store.create_project("c", &mut rng()).unwrap();
         let id = &store.keks[0].id;
         let other = format!("{KEK_PREFIX}:{id}:{}", B64.encode([9u8; 32]));
         let wrong = LocalKeyStore::open(dir.path(), Some(&other)).unwrap();
-        assert!(matches!(wrong.project_secret("c"), Err(KeyStoreError::Unseal(_))));
+        assert!(matches!(
+            wrong.project_secret("c"),
+            Err(KeyStoreError::Unseal(_))
+        ));
     }
 
     #[test]
@@ -484,28 +526,47 @@ mod tests {
         let old = Kek::generate(&mut rng());
         let new = Kek::generate(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(8));
         let env_old = old.line().to_string();
-        let (store, created) = LocalKeyStore::open_or_init(dir.path(), Some(&env_old), &mut rng()).unwrap();
+        let (store, created) =
+            LocalKeyStore::open_or_init(dir.path(), Some(&env_old), &mut rng()).unwrap();
         assert!(!created, "no kek file when RENKETSU_KEK is set");
         store.create_project("p", &mut rng()).unwrap();
         let secret = store.project_secret("p").unwrap();
         let both = format!("{},{}", new.line().as_str(), old.line().as_str());
         let rotated = LocalKeyStore::open(dir.path(), Some(&both)).unwrap();
-        assert_eq!(rotated.project_secret("p").unwrap().expose(), secret.expose());
+        assert_eq!(
+            rotated.project_secret("p").unwrap().expose(),
+            secret.expose()
+        );
         rotated.create_project("q", &mut rng()).unwrap();
         let only_new = LocalKeyStore::open(dir.path(), Some(new.line().as_str())).unwrap();
         assert!(only_new.project_secret("q").is_ok());
-        assert!(matches!(only_new.project_secret("p"), Err(KeyStoreError::MissingKek { .. })));
+        assert!(matches!(
+            only_new.project_secret("p"),
+            Err(KeyStoreError::MissingKek { .. })
+        ));
     }
 
     #[test]
     fn bad_names_and_missing_kek() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(LocalKeyStore::open(dir.path(), None), Err(KeyStoreError::NoKek(_))));
+        assert!(matches!(
+            LocalKeyStore::open(dir.path(), None),
+            Err(KeyStoreError::NoKek(_))
+        ));
         let (store, _) = LocalKeyStore::open_or_init(dir.path(), None, &mut rng()).unwrap();
         for bad in ["", "../x", ".hidden", "a/b", &"x".repeat(65)] {
-            assert!(matches!(store.create_project(bad, &mut rng()), Err(KeyStoreError::InvalidProject(_))), "{bad}");
+            assert!(
+                matches!(
+                    store.create_project(bad, &mut rng()),
+                    Err(KeyStoreError::InvalidProject(_))
+                ),
+                "{bad}"
+            );
         }
-        assert!(matches!(store.project_secret("nope"), Err(KeyStoreError::UnknownProject { .. })));
+        assert!(matches!(
+            store.project_secret("nope"),
+            Err(KeyStoreError::UnknownProject { .. })
+        ));
         assert!(LocalKeyStore::open(dir.path(), Some("garbage")).is_err());
     }
 

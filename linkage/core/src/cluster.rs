@@ -24,6 +24,14 @@ impl UnionFind {
         }
     }
 
+    /// Adds one singleton set and returns its element.
+    pub fn push(&mut self) -> u32 {
+        let x = u32::try_from(self.parent.len()).expect("at most 2^32 - 1 records per job");
+        self.parent.push(x);
+        self.size.push(1);
+        x
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.parent.len()
@@ -114,6 +122,17 @@ impl TokenJoin {
         }
     }
 
+    /// Adds a new record with no tokens yet and returns its global index; used when the
+    /// number of records is not known in advance (streaming input).
+    pub fn push_record(&mut self) -> u32 {
+        self.uf.push()
+    }
+
+    /// Number of records.
+    pub fn records(&self) -> usize {
+        self.uf.len()
+    }
+
     /// Adds one token of `record`: if another record already carries it, the two are merged.
     pub fn add(&mut self, record: u32, token: &Token) {
         match self.first_holder.get(token) {
@@ -146,7 +165,8 @@ mod tests {
     #[test]
     fn chains_merge_transitively() {
         let t = |b: u8| [b; 32];
-        let mut j = TokenJoin::new(5);
+        let mut j = TokenJoin::new(4);
+        assert_eq!(j.push_record(), 4);
         j.add(0, &t(1));
         j.add(1, &t(1)); // 0-1 share token 1
         j.add(1, &t(2));

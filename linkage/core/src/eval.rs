@@ -27,7 +27,13 @@ impl Evaluation {
         let tp = predicted.intersection(truth).count() as u64;
         let fp = predicted.len() as u64 - tp;
         let fn_ = truth.len() as u64 - tp;
-        let ratio = |num: u64, den: u64| if den == 0 { 1.0 } else { num as f64 / den as f64 };
+        let ratio = |num: u64, den: u64| {
+            if den == 0 {
+                1.0
+            } else {
+                num as f64 / den as f64
+            }
+        };
         let precision = ratio(tp, tp + fp);
         let recall = ratio(tp, tp + fn_);
         let f1 = if precision + recall == 0.0 {
@@ -55,7 +61,10 @@ mod tests {
         let pred: HashSet<(u32, u32)> = [(1, 1), (2, 2), (3, 9)].into();
         let truth: HashSet<(u32, u32)> = [(1, 1), (2, 2), (3, 3), (4, 4)].into();
         let e = Evaluation::compare(&pred, &truth);
-        assert_eq!((e.true_positives, e.false_positives, e.false_negatives), (2, 1, 2));
+        assert_eq!(
+            (e.true_positives, e.false_positives, e.false_negatives),
+            (2, 1, 2)
+        );
         assert!((e.precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((e.recall - 0.5).abs() < 1e-12);
         assert!((e.f1 - 4.0 / 7.0).abs() < 1e-12);

@@ -133,6 +133,30 @@ impl NormalizeContext {
     }
 }
 
+impl NormalizeContext {
+    /// A context whose "today" is the UTC calendar day containing `unix_seconds`
+    /// (civil-from-days, H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+    pub fn from_unix_seconds(unix_seconds: i64) -> Self {
+        let z = unix_seconds.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let clamp = |v: i64| u32::try_from(v).unwrap_or(0);
+        Self::with_today(clamp(year), clamp(month), clamp(day))
+    }
+}
+
+/// Unicode version of the NFKC tables in use, recorded in run metadata: a newer Unicode
+/// assigns characters that an older table passes through unchanged.
+pub fn unicode_version() -> (u8, u8, u8) {
+    unicode_normalization::UNICODE_VERSION
+}
+
 fn is_space(c: char) -> bool {
     c.is_whitespace() || c == '\u{3000}'
 }
@@ -204,7 +228,9 @@ pub fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 0,
     }
@@ -236,7 +262,8 @@ fn date(input: &str, ctx: &NormalizeContext, out: &mut String) -> Result<(), Fie
             .find(|c| matches!(c, '-' | '/' | '.'))
             .ok_or(FieldReject::InvalidDate)?;
         let mut parts = s.split(sep);
-        let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(y), Some(m), Some(d), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(FieldReject::InvalidDate);
         };
@@ -282,11 +309,25 @@ fn sex(input: &str, out: &mut String) -> Result<(), FieldReject> {
 mod tests {
     use super::*;
 
-    const CTX: NormalizeContext = NormalizeContext { today: 2026_11_22 };
+    const CTX: NormalizeContext = NormalizeContext { today: 20_261_122 };
 
     fn n(kind: Normalizer, s: &str) -> Result<String, FieldReject> {
         let mut out = String::new();
         kind.apply(s, &CTX, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn today_from_unix_time() {
+        assert_eq!(NormalizeContext::from_unix_seconds(0).today, 19_700_101);
+        assert_eq!(
+            NormalizeContext::from_unix_seconds(951_782_400).today,
+            20_000_229
+        );
+        // 2026-11-22T23:59:59Z
+        assert_eq!(
+            NormalizeContext::from_unix_seconds(1_795_391_999).today,
+            20_261_122
+        );
     }
 
     #[test]

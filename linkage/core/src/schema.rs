@@ -144,13 +144,12 @@ impl Schema {
     /// duplicate names, a column used both as identifier and content, …).
     pub fn from_toml(src: &str) -> Result<Self, SchemaError> {
         let raw: RawSchema = toml::from_str(src).map_err(|e| SchemaError::Parse(e.to_string()))?;
-        let invalid = |key: String, span: std::ops::Range<usize>, message: String| {
-            SchemaError::Invalid {
+        let invalid =
+            |key: String, span: std::ops::Range<usize>, message: String| SchemaError::Invalid {
                 key,
                 line: line_of(src, span.start),
                 message,
-            }
-        };
+            };
         if *raw.schema_format.get_ref() != SCHEMA_FORMAT {
             return Err(invalid(
                 "schema_format".into(),
@@ -199,7 +198,11 @@ impl Schema {
                 ));
             }
             if content.contains(c.get_ref()) {
-                return Err(invalid(key, c.span(), format!("column `{}` is listed twice", c.get_ref())));
+                return Err(invalid(
+                    key,
+                    c.span(),
+                    format!("column `{}` is listed twice", c.get_ref()),
+                ));
             }
             content.push(c.get_ref().clone());
         }
@@ -241,11 +244,18 @@ impl Schema {
                     return Err(invalid(
                         key,
                         f.span(),
-                        format!("recipe `{name}` uses field `{}`, which is not under [fields]", f.get_ref()),
+                        format!(
+                            "recipe `{name}` uses field `{}`, which is not under [fields]",
+                            f.get_ref()
+                        ),
                     ));
                 };
                 if idx.contains(&k) {
-                    return Err(invalid(key, f.span(), format!("field `{}` appears twice", f.get_ref())));
+                    return Err(invalid(
+                        key,
+                        f.span(),
+                        format!("field `{}` appears twice", f.get_ref()),
+                    ));
                 }
                 idx.push(k);
             }
@@ -307,7 +317,9 @@ fields = ["name", "dob"]
     fn unknown_recipe_field_names_key_and_line() {
         let bad = GOOD.replace(r#"fields = ["name", "dob"]"#, r#"fields = ["name", "sex"]"#);
         let err = Schema::from_toml(&bad).unwrap_err();
-        let SchemaError::Invalid { key, line, .. } = &err else { panic!("{err}") };
+        let SchemaError::Invalid { key, line, .. } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(key, "recipes[0].fields[1]");
         assert_eq!(line, &20);
     }
@@ -323,7 +335,10 @@ fields = ["name", "dob"]
     fn content_cannot_be_identifier() {
         let bad = GOOD.replace(r#"columns = ["diagnosis"]"#, r#"columns = ["birth"]"#);
         let err = Schema::from_toml(&bad).unwrap_err().to_string();
-        assert!(err.contains("content.columns[0]") && err.contains("identifier"), "{err}");
+        assert!(
+            err.contains("content.columns[0]") && err.contains("identifier"),
+            "{err}"
+        );
     }
 
     #[test]

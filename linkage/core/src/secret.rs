@@ -48,7 +48,10 @@ mod tests {
     fn debug_is_redacted() {
         let s = ProjectSecret::from_bytes([0xAB; 32]);
         let shown = format!("{s:?}");
-        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab"), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab"),
+            "{shown}"
+        );
         assert!(shown.contains("redacted"));
     }
 }

@@ -90,7 +90,12 @@ impl RecipeKey {
 
     /// The raw derived key, for test vectors only.
     #[doc(hidden)]
-    pub fn derive_bytes(secret: &ProjectSecret, project: &str, recipe: &str, version: u32) -> [u8; 32] {
+    pub fn derive_bytes(
+        secret: &ProjectSecret,
+        project: &str,
+        recipe: &str,
+        version: u32,
+    ) -> [u8; 32] {
         let hk = Hkdf::<Sha256>::new(Some(RECIPE_KEY_SALT), secret.expose());
         let mut key = [0u8; 32];
         hk.expand(&recipe_key_info(project, recipe, version), &mut key)

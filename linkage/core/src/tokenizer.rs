@@ -37,7 +37,12 @@ pub struct RecordTokens {
 impl Tokenizer {
     /// Compiles `schema` for `project`, deriving one key per recipe from `secret`
     /// (SPEC.md §4.2).
-    pub fn new(schema: &Schema, secret: &ProjectSecret, project: &str, ctx: NormalizeContext) -> Self {
+    pub fn new(
+        schema: &Schema,
+        secret: &ProjectSecret,
+        project: &str,
+        ctx: NormalizeContext,
+    ) -> Self {
         let recipes = schema
             .recipes
             .iter()
@@ -69,7 +74,11 @@ impl Tokenizer {
     /// # Panics
     /// If `raw.len()` differs from [`Tokenizer::field_count`].
     pub fn tokenize(&self, raw: &[&str], out: &mut RecordTokens) {
-        assert_eq!(raw.len(), self.normalizers.len(), "one raw value per schema field");
+        assert_eq!(
+            raw.len(),
+            self.normalizers.len(),
+            "one raw value per schema field"
+        );
         out.values.resize_with(raw.len(), String::new);
         out.status.clear();
         out.tokens.clear();
@@ -122,7 +131,7 @@ fields = ["name", "dob", "sex"]
         .unwrap()
     }
 
-    const CTX: NormalizeContext = NormalizeContext { today: 2026_11_22 };
+    const CTX: NormalizeContext = NormalizeContext { today: 20_261_122 };
 
     #[test]
     fn tokens_follow_the_spec_and_skip_missing_fields() {
@@ -136,8 +145,11 @@ fields = ["name", "dob", "sex"]
         t.tokenize(&["19700315", " Taro  YAMADA", ""], &mut out);
         assert_eq!(out.status, vec![Ok(()), Ok(()), Err(FieldReject::Missing)]);
         assert_eq!(out.tokens.len(), 1, "the sex recipe must be skipped");
-        let want = RecipeKey::derive(&secret, "proj", "name_dob", 1)
-            .token(&preimage("name_dob", 1, &[("name", "taro yamada"), ("dob", "1970-03-15")]));
+        let want = RecipeKey::derive(&secret, "proj", "name_dob", 1).token(&preimage(
+            "name_dob",
+            1,
+            &[("name", "taro yamada"), ("dob", "1970-03-15")],
+        ));
         assert_eq!(out.tokens[0], (0, want));
 
         // Width and case variants give the same token.

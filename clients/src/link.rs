@@ -1,0 +1,610 @@
+//! `renketsu link`: tokenize every holder's input, join exact tokens, cluster, and write the
+//! outputs (SPEC.md §5).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::RngCore as _;
+use renketsu_linkage::cluster::TokenJoin;
+use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Schema, Tokenizer};
+use serde_json::json;
+
+use crate::input::{CsvInput, EncodingArg};
+use crate::output::{CsvFile, PendingFile};
+
+/// Row-level reject reasons (SPEC.md §3.3). The codes are stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowReject {
+    /// The row has a different number of fields than the header.
+    RaggedRow,
+    /// A needed field is not valid in the file's encoding.
+    InvalidEncoding,
+    /// The id column is empty.
+    MissingId,
+    /// The id was already used by an earlier row of the same input.
+    DuplicateId,
+    /// No recipe could be computed: every recipe lacks a usable field.
+    NoToken,
+}
+
+impl RowReject {
+    /// Stable reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::RaggedRow => "ragged_row",
+            Self::InvalidEncoding => "invalid_encoding",
+            Self::MissingId => "missing_id",
+            Self::DuplicateId => "duplicate_id",
+            Self::NoToken => "no_token",
+        }
+    }
+}
+
+/// One holder's input, as given on the command line.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    /// Party name: used in output columns and file names.
+    pub party: String,
+    /// CSV path.
+    pub path: PathBuf,
+}
+
+impl InputSpec {
+    /// Parses `NAME=PATH` or `PATH` (party = file stem).
+    pub fn parse(s: &str) -> Result<Self> {
+        let (party, path) = match s.split_once('=') {
+            Some((name, path)) if !name.contains(['/', '\\']) => {
+                (name.to_owned(), PathBuf::from(path))
+            }
+            _ => {
+                let path = PathBuf::from(s);
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .with_context(|| format!("cannot name a party after {s:?}; use NAME=PATH"))?
+                    .to_owned();
+                (stem, path)
+            }
+        };
+        if party.is_empty()
+            || party.len() > 64
+            || !party
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            bail!(
+                "party name {party:?} must be 1-64 characters of A-Z a-z 0-9 _ - . (use NAME=PATH)"
+            );
+        }
+        Ok(Self { party, path })
+    }
+}
+
+/// Everything `link` needs, resolved from the command line.
+pub struct LinkJob<'a> {
+    /// The parsed schema.
+    pub schema: &'a Schema,
+    /// Path of the schema file (for the summary).
+    pub schema_path: &'a Path,
+    /// Holders' inputs, in order; at least two.
+    pub inputs: Vec<InputSpec>,
+    /// Output directory.
+    pub out: &'a Path,
+    /// Project name (binds the recipe keys).
+    pub project: &'a str,
+    /// The project master secret.
+    pub secret: &'a ProjectSecret,
+    /// Id column override (else the schema's).
+    pub id_column: Option<&'a str>,
+    /// Input encoding.
+    pub encoding: EncodingArg,
+    /// "Today" for date checks.
+    pub ctx: NormalizeContext,
+    /// No progress bars or log lines.
+    pub quiet: bool,
+}
+
+#[derive(Default)]
+struct PartyStats {
+    read: u64,
+    tokenized: u64,
+    rejects: BTreeMap<RowReject, u64>,
+    field_rejects: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    tokens_by_recipe: Vec<u64>,
+}
+
+struct Party {
+    spec: InputSpec,
+    encoding: &'static str,
+    ids: Vec<String>,
+    content_columns: Vec<String>,
+    missing_content: Vec<String>,
+    /// Content values, `content_columns.len()` per accepted record.
+    content: Vec<String>,
+    stats: PartyStats,
+}
+
+/// Result of a link run, for the caller's message.
+pub struct LinkOutcome {
+    /// Cross-party record pairs written.
+    pub links: u64,
+    /// Clusters (including singletons).
+    pub clusters: usize,
+}
+
+fn progress(quiet: bool, len: u64, party: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(party.to_owned());
+    pb
+}
+
+/// Runs the whole link job.
+pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
+    let t0 = Instant::now();
+    if job.inputs.len() < 2 {
+        bail!("link needs at least two --input files, one per data holder");
+    }
+    let mut seen = HashSet::new();
+    for i in &job.inputs {
+        if !seen.insert(i.party.as_str()) {
+            bail!(
+                "two inputs are both named party {:?}; name them with NAME=PATH",
+                i.party
+            );
+        }
+    }
+    std::fs::create_dir_all(job.out)
+        .with_context(|| format!("cannot create output directory {}", job.out.display()))?;
+    let tokenizer = Tokenizer::new(job.schema, job.secret, job.project, job.ctx);
+    let id_column = job.id_column.unwrap_or(&job.schema.id_column);
+
+    // Pass 1: read and tokenize each holder, streaming tokens into the join.
+    let mut join = TokenJoin::new(0);
+    let mut parties = Vec::with_capacity(job.inputs.len());
+    let mut rejects_files = Vec::new();
+    for spec in &job.inputs {
+        let (party, rejects) = read_party(job, &tokenizer, id_column, spec, &mut join)?;
+        parties.push(party);
+        rejects_files.push(rejects);
+    }
+    let t_tokenize = t0.elapsed();
+    let distinct_tokens = join.distinct_tokens();
+    let (labels, n_clusters) = join.into_clusters();
+    let t_cluster = t0.elapsed();
+
+    // Pseudonyms: 128 random bits per cluster from the OS-seeded CSPRNG, unique.
+    let mut rng = rand::rng();
+    let mut pids = Vec::with_capacity(n_clusters);
+    let mut used = HashSet::with_capacity(n_clusters);
+    while pids.len() < n_clusters {
+        let mut b = [0u8; 16];
+        rng.fill_bytes(&mut b);
+        let pid = hex::encode(b);
+        if used.insert(pid.clone()) {
+            pids.push(pid);
+        }
+    }
+    drop(used);
+
+    // Members of each cluster, in global order (counting sort by label).
+    let mut starts = vec![0u32; n_clusters + 1];
+    for &l in &labels {
+        starts[l as usize + 1] += 1;
+    }
+    for i in 0..n_clusters {
+        starts[i + 1] += starts[i];
+    }
+    let mut fill = starts.clone();
+    let mut members = vec![0u32; labels.len()];
+    for (g, &l) in labels.iter().enumerate() {
+        members[fill[l as usize] as usize] = g as u32;
+        fill[l as usize] += 1;
+    }
+    let offsets: Vec<u32> = parties
+        .iter()
+        .scan(0u32, |acc, p| {
+            let start = *acc;
+            *acc += p.ids.len() as u32;
+            Some(start)
+        })
+        .collect();
+    let party_of = |g: u32| offsets.partition_point(|&o| o <= g) - 1;
+    let local = |g: u32| (g - offsets[party_of(g)]) as usize;
+
+    // clusters.csv
+    let mut clusters_csv = PendingFile::create(job.out, "clusters.csv")?.csv();
+    clusters_csv.row(["party", "id", "pid"])?;
+    for (g, &l) in labels.iter().enumerate() {
+        let p = party_of(g as u32);
+        let party = &parties[p];
+        clusters_csv.row([
+            party.spec.party.as_str(),
+            party.ids[local(g as u32)].as_str(),
+            pids[l as usize].as_str(),
+        ])?;
+    }
+
+    // pairs.csv
+    let two = parties.len() == 2;
+    let mut pairs_csv = PendingFile::create(job.out, "pairs.csv")?.csv();
+    if two {
+        pairs_csv.row(["id_a", "id_b"])?;
+    } else {
+        pairs_csv.row(["party_a", "id_a", "party_b", "id_b"])?;
+    }
+    let mut links = 0u64;
+    let mut multi_party = 0u64;
+    let mut largest = 0usize;
+    for c in 0..n_clusters {
+        let m = &members[starts[c] as usize..starts[c + 1] as usize];
+        largest = largest.max(m.len());
+        if m.len() < 2 || party_of(m[0]) == party_of(m[m.len() - 1]) {
+            continue;
+        }
+        multi_party += 1;
+        for (i, &x) in m.iter().enumerate() {
+            for &y in &m[i + 1..] {
+                let (px, py) = (party_of(x), party_of(y));
+                if px == py {
+                    continue;
+                }
+                let (ix, iy) = (&parties[px].ids[local(x)], &parties[py].ids[local(y)]);
+                if two {
+                    pairs_csv.row([ix, iy])?;
+                } else {
+                    pairs_csv.row([&parties[px].spec.party, ix, &parties[py].spec.party, iy])?;
+                }
+                links += 1;
+            }
+        }
+    }
+
+    // joined.csv: the researcher's view; only pid and content columns.
+    let mut joined = PendingFile::create(job.out, "joined.csv")?.csv();
+    write_joined(
+        &mut joined,
+        &parties,
+        &pids,
+        &starts,
+        &members,
+        &party_of,
+        &local,
+    )?;
+    let t_write = t0.elapsed();
+
+    let mut written = vec![
+        clusters_csv.commit()?,
+        pairs_csv.commit()?,
+        joined.commit()?,
+    ];
+    for r in rejects_files {
+        written.push(r.commit()?);
+    }
+    let summary = summary_json(
+        job,
+        &parties,
+        links,
+        n_clusters,
+        multi_party,
+        largest,
+        distinct_tokens,
+        [
+            t_tokenize,
+            t_cluster - t_tokenize,
+            t_write - t_cluster,
+            t0.elapsed(),
+        ],
+    );
+    let mut f = PendingFile::create(job.out, "summary.json")?;
+    serde_json::to_writer_pretty(&mut f.writer, &summary)?;
+    f.writer.write_all(b"\n")?;
+    f.commit()?;
+    Ok(LinkOutcome {
+        links,
+        clusters: n_clusters,
+    })
+}
+
+fn read_party(
+    job: &LinkJob<'_>,
+    tokenizer: &Tokenizer,
+    id_column: &str,
+    spec: &InputSpec,
+    join: &mut TokenJoin,
+) -> Result<(Party, CsvFile)> {
+    let schema = job.schema;
+    let mut input = CsvInput::open(&spec.path, job.encoding)?;
+    let id_col = input.column(id_column, "the id column; set it with --id-column")?;
+    let field_cols = schema
+        .fields
+        .iter()
+        .map(|f| {
+            input.column(
+                &f.column,
+                &format!("identifier field `{}` of the schema", f.name),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut content_columns = Vec::new();
+    let mut content_cols = Vec::new();
+    let mut missing_content = Vec::new();
+    for c in &schema.content {
+        match input.header.iter().position(|h| h == c) {
+            Some(i) => {
+                content_columns.push(c.clone());
+                content_cols.push(i);
+            }
+            None => missing_content.push(c.clone()),
+        }
+    }
+    let width = input.header.len();
+    let mut rejects = PendingFile::create(job.out, &format!("rejects-{}.csv", spec.party))?.csv();
+    rejects.row(["row", "id", "reason", "detail"])?;
+    let mut stats = PartyStats {
+        tokens_by_recipe: vec![0; schema.recipes.len()],
+        ..PartyStats::default()
+    };
+    let mut ids: Vec<String> = Vec::new();
+    let mut content = Vec::new();
+    let mut seen_ids: HashSet<String> = HashSet::new();
+    let mut rec = csv::ByteRecord::new();
+    let mut rt = RecordTokens::default();
+    let pb = progress(job.quiet, input.len, &spec.party);
+    let mut row: u64 = 0;
+    while input.next_row(&mut rec)? {
+        row += 1;
+        stats.read += 1;
+        if row.is_multiple_of(4096) {
+            pb.set_position(input.position());
+        }
+        let reject = |rejects: &mut CsvFile,
+                      stats: &mut PartyStats,
+                      id: &str,
+                      why: RowReject,
+                      detail: &str| {
+            *stats.rejects.entry(why).or_default() += 1;
+            rejects.row([row.to_string().as_str(), id, why.code(), detail])
+        };
+        if rec.len() != width {
+            let detail = format!("expected {width} fields, found {}", rec.len());
+            reject(&mut rejects, &mut stats, "", RowReject::RaggedRow, &detail)?;
+            continue;
+        }
+        let Some(id) = input.encoding.decode(&rec[id_col]) else {
+            reject(
+                &mut rejects,
+                &mut stats,
+                "",
+                RowReject::InvalidEncoding,
+                &format!("column {id_column}"),
+            )?;
+            continue;
+        };
+        let id = id.trim().to_owned();
+        if id.is_empty() {
+            reject(&mut rejects, &mut stats, "", RowReject::MissingId, "")?;
+            continue;
+        }
+        if !seen_ids.insert(id.clone()) {
+            reject(&mut rejects, &mut stats, &id, RowReject::DuplicateId, "")?;
+            continue;
+        }
+        let mut raw = Vec::with_capacity(field_cols.len());
+        let mut bad_column = None;
+        for (f, &c) in schema.fields.iter().zip(&field_cols) {
+            match input.encoding.decode(&rec[c]) {
+                Some(v) => raw.push(v),
+                None => {
+                    bad_column = Some(f.column.as_str());
+                    break;
+                }
+            }
+        }
+        let mut row_content = Vec::with_capacity(content_cols.len());
+        for (name, &c) in content_columns.iter().zip(&content_cols) {
+            match input.encoding.decode(&rec[c]) {
+                Some(v) => row_content.push(v.into_owned()),
+                None => {
+                    bad_column = Some(name.as_str());
+                    break;
+                }
+            }
+        }
+        if let Some(col) = bad_column {
+            reject(
+                &mut rejects,
+                &mut stats,
+                &id,
+                RowReject::InvalidEncoding,
+                &format!("column {col}"),
+            )?;
+            continue;
+        }
+        let refs: Vec<&str> = raw.iter().map(|c| c.as_ref()).collect();
+        tokenizer.tokenize(&refs, &mut rt);
+        let mut detail = String::new();
+        for (f, st) in schema.fields.iter().zip(&rt.status) {
+            if let Err(e) = st {
+                *stats
+                    .field_rejects
+                    .entry(f.name.clone())
+                    .or_default()
+                    .entry(e.code())
+                    .or_default() += 1;
+                if !detail.is_empty() {
+                    detail.push(';');
+                }
+                detail.push_str(&f.name);
+                detail.push('=');
+                detail.push_str(e.code());
+            }
+        }
+        if rt.tokens.is_empty() {
+            reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;
+            continue;
+        }
+        if join.records() >= u32::MAX as usize {
+            bail!("more than 2^32 - 1 records in one job");
+        }
+        let g = join.push_record();
+        for (r, t) in &rt.tokens {
+            stats.tokens_by_recipe[*r] += 1;
+            join.add(g, t);
+        }
+        stats.tokenized += 1;
+        ids.push(id);
+        content.extend(row_content);
+    }
+    pb.finish_and_clear();
+    let rejected: u64 = stats.rejects.values().sum();
+    debug_assert_eq!(stats.read, stats.tokenized + rejected);
+    if !job.quiet {
+        eprintln!(
+            "renketsu link: {}: {} rows read, {} tokenized, {} rejected ({})",
+            spec.party,
+            stats.read,
+            stats.tokenized,
+            rejected,
+            input.encoding.name()
+        );
+    }
+    Ok((
+        Party {
+            spec: spec.clone(),
+            encoding: input.encoding.name(),
+            ids,
+            content_columns,
+            missing_content,
+            content,
+            stats,
+        },
+        rejects,
+    ))
+}
+
+#[allow(clippy::too_many_arguments, reason = "one internal call site")]
+fn write_joined(
+    out: &mut CsvFile,
+    parties: &[Party],
+    pids: &[String],
+    starts: &[u32],
+    members: &[u32],
+    party_of: &dyn Fn(u32) -> usize,
+    local: &dyn Fn(u32) -> usize,
+) -> Result<()> {
+    let mut header = vec!["pid".to_owned()];
+    for p in parties {
+        for c in &p.content_columns {
+            header.push(format!("{}.{c}", p.spec.party));
+        }
+    }
+    out.row(&header)?;
+    // Rows ordered by pseudonym, so that row order reveals nothing about input order.
+    let mut order: Vec<usize> = (0..pids.len()).collect();
+    order.sort_unstable_by(|&a, &b| pids[a].cmp(&pids[b]));
+    let mut per_party: Vec<Vec<Option<usize>>> = vec![Vec::new(); parties.len()];
+    let mut choice = vec![0usize; parties.len()];
+    let mut line: Vec<&str> = Vec::with_capacity(header.len());
+    for c in order {
+        for v in per_party.iter_mut() {
+            v.clear();
+        }
+        for &g in &members[starts[c] as usize..starts[c + 1] as usize] {
+            per_party[party_of(g)].push(Some(local(g)));
+        }
+        for v in per_party.iter_mut() {
+            if v.is_empty() {
+                v.push(None);
+            }
+        }
+        // Full outer join within the cluster: every combination of one record per party.
+        choice.iter_mut().for_each(|x| *x = 0);
+        loop {
+            line.clear();
+            line.push(&pids[c]);
+            for (p, party) in parties.iter().enumerate() {
+                let w = party.content_columns.len();
+                match per_party[p][choice[p]] {
+                    Some(i) => {
+                        line.extend(party.content[i * w..(i + 1) * w].iter().map(String::as_str))
+                    }
+                    None => line.extend(std::iter::repeat_n("", w)),
+                }
+            }
+            out.row(&line)?;
+            let mut k = 0;
+            loop {
+                if k == parties.len() {
+                    break;
+                }
+                choice[k] += 1;
+                if choice[k] < per_party[k].len() {
+                    break;
+                }
+                choice[k] = 0;
+                k += 1;
+            }
+            if k == parties.len() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments, reason = "one internal call site")]
+fn summary_json(
+    job: &LinkJob<'_>,
+    parties: &[Party],
+    links: u64,
+    clusters: usize,
+    multi_party: u64,
+    largest: usize,
+    distinct_tokens: usize,
+    t: [std::time::Duration; 4],
+) -> serde_json::Value {
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e3 * 10.0).round() / 10.0;
+    let (uy, um, uu) = renketsu_linkage::normalize::unicode_version();
+    let today = job.ctx.today;
+    json!({
+        "renketsu_version": env!("CARGO_PKG_VERSION"),
+        "project": job.project,
+        "schema": { "name": job.schema.name, "version": job.schema.version, "path": job.schema_path },
+        "today": format!("{:04}-{:02}-{:02}", today / 10_000, today / 100 % 100, today % 100),
+        "normalization": { "unicode_version": format!("{uy}.{um}.{uu}") },
+        "parties": parties.iter().map(|p| {
+            let rejected: u64 = p.stats.rejects.values().sum();
+            json!({
+                "party": p.spec.party,
+                "input": p.spec.path,
+                "encoding": p.encoding,
+                "read": p.stats.read,
+                "tokenized": p.stats.tokenized,
+                "rejected": rejected,
+                "rejects_by_reason": p.stats.rejects.iter().map(|(k, v)| (k.code().to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "field_rejects": p.stats.field_rejects,
+                "tokens_by_recipe": job.schema.recipes.iter().zip(&p.stats.tokens_by_recipe).map(|(r, n)| (r.name.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "content_columns": p.content_columns,
+                "missing_content_columns": p.missing_content,
+            })
+        }).collect::<Vec<_>>(),
+        "links": links,
+        "clusters": { "total": clusters, "multi_party": multi_party, "largest": largest },
+        "distinct_tokens": distinct_tokens,
+        "timings_ms": { "read_tokenize": ms(t[0]), "join_cluster": ms(t[1]), "write": ms(t[2]), "total": ms(t[3]) },
+    })
+}

@@ -1,0 +1,318 @@
+//! `renketsu`: the command line of renketsu, privacy-preserving record linkage for Japanese
+//! medical data. See `renketsu --help` and README.md.
+
+mod eval;
+mod input;
+mod link;
+mod output;
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use renketsu_keys::LocalKeyStore;
+use renketsu_keys::local::KEK_ENV;
+use renketsu_linkage::{NormalizeContext, Schema};
+
+use crate::input::EncodingArg;
+use crate::link::{InputSpec, LinkJob};
+
+const LONG_ABOUT: &str = "\
+renketsu (連結) links records about the same people across data holders without exchanging \
+identifiers. Each holder's identifiers (names, birth dates, sex, insurance numbers) are \
+normalized and turned into keyed-hash tokens; records that share a token are linked and \
+clustered, and every cluster gets a random per-project pseudonym. The researcher's view \
+(joined.csv) carries only pseudonyms and content columns.
+
+Typical first run (embedded mode, one machine):
+  renketsu keys init --project demo
+  renketsu link --project demo --schema schemas/jp-person.toml \\
+      --input a=samples/jp_a.csv --input b=samples/jp_b.csv --out out/
+  renketsu eval --pairs out/pairs.csv --truth samples/jp_truth.csv";
+
+#[derive(Parser)]
+#[command(name = "renketsu", version, about = "Privacy-preserving record linkage for Japanese medical data", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage project master secrets in the local key store (embedded mode).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Tokenize each holder's CSV, join exact tokens, cluster, and write pairs, clusters, the
+    /// researcher's joined view, rejects and a summary.
+    #[command(long_about = "\
+Tokenize each holder's CSV, join exact tokens across holders, cluster with union-find, and \
+write to --out:
+  pairs.csv           linked record pairs (id_a,id_b; or party_a,id_a,party_b,id_b for 3+ inputs)
+  clusters.csv        party,id,pid for every tokenized record
+  joined.csv          the researcher's view: pid and content columns only
+  rejects-<party>.csv rows that could not be tokenized: row (1-based data record), id, reason, detail
+  summary.json        counts per party (read = tokenized + rejected), links, clusters, timings
+Files appear atomically; summary.json is written last.")]
+    Link(LinkArgs),
+    /// Precision, recall and F1 of a pairs file against ground truth.
+    Eval {
+        /// Predicted pairs (pairs.csv from `renketsu link`).
+        #[arg(long)]
+        pairs: PathBuf,
+        /// True pairs, same layout (id_a,id_b or party_a,id_a,party_b,id_b).
+        #[arg(long)]
+        truth: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a linkage schema and print its fields and recipes.
+    Schema {
+        /// The schema TOML file.
+        path: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct KeyStoreArgs {
+    /// Directory of the local key store. The key-encryption key is read from RENKETSU_KEK if
+    /// set, else from <DIR>/kek.
+    #[arg(long, env = "RENKETSU_KEY_STORE", default_value_os_t = default_key_store())]
+    key_store: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a project master secret (and the store and its KEK if they do not exist yet).
+    /// Never overwrites an existing project.
+    Init {
+        /// Project name: 1-64 characters of A-Z a-z 0-9 . _ -
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        store: KeyStoreArgs,
+        /// Succeed without change if the project already exists.
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// List the projects that have a master secret in the store.
+    List {
+        #[command(flatten)]
+        store: KeyStoreArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct LinkArgs {
+    /// Linkage schema (TOML), e.g. schemas/jp-person.toml.
+    #[arg(long)]
+    schema: PathBuf,
+    /// One holder's CSV, as NAME=PATH or PATH (party named after the file stem). Give two or
+    /// more.
+    #[arg(long = "input", required = true, value_name = "[NAME=]PATH")]
+    inputs: Vec<String>,
+    /// Output directory (created if missing; existing output files are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// Project whose master secret keys the tokens (see `renketsu keys init`).
+    #[arg(long, env = "RENKETSU_PROJECT")]
+    project: String,
+    #[command(flatten)]
+    store: KeyStoreArgs,
+    /// Column holding each record's id (default: the schema's [input] id_column, else "id").
+    #[arg(long)]
+    id_column: Option<String>,
+    /// Input text encoding.
+    #[arg(long, value_enum, default_value_t = EncodingArg::Auto)]
+    encoding: EncodingArg,
+    /// "Today" as YYYY-MM-DD for refusing future birth dates (default: the current UTC date).
+    /// Set it to make a run reproducible.
+    #[arg(long)]
+    today: Option<String>,
+    /// No progress bars or per-input log lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn default_key_store() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/renketsu/keys"),
+        None => PathBuf::from(".renketsu/keys"),
+    }
+}
+
+fn kek_env() -> Option<String> {
+    std::env::var(KEK_ENV).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn load_schema(path: &PathBuf) -> Result<Schema> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read schema {}", path.display()))?;
+    Schema::from_toml(&text).with_context(|| format!("invalid schema {}", path.display()))
+}
+
+fn parse_today(s: &str) -> Result<NormalizeContext> {
+    let mut out = String::new();
+    let far_future = NormalizeContext::with_today(9999, 12, 31);
+    renketsu_linkage::Normalizer::Date
+        .apply(s, &far_future, &mut out)
+        .map_err(|e| anyhow::anyhow!("--today {s:?}: {e}"))?;
+    let d: u32 = out.replace('-', "").parse().expect("canonical date");
+    Ok(NormalizeContext { today: d })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keys { command } => keys(command),
+        Command::Link(args) => link_cmd(args),
+        Command::Eval { pairs, truth, json } => {
+            let e = eval::evaluate(&pairs, &truth)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "true_positives": e.true_positives,
+                        "false_positives": e.false_positives,
+                        "false_negatives": e.false_negatives,
+                        "precision": e.precision,
+                        "recall": e.recall,
+                        "f1": e.f1,
+                    })
+                );
+            } else {
+                println!(
+                    "predicted pairs {}  true pairs {}",
+                    e.true_positives + e.false_positives,
+                    e.true_positives + e.false_negatives
+                );
+                println!(
+                    "true positives {}  false positives {}  false negatives {}",
+                    e.true_positives, e.false_positives, e.false_negatives
+                );
+                println!(
+                    "precision {:.4}  recall {:.4}  F1 {:.4}",
+                    e.precision, e.recall, e.f1
+                );
+            }
+            Ok(())
+        }
+        Command::Schema { path } => {
+            let s = load_schema(&path)?;
+            println!(
+                "schema {} version {} (id column {:?})",
+                s.name, s.version, s.id_column
+            );
+            println!("identifier fields:");
+            for f in &s.fields {
+                println!(
+                    "  {:<24} column {:<24} normalizer {}",
+                    f.name,
+                    f.column,
+                    f.normalizer.name()
+                );
+            }
+            println!("content columns: {}", s.content.join(", "));
+            println!("recipes:");
+            for r in &s.recipes {
+                let names: Vec<&str> = r
+                    .fields
+                    .iter()
+                    .map(|&i| s.fields[i].name.as_str())
+                    .collect();
+                println!("  {} v{}: {}", r.name, r.version, names.join(" + "));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn keys(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Init {
+            project,
+            store,
+            if_missing,
+        } => {
+            let env = kek_env();
+            let (ks, created_kek) =
+                LocalKeyStore::open_or_init(&store.key_store, env.as_deref(), &mut rand::rng())?;
+            if created_kek {
+                eprintln!(
+                    "created key-encryption key {} (mode 0600); keep it apart from backups of the store, or supply {KEK_ENV} instead",
+                    ks.dir().join("kek").display()
+                );
+            }
+            match ks.create_project(&project, &mut rand::rng()) {
+                Ok(()) => eprintln!(
+                    "created master secret for project {project:?} in {}",
+                    ks.dir().display()
+                ),
+                Err(renketsu_keys::KeyStoreError::ProjectExists(_)) if if_missing => {
+                    eprintln!("project {project:?} already has a master secret; left unchanged");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        }
+        KeysCommand::List { store } => {
+            let env = kek_env();
+            let ks = LocalKeyStore::open(&store.key_store, env.as_deref())?;
+            for p in ks.projects()? {
+                println!("{p}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn link_cmd(args: LinkArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let schema = load_schema(&args.schema)?;
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|s| InputSpec::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let ctx = match &args.today {
+        Some(s) => parse_today(s)?,
+        None => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .context("system clock before 1970")?;
+            NormalizeContext::from_unix_seconds(i64::try_from(now.as_secs()).unwrap_or(i64::MAX))
+        }
+    };
+    let env = kek_env();
+    let ks = LocalKeyStore::open(&args.store.key_store, env.as_deref())?;
+    let secret = ks.project_secret(&args.project)?;
+    if args.out.is_file() {
+        bail!("--out {} is a file; give a directory", args.out.display());
+    }
+    let job = LinkJob {
+        schema: &schema,
+        schema_path: &args.schema,
+        inputs,
+        out: &args.out,
+        project: &args.project,
+        secret: &secret,
+        id_column: args.id_column.as_deref(),
+        encoding: args.encoding,
+        ctx,
+        quiet: args.quiet,
+    };
+    let outcome = link::run(&job)?;
+    if !args.quiet {
+        eprintln!(
+            "renketsu link: {} links, {} clusters; wrote {} in {:.2} s",
+            outcome.links,
+            outcome.clusters,
+            args.out.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

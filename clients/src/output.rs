@@ -1,0 +1,95 @@
+//! Output files written atomically: each file is written under a temporary name in the
+//! output directory and renamed into place only when complete, so a crashed run never leaves
+//! a truncated file that looks finished. `summary.json` is renamed last: its presence marks a
+//! complete run.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// A file being written; call [`PendingFile::commit`] to publish it.
+pub struct PendingFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    /// Buffered writer on the temporary file.
+    pub writer: BufWriter<File>,
+}
+
+impl PendingFile {
+    /// Starts writing `dir/name`.
+    pub fn create(dir: &Path, name: &str) -> Result<Self> {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.partial"));
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(Self {
+            tmp,
+            path,
+            writer: BufWriter::with_capacity(1 << 16, file),
+        })
+    }
+
+    /// A CSV writer over this file.
+    pub fn csv(self) -> CsvFile {
+        CsvFile {
+            path: self.path,
+            tmp: self.tmp,
+            writer: csv::Writer::from_writer(self.writer),
+        }
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(self) -> Result<PathBuf> {
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        finish(file, &self.tmp, &self.path)
+    }
+}
+
+/// A CSV file being written.
+pub struct CsvFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    /// The CSV writer.
+    pub writer: csv::Writer<BufWriter<File>>,
+}
+
+impl CsvFile {
+    /// Writes one record.
+    pub fn row<I, T>(&mut self, fields: I) -> Result<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        self.writer
+            .write_record(fields)
+            .with_context(|| format!("cannot write {}", self.tmp.display()))
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(self) -> Result<PathBuf> {
+        let buf = self
+            .writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}", e.error()))
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        finish(file, &self.tmp, &self.path)
+    }
+}
+
+fn finish(mut file: File, tmp: &Path, path: &Path) -> Result<PathBuf> {
+    file.flush()?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    fs::rename(tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    Ok(path.to_owned())
+}
