@@ -1,0 +1,214 @@
+//! End-to-end runs of the `renketsu` binary on the shared benchmark data sets (FEBRL4 and the
+//! synthetic Japanese development set in `../shared/data`) and on the shipped samples.
+//!
+//! The quality floors asserted here are the exact-token baseline minus a small margin: a
+//! change that breaks normalization, tokens or clustering drops below them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn shared() -> PathBuf {
+    let p = repo().join("../shared/data");
+    assert!(p.is_dir(), "the shared data sets are expected at {}", p.display());
+    p
+}
+
+/// The `renketsu` binary of this build (built on demand when this crate is tested alone).
+fn bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(project: &str) -> Self {
+        let e = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        e.ok(&["keys", "init", "--project", project]);
+        e
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("RENKETSU_KEY_STORE", self.dir.path().join("keys"))
+            .env_remove("RENKETSU_KEK")
+            .env_remove("RENKETSU_PROJECT")
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "renketsu {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn link(&self, project: &str, schema: &str, a: &Path, b: &Path, out: &str) -> PathBuf {
+        let dir = self.dir.path().join(out);
+        self.ok(&[
+            "link",
+            "--quiet",
+            "--today",
+            "2026-11-22",
+            "--project",
+            project,
+            "--schema",
+            schema,
+            "--input",
+            &format!("a={}", a.display()),
+            "--input",
+            &format!("b={}", b.display()),
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        dir
+    }
+
+    fn eval(&self, pairs: &Path, truth: &Path) -> serde_json::Value {
+        let out = self.ok(&[
+            "eval",
+            "--json",
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn check_accounting(dir: &Path) {
+    let s = summary(dir);
+    for p in s["parties"].as_array().unwrap() {
+        let (read, tok, rej) = (
+            p["read"].as_u64().unwrap(),
+            p["tokenized"].as_u64().unwrap(),
+            p["rejected"].as_u64().unwrap(),
+        );
+        assert_eq!(read, tok + rej, "read = tokenized + rejected for {}", p["party"]);
+        let name = p["party"].as_str().unwrap();
+        let rejects = csv::Reader::from_path(dir.join(format!("rejects-{name}.csv")))
+            .unwrap()
+            .records()
+            .count() as u64;
+        assert_eq!(rejects, rej, "rejects file of {name}");
+    }
+}
+
+fn pairs_set(path: &Path) -> std::collections::BTreeSet<(String, String)> {
+    csv::Reader::from_path(path)
+        .unwrap()
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_owned(), r[1].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn febrl4_exact_tokens_baseline() {
+    let env = Env::new("febrl");
+    let d = shared().join("febrl");
+    let out = env.link(
+        "febrl",
+        "schemas/febrl.toml",
+        &d.join("febrl4a.csv"),
+        &d.join("febrl4b.csv"),
+        "febrl4",
+    );
+    check_accounting(&out);
+    let e = env.eval(&out.join("pairs.csv"), &d.join("febrl4_truth.csv"));
+    eprintln!("FEBRL4 exact tokens: {e}");
+    assert!(e["precision"].as_f64().unwrap() >= 0.995, "{e}");
+    assert!(e["recall"].as_f64().unwrap() >= 0.88, "{e}");
+}
+
+#[test]
+fn jp_exact_tokens_baseline() {
+    let env = Env::new("jp");
+    let d = shared().join("jp");
+    let out = env.link(
+        "jp",
+        "schemas/jp-person.toml",
+        &d.join("jp_a.csv"),
+        &d.join("jp_b.csv"),
+        "jp",
+    );
+    check_accounting(&out);
+    let e = env.eval(&out.join("pairs.csv"), &d.join("jp_truth.csv"));
+    eprintln!("jp exact tokens: {e}");
+    assert!(e["precision"].as_f64().unwrap() >= 0.995, "{e}");
+    assert!(e["recall"].as_f64().unwrap() >= 0.48, "{e}");
+}
+
+#[test]
+fn links_do_not_depend_on_the_key_but_tokens_do() {
+    // Two projects have independent secrets: the same data must give the same links, and
+    // no pseudonym may be shared between the projects' outputs.
+    let env = Env::new("p1");
+    env.ok(&["keys", "init", "--project", "p2"]);
+    let s = repo().join("samples");
+    let (a, b) = (s.join("jp_a.csv"), s.join("jp_b.csv"));
+    let o1 = env.link("p1", "schemas/jp-person.toml", &a, &b, "o1");
+    let o2 = env.link("p2", "schemas/jp-person.toml", &a, &b, "o2");
+    assert_eq!(pairs_set(&o1.join("pairs.csv")), pairs_set(&o2.join("pairs.csv")));
+    assert!(!pairs_set(&o1.join("pairs.csv")).is_empty());
+    let pids = |o: &Path| -> std::collections::BTreeSet<String> {
+        csv::Reader::from_path(o.join("clusters.csv"))
+            .unwrap()
+            .records()
+            .map(|r| r.unwrap()[2].to_owned())
+            .collect()
+    };
+    assert!(pids(&o1).is_disjoint(&pids(&o2)));
+}
+
+#[test]
+fn shipped_samples_link_with_high_precision() {
+    let env = Env::new("q");
+    let s = repo().join("samples");
+    let out = env.link(
+        "q",
+        "schemas/jp-person.toml",
+        &s.join("jp_a.csv"),
+        &s.join("jp_b.csv"),
+        "q",
+    );
+    check_accounting(&out);
+    let e = env.eval(&out.join("pairs.csv"), &s.join("jp_truth.csv"));
+    assert!(e["precision"].as_f64().unwrap() >= 0.99, "{e}");
+    assert!(e["true_positives"].as_u64().unwrap() >= 400, "{e}");
+    // The researcher's view holds pseudonyms and content only.
+    let mut rdr = csv::Reader::from_path(out.join("joined.csv")).unwrap();
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(header, ["pid", "a.prefecture", "b.prefecture"]);
+}
