@@ -14,10 +14,13 @@ which the Rust test linkage/core/tests/token_vectors.rs checks byte for byte.
 Derivation (SPEC.md §4):
 
     LP(x)    = u32_be(len(x)) || x
+    VP(x)    = leb128(len(x)) || x          (unsigned LEB128, minimal)
     K_recipe = HKDF-SHA256(salt = "renketsu/v1/recipe-key", ikm = 32-byte project master secret,
                            info = LP(project) || LP(recipe) || u32_be(version), L = 32)
-    preimage = LP("renketsu/v1/exact") || LP(recipe) || u32_be(version) || u32_be(n)
-               || LP(field_1) || LP(value_1) || ... || LP(field_n) || LP(value_n)
+    head     = LP("renketsu/v1/exact") || LP(recipe) || u32_be(version) || u32_be(n)
+               || LP(field_1) || ... || LP(field_n)
+               || zero bytes up to the next multiple of 64 bytes
+    preimage = head || VP(value_1) || ... || VP(value_n)
     token    = HMAC-SHA256(K_recipe, preimage)
 
 All strings are UTF-8; lengths are byte lengths.
@@ -115,12 +118,34 @@ def recipe_key(master_secret: bytes, project: str, recipe: str, version: int) ->
     return hkdf(RECIPE_KEY_SALT, master_secret, info, 32)
 
 
+def leb128(n: int) -> bytes:
+    """Unsigned LEB128, minimal encoding (7 bits per byte, low group first, high bit = more)."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def vp(x: bytes) -> bytes:
+    return leb128(len(x)) + x
+
+
 def preimage(recipe: str, version: int, fields: list) -> bytes:
-    out = lp(PREIMAGE_DOMAIN) + lp(recipe.encode("utf-8")) + u32_be(version) + u32_be(len(fields))
-    for name, value in fields:
+    head = lp(PREIMAGE_DOMAIN) + lp(recipe.encode("utf-8")) + u32_be(version) + u32_be(len(fields))
+    for name, _ in fields:
+        head += lp(name.encode("utf-8"))
+    head += b"\x00" * (-len(head) % 64)
+    assert len(head) % 64 == 0
+    tail = b""
+    for _, value in fields:
         assert value, "normalized values are never empty"
-        out += lp(name.encode("utf-8")) + lp(value.encode("utf-8"))
-    return out
+        tail += vp(value.encode("utf-8"))
+    return head + tail
 
 
 def token(key: bytes, pre: bytes) -> bytes:

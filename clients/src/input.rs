@@ -16,12 +16,14 @@ use encoding_rs::SHIFT_JIS;
 /// Text encoding of an input file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EncodingArg {
-    /// UTF-8 if the first MiB is valid UTF-8 (or starts with a BOM), else CP932 if it decodes
-    /// cleanly as CP932, else an error asking for `--encoding`.
+    /// Per file, from its first MiB: UTF-8 if it starts with a BOM or is (almost all) valid
+    /// UTF-8, else CP932 if it decodes cleanly as CP932, else an error asking for `--encoding`.
     Auto,
     /// UTF-8 (a leading BOM is skipped).
+    #[value(name = "utf-8", alias = "utf8")]
     Utf8,
     /// CP932 / Windows-31J, Microsoft's Shift_JIS, as Japanese hospital systems export.
+    #[value(name = "cp932", aliases = ["shift_jis", "sjis", "windows-31j"])]
     Cp932,
 }
 
@@ -54,6 +56,36 @@ impl Encoding {
 
 const SNIFF_BYTES: usize = 1 << 20;
 
+/// Counts valid multi-byte UTF-8 characters and invalid sequences in `bytes`; an incomplete
+/// character at the very end of a truncated sample is not counted as invalid.
+fn utf8_profile(mut bytes: &[u8], truncated: bool) -> (usize, usize) {
+    let (mut multibyte, mut invalid) = (0, 0);
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                multibyte += s.chars().filter(|c| !c.is_ascii()).count();
+                return (multibyte, invalid);
+            }
+            Err(e) => {
+                let good = std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid prefix");
+                multibyte += good.chars().filter(|c| !c.is_ascii()).count();
+                match e.error_len() {
+                    Some(n) => {
+                        invalid += 1;
+                        bytes = &bytes[e.valid_up_to() + n..];
+                    }
+                    None => {
+                        if !truncated {
+                            invalid += 1;
+                        }
+                        return (multibyte, invalid);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Picks the encoding of `path` as `arg` says (see [`EncodingArg::Auto`]).
 pub fn resolve_encoding(path: &Path, arg: EncodingArg) -> Result<Encoding> {
     match arg {
@@ -70,13 +102,12 @@ pub fn resolve_encoding(path: &Path, arg: EncodingArg) -> Result<Encoding> {
     if sample.starts_with(b"\xEF\xBB\xBF") {
         return Ok(Encoding::Utf8);
     }
-    match std::str::from_utf8(&sample) {
-        Ok(_) => return Ok(Encoding::Utf8),
-        // Only an incomplete character cut at the end of the sample: still UTF-8.
-        Err(e) if e.error_len().is_none() && sample.len() == SNIFF_BYTES => {
-            return Ok(Encoding::Utf8);
-        }
-        Err(_) => {}
+    let (multibyte, invalid) = utf8_profile(&sample, sample.len() == SNIFF_BYTES);
+    // Text in CP932 fails UTF-8 decoding at almost every non-ASCII character; a UTF-8 export
+    // with a few stray bytes has many valid multi-byte characters and few errors. Choosing
+    // UTF-8 there rejects the few bad rows instead of turning every name into mojibake.
+    if invalid == 0 || (multibyte > 0 && invalid * 4 <= multibyte) {
+        return Ok(Encoding::Utf8);
     }
     let cut = if sample.len() == SNIFF_BYTES {
         // Avoid judging a double-byte character split at the sample's end.

@@ -169,8 +169,20 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     }
     std::fs::create_dir_all(job.out)
         .with_context(|| format!("cannot create output directory {}", job.out.display()))?;
+    // A summary.json marks a complete run: remove an old one first, so that outputs of a run
+    // that fails are never taken for complete.
+    match std::fs::remove_file(job.out.join("summary.json")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("cannot remove the previous summary.json"),
+    }
     let tokenizer = Tokenizer::new(job.schema, job.secret, job.project, job.ctx);
     let id_column = job.id_column.unwrap_or(&job.schema.id_column);
+    if job.schema.content.iter().any(|c| c == id_column) {
+        bail!(
+            "the id column {id_column:?} is also a content column of the schema; record ids never go to the researcher's view"
+        );
+    }
 
     // Pass 1: read and tokenize each holder, streaming tokens into the join.
     let mut join = TokenJoin::new(0);
@@ -380,8 +392,24 @@ fn read_party(
             rejects.row([row.to_string().as_str(), id, why.code(), detail])
         };
         if rec.len() != width {
+            if rec.iter().any(|f| f.contains(&b'\n')) {
+                // A quoted field that runs over line breaks in a ragged row is almost surely an
+                // unterminated quote: the rows it swallowed cannot be recovered or counted.
+                bail!(
+                    "{}: data row {row} has {} fields (expected {width}) and a quoted field running over \
+                     several lines: probably an unterminated quote; the rows after it cannot be read \
+                     reliably, so nothing was written. Fix the quoting and run again",
+                    spec.path.display(),
+                    rec.len()
+                );
+            }
             let detail = format!("expected {width} fields, found {}", rec.len());
-            reject(&mut rejects, &mut stats, "", RowReject::RaggedRow, &detail)?;
+            let id = rec
+                .get(id_col)
+                .and_then(|b| input.encoding.decode(b))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default();
+            reject(&mut rejects, &mut stats, &id, RowReject::RaggedRow, &detail)?;
             continue;
         }
         let Some(id) = input.encoding.decode(&rec[id_col]) else {

@@ -9,12 +9,25 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// A file being written; call [`PendingFile::commit`] to publish it.
+/// A file being written; call [`PendingFile::commit`] to publish it. Dropped without a
+/// commit (an error path), it removes its temporary file.
 pub struct PendingFile {
+    guard: TmpGuard,
     tmp: PathBuf,
     path: PathBuf,
     /// Buffered writer on the temporary file.
     pub writer: BufWriter<File>,
+}
+
+/// Removes a temporary file unless disarmed.
+struct TmpGuard(Option<PathBuf>);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 impl PendingFile {
@@ -25,6 +38,7 @@ impl PendingFile {
         let file =
             File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         Ok(Self {
+            guard: TmpGuard(Some(tmp.clone())),
             tmp,
             path,
             writer: BufWriter::with_capacity(1 << 16, file),
@@ -34,6 +48,7 @@ impl PendingFile {
     /// A CSV writer over this file.
     pub fn csv(self) -> CsvFile {
         CsvFile {
+            guard: self.guard,
             path: self.path,
             tmp: self.tmp,
             writer: csv::Writer::from_writer(self.writer),
@@ -42,17 +57,21 @@ impl PendingFile {
 
     /// Flushes, syncs and renames the file into place.
     pub fn commit(self) -> Result<PathBuf> {
+        let mut guard = self.guard;
         let file = self
             .writer
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {}", self.tmp.display()))?;
-        finish(file, &self.tmp, &self.path)
+        finish(file, &self.tmp, &self.path)?;
+        guard.0 = None;
+        Ok(self.path)
     }
 }
 
 /// A CSV file being written.
 pub struct CsvFile {
+    guard: TmpGuard,
     tmp: PathBuf,
     path: PathBuf,
     /// The CSV writer.
@@ -73,6 +92,7 @@ impl CsvFile {
 
     /// Flushes, syncs and renames the file into place.
     pub fn commit(self) -> Result<PathBuf> {
+        let mut guard = self.guard;
         let buf = self
             .writer
             .into_inner()
@@ -82,14 +102,15 @@ impl CsvFile {
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {}", self.tmp.display()))?;
-        finish(file, &self.tmp, &self.path)
+        finish(file, &self.tmp, &self.path)?;
+        guard.0 = None;
+        Ok(self.path)
     }
 }
 
-fn finish(mut file: File, tmp: &Path, path: &Path) -> Result<PathBuf> {
+fn finish(mut file: File, tmp: &Path, path: &Path) -> Result<()> {
     file.flush()?;
     file.sync_all()
         .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    fs::rename(tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
-    Ok(path.to_owned())
+    fs::rename(tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))
 }

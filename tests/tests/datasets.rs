@@ -8,12 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn shared() -> PathBuf {
     let p = repo().join("../shared/data");
-    assert!(p.is_dir(), "the shared data sets are expected at {}", p.display());
+    assert!(
+        p.is_dir(),
+        "the shared data sets are expected at {}",
+        p.display()
+    );
     p
 }
 
@@ -113,7 +120,12 @@ fn check_accounting(dir: &Path) {
             p["tokenized"].as_u64().unwrap(),
             p["rejected"].as_u64().unwrap(),
         );
-        assert_eq!(read, tok + rej, "read = tokenized + rejected for {}", p["party"]);
+        assert_eq!(
+            read,
+            tok + rej,
+            "read = tokenized + rejected for {}",
+            p["party"]
+        );
         let name = p["party"].as_str().unwrap();
         let rejects = csv::Reader::from_path(dir.join(format!("rejects-{name}.csv")))
             .unwrap()
@@ -180,7 +192,10 @@ fn links_do_not_depend_on_the_key_but_tokens_do() {
     let (a, b) = (s.join("jp_a.csv"), s.join("jp_b.csv"));
     let o1 = env.link("p1", "schemas/jp-person.toml", &a, &b, "o1");
     let o2 = env.link("p2", "schemas/jp-person.toml", &a, &b, "o2");
-    assert_eq!(pairs_set(&o1.join("pairs.csv")), pairs_set(&o2.join("pairs.csv")));
+    assert_eq!(
+        pairs_set(&o1.join("pairs.csv")),
+        pairs_set(&o2.join("pairs.csv"))
+    );
     assert!(!pairs_set(&o1.join("pairs.csv")).is_empty());
     let pids = |o: &Path| -> std::collections::BTreeSet<String> {
         csv::Reader::from_path(o.join("clusters.csv"))

@@ -161,12 +161,37 @@ fn is_space(c: char) -> bool {
     c.is_whitespace() || c == '\u{3000}'
 }
 
-fn nfkc_into(input: &str, out: &mut String) {
+/// Feeds the NFKC form of `input` to `f` one character at a time, without allocating
+/// (ASCII is its own NFKC form, so it skips the decomposition machinery).
+#[inline]
+fn for_each_nfkc(input: &str, mut f: impl FnMut(char)) {
     if input.is_ascii() {
-        out.push_str(input);
+        input.bytes().for_each(|b| f(char::from(b)));
     } else {
-        out.extend(input.nfkc());
+        input.nfkc().for_each(f);
     }
+}
+
+/// NFKC of a short value, trimmed, in a stack buffer; `None` if longer than the buffer
+/// (no accepted date or sex spelling is that long).
+fn nfkc_small<'b>(input: &str, buf: &'b mut [u8; 48]) -> Option<&'b str> {
+    let mut len = 0;
+    let mut overflow = false;
+    for_each_nfkc(input, |c| {
+        if overflow {
+            return;
+        }
+        if len + c.len_utf8() > buf.len() {
+            overflow = true;
+        } else {
+            len += c.encode_utf8(&mut buf[len..]).len();
+        }
+    });
+    if overflow {
+        return None;
+    }
+    let s = std::str::from_utf8(&buf[..len]).expect("encoded from chars");
+    Some(s.trim_matches(is_space))
 }
 
 fn raw(input: &str, out: &mut String) -> Result<(), FieldReject> {
@@ -179,22 +204,22 @@ fn raw(input: &str, out: &mut String) -> Result<(), FieldReject> {
 }
 
 fn text(input: &str, out: &mut String) -> Result<(), FieldReject> {
-    let mut folded = String::with_capacity(input.len());
-    nfkc_into(input, &mut folded);
     let mut pending_space = false;
-    for c in folded.chars() {
+    for_each_nfkc(input, |c| {
         if is_space(c) {
             pending_space = !out.is_empty();
-        } else if c.is_control() {
-            continue;
-        } else {
+        } else if !c.is_control() {
             if pending_space {
                 out.push(' ');
                 pending_space = false;
             }
-            out.extend(c.to_lowercase());
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.extend(c.to_lowercase());
+            }
         }
-    }
+    });
     if out.is_empty() {
         return Err(FieldReject::Missing);
     }
@@ -202,23 +227,27 @@ fn text(input: &str, out: &mut String) -> Result<(), FieldReject> {
 }
 
 fn digits(input: &str, out: &mut String) -> Result<(), FieldReject> {
-    let mut folded = String::with_capacity(input.len());
-    nfkc_into(input, &mut folded);
-    for c in folded.chars() {
-        match c {
-            '0'..='9' => out.push(c),
-            '-' | '‐' | '‑' | '−' | 'ー' | '―' => {}
-            c if is_space(c) => {}
-            _ => return Err(FieldReject::InvalidDigits),
+    let mut invalid = false;
+    let mut only_space = true;
+    for_each_nfkc(input, |c| match c {
+        '0'..='9' => {
+            only_space = false;
+            out.push(c);
         }
+        '-' | '‐' | '‑' | '−' | 'ー' | '―' => only_space = false,
+        c if is_space(c) => {}
+        _ => invalid = true,
+    });
+    if invalid {
+        return Err(FieldReject::InvalidDigits);
     }
     if out.is_empty() {
-        // Only separators (or nothing): treat as absent, not as a number.
-        return if folded.trim_matches(is_space).is_empty() {
-            Err(FieldReject::Missing)
+        // Only separators (or nothing): absent if blank, else not a number.
+        return Err(if only_space {
+            FieldReject::Missing
         } else {
-            Err(FieldReject::InvalidDigits)
-        };
+            FieldReject::InvalidDigits
+        });
     }
     Ok(())
 }
@@ -244,9 +273,8 @@ fn parse_num(s: &str) -> Option<u32> {
 }
 
 fn date(input: &str, ctx: &NormalizeContext, out: &mut String) -> Result<(), FieldReject> {
-    let mut folded = String::with_capacity(input.len());
-    nfkc_into(input, &mut folded);
-    let s = folded.trim_matches(is_space);
+    let mut buf = [0u8; 48];
+    let s = nfkc_small(input, &mut buf).ok_or(FieldReject::InvalidDate)?;
     if s.is_empty() {
         return Err(FieldReject::Missing);
     }
@@ -284,22 +312,39 @@ fn date(input: &str, ctx: &NormalizeContext, out: &mut String) -> Result<(), Fie
     if y * 10_000 + m * 100 + d > ctx.today {
         return Err(FieldReject::FutureDate);
     }
-    use std::fmt::Write as _;
-    write!(out, "{y:04}-{m:02}-{d:02}").expect("writing to a String cannot fail");
+    push_iso_date(out, y, m, d);
     Ok(())
 }
 
+/// Appends `YYYY-MM-DD` (the year has four digits: 1850..=9999 by the checks above).
+fn push_iso_date(out: &mut String, y: u32, m: u32, d: u32) {
+    let digit = |v: u32| char::from(b'0' + (v % 10) as u8);
+    out.extend([
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        '-',
+    ]);
+    out.extend([digit(m / 10), digit(m), '-', digit(d / 10), digit(d)]);
+}
+
 fn sex(input: &str, out: &mut String) -> Result<(), FieldReject> {
-    let mut folded = String::with_capacity(input.len());
-    nfkc_into(input, &mut folded);
-    let s = folded.trim_matches(is_space).to_lowercase();
-    let code = match s.as_str() {
-        "" => return Err(FieldReject::Missing),
-        "1" | "m" | "male" | "男" | "男性" => "1",
-        "2" | "f" | "female" | "女" | "女性" => "2",
-        "0" | "u" | "unknown" | "不明" => "0",
-        "9" => "9",
-        _ => return Err(FieldReject::InvalidSex),
+    let mut buf = [0u8; 48];
+    let s = nfkc_small(input, &mut buf).ok_or(FieldReject::InvalidSex)?;
+    let is = |words: &[&str]| words.iter().any(|w| s.eq_ignore_ascii_case(w));
+    let code = if s.is_empty() {
+        return Err(FieldReject::Missing);
+    } else if is(&["1", "m", "male", "男", "男性"]) {
+        "1"
+    } else if is(&["2", "f", "female", "女", "女性"]) {
+        "2"
+    } else if is(&["0", "u", "unknown", "不明"]) {
+        "0"
+    } else if s == "9" {
+        "9"
+    } else {
+        return Err(FieldReject::InvalidSex);
     };
     out.push_str(code);
     Ok(())

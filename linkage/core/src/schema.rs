@@ -184,6 +184,7 @@ impl Schema {
                 normalizer: f.normalizer,
             });
         }
+        let id_column = raw.input.id_column.clone().unwrap_or_else(|| "id".into());
         let mut content = Vec::new();
         for (i, c) in raw.content.columns.iter().enumerate() {
             let key = format!("content.columns[{i}]");
@@ -193,6 +194,16 @@ impl Schema {
                     c.span(),
                     format!(
                         "column `{}` is an identifier field and can never be content",
+                        c.get_ref()
+                    ),
+                ));
+            }
+            if c.get_ref() == &id_column {
+                return Err(invalid(
+                    key,
+                    c.span(),
+                    format!(
+                        "column `{}` is the id column and can never be content",
                         c.get_ref()
                     ),
                 ));
@@ -268,7 +279,7 @@ impl Schema {
         Ok(Schema {
             name: raw.name,
             version: raw.version,
-            id_column: raw.input.id_column.unwrap_or_else(|| "id".into()),
+            id_column,
             fields,
             content,
             recipes,
@@ -337,6 +348,16 @@ fields = ["name", "dob"]
         let err = Schema::from_toml(&bad).unwrap_err().to_string();
         assert!(
             err.contains("content.columns[0]") && err.contains("identifier"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn content_cannot_be_the_id_column() {
+        let bad = GOOD.replace(r#"columns = ["diagnosis"]"#, r#"columns = ["id"]"#);
+        let err = Schema::from_toml(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("content.columns[0]") && err.contains("id column"),
             "{err}"
         );
     }

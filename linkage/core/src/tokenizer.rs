@@ -3,14 +3,13 @@
 use crate::normalize::{FieldReject, NormalizeContext, Normalizer};
 use crate::schema::Schema;
 use crate::secret::ProjectSecret;
-use crate::token::{KeyedRecipe, RecipeKey, Token, put_field};
+use crate::token::{KeyedRecipe, RecipeKey, Token, put_value};
 
 /// A schema compiled with its recipe keys: turns raw identifier values into tokens.
 ///
 /// Cheap to share across threads (`Sync`); each thread keeps its own [`RecordTokens`].
 #[derive(Clone)]
 pub struct Tokenizer {
-    field_names: Vec<String>,
     normalizers: Vec<Normalizer>,
     recipes: Vec<CompiledRecipe>,
     ctx: NormalizeContext,
@@ -50,12 +49,16 @@ impl Tokenizer {
                 let key = RecipeKey::derive(secret, project, &r.name, r.version);
                 CompiledRecipe {
                     fields: r.fields.clone(),
-                    keyed: KeyedRecipe::new(&key, &r.name, r.version, r.fields.len()),
+                    keyed: KeyedRecipe::new(
+                        &key,
+                        &r.name,
+                        r.version,
+                        r.fields.iter().map(|&f| schema.fields[f].name.as_str()),
+                    ),
                 }
             })
             .collect();
         Self {
-            field_names: schema.fields.iter().map(|f| f.name.clone()).collect(),
             normalizers: schema.fields.iter().map(|f| f.normalizer).collect(),
             recipes,
             ctx,
@@ -91,7 +94,7 @@ impl Tokenizer {
             }
             out.tail.clear();
             for &f in &r.fields {
-                put_field(&mut out.tail, &self.field_names[f], &out.values[f]);
+                put_value(&mut out.tail, &out.values[f]);
             }
             out.tokens.push((i, r.keyed.token_from_tail(&out.tail)));
         }
