@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore as _;
-use renketsu_linkage::cluster::TokenJoin;
+use renketsu_linkage::cluster::{JoinStats, TokenJoin};
+use renketsu_linkage::schema::LinkMode;
+use renketsu_linkage::tokenizer::RecipeSource;
 use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Schema, Tokenizer};
 use serde_json::json;
 
@@ -123,6 +125,8 @@ struct Party {
     ids: Vec<String>,
     content_columns: Vec<String>,
     missing_content: Vec<String>,
+    recipes_available: Vec<String>,
+    missing_identifier_columns: Vec<String>,
     /// Content values, `content_columns.len()` per accepted record.
     content: Vec<String>,
     stats: PartyStats,
@@ -194,8 +198,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         rejects_files.push(rejects);
     }
     let t_tokenize = t0.elapsed();
-    let distinct_tokens = join.distinct_tokens();
-    let (labels, n_clusters) = join.into_clusters();
+    let (labels, n_clusters, join_stats) = join.into_clusters();
     let t_cluster = t0.elapsed();
 
     // Pseudonyms: 128 random bits per cluster from the OS-seeded CSPRNG, unique.
@@ -313,7 +316,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         n_clusters,
         multi_party,
         largest,
-        distinct_tokens,
+        join_stats,
         [
             t_tokenize,
             t_cluster - t_tokenize,
@@ -341,16 +344,49 @@ fn read_party(
     let schema = job.schema;
     let mut input = CsvInput::open(&spec.path, job.encoding)?;
     let id_col = input.column(id_column, "the id column; set it with --id-column")?;
-    let field_cols = schema
-        .fields
+    let binding = tokenizer.bind(&input.header);
+    let missing_columns: Vec<&str> = schema
+        .identifier_columns()
+        .into_iter()
+        .filter(|c| !input.header.iter().any(|h| h == c))
+        .collect();
+    if !binding.any_recipe() {
+        let digests: Vec<&str> = schema
+            .recipes
+            .iter()
+            .filter_map(|r| r.prehash.as_ref()?.digest_column.as_deref())
+            .collect();
+        let described: Vec<String> = missing_columns
+            .iter()
+            .map(|c| {
+                let fields: Vec<String> = schema
+                    .fields
+                    .iter()
+                    .filter(|f| f.columns.iter().any(|x| x == c))
+                    .map(|f| format!("`{}`", f.name))
+                    .collect();
+                format!("{c:?} (identifier field {})", fields.join(", "))
+            })
+            .collect();
+        bail!(
+            "{}: no recipe of the schema can be made from this input: no column {}{}; the header has: {}",
+            spec.path.display(),
+            described.join(", no column "),
+            if digests.is_empty() {
+                String::new()
+            } else {
+                format!(" (or digest columns {})", digests.join(", "))
+            },
+            input.header.join(", ")
+        );
+    }
+    let recipes_available: Vec<&str> = schema
+        .recipes
         .iter()
-        .map(|f| {
-            input.column(
-                &f.column,
-                &format!("identifier field `{}` of the schema", f.name),
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .zip(&binding.recipes)
+        .filter(|(_, src)| **src != RecipeSource::Unavailable)
+        .map(|(r, _)| r.name.as_str())
+        .collect();
     let mut content_columns = Vec::new();
     let mut content_cols = Vec::new();
     let mut missing_content = Vec::new();
@@ -431,24 +467,26 @@ fn read_party(
             reject(&mut rejects, &mut stats, &id, RowReject::DuplicateId, "")?;
             continue;
         }
-        let mut raw = Vec::with_capacity(field_cols.len());
+        let mut raw = Vec::with_capacity(binding.columns.len());
         let mut bad_column = None;
-        for (f, &c) in schema.fields.iter().zip(&field_cols) {
+        for &c in &binding.columns {
             match input.encoding.decode(&rec[c]) {
                 Some(v) => raw.push(v),
                 None => {
-                    bad_column = Some(f.column.as_str());
+                    bad_column = Some(input.header[c].as_str());
                     break;
                 }
             }
         }
         let mut row_content = Vec::with_capacity(content_cols.len());
-        for (name, &c) in content_columns.iter().zip(&content_cols) {
-            match input.encoding.decode(&rec[c]) {
-                Some(v) => row_content.push(v.into_owned()),
-                None => {
-                    bad_column = Some(name.as_str());
-                    break;
+        if bad_column.is_none() {
+            for (name, &c) in content_columns.iter().zip(&content_cols) {
+                match input.encoding.decode(&rec[c]) {
+                    Some(v) => row_content.push(v.into_owned()),
+                    None => {
+                        bad_column = Some(name.as_str());
+                        break;
+                    }
                 }
             }
         }
@@ -463,10 +501,10 @@ fn read_party(
             continue;
         }
         let refs: Vec<&str> = raw.iter().map(|c| c.as_ref()).collect();
-        tokenizer.tokenize(&refs, &mut rt);
+        tokenizer.tokenize(&binding, &refs, &mut rt);
         let mut detail = String::new();
         for (f, st) in schema.fields.iter().zip(&rt.status) {
-            if let Err(e) = st {
+            if let Some(Err(e)) = st {
                 *stats
                     .field_rejects
                     .entry(f.name.clone())
@@ -481,7 +519,11 @@ fn read_party(
                 detail.push_str(e.code());
             }
         }
-        if rt.tokens.is_empty() {
+        if !rt
+            .tokens
+            .iter()
+            .any(|(r, _)| schema.recipes[*r].link != LinkMode::Guard)
+        {
             reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;
             continue;
         }
@@ -489,9 +531,17 @@ fn read_party(
             bail!("more than 2^32 - 1 records in one job");
         }
         let g = join.push_record();
+        let mut last_recipe = usize::MAX;
         for (r, t) in &rt.tokens {
-            stats.tokens_by_recipe[*r] += 1;
-            join.add(g, t);
+            if *r != last_recipe {
+                stats.tokens_by_recipe[*r] += 1;
+                last_recipe = *r;
+            }
+            match schema.recipes[*r].link {
+                LinkMode::Direct => join.add(g, t),
+                LinkMode::Guarded => join.add_guarded(g, t),
+                LinkMode::Guard => join.add_guard(g, *r as u16, t),
+            }
         }
         stats.tokenized += 1;
         ids.push(id);
@@ -517,6 +567,8 @@ fn read_party(
             ids,
             content_columns,
             missing_content,
+            recipes_available: recipes_available.into_iter().map(str::to_owned).collect(),
+            missing_identifier_columns: missing_columns.into_iter().map(str::to_owned).collect(),
             content,
             stats,
         },
@@ -602,7 +654,7 @@ fn summary_json(
     clusters: usize,
     multi_party: u64,
     largest: usize,
-    distinct_tokens: usize,
+    join: JoinStats,
     t: [std::time::Duration; 4],
 ) -> serde_json::Value {
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e3 * 10.0).round() / 10.0;
@@ -626,13 +678,16 @@ fn summary_json(
                 "rejects_by_reason": p.stats.rejects.iter().map(|(k, v)| (k.code().to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 "field_rejects": p.stats.field_rejects,
                 "tokens_by_recipe": job.schema.recipes.iter().zip(&p.stats.tokens_by_recipe).map(|(r, n)| (r.name.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "recipes_available": p.recipes_available,
+                "missing_identifier_columns": p.missing_identifier_columns,
                 "content_columns": p.content_columns,
                 "missing_content_columns": p.missing_content,
             })
         }).collect::<Vec<_>>(),
         "links": links,
         "clusters": { "total": clusters, "multi_party": multi_party, "largest": largest },
-        "distinct_tokens": distinct_tokens,
+        "distinct_tokens": join.distinct_tokens,
+        "merges": { "direct": join.direct_merges, "guarded": join.guarded_merges, "vetoed_by_guards": join.vetoed_merges },
         "timings_ms": { "read_tokenize": ms(t[0]), "join_cluster": ms(t[1]), "write": ms(t[2]), "total": ms(t[3]) },
     })
 }

@@ -4,6 +4,7 @@
 mod eval;
 mod input;
 mod link;
+mod normalize_cmd;
 mod output;
 
 use std::path::PathBuf;
@@ -69,6 +70,18 @@ Files appear atomically; summary.json is written last.")]
         #[arg(long)]
         json: bool,
     },
+    /// Print the canonical form of identifier values, or why they are rejected: the tool to
+    /// reach for when two records did not link.
+    #[command(long_about = "\
+Print the canonical form of identifier values, or why they are rejected, one per line:
+  input<TAB>canonical     or     input<TAB>!reason_code
+Values come from the command line, or from one column of a CSV file (--input, --column).
+Examples:
+  renketsu normalize --kind birth_date 'S45.03.15' '昭和45年3月15日' 3450315
+  renketsu normalize --kind kana_name_fuzzy 'きょうへい' 'キヨウヘイ'
+  renketsu normalize --kind insurer_number 33120015 33120016
+  renketsu normalize --kind postal_code --input holder.csv --column postcode")]
+    Normalize(normalize_cmd::NormalizeArgs),
     /// Check a linkage schema and print its fields and recipes.
     Schema {
         /// The schema TOML file.
@@ -132,6 +145,10 @@ struct LinkArgs {
     /// Set it to make a run reproducible.
     #[arg(long)]
     today: Option<String>,
+    /// Make only these recipes (comma-separated names; guard recipes are always kept), e.g.
+    /// to measure each recipe's precision and recall alone.
+    #[arg(long, value_delimiter = ',')]
+    recipes: Vec<String>,
     /// No progress bars or per-input log lines.
     #[arg(long, short)]
     quiet: bool,
@@ -152,6 +169,20 @@ fn load_schema(path: &PathBuf) -> Result<Schema> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read schema {}", path.display()))?;
     Schema::from_toml(&text).with_context(|| format!("invalid schema {}", path.display()))
+}
+
+pub(crate) fn today_or_now(today: Option<&str>) -> Result<NormalizeContext> {
+    match today {
+        Some(s) => parse_today(s),
+        None => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .context("system clock before 1970")?;
+            Ok(NormalizeContext::from_unix_seconds(
+                i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+            ))
+        }
+    }
 }
 
 fn parse_today(s: &str) -> Result<NormalizeContext> {
@@ -200,34 +231,76 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Schema { path } => {
-            let s = load_schema(&path)?;
-            println!(
-                "schema {} version {} (id column {:?})",
-                s.name, s.version, s.id_column
+        Command::Schema { path } => print_schema(&load_schema(&path)?),
+        Command::Normalize(args) => normalize_cmd::run(&args),
+    }
+}
+
+fn print_schema(s: &Schema) -> Result<()> {
+    use renketsu_linkage::schema::LinkMode;
+    println!(
+        "schema {} version {} (id column {:?})",
+        s.name, s.version, s.id_column
+    );
+    println!("identifier fields:");
+    for f in &s.fields {
+        println!(
+            "  {:<24} {:<36} normalizer {}{}",
+            f.name,
+            f.columns.join(" + "),
+            f.normalizer.name(),
+            if f.any_order { " (any order)" } else { "" }
+        );
+    }
+    println!("content columns: {}", s.content.join(", "));
+    println!("recipes:");
+    for r in &s.recipes {
+        let names: Vec<&str> = r
+            .fields
+            .iter()
+            .map(|&i| s.fields[i].name.as_str())
+            .collect();
+        let mode = match r.link {
+            LinkMode::Direct => "",
+            LinkMode::Guarded => " [guarded]",
+            LinkMode::Guard => " [guard]",
+        };
+        let pre = match &r.prehash {
+            Some(p) => format!(
+                " (prehash ndb-legacy-v1{})",
+                p.digest_column
+                    .as_deref()
+                    .map(|c| format!(", or digest column {c}"))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        };
+        println!(
+            "  {} v{}: {}{mode}{pre}",
+            r.name,
+            r.version,
+            names.join(" + ")
+        );
+    }
+    Ok(())
+}
+
+/// Keeps only the named recipes (and every guard recipe, which guarded links need).
+fn filter_recipes(schema: &mut Schema, names: &[String]) -> Result<()> {
+    use renketsu_linkage::schema::LinkMode;
+    for n in names {
+        if !schema.recipes.iter().any(|r| &r.name == n) {
+            let all: Vec<&str> = schema.recipes.iter().map(|r| r.name.as_str()).collect();
+            bail!(
+                "--recipes: the schema has no recipe {n:?}; it has: {}",
+                all.join(", ")
             );
-            println!("identifier fields:");
-            for f in &s.fields {
-                println!(
-                    "  {:<24} column {:<24} normalizer {}",
-                    f.name,
-                    f.column,
-                    f.normalizer.name()
-                );
-            }
-            println!("content columns: {}", s.content.join(", "));
-            println!("recipes:");
-            for r in &s.recipes {
-                let names: Vec<&str> = r
-                    .fields
-                    .iter()
-                    .map(|&i| s.fields[i].name.as_str())
-                    .collect();
-                println!("  {} v{}: {}", r.name, r.version, names.join(" + "));
-            }
-            Ok(())
         }
     }
+    schema
+        .recipes
+        .retain(|r| r.link == LinkMode::Guard || names.contains(&r.name));
+    Ok(())
 }
 
 fn keys(command: KeysCommand) -> Result<()> {
@@ -271,21 +344,16 @@ fn keys(command: KeysCommand) -> Result<()> {
 
 fn link_cmd(args: LinkArgs) -> Result<()> {
     let t0 = Instant::now();
-    let schema = load_schema(&args.schema)?;
+    let mut schema = load_schema(&args.schema)?;
+    if !args.recipes.is_empty() {
+        filter_recipes(&mut schema, &args.recipes)?;
+    }
     let inputs = args
         .inputs
         .iter()
         .map(|s| InputSpec::parse(s))
         .collect::<Result<Vec<_>>>()?;
-    let ctx = match &args.today {
-        Some(s) => parse_today(s)?,
-        None => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .context("system clock before 1970")?;
-            NormalizeContext::from_unix_seconds(i64::try_from(now.as_secs()).unwrap_or(i64::MAX))
-        }
-    };
+    let ctx = today_or_now(args.today.as_deref())?;
     let env = kek_env();
     let ks = LocalKeyStore::open(&args.store.key_store, env.as_deref())?;
     let secret = ks.project_secret(&args.project)?;

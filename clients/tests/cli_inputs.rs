@@ -685,11 +685,36 @@ fn missing_identifier_column_names_the_schema_field() {
     let run = sb.link(&[("a", &a), ("b", &b)], &[]).failed();
     run.stderr_has(&[
         &a.display().to_string(),
+        "no recipe",
         "no column \"dob\"",
         "identifier field `dob`",
         "id, name, birth_date, sex, dx",
     ]);
     no_summary(&sb.out());
+}
+
+#[test]
+fn missing_identifier_column_leaves_other_recipes() {
+    // Without `sex`, name_dob_sex cannot be made but name_dob can: the input is used, and
+    // the summary says what was missing and which recipes were made.
+    let sb = Sandbox::new();
+    let a = sb.write_lines(
+        "a.csv",
+        "id,name,dob,dx",
+        &["a1,Taro Yamada,1970-01-01,I10"],
+    );
+    let b = sb.b();
+    sb.link(&[("a", &a), ("b", &b)], &[]).ok();
+    let s = check_accounting(&sb.out(), &[("a", 1), ("b", 3)]);
+    assert_eq!(
+        party(&s, "a")["missing_identifier_columns"],
+        serde_json::json!(["sex"])
+    );
+    assert_eq!(
+        party(&s, "a")["recipes_available"],
+        serde_json::json!(["name_dob"])
+    );
+    assert!(pairs(&sb.out()).contains(&("a1".to_owned(), "b1".to_owned())));
 }
 
 #[test]

@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use renketsu_linkage::normalize::days_in_month;
+use renketsu_linkage::tokenizer::Binding;
 use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Schema, Tokenizer};
 
 /// Number of generated records processed by every benchmark iteration.
@@ -296,11 +297,16 @@ fn generate(n: usize, slots: [usize; FIELDS.len()]) -> Records {
 /// Tokenizes every record; returns a checksum (sum of the first byte of each token) and the
 /// number of tokens. This is the timed body of both benchmarks.
 #[inline]
-fn tokenize_all(tokenizer: &Tokenizer, records: &Records, out: &mut RecordTokens) -> (u64, usize) {
+fn tokenize_all(
+    tokenizer: &Tokenizer,
+    binding: &Binding,
+    records: &Records,
+    out: &mut RecordTokens,
+) -> (u64, usize) {
     let mut acc = 0u64;
     let mut count = 0usize;
     for i in 0..records.len() {
-        tokenizer.tokenize(&records.get::<{ FIELDS.len() }>(i), out);
+        tokenizer.tokenize(binding, &records.get::<{ FIELDS.len() }>(i), out);
         count += out.tokens.len();
         for (_, token) in &out.tokens {
             acc = acc.wrapping_add(u64::from(token[0]));
@@ -320,15 +326,24 @@ fn bench_tokenize(c: &mut Criterion) {
 
     let normalizing = Tokenizer::new(&normalizing_schema, &secret, "bench", ctx);
     let hmac_only = Tokenizer::new(&raw_schema, &secret, "bench", ctx);
+    // Records hold values in schema field order; a header of the fields' columns in that
+    // order binds column i to field i (both schemas use the same columns).
+    let header: Vec<&str> = normalizing_schema
+        .fields
+        .iter()
+        .map(|f| f.columns[0].as_str())
+        .collect();
+    let binding = normalizing.bind(&header);
+    assert_eq!(binding.columns, (0..FIELDS.len()).collect::<Vec<_>>());
 
     // Untimed setup: generate, then normalize once for the HMAC-only benchmark.
     let raw = generate(N_RECORDS, slots);
     let mut normalized = Records::with_capacity(FIELDS.len(), N_RECORDS, raw.text.len());
     let mut out = RecordTokens::default();
     for i in 0..raw.len() {
-        normalizing.tokenize(&raw.get::<{ FIELDS.len() }>(i), &mut out);
+        normalizing.tokenize(&binding, &raw.get::<{ FIELDS.len() }>(i), &mut out);
         assert!(
-            out.status.iter().all(Result::is_ok),
+            out.status.iter().all(|s| matches!(s, Some(Ok(())))),
             "generated record {i} has a rejected field: {:?} {:?}",
             raw.get::<{ FIELDS.len() }>(i),
             out.status
@@ -338,9 +353,12 @@ fn bench_tokenize(c: &mut Criterion) {
         }
     }
     // Both paths must give the same tokens, three per record.
-    let want = tokenize_all(&normalizing, &raw, &mut out);
+    let want = tokenize_all(&normalizing, &binding, &raw, &mut out);
     assert_eq!(want.1, N_RECORDS * N_RECIPES);
-    assert_eq!(tokenize_all(&hmac_only, &normalized, &mut out), want);
+    assert_eq!(
+        tokenize_all(&hmac_only, &binding, &normalized, &mut out),
+        want
+    );
 
     let mut group = c.benchmark_group("tokenize");
     group
@@ -351,11 +369,25 @@ fn bench_tokenize(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(15));
     group.bench_function("normalize+3_recipes", |b| {
         let mut out = RecordTokens::default();
-        b.iter(|| black_box(tokenize_all(&normalizing, black_box(&raw), &mut out)));
+        b.iter(|| {
+            black_box(tokenize_all(
+                &normalizing,
+                &binding,
+                black_box(&raw),
+                &mut out,
+            ))
+        });
     });
     group.bench_function("hmac_only_3_recipes", |b| {
         let mut out = RecordTokens::default();
-        b.iter(|| black_box(tokenize_all(&hmac_only, black_box(&normalized), &mut out)));
+        b.iter(|| {
+            black_box(tokenize_all(
+                &hmac_only,
+                &binding,
+                black_box(&normalized),
+                &mut out,
+            ))
+        });
     });
     group.finish();
 }

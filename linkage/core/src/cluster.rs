@@ -105,11 +105,31 @@ impl Hasher for TokenHasher {
 }
 
 /// A hash join of tokens across all records of all holders feeding a [`UnionFind`].
+///
+/// Direct tokens merge clusters as they arrive. Guarded tokens are held back and applied
+/// after all direct merges, each only if the two clusters' guard tokens do not conflict:
+/// two clusters conflict when, for some guard recipe, both hold tokens of it and none in
+/// common (e.g. same-sex twins sharing a card number: different given names). SPEC.md §5.1.
 #[derive(Debug)]
 pub struct TokenJoin {
     first_holder: HashMap<Token, u32, BuildHasherDefault<TokenHasher>>,
     uf: UnionFind,
     unions: u64,
+    guarded: Vec<(Token, u32)>,
+    guards: Vec<(u32, u16, Token)>,
+}
+
+/// Counts of a finished join.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JoinStats {
+    /// Distinct direct tokens.
+    pub distinct_tokens: usize,
+    /// Merges made by direct tokens.
+    pub direct_merges: u64,
+    /// Merges made by guarded tokens.
+    pub guarded_merges: u64,
+    /// Guarded merges refused because the clusters' guard tokens conflict.
+    pub vetoed_merges: u64,
 }
 
 impl TokenJoin {
@@ -119,6 +139,8 @@ impl TokenJoin {
             first_holder: HashMap::default(),
             uf: UnionFind::new(n_records),
             unions: 0,
+            guarded: Vec::new(),
+            guards: Vec::new(),
         }
     }
 
@@ -133,7 +155,8 @@ impl TokenJoin {
         self.uf.len()
     }
 
-    /// Adds one token of `record`: if another record already carries it, the two are merged.
+    /// Adds one direct token of `record`: if another record already carries it, the two are
+    /// merged.
     pub fn add(&mut self, record: u32, token: &Token) {
         match self.first_holder.get(token) {
             Some(&other) => {
@@ -147,15 +170,76 @@ impl TokenJoin {
         }
     }
 
-    /// Distinct tokens seen so far.
+    /// Adds one guarded token of `record` (applied when the join finishes).
+    pub fn add_guarded(&mut self, record: u32, token: &Token) {
+        self.guarded.push((*token, record));
+    }
+
+    /// Adds one guard token of `record` for guard recipe `recipe`.
+    pub fn add_guard(&mut self, record: u32, recipe: u16, token: &Token) {
+        self.guards.push((record, recipe, *token));
+    }
+
+    /// Distinct direct tokens seen so far.
     pub fn distinct_tokens(&self) -> usize {
         self.first_holder.len()
     }
 
-    /// Finishes the join: dense cluster label per record, and the number of clusters.
-    pub fn into_clusters(mut self) -> (Vec<u32>, usize) {
-        self.uf.labels()
+    /// Finishes the join: dense cluster label per record, the number of clusters, and counts.
+    pub fn into_clusters(mut self) -> (Vec<u32>, usize, JoinStats) {
+        let mut stats = JoinStats {
+            distinct_tokens: self.first_holder.len(),
+            direct_merges: self.unions,
+            ..JoinStats::default()
+        };
+        drop(std::mem::take(&mut self.first_holder));
+        if !self.guarded.is_empty() {
+            let mut sets: HashMap<u32, Vec<(u16, Token)>> = HashMap::new();
+            for (record, recipe, token) in std::mem::take(&mut self.guards) {
+                sets.entry(self.uf.find(record))
+                    .or_default()
+                    .push((recipe, token));
+            }
+            let mut guarded = std::mem::take(&mut self.guarded);
+            guarded.sort_unstable();
+            for group in guarded.chunk_by(|a, b| a.0 == b.0) {
+                let first = group[0].1;
+                for &(_, other) in &group[1..] {
+                    let (ra, rb) = (self.uf.find(first), self.uf.find(other));
+                    if ra == rb {
+                        continue;
+                    }
+                    let (sa, sb) = (sets.get(&ra), sets.get(&rb));
+                    if let (Some(sa), Some(sb)) = (sa, sb)
+                        && conflict(sa, sb)
+                    {
+                        stats.vetoed_merges += 1;
+                        continue;
+                    }
+                    self.uf.union(ra, rb);
+                    stats.guarded_merges += 1;
+                    let root = self.uf.find(ra);
+                    let mut merged = sets.remove(&ra).unwrap_or_default();
+                    merged.extend(sets.remove(&rb).unwrap_or_default());
+                    if !merged.is_empty() {
+                        sets.insert(root, merged);
+                    }
+                }
+            }
+        }
+        let (labels, k) = self.uf.labels();
+        (labels, k, stats)
     }
+}
+
+/// Whether two clusters' guard tokens conflict: some guard recipe has tokens on both sides
+/// and no token in common.
+fn conflict(a: &[(u16, Token)], b: &[(u16, Token)]) -> bool {
+    a.iter().any(|&(recipe, _)| {
+        let in_b = b.iter().filter(|(r, _)| *r == recipe);
+        let mut in_b = in_b.peekable();
+        in_b.peek().is_some() && !in_b.any(|(_, t)| a.iter().any(|(r, u)| *r == recipe && u == t))
+    })
 }
 
 #[cfg(test)]
@@ -173,11 +257,49 @@ mod tests {
         j.add(2, &t(2)); // 1-2 share token 2 → 0,1,2 one cluster
         j.add(3, &t(3));
         j.add(4, &t(4));
-        let (labels, k) = j.into_clusters();
+        let (labels, k, stats) = j.into_clusters();
         assert_eq!(k, 3);
+        assert_eq!(stats.direct_merges, 2);
         assert_eq!(labels[0], labels[2]);
         assert_ne!(labels[0], labels[3]);
         assert_ne!(labels[3], labels[4]);
+    }
+
+    #[test]
+    fn guards_veto_guarded_merges_only() {
+        let t = |b: u8| [b; 32];
+        // Records 0 and 1: twins sharing a card token (guarded); guard tokens = given names.
+        // Records 2 and 3: one person, card token shared, same given name.
+        // Record 4 has no guard token: it may join record 0's cluster.
+        let mut j = TokenJoin::new(5);
+        for r in [0, 1] {
+            j.add_guarded(r, &t(10));
+        }
+        j.add_guard(0, 0, &t(20));
+        j.add_guard(1, 0, &t(21));
+        for r in [2, 3] {
+            j.add_guarded(r, &t(11));
+            j.add_guard(r, 0, &t(22));
+        }
+        j.add_guarded(4, &t(10));
+        let (labels, k, stats) = j.into_clusters();
+        assert_ne!(labels[0], labels[1], "twins must stay apart");
+        assert_eq!(labels[2], labels[3]);
+        assert_eq!(labels[0], labels[4]);
+        assert_eq!(k, 3);
+        assert_eq!((stats.guarded_merges, stats.vetoed_merges), (2, 1));
+    }
+
+    #[test]
+    fn direct_tokens_are_not_vetoed() {
+        let t = |b: u8| [b; 32];
+        let mut j = TokenJoin::new(2);
+        j.add(0, &t(1));
+        j.add(1, &t(1));
+        j.add_guard(0, 0, &t(2));
+        j.add_guard(1, 0, &t(3));
+        let (labels, _, _) = j.into_clusters();
+        assert_eq!(labels[0], labels[1]);
     }
 
     proptest::proptest! {

@@ -15,6 +15,8 @@
 
 pub mod cluster;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod normalize;
 pub mod schema;
 pub mod secret;

@@ -7,6 +7,22 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 use toml::Spanned;
 
+impl Schema {
+    /// The identifier columns any field reads, each once, in field order: what a holder with
+    /// raw identifiers must supply (fields whose columns are absent are simply unavailable).
+    pub fn identifier_columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for f in &self.fields {
+            for c in &f.columns {
+                if !out.contains(&c.as_str()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+}
+
 use crate::normalize::Normalizer;
 
 /// The schema file format this build reads (`schema_format = 1`).
@@ -34,10 +50,62 @@ pub struct Schema {
 pub struct FieldSpec {
     /// Field name used by recipes (and bound into token preimages).
     pub name: String,
-    /// The input column holding the raw value.
-    pub column: String,
+    /// The input column(s) holding the raw value. Several columns are concatenated in order
+    /// (e.g. family and given name into a full name) before normalization; the field is
+    /// missing if any of them is empty.
+    pub columns: Vec<String>,
     /// How the raw value is canonicalized.
     pub normalizer: Normalizer,
+    /// `order = "any"`: the parts (the columns, or a single column split at white space) are
+    /// normalized one by one, sorted and joined with one space, so that swapped family and
+    /// given names give the same value.
+    pub any_order: bool,
+}
+
+/// How a recipe's tokens are used by the join (SPEC.md §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkMode {
+    /// A shared token merges the two records' clusters.
+    #[default]
+    Direct,
+    /// A shared token merges two clusters only if their guard tokens do not conflict.
+    Guarded,
+    /// Not used to link; a cluster's guard tokens veto guarded merges (two clusters conflict
+    /// when both have tokens of one guard recipe and no token in common).
+    Guard,
+}
+
+/// A legacy hashing scheme of a hash-only database (SPEC.md §4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum PrehashProfile {
+    /// Fields canonicalized by NFKC and white-space removal only, joined with `|`; dates as
+    /// `YYYYMMDD`, sex `1`/`2`; SHA-256, lower-case hex. The stand-in for MHLW's ID1/ID4.
+    #[serde(rename = "ndb-legacy-v1")]
+    NdbLegacyV1,
+}
+
+/// Spelling variants a raw holder emits to meet a legacy digest (SPEC.md §4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrehashVariant {
+    /// Also the preimage with every kana in katakana, and with every kana in hiragana.
+    KanaScript,
+    /// Also the preimage with hyphens removed.
+    StripHyphens,
+}
+
+/// The prehash part of a recipe: its token is keyed-hashed from a legacy digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prehash {
+    /// The legacy scheme.
+    pub profile: PrehashProfile,
+    /// Column in which a hash-only holder supplies the digest instead of the fields.
+    pub digest_column: Option<String>,
+    /// Fields (indices into [`Schema::fields`]) that may be empty in the legacy preimage.
+    pub optional: Vec<usize>,
+    /// Variants to emit from raw identifiers.
+    pub variants: Vec<PrehashVariant>,
 }
 
 /// One exact-token recipe: an ordered list of fields hashed together.
@@ -49,6 +117,10 @@ pub struct RecipeSpec {
     pub version: u32,
     /// Indices into [`Schema::fields`], in recipe order.
     pub fields: Vec<usize>,
+    /// How the join uses this recipe's tokens.
+    pub link: LinkMode,
+    /// Set for recipes that meet a hash-only database's legacy digests.
+    pub prehash: Option<Prehash>,
 }
 
 /// Why a schema file cannot be used. Every variant names the key and the 1-based line.
@@ -95,8 +167,13 @@ struct RawInput {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawField {
-    column: Spanned<String>,
+    #[serde(default)]
+    column: Option<Spanned<String>>,
+    #[serde(default)]
+    columns: Option<Spanned<Vec<String>>>,
     normalizer: Normalizer,
+    #[serde(default)]
+    order: Option<Spanned<String>>,
     #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
     description: Option<String>,
@@ -116,8 +193,24 @@ struct RawRecipe {
     version: u32,
     fields: Vec<Spanned<String>>,
     #[serde(default)]
+    link: LinkMode,
+    #[serde(default)]
+    prehash: Option<RawPrehash>,
+    #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrehash {
+    profile: PrehashProfile,
+    #[serde(default)]
+    digest_column: Option<String>,
+    #[serde(default)]
+    optional: Vec<Spanned<String>>,
+    #[serde(default)]
+    variants: Vec<PrehashVariant>,
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
@@ -164,24 +257,50 @@ impl Schema {
         let mut fields = Vec::with_capacity(raw.fields.len());
         let mut identifier_columns = HashSet::new();
         for (name, f) in &raw.fields {
+            let key = format!("fields.{}", name.get_ref());
             if !valid_name(name.get_ref()) {
                 return Err(invalid(
-                    format!("fields.{}", name.get_ref()),
+                    key,
                     name.span(),
                     "field names are 1-64 characters of a-z, 0-9 and _".into(),
                 ));
             }
-            if !identifier_columns.insert(f.column.get_ref().clone()) {
-                return Err(invalid(
-                    format!("fields.{}.column", name.get_ref()),
-                    f.column.span(),
-                    format!("column `{}` is bound to two fields", f.column.get_ref()),
-                ));
-            }
+            let columns = match (&f.column, &f.columns) {
+                (Some(c), None) => vec![c.get_ref().clone()],
+                (None, Some(cs)) if !cs.get_ref().is_empty() => cs.get_ref().clone(),
+                (None, Some(cs)) => {
+                    return Err(invalid(
+                        format!("{key}.columns"),
+                        cs.span(),
+                        "no columns given".into(),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        key,
+                        name.span(),
+                        "give exactly one of `column = \"…\"` or `columns = [\"…\", …]`".into(),
+                    ));
+                }
+            };
+            let any_order = match &f.order {
+                None => false,
+                Some(o) if o.get_ref() == "as_given" => false,
+                Some(o) if o.get_ref() == "any" => true,
+                Some(o) => {
+                    return Err(invalid(
+                        format!("{key}.order"),
+                        o.span(),
+                        format!("order is \"as_given\" or \"any\", not {:?}", o.get_ref()),
+                    ));
+                }
+            };
+            identifier_columns.extend(columns.iter().cloned());
             fields.push(FieldSpec {
                 name: name.get_ref().clone(),
-                column: f.column.get_ref().clone(),
+                columns,
                 normalizer: f.normalizer,
+                any_order,
             });
         }
         let id_column = raw.input.id_column.clone().unwrap_or_else(|| "id".into());
@@ -270,11 +389,64 @@ impl Schema {
                 }
                 idx.push(k);
             }
+            let prehash = match &r.prehash {
+                None => None,
+                Some(p) => {
+                    let mut optional = Vec::new();
+                    for (j, f) in p.optional.iter().enumerate() {
+                        match fields.iter().position(|x| &x.name == f.get_ref()) {
+                            Some(k) if idx.contains(&k) => optional.push(k),
+                            _ => {
+                                return Err(invalid(
+                                    format!("recipes[{i}].prehash.optional[{j}]"),
+                                    f.span(),
+                                    format!("`{}` is not a field of recipe `{name}`", f.get_ref()),
+                                ));
+                            }
+                        }
+                    }
+                    if let Some(c) = &p.digest_column
+                        && identifier_columns.contains(c)
+                    {
+                        return Err(invalid(
+                            format!("recipes[{i}].prehash.digest_column"),
+                            r.name.span(),
+                            format!("digest column `{c}` is also an identifier column"),
+                        ));
+                    }
+                    Some(Prehash {
+                        profile: p.profile,
+                        digest_column: p.digest_column.clone(),
+                        optional,
+                        variants: p.variants.clone(),
+                    })
+                }
+            };
             recipes.push(RecipeSpec {
                 name: name.clone(),
                 version: r.version,
                 fields: idx,
+                link: r.link,
+                prehash,
             });
+        }
+        if !recipes.iter().any(|r| r.link != LinkMode::Guard) {
+            return Err(invalid(
+                "recipes".into(),
+                raw.recipes.span(),
+                "every recipe is a guard: at least one must link (link = \"direct\" or \"guarded\")".into(),
+            ));
+        }
+        for (i, r) in recipes.iter().enumerate() {
+            if let Some(c) = r.prehash.as_ref().and_then(|p| p.digest_column.as_ref())
+                && content.contains(c)
+            {
+                return Err(invalid(
+                    format!("recipes[{i}].prehash.digest_column"),
+                    raw.recipes.span(),
+                    format!("digest column `{c}` is also a content column"),
+                ));
+            }
         }
         Ok(Schema {
             name: raw.name,
@@ -322,6 +494,42 @@ fields = ["name", "dob"]
         let r = &s.recipes[0];
         assert_eq!(s.fields[r.fields[0]].name, "name");
         assert_eq!(s.fields[r.fields[1]].normalizer, Normalizer::Date);
+    }
+
+    #[test]
+    fn multi_column_fields_prehash_and_link_modes() {
+        let src = format!(
+            "{GOOD}{}",
+            r#"
+[fields.full]
+columns = ["family", "given"]
+normalizer = "kana_name"
+order = "any"
+
+[[recipes]]
+name = "legacy"
+version = 1
+fields = ["full", "dob"]
+link = "guarded"
+[recipes.prehash]
+profile = "ndb-legacy-v1"
+digest_column = "id4"
+variants = ["kana_script"]
+"#
+        );
+        let s = Schema::from_toml(&src).unwrap();
+        let full = s.fields.iter().position(|f| f.name == "full").unwrap();
+        assert_eq!(s.fields[full].columns, ["family", "given"]);
+        assert!(s.fields[full].any_order);
+        let r = &s.recipes[1];
+        assert_eq!(r.link, LinkMode::Guarded);
+        let p = r.prehash.as_ref().unwrap();
+        assert_eq!(p.digest_column.as_deref(), Some("id4"));
+        assert_eq!(p.variants, [PrehashVariant::KanaScript]);
+        assert_eq!(
+            s.identifier_columns(),
+            ["birth", "family", "given", "full_name"]
+        );
     }
 
     #[test]

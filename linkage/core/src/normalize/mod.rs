@@ -5,13 +5,22 @@
 //! idempotent: normalizing a canonical value returns it unchanged. The canonical forms and the
 //! reason codes are normative and listed in SPEC.md §3.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
+mod date;
+mod ids;
+pub mod kana;
+pub mod kanji;
+
+pub use date::days_in_month;
+pub use ids::insurer_check_digit;
+
 /// Which normalizer a schema field uses (`normalizer = "…"` in the schema, SPEC.md §3.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalizer {
     /// Leading/trailing white space trimmed, nothing else. For values already canonical.
@@ -28,9 +37,56 @@ pub enum Normalizer {
     /// Administrative sex → `1` (male), `2` (female), `0` (not known), `9` (not applicable),
     /// the codes of JIS X 0303. Accepts those digits, `M`/`F`, `male`/`female`, `男`/`女`.
     Sex,
+    /// Strict kana name key: NFKC, hiragana → katakana, spaces and `・` dropped ([`kana`]).
+    KanaName,
+    /// Fuzzy kana name key: the strict key with small kana, ヴ, ヰヱヲ, ヂヅ and long vowels
+    /// folded ([`kana`]).
+    KanaNameFuzzy,
+    /// Kanji name key: NFKC, variation selectors and spaces dropped, variant glyphs folded
+    /// ([`kanji`]).
+    KanjiName,
+    /// Birth date → `YYYY-MM-DD`, reading Western and Japanese era (和暦) forms.
+    BirthDate,
+    /// 保険者番号: 6 or 8 digits after width folding, 検証番号 (check digit) verified.
+    InsurerNumber,
+    /// 被保険者記号: width folded, spaces and hyphens removed, Latin upper case.
+    InsuredSymbol,
+    /// 被保険者番号: as `insured_symbol`.
+    InsuredNumber,
+    /// 枝番: exactly two digits after width folding.
+    BranchNumber,
+    /// 介護保険被保険者番号: ten digits after width folding and hyphen removal.
+    CareInsuredNumber,
+    /// 郵便番号: seven digits; `〒`, spaces and hyphens tolerated.
+    PostalCode,
+    /// The legacy canonicalization of hash-only databases: NFKC, then all white space removed.
+    Legacy,
+    /// A SHA-256 digest: 64 hex digits, written lower case.
+    Digest,
 }
 
 impl Normalizer {
+    /// Every normalizer, in schema-name order of appearance in SPEC.md §3.1.
+    pub const ALL: [Normalizer; 17] = [
+        Self::Raw,
+        Self::Text,
+        Self::Digits,
+        Self::Date,
+        Self::Sex,
+        Self::KanaName,
+        Self::KanaNameFuzzy,
+        Self::KanjiName,
+        Self::BirthDate,
+        Self::InsurerNumber,
+        Self::InsuredSymbol,
+        Self::InsuredNumber,
+        Self::BranchNumber,
+        Self::CareInsuredNumber,
+        Self::PostalCode,
+        Self::Legacy,
+        Self::Digest,
+    ];
+
     /// The schema name of this normalizer.
     pub fn name(self) -> &'static str {
         match self {
@@ -39,7 +95,24 @@ impl Normalizer {
             Self::Digits => "digits",
             Self::Date => "date",
             Self::Sex => "sex",
+            Self::KanaName => "kana_name",
+            Self::KanaNameFuzzy => "kana_name_fuzzy",
+            Self::KanjiName => "kanji_name",
+            Self::BirthDate => "birth_date",
+            Self::InsurerNumber => "insurer_number",
+            Self::InsuredSymbol => "insured_symbol",
+            Self::InsuredNumber => "insured_number",
+            Self::BranchNumber => "branch_number",
+            Self::CareInsuredNumber => "care_insured_number",
+            Self::PostalCode => "postal_code",
+            Self::Legacy => "legacy",
+            Self::Digest => "digest",
         }
+    }
+
+    /// The normalizer with schema name `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.name() == name)
     }
 
     /// Normalizes `input` into `out` (cleared first). On error `out` is left empty.
@@ -53,19 +126,62 @@ impl Normalizer {
         ctx: &NormalizeContext,
         out: &mut String,
     ) -> Result<(), FieldReject> {
+        self.apply_once(input, ctx, out)?;
+        // Removing characters after NFKC (spaces, hyphens, marks) can leave a string that is
+        // not NFKC itself (`ヰ-゛` → `ヰ゛`, which composes to `ヸ`). Canonical values must be
+        // fixpoints, so re-apply until stable; ASCII and NFKC-stable values skip this.
+        let mut rounds = 0;
+        while !out.is_ascii()
+            && unicode_normalization::is_nfkc_quick(out.chars())
+                != unicode_normalization::IsNormalized::Yes
+        {
+            let prev = std::mem::take(out);
+            self.apply_once(&prev, ctx, out)?;
+            rounds += 1;
+            if *out == prev || rounds == 4 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_once(
+        self,
+        input: &str,
+        ctx: &NormalizeContext,
+        out: &mut String,
+    ) -> Result<(), FieldReject> {
         out.clear();
         let r = match self {
             Self::Raw => raw(input, out),
             Self::Text => text(input, out),
             Self::Digits => digits(input, out),
-            Self::Date => date(input, ctx, out),
+            Self::Date => date::date(input, ctx, out),
             Self::Sex => sex(input, out),
+            Self::KanaName => kana::strict(input, out),
+            Self::KanaNameFuzzy => {
+                SCRATCH.with_borrow_mut(|scratch| kana::fuzzy(input, out, scratch))
+            }
+            Self::KanjiName => kanji::kanji(input, out),
+            Self::BirthDate => date::birth_date(input, ctx, out),
+            Self::InsurerNumber => ids::insurer_number(input, out),
+            Self::InsuredSymbol | Self::InsuredNumber => ids::insured_code(input, out),
+            Self::BranchNumber => ids::branch_number(input, out),
+            Self::CareInsuredNumber => ids::care_insured_number(input, out),
+            Self::PostalCode => ids::postal_code(input, out),
+            Self::Legacy => ids::legacy(input, out),
+            Self::Digest => ids::digest(input, out),
         };
         if r.is_err() {
             out.clear();
         }
         r
     }
+}
+
+thread_local! {
+    /// Working space of the fuzzy kana key (no allocation per value).
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// Why one field value could not be used. The `code()` strings are the stable reason codes of
@@ -80,21 +196,48 @@ pub enum FieldReject {
     FutureDate,
     /// A year before 1850: taken as a typing error rather than a living person.
     ImplausibleDate,
+    /// An era date outside its era (平成32年, 昭和64年1月8日), or era year 0.
+    EraOutOfRange,
     /// Not one of the accepted spellings of sex.
     InvalidSex,
     /// Contains something other than digits, spaces and hyphens.
     InvalidDigits,
+    /// A kana name with characters other than kana (after NFKC and hiragana → katakana).
+    InvalidKana,
+    /// A kanji name with a substitution mark (〓, ●, ■, ?) for an unrepresentable character.
+    UnrepresentableKanji,
+    /// An insurer number that is not 6 or 8 digits.
+    InvalidInsurerNumber,
+    /// An insurer number whose check digit (検証番号) is wrong.
+    InsurerCheckDigit,
+    /// A branch number (枝番) that is not two digits.
+    InvalidBranchNumber,
+    /// A care-insurance insured number that is not ten digits.
+    InvalidCareInsuredNumber,
+    /// A postal code that is not seven digits.
+    InvalidPostalCode,
+    /// A digest column value that is not 64 hexadecimal digits.
+    InvalidDigest,
 }
 
 impl FieldReject {
     /// Every variant, in code order (for reports).
-    pub const ALL: [FieldReject; 6] = [
+    pub const ALL: [FieldReject; 15] = [
         Self::Missing,
         Self::InvalidDate,
         Self::FutureDate,
         Self::ImplausibleDate,
+        Self::EraOutOfRange,
         Self::InvalidSex,
         Self::InvalidDigits,
+        Self::InvalidKana,
+        Self::UnrepresentableKanji,
+        Self::InvalidInsurerNumber,
+        Self::InsurerCheckDigit,
+        Self::InvalidBranchNumber,
+        Self::InvalidCareInsuredNumber,
+        Self::InvalidPostalCode,
+        Self::InvalidDigest,
     ];
 
     /// Stable reason code (SPEC.md §3.2).
@@ -104,8 +247,17 @@ impl FieldReject {
             Self::InvalidDate => "invalid_date",
             Self::FutureDate => "future_date",
             Self::ImplausibleDate => "implausible_date",
+            Self::EraOutOfRange => "era_out_of_range",
             Self::InvalidSex => "invalid_sex",
             Self::InvalidDigits => "invalid_digits",
+            Self::InvalidKana => "invalid_kana",
+            Self::UnrepresentableKanji => "unrepresentable_kanji",
+            Self::InvalidInsurerNumber => "invalid_insurer_number",
+            Self::InsurerCheckDigit => "insurer_check_digit",
+            Self::InvalidBranchNumber => "invalid_branch_number",
+            Self::InvalidCareInsuredNumber => "invalid_care_insured_number",
+            Self::InvalidPostalCode => "invalid_postal_code",
+            Self::InvalidDigest => "invalid_digest",
         }
     }
 }
@@ -157,14 +309,14 @@ pub fn unicode_version() -> (u8, u8, u8) {
     unicode_normalization::UNICODE_VERSION
 }
 
-fn is_space(c: char) -> bool {
+pub(crate) fn is_space(c: char) -> bool {
     c.is_whitespace() || c == '\u{3000}'
 }
 
 /// Feeds the NFKC form of `input` to `f` one character at a time, without allocating
 /// (ASCII is its own NFKC form, so it skips the decomposition machinery).
 #[inline]
-fn for_each_nfkc(input: &str, mut f: impl FnMut(char)) {
+pub(crate) fn for_each_nfkc(input: &str, mut f: impl FnMut(char)) {
     if input.is_ascii() {
         input.bytes().for_each(|b| f(char::from(b)));
     } else {
@@ -174,7 +326,7 @@ fn for_each_nfkc(input: &str, mut f: impl FnMut(char)) {
 
 /// NFKC of a short value, trimmed, in a stack buffer; `None` if longer than the buffer
 /// (no accepted date or sex spelling is that long).
-fn nfkc_small<'b>(input: &str, buf: &'b mut [u8; 48]) -> Option<&'b str> {
+pub(crate) fn nfkc_small<'b>(input: &str, buf: &'b mut [u8; 48]) -> Option<&'b str> {
     let mut len = 0;
     let mut overflow = false;
     for_each_nfkc(input, |c| {
@@ -250,83 +402,6 @@ fn digits(input: &str, out: &mut String) -> Result<(), FieldReject> {
         });
     }
     Ok(())
-}
-
-/// Days in `month` of `year` (proleptic Gregorian).
-pub fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
-        2 => 28,
-        _ => 0,
-    }
-}
-
-fn parse_num(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn date(input: &str, ctx: &NormalizeContext, out: &mut String) -> Result<(), FieldReject> {
-    let mut buf = [0u8; 48];
-    let s = nfkc_small(input, &mut buf).ok_or(FieldReject::InvalidDate)?;
-    if s.is_empty() {
-        return Err(FieldReject::Missing);
-    }
-    let (y, m, d) = if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
-        (
-            parse_num(&s[0..4]),
-            parse_num(&s[4..6]),
-            parse_num(&s[6..8]),
-        )
-    } else {
-        let sep = s
-            .chars()
-            .find(|c| matches!(c, '-' | '/' | '.'))
-            .ok_or(FieldReject::InvalidDate)?;
-        let mut parts = s.split(sep);
-        let (Some(y), Some(m), Some(d), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(FieldReject::InvalidDate);
-        };
-        if y.len() != 4 || m.len() > 2 || d.len() > 2 {
-            return Err(FieldReject::InvalidDate);
-        }
-        (parse_num(y), parse_num(m), parse_num(d))
-    };
-    let (Some(y), Some(m), Some(d)) = (y, m, d) else {
-        return Err(FieldReject::InvalidDate);
-    };
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return Err(FieldReject::InvalidDate);
-    }
-    if y < 1850 {
-        return Err(FieldReject::ImplausibleDate);
-    }
-    if y * 10_000 + m * 100 + d > ctx.today {
-        return Err(FieldReject::FutureDate);
-    }
-    push_iso_date(out, y, m, d);
-    Ok(())
-}
-
-/// Appends `YYYY-MM-DD` (the year has four digits: 1850..=9999 by the checks above).
-fn push_iso_date(out: &mut String, y: u32, m: u32, d: u32) {
-    let digit = |v: u32| char::from(b'0' + (v % 10) as u8);
-    out.extend([
-        digit(y / 1000),
-        digit(y / 100),
-        digit(y / 10),
-        digit(y),
-        '-',
-    ]);
-    out.extend([digit(m / 10), digit(m), '-', digit(d / 10), digit(d)]);
 }
 
 fn sex(input: &str, out: &mut String) -> Result<(), FieldReject> {

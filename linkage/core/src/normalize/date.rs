@@ -1,0 +1,246 @@
+//! Dates: the generic `date` normalizer and the Japanese `birth_date` normalizer with era
+//! (和暦) forms (SPEC.md §3.1).
+//!
+//! Era first days (Cabinet orders; domain notes): 明治 1868-01-25 (code 1, M), 大正 1912-07-30
+//! (2, T), 昭和 1926-12-25 (3, S), 平成 1989-01-08 (4, H), 令和 2019-05-01 (5, R). Year 1 of
+//! an era is written 元年. An era date outside its era (平成32年, 昭和64年1月8日) is refused
+//! with `era_out_of_range`, not mapped: the value is ambiguous and a wrong guess links the
+//! wrong people.
+
+use super::{FieldReject, NormalizeContext, is_space, nfkc_small};
+
+/// Days in `month` of `year` (proleptic Gregorian); 0 for an invalid month.
+pub fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// A Japanese era: first day as `YYYYMMDD`.
+#[derive(Clone, Copy, Debug)]
+struct Era {
+    start: u32,
+}
+
+/// 明治, 大正, 昭和, 平成, 令和 (codes 1–5 in receipts).
+const ERAS: [Era; 5] = [
+    Era { start: 18_680_125 },
+    Era { start: 19_120_730 },
+    Era { start: 19_261_225 },
+    Era { start: 19_890_108 },
+    Era { start: 20_190_501 },
+];
+
+fn era_by_letter(c: char) -> Option<usize> {
+    match c.to_ascii_uppercase() {
+        'M' => Some(0),
+        'T' => Some(1),
+        'S' => Some(2),
+        'H' => Some(3),
+        'R' => Some(4),
+        _ => None,
+    }
+}
+
+fn era_by_name(s: &str) -> Option<(usize, &str)> {
+    const NAMES: [(&str, usize); 10] = [
+        ("明治", 0),
+        ("大正", 1),
+        ("昭和", 2),
+        ("平成", 3),
+        ("令和", 4),
+        ("明", 0),
+        ("大", 1),
+        ("昭", 2),
+        ("平", 3),
+        ("令", 4),
+    ];
+    NAMES
+        .iter()
+        .find_map(|(name, i)| s.strip_prefix(name).map(|rest| (*i, rest)))
+}
+
+fn parse_num(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Checks a Gregorian date and writes it as `YYYY-MM-DD`.
+fn finish(
+    y: u32,
+    m: u32,
+    d: u32,
+    ctx: &NormalizeContext,
+    out: &mut String,
+) -> Result<(), FieldReject> {
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return Err(FieldReject::InvalidDate);
+    }
+    if y < 1850 {
+        return Err(FieldReject::ImplausibleDate);
+    }
+    if y * 10_000 + m * 100 + d > ctx.today {
+        return Err(FieldReject::FutureDate);
+    }
+    let digit = |v: u32| char::from(b'0' + (v % 10) as u8);
+    out.extend([
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        '-',
+    ]);
+    out.extend([digit(m / 10), digit(m), '-', digit(d / 10), digit(d)]);
+    Ok(())
+}
+
+/// Converts era year `ey` (≥ 1), month and day of era `era` to Gregorian, checking that the
+/// day lies inside the era.
+fn era_to_gregorian(era: usize, ey: u32, m: u32, d: u32) -> Result<(u32, u32, u32), FieldReject> {
+    if ey == 0 || ey > 99 {
+        return Err(FieldReject::EraOutOfRange);
+    }
+    let y = ERAS[era].start / 10_000 + ey - 1;
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return Err(FieldReject::InvalidDate);
+    }
+    let ymd = y * 10_000 + m * 100 + d;
+    let end = ERAS.get(era + 1).map_or(u32::MAX, |e| e.start);
+    if ymd < ERAS[era].start || ymd >= end {
+        return Err(FieldReject::EraOutOfRange);
+    }
+    Ok((y, m, d))
+}
+
+/// Splits `Y?M?D` on one of `- / .` (the same separator twice).
+fn split3(s: &str) -> Option<(&str, &str, &str)> {
+    let sep = s.chars().find(|c| matches!(c, '-' | '/' | '.'))?;
+    let mut parts = s.split(sep);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(y), Some(m), Some(d), None) if m.len() <= 2 && d.len() <= 2 => Some((y, m, d)),
+        _ => None,
+    }
+}
+
+/// Parses `<y>年<m>月<d>日` with `元` allowed as the year; returns the raw year text.
+fn split_kanji(s: &str) -> Option<(&str, &str, &str)> {
+    let (y, rest) = s.split_once('年')?;
+    let (m, rest) = rest.split_once('月')?;
+    let d = rest
+        .strip_suffix("生まれ")
+        .or_else(|| rest.strip_suffix('生'))
+        .unwrap_or(rest);
+    let d = d.strip_suffix('日').unwrap_or(d);
+    Some((y, m, d))
+}
+
+fn gregorian(s: &str) -> Result<(u32, u32, u32), FieldReject> {
+    let (y, m, d) = if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
+        (&s[0..4], &s[4..6], &s[6..8])
+    } else {
+        split3(s).ok_or(FieldReject::InvalidDate)?
+    };
+    if y.len() != 4 {
+        return Err(FieldReject::InvalidDate);
+    }
+    match (parse_num(y), parse_num(m), parse_num(d)) {
+        (Some(y), Some(m), Some(d)) => Ok((y, m, d)),
+        _ => Err(FieldReject::InvalidDate),
+    }
+}
+
+/// NFKC with every white-space character removed (`平成 元年 1月 8日`), in `buf`.
+fn compact<'b>(input: &str, buf: &'b mut [u8; 48]) -> Result<&'b str, FieldReject> {
+    let mut tmp = [0u8; 48];
+    let s = nfkc_small(input, &mut tmp).ok_or(FieldReject::InvalidDate)?;
+    let mut len = 0;
+    for c in s.chars().filter(|&c| !is_space(c)) {
+        len += c.encode_utf8(&mut buf[len..]).len();
+    }
+    if len == 0 {
+        return Err(FieldReject::Missing);
+    }
+    Ok(std::str::from_utf8(&buf[..len]).expect("encoded from chars"))
+}
+
+/// The generic `date` normalizer: `YYYYMMDD`, `YYYY-M-D` with `-`, `/` or `.`.
+pub(super) fn date(
+    input: &str,
+    ctx: &NormalizeContext,
+    out: &mut String,
+) -> Result<(), FieldReject> {
+    let mut buf = [0u8; 48];
+    let s = compact(input, &mut buf)?;
+    let (y, m, d) = gregorian(s)?;
+    finish(y, m, d, ctx, out)
+}
+
+/// The `birth_date` normalizer: everything `date` reads, plus `YYYY年M月D日`, era forms
+/// (`S45.03.15`, `S45/3/15`, `S450315`, `昭和45年3月15日`, `昭和元年…`, `昭45.3.15`) and the
+/// receipt form `GYYMMDD` (era code 1–5 and two-digit year, month, day).
+pub(super) fn birth_date(
+    input: &str,
+    ctx: &NormalizeContext,
+    out: &mut String,
+) -> Result<(), FieldReject> {
+    let mut buf = [0u8; 48];
+    let s = compact(input, &mut buf)?;
+    let bytes = s.as_bytes();
+    // Receipt GYYMMDD: seven digits, era code first.
+    if bytes.len() == 7 && bytes.iter().all(u8::is_ascii_digit) {
+        let era = usize::from(bytes[0] - b'0');
+        if !(1..=5).contains(&era) {
+            return Err(FieldReject::InvalidDate);
+        }
+        let n = |i: usize| u32::from(bytes[i] - b'0') * 10 + u32::from(bytes[i + 1] - b'0');
+        let (y, m, d) = era_to_gregorian(era - 1, n(1), n(3), n(5))?;
+        return finish(y, m, d, ctx, out);
+    }
+    // Era by letter: S45.03.15, S45/3/15, S450315.
+    if let Some(era) = s.chars().next().and_then(era_by_letter) {
+        let rest = &s[1..];
+        let (y, m, d) = if rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_digit()) {
+            (&rest[0..2], &rest[2..4], &rest[4..6])
+        } else {
+            split3(rest).ok_or(FieldReject::InvalidDate)?
+        };
+        let (Some(y), Some(m), Some(d)) = (parse_num(y), parse_num(m), parse_num(d)) else {
+            return Err(FieldReject::InvalidDate);
+        };
+        let (y, m, d) = era_to_gregorian(era, y, m, d)?;
+        return finish(y, m, d, ctx, out);
+    }
+    // Era by name: 昭和45年3月15日, 昭和元年12月25日, 昭45.3.15.
+    if let Some((era, rest)) = era_by_name(s) {
+        let rest = rest.trim_start();
+        let (y, m, d) = split_kanji(rest)
+            .or_else(|| split3(rest))
+            .ok_or(FieldReject::InvalidDate)?;
+        let y = if y == "元" { Some(1) } else { parse_num(y) };
+        let (Some(y), Some(m), Some(d)) = (y, parse_num(m), parse_num(d)) else {
+            return Err(FieldReject::InvalidDate);
+        };
+        let (y, m, d) = era_to_gregorian(era, y, m, d)?;
+        return finish(y, m, d, ctx, out);
+    }
+    // Western with kanji separators: 1970年3月15日.
+    if let Some((y, m, d)) = split_kanji(s) {
+        if y.len() != 4 {
+            return Err(FieldReject::InvalidDate);
+        }
+        let (Some(y), Some(m), Some(d)) = (parse_num(y), parse_num(m), parse_num(d)) else {
+            return Err(FieldReject::InvalidDate);
+        };
+        return finish(y, m, d, ctx, out);
+    }
+    let (y, m, d) = gregorian(s)?;
+    finish(y, m, d, ctx, out)
+}

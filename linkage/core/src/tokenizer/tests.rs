@@ -1,0 +1,201 @@
+use super::*;
+use crate::token::preimage;
+
+const CTX: NormalizeContext = NormalizeContext { today: 20_261_122 };
+
+fn schema(extra: &str) -> Schema {
+    Schema::from_toml(&format!(
+        r#"
+schema_format = 1
+name = "t"
+version = 1
+[fields.name]
+column = "n"
+normalizer = "text"
+[fields.dob]
+column = "d"
+normalizer = "date"
+[fields.sex]
+column = "s"
+normalizer = "sex"
+[[recipes]]
+name = "name_dob"
+version = 1
+fields = ["name", "dob"]
+[[recipes]]
+name = "name_dob_sex"
+version = 1
+fields = ["name", "dob", "sex"]
+{extra}"#
+    ))
+    .unwrap()
+}
+
+fn run(t: &Tokenizer, header: &[&str], row: &[&str]) -> RecordTokens {
+    let b = t.bind(header);
+    let raw: Vec<&str> = b.columns.iter().map(|&c| row[c]).collect();
+    let mut out = RecordTokens::default();
+    t.tokenize(&b, &raw, &mut out);
+    out
+}
+
+#[test]
+fn tokens_follow_the_spec_and_skip_missing_fields() {
+    let secret = ProjectSecret::from_bytes([3; 32]);
+    let s = schema("");
+    let t = Tokenizer::new(&s, &secret, "proj", CTX);
+    let out = run(&t, &["d", "n", "s"], &["19700315", " Taro  YAMADA", ""]);
+    // Fields in schema order: dob, name, sex (name order).
+    assert_eq!(
+        out.status,
+        vec![Some(Ok(())), Some(Ok(())), Some(Err(FieldReject::Missing))]
+    );
+    assert_eq!(out.tokens.len(), 1, "the sex recipe must be skipped");
+    let want = RecipeKey::derive(&secret, "proj", "name_dob", 1).token(&preimage(
+        "name_dob",
+        1,
+        &[("name", "taro yamada"), ("dob", "1970-03-15")],
+    ));
+    assert_eq!(out.tokens[0], (0, want));
+    // Width and case variants, other column order: the same token.
+    let other = run(
+        &t,
+        &["s", "n", "d", "extra"],
+        &["M", "ＴＡＲＯ ＹＡＭＡＤＡ", "1970/3/15", "x"],
+    );
+    assert_eq!(other.tokens.len(), 2);
+    assert_eq!(other.tokens[0], out.tokens[0]);
+}
+
+#[test]
+fn other_project_gives_other_tokens() {
+    let secret = ProjectSecret::from_bytes([3; 32]);
+    let s = schema("");
+    let a = run(
+        &Tokenizer::new(&s, &secret, "p1", CTX),
+        &["d", "n", "s"],
+        &["19700315", "x", "1"],
+    );
+    let b = run(
+        &Tokenizer::new(&s, &secret, "p2", CTX),
+        &["d", "n", "s"],
+        &["19700315", "x", "1"],
+    );
+    assert_ne!(a.tokens, b.tokens);
+}
+
+#[test]
+fn missing_columns_make_recipes_unavailable() {
+    let t = Tokenizer::new(&schema(""), &ProjectSecret::from_bytes([1; 32]), "p", CTX);
+    let b = t.bind(&["n", "d"]);
+    assert_eq!(b.recipes, [RecipeSource::Fields, RecipeSource::Unavailable]);
+    assert!(b.any_recipe());
+    assert!(!t.bind(&["n"]).any_recipe());
+}
+
+const LEGACY: &str = r#"
+[fields.kana]
+columns = ["kf", "kg"]
+normalizer = "kana_name"
+[fields.ins]
+column = "ins"
+normalizer = "insurer_number"
+[fields.sym]
+column = "sym"
+normalizer = "insured_symbol"
+[fields.bdate]
+column = "b"
+normalizer = "birth_date"
+[[recipes]]
+name = "legacy_id4"
+version = 1
+fields = ["kana", "bdate", "sex"]
+[recipes.prehash]
+profile = "ndb-legacy-v1"
+digest_column = "id4"
+variants = ["kana_script"]
+[[recipes]]
+name = "legacy_id1"
+version = 1
+fields = ["ins", "sym", "bdate", "sex"]
+[recipes.prehash]
+profile = "ndb-legacy-v1"
+digest_column = "id1"
+optional = ["sym"]
+"#;
+
+fn sha_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn raw_and_hash_only_holders_make_identical_prehash_tokens() {
+    let secret = ProjectSecret::from_bytes([5; 32]);
+    let t = Tokenizer::new(&schema(LEGACY), &secret, "p", CTX);
+    // The hash-only side holds digests of its own recorded values, canonicalized only by
+    // NFKC + white-space removal (the legacy rule), with date YYYYMMDD and sex 1/2.
+    let id4 = sha_hex("やまだたろう|19700315|1");
+    // id1 fields: insurer | symbol (optional, empty here) | date | sex.
+    let id1 = sha_hex("33120015||19700315|1");
+    let hashed = run(&t, &["id", "id4", "id1"], &["7", &id4.to_uppercase(), &id1]);
+    let hashed_tokens: Vec<_> = hashed.tokens.iter().filter(|(r, _)| *r >= 2).collect();
+    assert_eq!(hashed_tokens.len(), 2);
+    // The raw side has katakana, a receipt-style era date and a missing symbol.
+    let header = ["kf", "kg", "b", "s", "ins", "sym", "n", "d"];
+    let raw = run(
+        &t,
+        &header,
+        &[
+            "ヤマダ",
+            " タロウ",
+            "3450315",
+            "男",
+            "３３１２００１５",
+            "",
+            "x",
+            "",
+        ],
+    );
+    let raw_tokens: Vec<_> = raw.tokens.iter().filter(|(r, _)| *r >= 2).collect();
+    // id4: kana-script variants (as recorded = katakana, hiragana) → 2 tokens; id1: 1 token.
+    for want in hashed_tokens {
+        assert!(
+            raw_tokens.contains(&want),
+            "raw side misses the token of recipe {}",
+            want.0
+        );
+    }
+    // The raw side's own spelling without variants would not have met the hiragana digest.
+    assert_eq!(raw_tokens.iter().filter(|(r, _)| *r == 2).count(), 2);
+}
+
+#[test]
+fn multi_column_fields_need_every_part_and_any_order_sorts() {
+    let extra = r#"
+[fields.full]
+columns = ["f", "g"]
+normalizer = "kana_name"
+order = "any"
+[[recipes]]
+name = "full_dob"
+version = 1
+fields = ["full", "dob"]
+"#;
+    let t = Tokenizer::new(
+        &schema(extra),
+        &ProjectSecret::from_bytes([2; 32]),
+        "p",
+        CTX,
+    );
+    let h = ["f", "g", "d", "n", "s"];
+    let a = run(&t, &h, &["ヤマダ", "タロウ", "1970-03-15", "", ""]);
+    let b = run(&t, &h, &["たろう", "ﾔﾏﾀﾞ", "19700315", "", ""]);
+    let full = |r: &RecordTokens| r.tokens.iter().find(|(i, _)| *i == 2).map(|(_, t)| *t);
+    assert!(full(&a).is_some());
+    assert_eq!(full(&a), full(&b), "swapped family/given names must agree");
+    let c = run(&t, &h, &["ヤマダ", "", "1970-03-15", "", ""]);
+    assert_eq!(full(&c), None, "a missing part means a missing field");
+}
