@@ -93,6 +93,21 @@ pub enum PrehashVariant {
     KanaScript,
     /// Also the preimage with hyphens removed.
     StripHyphens,
+    /// Multi-column fields also in reversed column order (given + family).
+    NameOrder,
+    /// Also with a long-vowel `ウ` (after an o- or u-row kana) written `ー`.
+    KanaLongVowel,
+    /// Also with small kana written large (`キョウ` → `キヨウ`).
+    KanaSmallLarge,
+    /// Also with voiced marks dropped (`ガ` → `カ`).
+    KanaUnvoiced,
+    /// Optional fields that have a value also left empty.
+    OptionalEmpty,
+    /// Insurer numbers also in their other written form: a 6-digit 国保 number also as
+    /// `00` + 6 digits, and `00` + 6 digits also as 6 digits.
+    InsurerForms,
+    /// Branch numbers also without the leading zero (`00` → `0`, `01` → `1`) and padded.
+    BranchForms,
 }
 
 /// The prehash part of a recipe: its token is keyed-hashed from a legacy digest.

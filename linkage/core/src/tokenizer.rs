@@ -12,6 +12,9 @@ use crate::schema::{PrehashVariant, Schema};
 use crate::secret::ProjectSecret;
 use crate::token::{KeyedRecipe, RecipeKey, Token, put_value};
 
+/// A whole-preimage spelling rewrite of a prehash variant.
+type Rewrite = fn(&str) -> String;
+
 /// Field name of the single value of a prehash recipe's preimage (SPEC.md §4.4).
 pub const PREHASH_FIELD: &str = "digest";
 
@@ -72,7 +75,6 @@ pub struct RecordTokens {
     tail: Vec<u8>,
     joined: String,
     parts: Vec<String>,
-    legacy: Vec<String>,
     preimages: Vec<String>,
 }
 
@@ -193,13 +195,19 @@ impl Tokenizer {
                 f.normalizer
                     .apply(raw[slots[0]], &self.ctx, &mut out.values[i])
             } else {
+                // Several columns (family, given): joined with one space. A full name typed
+                // into one of them with the others empty still counts, but one name part
+                // alone is missing, never a token of a family name only.
                 out.joined.clear();
-                let mut missing = false;
+                let mut pieces = 0;
                 for &s in slots {
-                    missing |= raw[s].chars().all(is_space);
+                    pieces += raw[s].split(is_space).filter(|p| !p.is_empty()).count();
+                    if !out.joined.is_empty() {
+                        out.joined.push(' ');
+                    }
                     out.joined.push_str(raw[s]);
                 }
-                if missing {
+                if pieces < 2 {
                     out.values[i].clear();
                     Err(FieldReject::Missing)
                 } else {
@@ -246,71 +254,142 @@ impl Tokenizer {
 
     /// Tokens of a prehash recipe from raw fields: the legacy preimage (and its variants),
     /// SHA-256, lower-case hex, then the recipe's keyed hash (SPEC.md §4.4).
+    ///
+    /// Variants are built in two steps: per-field candidate values (name order, optional
+    /// field empty, insurer and branch forms), whose combinations give preimages; then
+    /// whole-preimage rewrites (kana script, hyphens, long vowels, small kana, voicing), each
+    /// applied to every preimage so far. All are deduplicated.
     fn prehash_tokens(&self, r: usize, binding: &Binding, raw: &[&str], out: &mut RecordTokens) {
         let spec = &self.schema.recipes[r];
         let prehash = spec.prehash.as_ref().expect("prehash recipe");
-        out.legacy.resize_with(spec.fields.len(), String::new);
-        for (k, &f) in spec.fields.iter().enumerate() {
+        let has = |v: PrehashVariant| prehash.variants.contains(&v);
+        let mut candidates: Vec<Vec<String>> = Vec::with_capacity(spec.fields.len());
+        for &f in &spec.fields {
             let field = &self.schema.fields[f];
-            let value = &mut out.legacy[k];
-            value.clear();
-            let ok = match field.normalizer {
+            let ok = matches!(out.status[f], Some(Ok(())));
+            let mut cands: Vec<String> = Vec::with_capacity(2);
+            match field.normalizer {
                 // Dates and sex take their canonical forms: YYYYMMDD and 1/2.
-                Normalizer::BirthDate | Normalizer::Date => {
-                    matches!(out.status[f], Some(Ok(()))) && {
-                        value.extend(out.values[f].chars().filter(|c| *c != '-'));
-                        true
-                    }
+                Normalizer::BirthDate | Normalizer::Date if ok => {
+                    cands.push(out.values[f].chars().filter(|c| *c != '-').collect());
                 }
-                Normalizer::Sex => {
-                    matches!(out.status[f], Some(Ok(())))
-                        && matches!(out.values[f].as_str(), "1" | "2")
-                        && {
-                            value.push_str(&out.values[f]);
-                            true
-                        }
+                Normalizer::Sex if ok && matches!(out.values[f].as_str(), "1" | "2") => {
+                    cands.push(out.values[f].clone());
                 }
+                Normalizer::BirthDate | Normalizer::Date | Normalizer::Sex => {}
                 // Everything else: the record's own raw value, legacy-canonicalized.
                 _ => {
                     let slots = binding.fields[f].as_ref().expect("bound");
-                    out.joined.clear();
-                    for &s in slots {
-                        out.joined.push_str(raw[s]);
+                    let mut legacy_of = |order: &mut dyn Iterator<Item = &usize>| {
+                        out.joined.clear();
+                        for &s in order {
+                            out.joined.push_str(raw[s]);
+                        }
+                        let mut v = String::new();
+                        Normalizer::Legacy
+                            .apply(&out.joined, &self.ctx, &mut v)
+                            .ok()
+                            .map(|()| v)
+                    };
+                    if let Some(v) = legacy_of(&mut slots.iter()) {
+                        cands.push(v);
+                        if has(PrehashVariant::NameOrder) && slots.len() > 1 {
+                            cands.extend(legacy_of(&mut slots.iter().rev()));
+                        }
+                        if has(PrehashVariant::OptionalEmpty) && prehash.optional.contains(&f) {
+                            cands.push(String::new());
+                        }
+                    } else if prehash.optional.contains(&f) {
+                        cands.push(String::new());
                     }
-                    match Normalizer::Legacy.apply(&out.joined, &self.ctx, value) {
-                        Ok(()) => true,
-                        Err(_) => prehash.optional.contains(&f),
+                    if has(PrehashVariant::InsurerForms)
+                        && field.normalizer == Normalizer::InsurerNumber
+                    {
+                        let forms: Vec<String> = cands
+                            .iter()
+                            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                            .filter_map(|c| match c.len() {
+                                6 => Some(format!("00{c}")),
+                                8 if c.starts_with("00") => Some(c[2..].to_owned()),
+                                _ => None,
+                            })
+                            .collect();
+                        cands.extend(forms);
+                    }
+                    if has(PrehashVariant::BranchForms)
+                        && field.normalizer == Normalizer::BranchNumber
+                    {
+                        let forms: Vec<String> = cands
+                            .iter()
+                            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                            .filter_map(|c| match c.len() {
+                                2 if c.starts_with('0') => Some(c[1..].to_owned()),
+                                1 => Some(format!("0{c}")),
+                                _ => None,
+                            })
+                            .collect();
+                        cands.extend(forms);
                     }
                 }
-            };
-            if !ok {
+            }
+            if cands.is_empty() {
                 return;
             }
+            candidates.push(cands);
         }
+        // Every combination of one candidate per field.
         out.preimages.clear();
-        let base = out.legacy[..spec.fields.len()].join("|");
-        out.preimages.push(base);
-        if prehash.variants.contains(&PrehashVariant::KanaScript) {
-            let base = &out.preimages[0];
-            let kata: String = base.chars().map(kana::to_katakana).collect();
-            let hira: String = base.chars().map(kana::to_hiragana).collect();
-            out.preimages.push(kata);
-            out.preimages.push(hira);
-        }
-        if prehash.variants.contains(&PrehashVariant::StripHyphens) {
-            let stripped: Vec<String> = out
-                .preimages
+        let mut pick = vec![0usize; candidates.len()];
+        loop {
+            let p: Vec<&str> = candidates
                 .iter()
-                .map(|p| {
-                    p.chars()
-                        .filter(|&c| !matches!(c, '-' | '‐' | '−' | '－'))
-                        .collect()
-                })
+                .zip(&pick)
+                .map(|(c, &i)| c[i].as_str())
                 .collect();
-            out.preimages.extend(stripped);
+            out.preimages.push(p.join("|"));
+            let mut k = 0;
+            while k < pick.len() {
+                pick[k] += 1;
+                if pick[k] < candidates[k].len() {
+                    break;
+                }
+                pick[k] = 0;
+                k += 1;
+            }
+            if k == pick.len() {
+                break;
+            }
         }
-        out.preimages.sort_unstable();
-        out.preimages.dedup();
+        let rewrites: [(PrehashVariant, Rewrite); 5] = [
+            (PrehashVariant::KanaScript, |p| {
+                p.chars().map(kana::to_katakana).collect()
+            }),
+            (PrehashVariant::StripHyphens, |p| {
+                p.chars()
+                    .filter(|&c| !matches!(c, '-' | '‐' | '−' | '－'))
+                    .collect()
+            }),
+            (PrehashVariant::KanaLongVowel, kana::long_vowel_marks),
+            (PrehashVariant::KanaSmallLarge, kana::small_to_large),
+            (PrehashVariant::KanaUnvoiced, kana::unvoiced),
+        ];
+        for (variant, rewrite) in rewrites {
+            if has(variant) {
+                let n = out.preimages.len();
+                for i in 0..n {
+                    let v = rewrite(&out.preimages[i]);
+                    out.preimages.push(v);
+                }
+                if variant == PrehashVariant::KanaScript {
+                    for i in 0..n {
+                        let v: String = out.preimages[i].chars().map(kana::to_hiragana).collect();
+                        out.preimages.push(v);
+                    }
+                }
+                out.preimages.sort_unstable();
+                out.preimages.dedup();
+            }
+        }
         for p in &out.preimages {
             let digest = Sha256::digest(p.as_bytes());
             out.joined.clear();
@@ -338,19 +417,21 @@ fn normalize_any_order(
     out: &mut String,
 ) -> Result<(), FieldReject> {
     out.clear();
+    // The parts are the columns; a single full-name column, or a full name typed into one
+    // column while another is empty, is split at white space instead. Several columns must
+    // give at least two parts (one part alone is not a full name). A stray space inside a
+    // filled column (`佐　々木`) is left to the normalizer.
+    let blank = |s: usize| raw[s].chars().all(is_space);
     let mut pieces: Vec<&str> = Vec::with_capacity(4);
-    if slots.len() == 1 {
-        pieces.extend(raw[slots[0]].split(is_space).filter(|p| !p.is_empty()));
+    if slots.len() > 1 && !slots.iter().any(|&s| blank(s)) {
+        pieces.extend(slots.iter().map(|&s| raw[s]));
     } else {
         for &s in slots {
-            if raw[s].chars().all(is_space) {
-                return Err(FieldReject::Missing);
-            }
-            pieces.push(raw[s]);
+            pieces.extend(raw[s].split(is_space).filter(|p| !p.is_empty()));
         }
-    }
-    if pieces.is_empty() {
-        return Err(FieldReject::Missing);
+        if pieces.is_empty() || (slots.len() > 1 && pieces.len() < 2) {
+            return Err(FieldReject::Missing);
+        }
     }
     parts.resize_with(pieces.len().max(parts.len()), String::new);
     for (p, buf) in pieces.iter().zip(parts.iter_mut()) {

@@ -54,6 +54,11 @@ pub(super) fn insurer_number(input: &str, out: &mut String) -> Result<(), FieldR
     if insurer_check_digit(body) != check[0] - b'0' {
         return Err(FieldReject::InsurerCheckDigit);
     }
+    // No 法別番号 is 00: an 8-digit number starting with 00 is a 6-digit 市町村国保 number
+    // written zero-padded (the check digit is the same: leading zeros add nothing).
+    if b.len() == 8 && b.starts_with(b"00") {
+        out.drain(..2);
+    }
     Ok(())
 }
 
@@ -76,6 +81,10 @@ pub(super) fn branch_number(input: &str, out: &mut String) -> Result<(), FieldRe
         return Err(FieldReject::Missing);
     }
     digits_only(input, out, &[]).map_err(|()| FieldReject::InvalidBranchNumber)?;
+    // 枝番 is always two digits; a single digit is one whose leading zero was lost.
+    if out.len() == 1 {
+        out.insert(0, '0');
+    }
     if out.len() != 2 {
         return Err(FieldReject::InvalidBranchNumber);
     }

@@ -8,6 +8,10 @@
 //! long-vowel mark `ー` is dropped, and so is a long-vowel `ウ` after an o- or u-row kana and a
 //! long-vowel `オ` after an o-row kana (`サトウ`, `サトー`, `サトオ` → `サト`; `ユウキ`, `ユーキ`
 //! → `ユキ`).
+//! Loose, on top of fuzzy: voiced and semi-voiced marks dropped (`ガ`→`カ`, `パ`→`ハ`), the
+//! weaker level for records whose kana lost or gained a dakuten (`ゴトウ`/`コトウ`).
+
+use unicode_normalization::UnicodeNormalization;
 
 use super::{FieldReject, for_each_nfkc, is_space};
 
@@ -158,4 +162,66 @@ pub(super) fn fuzzy(
         return Err(FieldReject::InvalidKana);
     }
     Ok(())
+}
+
+/// Loose kana key into `out` (cleared by the caller): the fuzzy key without voiced marks.
+pub(super) fn loose(
+    input: &str,
+    out: &mut String,
+    scratch: &mut String,
+) -> Result<(), FieldReject> {
+    let mut fuzzy_key = String::new();
+    fuzzy(input, &mut fuzzy_key, scratch)?;
+    for c in fuzzy_key.chars() {
+        // NFD splits a voiced kana into its base and U+3099 / U+309A; keep the base.
+        out.extend(
+            std::iter::once(c)
+                .nfd()
+                .filter(|m| !matches!(m, '\u{3099}' | '\u{309A}')),
+        );
+    }
+    Ok(())
+}
+
+/// Rewrites a long-vowel `ウ` (after an o- or u-row kana) as `ー`: `サトウ` → `サトー`.
+/// Used for spelling variants of legacy preimages, not for keys.
+pub fn long_vowel_marks(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev: Option<char> = None;
+    for c in s.chars() {
+        let k = to_katakana(c);
+        let long = k == 'ウ'
+            && prev
+                .map(to_katakana)
+                .is_some_and(|p| o_row(fold_char(p)) || u_row(fold_char(p)));
+        out.push(if long { 'ー' } else { c });
+        prev = Some(c);
+    }
+    out
+}
+
+/// Writes small kana large (`キョウ` → `キヨウ`, also in hiragana). For spelling variants.
+pub fn small_to_large(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'ァ' | 'ィ' | 'ゥ' | 'ェ' | 'ォ' | 'ッ' | 'ャ' | 'ュ' | 'ョ' | 'ヮ' => {
+                fold_char(c)
+            }
+            'ぁ' | 'ぃ' | 'ぅ' | 'ぇ' | 'ぉ' | 'っ' | 'ゃ' | 'ゅ' | 'ょ' | 'ゎ' => {
+                to_hiragana(fold_char(to_katakana(c)))
+            }
+            _ => c,
+        })
+        .collect()
+}
+
+/// Drops voiced and semi-voiced marks from kana (`ガ` → `カ`, `ぱ` → `は`). For spelling
+/// variants.
+pub fn unvoiced(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| std::iter::once(c).nfd())
+        .filter(|m| !matches!(m, '\u{3099}' | '\u{309A}'))
+        .collect::<String>()
+        .nfc()
+        .collect()
 }

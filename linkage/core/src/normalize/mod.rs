@@ -42,18 +42,21 @@ pub enum Normalizer {
     /// Fuzzy kana name key: the strict key with small kana, ヴ, ヰヱヲ, ヂヅ and long vowels
     /// folded ([`kana`]).
     KanaNameFuzzy,
+    /// Loose kana name key: the fuzzy key with voiced marks dropped (`ガ`→`カ`) ([`kana`]).
+    KanaNameLoose,
     /// Kanji name key: NFKC, variation selectors and spaces dropped, variant glyphs folded
     /// ([`kanji`]).
     KanjiName,
     /// Birth date → `YYYY-MM-DD`, reading Western and Japanese era (和暦) forms.
     BirthDate,
-    /// 保険者番号: 6 or 8 digits after width folding, 検証番号 (check digit) verified.
+    /// 保険者番号: 6 or 8 digits after width folding, 検証番号 (check digit) verified; `00` +
+    /// 6 digits is written as the 6-digit 市町村国保 number it is.
     InsurerNumber,
     /// 被保険者記号: width folded, spaces and hyphens removed, Latin upper case.
     InsuredSymbol,
     /// 被保険者番号: as `insured_symbol`.
     InsuredNumber,
-    /// 枝番: exactly two digits after width folding.
+    /// 枝番: two digits after width folding (a single digit gets its leading zero back).
     BranchNumber,
     /// 介護保険被保険者番号: ten digits after width folding and hyphen removal.
     CareInsuredNumber,
@@ -67,7 +70,7 @@ pub enum Normalizer {
 
 impl Normalizer {
     /// Every normalizer, in schema-name order of appearance in SPEC.md §3.1.
-    pub const ALL: [Normalizer; 17] = [
+    pub const ALL: [Normalizer; 18] = [
         Self::Raw,
         Self::Text,
         Self::Digits,
@@ -75,6 +78,7 @@ impl Normalizer {
         Self::Sex,
         Self::KanaName,
         Self::KanaNameFuzzy,
+        Self::KanaNameLoose,
         Self::KanjiName,
         Self::BirthDate,
         Self::InsurerNumber,
@@ -97,6 +101,7 @@ impl Normalizer {
             Self::Sex => "sex",
             Self::KanaName => "kana_name",
             Self::KanaNameFuzzy => "kana_name_fuzzy",
+            Self::KanaNameLoose => "kana_name_loose",
             Self::KanjiName => "kanji_name",
             Self::BirthDate => "birth_date",
             Self::InsurerNumber => "insurer_number",
@@ -161,6 +166,9 @@ impl Normalizer {
             Self::KanaName => kana::strict(input, out),
             Self::KanaNameFuzzy => {
                 SCRATCH.with_borrow_mut(|scratch| kana::fuzzy(input, out, scratch))
+            }
+            Self::KanaNameLoose => {
+                SCRATCH.with_borrow_mut(|scratch| kana::loose(input, out, scratch))
             }
             Self::KanjiName => kanji::kanji(input, out),
             Self::BirthDate => date::birth_date(input, ctx, out),

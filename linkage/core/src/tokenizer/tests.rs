@@ -197,5 +197,13 @@ fields = ["full", "dob"]
     assert!(full(&a).is_some());
     assert_eq!(full(&a), full(&b), "swapped family/given names must agree");
     let c = run(&t, &h, &["ヤマダ", "", "1970-03-15", "", ""]);
-    assert_eq!(full(&c), None, "a missing part means a missing field");
+    assert_eq!(full(&c), None, "one name part alone is a missing field");
+    // A full name typed into the family column, the given column empty: still the person.
+    let d = run(&t, &h, &["ヤマダ　タロウ", "", "1970-03-15", "", ""]);
+    assert_eq!(full(&d), full(&a));
+    let e = run(&t, &h, &["", "タロウ ヤマダ", "1970-03-15", "", ""]);
+    assert_eq!(full(&e), full(&a));
+    // A stray space inside a filled column does not make an extra part.
+    let f = run(&t, &h, &["ヤ マダ", "タロウ", "1970-03-15", "", ""]);
+    assert_eq!(full(&f), full(&a));
 }
