@@ -3,7 +3,7 @@
 //! Strict: NFKC (folds half-width katakana and composes voiced marks), hiragana → katakana,
 //! white space and `・` removed; anything else than katakana and `ー` is refused.
 //! Fuzzy, on top of strict (after the rules used in Japanese 名寄せ practice):
-//! `ヴァ ヴィ ヴェ ヴォ ヴ` → `バ ビ ベ ボ ブ`; small kana → large (`ァ`→`ア`, `ッ`→`ツ`,
+//! `ヴァ ヴィ ヴェ ヴォ ヴ` (and `ヷ ヸ ヹ ヺ`) → `バ ビ ベ ボ ブ`; small kana → large (`ァ`→`ア`, `ッ`→`ツ`,
 //! `ャ`→`ヤ`, `ヮ`→`ワ`, `ヵ`→`カ`, `ヶ`→`ケ`); `ヰ ヱ ヲ` → `イ エ オ`; `ヂ ヅ` → `ジ ズ`; the
 //! long-vowel mark `ー` is dropped, and so is a long-vowel `ウ` after an o- or u-row kana and a
 //! long-vowel `オ` after an o-row kana (`サトウ`, `サトー`, `サトオ` → `サト`; `ユウキ`, `ユーキ`
@@ -83,6 +83,11 @@ fn fold_char(c: char) -> char {
         'ヂ' => 'ジ',
         'ヅ' => 'ズ',
         'ヴ' => 'ブ',
+        // ワ゛ヰ゛ヱ゛ヲ゛ are va, vi, ve, vo, written like ヴァ ヴィ ヴェ ヴォ.
+        'ヷ' => 'バ',
+        'ヸ' => 'ビ',
+        'ヹ' => 'ベ',
+        'ヺ' => 'ボ',
         _ => c,
     }
 }

@@ -5,17 +5,38 @@
 //! characters outside their set, are refused: they would match other lossy names.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::LazyLock;
 
 use super::{FieldReject, for_each_nfkc, is_space};
 
 const TABLE: &str = include_str!("../../data/kanji-variants.tsv");
 
-/// The variant → canonical map, parsed once from the embedded table.
-static VARIANTS: LazyLock<HashMap<char, char>> = LazyLock::new(|| parse_table(TABLE));
+/// Multiplicative hash of a `char` (the table is fixed and public: no DoS concern).
+#[derive(Default)]
+struct CharHasher(u64);
 
-fn parse_table(text: &str) -> HashMap<char, char> {
-    let mut map = HashMap::new();
+impl Hasher for CharHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.0 = u64::from(x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type CharMap = HashMap<char, char, BuildHasherDefault<CharHasher>>;
+
+/// The variant → canonical map, parsed once from the embedded table.
+static VARIANTS: LazyLock<CharMap> = LazyLock::new(|| parse_table(TABLE));
+
+fn parse_table(text: &str) -> CharMap {
+    let mut map = CharMap::default();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
@@ -53,7 +74,12 @@ pub(super) fn kanji(input: &str, out: &mut String) -> Result<(), FieldReject> {
             lossy = true;
             return;
         }
-        out.push(*table.get(&c).unwrap_or(&c));
+        // Every variant in the table is an ideograph (U+3400 and above).
+        out.push(if (c as u32) < 0x3400 {
+            c
+        } else {
+            *table.get(&c).unwrap_or(&c)
+        });
     });
     if lossy {
         return Err(FieldReject::UnrepresentableKanji);

@@ -136,7 +136,7 @@ impl Normalizer {
         // not NFKC itself (`ヰ-゛` → `ヰ゛`, which composes to `ヸ`). Canonical values must be
         // fixpoints, so re-apply until stable; ASCII and NFKC-stable values skip this.
         let mut rounds = 0;
-        while !out.is_ascii()
+        while !out.chars().all(|c| nfkc_inert(c) && c != '\u{3000}')
             && unicode_normalization::is_nfkc_quick(out.chars())
                 != unicode_normalization::IsNormalized::Yes
         {
@@ -327,9 +327,38 @@ pub(crate) fn is_space(c: char) -> bool {
 pub(crate) fn for_each_nfkc(input: &str, mut f: impl FnMut(char)) {
     if input.is_ascii() {
         input.bytes().for_each(|b| f(char::from(b)));
+    } else if input.chars().all(nfkc_inert) {
+        // Every character is its own NFKC form and cannot compose with a neighbour; only
+        // U+3000 maps (to U+0020), as NFKC maps it.
+        input
+            .chars()
+            .for_each(|c| f(if c == '\u{3000}' { ' ' } else { c }));
     } else {
         input.nfkc().for_each(f);
     }
+}
+
+/// Whether `c` is left unchanged by NFKC and takes no part in canonical composition, so that a
+/// string of such characters is NFKC whatever their order, and stays NFKC when some are
+/// removed. Ranges: ASCII, hiragana (U+3041–3096, ゝゞ), katakana (U+30A1–30FE: letters, `・`,
+/// `ー`, ヽヾ), 々 〆 〇, CJK ideographs (U+3400–4DBF, U+4E00–9FFF, U+20000–2A6DF,
+/// U+2A700–2EBEF, U+30000–3134F; not the compatibility blocks), and U+3000, which NFKC maps to
+/// U+0020 (the caller does the same). Combining marks, spacing voiced marks (U+309B/C),
+/// half-width and full-width forms are not inert: they take the full NFKC path.
+#[inline]
+pub(crate) fn nfkc_inert(c: char) -> bool {
+    matches!(c as u32,
+        0x00..=0x7F
+        | 0x3000
+        | 0x3005..=0x3007
+        | 0x3041..=0x3096
+        | 0x309D..=0x309E
+        | 0x30A1..=0x30FE
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0x2_0000..=0x2_A6DF
+        | 0x2_A700..=0x2_EBEF
+        | 0x3_0000..=0x3_134F)
 }
 
 /// NFKC of a short value, trimmed, in a stack buffer; `None` if longer than the buffer
