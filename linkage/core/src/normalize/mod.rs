@@ -132,6 +132,10 @@ impl Normalizer {
         out: &mut String,
     ) -> Result<(), FieldReject> {
         self.apply_once(input, ctx, out)?;
+        if out.is_ascii() || matches!(self, Self::Raw | Self::Digest) {
+            // ASCII is NFKC; `raw` (a trim) and `digest` are idempotent by construction.
+            return Ok(());
+        }
         // Removing characters after NFKC (spaces, hyphens, marks) can leave a string that is
         // not NFKC itself (`ヰ-゛` → `ヰ゛`, which composes to `ヸ`). Canonical values must be
         // fixpoints, so re-apply until stable; ASCII and NFKC-stable values skip this.
