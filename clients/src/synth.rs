@@ -29,39 +29,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
-/// Columns of every holder file: the `jp_ins` identifier columns, then content columns.
-pub const COLUMNS: [&str; 19] = [
-    "id",
-    "last_name",
-    "first_name",
-    "last_name_kana",
-    "first_name_kana",
-    "sex",
-    "birth_date",
-    "postcode",
-    "prefecture",
-    "city",
-    "insurer_number",
-    "insured_symbol",
-    "insured_number",
-    "branch",
-    "care_insured_number",
-    "service_ym",
-    "claim_count",
-    "main_diagnosis",
-    "total_points",
-];
-/// Columns of the NDB-style hash-only view.
-pub const NDB_COLUMNS: [&str; 8] = [
-    "id",
-    "id1",
-    "id1_branch",
-    "id4",
-    "service_ym",
-    "claim_count",
-    "main_diagnosis",
-    "total_points",
-];
+/// Header of every holder file: the `jp_ins` identifier columns, then content columns.
+pub const HEADER: &str = "id,last_name,first_name,last_name_kana,first_name_kana,sex,birth_date,postcode,\
+    prefecture,city,insurer_number,insured_symbol,insured_number,branch,care_insured_number,\
+    service_ym,claim_count,main_diagnosis,total_points";
+/// Header of the NDB-style hash-only view.
+pub const NDB_HEADER: &str =
+    "id,id1,id1_branch,id4,service_ym,claim_count,main_diagnosis,total_points";
 
 /// Options of `renketsu synth`.
 #[derive(clap::Args, Debug, Clone)]
@@ -147,35 +121,36 @@ pub struct SynthReport {
 
 impl std::fmt::Display for SynthReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per: Vec<String> = self
-            .holders
-            .iter()
-            .enumerate()
-            .map(|(i, h)| match i {
-                0 => format!("{} {} rows", h.party, h.records),
-                _ => format!(
-                    "{} {} rows ({} also in a, {} with a new card)",
-                    h.party, h.records, h.shared_with_first, h.insurer_changed
-                ),
-            })
-            .collect();
-        let first = self
-            .holders
-            .first()
-            .map_or(self.truth.as_path(), |h| h.path.as_path());
+        write!(f, "renketsu synth:")?;
+        for (i, h) in self.holders.iter().enumerate() {
+            write!(
+                f,
+                "{}{} {} rows",
+                [" ", ", "][usize::from(i > 0)],
+                h.party,
+                h.records
+            )?;
+            if i > 0 {
+                write!(
+                    f,
+                    " ({} also in a, {} with a new card)",
+                    h.shared_with_first, h.insurer_changed
+                )?;
+            }
+        }
         write!(
             f,
-            "renketsu synth: {}; {} persons, {} true pairs; wrote {} … {}",
-            per.join(", "),
-            self.persons,
-            self.true_pairs,
-            first.display(),
-            self.truth.display()
+            "; {} persons, {} true pairs; wrote ",
+            self.persons, self.true_pairs
         )?;
-        if let Some(n) = &self.ndb {
-            write!(f, " and {}", n.display())?;
-        }
-        Ok(())
+        let files = self
+            .holders
+            .iter()
+            .map(|h| &h.path)
+            .chain([&self.truth])
+            .chain(&self.ndb);
+        let names: Vec<String> = files.map(|p| p.display().to_string()).collect();
+        write!(f, "{}", names.join(" "))
     }
 }
 
@@ -234,6 +209,21 @@ impl Rng {
     }
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len() as u64) as usize]
+    }
+    /// A string of `lo..=hi` random digits; the first is non-zero unless `zero_ok`.
+    fn digits(&mut self, lo: u64, hi: u64, zero_ok: bool) -> String {
+        let len = self.range(lo, hi);
+        let first = if zero_ok {
+            self.below(10)
+        } else {
+            self.range(1, 9)
+        };
+        let rest = (1..len).map(|_| self.below(10));
+        [first]
+            .into_iter()
+            .chain(rest)
+            .map(|d| char::from(b'0' + d as u8))
+            .collect()
     }
     fn pick_char(&mut self, s: &str) -> char {
         let n = s.chars().count() as u64;
@@ -311,6 +301,7 @@ impl Perm {
 const SURNAMES_TSV: &str = include_str!("../data/jp-surnames.tsv");
 const GIVEN_TSV: &str = include_str!("../data/jp-given-names.tsv");
 const PLACES_TSV: &str = include_str!("../data/jp-places.tsv");
+const DIAGNOSES_TSV: &str = include_str!("../data/icd10-diagnoses.tsv");
 
 /// Birth-year buckets for given-name popularity: 5 years each from 1910.
 const BUCKETS: usize = 25;
@@ -323,6 +314,9 @@ struct Place {
     cities: Vec<&'static str>,
 }
 
+/// ICD-10 code, min and max age, sex (0 any), weight, severe.
+type Diagnosis = (&'static str, u32, u32, u8, f64, bool);
+
 struct Tables {
     surnames: Vec<(&'static str, &'static str)>,
     surname_cum: Vec<f64>,
@@ -331,6 +325,10 @@ struct Tables {
     places: Vec<Place>,
     place_cum: Vec<f64>,
     kanji: Vec<char>,
+    diagnoses: Vec<Diagnosis>,
+    child_ages: Vec<f64>,
+    adult_ages: Vec<f64>,
+    typo_kana: Vec<char>,
 }
 
 fn rows(tsv: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
@@ -392,6 +390,21 @@ fn tables() -> &'static Tables {
             places,
             place_cum,
             kanji,
+            child_ages: cumulative(AGE_BANDS[..5].iter().copied()),
+            adult_ages: cumulative((4..21).map(|b| AGE_BANDS[b] * if b >= 12 { OLD } else { 1.0 })),
+            typo_kana: TYPO_KANA.chars().collect(),
+            diagnoses: rows(DIAGNOSES_TSV)
+                .map(|r| {
+                    (
+                        r[0],
+                        num(r[1]) as u32,
+                        num(r[2]) as u32,
+                        num(r[3]) as u8,
+                        num(r[4]),
+                        r[5] == "1",
+                    )
+                })
+                .collect(),
         }
     })
 }
@@ -413,7 +426,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
 }
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+fn civil_from_days(z: i64) -> Ymd {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -447,7 +460,10 @@ fn parse_iso(s: &str) -> Result<i64> {
 }
 
 /// (kanji name, letter, receipt code, first day) of the eras 明治 … 令和.
-const ERAS: [(&str, &str, u32, (i64, u32, u32)); 5] = [
+/// A calendar date: (year, month, day).
+type Ymd = (i64, u32, u32);
+
+const ERAS: [(&str, &str, u32, Ymd); 5] = [
     ("明治", "M", 1, (1868, 1, 25)),
     ("大正", "T", 2, (1912, 7, 30)),
     ("昭和", "S", 3, (1926, 12, 25)),
@@ -475,7 +491,7 @@ enum DateFmt {
     Receipt,
 }
 
-fn format_date((y, m, d): (i64, u32, u32), f: DateFmt) -> String {
+fn format_date((y, m, d): Ymd, f: DateFmt) -> String {
     let (e, ey) = era_of(y, m, d);
     let (name, letter, code, _) = ERAS[e];
     match f {
@@ -594,25 +610,20 @@ struct Gen {
 
 impl Gen {
     fn new(a: &SynthArgs) -> Result<Self> {
-        ensure!(
-            (1..=26).contains(&a.holders),
-            "--holders must be 1-26, not {}",
-            a.holders
-        );
-        ensure!(
+        ensure!((1..=26).contains(&a.holders), "--holders must be 1-26");
+        let (records_ok, rates) = (
             a.records.len() == 1 || a.records.len() == a.holders,
-            "--records: give one number or {} (one per holder)",
+            [a.overlap, a.insurer_change_rate],
+        );
+        ensure!(
+            records_ok,
+            "--records: give one number or one per holder ({})",
             a.holders
         );
-        for (f, v) in [
-            ("--overlap", a.overlap),
-            ("--insurer-change-rate", a.insurer_change_rate),
-        ] {
-            ensure!(
-                (0.0..=1.0).contains(&v),
-                "{f} must be between 0 and 1, not {v}"
-            );
-        }
+        ensure!(
+            rates.iter().all(|v| (0.0..=1.0).contains(v)),
+            "--overlap and --insurer-change-rate must be 0-1"
+        );
         ensure!(
             a.corruption.is_finite() && a.corruption >= 0.0,
             "--corruption must be >= 0"
@@ -704,14 +715,14 @@ impl Gen {
         }
     }
 
-    /// Age drawn from the population bands `bands`, bands of 60+ weighted by `old`.
-    fn age_in(&self, rng: &mut Rng, bands: std::ops::RangeInclusive<usize>, old: f64) -> u32 {
-        let lo = *bands.start();
-        let w = AGE_BANDS[bands]
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| if lo + i >= 12 { w * old } else { w });
-        let b = lo + rng.weighted(&cumulative(w));
+    /// Age drawn from population bands: children (0-24) or adults (20+, more weight on 60+).
+    fn age_in(&self, rng: &mut Rng, adult: bool) -> u32 {
+        let (lo, cum) = if adult {
+            (4, &self.t.adult_ages)
+        } else {
+            (0, &self.t.child_ages)
+        };
+        let b = lo + rng.weighted(cum);
         if b == 20 {
             100
         } else {
@@ -758,11 +769,11 @@ impl Gen {
         let size = parents + children;
         let mut mem = [Member::default(); 4];
         // Children follow the population's ages; parents are 22-37 years older than the eldest.
-        let eldest = self.age_in(&mut rng, 0..=4, 1.0);
+        let eldest = self.age_in(&mut rng, false);
         let head_age = if children > 0 {
             eldest + 22 + rng.below(16) as u32
         } else {
-            self.age_in(&mut rng, 4..=20, OLD)
+            self.age_in(&mut rng, true)
         };
         let head_sex = if parents == 1 && children > 0 {
             if rng.chance(0.8) { 2 } else { 1 }
@@ -785,15 +796,8 @@ impl Gen {
                 } else {
                     3 - first.sex
                 };
-                let mut m = self.member(&mut rng, sex, first.age);
-                m.birth = first.birth;
-                for _ in 0..4 {
-                    if m.given != first.given || sex != first.sex {
-                        break;
-                    }
-                    m.given = self.member(&mut rng, sex, first.age).given;
-                }
-                mem[slot] = m;
+                mem[slot] = self.member(&mut rng, sex, first.age);
+                mem[slot].birth = first.birth;
             } else {
                 let age = if c == 0 {
                     eldest
@@ -801,6 +805,17 @@ impl Gen {
                     eldest.saturating_sub(1 + rng.below(6) as u32)
                 };
                 mem[slot] = self.member(&mut rng, sex, age);
+            }
+        }
+        // No two members of a household share a given-name reading (parent and child, siblings).
+        for s in 1..size {
+            let reading = |m: &Member| self.t.given[usize::from(m.sex - 1)][m.given].1;
+            for _ in 0..16 {
+                if mem[..s].iter().all(|o| reading(o) != reading(&mem[s])) {
+                    break;
+                }
+                let m = mem[s];
+                mem[s].given = self.member(&mut rng, m.sex, m.age).given;
             }
         }
         let care = |m: &Member| {
@@ -837,7 +852,7 @@ impl Gen {
             (mem[j], surname, addr)
         } else {
             let mut r = Rng::new(key(self.seed, T_SINGLE, h, j as u64));
-            let (sex, age) = (1 + r.below(2) as u8, self.age_in(&mut r, 4..=20, OLD));
+            let (sex, age) = (1 + r.below(2) as u8, self.age_in(&mut r, true));
             (
                 self.member(&mut r, sex, age),
                 r.weighted(&self.t.surname_cum),
@@ -897,20 +912,7 @@ impl Gen {
             };
             [Kind::Kyokai, Kind::Kumiai, Kind::Kyosai, Kind::Kokuho][rng.weighted(&cumulative(w))]
         };
-        let digits = |rng: &mut Rng, lo: u64, hi: u64, zero_ok: bool| {
-            let len = rng.range(lo, hi) as usize;
-            (0..len)
-                .map(|i| {
-                    char::from(
-                        b'0' + if i == 0 && !zero_ok {
-                            rng.range(1, 9)
-                        } else {
-                            rng.below(10)
-                        } as u8,
-                    )
-                })
-                .collect::<String>()
-        };
+        let digits = |rng: &mut Rng, lo, hi, zero_ok| rng.digits(lo, hi, zero_ok);
         let kana_sym = |rng: &mut Rng| {
             let sep = if rng.chance(0.15) { "-" } else { "" };
             format!("{}{sep}{:02}", rng.pick_char(SYMBOL_KANA), rng.below(100))
@@ -1106,51 +1108,38 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// ICD-10 codes: (code, min age, max age, sex (0 any), weight, severe).
-const DIAGNOSES: [(&str, u32, u32, u8, f64, bool); 36] = [
-    ("J06", 0, 100, 0, 10.0, false),
-    ("J20", 0, 100, 0, 3.0, false),
-    ("A09", 0, 100, 0, 3.0, false),
-    ("H66", 0, 14, 0, 4.0, false),
-    ("J45", 0, 100, 0, 3.0, false),
-    ("L20", 0, 40, 0, 3.0, false),
-    ("Z00", 0, 100, 0, 4.0, false),
-    ("J30", 5, 70, 0, 4.0, false),
-    ("K29", 15, 100, 0, 4.0, false),
-    ("M54", 20, 100, 0, 5.0, false),
-    ("E78", 35, 100, 0, 6.0, false),
-    ("I10", 35, 100, 0, 10.0, false),
-    ("E11", 35, 100, 0, 7.0, false),
-    ("F32", 15, 100, 0, 3.0, false),
-    ("K21", 20, 100, 0, 3.0, false),
-    ("N39", 15, 100, 2, 2.0, false),
-    ("H52", 5, 100, 0, 2.0, false),
-    ("K02", 3, 100, 0, 3.0, false),
-    ("O80", 20, 44, 2, 2.0, true),
-    ("N95", 45, 59, 2, 2.0, false),
-    ("C50", 30, 100, 2, 1.0, true),
-    ("C18", 40, 100, 0, 1.0, true),
-    ("E03", 20, 100, 2, 1.5, false),
-    ("M17", 55, 100, 0, 5.0, false),
-    ("I48", 60, 100, 0, 2.0, false),
-    ("I50", 65, 100, 0, 2.0, true),
-    ("N18", 55, 100, 0, 2.0, false),
-    ("G30", 70, 100, 0, 2.0, false),
-    ("F03", 75, 100, 0, 1.5, false),
-    ("I63", 60, 100, 0, 2.0, true),
-    ("C34", 50, 100, 0, 1.0, true),
-    ("C16", 50, 100, 0, 1.0, true),
-    ("J18", 0, 100, 0, 2.0, true),
-    ("H25", 55, 100, 0, 3.0, false),
-    ("M81", 55, 100, 2, 3.0, false),
-    ("C61", 55, 100, 1, 1.0, true),
-];
-
-/// Holder `i`'s rendering of one person: 19 CSV fields and, optionally, the NDB digests.
+/// Holder `i`'s rendering of one person.
 struct Row {
+    /// The CSV fields, in [`HEADER`] order.
     fields: [String; 19],
-    ndb: [String; 3],
+    /// The recorded birth date (with any typo) and sex; `None` where the field is empty.
+    dob: Option<Ymd>,
+    sex: Option<u8>,
+    /// Card replacements since holder a.
     version: u32,
+}
+
+/// The legacy digests `[id1, id1_branch, id4]` of a row, as ../shared/data/jp_ins/README.md
+/// specifies: lowercase hex SHA-256 of `insurer|symbol|number|YYYYMMDD|sex`,
+/// `insurer|symbol|number|branch|YYYYMMDD|sex` and `kana_family+kana_given|YYYYMMDD|sex`, each
+/// field as recorded (typos included) after NFKC and removing whitespace; the birth date is the
+/// recorded one as 8 digits, sex 1 or 2. A digest is empty when a field it needs is empty (the
+/// symbol may be empty).
+fn ndb_digests(row: &Row) -> [String; 3] {
+    let (Some((y, m, d)), Some(sx)) = (row.dob, row.sex) else {
+        return Default::default();
+    };
+    let [ins, sym, num, br, fam, giv] = [10, 11, 12, 13, 3, 4].map(|i| ndb_canon(&row.fields[i]));
+    let (card, kana) = (!ins.is_empty() && !num.is_empty(), fam + &giv);
+    let digest = |ok: bool, pre: String| if ok { sha256_hex(&pre) } else { String::new() };
+    [
+        digest(card, format!("{ins}|{sym}|{num}|{y:04}{m:02}{d:02}|{sx}")),
+        digest(
+            card && !br.is_empty(),
+            format!("{ins}|{sym}|{num}|{br}|{y:04}{m:02}{d:02}|{sx}"),
+        ),
+        digest(!kana.is_empty(), format!("{kana}|{y:04}{m:02}{d:02}|{sx}")),
+    ]
 }
 
 impl Gen {
@@ -1192,7 +1181,6 @@ impl Gen {
             r.chance(err(0.04)),
             r.chance(err(0.015)),
         );
-        let pool: Vec<char> = TYPO_KANA.chars().collect();
         for (n, s) in [&mut fam_k, &mut giv_k].into_iter().enumerate() {
             if small_to_large {
                 *s = s
@@ -1204,7 +1192,7 @@ impl Gen {
                 *s = drop_one_voiced(&mut r, s);
             }
             if r.chance(err(0.012)) {
-                *s = typo(&mut r, s, &pool);
+                *s = typo(&mut r, s, &t.typo_kana);
             }
         }
         if long {
@@ -1266,34 +1254,12 @@ impl Gen {
         let (y, mo, d) = civil_from_days(person.m.birth);
         let mut date = (y, mo, d);
         if r.chance(err(0.04)) {
-            date = match r.below(5) {
-                0 => (
-                    y,
-                    mo,
-                    (i64::from(d) + [-2i64, -1, 1, 2][r.below(4) as usize])
-                        .clamp(1, i64::from(days_in_month(y, mo))) as u32,
-                ),
-                1 if d <= 12 && d != mo => (y, d, mo),
-                2 => (y + if r.chance(0.5) { 1 } else { -1 }, mo, d.min(28)),
-                3 => (y + if y % 100 >= 10 { -10 } else { 10 }, mo, d.min(28)),
-                _ => {
-                    let swapped = (d % 10) * 10 + d / 10;
-                    (
-                        y,
-                        mo,
-                        if d % 10 != 0 && swapped <= days_in_month(y, mo) {
-                            swapped
-                        } else if d > 1 {
-                            d - 1
-                        } else {
-                            2
-                        },
-                    )
-                }
+            // A wrong day, month, year or decade (still a real date), or day and month swapped.
+            let off = [1, -1, 2, -2, 10, -9, 30, -31, 365, -365, 3652, -3653][r.below(12) as usize];
+            date = match r.below(4) {
+                0 if d <= 12 && d != mo => (y, d, mo),
+                _ => civil_from_days((person.m.birth + off).min(self.today)),
             };
-            if days_from_civil(date.0, date.1, date.2) > self.today {
-                date = (y - 1, mo, d.min(28));
-            }
         }
         let date_missing = r.chance(err(0.008));
         let house = if receipt {
@@ -1389,7 +1355,8 @@ impl Gen {
         let service_ym = format!("{:04}{:02}", months / 12, months % 12 + 1);
         let claims = 1 + (r.unit() * r.unit() * 12.0) as u32;
         let (age, sx) = (person.m.age, person.m.sex);
-        let dx: Vec<_> = DIAGNOSES
+        let dx: Vec<_> = t
+            .diagnoses
             .iter()
             .filter(|d| (d.1..=d.2).contains(&age) && (d.3 == 0 || d.3 == sx))
             .collect();
@@ -1397,28 +1364,6 @@ impl Gen {
         let per_claim = 150.0 + r.unit().powi(3) * 6000.0;
         let points =
             (per_claim * f64::from(claims) * if severe { 5.0 } else { 1.0 }).round() as u64;
-        // NDB digests: the recorded values, NFKC + whitespace removed; date and sex as recorded.
-        let (c_ins, c_sym, c_num, c_br) = (
-            ndb_canon(&ins),
-            ndb_canon(&sym),
-            ndb_canon(&number),
-            ndb_canon(&branch),
-        );
-        let kana = ndb_canon(&fam_k) + &ndb_canon(&giv_k);
-        let dob = (!date_missing).then(|| format!("{:04}{:02}{:02}", date.0, date.1, date.2));
-        let sx = (!sex_missing).then_some(person.m.sex);
-        let mut ndb = [String::new(), String::new(), String::new()];
-        if let (Some(dob), Some(sx)) = (&dob, sx) {
-            if !c_ins.is_empty() && !c_num.is_empty() {
-                ndb[0] = sha256_hex(&format!("{c_ins}|{c_sym}|{c_num}|{dob}|{sx}"));
-                if !c_br.is_empty() {
-                    ndb[1] = sha256_hex(&format!("{c_ins}|{c_sym}|{c_num}|{c_br}|{dob}|{sx}"));
-                }
-            }
-            if !kana.is_empty() {
-                ndb[2] = sha256_hex(&format!("{kana}|{dob}|{sx}"));
-            }
-        }
         let fields = [
             id.to_string(),
             fam,
@@ -1440,9 +1385,12 @@ impl Gen {
             code.to_owned(),
             points.to_string(),
         ];
+        let dob = (!date_missing).then_some(date);
+        let sex = (!sex_missing).then_some(person.m.sex);
         Row {
             fields,
-            ndb,
+            dob,
+            sex,
             version,
         }
     }
@@ -1519,13 +1467,13 @@ fn run_observed(args: &SynthArgs, observe: &mut dyn FnMut(usize, u64, u64)) -> R
         pb.set_prefix(letter(i));
         let path = file(letter(i));
         let mut w = writer(&part(&path))?;
-        w.write_record(COLUMNS)?;
+        w.write_record(HEADER.split(','))?;
         finals.push((part(&path), path.clone()));
         let mut ndb = match ndb_holder {
             Some(h) if h == i => {
                 let p = file(format!("{}_ndb", letter(i)));
                 let mut nw = writer(&part(&p))?;
-                nw.write_record(NDB_COLUMNS)?;
+                nw.write_record(NDB_HEADER.split(','))?;
                 finals.push((part(&p), p.clone()));
                 ndb_path = Some(p);
                 Some(nw)
@@ -1544,12 +1492,13 @@ fn run_observed(args: &SynthArgs, observe: &mut dyn FnMut(usize, u64, u64)) -> R
             }
             w.write_record(&row.fields)?;
             if let Some(nw) = ndb.as_mut() {
+                let [id1, id1_branch, id4] = ndb_digests(&row);
                 let f = &row.fields;
                 nw.write_record([
-                    f[0].as_str(),
-                    &row.ndb[0],
-                    &row.ndb[1],
-                    &row.ndb[2],
+                    &f[0],
+                    &id1,
+                    &id1_branch,
+                    &id4,
                     &f[15],
                     &f[16],
                     &f[17],
@@ -1646,7 +1595,7 @@ mod tests {
     }
 
     fn col(name: &str) -> usize {
-        COLUMNS.iter().position(|c| *c == name).unwrap()
+        HEADER.split(',').position(|c| c == name).unwrap()
     }
 
     #[test]
@@ -1894,15 +1843,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (rep, seen) = observed(&args(dir.path(), 2, &[20_000], 0.0));
         for (h, holder) in rep.holders.iter().enumerate() {
-            let mut cards: HashMap<(String, String, String), Vec<(u64, String, String)>> =
-                HashMap::new();
+            type Members = Vec<(u64, String, String)>;
+            let mut cards: HashMap<[String; 3], Members> = HashMap::new();
             for r in read(&holder.path) {
                 let p = seen[&(h, r[0].parse().unwrap())];
-                let card = (
-                    r[col("insurer_number")].clone(),
-                    r[col("insured_symbol")].clone(),
-                    r[col("insured_number")].clone(),
-                );
+                let card = ["insurer_number", "insured_symbol", "insured_number"]
+                    .map(|c| r[col(c)].clone());
                 cards.entry(card).or_default().push((
                     p,
                     r[col("branch")].clone(),
