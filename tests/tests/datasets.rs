@@ -164,7 +164,10 @@ fn febrl4_exact_tokens_baseline() {
     assert!(e["recall"].as_f64().unwrap() >= 0.88, "{e}");
 }
 
-#[allow(clippy::too_many_arguments, reason = "a test helper that mirrors the CLI's arguments")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a test helper that mirrors the CLI's arguments"
+)]
 fn link_and_eval(
     env: &Env,
     project: &str,

@@ -13,7 +13,9 @@
 //!    union-find;
 //! 5. [`eval::Evaluation`] scores predicted pairs against ground truth.
 
+pub mod clk;
 pub mod cluster;
+pub mod dice;
 pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;

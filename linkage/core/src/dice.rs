@@ -1,0 +1,403 @@
+//! Dice similarity of Bloom-filter encodings (CLK, Schnell et al. 2009) at the hardware limit.
+//!
+//! `Dice(A, B) = 2·|A ∧ B| / (|A| + |B|)`, with `|·|` the number of set bits. Filters are stored
+//! contiguously as `u64` words ([`Filters`]); the kernel is AND + POPCNT over the words, using
+//! the POPCNT instruction when the CPU has it (detected at run time) and a portable
+//! `count_ones` otherwise.
+//!
+//! **Pruning by popcount** (as in anonlink): `Dice ≤ 2·min(x, y)/(x + y)` for popcounts `x`,
+//! `y`, so with the second set sorted by popcount only `y ∈ [x·t/(2−t), x·(2−t)/t]` can reach
+//! threshold `t`; the others are never compared. **Solvers**: all pairs above the threshold,
+//! greedy 1:1, and many-to-one.
+
+use rayon::prelude::*;
+
+/// A set of equal-length Bloom filters, stored contiguously with their popcounts.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    words: usize,
+    data: Vec<u64>,
+    counts: Vec<u32>,
+}
+
+/// A scored pair: indices into the two [`Filters`] and the Dice coefficient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    /// Index in the first set.
+    pub a: u32,
+    /// Index in the second set.
+    pub b: u32,
+    /// Dice coefficient in `[0, 1]`.
+    pub score: f32,
+}
+
+impl Filters {
+    /// An empty set of filters of `words` 64-bit words each (`words · 64` bits).
+    pub fn new(words: usize) -> Self {
+        assert!(words > 0, "a filter has at least one word");
+        Self {
+            words,
+            data: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    /// Appends one filter; returns its index.
+    ///
+    /// # Panics
+    /// If `filter` does not have the set's word count.
+    pub fn push(&mut self, filter: &[u64]) -> u32 {
+        assert_eq!(filter.len(), self.words, "filter length in words");
+        self.data.extend_from_slice(filter);
+        self.counts
+            .push(filter.iter().map(|w| w.count_ones()).sum());
+        u32::try_from(self.counts.len() - 1).expect("fewer than 2^32 filters")
+    }
+
+    /// Number of filters.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Words per filter.
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
+    /// Filter `i`.
+    pub fn get(&self, i: usize) -> &[u64] {
+        &self.data[i * self.words..(i + 1) * self.words]
+    }
+
+    /// Popcount of filter `i`.
+    pub fn count(&self, i: usize) -> u32 {
+        self.counts[i]
+    }
+}
+
+/// `|a ∧ b|`, portable.
+#[inline]
+fn and_count_portable(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x & y).count_ones()).sum()
+}
+
+/// The Dice coefficient of two filters of equal length; 0 when both are empty.
+pub fn dice(a: &[u64], b: &[u64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "filters of equal length");
+    let (ca, cb): (u32, u32) = (
+        a.iter().map(|w| w.count_ones()).sum(),
+        b.iter().map(|w| w.count_ones()).sum(),
+    );
+    if ca + cb == 0 {
+        return 0.0;
+    }
+    2.0 * f64::from(and_count_portable(a, b)) / f64::from(ca + cb)
+}
+
+/// Popcount range `[lo, hi]` of filters that can reach Dice `t` against one of popcount `x`.
+#[inline]
+fn count_window(x: u32, t: f64) -> (u32, u32) {
+    if t <= 0.0 {
+        return (0, u32::MAX);
+    }
+    let x = f64::from(x);
+    let lo = (x * t / (2.0 - t)).ceil();
+    let hi = (x * (2.0 - t) / t).floor();
+    (lo.max(0.0) as u32, hi.min(f64::from(u32::MAX)) as u32)
+}
+
+/// The second set in ascending popcount order, copied contiguously so that the scan over a
+/// popcount window reads memory sequentially.
+struct Sorted {
+    words: usize,
+    data: Vec<u64>,
+    counts: Vec<u32>,
+    index: Vec<u32>,
+}
+
+impl Sorted {
+    fn new(b: &Filters) -> Self {
+        let mut index: Vec<u32> = (0..b.len() as u32).collect();
+        index.sort_unstable_by_key(|&i| (b.counts[i as usize], i));
+        let mut data = Vec::with_capacity(b.data.len());
+        for &i in &index {
+            data.extend_from_slice(b.get(i as usize));
+        }
+        let counts = index.iter().map(|&i| b.counts[i as usize]).collect();
+        Self {
+            words: b.words,
+            data,
+            counts,
+            index,
+        }
+    }
+}
+
+/// `|a ∧ b|` for filters of `W` words, fully unrolled.
+#[inline(always)]
+fn and_count_fixed<const W: usize>(a: &[u64; W], b: &[u64; W]) -> u32 {
+    let mut c = 0;
+    for i in 0..W {
+        c += (a[i] & b[i]).count_ones();
+    }
+    c
+}
+
+/// Scores filter `ia` of the first set against the popcount window of the sorted second set.
+/// `W` is the word count when known at compile time (0: any, read from the sets).
+#[inline(always)]
+fn score_row<const W: usize>(
+    ia: u32,
+    fa: &[u64],
+    ca: u32,
+    b: &Sorted,
+    threshold: f64,
+    window: f64,
+    out: &mut Vec<Candidate>,
+) -> u64 {
+    let (lo, hi) = count_window(ca, window);
+    let start = b.counts.partition_point(|&c| c < lo);
+    let end = b.counts.partition_point(|&c| c <= hi);
+    let words = b.words;
+    let half_t = threshold / 2.0;
+    for k in start..end {
+        let fb = &b.data[k * words..(k + 1) * words];
+        let common = if W > 0 {
+            let fa: &[u64; W] = fa.try_into().expect("W words");
+            let fb: &[u64; W] = fb.try_into().expect("W words");
+            and_count_fixed(fa, fb)
+        } else {
+            and_count_portable(fa, fb)
+        };
+        let denom = ca + b.counts[k];
+        // Dice ≥ t ⟺ common ≥ t/2 · denom: a multiply, no division, for pairs below.
+        if denom > 0 && f64::from(common) >= half_t * f64::from(denom) {
+            out.push(Candidate {
+                a: ia,
+                b: b.index[k],
+                score: (2.0 * f64::from(common) / f64::from(denom)) as f32,
+            });
+        }
+    }
+    (end - start) as u64
+}
+
+/// Scores a range of rows of the first set; monomorphized for 1024-bit filters.
+#[inline(always)]
+fn score_rows_impl(
+    a: &Filters,
+    rows: std::ops::Range<usize>,
+    b: &Sorted,
+    threshold: f64,
+    window: f64,
+    out: &mut Vec<Candidate>,
+) -> u64 {
+    let mut compared = 0;
+    for ia in rows {
+        compared += if a.words == 16 {
+            score_row::<16>(ia as u32, a.get(ia), a.count(ia), b, threshold, window, out)
+        } else {
+            score_row::<0>(ia as u32, a.get(ia), a.count(ia), b, threshold, window, out)
+        };
+    }
+    compared
+}
+
+/// The same, compiled with the POPCNT instruction enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn score_rows_popcnt(
+    a: &Filters,
+    rows: std::ops::Range<usize>,
+    b: &Sorted,
+    threshold: f64,
+    window: f64,
+    out: &mut Vec<Candidate>,
+) -> u64 {
+    score_rows_impl(a, rows, b, threshold, window, out)
+}
+
+fn score_rows(
+    a: &Filters,
+    rows: std::ops::Range<usize>,
+    b: &Sorted,
+    threshold: f64,
+    pruning: Pruning,
+    out: &mut Vec<Candidate>,
+) -> u64 {
+    let window = if pruning == Pruning::PopcountBound {
+        threshold
+    } else {
+        0.0
+    };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU supports POPCNT (checked just above), the only requirement of a
+        // `#[target_feature(enable = "popcnt")]` function; the function itself is safe code.
+        #[allow(
+            unsafe_code,
+            reason = "calling a target_feature function after detection"
+        )]
+        return unsafe { score_rows_popcnt(a, rows, b, threshold, window, out) };
+    }
+    score_rows_impl(a, rows, b, threshold, window, out)
+}
+
+/// Result of an all-pairs comparison.
+#[derive(Clone, Debug, Default)]
+pub struct PairScores {
+    /// Pairs with Dice ≥ the threshold, ordered by (a, b).
+    pub pairs: Vec<Candidate>,
+    /// Pairs actually compared (the rest were pruned by the popcount bound).
+    pub compared: u64,
+}
+
+/// Whether to skip pairs by the popcount bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pruning {
+    /// Compare only pairs whose popcounts allow the threshold (the default; exact).
+    PopcountBound,
+    /// Compare every pair (for measuring the kernel).
+    None,
+}
+
+/// Every pair `(a, b)` with Dice ≥ `threshold`, comparing only pairs the popcount bound allows;
+/// rows of `a` are spread over rayon's threads in chunks of 256.
+///
+/// # Panics
+/// If the two sets have different filter lengths.
+pub fn pairs_above(a: &Filters, b: &Filters, threshold: f64) -> PairScores {
+    pairs_above_with(a, b, threshold, Pruning::PopcountBound)
+}
+
+/// [`pairs_above`] with a choice of [`Pruning`].
+pub fn pairs_above_with(a: &Filters, b: &Filters, threshold: f64, pruning: Pruning) -> PairScores {
+    assert_eq!(a.words, b.words, "filters of equal length");
+    let sorted = Sorted::new(b);
+    const CHUNK: usize = 256;
+    let chunks: Vec<(Vec<Candidate>, u64)> = (0..a.len().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let rows = c * CHUNK..((c + 1) * CHUNK).min(a.len());
+            let mut out = Vec::new();
+            let n = score_rows(a, rows, &sorted, threshold, pruning, &mut out);
+            out.sort_unstable_by_key(|x| (x.a, x.b));
+            (out, n)
+        })
+        .collect();
+    let compared = chunks.iter().map(|(_, n)| n).sum();
+    let pairs = chunks.into_iter().flat_map(|(v, _)| v).collect();
+    PairScores { pairs, compared }
+}
+
+/// Greedy 1:1 matching: pairs by descending score (ties by `(a, b)`), each taken if neither
+/// record is matched yet.
+pub fn greedy_one_to_one(mut pairs: Vec<Candidate>) -> Vec<Candidate> {
+    pairs.sort_unstable_by(|x, y| {
+        y.score
+            .total_cmp(&x.score)
+            .then((x.a, x.b).cmp(&(y.a, y.b)))
+    });
+    let mut used_a = std::collections::HashSet::new();
+    let mut used_b = std::collections::HashSet::new();
+    pairs.retain(|p| {
+        if used_a.contains(&p.a) || used_b.contains(&p.b) {
+            return false;
+        }
+        used_a.insert(p.a);
+        used_b.insert(p.b);
+        true
+    });
+    pairs
+}
+
+/// Many-to-one matching: each record of the second set keeps its best pair (ties by `a`);
+/// records of the first set may match several.
+pub fn many_to_one(mut pairs: Vec<Candidate>) -> Vec<Candidate> {
+    pairs.sort_unstable_by(|x, y| {
+        y.score
+            .total_cmp(&x.score)
+            .then((x.a, x.b).cmp(&(y.a, y.b)))
+    });
+    let mut used_b = std::collections::HashSet::new();
+    pairs.retain(|p| used_b.insert(p.b));
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters(bits: &[&[usize]], words: usize) -> Filters {
+        let mut f = Filters::new(words);
+        for set in bits {
+            let mut v = vec![0u64; words];
+            for &b in *set {
+                v[b / 64] |= 1 << (b % 64);
+            }
+            f.push(&v);
+        }
+        f
+    }
+
+    #[test]
+    fn dice_values() {
+        let f = filters(&[&[1, 2, 3, 4], &[3, 4, 5, 6], &[100], &[]], 2);
+        assert_eq!(dice(f.get(0), f.get(0)), 1.0);
+        assert_eq!(dice(f.get(0), f.get(1)), 0.5);
+        assert_eq!(dice(f.get(0), f.get(2)), 0.0);
+        assert_eq!(dice(f.get(3), f.get(3)), 0.0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pruned_all_pairs_equal_brute_force(
+            a in proptest::collection::vec(proptest::collection::vec(0usize..256, 0..40), 1..30),
+            b in proptest::collection::vec(proptest::collection::vec(0usize..256, 0..40), 1..30),
+            t in 0.0f64..1.0,
+        ) {
+            let fa = filters(&a.iter().map(Vec::as_slice).collect::<Vec<_>>(), 4);
+            let fb = filters(&b.iter().map(Vec::as_slice).collect::<Vec<_>>(), 4);
+            let got = pairs_above(&fa, &fb, t);
+            let mut want = Vec::new();
+            for i in 0..fa.len() {
+                for j in 0..fb.len() {
+                    let d = dice(fa.get(i), fb.get(j));
+                    if d >= t && fa.count(i) + fb.count(j) > 0 {
+                        want.push((i as u32, j as u32));
+                    }
+                }
+            }
+            let got_ij: Vec<(u32, u32)> = got.pairs.iter().map(|c| (c.a, c.b)).collect();
+            proptest::prop_assert_eq!(got_ij, want);
+            proptest::prop_assert!(got.compared <= (fa.len() * fb.len()) as u64);
+        }
+    }
+
+    #[test]
+    fn solvers() {
+        let c = |a, b, score| Candidate { a, b, score };
+        let pairs = vec![
+            c(0, 0, 0.9),
+            c(0, 1, 0.95),
+            c(1, 1, 0.8),
+            c(1, 0, 0.85),
+            c(2, 1, 0.7),
+        ];
+        let one = greedy_one_to_one(pairs.clone());
+        assert_eq!(
+            one.iter().map(|p| (p.a, p.b)).collect::<Vec<_>>(),
+            [(0, 1), (1, 0)]
+        );
+        let many = many_to_one(pairs);
+        assert_eq!(
+            many.iter().map(|p| (p.a, p.b)).collect::<Vec<_>>(),
+            [(0, 1), (0, 0)]
+        );
+    }
+}
