@@ -1,6 +1,7 @@
 //! `renketsu`: the command line of renketsu, privacy-preserving record linkage for Japanese
 //! medical data. See `renketsu --help` and README.md.
 
+mod clk_cmd;
 mod eval;
 mod input;
 mod link;
@@ -94,6 +95,11 @@ name swaps, typos, missing values). Streaming: memory does not grow with --recor
 Example:
   renketsu synth --out data/ --holders 3 --records 100000 --ndb-view b")]
     Synth(synth::SynthArgs),
+    /// Bloom-filter (CLK) encodings: `renketsu clk encode` is compatible with clkhash.
+    Clk {
+        #[command(subcommand)]
+        command: clk_cmd::ClkCommand,
+    },
     /// Check a linkage schema and print its fields and recipes.
     Schema {
         /// The schema TOML file.
@@ -245,6 +251,7 @@ fn main() -> Result<()> {
         }
         Command::Schema { path } => print_schema(&load_schema(&path)?),
         Command::Normalize(args) => normalize_cmd::run(&args),
+        Command::Clk { command } => clk_cmd::run(&command),
         Command::Synth(args) => {
             println!("{}", synth::run(&args)?);
             Ok(())

@@ -165,6 +165,11 @@ impl ClkEncoder {
         self.hash_bits
     }
 
+    /// The schema's feature identifiers, in order (the expected CSV header).
+    pub fn feature_identifiers(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|f| f.identifier.as_str())
+    }
+
     /// Number of features, hence of values per record.
     pub fn feature_count(&self) -> usize {
         self.features.len()
