@@ -9,7 +9,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore as _;
+use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
+use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above};
+use renketsu_linkage::schema::ClkSolver;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
 use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Schema, Tokenizer};
@@ -127,6 +130,8 @@ struct Party {
     missing_content: Vec<String>,
     recipes_available: Vec<String>,
     missing_identifier_columns: Vec<String>,
+    /// CLKs of the tokenized records, in record order (when the schema has `[clk]`).
+    filters: Option<Filters>,
     /// Content values, `content_columns.len()` per accepted record.
     content: Vec<String>,
     stats: PartyStats,
@@ -189,15 +194,39 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     }
 
     // Pass 1: read and tokenize each holder, streaming tokens into the join.
+    let clk_encoder = job.schema.clk.as_ref().map(|c| {
+        let features = c
+            .features
+            .iter()
+            .map(|f| NativeFeature {
+                field: job.schema.fields[f.field].name.clone(),
+                q: f.q,
+                positional: f.positional,
+                k: f.k,
+            })
+            .collect();
+        NativeEncoder::new(job.secret, job.project, c.bits, features)
+    });
     let mut join = TokenJoin::new(0);
     let mut parties = Vec::with_capacity(job.inputs.len());
     let mut rejects_files = Vec::new();
     for spec in &job.inputs {
-        let (party, rejects) = read_party(job, &tokenizer, id_column, spec, &mut join)?;
+        let (party, rejects) = read_party(
+            job,
+            &tokenizer,
+            clk_encoder.as_ref(),
+            id_column,
+            spec,
+            &mut join,
+        )?;
         parties.push(party);
         rejects_files.push(rejects);
     }
     let t_tokenize = t0.elapsed();
+    let clk_stats = match (&job.schema.clk, &clk_encoder) {
+        (Some(spec), Some(_)) => Some(clk_links(spec, &parties, &mut join)),
+        _ => None,
+    };
     let (labels, n_clusters, join_stats) = join.into_clusters();
     let t_cluster = t0.elapsed();
 
@@ -317,6 +346,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         multi_party,
         largest,
         join_stats,
+        clk_stats.as_ref(),
         [
             t_tokenize,
             t_cluster - t_tokenize,
@@ -334,9 +364,58 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     })
 }
 
+/// Counts of the CLK stage.
+struct ClkStats {
+    compared: u64,
+    above_threshold: u64,
+    links: u64,
+}
+
+/// Dice matching of every pair of holders (all pairs, pruned by popcount), then the solver;
+/// accepted pairs are linked directly in the join.
+fn clk_links(
+    spec: &renketsu_linkage::schema::ClkSpec,
+    parties: &[Party],
+    join: &mut TokenJoin,
+) -> ClkStats {
+    let mut stats = ClkStats {
+        compared: 0,
+        above_threshold: 0,
+        links: 0,
+    };
+    let offsets: Vec<u32> = parties
+        .iter()
+        .scan(0u32, |acc, p| {
+            let start = *acc;
+            *acc += p.ids.len() as u32;
+            Some(start)
+        })
+        .collect();
+    for i in 0..parties.len() {
+        for j in i + 1..parties.len() {
+            let (Some(fa), Some(fb)) = (&parties[i].filters, &parties[j].filters) else {
+                continue;
+            };
+            let scores = pairs_above(fa, fb, spec.threshold);
+            stats.compared += scores.compared;
+            stats.above_threshold += scores.pairs.len() as u64;
+            let accepted = match spec.solver {
+                ClkSolver::Greedy => greedy_one_to_one(scores.pairs),
+                ClkSolver::Threshold => scores.pairs,
+            };
+            for c in accepted {
+                join.link(offsets[i] + c.a, offsets[j] + c.b);
+                stats.links += 1;
+            }
+        }
+    }
+    stats
+}
+
 fn read_party(
     job: &LinkJob<'_>,
     tokenizer: &Tokenizer,
+    clk: Option<&NativeEncoder>,
     id_column: &str,
     spec: &InputSpec,
     join: &mut TokenJoin,
@@ -409,6 +488,13 @@ fn read_party(
     let mut ids: Vec<String> = Vec::new();
     let mut content = Vec::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
+    let mut filters = clk.map(|e| Filters::new(e.words()));
+    let mut clk_buf: Vec<u64> = Vec::new();
+    let clk_fields: Vec<usize> = schema
+        .clk
+        .as_ref()
+        .map(|c| c.features.iter().map(|f| f.field).collect())
+        .unwrap_or_default();
     let mut rec = csv::ByteRecord::new();
     let mut rt = RecordTokens::default();
     let pb = progress(job.quiet, input.len, &spec.party);
@@ -543,6 +629,14 @@ fn read_party(
                 LinkMode::Guard => join.add_guard(g, *r as u16, t),
             }
         }
+        if let (Some(enc), Some(f)) = (clk, filters.as_mut()) {
+            let values: Vec<Option<&str>> = clk_fields
+                .iter()
+                .map(|&i| matches!(rt.status[i], Some(Ok(()))).then_some(rt.values[i].as_str()))
+                .collect();
+            enc.encode(&values, &mut clk_buf);
+            f.push(&clk_buf);
+        }
         stats.tokenized += 1;
         ids.push(id);
         content.extend(row_content);
@@ -568,6 +662,7 @@ fn read_party(
             content_columns,
             missing_content,
             recipes_available: recipes_available.into_iter().map(str::to_owned).collect(),
+            filters,
             missing_identifier_columns: missing_columns.into_iter().map(str::to_owned).collect(),
             content,
             stats,
@@ -655,6 +750,7 @@ fn summary_json(
     multi_party: u64,
     largest: usize,
     join: JoinStats,
+    clk: Option<&ClkStats>,
     t: [std::time::Duration; 4],
 ) -> serde_json::Value {
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e3 * 10.0).round() / 10.0;
@@ -688,6 +784,13 @@ fn summary_json(
         "clusters": { "total": clusters, "multi_party": multi_party, "largest": largest },
         "distinct_tokens": join.distinct_tokens,
         "merges": { "direct": join.direct_merges, "guarded": join.guarded_merges, "vetoed_by_guards": join.vetoed_merges },
+        "clk": clk.map(|c| json!({
+            "bits": job.schema.clk.as_ref().map(|s| s.bits),
+            "threshold": job.schema.clk.as_ref().map(|s| s.threshold),
+            "pairs_compared": c.compared,
+            "pairs_above_threshold": c.above_threshold,
+            "links": c.links,
+        })),
         "timings_ms": { "read_tokenize": ms(t[0]), "join_cluster": ms(t[1]), "write": ms(t[2]), "total": ms(t[3]) },
     })
 }

@@ -336,3 +336,47 @@ fn shipped_samples_link_with_high_precision() {
     let header: Vec<String> = rdr.headers().unwrap().iter().map(str::to_owned).collect();
     assert_eq!(header, ["pid", "a.prefecture", "b.prefecture"]);
 }
+
+#[test]
+fn febrl4_with_clk_dice_matching() {
+    let env = Env::new("fc");
+    let d = shared().join("febrl");
+    let e = link_and_eval(
+        &env,
+        "fc",
+        "schemas/febrl-clk.toml",
+        &d.join("febrl4a.csv"),
+        &d.join("febrl4b.csv"),
+        &d.join("febrl4_truth.csv"),
+        "fc",
+        &[],
+    );
+    eprintln!("FEBRL4 exact tokens + CLK greedy 1:1: {e}");
+    assert!(e["f1"].as_f64().unwrap() >= 0.995, "{e}");
+    let s = summary(&env.dir.path().join("fc"));
+    assert!(s["clk"]["links"].as_u64().unwrap() > 4000, "{}", s["clk"]);
+}
+
+#[test]
+fn jp_with_clk_dice_matching_beats_exact_tokens() {
+    let env = Env::new("jc");
+    let d = shared().join("jp");
+    let (a, b, t) = (
+        d.join("jp_a.csv"),
+        d.join("jp_b.csv"),
+        d.join("jp_truth.csv"),
+    );
+    let clk = link_and_eval(
+        &env,
+        "jc",
+        "schemas/jp-person-clk.toml",
+        &a,
+        &b,
+        &t,
+        "jc",
+        &[],
+    );
+    eprintln!("jp exact tokens + CLK: {clk}");
+    let (p, _) = p_r(&clk);
+    assert!(p >= 0.995 && clk["f1"].as_f64().unwrap() >= 0.95, "{clk}");
+}

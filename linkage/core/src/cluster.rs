@@ -170,6 +170,13 @@ impl TokenJoin {
         }
     }
 
+    /// Links two records directly (a similarity link, e.g. CLK Dice above threshold).
+    pub fn link(&mut self, a: u32, b: u32) {
+        if self.uf.union(a, b) {
+            self.unions += 1;
+        }
+    }
+
     /// Adds one guarded token of `record` (applied when the join finishes).
     pub fn add_guarded(&mut self, record: u32, token: &Token) {
         self.guarded.push((*token, record));

@@ -43,6 +43,45 @@ pub struct Schema {
     pub content: Vec<String>,
     /// Exact-token recipes, in file order.
     pub recipes: Vec<RecipeSpec>,
+    /// Bloom-filter (CLK) matching, if configured (SPEC.md §7.1).
+    pub clk: Option<ClkSpec>,
+}
+
+/// How records are compared by CLK Dice similarity in addition to exact tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClkSpec {
+    /// Filter length in bits (a multiple of 64; default 1024).
+    pub bits: u32,
+    /// Dice threshold in `[0, 1]`: pairs below never link.
+    pub threshold: f64,
+    /// How pairs above the threshold become links.
+    pub solver: ClkSolver,
+    /// Encoded fields.
+    pub features: Vec<ClkFeatureSpec>,
+}
+
+/// One encoded field of the CLK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClkFeatureSpec {
+    /// Index into [`Schema::fields`].
+    pub field: usize,
+    /// q of the q-grams (1 = characters).
+    pub q: usize,
+    /// Positional characters (dates, codes).
+    pub positional: bool,
+    /// Bits set per token.
+    pub k: u32,
+}
+
+/// How Dice pairs above the threshold become links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClkSolver {
+    /// Greedy 1:1 between each pair of holders: best pairs first, each record used once.
+    #[default]
+    Greedy,
+    /// Every pair above the threshold.
+    Threshold,
 }
 
 /// One identifier field of the schema.
@@ -170,6 +209,38 @@ struct RawSchema {
     #[serde(default)]
     content: RawContent,
     recipes: Spanned<Vec<RawRecipe>>,
+    #[serde(default)]
+    clk: Option<RawClk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClk {
+    #[serde(default = "default_bits")]
+    bits: Spanned<u32>,
+    threshold: Spanned<f64>,
+    #[serde(default)]
+    solver: ClkSolver,
+    features: Vec<RawClkFeature>,
+}
+
+fn default_bits() -> Spanned<u32> {
+    Spanned::new(0..0, 1024)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClkFeature {
+    field: Spanned<String>,
+    #[serde(default = "default_q")]
+    q: usize,
+    #[serde(default)]
+    positional: bool,
+    k: u32,
+}
+
+fn default_q() -> usize {
+    2
 }
 
 #[derive(Deserialize, Default)]
@@ -463,7 +534,64 @@ impl Schema {
                 ));
             }
         }
+        let clk = match &raw.clk {
+            None => None,
+            Some(c) => {
+                if *c.bits.get_ref() == 0 || c.bits.get_ref() % 64 != 0 {
+                    return Err(invalid(
+                        "clk.bits".into(),
+                        c.bits.span(),
+                        "a positive multiple of 64".into(),
+                    ));
+                }
+                if !(0.0..=1.0).contains(c.threshold.get_ref()) {
+                    return Err(invalid(
+                        "clk.threshold".into(),
+                        c.threshold.span(),
+                        "a Dice threshold in [0, 1]".into(),
+                    ));
+                }
+                let mut features = Vec::new();
+                for (i, f) in c.features.iter().enumerate() {
+                    let Some(field) = fields.iter().position(|x| &x.name == f.field.get_ref())
+                    else {
+                        return Err(invalid(
+                            format!("clk.features[{i}].field"),
+                            f.field.span(),
+                            format!("`{}` is not under [fields]", f.field.get_ref()),
+                        ));
+                    };
+                    if f.k == 0 || f.q == 0 {
+                        return Err(invalid(
+                            format!("clk.features[{i}]"),
+                            f.field.span(),
+                            "q and k must be positive".into(),
+                        ));
+                    }
+                    features.push(ClkFeatureSpec {
+                        field,
+                        q: f.q,
+                        positional: f.positional,
+                        k: f.k,
+                    });
+                }
+                if features.is_empty() {
+                    return Err(invalid(
+                        "clk.features".into(),
+                        c.threshold.span(),
+                        "at least one feature".into(),
+                    ));
+                }
+                Some(ClkSpec {
+                    bits: *c.bits.get_ref(),
+                    threshold: *c.threshold.get_ref(),
+                    solver: c.solver,
+                    features,
+                })
+            }
+        };
         Ok(Schema {
+            clk,
             name: raw.name,
             version: raw.version,
             id_column,

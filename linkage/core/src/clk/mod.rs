@@ -42,6 +42,8 @@ mod bloom;
 pub mod clkhash_schema;
 pub mod encode;
 
+pub mod native;
+
 pub use bloom::{Bloom, dice};
 pub use clkhash_schema::ClkhashSchema;
 pub use encode::ClkEncoder;
