@@ -210,19 +210,26 @@ impl KeyedRecipe {
     #[inline]
     pub(crate) fn token_from_tail(&self, tail: &[u8]) -> Token {
         let mut state = self.inner;
-        let (full, rest) = tail.as_chunks::<BLOCK>();
-        compress256(&mut state, full);
-        // SHA-256 padding: 0x80, zeros, 64-bit big-endian message length in bits.
-        let mut last = [[0u8; BLOCK]; 2];
-        let n_last = if rest.len() < BLOCK - 8 { 1 } else { 2 };
-        {
+        let bits = (self.inner_len + tail.len() as u64) * 8;
+        if tail.len() < BLOCK - 8 {
+            // The common case (a record's values fit one block): one padded block, no loop.
+            let mut block = [0u8; BLOCK];
+            block[..tail.len()].copy_from_slice(tail);
+            block[tail.len()] = 0x80;
+            block[BLOCK - 8..].copy_from_slice(&bits.to_be_bytes());
+            compress256(&mut state, &[block]);
+        } else {
+            let (full, rest) = tail.as_chunks::<BLOCK>();
+            compress256(&mut state, full);
+            // SHA-256 padding: 0x80, zeros, 64-bit big-endian message length in bits.
+            let mut last = [[0u8; BLOCK]; 2];
+            let n_last = if rest.len() < BLOCK - 8 { 1 } else { 2 };
             let flat = last.as_flattened_mut();
             flat[..rest.len()].copy_from_slice(rest);
             flat[rest.len()] = 0x80;
-            let bits = (self.inner_len + tail.len() as u64) * 8;
             flat[n_last * BLOCK - 8..n_last * BLOCK].copy_from_slice(&bits.to_be_bytes());
+            compress256(&mut state, &last[..n_last]);
         }
-        compress256(&mut state, &last[..n_last]);
         // Outer hash over the 32-byte inner digest: one block after K ⊕ opad.
         let mut block = [0u8; BLOCK];
         for (chunk, word) in block.as_chunks_mut::<4>().0.iter_mut().zip(state) {

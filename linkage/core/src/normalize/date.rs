@@ -67,10 +67,28 @@ fn era_by_name(s: &str) -> Option<(usize, &str)> {
 }
 
 fn parse_num(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 4 {
         return None;
     }
-    s.parse().ok()
+    s.bytes().try_fold(0u32, |acc, b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// `YYYYMMDD` or `YYYY-MM-DD` in plain ASCII (the common case): parsed without NFKC.
+#[inline]
+fn ascii_iso(input: &str) -> Option<(u32, u32, u32)> {
+    let b = input.as_bytes();
+    let n = |i: usize, len: usize| {
+        b[i..i + len].iter().try_fold(0u32, |acc, x| {
+            x.is_ascii_digit().then(|| acc * 10 + u32::from(x - b'0'))
+        })
+    };
+    match b.len() {
+        8 => Some((n(0, 4)?, n(4, 2)?, n(6, 2)?)),
+        10 if b[4] == b'-' && b[7] == b'-' => Some((n(0, 4)?, n(5, 2)?, n(8, 2)?)),
+        _ => None,
+    }
 }
 
 /// Checks a Gregorian date and writes it as `YYYY-MM-DD`.
@@ -177,6 +195,9 @@ pub(super) fn date(
     ctx: &NormalizeContext,
     out: &mut String,
 ) -> Result<(), FieldReject> {
+    if let Some((y, m, d)) = ascii_iso(input) {
+        return finish(y, m, d, ctx, out);
+    }
     let mut buf = [0u8; 48];
     let s = compact(input, &mut buf)?;
     let (y, m, d) = gregorian(s)?;
@@ -191,6 +212,9 @@ pub(super) fn birth_date(
     ctx: &NormalizeContext,
     out: &mut String,
 ) -> Result<(), FieldReject> {
+    if let Some((y, m, d)) = ascii_iso(input) {
+        return finish(y, m, d, ctx, out);
+    }
     let mut buf = [0u8; 48];
     let s = compact(input, &mut buf)?;
     let bytes = s.as_bytes();

@@ -446,6 +446,19 @@ fn digits(input: &str, out: &mut String) -> Result<(), FieldReject> {
 }
 
 fn sex(input: &str, out: &mut String) -> Result<(), FieldReject> {
+    // The common case, one ASCII character: no NFKC needed.
+    if let [b] = input.as_bytes() {
+        let code = match b.to_ascii_lowercase() {
+            b'1' | b'm' => "1",
+            b'2' | b'f' => "2",
+            b'0' | b'u' => "0",
+            b'9' => "9",
+            b' ' | b'\t' => return Err(FieldReject::Missing),
+            _ => return Err(FieldReject::InvalidSex),
+        };
+        out.push_str(code);
+        return Ok(());
+    }
     let mut buf = [0u8; 48];
     let s = nfkc_small(input, &mut buf).ok_or(FieldReject::InvalidSex)?;
     let is = |words: &[&str]| words.iter().any(|w| s.eq_ignore_ascii_case(w));
