@@ -258,14 +258,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         members[fill[l as usize] as usize] = g as u32;
         fill[l as usize] += 1;
     }
-    let offsets: Vec<u32> = parties
-        .iter()
-        .scan(0u32, |acc, p| {
-            let start = *acc;
-            *acc += p.ids.len() as u32;
-            Some(start)
-        })
-        .collect();
+    let offsets = party_offsets(&parties);
     let party_of = |g: u32| offsets.partition_point(|&o| o <= g) - 1;
     let local = |g: u32| (g - offsets[party_of(g)]) as usize;
 
@@ -364,6 +357,18 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     })
 }
 
+/// Global index of each party's first record (records are numbered party after party).
+fn party_offsets(parties: &[Party]) -> Vec<u32> {
+    parties
+        .iter()
+        .scan(0u32, |acc, p| {
+            let start = *acc;
+            *acc += p.ids.len() as u32;
+            Some(start)
+        })
+        .collect()
+}
+
 /// Counts of the CLK stage.
 struct ClkStats {
     compared: u64,
@@ -383,14 +388,7 @@ fn clk_links(
         above_threshold: 0,
         links: 0,
     };
-    let offsets: Vec<u32> = parties
-        .iter()
-        .scan(0u32, |acc, p| {
-            let start = *acc;
-            *acc += p.ids.len() as u32;
-            Some(start)
-        })
-        .collect();
+    let offsets = party_offsets(parties);
     for i in 0..parties.len() {
         for j in i + 1..parties.len() {
             let (Some(fa), Some(fb)) = (&parties[i].filters, &parties[j].filters) else {

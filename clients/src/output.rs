@@ -92,19 +92,18 @@ impl CsvFile {
 
     /// Flushes, syncs and renames the file into place.
     pub fn commit(self) -> Result<PathBuf> {
-        let mut guard = self.guard;
-        let buf = self
+        let writer = self
             .writer
             .into_inner()
             .map_err(|e| anyhow::anyhow!("{}", e.error()))
             .with_context(|| format!("cannot write {}", self.tmp.display()))?;
-        let file = buf
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
-        finish(file, &self.tmp, &self.path)?;
-        guard.0 = None;
-        Ok(self.path)
+        PendingFile {
+            guard: self.guard,
+            tmp: self.tmp,
+            path: self.path,
+            writer,
+        }
+        .commit()
     }
 }
 
