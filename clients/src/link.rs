@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore as _;
 use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
-use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above};
+use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
 use renketsu_linkage::schema::ClkSolver;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
@@ -208,6 +208,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         NativeEncoder::new(job.secret, job.project, c.bits, features)
     });
     let mut join = TokenJoin::new(0);
+    let mut blocks: Vec<(renketsu_linkage::Token, u32)> = Vec::new();
     let mut parties = Vec::with_capacity(job.inputs.len());
     let mut rejects_files = Vec::new();
     for spec in &job.inputs {
@@ -218,13 +219,22 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
             id_column,
             spec,
             &mut join,
+            &mut blocks,
         )?;
         parties.push(party);
         rejects_files.push(rejects);
     }
     let t_tokenize = t0.elapsed();
     let clk_stats = match (&job.schema.clk, &clk_encoder) {
-        (Some(spec), Some(_)) => Some(clk_links(spec, &parties, &mut join)),
+        (Some(spec), Some(_)) => {
+            let blocked = job.schema.recipes.iter().any(|r| r.link == LinkMode::Block);
+            Some(clk_links(
+                spec,
+                &parties,
+                blocked.then_some(blocks.as_mut_slice()),
+                &mut join,
+            ))
+        }
         _ => None,
     };
     let (labels, n_clusters, join_stats) = join.into_clusters();
@@ -372,8 +382,47 @@ fn party_offsets(parties: &[Party]) -> Vec<u32> {
 /// Counts of the CLK stage.
 struct ClkStats {
     compared: u64,
+    possible: u64,
     above_threshold: u64,
     links: u64,
+    largest_block: usize,
+}
+
+/// Candidate pairs per pair of holders from block tokens: records of holders `i < j` that
+/// share a token, as `(local in i, local in j)`, sorted and deduplicated.
+fn block_candidates(
+    blocks: &mut [(renketsu_linkage::Token, u32)],
+    offsets: &[u32],
+    parties: usize,
+    largest: &mut usize,
+) -> Vec<Vec<Vec<(u32, u32)>>> {
+    let party_of = |g: u32| offsets.partition_point(|&o| o <= g) - 1;
+    let mut out = vec![vec![Vec::new(); parties]; parties];
+    blocks.sort_unstable();
+    for group in blocks.chunk_by(|x, y| x.0 == y.0) {
+        *largest = (*largest).max(group.len());
+        for (k, &(_, x)) in group.iter().enumerate() {
+            for &(_, y) in &group[k + 1..] {
+                let (px, py) = (party_of(x), party_of(y));
+                if px == py {
+                    continue;
+                }
+                let ((pa, a), (pb, b)) = if px < py {
+                    ((px, x), (py, y))
+                } else {
+                    ((py, y), (px, x))
+                };
+                out[pa][pb].push((a - offsets[pa], b - offsets[pb]));
+            }
+        }
+    }
+    for row in &mut out {
+        for c in row {
+            c.sort_unstable();
+            c.dedup();
+        }
+    }
+    out
 }
 
 /// Dice matching of every pair of holders (all pairs, pruned by popcount), then the solver;
@@ -381,25 +430,40 @@ struct ClkStats {
 fn clk_links(
     spec: &renketsu_linkage::schema::ClkSpec,
     parties: &[Party],
+    blocks: Option<&mut [(renketsu_linkage::Token, u32)]>,
     join: &mut TokenJoin,
 ) -> ClkStats {
     let mut stats = ClkStats {
         compared: 0,
+        possible: 0,
         above_threshold: 0,
         links: 0,
+        largest_block: 0,
     };
     let offsets = party_offsets(parties);
+    let candidates =
+        blocks.map(|b| block_candidates(b, &offsets, parties.len(), &mut stats.largest_block));
     for i in 0..parties.len() {
         for j in i + 1..parties.len() {
             let (Some(fa), Some(fb)) = (&parties[i].filters, &parties[j].filters) else {
                 continue;
             };
-            let scores = pairs_above(fa, fb, spec.threshold);
-            stats.compared += scores.compared;
-            stats.above_threshold += scores.pairs.len() as u64;
+            stats.possible += (fa.len() * fb.len()) as u64;
+            let pairs = match &candidates {
+                Some(c) => {
+                    stats.compared += c[i][j].len() as u64;
+                    score_candidates(fa, fb, &c[i][j], spec.threshold)
+                }
+                None => {
+                    let scores = pairs_above(fa, fb, spec.threshold);
+                    stats.compared += scores.compared;
+                    scores.pairs
+                }
+            };
+            stats.above_threshold += pairs.len() as u64;
             let accepted = match spec.solver {
-                ClkSolver::Greedy => greedy_one_to_one(scores.pairs),
-                ClkSolver::Threshold => scores.pairs,
+                ClkSolver::Greedy => greedy_one_to_one(pairs),
+                ClkSolver::Threshold => pairs,
             };
             for c in accepted {
                 join.link(offsets[i] + c.a, offsets[j] + c.b);
@@ -417,6 +481,7 @@ fn read_party(
     id_column: &str,
     spec: &InputSpec,
     join: &mut TokenJoin,
+    blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
 ) -> Result<(Party, CsvFile)> {
     let schema = job.schema;
     let mut input = CsvInput::open(&spec.path, job.encoding)?;
@@ -603,11 +668,18 @@ fn read_party(
                 detail.push_str(e.code());
             }
         }
-        if !rt
-            .tokens
-            .iter()
-            .any(|(r, _)| schema.recipes[*r].link != LinkMode::Guard)
-        {
+        // Tokenized: some linking token, or (with CLK) something to compare by similarity.
+        let links_by_token = rt.tokens.iter().any(|(r, _)| {
+            matches!(
+                schema.recipes[*r].link,
+                LinkMode::Direct | LinkMode::Guarded
+            )
+        });
+        let has_clk_bits = clk.is_some()
+            && clk_fields
+                .iter()
+                .any(|&i| matches!(rt.status[i], Some(Ok(()))));
+        if !links_by_token && !has_clk_bits {
             reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;
             continue;
         }
@@ -625,6 +697,7 @@ fn read_party(
                 LinkMode::Direct => join.add(g, t),
                 LinkMode::Guarded => join.add_guarded(g, t),
                 LinkMode::Guard => join.add_guard(g, *r as u16, t),
+                LinkMode::Block => blocks.push((*t, g)),
             }
         }
         if let (Some(enc), Some(f)) = (clk, filters.as_mut()) {
@@ -785,7 +858,10 @@ fn summary_json(
         "clk": clk.map(|c| json!({
             "bits": job.schema.clk.as_ref().map(|s| s.bits),
             "threshold": job.schema.clk.as_ref().map(|s| s.threshold),
+            "blocking": job.schema.recipes.iter().any(|r| r.link == LinkMode::Block),
             "pairs_compared": c.compared,
+            "reduction_ratio": if c.possible == 0 { 0.0 } else { 1.0 - c.compared as f64 / c.possible as f64 },
+            "largest_block": c.largest_block,
             "pairs_above_threshold": c.above_threshold,
             "links": c.links,
         })),

@@ -287,6 +287,7 @@ fn print_schema(s: &Schema) -> Result<()> {
             LinkMode::Direct => "",
             LinkMode::Guarded => " [guarded]",
             LinkMode::Guard => " [guard]",
+            LinkMode::Block => " [block]",
         };
         let pre = match &r.prehash {
             Some(p) => format!(

@@ -295,6 +295,35 @@ pub fn pairs_above_with(a: &Filters, b: &Filters, threshold: f64, pruning: Pruni
     PairScores { pairs, compared }
 }
 
+/// Scores the candidate pairs `(index in a, index in b)` (from blocking) and keeps those with
+/// Dice ≥ `threshold`, in candidate order; spread over rayon's threads.
+pub fn score_candidates(
+    a: &Filters,
+    b: &Filters,
+    candidates: &[(u32, u32)],
+    threshold: f64,
+) -> Vec<Candidate> {
+    assert_eq!(a.words, b.words, "filters of equal length");
+    candidates
+        .par_chunks(4096)
+        .flat_map_iter(|chunk| {
+            chunk.iter().filter_map(|&(i, j)| {
+                let (ca, cb) = (a.count(i as usize), b.count(j as usize));
+                if ca + cb == 0 {
+                    return None;
+                }
+                let common = and_count_portable(a.get(i as usize), b.get(j as usize));
+                let score = 2.0 * f64::from(common) / f64::from(ca + cb);
+                (score >= threshold).then_some(Candidate {
+                    a: i,
+                    b: j,
+                    score: score as f32,
+                })
+            })
+        })
+        .collect()
+}
+
 /// Greedy 1:1 matching: pairs by descending score (ties by `(a, b)`), each taken if neither
 /// record is matched yet.
 pub fn greedy_one_to_one(mut pairs: Vec<Candidate>) -> Vec<Candidate> {

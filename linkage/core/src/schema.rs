@@ -113,6 +113,9 @@ pub enum LinkMode {
     /// Not used to link; a cluster's guard tokens veto guarded merges (two clusters conflict
     /// when both have tokens of one guard recipe and no token in common).
     Guard,
+    /// Not used to link; records of different holders that share a block token are the
+    /// candidate pairs compared by CLK Dice similarity (blocking, SPEC.md §7.1). Needs `[clk]`.
+    Block,
 }
 
 /// A legacy hashing scheme of a hash-only database (SPEC.md §4.4).
@@ -516,7 +519,20 @@ impl Schema {
                 prehash,
             });
         }
-        if !recipes.iter().any(|r| r.link != LinkMode::Guard) {
+        if raw.clk.is_none()
+            && let Some(i) = recipes.iter().position(|r| r.link == LinkMode::Block)
+        {
+            return Err(invalid(
+                format!("recipes[{i}].link"),
+                raw.recipes.span(),
+                "a block recipe only chooses CLK comparisons: add a [clk] section".into(),
+            ));
+        }
+        if raw.clk.is_none()
+            && !recipes
+                .iter()
+                .any(|r| matches!(r.link, LinkMode::Direct | LinkMode::Guarded))
+        {
             return Err(invalid(
                 "recipes".into(),
                 raw.recipes.span(),
