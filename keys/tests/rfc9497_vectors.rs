@@ -84,7 +84,9 @@ fn parse(text: &str) -> Vec<Section> {
         if let Some((name, value)) = trimmed.split_once(" = ") {
             let name = name.trim().to_owned();
             assert!(
-                fields.insert(name.clone(), value.trim().to_owned()).is_none(),
+                fields
+                    .insert(name.clone(), value.trim().to_owned())
+                    .is_none(),
                 "duplicate field {name}"
             );
             last_field = Some(name);
@@ -230,12 +232,19 @@ fn check_section(section: &Section, counts: &mut Counts) {
                 let brs = check_blind(&name, &v, |i, b| client.blind_with(i, b).unwrap());
                 let evaluated = server.blind_evaluate_batch(&v.blinded_elements());
                 check_evaluated(&name, &evaluated, &v);
-                for (((input, br), eval), output) in
-                    v.inputs.iter().zip(&brs).zip(v.evaluated_elements()).zip(&v.outputs)
+                for (((input, br), eval), output) in v
+                    .inputs
+                    .iter()
+                    .zip(&brs)
+                    .zip(v.evaluated_elements())
+                    .zip(&v.outputs)
                 {
                     let got = client.finalize(input, br, &eval).unwrap();
                     assert_eq!(got.as_slice(), output.as_slice(), "{name}: Output");
-                    assert_eq!(server.evaluate(input).unwrap().as_slice(), output.as_slice());
+                    assert_eq!(
+                        server.evaluate(input).unwrap().as_slice(),
+                        output.as_slice()
+                    );
                     assert_eq!(
                         client.finalize_element(br, &eval),
                         server.evaluate_element(input).unwrap()
@@ -268,7 +277,10 @@ fn check_section(section: &Section, counts: &mut Counts) {
                     .finalize_element_batch(&brs, &v.evaluated_elements(), &proof)
                     .unwrap();
                 for ((input, output), element) in v.inputs.iter().zip(&v.outputs).zip(&elements) {
-                    assert_eq!(server.evaluate(input).unwrap().as_slice(), output.as_slice());
+                    assert_eq!(
+                        server.evaluate(input).unwrap().as_slice(),
+                        output.as_slice()
+                    );
                     assert_eq!(*element, server.evaluate_element(input).unwrap());
                 }
             }

@@ -379,4 +379,12 @@ fn jp_with_clk_dice_matching_beats_exact_tokens() {
     eprintln!("jp exact tokens + CLK: {clk}");
     let (p, _) = p_r(&clk);
     assert!(p >= 0.995 && clk["f1"].as_f64().unwrap() >= 0.95, "{clk}");
+    // Blocking compared a tiny share of the 10^8 pairs.
+    let s = summary(&env.dir.path().join("jc"));
+    assert_eq!(s["clk"]["blocking"], true);
+    assert!(
+        s["clk"]["reduction_ratio"].as_f64().unwrap() > 0.999,
+        "{}",
+        s["clk"]
+    );
 }

@@ -261,9 +261,7 @@ impl PoprfClient {
         inputs
             .iter()
             .zip(blinded.iter().zip(evaluated))
-            .map(|(input, (b, e))| {
-                finalize_hash(input.as_ref(), Some(info), &unblind(&b.blind, e))
-            })
+            .map(|(input, (b, e))| finalize_hash(input.as_ref(), Some(info), &unblind(&b.blind, e)))
             .collect()
     }
 

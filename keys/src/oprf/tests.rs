@@ -64,8 +64,14 @@ fn secrets_are_redacted_in_debug() {
     ] {
         assert!(shown.contains("<redacted>"), "{shown}");
         assert!(!shown.contains(&sk_hex), "{shown}");
-        assert!(!shown.contains(&hex(br.blind.to_bytes().as_slice())), "{shown}");
-        assert!(!shown.contains(&hex(delta.to_bytes().as_slice())), "{shown}");
+        assert!(
+            !shown.contains(&hex(br.blind.to_bytes().as_slice())),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(&hex(delta.to_bytes().as_slice())),
+            "{shown}"
+        );
     }
     // Public values print as hex.
     assert!(format!("{:?}", sk.public_key()).contains(&hex(&sk.public_key().to_bytes())));
@@ -161,7 +167,11 @@ fn rekey_moves_elements_between_keys() {
     let s1 = OprfServer::new(k1.clone());
     let s2 = OprfServer::new(k2.clone());
     let delta = RekeyDelta::between(&k1, &k2);
-    for input in [&b""[..], b"\xe3\x82\xbf\xe3\x83\x8a\xe3\x82\xab", b"1970-03-15|2"] {
+    for input in [
+        &b""[..],
+        b"\xe3\x82\xbf\xe3\x83\x8a\xe3\x82\xab",
+        b"1970-03-15|2",
+    ] {
         let e1 = s1.evaluate_element(input).unwrap();
         let e2 = s2.evaluate_element(input).unwrap();
         assert_ne!(e1, e2);

@@ -730,6 +730,24 @@ variants = ["kana_script"]
     }
 
     #[test]
+    fn block_recipes_need_clk() {
+        let bad = GOOD.replace(
+            "fields = [\"name\", \"dob\"]",
+            "fields = [\"name\", \"dob\"]\nlink = \"block\"",
+        );
+        let err = Schema::from_toml(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("recipes[0].link") && err.contains("[clk]"),
+            "{err}"
+        );
+        let ok =
+            format!("{bad}\n[clk]\nthreshold = 0.8\n[[clk.features]]\nfield = \"name\"\nk = 10\n");
+        let s = Schema::from_toml(&ok).unwrap();
+        assert_eq!(s.recipes[0].link, LinkMode::Block);
+        assert_eq!(s.clk.as_ref().unwrap().bits, 1024);
+    }
+
+    #[test]
     fn unknown_normalizer_is_refused() {
         let bad = GOOD.replace(r#"normalizer = "date""#, r#"normalizer = "dat""#);
         let err = Schema::from_toml(&bad).unwrap_err().to_string();
