@@ -50,7 +50,7 @@ pub struct Schema {
 /// How records are compared by CLK Dice similarity in addition to exact tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClkSpec {
-    /// Filter length in bits (a multiple of 64; default 1024).
+    /// Filter length in bits (a power of two from 64 to 65,536; default 1024).
     pub bits: u32,
     /// Dice threshold in `[0, 1]`: pairs below never link.
     pub threshold: f64,
@@ -553,11 +553,12 @@ impl Schema {
         let clk = match &raw.clk {
             None => None,
             Some(c) => {
-                if *c.bits.get_ref() == 0 || c.bits.get_ref() % 64 != 0 {
+                if !c.bits.get_ref().is_power_of_two() || !(64..=65_536).contains(c.bits.get_ref())
+                {
                     return Err(invalid(
                         "clk.bits".into(),
                         c.bits.span(),
-                        "a positive multiple of 64".into(),
+                        "a power of two from 64 to 65,536".into(),
                     ));
                 }
                 if !(0.0..=1.0).contains(c.threshold.get_ref()) {

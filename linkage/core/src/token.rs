@@ -184,7 +184,7 @@ impl KeyedRecipe {
         Self::with_head(&key.key, &head)
     }
 
-    fn with_head(key: &[u8; 32], head: &[u8]) -> Self {
+    pub(crate) fn with_head(key: &[u8; 32], head: &[u8]) -> Self {
         debug_assert_eq!(head.len() % BLOCK, 0);
         let mut ipad = Zeroizing::new([0x36u8; BLOCK]);
         let mut opad = Zeroizing::new([0x5cu8; BLOCK]);

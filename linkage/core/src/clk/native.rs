@@ -9,16 +9,20 @@
 //! tokens   = q-grams of " "·value·" " (q ≥ 2; value padded with q−1 spaces each side), or
 //!            for positional fields "i:" + the i-th character (1-based), over the characters
 //!            of the field's canonical value
-//! position = for j in 0..k: the j-th big-endian u32 of
-//!            HMAC-SHA256(K_field, u32_be(⌊j/8⌋) || token) (bytes 4·(j mod 8)…), mod bits
+//! position = for j in 0..k: the (j mod 16)-th big-endian u16 of
+//!            HMAC-SHA256(K_field, u32_be(⌊j/16⌋) || token), mod bits
 //! ```
+//!
+//! Sixteen positions per HMAC output: with `bits` a power of two up to 65,536, `u16 mod bits`
+//! is unbiased. The HMAC is taken apart at the SHA-256 block level as for exact tokens
+//! (two compressions per token for tokens up to 51 bytes).
 
 use hkdf::Hkdf;
-use hmac::Hmac;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::secret::ProjectSecret;
+use crate::token::KeyedRecipe;
 
 /// One field's CLK parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +41,7 @@ pub struct NativeFeature {
 pub struct NativeEncoder {
     words: usize,
     bits: u32,
-    features: Vec<(NativeFeature, Hmac<Sha256>)>,
+    features: Vec<(NativeFeature, KeyedRecipe)>,
 }
 
 impl std::fmt::Debug for NativeEncoder {
@@ -62,7 +66,7 @@ impl NativeEncoder {
     /// Derives one key per feature from the project secret.
     ///
     /// # Panics
-    /// If `bits` is not a positive multiple of 64.
+    /// If `bits` is not a power of two from 64 to 65,536 (the schema checks this first).
     pub fn new(
         secret: &ProjectSecret,
         project: &str,
@@ -70,8 +74,8 @@ impl NativeEncoder {
         features: Vec<NativeFeature>,
     ) -> Self {
         assert!(
-            bits > 0 && bits.is_multiple_of(64),
-            "CLK length is a positive multiple of 64 bits"
+            bits.is_power_of_two() && (64..=65_536).contains(&bits),
+            "CLK length is a power of two from 64 to 65,536 bits"
         );
         let hk = Hkdf::<Sha256>::new(Some(b"renketsu/v1/clk-key"), secret.expose());
         let features = features
@@ -83,9 +87,7 @@ impl NativeEncoder {
                 let mut key = Zeroizing::new([0u8; 32]);
                 hk.expand(&info, key.as_mut())
                     .expect("32 bytes is a valid HKDF output length");
-                let mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_ref())
-                    .expect("any key length");
-                (f, mac)
+                (f, KeyedRecipe::with_head(&key, &[]))
             })
             .collect();
         Self {
@@ -112,6 +114,7 @@ impl NativeEncoder {
         out.resize(self.words, 0);
         let mut token = String::new();
         let mut chars: Vec<char> = Vec::new();
+        let mut tail: Vec<u8> = Vec::with_capacity(64);
         for ((f, mac), value) in self.features.iter().zip(values) {
             let Some(value) = value else { continue };
             chars.clear();
@@ -124,7 +127,7 @@ impl NativeEncoder {
                         token.push(':');
                     }
                     token.push(*c);
-                    self.set_positions(mac, f.k, token.as_bytes(), out);
+                    self.set_positions(mac, f.k, token.as_bytes(), out, &mut tail);
                 }
             } else {
                 chars.extend(std::iter::repeat_n(' ', f.q - 1));
@@ -133,25 +136,32 @@ impl NativeEncoder {
                 for w in chars.windows(f.q) {
                     token.clear();
                     token.extend(w);
-                    self.set_positions(mac, f.k, token.as_bytes(), out);
+                    self.set_positions(mac, f.k, token.as_bytes(), out, &mut tail);
                 }
             }
         }
     }
 
-    fn set_positions(&self, mac: &Hmac<Sha256>, k: u32, token: &[u8], out: &mut [u64]) {
+    fn set_positions(
+        &self,
+        mac: &KeyedRecipe,
+        k: u32,
+        token: &[u8],
+        out: &mut [u64],
+        tail: &mut Vec<u8>,
+    ) {
         let mut j = 0u32;
         let mut block = 0u32;
         while j < k {
-            let mut m = mac.clone();
-            hmac::Mac::update(&mut m, &block.to_be_bytes());
-            hmac::Mac::update(&mut m, token);
-            let digest = hmac::Mac::finalize(m).into_bytes();
-            for chunk in digest.as_chunks::<4>().0 {
+            tail.clear();
+            tail.extend_from_slice(&block.to_be_bytes());
+            tail.extend_from_slice(token);
+            let digest = mac.token_from_tail(tail);
+            for chunk in digest.as_chunks::<2>().0 {
                 if j == k {
                     break;
                 }
-                let pos = u32::from_be_bytes(*chunk) % self.bits;
+                let pos = u32::from(u16::from_be_bytes(*chunk)) % self.bits;
                 out[(pos / 64) as usize] |= 1 << (pos % 64);
                 j += 1;
             }
