@@ -269,7 +269,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         fill[l as usize] += 1;
     }
     let offsets = party_offsets(&parties);
-    let party_of = |g: u32| offsets.partition_point(|&o| o <= g) - 1;
+    let party_of = |g: u32| party_of(&offsets, g);
     let local = |g: u32| (g - offsets[party_of(g)]) as usize;
 
     // clusters.csv
@@ -379,6 +379,11 @@ fn party_offsets(parties: &[Party]) -> Vec<u32> {
         .collect()
 }
 
+/// The party of global record `g`, given [`party_offsets`].
+fn party_of(offsets: &[u32], g: u32) -> usize {
+    offsets.partition_point(|&o| o <= g) - 1
+}
+
 /// Counts of the CLK stage.
 struct ClkStats {
     compared: u64,
@@ -396,7 +401,7 @@ fn block_candidates(
     parties: usize,
     largest: &mut usize,
 ) -> Vec<Vec<Vec<(u32, u32)>>> {
-    let party_of = |g: u32| offsets.partition_point(|&o| o <= g) - 1;
+    let party_of = |g: u32| party_of(offsets, g);
     let mut out = vec![vec![Vec::new(); parties]; parties];
     blocks.sort_unstable();
     for group in blocks.chunk_by(|x, y| x.0 == y.0) {

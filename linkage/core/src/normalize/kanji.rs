@@ -53,11 +53,6 @@ fn parse_table(text: &str) -> CharMap {
     map
 }
 
-/// Number of variant → canonical pairs in the embedded table.
-pub fn variant_count() -> usize {
-    VARIANTS.len()
-}
-
 #[inline]
 fn is_variation_selector(c: char) -> bool {
     matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
