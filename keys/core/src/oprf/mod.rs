@@ -26,7 +26,7 @@
 //! Everything is written against RFC 9497 (protocol), RFC 9380 §5.3.1 (`expand_message_xmd`)
 //! and RFC 9496 (ristretto255 encoding, element derivation), on `curve25519-dalek` 5 and
 //! `sha2` 0.11, and checked against the RFC's Appendix A.1 vectors
-//! (`keys/tests/rfc9497_vectors.rs`).
+//! (`keys/core/tests/rfc9497_vectors.rs`).
 //!
 //! Secret scalars ([`SecretKey`], [`Blind`], [`RekeyDelta`], proof nonces) are zeroized on drop
 //! and their `Debug` prints `<redacted>`.

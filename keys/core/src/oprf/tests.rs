@@ -1,5 +1,5 @@
 //! Unit and property tests of the OPRF module. The RFC 9497 vectors are in
-//! `keys/tests/rfc9497_vectors.rs`.
+//! `keys/core/tests/rfc9497_vectors.rs`.
 
 use proptest::prelude::*;
 use rand::SeedableRng;

@@ -15,7 +15,7 @@ use renketsu_keys::oprf::{
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/vectors/rfc9497-appendix-a1-ristretto255-sha512.txt"
+    "/../../../shared/vectors/rfc9497-appendix-a1-ristretto255-sha512.txt"
 );
 
 /// `Name = value` fields; a value is a comma-separated list of hex strings.
