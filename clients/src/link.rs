@@ -558,6 +558,7 @@ fn read_party(
     let mut seen_ids: HashSet<String> = HashSet::new();
     let mut filters = clk.map(|e| Filters::new(e.words()));
     let mut clk_buf: Vec<u64> = Vec::new();
+    let mut clk_cache = clk.map(NativeEncoder::position_cache);
     let clk_fields: Vec<usize> = schema
         .clk
         .as_ref()
@@ -705,12 +706,12 @@ fn read_party(
                 LinkMode::Block => blocks.push((*t, g)),
             }
         }
-        if let (Some(enc), Some(f)) = (clk, filters.as_mut()) {
+        if let (Some(enc), Some(f), Some(cache)) = (clk, filters.as_mut(), clk_cache.as_mut()) {
             let values: Vec<Option<&str>> = clk_fields
                 .iter()
                 .map(|&i| matches!(rt.status[i], Some(Ok(()))).then_some(rt.values[i].as_str()))
                 .collect();
-            enc.encode(&values, &mut clk_buf);
+            enc.encode_cached(cache, &values, &mut clk_buf);
             f.push(&clk_buf);
         }
         stats.tokenized += 1;

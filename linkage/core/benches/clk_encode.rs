@@ -6,6 +6,11 @@
 //! the peers' clkhash schema hashes). Benchmarks (one thread, `Throughput::Elements(100_000)`):
 //! - `clk_encode/native_1024`: renketsu's own CLK (SPEC.md §7.1): bigrams of 6 text fields,
 //!   positional digits of date of birth and postcode, independent HMAC-SHA256 positions;
+//! - `clk_encode/native_cached_1024`: the same bits through `NativeEncoder::encode_cached`
+//!   (each distinct short token hashed once per pass; the cache starts empty every pass);
+//! - `clk_encode/febrl4_native_1024`, `febrl4_native_cached_1024`: the same two on the 10,000
+//!   real records of `../shared/data/febrl/febrl4{a,b}.csv` (when present), whose names repeat
+//!   q-grams as real data does (the generated names draw on 16 syllables);
 //! - `clk_encode/clkhash_doublehash_1024`: the clkhash-compatible encoder with the shared
 //!   fixture schema `febrl_doublehash_bitsperfeature` (HMAC-SHA1 + HMAC-MD5 double hashing),
 //!   when `../shared/vectors/clkhash` exists (skipped otherwise).
@@ -65,6 +70,41 @@ fn records() -> Vec<[String; 11]> {
         .collect()
 }
 
+/// `native_1024` (one HMAC per 16 positions of every token) and `native_cached_1024` (each
+/// distinct short token hashed once per thread: `NativeEncoder::encode_cached`, same bits).
+fn native_benches(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    native: &NativeEncoder,
+    prefix: &str,
+    recs: &[[Option<String>; 8]],
+) {
+    let mut buf = Vec::new();
+    g.bench_function(format!("{prefix}native_1024"), |b| {
+        b.iter(|| {
+            let mut acc = 0u64;
+            for r in recs {
+                let v = r.each_ref().map(|x| x.as_deref());
+                native.encode(&v, &mut buf);
+                acc = acc.wrapping_add(buf[0]);
+            }
+            black_box(acc)
+        })
+    });
+    g.bench_function(format!("{prefix}native_cached_1024"), |b| {
+        b.iter(|| {
+            // A fresh cache per pass: its misses are part of the measured time.
+            let mut cache = native.position_cache();
+            let mut acc = 0u64;
+            for r in recs {
+                let v = r.each_ref().map(|x| x.as_deref());
+                native.encode_cached(&mut cache, &v, &mut buf);
+                acc = acc.wrapping_add(buf[0]);
+            }
+            black_box(acc)
+        })
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let recs = records();
     let native = NativeEncoder::new(
@@ -93,27 +133,36 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("clk_encode");
     g.throughput(Throughput::Elements(N as u64));
     g.sample_size(10);
-    let mut buf = Vec::new();
-    g.bench_function("native_1024", |b| {
-        b.iter(|| {
-            let mut acc = 0u64;
-            for r in &recs {
-                let v = [
-                    Some(r[1].as_str()),
-                    Some(r[2].as_str()),
-                    Some(r[4].as_str()),
-                    Some(r[5].as_str()),
-                    Some(r[6].as_str()),
-                    Some(r[3].as_str()),
-                    Some(r[7].as_str()),
-                    Some(r[9].as_str()),
-                ];
-                native.encode(&v, &mut buf);
-                acc = acc.wrapping_add(buf[0]);
+    let fields = |r: &[String; 11]| -> [Option<String>; 8] {
+        [1, 2, 4, 5, 6, 3, 7, 9].map(|i| Some(r[i].clone()))
+    };
+    let synthetic: Vec<[Option<String>; 8]> = recs.iter().map(fields).collect();
+    native_benches(&mut g, &native, "", &synthetic);
+    // The real FEBRL4 files (10,000 records, both halves) when ../shared is beside the
+    // repository: real names repeat q-grams as real data does.
+    let febrl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/febrl");
+    let mut real: Vec<[Option<String>; 8]> = Vec::new();
+    for f in ["febrl4a.csv", "febrl4b.csv"] {
+        let Ok(text) = std::fs::read_to_string(febrl.join(f)) else {
+            break;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<String> = line.split(',').map(str::to_owned).collect();
+            if let Ok(r) = <[String; 11]>::try_from(cols) {
+                real.push(fields(&r));
             }
-            black_box(acc)
-        })
-    });
+        }
+    }
+    if real.is_empty() {
+        eprintln!(
+            "clk_encode: {} not found; skipping the FEBRL4 benchmarks",
+            febrl.display()
+        );
+    } else {
+        g.throughput(Throughput::Elements(real.len() as u64));
+        native_benches(&mut g, &native, "febrl4_", &real);
+        g.throughput(Throughput::Elements(N as u64));
+    }
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/vectors/clkhash/febrl_doublehash_bitsperfeature/schema.json");
     if let Ok(json) = std::fs::read_to_string(&fixture) {

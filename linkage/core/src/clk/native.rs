@@ -39,6 +39,8 @@ pub struct NativeFeature {
 
 /// Keyed encoder of record-level CLKs of `bits` bits.
 pub struct NativeEncoder {
+    /// Distinguishes encoders (and so keys) for [`PositionCache`]s; not secret.
+    id: u64,
     words: usize,
     bits: u32,
     features: Vec<(NativeFeature, KeyedRecipe)>,
@@ -91,6 +93,7 @@ impl NativeEncoder {
             })
             .collect();
         Self {
+            id: NEXT_ENCODER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             words: bits as usize / 64,
             bits,
             features,
@@ -109,47 +112,130 @@ impl NativeEncoder {
 
     /// Encodes one record into `out` (cleared first, `words()` long); `values[i]` is the
     /// canonical value of feature `i`, `None` when missing (it adds no bits).
+    ///
+    /// Every token costs one HMAC-SHA256 per 16 positions; [`NativeEncoder::encode_cached`]
+    /// gives the same bits and hashes each distinct token once.
     pub fn encode(&self, values: &[Option<&str>], out: &mut Vec<u64>) {
+        self.encode_inner(None, values, out);
+    }
+
+    /// [`NativeEncoder::encode`] with a cache of token positions: the same output, bit for
+    /// bit, but each distinct short token (up to [`PositionCache::MAX_TOKEN_BYTES`] bytes, e.g.
+    /// a kana or kanji bigram, an ASCII bigram, a positional digit) is hashed once per cache
+    /// instead of once per occurrence. q-grams of names and positional digits repeat across
+    /// records (a Zipf-like distribution), so most tokens of a data set hit the cache.
+    ///
+    /// `cache` must come from [`NativeEncoder::position_cache`] of this encoder; a cache of
+    /// another encoder is emptied first (its positions came from other keys).
+    pub fn encode_cached(
+        &self,
+        cache: &mut PositionCache,
+        values: &[Option<&str>],
+        out: &mut Vec<u64>,
+    ) {
+        if cache.encoder != self.id {
+            cache.reset(self.id);
+        }
+        self.encode_inner(Some(cache), values, out);
+    }
+
+    /// An empty position cache for [`NativeEncoder::encode_cached`], bound to this encoder.
+    /// Holds up to 16,384 distinct tokens (about 0.7 MB with k = 20); further tokens are
+    /// hashed on every use. One cache per thread.
+    pub fn position_cache(&self) -> PositionCache {
+        PositionCache::new(self.id, 15)
+    }
+
+    fn encode_inner(
+        &self,
+        mut cache: Option<&mut PositionCache>,
+        values: &[Option<&str>],
+        out: &mut Vec<u64>,
+    ) {
         out.clear();
         out.resize(self.words, 0);
-        let mut token = String::new();
+        let mut token: Vec<u8> = Vec::with_capacity(32);
         let mut chars: Vec<char> = Vec::new();
         let mut tail: Vec<u8> = Vec::with_capacity(64);
-        for ((f, mac), value) in self.features.iter().zip(values) {
+        let mut utf8 = [0u8; 4];
+        for (fi, ((f, mac), value)) in self.features.iter().zip(values).enumerate() {
             let Some(value) = value else { continue };
-            chars.clear();
             if f.positional || f.q <= 1 {
-                chars.extend(value.chars());
-                for (i, c) in chars.iter().enumerate() {
+                for (i, c) in value.chars().enumerate() {
                     token.clear();
                     if f.positional {
-                        token.push_str(&(i + 1).to_string());
-                        token.push(':');
+                        put_decimal(&mut token, i + 1);
+                        token.push(b':');
                     }
-                    token.push(*c);
-                    self.set_positions(mac, f.k, token.as_bytes(), out, &mut tail);
+                    token.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                    self.set_token(fi, mac, f.k, &token, cache.as_deref_mut(), out, &mut tail);
                 }
             } else {
+                chars.clear();
                 chars.extend(std::iter::repeat_n(' ', f.q - 1));
                 chars.extend(value.chars());
                 chars.extend(std::iter::repeat_n(' ', f.q - 1));
                 for w in chars.windows(f.q) {
                     token.clear();
-                    token.extend(w);
-                    self.set_positions(mac, f.k, token.as_bytes(), out, &mut tail);
+                    for c in w {
+                        token.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                    }
+                    self.set_token(fi, mac, f.k, &token, cache.as_deref_mut(), out, &mut tail);
                 }
             }
         }
     }
 
-    fn set_positions(
+    #[allow(clippy::too_many_arguments)] // private hot path; a struct would only add moves
+    #[inline]
+    fn set_token(
+        &self,
+        feature: usize,
+        mac: &KeyedRecipe,
+        k: u32,
+        token: &[u8],
+        cache: Option<&mut PositionCache>,
+        out: &mut [u64],
+        tail: &mut Vec<u8>,
+    ) {
+        let set = |out: &mut [u64], pos: u16| out[usize::from(pos >> 6)] |= 1 << (pos & 63);
+        let Some((cache, key)) = cache.and_then(|c| Some((c, cache_key(feature, token)?))) else {
+            self.positions(mac, k, token, tail, |p| set(out, p));
+            return;
+        };
+        match cache.find(key) {
+            Ok(range) => {
+                for &p in &cache.positions[range] {
+                    set(out, p);
+                }
+            }
+            Err(slot) => {
+                let start = cache.positions.len();
+                let room = cache.has_room(k);
+                self.positions(mac, k, token, tail, |p| {
+                    set(out, p);
+                    if room {
+                        cache.positions.push(p);
+                    }
+                });
+                if room {
+                    cache.insert(slot, key, start);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with each of the token's `k` positions (SPEC.md §7.1).
+    #[inline]
+    fn positions(
         &self,
         mac: &KeyedRecipe,
         k: u32,
         token: &[u8],
-        out: &mut [u64],
         tail: &mut Vec<u8>,
+        mut f: impl FnMut(u16),
     ) {
+        let mask = (self.bits - 1) as u16; // bits is a power of two ≤ 65,536
         let mut j = 0u32;
         let mut block = 0u32;
         while j < k {
@@ -161,12 +247,149 @@ impl NativeEncoder {
                 if j == k {
                     break;
                 }
-                let pos = u32::from(u16::from_be_bytes(*chunk)) % self.bits;
-                out[(pos / 64) as usize] |= 1 << (pos % 64);
+                // `u16 mod bits` with bits a power of two; 65,536 keeps every bit.
+                let v = u16::from_be_bytes(*chunk);
+                f(if self.bits == 65_536 { v } else { v & mask });
                 j += 1;
             }
             block += 1;
         }
+    }
+}
+
+fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Packs (feature, token) into a non-zero `u64` when the token has at most
+/// [`PositionCache::MAX_TOKEN_BYTES`] bytes: `feature (8 bits) || length (8 bits) || token`.
+#[inline]
+fn cache_key(feature: usize, token: &[u8]) -> Option<u64> {
+    if token.len() > PositionCache::MAX_TOKEN_BYTES || feature > 0xff {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    bytes[0] = feature as u8;
+    bytes[1] = token.len() as u8 + 1; // never zero: 0 marks an empty slot
+    bytes[2..2 + token.len()].copy_from_slice(token);
+    Some(u64::from_le_bytes(bytes))
+}
+
+static NEXT_ENCODER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A per-thread cache of token positions for [`NativeEncoder::encode_cached`]: an
+/// open-addressing table from `(feature, token)` to the token's `k` positions.
+///
+/// The positions are derived from the CLK keys and the tokens are q-grams of identifiers, so
+/// the cache is as sensitive as both: it is zeroized on drop and its `Debug` shows only
+/// counts.
+pub struct PositionCache {
+    encoder: u64,
+    keys: Vec<u64>,
+    starts: Vec<u32>,
+    positions: Vec<u16>,
+    len: usize,
+    max_len: usize,
+}
+
+impl PositionCache {
+    /// Longest token (in UTF-8 bytes) that is cached: two kana or kanji, or a positional
+    /// `"12:7"`, fit.
+    pub const MAX_TOKEN_BYTES: usize = 6;
+    /// Most positions held (16-bit each): 1 MB.
+    const MAX_POSITIONS: usize = 1 << 19;
+
+    fn new(encoder: u64, log2_slots: u32) -> Self {
+        let slots = 1usize << log2_slots;
+        Self {
+            encoder,
+            keys: vec![0; slots],
+            starts: vec![0; slots],
+            positions: Vec::new(),
+            len: 0,
+            max_len: slots / 2,
+        }
+    }
+
+    fn reset(&mut self, encoder: u64) {
+        use zeroize::Zeroize as _;
+        self.keys.zeroize();
+        self.keys.resize(self.starts.len(), 0);
+        self.positions.zeroize();
+        self.len = 0;
+        self.encoder = encoder;
+    }
+
+    /// Number of distinct tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn has_room(&self, k: u32) -> bool {
+        k < 256
+            && self.len < self.max_len
+            && self.positions.len() + k as usize <= Self::MAX_POSITIONS
+    }
+
+    /// `Ok(range of positions)` or `Err(empty slot)` for `key`.
+    #[inline]
+    fn find(&self, key: u64) -> Result<std::ops::Range<usize>, usize> {
+        let mask = self.keys.len() - 1;
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
+        loop {
+            let k = self.keys[i];
+            if k == key {
+                let packed = self.starts[i];
+                let start = (packed & 0x00ff_ffff) as usize;
+                return Ok(start..start + (packed >> 24) as usize);
+            }
+            if k == 0 {
+                return Err(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, slot: usize, key: u64, start: usize) {
+        let k = self.positions.len() - start;
+        debug_assert!(k < 256 && start + k <= Self::MAX_POSITIONS);
+        self.keys[slot] = key;
+        self.starts[slot] = (start as u32) | ((k as u32) << 24);
+        self.len += 1;
+    }
+}
+
+impl Drop for PositionCache {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.keys.zeroize();
+        self.positions.zeroize();
+    }
+}
+
+impl std::fmt::Debug for PositionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PositionCache")
+            .field("tokens", &self.len)
+            .field("positions", &self.positions.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,6 +441,51 @@ mod tests {
         let mut none = Vec::new();
         e.encode(&[None, None], &mut none);
         assert!(none.iter().all(|w| *w == 0));
+    }
+
+    #[test]
+    fn cached_encoding_is_bit_identical() {
+        let e = enc("p");
+        let mut cache = e.position_cache();
+        let values = [
+            [Some("ヤマダタロウ"), Some("1970-03-15")],
+            [Some("ヤマダタロ"), Some("1970-03-15")],
+            [Some("ab"), None],
+            [None, Some("2001-01-01")],
+            // A long token (3 kana of a trigram would not fit, nor "10:…" with a 4-byte
+            // character): hashed directly, never cached.
+            [Some("𠮷野家𠮷野家"), Some("1999-12-31 𠮷")],
+        ];
+        for round in 0..2 {
+            for v in &values {
+                let (mut plain, mut cached) = (Vec::new(), Vec::new());
+                e.encode(v, &mut plain);
+                e.encode_cached(&mut cache, v, &mut cached);
+                assert_eq!(plain, cached, "round {round}, values {v:?}");
+            }
+        }
+        assert!(!cache.is_empty());
+        // A cache of another encoder (other keys) is emptied, not reused.
+        let other = enc("q");
+        let (mut plain, mut cached) = (Vec::new(), Vec::new());
+        other.encode(&values[0], &mut plain);
+        other.encode_cached(&mut cache, &values[0], &mut cached);
+        assert_eq!(plain, cached);
+    }
+
+    #[test]
+    fn a_full_cache_still_encodes_correctly() {
+        let e = enc("p");
+        let mut cache = PositionCache::new(e.id, 4); // 16 slots, at most 8 tokens
+        for i in 0..200u32 {
+            let name = format!("{}{}", char::from_u32(0x30A2 + i % 80).unwrap(), i);
+            let v = [Some(name.as_str()), Some("1980-01-01")];
+            let (mut plain, mut cached) = (Vec::new(), Vec::new());
+            e.encode(&v, &mut plain);
+            e.encode_cached(&mut cache, &v, &mut cached);
+            assert_eq!(plain, cached, "{name}");
+        }
+        assert_eq!(cache.len(), 8);
     }
 
     #[test]
