@@ -68,11 +68,49 @@ def tokens(value: str, q: int, positional: bool):
     return [padded[i : i + q] for i in range(len(padded) - q + 1)]
 
 
-def encode(secret: bytes, project: str, bits: int, features, values) -> str:
+def balance_perm(secret: bytes, project: str, bits: int):
+    """SPEC.md §7.3: keyed Fisher-Yates over 0..2*bits with an HMAC-SHA256 counter stream."""
+    key = hkdf_sha256(
+        b"renketsu/v1/clk-balance", secret, lp(project.encode()) + struct.pack(">I", bits), 32
+    )
+    stream, counter = b"", 0
+
+    def next_u32():
+        nonlocal stream, counter
+        if not stream:
+            stream = hmac.new(key, struct.pack(">Q", counter), hashlib.sha256).digest()
+            counter += 1
+        v, stream = struct.unpack(">I", stream[:4])[0], stream[4:]
+        return v
+
+    n = 2 * bits
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        bound = i + 1
+        zone = (2**32 // bound) * bound
+        while True:
+            x = next_u32()
+            if x < zone:
+                break
+        j = x % bound
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def encode(secret: bytes, project: str, bits: int, features, values, hardening=None) -> str:
+    hardening = hardening or {}
     filt = bytearray(bits // 8)
     for f, value in zip(features, values):
         if value is None:
             continue
+        prefix = b""
+        if f.get("salt") is not None:
+            sv = values[f["salt"]["input"]]
+            if sv is None:
+                continue
+            chars = f["salt"]["chars"]
+            salt = (sv if chars == 0 else sv[:chars]).encode()
+            prefix = b"\xff" + bytes([len(salt)]) + salt
         key = hkdf_sha256(
             b"renketsu/v1/clk-key", secret, lp(project.encode()) + lp(f["field"].encode()), 32
         )
@@ -80,10 +118,25 @@ def encode(secret: bytes, project: str, bits: int, features, values) -> str:
             for j in range(f["k"]):
                 if j % 16 == 0:
                     digest = hmac.new(
-                        key, struct.pack(">I", j // 16) + tok.encode(), hashlib.sha256
+                        key, struct.pack(">I", j // 16) + prefix + tok.encode(), hashlib.sha256
                     ).digest()
                 pos = struct.unpack(">H", digest[2 * (j % 16) : 2 * (j % 16) + 2])[0] % bits
                 filt[pos // 8] |= 1 << (pos % 8)
+    bit = lambda f, i: (f[i // 8] >> (i % 8)) & 1
+    if hardening.get("xor_fold"):
+        half = bits // 2
+        folded = bytearray(half // 8)
+        for i in range(half):
+            if bit(filt, i) ^ bit(filt, i + half):
+                folded[i // 8] |= 1 << (i % 8)
+        filt, bits = folded, half
+    if hardening.get("balance"):
+        perm = balance_perm(secret, project, bits)
+        out = bytearray(2 * bits // 8)
+        for i in range(bits):
+            p = perm[i] if bit(filt, i) else perm[bits + i]
+            out[p // 8] |= 1 << (p % 8)
+        filt = out
     return filt.hex()
 
 
@@ -140,6 +193,40 @@ CASES = [
         "features": [f("name", k=3)],
         "records": [["アイ"], ["long value " * 8]],
     },
+    {
+        "name": "salted-by-birth-year-folded-balanced-512",
+        "secret": b"\x11" * 32,
+        "project": "harden",
+        "bits": 512,
+        "features": [
+            dict(f("kana_name", k=12), salt={"input": 2, "chars": 4}),
+            f("birth_date", 1, True, 6),
+        ],
+        "hardening": {"xor_fold": True, "balance": True},
+        "records": [
+            ["ヤマダタロウ", "1970-03-15", "1970-03-15"],
+            ["ヤマダタロウ", "1971-03-15", "1971-03-15"],
+            ["ヤマダタロウ", "1970-03-15", None],
+            [None, None, None],
+        ],
+    },
+    {
+        "name": "salted-only-1024",
+        "secret": b"\x11" * 32,
+        "project": "harden",
+        "bits": 1024,
+        "features": [dict(f("kana_name", k=12), salt={"input": 1, "chars": 0})],
+        "records": [["スズキ", "F"], ["スズキ", "M"], ["スズキ", None]],
+    },
+    {
+        "name": "balanced-only-256",
+        "secret": b"\x11" * 32,
+        "project": "harden",
+        "bits": 256,
+        "features": [f("kana_name", k=12)],
+        "hardening": {"balance": True},
+        "records": [["スズキ"], [None]],
+    },
 ]
 
 
@@ -154,8 +241,14 @@ def build() -> str:
                 "project": c["project"],
                 "bits": c["bits"],
                 "features": c["features"],
+                "hardening": c.get("hardening", {}),
                 "records": [
-                    {"values": r, "filter_hex": encode(c["secret"], c["project"], c["bits"], c["features"], r)}
+                    {
+                        "values": r,
+                        "filter_hex": encode(
+                            c["secret"], c["project"], c["bits"], c["features"], r, c.get("hardening")
+                        ),
+                    }
                     for r in c["records"]
                 ],
             }

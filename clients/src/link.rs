@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore as _;
-use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
+use renketsu_linkage::clk::native::NativeEncoder;
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
 use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
 use renketsu_linkage::schema::ClkSolver;
@@ -194,19 +194,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     }
 
     // Pass 1: read and tokenize each holder, streaming tokens into the join.
-    let clk_encoder = job.schema.clk.as_ref().map(|c| {
-        let features = c
-            .features
-            .iter()
-            .map(|f| NativeFeature {
-                field: job.schema.fields[f.field].name.clone(),
-                q: f.q,
-                positional: f.positional,
-                k: f.k,
-            })
-            .collect();
-        NativeEncoder::new(job.secret, job.project, c.bits, features)
-    });
+    let clk_encoder = NativeEncoder::from_schema(job.schema, job.secret, job.project);
     let mut join = TokenJoin::new(0);
     let mut blocks: Vec<(renketsu_linkage::Token, u32)> = Vec::new();
     let mut parties = Vec::with_capacity(job.inputs.len());
@@ -482,7 +470,7 @@ fn clk_links(
 fn read_party(
     job: &LinkJob<'_>,
     tokenizer: &Tokenizer,
-    clk: Option<&NativeEncoder>,
+    clk: Option<&(NativeEncoder, Vec<usize>)>,
     id_column: &str,
     spec: &InputSpec,
     join: &mut TokenJoin,
@@ -556,14 +544,15 @@ fn read_party(
     let mut ids: Vec<String> = Vec::new();
     let mut content = Vec::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
+    // Schema fields feeding the CLK encoder's input slots (features, then salts).
+    let clk_fields: &[usize] = clk.map_or(&[], |(_, inputs)| inputs.as_slice());
+    let n_features = schema.clk.as_ref().map_or(0, |c| c.features.len());
+    let blip = schema.clk.as_ref().and_then(|c| c.hardening.blip_epsilon);
+    let mut blip_rng = rand::rng();
+    let clk = clk.map(|(enc, _)| enc);
     let mut filters = clk.map(|e| Filters::new(e.words()));
     let mut clk_buf: Vec<u64> = Vec::new();
     let mut clk_cache = clk.map(NativeEncoder::position_cache);
-    let clk_fields: Vec<usize> = schema
-        .clk
-        .as_ref()
-        .map(|c| c.features.iter().map(|f| f.field).collect())
-        .unwrap_or_default();
     let mut rec = csv::ByteRecord::new();
     let mut rt = RecordTokens::default();
     let pb = progress(job.quiet, input.len, &spec.party);
@@ -682,7 +671,7 @@ fn read_party(
             )
         });
         let has_clk_bits = clk.is_some()
-            && clk_fields
+            && clk_fields[..n_features]
                 .iter()
                 .any(|&i| matches!(rt.status[i], Some(Ok(()))));
         if !links_by_token && !has_clk_bits {
@@ -712,6 +701,9 @@ fn read_party(
                 .map(|&i| matches!(rt.status[i], Some(Ok(()))).then_some(rt.values[i].as_str()))
                 .collect();
             enc.encode_cached(cache, &values, &mut clk_buf);
+            if let Some(epsilon) = blip {
+                renketsu_linkage::clk::harden::blip(&mut clk_buf, epsilon, &mut blip_rng);
+            }
             f.push(&clk_buf);
         }
         stats.tokenized += 1;

@@ -58,6 +58,33 @@ pub struct ClkSpec {
     pub solver: ClkSolver,
     /// Encoded fields.
     pub features: Vec<ClkFeatureSpec>,
+    /// Filter hardening (SPEC.md §7.3); all off by default.
+    pub hardening: ClkHardening,
+}
+
+/// `[clk.hardening]`: what is done to each filter after encoding (SPEC.md §7.3).
+#[derive(Clone, Copy, Debug, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClkHardening {
+    /// XOR-fold once: `bits/2` bits (Schnell, Borgs & Encarnação 2016).
+    #[serde(default)]
+    pub xor_fold: bool,
+    /// Balance with a keyed permutation: twice the bits, exactly half set (Schnell & Borgs
+    /// 2016).
+    #[serde(default)]
+    pub balance: bool,
+    /// BLIP: flip every bit with probability `1/(1 + e^ε)` (randomized response); `None` = off.
+    #[serde(default)]
+    pub blip_epsilon: Option<f64>,
+}
+
+/// Salting of one CLK feature (SPEC.md §7.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClkSaltSpec {
+    /// Index into [`Schema::fields`] of the field whose canonical value salts the feature.
+    pub field: usize,
+    /// Leading characters of that value used (0 = all; 4 of a birth date = the year).
+    pub chars: usize,
 }
 
 /// One encoded field of the CLK.
@@ -71,6 +98,8 @@ pub struct ClkFeatureSpec {
     pub positional: bool,
     /// Bits set per token.
     pub k: u32,
+    /// Salting with another field of the record, if configured.
+    pub salt: Option<ClkSaltSpec>,
 }
 
 /// How Dice pairs above the threshold become links.
@@ -225,6 +254,12 @@ struct RawClk {
     #[serde(default)]
     solver: ClkSolver,
     features: Vec<RawClkFeature>,
+    #[serde(default = "default_hardening")]
+    hardening: Spanned<ClkHardening>,
+}
+
+fn default_hardening() -> Spanned<ClkHardening> {
+    Spanned::new(0..0, ClkHardening::default())
 }
 
 fn default_bits() -> Spanned<u32> {
@@ -240,6 +275,16 @@ struct RawClkFeature {
     #[serde(default)]
     positional: bool,
     k: u32,
+    #[serde(default)]
+    salt: Option<RawSalt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSalt {
+    field: Spanned<String>,
+    #[serde(default)]
+    chars: usize,
 }
 
 fn default_q() -> usize {
@@ -585,11 +630,37 @@ impl Schema {
                             "q and k must be positive".into(),
                         ));
                     }
+                    let salt = match &f.salt {
+                        None => None,
+                        Some(raw) => {
+                            let Some(sf) =
+                                fields.iter().position(|x| &x.name == raw.field.get_ref())
+                            else {
+                                return Err(invalid(
+                                    format!("clk.features[{i}].salt.field"),
+                                    raw.field.span(),
+                                    format!("`{}` is not under [fields]", raw.field.get_ref()),
+                                ));
+                            };
+                            if sf == field {
+                                return Err(invalid(
+                                    format!("clk.features[{i}].salt.field"),
+                                    raw.field.span(),
+                                    "a feature cannot be salted with itself".into(),
+                                ));
+                            }
+                            Some(ClkSaltSpec {
+                                field: sf,
+                                chars: raw.chars,
+                            })
+                        }
+                    };
                     features.push(ClkFeatureSpec {
                         field,
                         q: f.q,
                         positional: f.positional,
                         k: f.k,
+                        salt,
                     });
                 }
                 if features.is_empty() {
@@ -599,11 +670,29 @@ impl Schema {
                         "at least one feature".into(),
                     ));
                 }
+                let hardening = *c.hardening.get_ref();
+                if let Some(e) = hardening.blip_epsilon
+                    && !(e.is_finite() && e > 0.0)
+                {
+                    return Err(invalid(
+                        "clk.hardening.blip_epsilon".into(),
+                        c.hardening.span(),
+                        "a positive privacy parameter ε (flip probability 1/(1+e^ε))".into(),
+                    ));
+                }
+                if hardening.xor_fold && *c.bits.get_ref() < 128 {
+                    return Err(invalid(
+                        "clk.hardening.xor_fold".into(),
+                        c.hardening.span(),
+                        "folding needs clk.bits of at least 128".into(),
+                    ));
+                }
                 Some(ClkSpec {
                     bits: *c.bits.get_ref(),
                     threshold: *c.threshold.get_ref(),
                     solver: c.solver,
                     features,
+                    hardening,
                 })
             }
         };
@@ -690,6 +779,51 @@ variants = ["kana_script"]
             s.identifier_columns(),
             ["birth", "family", "given", "full_name"]
         );
+    }
+
+    #[test]
+    fn clk_hardening_and_salt() {
+        let clk = "\n[clk]\nthreshold = 0.9\n[[clk.features]]\nfield = \"name\"\nk = 10\n";
+        let plain = Schema::from_toml(&format!("{GOOD}{clk}")).unwrap();
+        let c = plain.clk.as_ref().unwrap();
+        assert_eq!(c.hardening, ClkHardening::default());
+        assert_eq!(c.features[0].salt, None);
+        let hardened = format!(
+            "{GOOD}{clk}salt = {{ field = \"dob\", chars = 4 }}\n[clk.hardening]\nxor_fold = true\nbalance = true\nblip_epsilon = 4.0\n"
+        );
+        let s = Schema::from_toml(&hardened).unwrap();
+        let c = s.clk.as_ref().unwrap();
+        assert!(c.hardening.xor_fold && c.hardening.balance);
+        assert_eq!(c.hardening.blip_epsilon, Some(4.0));
+        let dob = s.fields.iter().position(|f| f.name == "dob").unwrap();
+        assert_eq!(
+            c.features[0].salt,
+            Some(ClkSaltSpec {
+                field: dob,
+                chars: 4
+            })
+        );
+        for (bad, key) in [
+            (
+                hardened.replace("blip_epsilon = 4.0", "blip_epsilon = 0.0"),
+                "clk.hardening.blip_epsilon",
+            ),
+            (
+                hardened.replace("field = \"dob\", chars", "field = \"nope\", chars"),
+                "clk.features[0].salt.field",
+            ),
+            (
+                hardened.replace("field = \"dob\", chars", "field = \"name\", chars"),
+                "clk.features[0].salt.field",
+            ),
+            (
+                hardened.replace("balance = true", "balance = true\nfold = 2"),
+                "unknown field `fold`",
+            ),
+        ] {
+            let err = Schema::from_toml(&bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

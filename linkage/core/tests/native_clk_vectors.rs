@@ -3,7 +3,7 @@
 //! twice: plainly and through the position cache, which must give the same bits.
 
 use renketsu_linkage::ProjectSecret;
-use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
+use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature, Salt};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -18,7 +18,23 @@ struct Case {
     project: String,
     bits: u32,
     features: Vec<Feature>,
+    #[serde(default)]
+    hardening: Hardening,
     records: Vec<Record>,
+}
+
+#[derive(Deserialize, Default)]
+struct Hardening {
+    #[serde(default)]
+    xor_fold: bool,
+    #[serde(default)]
+    balance: bool,
+}
+
+#[derive(Deserialize)]
+struct SaltSpec {
+    input: usize,
+    chars: usize,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +43,8 @@ struct Feature {
     q: usize,
     positional: bool,
     k: u32,
+    #[serde(default)]
+    salt: Option<SaltSpec>,
 }
 
 #[derive(Deserialize)]
@@ -51,8 +69,9 @@ fn native_clk_matches_the_python_reference() {
     let mut checked = 0;
     for case in &doc.cases {
         let secret: [u8; 32] = hex::decode(&case.secret_hex).unwrap().try_into().unwrap();
-        let encoder = NativeEncoder::new(
-            &ProjectSecret::from_bytes(secret),
+        let secret = ProjectSecret::from_bytes(secret);
+        let mut encoder = NativeEncoder::new(
+            &secret,
             &case.project,
             case.bits,
             case.features
@@ -65,12 +84,32 @@ fn native_clk_matches_the_python_reference() {
                 })
                 .collect(),
         );
+        for (i, f) in case.features.iter().enumerate() {
+            if let Some(s) = &f.salt {
+                encoder = encoder.with_salt(
+                    i,
+                    Salt {
+                        input: s.input,
+                        chars: s.chars,
+                    },
+                );
+            }
+        }
+        if case.hardening.xor_fold || case.hardening.balance {
+            encoder = encoder.with_hardening(
+                &secret,
+                &case.project,
+                case.hardening.xor_fold,
+                case.hardening.balance,
+            );
+        }
         let mut cache = encoder.position_cache();
         for (i, r) in case.records.iter().enumerate() {
             let values: Vec<Option<&str>> = r.values.iter().map(|v| v.as_deref()).collect();
             let (mut plain, mut cached) = (Vec::new(), Vec::new());
             encoder.encode(&values, &mut plain);
             assert_eq!(to_hex(&plain), r.filter_hex, "{} record {i}", case.name);
+            assert_eq!(plain.len(), encoder.words(), "{}: words()", case.name);
             // Twice through the cache: the first pass fills it, the second reads it.
             for pass in 0..2 {
                 encoder.encode_cached(&mut cache, &values, &mut cached);
@@ -84,5 +123,5 @@ fn native_clk_matches_the_python_reference() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13);
+    assert_eq!(checked, 22);
 }

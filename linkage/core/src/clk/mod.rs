@@ -42,6 +42,7 @@ mod bloom;
 pub mod clkhash_schema;
 pub mod encode;
 
+pub mod harden;
 pub mod native;
 
 pub use bloom::{Bloom, dice};

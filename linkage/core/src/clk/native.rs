@@ -21,6 +21,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::harden::{Balance, xor_fold};
 use crate::secret::ProjectSecret;
 use crate::token::KeyedRecipe;
 
@@ -41,9 +42,26 @@ pub struct NativeFeature {
 pub struct NativeEncoder {
     /// Distinguishes encoders (and so keys) for [`PositionCache`]s; not secret.
     id: u64,
+    /// Words of the encoded filter, before hardening.
     words: usize,
     bits: u32,
     features: Vec<(NativeFeature, KeyedRecipe)>,
+    /// Per feature: where its salt comes from (SPEC.md §7.3), if salted.
+    salts: Vec<Option<Salt>>,
+    xor_fold: bool,
+    balance: Option<Balance>,
+}
+
+/// Salting of one feature (SPEC.md §7.3): its tokens are hashed together with the first
+/// `chars` characters of another input value of the same record (e.g. the birth year from
+/// the birth date), so a q-gram sets different bits in different cohorts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Salt {
+    /// Index into the `values` passed to [`NativeEncoder::encode`]; it may point past the
+    /// features (extra inputs that only salt).
+    pub input: usize,
+    /// Characters of that value used as the salt (0 = all).
+    pub chars: usize,
 }
 
 impl std::fmt::Debug for NativeEncoder {
@@ -54,6 +72,9 @@ impl std::fmt::Debug for NativeEncoder {
                 "features",
                 &self.features.iter().map(|(x, _)| x).collect::<Vec<_>>(),
             )
+            .field("salts", &self.salts)
+            .field("xor_fold", &self.xor_fold)
+            .field("balanced", &self.balance.is_some())
             .field("keys", &"<redacted>")
             .finish()
     }
@@ -91,18 +112,114 @@ impl NativeEncoder {
                     .expect("32 bytes is a valid HKDF output length");
                 (f, KeyedRecipe::with_head(&key, &[]))
             })
-            .collect();
+            .collect::<Vec<_>>();
         Self {
             id: NEXT_ENCODER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             words: bits as usize / 64,
             bits,
+            salts: vec![None; features.len()],
             features,
+            xor_fold: false,
+            balance: None,
         }
     }
 
-    /// Filter length in 64-bit words.
+    /// The encoder of a schema's `[clk]` section (SPEC.md §7.1, §7.3), with salts and
+    /// hardening applied, and the schema field index of every input slot of
+    /// [`NativeEncoder::encode`]: first one per feature, then one per distinct salt field.
+    /// BLIP (`clk.hardening.blip_epsilon`) needs fresh randomness and is left to the caller
+    /// ([`super::harden::blip`]). `None` when the schema has no `[clk]`.
+    pub fn from_schema(
+        schema: &crate::Schema,
+        secret: &ProjectSecret,
+        project: &str,
+    ) -> Option<(Self, Vec<usize>)> {
+        let c = schema.clk.as_ref()?;
+        let features = c
+            .features
+            .iter()
+            .map(|f| NativeFeature {
+                field: schema.fields[f.field].name.clone(),
+                q: f.q,
+                positional: f.positional,
+                k: f.k,
+            })
+            .collect();
+        let mut inputs: Vec<usize> = c.features.iter().map(|f| f.field).collect();
+        let mut enc = Self::new(secret, project, c.bits, features);
+        for (i, f) in c.features.iter().enumerate() {
+            if let Some(salt) = f.salt {
+                let input = match inputs[c.features.len()..]
+                    .iter()
+                    .position(|&x| x == salt.field)
+                {
+                    Some(j) => c.features.len() + j,
+                    None => {
+                        inputs.push(salt.field);
+                        inputs.len() - 1
+                    }
+                };
+                enc = enc.with_salt(
+                    i,
+                    Salt {
+                        input,
+                        chars: salt.chars,
+                    },
+                );
+            }
+        }
+        if c.hardening.xor_fold || c.hardening.balance {
+            enc = enc.with_hardening(secret, project, c.hardening.xor_fold, c.hardening.balance);
+        }
+        Some((enc, inputs))
+    }
+
+    /// Salts feature `feature` (SPEC.md §7.3): its HMAC input becomes
+    /// `u32_be(⌊j/16⌋) || 0xFF || u8(len(salt)) || salt || token`, where `salt` is the first
+    /// `salt.chars` characters of `values[salt.input]` (UTF-8, at most 255 bytes). A record
+    /// whose salt value is missing gets no bits from that feature. Salted tokens are not
+    /// cached by [`PositionCache`].
+    ///
+    /// # Panics
+    /// If `feature` is not a feature index.
+    pub fn with_salt(mut self, feature: usize, salt: Salt) -> Self {
+        self.salts[feature] = Some(salt);
+        self
+    }
+
+    /// Hardens every filter after encoding (SPEC.md §7.3): XOR-fold once (`bits/2`), then
+    /// balance with the project's keyed permutation (twice the length). [`NativeEncoder::words`]
+    /// gives the final length.
+    ///
+    /// # Panics
+    /// If folding would leave less than one 64-bit word.
+    pub fn with_hardening(
+        mut self,
+        secret: &ProjectSecret,
+        project: &str,
+        xor_fold: bool,
+        balance: bool,
+    ) -> Self {
+        assert!(
+            !xor_fold || self.bits >= 128,
+            "XOR folding needs filters of at least 128 bits"
+        );
+        self.xor_fold = xor_fold;
+        let folded_bits = if xor_fold { self.bits / 2 } else { self.bits };
+        self.balance = balance.then(|| Balance::new(secret, project, folded_bits));
+        self
+    }
+
+    /// Length of the encoded (and hardened) filter in 64-bit words.
     pub fn words(&self) -> usize {
-        self.words
+        let mut w = self.words;
+        if self.xor_fold {
+            w /= 2;
+        }
+        if self.balance.is_some() {
+            w *= 2;
+        }
+        w
     }
 
     /// The features, in encoding order.
@@ -160,9 +277,32 @@ impl NativeEncoder {
         let mut utf8 = [0u8; 4];
         for (fi, ((f, mac), value)) in self.features.iter().zip(values).enumerate() {
             let Some(value) = value else { continue };
+            // A salted feature's tokens start with 0xFF (never the first byte of UTF-8),
+            // the salt's length and the salt; its tokens are then never cached.
+            let mut salt_prefix = 0;
+            let mut cache = cache.as_deref_mut();
+            if let Some(salt) = self.salts[fi] {
+                let Some(Some(sv)) = values.get(salt.input) else {
+                    continue;
+                };
+                let end = if salt.chars == 0 {
+                    sv.len()
+                } else {
+                    sv.char_indices()
+                        .nth(salt.chars)
+                        .map_or(sv.len(), |(i, _)| i)
+                };
+                let Ok(len) = u8::try_from(end) else { continue };
+                token.clear();
+                token.push(0xff);
+                token.push(len);
+                token.extend_from_slice(&sv.as_bytes()[..end]);
+                salt_prefix = token.len();
+                cache = None;
+            }
             if f.positional || f.q <= 1 {
                 for (i, c) in value.chars().enumerate() {
-                    token.clear();
+                    token.truncate(salt_prefix);
                     if f.positional {
                         put_decimal(&mut token, i + 1);
                         token.push(b':');
@@ -176,13 +316,21 @@ impl NativeEncoder {
                 chars.extend(value.chars());
                 chars.extend(std::iter::repeat_n(' ', f.q - 1));
                 for w in chars.windows(f.q) {
-                    token.clear();
+                    token.truncate(salt_prefix);
                     for c in w {
                         token.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
                     }
                     self.set_token(fi, mac, f.k, &token, cache.as_deref_mut(), out, &mut tail);
                 }
             }
+        }
+        if self.xor_fold {
+            let full = std::mem::take(out);
+            xor_fold(&full, out);
+        }
+        if let Some(balance) = &self.balance {
+            let plain = std::mem::take(out);
+            balance.apply(&plain, out);
         }
     }
 
