@@ -19,6 +19,7 @@ pub mod dice;
 pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lsh;
 pub mod normalize;
 pub mod schema;
 pub mod secret;
