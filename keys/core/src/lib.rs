@@ -14,5 +14,7 @@
 pub mod local;
 // RFC 9497 OPRF/VOPRF/POPRF over ristretto255-SHA512, for the key custodian (custodian mode).
 pub mod oprf;
+// CLK key wrapping to data holders: HPKE base mode (RFC 9180).
+pub mod wrap;
 
 pub use local::{KeyStoreError, LocalKeyStore};

@@ -2,3 +2,7 @@
 //! OPRF evaluation over gRPC with mutual-TLS roles, evaluation quotas and a hash-chained audit
 //! log. The protocol core (OPRF, sealing, lifecycle rules) lives in `renketsu-keys`; this crate
 //! adds storage and the network service only.
+
+pub mod pki;
+pub mod config;
+pub mod quota;
