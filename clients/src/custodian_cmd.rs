@@ -127,12 +127,14 @@ fn serve(path: &Path) -> Result<()> {
         quota_slack: config.quota_slack,
     };
     runtime()?.block_on(async move {
-        let store = Store::connect(&config.database, keks).await.with_context(|| {
-            format!(
-                "cannot open the store {}",
-                renketsu_custodian::config::redact_url(&config.database)
-            )
-        })?;
+        let store = Store::connect(&config.database, keks)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the store {}",
+                    renketsu_custodian::config::redact_url(&config.database)
+                )
+            })?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -190,7 +192,10 @@ fn init_config(pki: &Path, out: &Path, listen: &str, database: Option<String>) -
     std::fs::create_dir_all(dir)?;
     let kek_path = dir.join("kek");
     if kek_path.exists() {
-        eprintln!("keeping the existing key-encryption key {}", kek_path.display());
+        eprintln!(
+            "keeping the existing key-encryption key {}",
+            kek_path.display()
+        );
     } else {
         let ring = KekRing::generate(&mut rand::rng());
         let mut text = zeroize::Zeroizing::new(String::new());

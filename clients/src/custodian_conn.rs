@@ -42,7 +42,9 @@ impl CustodianArgs {
             std::fs::read(p).with_context(|| format!("cannot read --{flag} {}", p.display()))
         };
         if !url.starts_with("https://") {
-            bail!("--custodian {url}: must start with https:// (the custodian only speaks mutual TLS)");
+            bail!(
+                "--custodian {url}: must start with https:// (the custodian only speaks mutual TLS)"
+            );
         }
         let ca = need(&self.ca, "ca")?;
         let cert = need(&self.cert, "cert")?;

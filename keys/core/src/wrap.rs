@@ -201,8 +201,19 @@ mod tests {
         let holder = HolderKeyPair::generate();
         let w = wrap(&holder.public_key(), "p1", "kana_name", &KEY).unwrap();
         assert_eq!(w.ciphertext.len(), WRAPPED_LEN);
-        assert_ne!(&w.ciphertext[..32], &KEY[..], "key must not travel in clear");
-        let k = unwrap(&holder, "p1", "kana_name", &w.encapsulated_key, &w.ciphertext).unwrap();
+        assert_ne!(
+            &w.ciphertext[..32],
+            &KEY[..],
+            "key must not travel in clear"
+        );
+        let k = unwrap(
+            &holder,
+            "p1",
+            "kana_name",
+            &w.encapsulated_key,
+            &w.ciphertext,
+        )
+        .unwrap();
         assert_eq!(*k, KEY);
     }
 

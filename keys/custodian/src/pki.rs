@@ -134,7 +134,9 @@ pub enum PkiError {
     #[error("client certificate names {0} roles; exactly one is allowed")]
     SeveralRoles(usize),
     /// A role URI with an unknown role name.
-    #[error("client certificate names unknown role {0:?} (known: admin, data-holder, linkage-unit, auditor)")]
+    #[error(
+        "client certificate names unknown role {0:?} (known: admin, data-holder, linkage-unit, auditor)"
+    )]
     UnknownRole(String),
     /// Generating a key or signing a certificate failed.
     #[error("certificate generation failed: {0}")]
@@ -433,7 +435,11 @@ pub fn dev_init(out: &Path, holders: &[String]) -> Result<Vec<WrittenCert>, PkiE
         save(party, Some(role), ca.issue_client(party, role)?)?;
     }
     for h in holders {
-        save(h, Some(Role::DataHolder), ca.issue_client(h, Role::DataHolder)?)?;
+        save(
+            h,
+            Some(Role::DataHolder),
+            ca.issue_client(h, Role::DataHolder)?,
+        )?;
     }
     Ok(written)
 }

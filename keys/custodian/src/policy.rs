@@ -57,8 +57,10 @@ pub trait PolicyStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The policy of `project`; the default (VOPRF, no linkage unit) if none was recorded.
-    fn policy(&self, project: &str)
-    -> impl Future<Output = Result<ProjectPolicy, StoreError>> + Send;
+    fn policy(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<ProjectPolicy, StoreError>> + Send;
 }
 
 impl PolicyStore for SqliteStore {

@@ -307,11 +307,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
 
     /// The key of (project, recipe, epoch), from the cache or unsealed from the store.
     async fn key(&self, record: &EpochRecord) -> Result<Arc<CachedKey>, ServiceError> {
-        let id = (
-            record.project.clone(),
-            record.recipe.clone(),
-            record.epoch,
-        );
+        let id = (record.project.clone(), record.recipe.clone(), record.epoch);
         if let Some(k) = self.inner.keys.lock().expect("key cache").get(&id) {
             return Ok(Arc::clone(k));
         }
@@ -489,7 +485,10 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         })
     }
 
-    async fn list_inner(&self, ctx: &mut AuditCtx) -> Result<v1::ListProjectsResponse, ServiceError> {
+    async fn list_inner(
+        &self,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::ListProjectsResponse, ServiceError> {
         let records = self.inner.store.list_projects().await?;
         let mut projects = Vec::with_capacity(records.len());
         for r in &records {
@@ -508,7 +507,8 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::GetPublicKeyRequest,
         ctx: &mut AuditCtx,
     ) -> Result<v1::GetPublicKeyResponse, ServiceError> {
-        self.check_holder(Rpc::GetPublicKey, who, &req.project).await?;
+        self.check_holder(Rpc::GetPublicKey, who, &req.project)
+            .await?;
         if let Some(e) = req.epoch {
             nonzero_epoch("epoch", e)?;
         }
@@ -560,7 +560,12 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
             .epoch(&req.project, &req.recipe, Some(req.epoch))
             .await?;
         if !record.state.can_evaluate() {
-            let active = match self.inner.store.get_epoch(&req.project, &req.recipe, None).await {
+            let active = match self
+                .inner
+                .store
+                .get_epoch(&req.project, &req.recipe, None)
+                .await
+            {
                 Ok(a) => format!("the active epoch is {}", a.epoch),
                 Err(_) => "the recipe has no active epoch".to_owned(),
             };
@@ -619,15 +624,14 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
             .await?;
         nonempty("field", &req.field)?;
         let key = self.inner.store.clk_key(&req.project, &req.field).await?;
-        let wrapped =
-            wrap::wrap(&req.holder_public_key, &req.project, &req.field, &key).map_err(|e| {
-                match e {
-                    WrapError::PublicKey(_) | WrapError::Encap => {
-                        ServiceError::InvalidArgument(format!("holder_public_key: {e}"))
-                    }
-                    other => ServiceError::Internal(other.to_string()),
+        let wrapped = wrap::wrap(&req.holder_public_key, &req.project, &req.field, &key).map_err(
+            |e| match e {
+                WrapError::PublicKey(_) | WrapError::Encap => {
+                    ServiceError::InvalidArgument(format!("holder_public_key: {e}"))
                 }
-            })?;
+                other => ServiceError::Internal(other.to_string()),
+            },
+        )?;
         Ok(v1::GetWrappedClkKeyResponse {
             algorithm: v1::WrapAlgorithm::HpkeX25519Sha256Chacha20poly1305 as i32,
             encapsulated_key: wrapped.encapsulated_key.to_vec(),
@@ -891,7 +895,10 @@ impl<S: CustodianStore + PolicyStore + 'static> KeyCustodian for CustodianServic
             Ok(_) => self.read_audit_plan(&req, &mut ctx).await,
             Err(e) => Err(e),
         };
-        let (from, last) = self.finish(rpc, who.as_ref(), ctx, result).await?.into_inner();
+        let (from, last) = self
+            .finish(rpc, who.as_ref(), ctx, result)
+            .await?
+            .into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let this = self.clone();
         tokio::spawn(async move {

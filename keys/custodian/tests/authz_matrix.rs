@@ -79,8 +79,10 @@ impl Caller {
 
 /// A call refused by the TLS layer, before any handler.
 fn is_transport_failure(s: &tonic::Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
-        && !s.message().contains("permission denied")
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) && !s.message().contains("permission denied")
 }
 
 struct Fixture {
@@ -198,7 +200,8 @@ async fn call(
                 .iter()
                 .map(|e| renketsu_keys::oprf::EvaluatedElement::from_bytes(e).unwrap())
                 .collect();
-            let proof = renketsu_keys::oprf::Proof::from_bytes(r.proof.as_deref().unwrap()).unwrap();
+            let proof =
+                renketsu_keys::oprf::Proof::from_bytes(r.proof.as_deref().unwrap()).unwrap();
             voprf
                 .finalize_batch(&inputs, &blinds, &evaluated, &proof)
                 .unwrap();
@@ -281,7 +284,9 @@ async fn only_allowed_cells_succeed_and_every_call_is_audited() {
                         ));
                     }
                 }
-                (Ok(()), false) => failures.push(format!("{caller:?} × {rpc}: allowed but should be refused")),
+                (Ok(()), false) => {
+                    failures.push(format!("{caller:?} × {rpc}: allowed but should be refused"))
+                }
                 (Err(s), true) => failures.push(format!(
                     "{caller:?} × {rpc}: refused but should be allowed: {:?} {}",
                     s.code(),
@@ -314,7 +319,11 @@ async fn only_allowed_cells_succeed_and_every_call_is_audited() {
             }
         }
     }
-    assert!(failures.is_empty(), "matrix failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "matrix failures:\n{}",
+        failures.join("\n")
+    );
 
     // The whole log still verifies.
     let head = server.store().audit_head().await.unwrap();

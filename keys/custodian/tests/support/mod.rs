@@ -1,7 +1,10 @@
 //! Shared test support: an in-memory development PKI, a custodian served over real mutual TLS
 //! on a loopback port, and clients for any (party, role) or none.
 
-#![allow(dead_code, reason = "each test file uses a different part of the support module")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the support module"
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,7 +99,8 @@ impl TestServer {
 
     /// A client presenting `cert`, or no certificate at all.
     pub fn client_with(&self, pki: &Pki, cert: Option<&IssuedCert>) -> KeyCustodianClient<Channel> {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.ca.cert_pem()));
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.ca.cert_pem()));
         if let Some(c) = cert {
             tls = tls.identity(Identity::from_pem(&c.cert_pem, c.key_pem.as_bytes()));
         }
@@ -130,7 +134,10 @@ impl TestServer {
 pub fn blind_voprf(
     pk: renketsu_keys::oprf::PublicKey,
     inputs: &[&[u8]],
-) -> (renketsu_keys::oprf::VoprfClient, Vec<renketsu_keys::oprf::BlindResult>) {
+) -> (
+    renketsu_keys::oprf::VoprfClient,
+    Vec<renketsu_keys::oprf::BlindResult>,
+) {
     let client = renketsu_keys::oprf::VoprfClient::new(pk);
     let blinds = inputs
         .iter()
