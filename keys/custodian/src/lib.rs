@@ -2,3 +2,5 @@
 //! OPRF evaluation over gRPC with mutual-TLS roles, evaluation quotas and a hash-chained audit
 //! log. The protocol core (OPRF, sealing, lifecycle rules) lives in `renketsu-keys`; this crate
 //! adds storage and the network service only.
+
+pub mod client;
