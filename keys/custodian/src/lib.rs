@@ -4,6 +4,7 @@
 //! adds storage and the network service only.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod pki;
