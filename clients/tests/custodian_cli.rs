@@ -301,7 +301,7 @@ fn kill_minus_9_mid_batch_then_restart_loses_nothing() {
     }
     // A batch in flight when the custodian dies.
     let mut in_flight_client = holder.clone();
-    let in_flight = rt.spawn(async move { evaluate(&mut in_flight_client, epoch, pk, 1024, 2).await });
+    let in_flight = rt.spawn(async move { evaluate(&mut in_flight_client, epoch, pk, 4096, 2).await });
     std::thread::sleep(Duration::from_millis(30));
     serve.kill9();
     let result = rt.block_on(in_flight).unwrap();
