@@ -1,12 +1,16 @@
 //! `renketsu`: the command line of renketsu, privacy-preserving record linkage for Japanese
 //! medical data. See `renketsu --help` and README.md.
 
+mod audit_cmd;
 mod clk_cmd;
+mod custodian_cmd;
+mod custodian_conn;
 mod eval;
 mod input;
 mod link;
 mod normalize_cmd;
 mod output;
+mod pki_cmd;
 mod synth;
 mod tokenize_cmd;
 mod tokens_file;
@@ -122,6 +126,21 @@ Example:
         /// The schema TOML file.
         path: PathBuf,
     },
+    /// Run the key custodian (RFC 9497 OPRF over gRPC with mutual TLS).
+    Custodian {
+        #[command(subcommand)]
+        command: custodian_cmd::CustodianCommand,
+    },
+    /// Development certificates: a CA and one certificate per role.
+    Pki {
+        #[command(subcommand)]
+        command: pki_cmd::PkiCommand,
+    },
+    /// The custodian's audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -146,11 +165,17 @@ enum KeysCommand {
         #[arg(long)]
         if_missing: bool,
     },
-    /// List the projects that have a master secret in the store.
+    /// List the projects that have a master secret in the store, or, with --custodian, the
+    /// projects on a key custodian (admin certificate).
     List {
         #[command(flatten)]
         store: KeyStoreArgs,
+        #[command(flatten)]
+        remote: custodian_conn::CustodianArgs,
     },
+    /// Key custodian administration (admin certificate): create-project, enrol, rotate, revoke.
+    #[command(flatten)]
+    Admin(custodian_cmd::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -272,6 +297,9 @@ fn main() -> Result<()> {
         Command::Schema { path } => print_schema(&load_schema(&path)?),
         Command::Normalize(args) => normalize_cmd::run(&args),
         Command::Clk { command } => clk_cmd::run(&command),
+        Command::Custodian { command } => custodian_cmd::run(command),
+        Command::Pki { command } => pki_cmd::run(command),
+        Command::Audit { command } => audit_cmd::run(command),
         Command::Synth(args) => {
             println!("{}", synth::run(&args)?);
             Ok(())
@@ -375,7 +403,11 @@ fn keys(command: KeysCommand) -> Result<()> {
             }
             Ok(())
         }
-        KeysCommand::List { store } => {
+        KeysCommand::List { remote, .. } if remote.is_remote() => {
+            custodian_cmd::list_remote(&remote)
+        }
+        KeysCommand::Admin(command) => custodian_cmd::admin(command),
+        KeysCommand::List { store, .. } => {
             let env = kek_env();
             let ks = LocalKeyStore::open(&store.key_store, env.as_deref())?;
             for p in ks.projects()? {
