@@ -55,8 +55,9 @@ pub struct TokenizeArgs {
     /// Project the tokens are made for.
     #[arg(long, env = "RENKETSU_PROJECT")]
     project: String,
-    /// HMAC mode: directory of the local key store (default as for `renketsu keys`).
-    #[arg(long, env = "RENKETSU_KEY_STORE", conflicts_with = "custodian")]
+    /// HMAC mode: directory of the local key store (default as for `renketsu keys`; not used
+    /// with --custodian).
+    #[arg(long, env = "RENKETSU_KEY_STORE")]
     key_store: Option<PathBuf>,
     /// Custodian mode: the key custodian's URL, https://HOST:PORT.
     #[arg(long, requires_all = ["ca", "cert", "key"])]
@@ -212,11 +213,14 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
             cfg.tls_domain = args.tls_domain.clone();
             cfg.timeout = Duration::from_secs(args.timeout_secs.max(1));
             cfg.retry.max_attempts = args.max_attempts.max(1);
-            let client = CustodianClient::connect(&cfg)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
+            let client = {
+                let _in_runtime = rt.enter();
+                CustodianClient::connect(&cfg)?
+            };
             let pins = parse_pins(&args.pin_keys)?;
             let mut s = custodian_mode(
                 &job,

@@ -421,7 +421,8 @@ impl fmt::Debug for CustodianClient {
 
 impl CustodianClient {
     /// Reads the PEM files and prepares a channel. The connection is made lazily on the first
-    /// call, so an unreachable custodian shows up as a (retried) `UNAVAILABLE`.
+    /// call, so an unreachable custodian shows up as a (retried) `UNAVAILABLE`. Must be called
+    /// within a Tokio runtime (`Runtime::enter` or an async context).
     ///
     /// # Errors
     /// [`ClientError::ReadPem`] for an unreadable file, [`ClientError::Endpoint`] for a URL
