@@ -60,10 +60,7 @@ impl Serve {
     /// SIGTERM and wait for the graceful exit.
     fn stop(mut self) {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "custodian exited with {status}");
     }
@@ -203,7 +200,11 @@ fn client(
 }
 
 /// Fixed inputs and blinds, so that two runs produce comparable unblinded tokens.
-fn fixed_batch(pk: PublicKey, n: usize, salt: u8) -> (VoprfClient, Vec<renketsu_keys::oprf::BlindResult>) {
+fn fixed_batch(
+    pk: PublicKey,
+    n: usize,
+    salt: u8,
+) -> (VoprfClient, Vec<renketsu_keys::oprf::BlindResult>) {
     let client = VoprfClient::new(pk);
     let blinds = (0..n)
         .map(|i| {
@@ -211,7 +212,10 @@ fn fixed_batch(pk: PublicKey, n: usize, salt: u8) -> (VoprfClient, Vec<renketsu_
             b[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
             b[8] = salt;
             client
-                .blind_with(format!("person-{i}").as_bytes(), Blind::from_bytes(&b).unwrap())
+                .blind_with(
+                    format!("person-{i}").as_bytes(),
+                    Blind::from_bytes(&b).unwrap(),
+                )
                 .unwrap()
         })
         .collect();
@@ -293,15 +297,19 @@ fn kill_minus_9_mid_batch_then_restart_loses_nothing() {
     let rt = runtime();
     let mut holder = client(&rt, &dir, &url, "holder-a");
     let (epoch, pk) = rt.block_on(public_key(&mut holder));
-    let before = rt.block_on(evaluate(&mut holder, epoch, pk, 16, 0)).unwrap();
+    let before = rt
+        .block_on(evaluate(&mut holder, epoch, pk, 16, 0))
+        .unwrap();
     let mut completed = 1;
     for _ in 0..2 {
-        rt.block_on(evaluate(&mut holder, epoch, pk, 1024, 1)).unwrap();
+        rt.block_on(evaluate(&mut holder, epoch, pk, 1024, 1))
+            .unwrap();
         completed += 1;
     }
     // A batch in flight when the custodian dies.
     let mut in_flight_client = holder.clone();
-    let in_flight = rt.spawn(async move { evaluate(&mut in_flight_client, epoch, pk, 4096, 2).await });
+    let in_flight =
+        rt.spawn(async move { evaluate(&mut in_flight_client, epoch, pk, 4096, 2).await });
     std::thread::sleep(Duration::from_millis(30));
     serve.kill9();
     let result = rt.block_on(in_flight).unwrap();
@@ -315,7 +323,9 @@ fn kill_minus_9_mid_batch_then_restart_loses_nothing() {
     let mut holder = client(&rt, &dir, &url, "holder-a");
     let (epoch2, pk2) = rt.block_on(public_key(&mut holder));
     assert_eq!((epoch2, pk2), (epoch, pk), "the key survived the crash");
-    let after = rt.block_on(evaluate(&mut holder, epoch, pk, 16, 0)).unwrap();
+    let after = rt
+        .block_on(evaluate(&mut holder, epoch, pk, 16, 0))
+        .unwrap();
     assert_eq!(after, before, "same tokens before and after the crash");
     completed += 1;
 
@@ -327,7 +337,10 @@ fn kill_minus_9_mid_batch_then_restart_loses_nothing() {
         "{evaluations} OK EvaluateBatch entries for {completed} completed calls"
     );
     let listing = ok_v(&dir, &with(&["keys", "list"], &as_party(&url, "admin")));
-    assert!(listing.contains("holder holder-a  declared 100000"), "{listing}");
+    assert!(
+        listing.contains("holder holder-a  declared 100000"),
+        "{listing}"
+    );
     serve.stop();
 }
 
@@ -375,7 +388,8 @@ fn audited_custodian() -> (tempfile::TempDir, PathBuf) {
     let mut holder = client(&rt, &dir, &url, "holder-a");
     let (epoch, pk) = rt.block_on(public_key(&mut holder));
     for salt in 0..3 {
-        rt.block_on(evaluate(&mut holder, epoch, pk, 4, salt)).unwrap();
+        rt.block_on(evaluate(&mut holder, epoch, pk, 4, salt))
+            .unwrap();
     }
     // Entries: 1 CreateProject, 2 EnrolHolder, 3 GetPublicKey, 4-6 EvaluateBatch, then the
     // verification's own GetAuditHead (7) and ReadAuditLog (8).

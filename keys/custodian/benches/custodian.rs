@@ -66,7 +66,11 @@ fn server_side() {
         "server evaluation, OPRF,  1 core, batch {BATCH}: {rate:>9.0} elements/s ({n} batches; target >= 20000)"
     );
     let (rate, n) = throughput(Duration::from_secs(3), || {
-        std::hint::black_box(voprf.blind_evaluate_batch(&batch, &mut rand::rng()).unwrap());
+        std::hint::black_box(
+            voprf
+                .blind_evaluate_batch(&batch, &mut rand::rng())
+                .unwrap(),
+        );
     });
     println!(
         "server evaluation, VOPRF, 1 core, batch {BATCH}: {rate:>9.0} elements/s ({n} batches; target >= 12000)"
@@ -218,7 +222,9 @@ fn main() {
         return;
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("machine: {cores} logical cores available to this process; single-thread figures are per core");
+    println!(
+        "machine: {cores} logical cores available to this process; single-thread figures are per core"
+    );
     server_side();
     let rounds = std::env::var("BENCH_ROUNDS")
         .ok()
