@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore as _;
-use renketsu_linkage::clk::native::NativeEncoder;
+use renketsu_linkage::clk::native::{NativeEncoder, PositionCache};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
 use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
 use renketsu_linkage::schema::ClkSolver;
@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::input::{CsvInput, EncodingArg};
 use crate::output::{CsvFile, PendingFile};
+use crate::tokens_file;
 
 /// Row-level reject reasons (SPEC.md §3.3). The codes are stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,6 +38,20 @@ pub enum RowReject {
 }
 
 impl RowReject {
+    /// Every reason, in check order.
+    pub const ALL: [Self; 5] = [
+        Self::RaggedRow,
+        Self::InvalidEncoding,
+        Self::MissingId,
+        Self::DuplicateId,
+        Self::NoToken,
+    ];
+
+    /// The reason of a [`Self::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+
     /// Stable reason code.
     pub fn code(self) -> &'static str {
         match self {
@@ -101,8 +116,9 @@ pub struct LinkJob<'a> {
     pub out: &'a Path,
     /// Project name (binds the recipe keys).
     pub project: &'a str,
-    /// The project master secret.
-    pub secret: &'a ProjectSecret,
+    /// The project master secret: CSV inputs. `None` when every input is a token file
+    /// (SPEC-tokens.md): the linkage unit then needs no key at all.
+    pub secret: Option<&'a ProjectSecret>,
     /// Id column override (else the schema's).
     pub id_column: Option<&'a str>,
     /// Input encoding.
@@ -111,20 +127,29 @@ pub struct LinkJob<'a> {
     pub ctx: NormalizeContext,
     /// No progress bars or log lines.
     pub quiet: bool,
+    /// Token mode of the inputs for the summary: `hmac` (CSV inputs or HMAC token files), or
+    /// e.g. `oprf-ristretto255/voprf`.
+    pub token_mode: String,
 }
 
+/// Row counts of one holder's input.
 #[derive(Default)]
-struct PartyStats {
-    read: u64,
-    tokenized: u64,
-    rejects: BTreeMap<RowReject, u64>,
-    field_rejects: BTreeMap<String, BTreeMap<&'static str, u64>>,
-    tokens_by_recipe: Vec<u64>,
+pub(crate) struct PartyStats {
+    /// Data rows read.
+    pub read: u64,
+    /// Rows tokenized (at least one linking token, or CLK bits).
+    pub tokenized: u64,
+    /// Rejected rows per reason.
+    pub rejects: BTreeMap<RowReject, u64>,
+    /// Field rejects per field and code.
+    pub field_rejects: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Records with at least one token of each recipe.
+    pub tokens_by_recipe: Vec<u64>,
 }
 
 struct Party {
     spec: InputSpec,
-    encoding: &'static str,
+    encoding: String,
     ids: Vec<String>,
     content_columns: Vec<String>,
     missing_content: Vec<String>,
@@ -185,7 +210,9 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).context("cannot remove the previous summary.json"),
     }
-    let tokenizer = Tokenizer::new(job.schema, job.secret, job.project, job.ctx);
+    let tokenizer = job
+        .secret
+        .map(|secret| Tokenizer::new(job.schema, secret, job.project, job.ctx));
     let id_column = job.id_column.unwrap_or(&job.schema.id_column);
     if job.schema.content.iter().any(|c| c == id_column) {
         bail!(
@@ -194,27 +221,34 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     }
 
     // Pass 1: read and tokenize each holder, streaming tokens into the join.
-    let clk_encoder = NativeEncoder::from_schema(job.schema, job.secret, job.project);
     let mut join = TokenJoin::new(0);
     let mut blocks: Vec<(renketsu_linkage::Token, u32)> = Vec::new();
     let mut parties = Vec::with_capacity(job.inputs.len());
     let mut rejects_files = Vec::new();
     for spec in &job.inputs {
-        let (party, rejects) = read_party(
-            job,
-            &tokenizer,
-            clk_encoder.as_ref(),
-            id_column,
-            spec,
-            &mut join,
-            &mut blocks,
-        )?;
-        parties.push(party);
-        rejects_files.push(rejects);
+        match &tokenizer {
+            Some(tokenizer) => {
+                let clk = job
+                    .secret
+                    .and_then(|secret| ClkEncoding::from_schema(job.schema, secret, job.project));
+                let (party, rejects) = read_party(
+                    job,
+                    tokenizer,
+                    clk,
+                    id_column,
+                    spec,
+                    &mut join,
+                    &mut blocks,
+                )?;
+                parties.push(party);
+                rejects_files.push(rejects);
+            }
+            None => parties.push(read_token_party(job, spec, &mut join, &mut blocks)?),
+        }
     }
     let t_tokenize = t0.elapsed();
-    let clk_stats = match (&job.schema.clk, &clk_encoder) {
-        (Some(spec), Some(_)) => {
+    let clk_stats = match &job.schema.clk {
+        Some(spec) => {
             let blocked = job.schema.recipes.iter().any(|r| r.link == LinkMode::Block);
             Some(clk_links(
                 spec,
@@ -223,7 +257,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
                 &mut join,
             ))
         }
-        _ => None,
+        None => None,
     };
     let (labels, n_clusters, join_stats) = join.into_clusters();
     let t_cluster = t0.elapsed();
@@ -308,24 +342,34 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         }
     }
 
-    // joined.csv: the researcher's view; only pid and content columns.
-    let mut joined = PendingFile::create(job.out, "joined.csv")?.csv();
-    write_joined(
-        &mut joined,
-        &parties,
-        &pids,
-        &starts,
-        &members,
-        &party_of,
-        &local,
-    )?;
+    // joined.csv: the researcher's view; only pid and content columns. Token files carry no
+    // content, so from token inputs there is none (and an old one is removed).
+    let joined = if job.secret.is_some() {
+        let mut joined = PendingFile::create(job.out, "joined.csv")?.csv();
+        write_joined(
+            &mut joined,
+            &parties,
+            &pids,
+            &starts,
+            &members,
+            &party_of,
+            &local,
+        )?;
+        Some(joined)
+    } else {
+        match std::fs::remove_file(job.out.join("joined.csv")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("cannot remove the previous joined.csv"),
+        }
+        None
+    };
     let t_write = t0.elapsed();
 
-    let mut written = vec![
-        clusters_csv.commit()?,
-        pairs_csv.commit()?,
-        joined.commit()?,
-    ];
+    let mut written = vec![clusters_csv.commit()?, pairs_csv.commit()?];
+    if let Some(joined) = joined {
+        written.push(joined.commit()?);
+    }
     for r in rejects_files {
         written.push(r.commit()?);
     }
@@ -467,17 +511,67 @@ fn clk_links(
     stats
 }
 
-fn read_party(
-    job: &LinkJob<'_>,
-    tokenizer: &Tokenizer,
-    clk: Option<&(NativeEncoder, Vec<usize>)>,
-    id_column: &str,
+/// One accepted (tokenized) record of a holder's CSV, handed to the caller of
+/// [`read_holder`].
+pub(crate) struct Accepted<'r> {
+    /// The record id (trimmed, unique within the input).
+    pub id: String,
+    /// Normalized fields and the tokens (or preimages) of the record.
+    pub tokens: &'r RecordTokens,
+    /// Content column values, in `HolderRead::content_columns` order.
+    pub content: Vec<String>,
+}
+
+/// What reading one holder's CSV found, besides the accepted records.
+pub(crate) struct HolderRead {
+    /// Name of the encoding the file was read in.
+    pub encoding: &'static str,
+    /// Content columns present in the input.
+    pub content_columns: Vec<String>,
+    /// Content columns of the schema the input lacks.
+    pub missing_content: Vec<String>,
+    /// Recipes the input can make.
+    pub recipes_available: Vec<String>,
+    /// Identifier columns of the schema the input lacks.
+    pub missing_identifier_columns: Vec<String>,
+    /// Counts (read = tokenized + rejected).
+    pub stats: PartyStats,
+    /// The rejects file, still to be committed.
+    pub rejects: CsvFile,
+}
+
+/// How to read holders' CSVs: shared by `renketsu link` and `renketsu tokenize`, so that
+/// both accept and reject exactly the same rows with the same reason codes (SPEC.md §3.3).
+pub(crate) struct ReadOptions<'a> {
+    /// The schema.
+    pub schema: &'a Schema,
+    /// HMAC or preimage mode.
+    pub tokenizer: &'a Tokenizer,
+    /// The id column.
+    pub id_column: &'a str,
+    /// Input encoding.
+    pub encoding: EncodingArg,
+    /// No progress bar or log line.
+    pub quiet: bool,
+    /// Directory of the rejects file.
+    pub rejects_dir: &'a Path,
+    /// File name of the rejects file.
+    pub rejects_name: String,
+    /// Prefix of the log line, e.g. `renketsu link`.
+    pub log_prefix: &'static str,
+}
+
+/// Reads one holder's CSV: checks every row (SPEC.md §3.3, in order), tokenizes it and hands
+/// each accepted record to `accept`; rejected rows go to the rejects file with their reason.
+pub(crate) fn read_holder(
+    opts: &ReadOptions<'_>,
     spec: &InputSpec,
-    join: &mut TokenJoin,
-    blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
-) -> Result<(Party, CsvFile)> {
-    let schema = job.schema;
-    let mut input = CsvInput::open(&spec.path, job.encoding)?;
+    accept: &mut dyn FnMut(Accepted<'_>) -> Result<()>,
+) -> Result<HolderRead> {
+    let schema = opts.schema;
+    let tokenizer = opts.tokenizer;
+    let id_column = opts.id_column;
+    let mut input = CsvInput::open(&spec.path, opts.encoding)?;
     let id_col = input.column(id_column, "the id column; set it with --id-column")?;
     let binding = tokenizer.bind(&input.header);
     let missing_columns: Vec<&str> = schema
@@ -535,27 +629,21 @@ fn read_party(
         }
     }
     let width = input.header.len();
-    let mut rejects = PendingFile::create(job.out, &format!("rejects-{}.csv", spec.party))?.csv();
+    let mut rejects = PendingFile::create(opts.rejects_dir, &opts.rejects_name)?.csv();
     rejects.row(["row", "id", "reason", "detail"])?;
     let mut stats = PartyStats {
         tokens_by_recipe: vec![0; schema.recipes.len()],
         ..PartyStats::default()
     };
-    let mut ids: Vec<String> = Vec::new();
-    let mut content = Vec::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
-    // Schema fields feeding the CLK encoder's input slots (features, then salts).
-    let clk_fields: &[usize] = clk.map_or(&[], |(_, inputs)| inputs.as_slice());
-    let n_features = schema.clk.as_ref().map_or(0, |c| c.features.len());
-    let blip = schema.clk.as_ref().and_then(|c| c.hardening.blip_epsilon);
-    let mut blip_rng = rand::rng();
-    let clk = clk.map(|(enc, _)| enc);
-    let mut filters = clk.map(|e| Filters::new(e.words()));
-    let mut clk_buf: Vec<u64> = Vec::new();
-    let mut clk_cache = clk.map(NativeEncoder::position_cache);
+    let clk_fields: Vec<usize> = schema
+        .clk
+        .as_ref()
+        .map(|c| c.features.iter().map(|f| f.field).collect())
+        .unwrap_or_default();
     let mut rec = csv::ByteRecord::new();
     let mut rt = RecordTokens::default();
-    let pb = progress(job.quiet, input.len, &spec.party);
+    let pb = progress(opts.quiet, input.len, &spec.party);
     let mut row: u64 = 0;
     while input.next_row(&mut rec)? {
         row += 1;
@@ -664,58 +752,37 @@ fn read_party(
             }
         }
         // Tokenized: some linking token, or (with CLK) something to compare by similarity.
-        let links_by_token = rt.tokens.iter().any(|(r, _)| {
-            matches!(
-                schema.recipes[*r].link,
-                LinkMode::Direct | LinkMode::Guarded
-            )
-        });
-        let has_clk_bits = clk.is_some()
-            && clk_fields[..n_features]
-                .iter()
-                .any(|&i| matches!(rt.status[i], Some(Ok(()))));
+        let links_by_token = rt
+            .recipes_made()
+            .any(|r| matches!(schema.recipes[r].link, LinkMode::Direct | LinkMode::Guarded));
+        let has_clk_bits = clk_fields
+            .iter()
+            .any(|&i| matches!(rt.status[i], Some(Ok(()))));
         if !links_by_token && !has_clk_bits {
             reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;
             continue;
         }
-        if join.records() >= u32::MAX as usize {
-            bail!("more than 2^32 - 1 records in one job");
-        }
-        let g = join.push_record();
         let mut last_recipe = usize::MAX;
-        for (r, t) in &rt.tokens {
-            if *r != last_recipe {
-                stats.tokens_by_recipe[*r] += 1;
-                last_recipe = *r;
+        for r in rt.recipes_made() {
+            if r != last_recipe {
+                stats.tokens_by_recipe[r] += 1;
+                last_recipe = r;
             }
-            match schema.recipes[*r].link {
-                LinkMode::Direct => join.add(g, t),
-                LinkMode::Guarded => join.add_guarded(g, t),
-                LinkMode::Guard => join.add_guard(g, *r as u16, t),
-                LinkMode::Block => blocks.push((*t, g)),
-            }
-        }
-        if let (Some(enc), Some(f), Some(cache)) = (clk, filters.as_mut(), clk_cache.as_mut()) {
-            let values: Vec<Option<&str>> = clk_fields
-                .iter()
-                .map(|&i| matches!(rt.status[i], Some(Ok(()))).then_some(rt.values[i].as_str()))
-                .collect();
-            enc.encode_cached(cache, &values, &mut clk_buf);
-            if let Some(epsilon) = blip {
-                renketsu_linkage::clk::harden::blip(&mut clk_buf, epsilon, &mut blip_rng);
-            }
-            f.push(&clk_buf);
         }
         stats.tokenized += 1;
-        ids.push(id);
-        content.extend(row_content);
+        accept(Accepted {
+            id,
+            tokens: &rt,
+            content: row_content,
+        })?;
     }
     pb.finish_and_clear();
     let rejected: u64 = stats.rejects.values().sum();
     debug_assert_eq!(stats.read, stats.tokenized + rejected);
-    if !job.quiet {
+    if !opts.quiet {
         eprintln!(
-            "renketsu link: {}: {} rows read, {} tokenized, {} rejected ({})",
+            "{}: {}: {} rows read, {} tokenized, {} rejected ({})",
+            opts.log_prefix,
             spec.party,
             stats.read,
             stats.tokenized,
@@ -723,21 +790,141 @@ fn read_party(
             input.encoding.name()
         );
     }
+    Ok(HolderRead {
+        encoding: input.encoding.name(),
+        content_columns,
+        missing_content,
+        recipes_available: recipes_available.into_iter().map(str::to_owned).collect(),
+        missing_identifier_columns: missing_columns.into_iter().map(str::to_owned).collect(),
+        stats,
+        rejects,
+    })
+}
+
+/// A holder's CLK encoding (SPEC.md §7): the schema's encoder with its salts and hardening,
+/// the schema field behind each encoder input, BLIP if configured, and a position cache.
+/// One per holder input (the cache is per thread).
+pub(crate) struct ClkEncoding {
+    encoder: NativeEncoder,
+    /// Schema field of each encoder input: one per feature, then the salt fields.
+    inputs: Vec<usize>,
+    features: usize,
+    blip: Option<f64>,
+    cache: PositionCache,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl ClkEncoding {
+    /// `None` when the schema has no `[clk]`.
+    pub(crate) fn from_schema(
+        schema: &Schema,
+        secret: &renketsu_linkage::ProjectSecret,
+        project: &str,
+    ) -> Option<Self> {
+        let (encoder, inputs) = NativeEncoder::from_schema(schema, secret, project)?;
+        let c = schema.clk.as_ref()?;
+        Some(Self {
+            cache: encoder.position_cache(),
+            encoder,
+            inputs,
+            features: c.features.len(),
+            blip: c.hardening.blip_epsilon,
+            rng: rand::rng(),
+        })
+    }
+
+    /// Filter length in 64-bit words, after hardening.
+    pub(crate) fn words(&self) -> usize {
+        self.encoder.words()
+    }
+
+    /// The CLK of an accepted record (canonical values of the `[clk]` fields), into `buf`.
+    pub(crate) fn encode(&mut self, rt: &RecordTokens, buf: &mut Vec<u64>) {
+        let values: Vec<Option<&str>> = self
+            .inputs
+            .iter()
+            .map(|&i| matches!(rt.status[i], Some(Ok(()))).then_some(rt.values[i].as_str()))
+            .collect();
+        debug_assert!(self.features <= values.len());
+        self.encoder.encode_cached(&mut self.cache, &values, buf);
+        if let Some(epsilon) = self.blip {
+            renketsu_linkage::clk::harden::blip(buf, epsilon, &mut self.rng);
+        }
+    }
+}
+
+fn read_party(
+    job: &LinkJob<'_>,
+    tokenizer: &Tokenizer,
+    mut clk: Option<ClkEncoding>,
+    id_column: &str,
+    spec: &InputSpec,
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
+) -> Result<(Party, CsvFile)> {
+    let schema = job.schema;
+    let opts = ReadOptions {
+        schema,
+        tokenizer,
+        id_column,
+        encoding: job.encoding,
+        quiet: job.quiet,
+        rejects_dir: job.out,
+        rejects_name: format!("rejects-{}.csv", spec.party),
+        log_prefix: "renketsu link",
+    };
+    let mut ids: Vec<String> = Vec::new();
+    let mut content = Vec::new();
+    let mut filters = clk.as_ref().map(|e| Filters::new(e.words()));
+    let mut clk_buf: Vec<u64> = Vec::new();
+    let read = read_holder(&opts, spec, &mut |acc: Accepted<'_>| {
+        if join.records() >= u32::MAX as usize {
+            bail!("more than 2^32 - 1 records in one job");
+        }
+        let g = join.push_record();
+        for (r, t) in &acc.tokens.tokens {
+            add_token(join, blocks, schema.recipes[*r].link, *r, g, t);
+        }
+        if let (Some(enc), Some(f)) = (clk.as_mut(), filters.as_mut()) {
+            enc.encode(acc.tokens, &mut clk_buf);
+            f.push(&clk_buf);
+        }
+        ids.push(acc.id);
+        content.extend(acc.content);
+        Ok(())
+    })?;
     Ok((
         Party {
             spec: spec.clone(),
-            encoding: input.encoding.name(),
+            encoding: read.encoding.to_owned(),
             ids,
-            content_columns,
-            missing_content,
-            recipes_available: recipes_available.into_iter().map(str::to_owned).collect(),
+            content_columns: read.content_columns,
+            missing_content: read.missing_content,
+            recipes_available: read.recipes_available,
             filters,
-            missing_identifier_columns: missing_columns.into_iter().map(str::to_owned).collect(),
+            missing_identifier_columns: read.missing_identifier_columns,
             content,
-            stats,
+            stats: read.stats,
         },
-        rejects,
+        read.rejects,
     ))
+}
+
+/// Adds one token of record `g` to the join according to its recipe's link mode.
+fn add_token(
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
+    link: LinkMode,
+    recipe: usize,
+    g: u32,
+    t: &renketsu_linkage::Token,
+) {
+    match link {
+        LinkMode::Direct => join.add(g, t),
+        LinkMode::Guarded => join.add_guarded(g, t),
+        LinkMode::Guard => join.add_guard(g, recipe as u16, t),
+        LinkMode::Block => blocks.push((*t, g)),
+    }
 }
 
 #[allow(clippy::too_many_arguments, reason = "one internal call site")]
@@ -829,6 +1016,9 @@ fn summary_json(
         "renketsu_version": env!("CARGO_PKG_VERSION"),
         "project": job.project,
         "schema": { "name": job.schema.name, "version": job.schema.version, "path": job.schema_path },
+        "inputs": if job.secret.is_some() { "csv" } else { "tokens" },
+        "token_mode": job.token_mode,
+        "joined_csv": job.secret.is_some(),
         "today": format!("{:04}-{:02}-{:02}", today / 10_000, today / 100 % 100, today % 100),
         "normalization": { "unicode_version": format!("{uy}.{um}.{uu}") },
         "parties": parties.iter().map(|p| {
@@ -864,5 +1054,191 @@ fn summary_json(
             "links": c.links,
         })),
         "timings_ms": { "read_tokenize": ms(t[0]), "join_cluster": ms(t[1]), "write": ms(t[2]), "total": ms(t[3]) },
+    })
+}
+
+/// Token inputs (SPEC-tokens.md): checks that the files can be linked together under
+/// `schema_path` and returns their common project and token mode (`hmac` or
+/// `oprf-ristretto255/<oprf_mode>`). Refuses mixed projects, schema digests, token modes,
+/// recipe epochs or keys.
+pub fn check_token_headers(
+    schema_path: &Path,
+    files: &[(InputSpec, tokens_file::Header)],
+    project: Option<&str>,
+) -> Result<(String, String)> {
+    let digest = tokens_file::schema_digest(schema_path)?;
+    let (first_spec, first) = files.first().context("no token files")?;
+    let mode_of = |h: &tokens_file::Header| match &h.oprf_mode {
+        Some(m) => format!("{}/{m}", h.mode),
+        None => h.mode.clone(),
+    };
+    if let Some(p) = project
+        && p != first.project
+    {
+        bail!(
+            "{} holds tokens of project {:?}, not --project {p:?}",
+            first_spec.path.display(),
+            first.project
+        );
+    }
+    for (spec, h) in files {
+        let name = spec.path.display();
+        if h.schema.digest != digest {
+            bail!(
+                "{name} was made with another schema (SHA-256 {}; {} has {digest}): every holder and the linkage unit must use the same schema file",
+                h.schema.digest,
+                schema_path.display()
+            );
+        }
+        if h.project != first.project {
+            bail!(
+                "token files of different projects cannot be linked: {name} is {:?}, {} is {:?}",
+                h.project,
+                first_spec.path.display(),
+                first.project
+            );
+        }
+        if mode_of(h) != mode_of(first) {
+            bail!(
+                "token files of different modes cannot be linked (their tokens never match): {name} is {}, {} is {}",
+                mode_of(h),
+                first_spec.path.display(),
+                mode_of(first)
+            );
+        }
+        if h.recipes.len() != first.recipes.len() {
+            bail!(
+                "{name} lists {} recipes, {} lists {}",
+                h.recipes.len(),
+                first_spec.path.display(),
+                first.recipes.len()
+            );
+        }
+        for (a, b) in h.recipes.iter().zip(&first.recipes) {
+            if (a.epoch, &a.public_key) != (b.epoch, &b.public_key) {
+                bail!(
+                    "recipe {}/v{}: {name} has epoch {:?}, {} has epoch {:?} (or another public key): re-key one of them to the other's epoch first",
+                    a.name,
+                    a.version,
+                    a.epoch,
+                    first_spec.path.display(),
+                    b.epoch
+                );
+            }
+        }
+    }
+    Ok((first.project.clone(), mode_of(first)))
+}
+
+/// Reads one holder's token file into the join (SPEC-tokens.md).
+fn read_token_party(
+    job: &LinkJob<'_>,
+    spec: &InputSpec,
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
+) -> Result<Party> {
+    let schema = job.schema;
+    let mut reader = tokens_file::Reader::open(&spec.path)?;
+    let header = reader.header().clone();
+    // Header recipe index -> schema recipe index (None: left out by --recipes).
+    let map: Vec<Option<usize>> = header
+        .recipes
+        .iter()
+        .map(|r| {
+            schema
+                .recipes
+                .iter()
+                .position(|s| s.name == r.name && s.version == r.version)
+        })
+        .collect();
+    let mut filters = match (&schema.clk, header.clk_bits) {
+        (Some(c), Some(bits)) if bits == c.bits => Some(Filters::new(bits as usize / 64)),
+        (Some(c), bits) => bail!(
+            "{}: the schema compares {}-bit CLKs but the token file has {}",
+            spec.path.display(),
+            c.bits,
+            bits.map_or("none".to_owned(), |b| format!("{b}-bit CLKs"))
+        ),
+        (None, _) => None,
+    };
+    let mut ids = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut rec = tokens_file::Record::default();
+    while reader.next(&mut rec)? {
+        if !seen.insert(rec.id.clone()) {
+            bail!(
+                "{}: record id {:?} appears twice; a token file has one record per id",
+                spec.path.display(),
+                rec.id
+            );
+        }
+        if join.records() >= u32::MAX as usize {
+            bail!("more than 2^32 - 1 records in one job");
+        }
+        let g = join.push_record();
+        for (r, t) in &rec.tokens {
+            if let Some(s) = map[*r] {
+                add_token(join, blocks, schema.recipes[s].link, s, g, t);
+            }
+        }
+        if let (Some(f), Some(clk)) = (filters.as_mut(), &rec.clk) {
+            f.push(clk);
+        }
+        ids.push(std::mem::take(&mut rec.id));
+    }
+    let counts = reader.counts().expect("trailer read").clone();
+    let mut stats = PartyStats {
+        read: counts.read,
+        tokenized: counts.tokenized,
+        tokens_by_recipe: schema
+            .recipes
+            .iter()
+            .map(|r| counts.tokens_by_recipe.get(&r.name).copied().unwrap_or(0))
+            .collect(),
+        ..PartyStats::default()
+    };
+    for (code, n) in &counts.rejects_by_reason {
+        let why = RowReject::from_code(code)
+            .with_context(|| format!("{}: unknown reject reason {code:?}", spec.path.display()))?;
+        stats.rejects.insert(why, *n);
+    }
+    for (field, m) in &counts.field_rejects {
+        let m = m
+            .iter()
+            .filter_map(|(c, n)| {
+                let code = renketsu_linkage::FieldReject::ALL
+                    .into_iter()
+                    .find(|f| f.code() == c)?;
+                Some((code.code(), *n))
+            })
+            .collect();
+        stats.field_rejects.insert(field.clone(), m);
+    }
+    if !job.quiet {
+        eprintln!(
+            "renketsu link: {}: token file of {} records ({} read, {} rejected by the holder; {})",
+            spec.party,
+            ids.len(),
+            counts.read,
+            counts.rejected,
+            header.mode
+        );
+    }
+    Ok(Party {
+        spec: spec.clone(),
+        encoding: counts.encoding.clone(),
+        ids,
+        content_columns: Vec::new(),
+        missing_content: Vec::new(),
+        recipes_available: counts
+            .tokens_by_recipe
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, _)| r.clone())
+            .collect(),
+        missing_identifier_columns: Vec::new(),
+        filters,
+        content: Vec::new(),
+        stats,
     })
 }

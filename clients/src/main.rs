@@ -1,13 +1,19 @@
 //! `renketsu`: the command line of renketsu, privacy-preserving record linkage for Japanese
 //! medical data. See `renketsu --help` and README.md.
 
+mod audit_cmd;
 mod clk_cmd;
+mod custodian_cmd;
+mod custodian_conn;
 mod eval;
 mod input;
 mod link;
 mod normalize_cmd;
 mod output;
+mod pki_cmd;
 mod synth;
+mod tokenize_cmd;
+mod tokens_file;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -60,6 +66,21 @@ write to --out:
   summary.json        counts per party (read = tokenized + rejected), links, clusters, timings
 Files appear atomically; summary.json is written last.")]
     Link(LinkArgs),
+    /// One data holder: turn a CSV into a token file for the linkage unit, with HMAC keys of
+    /// the local key store or with the key custodian's OPRF.
+    #[command(long_about = "\
+One data holder: turn a CSV into a token file (SPEC-tokens.md) for the linkage unit. Rows are \
+checked and rejected exactly as by `renketsu link`; rejected rows go to <out>.rejects.csv.
+Embedded (HMAC) mode, with the project master secret of the local key store:
+  renketsu tokenize --project demo --schema schemas/jp-person.toml \\
+      --input a.csv --party a --out a.tokens
+Custodian (OPRF) mode: the key custodian evaluates RFC 9497 VOPRF on blinded preimages; the \
+holder never holds the key and checks every batch's proof against the published key:
+  renketsu tokenize --custodian https://127.0.0.1:7443 --ca pki/ca.pem \\
+      --cert pki/holder-a.pem --key pki/holder-a.key --project demo \\
+      --schema schemas/jp-person.toml --input a.csv --party holder-a --out a.tokens
+Then: renketsu link --schema schemas/jp-person.toml --input a.tokens --input b.tokens --out out/")]
+    Tokenize(tokenize_cmd::TokenizeArgs),
     /// Precision, recall and F1 of a pairs file against ground truth.
     Eval {
         /// Predicted pairs (pairs.csv from `renketsu link`).
@@ -105,6 +126,21 @@ Example:
         /// The schema TOML file.
         path: PathBuf,
     },
+    /// Run the key custodian (RFC 9497 OPRF over gRPC with mutual TLS).
+    Custodian {
+        #[command(subcommand)]
+        command: custodian_cmd::CustodianCommand,
+    },
+    /// Development certificates: a CA and one certificate per role.
+    Pki {
+        #[command(subcommand)]
+        command: pki_cmd::PkiCommand,
+    },
+    /// The custodian's audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -129,11 +165,17 @@ enum KeysCommand {
         #[arg(long)]
         if_missing: bool,
     },
-    /// List the projects that have a master secret in the store.
+    /// List the projects that have a master secret in the store, or, with --custodian, the
+    /// projects on a key custodian (admin certificate).
     List {
         #[command(flatten)]
         store: KeyStoreArgs,
+        #[command(flatten)]
+        remote: custodian_conn::CustodianArgs,
     },
+    /// Key custodian administration (admin certificate): create-project, enrol, rotate, revoke.
+    #[command(flatten)]
+    Admin(custodian_cmd::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -141,16 +183,18 @@ struct LinkArgs {
     /// Linkage schema (TOML), e.g. schemas/jp-person.toml.
     #[arg(long)]
     schema: PathBuf,
-    /// One holder's CSV, as NAME=PATH or PATH (party named after the file stem). Give two or
-    /// more.
+    /// One holder's CSV or token file (from `renketsu tokenize`, recognised by its header), as
+    /// NAME=PATH or PATH (a CSV's party is named after the file stem, a token file's after its
+    /// header). Give two or more, all CSVs or all token files.
     #[arg(long = "input", required = true, value_name = "[NAME=]PATH")]
     inputs: Vec<String>,
     /// Output directory (created if missing; existing output files are replaced).
     #[arg(long)]
     out: PathBuf,
-    /// Project whose master secret keys the tokens (see `renketsu keys init`).
+    /// Project whose master secret keys the tokens (see `renketsu keys init`). Token files
+    /// name their project; if given, it must match.
     #[arg(long, env = "RENKETSU_PROJECT")]
-    project: String,
+    project: Option<String>,
     #[command(flatten)]
     store: KeyStoreArgs,
     /// Column holding each record's id (default: the schema's [input] id_column, else "id").
@@ -218,6 +262,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Keys { command } => keys(command),
         Command::Link(args) => link_cmd(args),
+        Command::Tokenize(args) => tokenize_cmd::run(&args),
         Command::Eval { pairs, truth, json } => {
             let e = eval::evaluate(&pairs, &truth)?;
             if json {
@@ -252,6 +297,9 @@ fn main() -> Result<()> {
         Command::Schema { path } => print_schema(&load_schema(&path)?),
         Command::Normalize(args) => normalize_cmd::run(&args),
         Command::Clk { command } => clk_cmd::run(&command),
+        Command::Custodian { command } => custodian_cmd::run(command),
+        Command::Pki { command } => pki_cmd::run(command),
+        Command::Audit { command } => audit_cmd::run(command),
         Command::Synth(args) => {
             println!("{}", synth::run(&args)?);
             Ok(())
@@ -355,7 +403,11 @@ fn keys(command: KeysCommand) -> Result<()> {
             }
             Ok(())
         }
-        KeysCommand::List { store } => {
+        KeysCommand::List { remote, .. } if remote.is_remote() => {
+            custodian_cmd::list_remote(&remote)
+        }
+        KeysCommand::Admin(command) => custodian_cmd::admin(command),
+        KeysCommand::List { store, .. } => {
             let env = kek_env();
             let ks = LocalKeyStore::open(&store.key_store, env.as_deref())?;
             for p in ks.projects()? {
@@ -372,15 +424,60 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
     if !args.recipes.is_empty() {
         filter_recipes(&mut schema, &args.recipes)?;
     }
-    let inputs = args
+    let mut inputs = args
         .inputs
         .iter()
         .map(|s| InputSpec::parse(s))
         .collect::<Result<Vec<_>>>()?;
     let ctx = today_or_now(args.today.as_deref())?;
-    let env = kek_env();
-    let ks = LocalKeyStore::open(&args.store.key_store, env.as_deref())?;
-    let secret = ks.project_secret(&args.project)?;
+    let is_tokens = inputs
+        .iter()
+        .map(|i| tokens_file::is_token_file(&i.path))
+        .collect::<Result<Vec<bool>>>()?;
+    let secret;
+    let (project, token_mode) = if is_tokens.iter().all(|t| *t) {
+        // Token files: no key store; the project and parties come from the headers.
+        let mut files = Vec::with_capacity(inputs.len());
+        for (spec, raw) in inputs.iter_mut().zip(&args.inputs) {
+            let header = tokens_file::Reader::open(&spec.path)?.header().clone();
+            let named = raw
+                .split_once('=')
+                .is_some_and(|(n, _)| !n.contains(['/', '\\']));
+            if !named {
+                spec.party = header.party.clone();
+            } else if spec.party != header.party {
+                bail!(
+                    "{} is the token file of party {:?}, not {:?}",
+                    spec.path.display(),
+                    header.party,
+                    spec.party
+                );
+            }
+            files.push((spec.clone(), header));
+        }
+        secret = None;
+        link::check_token_headers(&args.schema, &files, args.project.as_deref())?
+    } else if is_tokens.iter().any(|t| *t) {
+        bail!(
+            "give either CSV inputs or token files, not both: {} are token files",
+            inputs
+                .iter()
+                .zip(&is_tokens)
+                .filter(|(_, t)| **t)
+                .map(|(i, _)| i.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        let project = args
+            .project
+            .clone()
+            .context("--project (or RENKETSU_PROJECT) is required to link CSV inputs")?;
+        let env = kek_env();
+        let ks = LocalKeyStore::open(&args.store.key_store, env.as_deref())?;
+        secret = Some(ks.project_secret(&project)?);
+        (project, "hmac".to_owned())
+    };
     if args.out.is_file() {
         bail!("--out {} is a file; give a directory", args.out.display());
     }
@@ -389,12 +486,13 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         schema_path: &args.schema,
         inputs,
         out: &args.out,
-        project: &args.project,
-        secret: &secret,
+        project: &project,
+        secret: secret.as_ref(),
         id_column: args.id_column.as_deref(),
         encoding: args.encoding,
         ctx,
         quiet: args.quiet,
+        token_mode,
     };
     let outcome = link::run(&job)?;
     if !args.quiet {

@@ -11,8 +11,13 @@
 //! file and the KEK (same user on the same machine, if the KEK is the default file) holds the
 //! secret. Put the KEK in `RENKETSU_KEK` from a secret manager to separate them.
 
+pub mod audit;
+pub mod lifecycle;
 pub mod local;
 // RFC 9497 OPRF/VOPRF/POPRF over ristretto255-SHA512, for the key custodian (custodian mode).
 pub mod oprf;
+pub mod seal;
+// CLK key wrapping to data holders: HPKE base mode (RFC 9180).
+pub mod wrap;
 
 pub use local::{KeyStoreError, LocalKeyStore};

@@ -2,3 +2,14 @@
 //! OPRF evaluation over gRPC with mutual-TLS roles, evaluation quotas and a hash-chained audit
 //! log. The protocol core (OPRF, sealing, lifecycle rules) lives in `renketsu-keys`; this crate
 //! adds storage and the network service only.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod pki;
+pub mod policy;
+pub mod quota;
+pub mod server;
+pub mod service;
+pub mod store;

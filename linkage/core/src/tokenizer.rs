@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use crate::normalize::{FieldReject, NormalizeContext, Normalizer, is_space, kana};
 use crate::schema::{PrehashVariant, Schema};
 use crate::secret::ProjectSecret;
-use crate::token::{KeyedRecipe, RecipeKey, Token, put_value};
+use crate::token::{KeyedRecipe, RecipeKey, Token, preimage_head, put_value};
 
 /// A whole-preimage spelling rewrite of a prehash variant.
 type Rewrite = fn(&str) -> String;
@@ -24,8 +24,18 @@ pub const PREHASH_FIELD: &str = "digest";
 #[derive(Clone)]
 pub struct Tokenizer {
     schema: Schema,
-    keyed: Vec<KeyedRecipe>,
+    output: Output,
     ctx: NormalizeContext,
+}
+
+/// What a [`Tokenizer`] makes of each recipe's canonical preimage.
+#[derive(Clone)]
+enum Output {
+    /// HMAC-SHA256 tokens (SPEC.md §4.2): one keyed recipe per schema recipe.
+    Hmac(Vec<KeyedRecipe>),
+    /// The preimages themselves (SPEC.md §4.1), for a keyed function evaluated elsewhere
+    /// (the custodian's OPRF): the constant head of each recipe.
+    Preimage(Vec<Vec<u8>>),
 }
 
 /// Where one recipe's tokens come from in a given input.
@@ -72,10 +82,34 @@ pub struct RecordTokens {
     /// `(recipe index, token)` for every token made; a prehash recipe with variants can make
     /// several tokens.
     pub tokens: Vec<(usize, Token)>,
+    /// Preimage mode ([`Tokenizer::preimage_mode`]): `(recipe index, byte range in
+    /// [`Self::preimage_bytes`])` of every preimage made, in the order HMAC mode makes its
+    /// tokens. Empty in HMAC mode.
+    pub preimage_spans: Vec<(usize, std::ops::Range<usize>)>,
+    /// Preimage mode: the preimages, back to back (see [`Self::preimage_spans`]).
+    pub preimage_bytes: Vec<u8>,
     tail: Vec<u8>,
     joined: String,
     parts: Vec<String>,
-    preimages: Vec<String>,
+    legacy: Vec<String>,
+}
+
+impl RecordTokens {
+    /// Preimage mode: `(recipe index, canonical preimage)` of every recipe made (SPEC.md
+    /// §4.1; `HMAC-SHA256(K_recipe, preimage)` is the HMAC mode's token).
+    pub fn preimages(&self) -> impl ExactSizeIterator<Item = (usize, &[u8])> {
+        self.preimage_spans
+            .iter()
+            .map(|(r, span)| (*r, &self.preimage_bytes[span.clone()]))
+    }
+
+    /// The recipe index of every token (HMAC mode) or preimage (preimage mode), in order.
+    pub fn recipes_made(&self) -> impl Iterator<Item = usize> + '_ {
+        self.tokens
+            .iter()
+            .map(|(r, _)| *r)
+            .chain(self.preimage_spans.iter().map(|(r, _)| *r))
+    }
 }
 
 impl Tokenizer {
@@ -106,8 +140,55 @@ impl Tokenizer {
             .collect();
         Self {
             schema: schema.clone(),
-            keyed,
+            output: Output::Hmac(keyed),
             ctx,
+        }
+    }
+
+    /// Compiles `schema` without keys: [`Self::tokenize`] then fills
+    /// [`RecordTokens::preimage_spans`] with each recipe's canonical preimage (SPEC.md §4.1,
+    /// prehash recipes and their variants included) instead of tokens, exactly the bytes the
+    /// HMAC mode hashes. The custodian mode evaluates an OPRF on them.
+    pub fn preimage_mode(schema: &Schema, ctx: NormalizeContext) -> Self {
+        let heads = schema
+            .recipes
+            .iter()
+            .map(|r| {
+                if r.prehash.is_some() {
+                    preimage_head(&r.name, r.version, [PREHASH_FIELD].into_iter())
+                } else {
+                    preimage_head(
+                        &r.name,
+                        r.version,
+                        r.fields.iter().map(|&f| schema.fields[f].name.as_str()),
+                    )
+                }
+            })
+            .collect();
+        Self {
+            schema: schema.clone(),
+            output: Output::Preimage(heads),
+            ctx,
+        }
+    }
+
+    /// Whether this tokenizer emits preimages ([`Self::preimage_mode`]) instead of tokens.
+    pub fn is_preimage_mode(&self) -> bool {
+        matches!(self.output, Output::Preimage(_))
+    }
+
+    /// Emits recipe `r`'s token (or preimage) of the value tail in `out.tail`.
+    #[inline]
+    fn emit(&self, r: usize, out: &mut RecordTokens) {
+        match &self.output {
+            Output::Hmac(keyed) => out.tokens.push((r, keyed[r].token_from_tail(&out.tail))),
+            Output::Preimage(heads) => {
+                let start = out.preimage_bytes.len();
+                out.preimage_bytes.extend_from_slice(&heads[r]);
+                out.preimage_bytes.extend_from_slice(&out.tail);
+                out.preimage_spans
+                    .push((r, start..out.preimage_bytes.len()));
+            }
         }
     }
 
@@ -176,6 +257,8 @@ impl Tokenizer {
         out.values.resize_with(n, String::new);
         out.status.clear();
         out.tokens.clear();
+        out.preimage_spans.clear();
+        out.preimage_bytes.clear();
         for (i, f) in self.schema.fields.iter().enumerate() {
             let Some(slots) = &binding.fields[i] else {
                 out.values[i].clear();
@@ -232,8 +315,7 @@ impl Tokenizer {
                     for &f in &spec.fields {
                         put_value(&mut out.tail, &out.values[f]);
                     }
-                    out.tokens
-                        .push((r, self.keyed[r].token_from_tail(&out.tail)));
+                    self.emit(r, out);
                 }
                 RecipeSource::Digest(slot) => {
                     out.joined.clear();
@@ -243,8 +325,7 @@ impl Tokenizer {
                     {
                         out.tail.clear();
                         put_value(&mut out.tail, &out.joined);
-                        out.tokens
-                            .push((r, self.keyed[r].token_from_tail(&out.tail)));
+                        self.emit(r, out);
                     }
                 }
                 RecipeSource::Prehash => self.prehash_tokens(r, binding, raw, out),
@@ -338,7 +419,7 @@ impl Tokenizer {
             candidates.push(cands);
         }
         // Every combination of one candidate per field.
-        out.preimages.clear();
+        out.legacy.clear();
         let mut pick = vec![0usize; candidates.len()];
         loop {
             let p: Vec<&str> = candidates
@@ -346,7 +427,7 @@ impl Tokenizer {
                 .zip(&pick)
                 .map(|(c, &i)| c[i].as_str())
                 .collect();
-            out.preimages.push(p.join("|"));
+            out.legacy.push(p.join("|"));
             let mut k = 0;
             while k < pick.len() {
                 pick[k] += 1;
@@ -375,23 +456,23 @@ impl Tokenizer {
         ];
         for (variant, rewrite) in rewrites {
             if has(variant) {
-                let n = out.preimages.len();
+                let n = out.legacy.len();
                 for i in 0..n {
-                    let v = rewrite(&out.preimages[i]);
-                    out.preimages.push(v);
+                    let v = rewrite(&out.legacy[i]);
+                    out.legacy.push(v);
                 }
                 if variant == PrehashVariant::KanaScript {
                     for i in 0..n {
-                        let v: String = out.preimages[i].chars().map(kana::to_hiragana).collect();
-                        out.preimages.push(v);
+                        let v: String = out.legacy[i].chars().map(kana::to_hiragana).collect();
+                        out.legacy.push(v);
                     }
                 }
-                out.preimages.sort_unstable();
-                out.preimages.dedup();
+                out.legacy.sort_unstable();
+                out.legacy.dedup();
             }
         }
-        for p in &out.preimages {
-            let digest = Sha256::digest(p.as_bytes());
+        for i in 0..out.legacy.len() {
+            let digest = Sha256::digest(out.legacy[i].as_bytes());
             out.joined.clear();
             for b in digest {
                 out.joined
@@ -401,8 +482,7 @@ impl Tokenizer {
             }
             out.tail.clear();
             put_value(&mut out.tail, &out.joined);
-            out.tokens
-                .push((r, self.keyed[r].token_from_tail(&out.tail)));
+            self.emit(r, out);
         }
     }
 }

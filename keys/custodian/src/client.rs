@@ -1,0 +1,977 @@
+//! The data holder's client of the key custodian (SPEC.md §8): a tonic channel with mutual
+//! TLS from PEM files, retries with exponential backoff and full jitter, and the holder's half
+//! of RFC 9497 (blind → `EvaluateBatch` → verify → unblind).
+//!
+//! ```text
+//! holder                                   custodian
+//! x_i → B_i = r_i·HashToGroup(x_i)   ──►   Z_i = k·B_i  (+ one DLEQ proof per batch, VOPRF)
+//! verify proof against pkS          ◄──
+//! token_i = r_i⁻¹·Z_i = k·HashToGroup(x_i)          (32 bytes, RFC 9497 Finalize without the hash)
+//! ```
+//!
+//! The network is behind the [`BatchEvaluator`] trait: [`CustodianClient`] is the gRPC
+//! implementation, [`InProcessEvaluator`] evaluates with keys held in memory (tests,
+//! benchmarks). [`BlindedBatch`] is the pure, synchronous part: it blinds a batch, and
+//! [`BlindedBatch::finalize`] refuses every output of a batch whose VOPRF proof does not verify
+//! against the public key the holder fetched **before** the batch was sent.
+//!
+//! Retries: `UNAVAILABLE` and `DEADLINE_EXCEEDED` (which include refused or dropped
+//! connections) are retried up to [`RetryPolicy::max_attempts`] times with a delay drawn
+//! uniformly from `[0, min(max_backoff, initial_backoff·2^(attempt−1))]` ("full jitter");
+//! every other status (`PERMISSION_DENIED`, `RESOURCE_EXHAUSTED`, `INVALID_ARGUMENT`,
+//! `FAILED_PRECONDITION`, …) is returned at once, since repeating the call cannot change it.
+//! A retried `EvaluateBatch` re-sends the same blinded elements, which reveals nothing new;
+//! the custodian may count it twice against the quota.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use renketsu_keys::oprf::{
+    BlindResult, BlindedElement, ELEMENT_LEN, EvaluatedElement, OprfClient, OprfError, OprfServer,
+    Proof, PublicKey, SecretKey, VoprfClient, VoprfServer,
+};
+use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
+use renketsu_protocol::v1::{
+    EvaluateBatchRequest, EvaluationMode, GetPublicKeyRequest, GetWrappedClkKeyRequest,
+    GetWrappedClkKeyResponse, KeyState,
+};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use zeroize::Zeroizing;
+
+/// Default number of blinded elements per `EvaluateBatch` call.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// The custodian's name of a schema recipe: `<recipe>/v<version>`, e.g.
+/// `kana_name_dob_sex/v2`. Holders, the admin's `CreateProject` and token files use it.
+pub fn custodian_recipe_name(recipe: &str, version: u32) -> String {
+    format!("{recipe}/v{version}")
+}
+
+/// RFC 9497 protocol variant of a project (§3.1). Fixed per project: the mode is part of
+/// `HashToGroup`'s domain separation, so tokens of different modes never match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EvalMode {
+    /// modeOPRF (0x00): no proof; the custodian is trusted to use the right key.
+    Oprf,
+    /// modeVOPRF (0x01): one DLEQ proof per batch, checked against the published key.
+    Voprf,
+}
+
+impl EvalMode {
+    /// Stable lower-case name (`oprf`, `voprf`), as in token files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Oprf => "oprf",
+            Self::Voprf => "voprf",
+        }
+    }
+
+    /// Parses [`Self::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "oprf" => Some(Self::Oprf),
+            "voprf" => Some(Self::Voprf),
+            _ => None,
+        }
+    }
+
+    fn to_proto(self) -> EvaluationMode {
+        match self {
+            Self::Oprf => EvaluationMode::Oprf,
+            Self::Voprf => EvaluationMode::Voprf,
+        }
+    }
+}
+
+/// Errors of the holder's client. `Display` never contains key material or identifiers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A PEM file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    ReadPem {
+        /// Which file (CA certificate, client certificate, client key).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The custodian URL or the TLS settings are not usable.
+    #[error("custodian endpoint {url}: {reason}")]
+    Endpoint {
+        /// The URL as given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The custodian answered with a status that is not retried, or the retries ran out.
+    #[error("custodian {rpc} failed after {attempts} attempt(s): {code:?}: {message}")]
+    Status {
+        /// The RPC, e.g. `EvaluateBatch`.
+        rpc: &'static str,
+        /// gRPC status code.
+        code: Code,
+        /// The custodian's message.
+        message: String,
+        /// Attempts made (1 when the status is not retried).
+        attempts: u32,
+    },
+    /// The custodian's answer is malformed (wrong element count, bad encoding, missing proof).
+    #[error("custodian {rpc} returned an invalid response: {what}")]
+    InvalidResponse {
+        /// The RPC.
+        rpc: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// The VOPRF batch proof does not verify against the public key fetched before the
+    /// batch: the custodian did not evaluate with the published key. No output of the batch
+    /// is used.
+    #[error(
+        "the custodian's VOPRF proof for recipe {recipe} epoch {epoch} does not verify against its published public key; no token of this batch was used"
+    )]
+    ProofRejected {
+        /// Custodian recipe name.
+        recipe: String,
+        /// Epoch of the key.
+        epoch: u64,
+    },
+    /// An OPRF computation failed (e.g. an input hashes to the identity, RFC 9497
+    /// `InvalidInputError`).
+    #[error("OPRF: {0}")]
+    Oprf(#[from] OprfError),
+}
+
+impl ClientError {
+    /// The gRPC status code, when the custodian answered with one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Retry policy for transient failures (`UNAVAILABLE`, `DEADLINE_EXCEEDED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first (≥ 1).
+    pub max_attempts: u32,
+    /// Upper bound of the first delay.
+    pub initial_backoff: Duration,
+    /// Cap of the delay bound.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 6 attempts, delays bounded by 200 ms, 400 ms, 800 ms, 1.6 s, 3.2 s (cap 10 s).
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `attempt` (1 = the first retry), with `unit` uniform in
+    /// `[0, 1)`: `unit · min(max_backoff, initial_backoff · 2^(attempt−1))`.
+    pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        exp.min(self.max_backoff).mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// Whether a status is transient and worth retrying.
+    pub fn retryable(code: Code) -> bool {
+        matches!(code, Code::Unavailable | Code::DeadlineExceeded)
+    }
+}
+
+/// Where and how to reach the custodian: URL and PEM files.
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// The CA certificate that signed the custodian's (and the holder's) certificate.
+    pub ca_pem: PathBuf,
+    /// The holder's client certificate: its subject names the party, a SAN its role.
+    pub cert_pem: PathBuf,
+    /// The holder's private key (PEM).
+    pub key_pem: PathBuf,
+    /// The name to check in the custodian's certificate (default: the URL's host).
+    pub tls_domain: Option<String>,
+    /// Per-call deadline.
+    pub timeout: Duration,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl ConnectConfig {
+    /// A config with default timeouts (60 s per call, 10 s to connect) and retries.
+    pub fn new(url: impl Into<String>, ca_pem: &Path, cert_pem: &Path, key_pem: &Path) -> Self {
+        Self {
+            url: url.into(),
+            ca_pem: ca_pem.to_owned(),
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            tls_domain: None,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+fn read_pem(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|source| ClientError::ReadPem {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The public key of one epoch of one recipe, as published by the custodian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochKey {
+    /// The epoch (≥ 1).
+    pub epoch: u64,
+    /// `pkS = skS·G`.
+    pub public_key: PublicKey,
+}
+
+/// One evaluated batch as the custodian returned it.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// `k·B_i`, in request order.
+    pub elements: Vec<EvaluatedElement>,
+    /// The batch's DLEQ proof (VOPRF mode only).
+    pub proof: Option<Proof>,
+}
+
+/// Something that evaluates blinded elements with the key of a (project, recipe, epoch): the
+/// gRPC [`CustodianClient`], or an [`InProcessEvaluator`].
+pub trait BatchEvaluator: Send + Sync {
+    /// The active epoch's public key of `recipe` (custodian recipe name).
+    fn active_key(
+        &self,
+        project: &str,
+        recipe: &str,
+    ) -> impl Future<Output = Result<EpochKey, ClientError>> + Send;
+
+    /// `BlindEvaluate` of every element with the key of `epoch` (RFC 9497 §3.3.1, §3.3.2).
+    fn evaluate(
+        &self,
+        project: &str,
+        recipe: &str,
+        epoch: u64,
+        mode: EvalMode,
+        blinded: &[BlindedElement],
+    ) -> impl Future<Output = Result<Evaluation, ClientError>> + Send;
+}
+
+/// A blinded batch waiting for its evaluation: the secret blinds stay here (zeroized on drop).
+#[derive(Debug)]
+pub struct BlindedBatch {
+    mode: EvalMode,
+    key: EpochKey,
+    blinds: Vec<BlindResult>,
+}
+
+impl BlindedBatch {
+    /// Blinds `inputs` (RFC 9497 §3.3.1 `Blind`) for evaluation under `key` in `mode`.
+    ///
+    /// # Errors
+    /// [`OprfError::InvalidInput`] if an input hashes to the identity, `TooLong` above 65,535
+    /// bytes.
+    pub fn blind<I: AsRef<[u8]>, R: rand::CryptoRng + ?Sized>(
+        mode: EvalMode,
+        key: EpochKey,
+        inputs: &[I],
+        rng: &mut R,
+    ) -> Result<Self, ClientError> {
+        let blinds = inputs
+            .iter()
+            .map(|x| match mode {
+                EvalMode::Oprf => OprfClient.blind(x.as_ref(), rng),
+                EvalMode::Voprf => VoprfClient::new(key.public_key).blind(x.as_ref(), rng),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { mode, key, blinds })
+    }
+
+    /// The blinded elements to send, in input order.
+    pub fn blinded_elements(&self) -> Vec<BlindedElement> {
+        self.blinds.iter().map(|b| b.blinded_element).collect()
+    }
+
+    /// Number of inputs.
+    pub fn len(&self) -> usize {
+        self.blinds.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.blinds.is_empty()
+    }
+
+    /// Checks the evaluation (count; in VOPRF mode the batch proof against the key given to
+    /// [`Self::blind`]) and unblinds: `k·HashToGroup(input_i)`, 32 bytes each, in input order.
+    ///
+    /// # Errors
+    /// [`ClientError::ProofRejected`] if the proof does not verify (no output is returned),
+    /// [`ClientError::InvalidResponse`] on a wrong count or a missing proof.
+    pub fn finalize(
+        self,
+        recipe: &str,
+        evaluation: &Evaluation,
+    ) -> Result<Vec<[u8; ELEMENT_LEN]>, ClientError> {
+        let bad = |what: String| ClientError::InvalidResponse {
+            rpc: "EvaluateBatch",
+            what,
+        };
+        if evaluation.elements.len() != self.blinds.len() {
+            return Err(bad(format!(
+                "{} evaluated elements for {} blinded elements",
+                evaluation.elements.len(),
+                self.blinds.len()
+            )));
+        }
+        match self.mode {
+            EvalMode::Oprf => Ok(self
+                .blinds
+                .iter()
+                .zip(&evaluation.elements)
+                .map(|(b, e)| OprfClient.finalize_element(b, e))
+                .collect()),
+            EvalMode::Voprf => {
+                let proof = evaluation
+                    .proof
+                    .as_ref()
+                    .ok_or_else(|| bad("no proof in VOPRF mode".to_owned()))?;
+                VoprfClient::new(self.key.public_key)
+                    .finalize_element_batch(&self.blinds, &evaluation.elements, proof)
+                    .map_err(|e| match e {
+                        OprfError::Verify => ClientError::ProofRejected {
+                            recipe: recipe.to_owned(),
+                            epoch: self.key.epoch,
+                        },
+                        other => other.into(),
+                    })
+            }
+        }
+    }
+}
+
+/// Blinds `inputs`, has them evaluated in batches of at most `batch_size` and returns the
+/// verified, unblinded elements in input order. Each batch is finalized (and in VOPRF mode its
+/// proof verified) before the next is sent.
+///
+/// # Errors
+/// The first failing batch's error; no partial result is returned.
+pub async fn evaluate_all<E: BatchEvaluator, I: AsRef<[u8]>>(
+    evaluator: &E,
+    project: &str,
+    recipe: &str,
+    key: EpochKey,
+    mode: EvalMode,
+    inputs: &[I],
+    batch_size: usize,
+) -> Result<Vec<[u8; ELEMENT_LEN]>, ClientError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(batch_size.max(1)) {
+        // Blind synchronously: the thread-local RNG is never held across an await.
+        let batch = BlindedBatch::blind(mode, key, chunk, &mut rand::rng())?;
+        let evaluation = evaluator
+            .evaluate(project, recipe, key.epoch, mode, &batch.blinded_elements())
+            .await?;
+        out.extend(batch.finalize(recipe, &evaluation)?);
+    }
+    Ok(out)
+}
+
+/// gRPC client of the key custodian over mutual TLS. Cheap to clone (one shared channel).
+#[derive(Clone)]
+pub struct CustodianClient {
+    inner: KeyCustodianClient<Channel>,
+    retry: RetryPolicy,
+    retries: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for CustodianClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustodianClient")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CustodianClient {
+    /// Reads the PEM files and prepares a channel. The connection is made lazily on the first
+    /// call, so an unreachable custodian shows up as a (retried) `UNAVAILABLE`. Must be called
+    /// within a Tokio runtime (`Runtime::enter` or an async context).
+    ///
+    /// # Errors
+    /// [`ClientError::ReadPem`] for an unreadable file, [`ClientError::Endpoint`] for a URL
+    /// that is not `https://HOST:PORT` or TLS settings tonic refuses.
+    pub fn connect(config: &ConnectConfig) -> Result<Self, ClientError> {
+        let endpoint_err = |reason: String| ClientError::Endpoint {
+            url: config.url.clone(),
+            reason,
+        };
+        if !config.url.starts_with("https://") {
+            return Err(endpoint_err(
+                "must start with https:// (the custodian only speaks mutual TLS)".to_owned(),
+            ));
+        }
+        let ca = read_pem("CA certificate", &config.ca_pem)?;
+        let cert = read_pem("client certificate", &config.cert_pem)?;
+        let key = read_pem("client key", &config.key_pem)?;
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&*ca))
+            .identity(Identity::from_pem(&*cert, &*key));
+        if let Some(d) = &config.tls_domain {
+            tls = tls.domain_name(d.clone());
+        }
+        let endpoint = Endpoint::from_shared(config.url.clone())
+            .map_err(|e| endpoint_err(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| endpoint_err(e.to_string()))?
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        Ok(Self::from_channel(endpoint.connect_lazy(), config.retry))
+    }
+
+    /// A client over an existing channel (e.g. an in-memory transport in tests).
+    pub fn from_channel(channel: Channel, retry: RetryPolicy) -> Self {
+        Self {
+            inner: KeyCustodianClient::new(channel),
+            retry,
+            retries: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The generated client, for calls this type does not wrap (admin, auditor).
+    pub fn raw(&self) -> KeyCustodianClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Retries made so far by this client and its clones.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Runs `call` with retries of transient statuses (module docs).
+    pub async fn with_retries<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(KeyCustodianClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match call(self.inner.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if RetryPolicy::retryable(s.code()) && attempt < self.retry.max_attempts => {
+                    let delay = self.retry.backoff(attempt, rand::random::<f64>());
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        rpc,
+                        attempt,
+                        code = ?s.code(),
+                        delay_ms = delay.as_millis() as u64,
+                        "custodian call failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(s) => {
+                    return Err(ClientError::Status {
+                        rpc,
+                        code: s.code(),
+                        message: s.message().to_owned(),
+                        attempts: attempt,
+                    });
+                }
+            }
+        }
+    }
+
+    /// `GetPublicKey`: the key of `epoch`, or of the active epoch when `None`, with its state.
+    pub async fn public_key(
+        &self,
+        project: &str,
+        recipe: &str,
+        epoch: Option<u64>,
+    ) -> Result<(EpochKey, KeyState), ClientError> {
+        let req = GetPublicKeyRequest {
+            project: project.to_owned(),
+            recipe: recipe.to_owned(),
+            epoch,
+        };
+        let resp = self
+            .with_retries("GetPublicKey", |mut c| {
+                let req = req.clone();
+                async move { c.get_public_key(req).await }
+            })
+            .await?;
+        let public_key =
+            PublicKey::from_bytes(&resp.public_key).map_err(|e| ClientError::InvalidResponse {
+                rpc: "GetPublicKey",
+                what: format!("public key: {e}"),
+            })?;
+        if resp.epoch == 0 || epoch.is_some_and(|e| e != resp.epoch) {
+            return Err(ClientError::InvalidResponse {
+                rpc: "GetPublicKey",
+                what: format!("epoch {} for a request of {epoch:?}", resp.epoch),
+            });
+        }
+        Ok((
+            EpochKey {
+                epoch: resp.epoch,
+                public_key,
+            },
+            resp.state(),
+        ))
+    }
+
+    /// `GetWrappedClkKey`: one field's CLK key wrapped to `holder_public_key` (X25519).
+    pub async fn wrapped_clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder_public_key: [u8; 32],
+    ) -> Result<GetWrappedClkKeyResponse, ClientError> {
+        let req = GetWrappedClkKeyRequest {
+            project: project.to_owned(),
+            field: field.to_owned(),
+            holder_public_key: holder_public_key.to_vec(),
+        };
+        self.with_retries("GetWrappedClkKey", |mut c| {
+            let req = req.clone();
+            async move { c.get_wrapped_clk_key(req).await }
+        })
+        .await
+    }
+}
+
+impl BatchEvaluator for CustodianClient {
+    async fn active_key(&self, project: &str, recipe: &str) -> Result<EpochKey, ClientError> {
+        let (key, state) = self.public_key(project, recipe, None).await?;
+        if state != KeyState::Active {
+            return Err(ClientError::InvalidResponse {
+                rpc: "GetPublicKey",
+                what: format!(
+                    "the key of the current epoch {} of {recipe} is {}, not active",
+                    key.epoch,
+                    state.as_str_name()
+                ),
+            });
+        }
+        Ok(key)
+    }
+
+    async fn evaluate(
+        &self,
+        project: &str,
+        recipe: &str,
+        epoch: u64,
+        mode: EvalMode,
+        blinded: &[BlindedElement],
+    ) -> Result<Evaluation, ClientError> {
+        let req = EvaluateBatchRequest {
+            project: project.to_owned(),
+            recipe: recipe.to_owned(),
+            epoch,
+            blinded_elements: blinded.iter().map(|b| b.to_bytes().to_vec()).collect(),
+            mode: mode.to_proto() as i32,
+        };
+        let resp = self
+            .with_retries("EvaluateBatch", |mut c| {
+                let req = req.clone();
+                async move { c.evaluate_batch(req).await }
+            })
+            .await?;
+        let bad = |what: String| ClientError::InvalidResponse {
+            rpc: "EvaluateBatch",
+            what,
+        };
+        if resp.epoch != epoch {
+            return Err(bad(format!("epoch {} instead of {epoch}", resp.epoch)));
+        }
+        let elements = resp
+            .evaluated_elements
+            .iter()
+            .map(|e| EvaluatedElement::from_bytes(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("evaluated element: {e}")))?;
+        let proof = match (mode, &resp.proof) {
+            (EvalMode::Voprf, Some(p)) => {
+                Some(Proof::from_bytes(p).map_err(|e| bad(format!("proof: {e}")))?)
+            }
+            (EvalMode::Voprf, None) => return Err(bad("no proof in VOPRF mode".to_owned())),
+            (EvalMode::Oprf, _) => None,
+        };
+        Ok(Evaluation { elements, proof })
+    }
+}
+
+/// Evaluates with keys held in memory (RFC 9497 `OprfServer` / `VoprfServer`): for tests and
+/// benchmarks of the holder's pipeline without a network. A key can be registered with a
+/// *published* public key that differs from the evaluating key, to test that proofs are
+/// checked.
+#[derive(Default)]
+pub struct InProcessEvaluator {
+    keys: HashMap<(String, String), (u64, SecretKey, PublicKey)>,
+    evaluated: AtomicU64,
+}
+
+impl fmt::Debug for InProcessEvaluator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InProcessEvaluator")
+            .field("recipes", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InProcessEvaluator {
+    /// An evaluator with no keys.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the active key of (project, recipe) at `epoch`.
+    pub fn insert(&mut self, project: &str, recipe: &str, epoch: u64, key: SecretKey) {
+        let pk = key.public_key();
+        self.keys
+            .insert((project.to_owned(), recipe.to_owned()), (epoch, key, pk));
+    }
+
+    /// Registers a key whose *published* public key is `published` (a lying custodian).
+    pub fn insert_with_published(
+        &mut self,
+        project: &str,
+        recipe: &str,
+        epoch: u64,
+        key: SecretKey,
+        published: PublicKey,
+    ) {
+        self.keys.insert(
+            (project.to_owned(), recipe.to_owned()),
+            (epoch, key, published),
+        );
+    }
+
+    /// Elements evaluated so far.
+    pub fn evaluated(&self) -> u64 {
+        self.evaluated.load(Ordering::Relaxed)
+    }
+
+    fn lookup(
+        &self,
+        project: &str,
+        recipe: &str,
+    ) -> Result<&(u64, SecretKey, PublicKey), ClientError> {
+        self.keys
+            .get(&(project.to_owned(), recipe.to_owned()))
+            .ok_or_else(|| ClientError::Status {
+                rpc: "EvaluateBatch",
+                code: Code::NotFound,
+                message: format!("no recipe {recipe} in project {project}"),
+                attempts: 1,
+            })
+    }
+}
+
+impl BatchEvaluator for InProcessEvaluator {
+    fn active_key(
+        &self,
+        project: &str,
+        recipe: &str,
+    ) -> impl Future<Output = Result<EpochKey, ClientError>> + Send {
+        let r = self.lookup(project, recipe).map(|(epoch, _, pk)| EpochKey {
+            epoch: *epoch,
+            public_key: *pk,
+        });
+        std::future::ready(r)
+    }
+
+    fn evaluate(
+        &self,
+        project: &str,
+        recipe: &str,
+        epoch: u64,
+        mode: EvalMode,
+        blinded: &[BlindedElement],
+    ) -> impl Future<Output = Result<Evaluation, ClientError>> + Send {
+        let r = self.lookup(project, recipe).and_then(|(e, sk, _)| {
+            if *e != epoch {
+                return Err(ClientError::Status {
+                    rpc: "EvaluateBatch",
+                    code: Code::FailedPrecondition,
+                    message: format!("epoch {epoch} is not active"),
+                    attempts: 1,
+                });
+            }
+            self.evaluated
+                .fetch_add(blinded.len() as u64, Ordering::Relaxed);
+            let sk = SecretKey::from_bytes(sk.to_bytes().as_ref())?;
+            Ok(match mode {
+                EvalMode::Oprf => Evaluation {
+                    elements: OprfServer::new(sk).blind_evaluate_batch(blinded),
+                    proof: None,
+                },
+                EvalMode::Voprf => {
+                    let b = VoprfServer::new(sk).blind_evaluate_batch(blinded, &mut rand::rng())?;
+                    Evaluation {
+                        elements: b.evaluated,
+                        proof: Some(b.proof),
+                    }
+                }
+            })
+        });
+        std::future::ready(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> SecretKey {
+        SecretKey::derive(
+            renketsu_keys::oprf::Mode::Voprf,
+            &[byte; 32],
+            b"renketsu test",
+        )
+        .unwrap()
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn blind_evaluate_finalize_equals_direct_evaluation_in_both_modes() {
+        let mut ev = InProcessEvaluator::new();
+        ev.insert("p", "r/v1", 3, key(1));
+        let inputs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        for (mode, direct) in [
+            (
+                EvalMode::Oprf,
+                Box::new(|x: &[u8]| OprfServer::new(key(1)).evaluate_element(x).unwrap())
+                    as Box<dyn Fn(&[u8]) -> [u8; 32]>,
+            ),
+            (
+                EvalMode::Voprf,
+                Box::new(|x: &[u8]| VoprfServer::new(key(1)).evaluate_element(x).unwrap()),
+            ),
+        ] {
+            let k = block_on(ev.active_key("p", "r/v1")).unwrap();
+            assert_eq!(k.epoch, 3);
+            // Batches of 128: two full ones and a partial one.
+            let out = block_on(evaluate_all(&ev, "p", "r/v1", k, mode, &inputs, 128)).unwrap();
+            assert_eq!(out.len(), inputs.len());
+            for (x, t) in inputs.iter().zip(&out).step_by(7) {
+                assert_eq!(*t, direct(x), "{mode:?}");
+            }
+        }
+        assert_eq!(ev.evaluated(), 2 * 300);
+    }
+
+    #[test]
+    fn modes_give_unrelated_tokens() {
+        let mut ev = InProcessEvaluator::new();
+        ev.insert("p", "r/v1", 1, key(1));
+        let k = block_on(ev.active_key("p", "r/v1")).unwrap();
+        let a = block_on(evaluate_all(
+            &ev,
+            "p",
+            "r/v1",
+            k,
+            EvalMode::Oprf,
+            &[b"x"],
+            8,
+        ))
+        .unwrap();
+        let b = block_on(evaluate_all(
+            &ev,
+            "p",
+            "r/v1",
+            k,
+            EvalMode::Voprf,
+            &[b"x"],
+            8,
+        ))
+        .unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_proof_for_another_key_is_rejected() {
+        let mut ev = InProcessEvaluator::new();
+        ev.insert_with_published("p", "r/v1", 1, key(1), key(2).public_key());
+        let k = block_on(ev.active_key("p", "r/v1")).unwrap();
+        let err = block_on(evaluate_all(
+            &ev,
+            "p",
+            "r/v1",
+            k,
+            EvalMode::Voprf,
+            &[b"x", b"y"],
+            8,
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, ClientError::ProofRejected { epoch: 1, .. }),
+            "{err}"
+        );
+        // In OPRF mode there is nothing to check: the lie goes unnoticed (why VOPRF is the
+        // default).
+        assert!(
+            block_on(evaluate_all(
+                &ev,
+                "p",
+                "r/v1",
+                k,
+                EvalMode::Oprf,
+                &[b"x"],
+                8
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn tampered_elements_or_counts_are_refused() {
+        let k = EpochKey {
+            epoch: 1,
+            public_key: key(1).public_key(),
+        };
+        let inputs = [b"a".as_slice(), b"b", b"c"];
+        let batch = BlindedBatch::blind(EvalMode::Voprf, k, &inputs, &mut rand::rng()).unwrap();
+        let b = VoprfServer::new(key(1))
+            .blind_evaluate_batch(&batch.blinded_elements(), &mut rand::rng())
+            .unwrap();
+        // Swap two evaluated elements: the proof no longer matches.
+        let mut swapped = b.evaluated.clone();
+        swapped.swap(0, 1);
+        let ev = Evaluation {
+            elements: swapped,
+            proof: Some(b.proof),
+        };
+        assert!(matches!(
+            batch.finalize("r", &ev),
+            Err(ClientError::ProofRejected { .. })
+        ));
+        let batch = BlindedBatch::blind(EvalMode::Voprf, k, &inputs, &mut rand::rng()).unwrap();
+        let short = Evaluation {
+            elements: b.evaluated[..2].to_vec(),
+            proof: Some(b.proof),
+        };
+        assert!(matches!(
+            batch.finalize("r", &short),
+            Err(ClientError::InvalidResponse { .. })
+        ));
+        let batch = BlindedBatch::blind(EvalMode::Voprf, k, &inputs, &mut rand::rng()).unwrap();
+        let no_proof = Evaluation {
+            elements: b.evaluated.clone(),
+            proof: None,
+        };
+        assert!(matches!(
+            batch.finalize("r", &no_proof),
+            Err(ClientError::InvalidResponse { .. })
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_under_the_cap_with_jitter() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(200));
+        assert_eq!(p.backoff(4, 1.0), Duration::from_millis(800));
+        assert_eq!(p.backoff(5, 1.0), Duration::from_secs(1));
+        assert_eq!(p.backoff(60, 1.0), Duration::from_secs(1));
+        assert_eq!(p.backoff(3, 0.5), Duration::from_millis(200));
+        assert_eq!(p.backoff(3, 0.0), Duration::ZERO);
+        assert!(RetryPolicy::retryable(Code::Unavailable));
+        assert!(RetryPolicy::retryable(Code::DeadlineExceeded));
+        for c in [
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::Unauthenticated,
+        ] {
+            assert!(!RetryPolicy::retryable(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_custodian_is_retried_then_reported() {
+        // A port nobody listens on (bound, then closed): connection refused → UNAVAILABLE.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        };
+        let err = block_on(async {
+            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .connect_lazy();
+            let c = CustodianClient::from_channel(channel, retry);
+            let r = c.active_key("p", "r/v1").await;
+            assert_eq!(c.retries(), 2);
+            r
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Status {
+                    code: Code::Unavailable,
+                    attempts: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_refused() {
+        let p = Path::new("/nonexistent");
+        let err = CustodianClient::connect(&ConnectConfig::new("http://127.0.0.1:1", p, p, p))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Endpoint { .. }), "{err}");
+    }
+}

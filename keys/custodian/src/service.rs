@@ -1,0 +1,948 @@
+//! The gRPC service `renketsu.v1.KeyCustodian` over any [`CustodianStore`]
+//! (SPEC-service.md).
+//!
+//! Every handler follows the same steps: identity from the client certificate
+//! ([`auth::peer_identity`]), role check, project check, request validation, the work, and
+//! finally one audit entry with the status the call ends with — refused calls included. A
+//! call whose audit entry cannot be written fails with INTERNAL: nothing leaves the custodian
+//! unaudited.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use renketsu_keys::audit::AuditEvent;
+use renketsu_keys::lifecycle::{Clock, KeyState};
+use renketsu_keys::oprf::{BlindedElement, Mode, OprfServer, RekeyDelta, VoprfServer};
+use renketsu_keys::wrap::{self, WrapError};
+use renketsu_protocol::v1;
+use renketsu_protocol::v1::key_custodian_server::KeyCustodian;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{self, Membership, Rpc};
+use crate::error::ServiceError;
+use crate::pki::{self, PeerIdentity, Role};
+use crate::policy::{PolicyStore, ProjectPolicy};
+use crate::quota;
+use crate::store::{
+    CustodianStore, EpochRecord, HolderRecord, NewProject, ProjectRecord, Rotation, StoreError,
+};
+
+/// Service settings (from the configuration file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSettings {
+    /// Most blinded elements per EvaluateBatch.
+    pub max_batch: usize,
+    /// Quota slack ([`quota::evaluation_quota`]).
+    pub quota_slack: f64,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: crate::config::DEFAULT_MAX_BATCH,
+            quota_slack: crate::config::DEFAULT_QUOTA_SLACK,
+        }
+    }
+}
+
+/// An epoch's key, unsealed and derived once, kept in memory. The secret scalar inside each
+/// server is zeroized when the last reference is dropped.
+struct CachedKey {
+    oprf: OprfServer,
+    voprf: VoprfServer,
+}
+
+type KeyId = (String, String, u64);
+
+struct Inner<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    settings: ServiceSettings,
+    keys: Mutex<HashMap<KeyId, Arc<CachedKey>>>,
+}
+
+/// The key custodian service. Cheap to clone (shared state behind an `Arc`).
+pub struct CustodianService<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for CustodianService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// What an audit entry records besides caller, RPC and status.
+#[derive(Debug, Default)]
+struct AuditCtx {
+    project: String,
+    recipe: String,
+    epoch: u64,
+    items: u64,
+}
+
+impl AuditCtx {
+    fn new(project: &str, recipe: &str, epoch: u64) -> Self {
+        Self {
+            project: project.to_owned(),
+            recipe: recipe.to_owned(),
+            epoch,
+            items: 0,
+        }
+    }
+}
+
+fn proto_mode(mode: Mode) -> v1::EvaluationMode {
+    match mode {
+        Mode::Oprf => v1::EvaluationMode::Oprf,
+        _ => v1::EvaluationMode::Voprf,
+    }
+}
+
+fn proto_state(state: KeyState) -> v1::KeyState {
+    match state {
+        KeyState::Active => v1::KeyState::Active,
+        KeyState::Retired => v1::KeyState::Retired,
+        KeyState::Revoked => v1::KeyState::Revoked,
+        KeyState::Pending => v1::KeyState::Pending,
+    }
+}
+
+fn nonempty(what: &str, value: &str) -> Result<(), ServiceError> {
+    if value.is_empty() {
+        Err(ServiceError::InvalidArgument(format!("{what} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+fn nonzero_epoch(what: &str, epoch: u64) -> Result<(), ServiceError> {
+    if epoch == 0 {
+        Err(ServiceError::InvalidArgument(format!(
+            "{what} is 0; epochs start at 1"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn project_view(record: &ProjectRecord, policy: &ProjectPolicy) -> v1::Project {
+    v1::Project {
+        name: record.name.clone(),
+        recipes: record
+            .recipes
+            .iter()
+            .map(|r| v1::RecipeKey {
+                recipe: r.recipe.clone(),
+                epoch: r.active.map_or(0, |(e, _)| e),
+                public_key: r.active.map_or_else(Vec::new, |(_, pk)| pk.to_vec()),
+            })
+            .collect(),
+        clk_fields: record.clk_fields.clone(),
+        holders: record.holders.iter().map(holder_view).collect(),
+        created_unix_ms: record.created_at.as_unix_ms(),
+        mode: proto_mode(policy.mode) as i32,
+        linkage_unit: policy.linkage_unit.clone(),
+    }
+}
+
+fn holder_view(h: &HolderRecord) -> v1::Holder {
+    v1::Holder {
+        party: h.party.clone(),
+        declared_records: h.declared_records,
+        evaluation_quota: h.evaluation_quota,
+    }
+}
+
+/// The entries of ReadAuditLog, one page at a time.
+pub type AuditStream = Pin<Box<dyn Stream<Item = Result<v1::AuditEntry, Status>> + Send>>;
+
+/// Entries read from the store per page while streaming the audit log.
+const AUDIT_PAGE: u64 = 1000;
+
+fn audit_entry_view(e: &renketsu_keys::audit::AuditEntry) -> v1::AuditEntry {
+    v1::AuditEntry {
+        sequence: e.sequence,
+        unix_time_ms: e.event.unix_time_ms,
+        actor_party: e.event.actor_party.clone(),
+        role: e.event.role,
+        rpc: e.event.rpc.clone(),
+        project: e.event.project.clone(),
+        recipe: e.event.recipe.clone(),
+        epoch: e.event.epoch,
+        item_count: e.event.item_count,
+        status_code: e.event.status_code,
+        prev_hash: e.prev_hash.to_vec(),
+        entry_hash: e.entry_hash.to_vec(),
+    }
+}
+
+impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
+    /// A service over `store`, with time from `clock`.
+    pub fn new(store: S, clock: Arc<dyn Clock>, settings: ServiceSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                settings,
+                keys: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store (for tests and maintenance).
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Runs the common tail of every call: writes the audit entry, then turns the result into
+    /// a tonic response. The audit entry records the final status code.
+    async fn finish<T>(
+        &self,
+        rpc: Rpc,
+        who: Option<&PeerIdentity>,
+        ctx: AuditCtx,
+        result: Result<T, ServiceError>,
+    ) -> Result<Response<T>, Status> {
+        let status_code = match &result {
+            Ok(_) => 0,
+            Err(e) => e.code() as u32,
+        };
+        let event = AuditEvent {
+            unix_time_ms: self.inner.clock.now().as_unix_ms(),
+            actor_party: who.map(|w| w.party.clone()).unwrap_or_default(),
+            role: who.map_or(v1::Role::Unspecified, |w| w.role.to_proto()) as i32,
+            rpc: rpc.path(),
+            project: ctx.project,
+            recipe: ctx.recipe,
+            epoch: ctx.epoch,
+            item_count: ctx.items,
+            status_code,
+        };
+        if let Err(e) = self.inner.store.append_audit(event).await {
+            tracing::error!(error = %e, rpc = rpc.name(), "cannot append audit entry; failing the call");
+            return Err(ServiceError::Internal(format!("audit append failed: {e}")).into());
+        }
+        match result {
+            Ok(v) => Ok(Response::new(v)),
+            Err(e) => {
+                tracing::info!(
+                    rpc = rpc.name(),
+                    party = who.map_or("", |w| w.party.as_str()),
+                    code = ?e.code(),
+                    "refused: {e}"
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Identity + role check, shared by every call.
+    fn caller<T>(
+        rpc: Rpc,
+        request: &Request<T>,
+    ) -> (Option<PeerIdentity>, Result<PeerIdentity, ServiceError>) {
+        match auth::peer_identity(request) {
+            Ok(who) => {
+                let checked = auth::check_role(rpc, &who).map(|()| who.clone());
+                (Some(who), checked)
+            }
+            Err(e) => (None, Err(e)),
+        }
+    }
+
+    /// The project check for a data holder: enrolled in `project`.
+    async fn check_holder(
+        &self,
+        rpc: Rpc,
+        who: &PeerIdentity,
+        project: &str,
+    ) -> Result<HolderRecord, ServiceError> {
+        match self.inner.store.get_holder(project, &who.party).await {
+            Ok(h) => Ok(h),
+            Err(StoreError::HolderNotFound { .. } | StoreError::ProjectNotFound(_)) => {
+                Err(auth::not_member(rpc, who, project))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The project's policy, or a membership refusal if the project does not exist.
+    async fn member_policy(
+        &self,
+        rpc: Rpc,
+        who: &PeerIdentity,
+        project: &str,
+    ) -> Result<ProjectPolicy, ServiceError> {
+        match self.inner.store.get_project(project).await {
+            Ok(_) => {}
+            Err(StoreError::ProjectNotFound(_)) => return Err(auth::not_member(rpc, who, project)),
+            Err(e) => return Err(e.into()),
+        }
+        let policy = self.inner.store.policy(project).await?;
+        let holder_enrolled = if who.role == Role::DataHolder {
+            match self.inner.store.get_holder(project, &who.party).await {
+                Ok(_) => true,
+                Err(StoreError::HolderNotFound { .. }) => false,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            false
+        };
+        auth::check_project(
+            rpc,
+            who,
+            project,
+            Some(&Membership {
+                holder_enrolled,
+                linkage_unit: &policy.linkage_unit,
+            }),
+        )?;
+        Ok(policy)
+    }
+
+    /// The key of (project, recipe, epoch), from the cache or unsealed from the store.
+    async fn key(&self, record: &EpochRecord) -> Result<Arc<CachedKey>, ServiceError> {
+        let id = (record.project.clone(), record.recipe.clone(), record.epoch);
+        if let Some(k) = self.inner.keys.lock().expect("key cache").get(&id) {
+            return Ok(Arc::clone(k));
+        }
+        let sealed = self
+            .inner
+            .store
+            .epoch_key(&record.project, &record.recipe, record.epoch)
+            .await?;
+        let sk = sealed.secret_key()?;
+        if sk.public_key().to_bytes() != record.public_key {
+            return Err(ServiceError::Internal(format!(
+                "epoch key of {:?}/{:?}/{} does not match its stored public key",
+                record.project, record.recipe, record.epoch
+            )));
+        }
+        let key = Arc::new(CachedKey {
+            oprf: OprfServer::new(sk.clone()),
+            voprf: VoprfServer::new(sk),
+        });
+        self.inner
+            .keys
+            .lock()
+            .expect("key cache")
+            .insert(id, Arc::clone(&key));
+        Ok(key)
+    }
+
+    /// Drops cached keys of one recipe (after a rotation or revocation).
+    fn forget_keys(&self, project: &str, recipe: &str) {
+        self.inner
+            .keys
+            .lock()
+            .expect("key cache")
+            .retain(|(p, r, _), _| !(p == project && r == recipe));
+    }
+
+    /// An epoch record for a member call; not-found errors become NOT_FOUND with the store's
+    /// message.
+    async fn epoch(
+        &self,
+        project: &str,
+        recipe: &str,
+        epoch: Option<u64>,
+    ) -> Result<EpochRecord, ServiceError> {
+        Ok(self.inner.store.get_epoch(project, recipe, epoch).await?)
+    }
+
+    // ---------------------------------------------------------------- admin
+
+    async fn create_project_inner(
+        &self,
+        req: &v1::CreateProjectRequest,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::CreateProjectResponse, ServiceError> {
+        nonempty("project", &req.project)?;
+        if req.recipes.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "a project needs at least one recipe".to_owned(),
+            ));
+        }
+        if !pki::is_valid_party(&req.linkage_unit) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "linkage_unit {:?} is not a valid party name (1-64 characters of A-Z a-z 0-9 . _ -)",
+                req.linkage_unit
+            )));
+        }
+        let mode = match v1::EvaluationMode::try_from(req.mode) {
+            Ok(v1::EvaluationMode::Unspecified | v1::EvaluationMode::Voprf) => Mode::Voprf,
+            Ok(v1::EvaluationMode::Oprf) => Mode::Oprf,
+            Err(_) => {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "unknown evaluation mode {}",
+                    req.mode
+                )));
+            }
+        };
+        ctx.items = req.recipes.len() as u64;
+        let recipes: Vec<&str> = req.recipes.iter().map(String::as_str).collect();
+        let fields: Vec<&str> = req.clk_fields.iter().map(String::as_str).collect();
+        let new = NewProject::generate(
+            &req.project,
+            &recipes,
+            &fields,
+            self.inner.clock.now(),
+            &mut rand::rng(),
+        );
+        let record = self.inner.store.create_project(new).await?;
+        let policy = ProjectPolicy {
+            mode,
+            linkage_unit: req.linkage_unit.clone(),
+        };
+        self.inner.store.set_policy(&req.project, &policy).await?;
+        ctx.epoch = 1;
+        Ok(v1::CreateProjectResponse {
+            project: Some(project_view(&record, &policy)),
+        })
+    }
+
+    async fn enrol_holder_inner(
+        &self,
+        req: &v1::EnrolHolderRequest,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::EnrolHolderResponse, ServiceError> {
+        nonempty("project", &req.project)?;
+        if !pki::is_valid_party(&req.party) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "party {:?} is not a valid party name (1-64 characters of A-Z a-z 0-9 . _ -)",
+                req.party
+            )));
+        }
+        let quota = quota::evaluation_quota(req.declared_records, self.inner.settings.quota_slack)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        ctx.items = req.declared_records;
+        let holder = self
+            .inner
+            .store
+            .enrol_holder(HolderRecord {
+                project: req.project.clone(),
+                party: req.party.clone(),
+                declared_records: req.declared_records,
+                evaluation_quota: quota,
+                enrolled_at: self.inner.clock.now(),
+            })
+            .await?;
+        Ok(v1::EnrolHolderResponse {
+            holder: Some(holder_view(&holder)),
+        })
+    }
+
+    async fn rotate_inner(
+        &self,
+        req: &v1::RotateEpochRequest,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::RotateEpochResponse, ServiceError> {
+        nonempty("project", &req.project)?;
+        nonempty("recipe", &req.recipe)?;
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
+        let outcome = self
+            .inner
+            .store
+            .rotate_epoch(Rotation {
+                project: req.project.clone(),
+                recipe: req.recipe.clone(),
+                seed,
+                now: self.inner.clock.now(),
+                activate_at: None,
+            })
+            .await?;
+        self.forget_keys(&req.project, &req.recipe);
+        ctx.epoch = outcome.new.epoch;
+        Ok(v1::RotateEpochResponse {
+            previous_epoch: outcome.previous_epoch.unwrap_or(0),
+            epoch: outcome.new.epoch,
+            public_key: outcome.new.public_key.to_vec(),
+        })
+    }
+
+    async fn revoke_inner(
+        &self,
+        req: &v1::RevokeEpochRequest,
+    ) -> Result<v1::RevokeEpochResponse, ServiceError> {
+        nonempty("project", &req.project)?;
+        nonempty("recipe", &req.recipe)?;
+        nonzero_epoch("epoch", req.epoch)?;
+        let record = self
+            .inner
+            .store
+            .revoke_epoch(&req.project, &req.recipe, req.epoch, self.inner.clock.now())
+            .await?;
+        self.forget_keys(&req.project, &req.recipe);
+        Ok(v1::RevokeEpochResponse {
+            epoch: record.epoch,
+            state: proto_state(record.state) as i32,
+        })
+    }
+
+    async fn list_inner(
+        &self,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::ListProjectsResponse, ServiceError> {
+        let records = self.inner.store.list_projects().await?;
+        let mut projects = Vec::with_capacity(records.len());
+        for r in &records {
+            let policy = self.inner.store.policy(&r.name).await?;
+            projects.push(project_view(r, &policy));
+        }
+        ctx.items = projects.len() as u64;
+        Ok(v1::ListProjectsResponse { projects })
+    }
+
+    // ---------------------------------------------------------------- holders
+
+    async fn public_key_inner(
+        &self,
+        who: &PeerIdentity,
+        req: &v1::GetPublicKeyRequest,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::GetPublicKeyResponse, ServiceError> {
+        self.check_holder(Rpc::GetPublicKey, who, &req.project)
+            .await?;
+        if let Some(e) = req.epoch {
+            nonzero_epoch("epoch", e)?;
+        }
+        let record = self.epoch(&req.project, &req.recipe, req.epoch).await?;
+        ctx.epoch = record.epoch;
+        Ok(v1::GetPublicKeyResponse {
+            public_key: record.public_key.to_vec(),
+            epoch: record.epoch,
+            state: proto_state(record.state) as i32,
+        })
+    }
+
+    async fn evaluate_inner(
+        &self,
+        who: &PeerIdentity,
+        req: v1::EvaluateBatchRequest,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::EvaluateBatchResponse, ServiceError> {
+        let n = req.blinded_elements.len();
+        ctx.items = n as u64;
+        let policy = self
+            .member_policy(Rpc::EvaluateBatch, who, &req.project)
+            .await?;
+        nonzero_epoch("epoch", req.epoch)?;
+        let mode = match v1::EvaluationMode::try_from(req.mode) {
+            Ok(v1::EvaluationMode::Oprf) => Mode::Oprf,
+            Ok(v1::EvaluationMode::Voprf) => Mode::Voprf,
+            _ => {
+                return Err(ServiceError::InvalidArgument(
+                    "mode must be EVALUATION_MODE_OPRF or EVALUATION_MODE_VOPRF".to_owned(),
+                ));
+            }
+        };
+        if mode != policy.mode {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "project {:?} evaluates in {} mode; this batch asked for {}",
+                req.project,
+                proto_mode(policy.mode).as_str_name(),
+                proto_mode(mode).as_str_name()
+            )));
+        }
+        let max = self.inner.settings.max_batch;
+        if n == 0 || n > max {
+            return Err(ServiceError::InvalidArgument(format!(
+                "batch has {n} blinded elements; send between 1 and {max}"
+            )));
+        }
+        let record = self
+            .epoch(&req.project, &req.recipe, Some(req.epoch))
+            .await?;
+        if !record.state.can_evaluate() {
+            let active = match self
+                .inner
+                .store
+                .get_epoch(&req.project, &req.recipe, None)
+                .await
+            {
+                Ok(a) => format!("the active epoch is {}", a.epoch),
+                Err(_) => "the recipe has no active epoch".to_owned(),
+            };
+            return Err(ServiceError::FailedPrecondition(format!(
+                "epoch {} of project {:?} recipe {:?} is {}, so it cannot evaluate; {active}",
+                record.epoch, req.project, req.recipe, record.state
+            )));
+        }
+        let mut blinded = Vec::with_capacity(n);
+        for (i, b) in req.blinded_elements.iter().enumerate() {
+            blinded.push(BlindedElement::from_bytes(b).map_err(|_| {
+                ServiceError::InvalidArgument(format!(
+                    "blinded element {i} is not a valid non-identity ristretto255 element (32 bytes, RFC 9496 encoding)"
+                ))
+            })?);
+        }
+        match self
+            .inner
+            .store
+            .reserve_evaluations(&req.project, &who.party, &req.recipe, req.epoch, n as u64)
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::QuotaExceeded {
+                used,
+                requested,
+                quota,
+                ..
+            }) => {
+                return Err(ServiceError::QuotaExhausted {
+                    party: who.party.clone(),
+                    project: req.project.clone(),
+                    recipe: req.recipe.clone(),
+                    epoch: req.epoch,
+                    used,
+                    quota,
+                    requested,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let key = self.key(&record).await?;
+        let epoch = req.epoch;
+        let response = tokio::task::spawn_blocking(move || evaluate(&key, mode, &blinded))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("evaluation task failed: {e}")))??;
+        Ok(v1::EvaluateBatchResponse { epoch, ..response })
+    }
+
+    async fn wrapped_clk_inner(
+        &self,
+        who: &PeerIdentity,
+        req: &v1::GetWrappedClkKeyRequest,
+    ) -> Result<v1::GetWrappedClkKeyResponse, ServiceError> {
+        self.check_holder(Rpc::GetWrappedClkKey, who, &req.project)
+            .await?;
+        nonempty("field", &req.field)?;
+        let key = self.inner.store.clk_key(&req.project, &req.field).await?;
+        let wrapped = wrap::wrap(&req.holder_public_key, &req.project, &req.field, &key).map_err(
+            |e| match e {
+                WrapError::PublicKey(_) | WrapError::Encap => {
+                    ServiceError::InvalidArgument(format!("holder_public_key: {e}"))
+                }
+                other => ServiceError::Internal(other.to_string()),
+            },
+        )?;
+        Ok(v1::GetWrappedClkKeyResponse {
+            algorithm: v1::WrapAlgorithm::HpkeX25519Sha256Chacha20poly1305 as i32,
+            encapsulated_key: wrapped.encapsulated_key.to_vec(),
+            ciphertext: wrapped.ciphertext,
+        })
+    }
+
+    // ---------------------------------------------------------------- linkage unit
+
+    async fn rekey_inner(
+        &self,
+        who: &PeerIdentity,
+        req: &v1::GetRekeyDeltaRequest,
+    ) -> Result<v1::GetRekeyDeltaResponse, ServiceError> {
+        self.member_policy(Rpc::GetRekeyDelta, who, &req.project)
+            .await?;
+        nonzero_epoch("from_epoch", req.from_epoch)?;
+        nonzero_epoch("to_epoch", req.to_epoch)?;
+        if req.from_epoch == req.to_epoch {
+            return Err(ServiceError::InvalidArgument(
+                "from_epoch and to_epoch are equal".to_owned(),
+            ));
+        }
+        let mut keys = Vec::with_capacity(2);
+        for epoch in [req.from_epoch, req.to_epoch] {
+            let record = self.epoch(&req.project, &req.recipe, Some(epoch)).await?;
+            if !record.state.can_rekey() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "epoch {epoch} of project {:?} recipe {:?} is {}; deltas need active or retired epochs",
+                    req.project, req.recipe, record.state
+                )));
+            }
+            let sealed = self
+                .inner
+                .store
+                .epoch_key(&req.project, &req.recipe, epoch)
+                .await?;
+            keys.push(sealed.secret_key()?);
+        }
+        let delta = RekeyDelta::between(&keys[0], &keys[1]);
+        Ok(v1::GetRekeyDeltaResponse {
+            delta: delta.to_bytes().to_vec(),
+            from_epoch: req.from_epoch,
+            to_epoch: req.to_epoch,
+        })
+    }
+
+    // ---------------------------------------------------------------- auditors
+
+    async fn head_inner(&self) -> Result<v1::AuditHead, ServiceError> {
+        let head = self.inner.store.audit_head().await?;
+        Ok(head.map_or(
+            v1::AuditHead {
+                sequence: 0,
+                entry_hash: vec![0; 32],
+            },
+            |h| v1::AuditHead {
+                sequence: h.sequence,
+                entry_hash: h.entry_hash.to_vec(),
+            },
+        ))
+    }
+
+    /// Plans a ReadAuditLog: the sequence range `from..=last` it will stream.
+    async fn read_audit_plan(
+        &self,
+        req: &v1::ReadAuditLogRequest,
+        ctx: &mut AuditCtx,
+    ) -> Result<(u64, u64), ServiceError> {
+        let from = req.from_sequence.max(1);
+        let end = self
+            .inner
+            .store
+            .audit_head()
+            .await?
+            .map_or(0, |h| h.sequence);
+        let mut last = end;
+        if req.limit > 0 {
+            last = last.min(from.saturating_add(u64::from(req.limit)) - 1);
+        }
+        ctx.items = (last + 1).saturating_sub(from);
+        Ok((from, last))
+    }
+}
+
+/// The CPU part of EvaluateBatch.
+fn evaluate(
+    key: &CachedKey,
+    mode: Mode,
+    blinded: &[BlindedElement],
+) -> Result<v1::EvaluateBatchResponse, ServiceError> {
+    let (evaluated, proof) = if mode == Mode::Voprf {
+        let batch = key
+            .voprf
+            .blind_evaluate_batch(blinded, &mut rand::rng())
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        (batch.evaluated, Some(batch.proof.to_bytes().to_vec()))
+    } else {
+        (key.oprf.blind_evaluate_batch(blinded), None)
+    };
+    Ok(v1::EvaluateBatchResponse {
+        evaluated_elements: evaluated.iter().map(|e| e.to_bytes().to_vec()).collect(),
+        proof,
+        epoch: 0,
+    })
+}
+
+#[tonic::async_trait]
+impl<S: CustodianStore + PolicyStore + 'static> KeyCustodian for CustodianService<S> {
+    async fn create_project(
+        &self,
+        request: Request<v1::CreateProjectRequest>,
+    ) -> Result<Response<v1::CreateProjectResponse>, Status> {
+        let rpc = Rpc::CreateProject;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project, "", 0);
+        let result = match checked {
+            Ok(_) => self.create_project_inner(&req, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn enrol_holder(
+        &self,
+        request: Request<v1::EnrolHolderRequest>,
+    ) -> Result<Response<v1::EnrolHolderResponse>, Status> {
+        let rpc = Rpc::EnrolHolder;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project, "", 0);
+        let result = match checked {
+            Ok(_) => self.enrol_holder_inner(&req, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn rotate_epoch(
+        &self,
+        request: Request<v1::RotateEpochRequest>,
+    ) -> Result<Response<v1::RotateEpochResponse>, Status> {
+        let rpc = Rpc::RotateEpoch;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project, &req.recipe, 0);
+        let result = match checked {
+            Ok(_) => self.rotate_inner(&req, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn revoke_epoch(
+        &self,
+        request: Request<v1::RevokeEpochRequest>,
+    ) -> Result<Response<v1::RevokeEpochResponse>, Status> {
+        let rpc = Rpc::RevokeEpoch;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project, &req.recipe, req.epoch);
+        let result = match checked {
+            Ok(_) => self.revoke_inner(&req).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<v1::ListProjectsRequest>,
+    ) -> Result<Response<v1::ListProjectsResponse>, Status> {
+        let rpc = Rpc::ListProjects;
+        let (who, checked) = Self::caller(rpc, &request);
+        let mut ctx = AuditCtx::default();
+        let result = match checked {
+            Ok(_) => self.list_inner(&mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<v1::GetPublicKeyRequest>,
+    ) -> Result<Response<v1::GetPublicKeyResponse>, Status> {
+        let rpc = Rpc::GetPublicKey;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project, &req.recipe, req.epoch.unwrap_or(0));
+        let result = match checked {
+            Ok(w) => self.public_key_inner(&w, &req, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn evaluate_batch(
+        &self,
+        request: Request<v1::EvaluateBatchRequest>,
+    ) -> Result<Response<v1::EvaluateBatchResponse>, Status> {
+        let rpc = Rpc::EvaluateBatch;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project, &req.recipe, req.epoch);
+        ctx.items = req.blinded_elements.len() as u64;
+        let result = match checked {
+            Ok(w) => self.evaluate_inner(&w, req, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn get_wrapped_clk_key(
+        &self,
+        request: Request<v1::GetWrappedClkKeyRequest>,
+    ) -> Result<Response<v1::GetWrappedClkKeyResponse>, Status> {
+        let rpc = Rpc::GetWrappedClkKey;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        // The field name goes where a recipe would: it says which key left the custodian.
+        let mut ctx = AuditCtx::new(&req.project, &req.field, 0);
+        let result = match checked {
+            Ok(w) => self.wrapped_clk_inner(&w, &req).await,
+            Err(e) => Err(e),
+        };
+        if result.is_ok() {
+            ctx.items = 1;
+        }
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    async fn get_rekey_delta(
+        &self,
+        request: Request<v1::GetRekeyDeltaRequest>,
+    ) -> Result<Response<v1::GetRekeyDeltaResponse>, Status> {
+        let rpc = Rpc::GetRekeyDelta;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        // The epoch recorded is the target; the source is in the response only.
+        let ctx = AuditCtx::new(&req.project, &req.recipe, req.to_epoch);
+        let result = match checked {
+            Ok(w) => self.rekey_inner(&w, &req).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+
+    type ReadAuditLogStream = AuditStream;
+
+    async fn read_audit_log(
+        &self,
+        request: Request<v1::ReadAuditLogRequest>,
+    ) -> Result<Response<Self::ReadAuditLogStream>, Status> {
+        let rpc = Rpc::ReadAuditLog;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::default();
+        let result = match checked {
+            Ok(_) => self.read_audit_plan(&req, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        let (from, last) = self
+            .finish(rpc, who.as_ref(), ctx, result)
+            .await?
+            .into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut next = from;
+            while next <= last {
+                let want = (last - next + 1).min(AUDIT_PAGE);
+                match this.inner.store.read_audit(next, want).await {
+                    Ok(page) if page.is_empty() => break,
+                    Ok(page) => {
+                        for e in &page {
+                            if e.sequence > last {
+                                return;
+                            }
+                            if tx.send(Ok(audit_entry_view(e))).await.is_err() {
+                                return;
+                            }
+                        }
+                        next = page.last().map_or(last + 1, |e| e.sequence + 1);
+                    }
+                    Err(e) => {
+                        let status: Status =
+                            ServiceError::Internal(format!("reading the audit log: {e}")).into();
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get_audit_head(
+        &self,
+        request: Request<v1::GetAuditHeadRequest>,
+    ) -> Result<Response<v1::AuditHead>, Status> {
+        let rpc = Rpc::GetAuditHead;
+        let (who, checked) = Self::caller(rpc, &request);
+        let ctx = AuditCtx::default();
+        let result = match checked {
+            Ok(_) => self.head_inner().await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result).await
+    }
+}
