@@ -31,8 +31,8 @@ impl PgStore {
     /// applies the migrations in `keys/custodian/migrations/postgres`.
     ///
     /// # Errors
-    /// [`StoreError::Database`](super::StoreError::Database),
-    /// [`StoreError::Migrate`](super::StoreError::Migrate).
+    /// [`StoreError::Database`],
+    /// [`StoreError::Migrate`].
     pub async fn connect(url: &str, keks: KekRing) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)

@@ -39,8 +39,8 @@ impl SqliteStore {
     /// migrations in `keys/custodian/migrations/sqlite`.
     ///
     /// # Errors
-    /// [`StoreError::Database`](super::StoreError::Database),
-    /// [`StoreError::Migrate`](super::StoreError::Migrate).
+    /// [`StoreError::Database`],
+    /// [`StoreError::Migrate`].
     pub async fn connect(url: &str, keks: KekRing) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)?
