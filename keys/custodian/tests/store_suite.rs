@@ -1081,6 +1081,31 @@ async fn sqlite_in_memory_and_unsupported_urls() {
     ));
 }
 
+/// Every migration exists for both backends under the same name (janus-style check).
+#[test]
+fn migrations_match_across_backends() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let names = |b: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(b))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sqlite = names("sqlite");
+    assert!(!sqlite.is_empty());
+    assert_eq!(sqlite, names("postgres"));
+    for n in &sqlite {
+        let (version, rest) = n.split_once('_').unwrap();
+        assert!(
+            version.len() == 14 && version.bytes().all(|b| b.is_ascii_digit()),
+            "{n}"
+        );
+        assert!(rest.ends_with(".sql"), "{n}");
+    }
+}
+
 #[test]
 fn database_urls_are_rewritten() {
     assert_eq!(

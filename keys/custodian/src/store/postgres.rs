@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use renketsu_keys::seal::KekRing;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 
-use super::common::impl_custodian_store;
+use super::common::{WriteTx, impl_custodian_store};
 
 /// The custodian store on PostgreSQL. Cheap to clone (a connection pool and the KEK ring).
 #[derive(Clone)]
@@ -56,8 +56,8 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin().await
+    async fn begin_write(&self) -> Result<WriteTx<Postgres>, sqlx::Error> {
+        Ok(WriteTx::new(self.pool.begin().await?, None))
     }
 }
 
