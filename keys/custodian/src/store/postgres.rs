@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use renketsu_keys::seal::KekRing;
-use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Postgres;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::common::{WriteTx, impl_custodian_store};
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use renketsu_keys::seal::KekRing;
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Sqlite;
 use tokio::sync::Mutex;
 
 use super::common::{WriteTx, impl_custodian_store};
