@@ -818,7 +818,7 @@ impl ClkEncoding {
     /// `None` when the schema has no `[clk]`.
     pub(crate) fn from_schema(
         schema: &Schema,
-        secret: &renketsu_linkage::ProjectSecret,
+        secret: &ProjectSecret,
         project: &str,
     ) -> Option<Self> {
         let (encoder, inputs) = NativeEncoder::from_schema(schema, secret, project)?;
