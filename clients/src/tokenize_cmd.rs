@@ -278,7 +278,7 @@ fn read_opts<'a>(job: &'a Job<'a>, tokenizer: &'a Tokenizer) -> Result<ReadOptio
         .and_then(|n| n.to_str())
         .with_context(|| format!("--rejects {}: not a file name", job.rejects.display()))?
         .to_owned();
-    if job.schema.content.iter().any(|c| *c == job.id_column) {
+    if job.schema.content.contains(&job.id_column) {
         bail!(
             "the id column {:?} is also a content column of the schema",
             job.id_column
@@ -767,7 +767,7 @@ fields = ["name"]
             "r/v1=1:00".to_owned(),
             format!("r/v1=1:{}", "00".repeat(32)),
         ] {
-            assert!(parse_pins(&[bad.clone()]).is_err(), "{bad}");
+            assert!(parse_pins(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }
     }
 }
