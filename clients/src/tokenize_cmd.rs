@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use renketsu_custodian::client::{
-    BatchEvaluator, ConnectConfig, CustodianClient, DEFAULT_BATCH_SIZE, EpochKey, EvalMode,
-    RetryPolicy, custodian_recipe_name, evaluate_all,
+    BatchEvaluator, ConnectConfig, CustodianClient, DEFAULT_BATCH_SIZE, EpochKey, EvalJob,
+    EvalMode, RetryPolicy, custodian_recipe_name, evaluate_jobs,
 };
 use renketsu_keys::LocalKeyStore;
 use renketsu_keys::oprf::PublicKey;
@@ -213,7 +213,9 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
             cfg.tls_domain = args.tls_domain.clone();
             cfg.timeout = Duration::from_secs(args.timeout_secs.max(1));
             cfg.retry.max_attempts = args.max_attempts.max(1);
-            let rt = tokio::runtime::Builder::new_current_thread()
+            // Worker threads carry the gRPC transfers while this thread blinds and verifies.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
@@ -486,26 +488,36 @@ fn custodian_mode<E: BatchEvaluator>(
     let mut tokens = 0u64;
     let mut batches = 0u64;
     let mut flush = |chunk: &mut Chunk, writer: &mut tokens_file::Writer| -> Result<()> {
+        // Every recipe's batches of this chunk, pipelined (see `evaluate_jobs`).
+        let jobs: Vec<EvalJob<'_, Vec<u8>>> = chunk
+            .preimages
+            .iter()
+            .enumerate()
+            .filter(|(_, pre)| !pre.is_empty())
+            .map(|(r, pre)| EvalJob {
+                recipe: &names[r],
+                key: keys[r],
+                inputs: pre,
+            })
+            .collect();
+        batches += jobs
+            .iter()
+            .map(|j| j.inputs.len().div_ceil(batch_size) as u64)
+            .sum::<u64>();
+        let evaluated = rt
+            .block_on(evaluate_jobs(evaluator, project, mode, &jobs, batch_size))
+            .context("evaluation failed; nothing was written")?;
+        let mut evaluated = evaluated.into_iter();
         let mut out: Vec<Vec<[u8; 32]>> = Vec::with_capacity(n_recipes);
-        for (r, pre) in chunk.preimages.iter_mut().enumerate() {
+        for pre in &mut chunk.preimages {
             if pre.is_empty() {
                 out.push(Vec::new());
-                continue;
+            } else {
+                let elements = evaluated.next().expect("one result per job");
+                tokens += elements.len() as u64;
+                out.push(elements);
+                pre.clear();
             }
-            batches += pre.len().div_ceil(batch_size) as u64;
-            let elements = rt
-                .block_on(evaluate_all(
-                    evaluator, project, &names[r], keys[r], mode, pre, batch_size,
-                ))
-                .with_context(|| {
-                    format!(
-                        "recipe {}: evaluation failed; nothing was written",
-                        names[r]
-                    )
-                })?;
-            tokens += elements.len() as u64;
-            out.push(elements);
-            pre.clear();
         }
         for rec in chunk.records.drain(..) {
             writer.record(

@@ -377,8 +377,7 @@ impl BlindedBatch {
 }
 
 /// Blinds `inputs`, has them evaluated in batches of at most `batch_size` and returns the
-/// verified, unblinded elements in input order. Each batch is finalized (and in VOPRF mode its
-/// proof verified) before the next is sent.
+/// verified, unblinded elements in input order ([`evaluate_jobs`] with one job).
 ///
 /// # Errors
 /// The first failing batch's error; no partial result is returned.
@@ -391,15 +390,92 @@ pub async fn evaluate_all<E: BatchEvaluator, I: AsRef<[u8]>>(
     inputs: &[I],
     batch_size: usize,
 ) -> Result<Vec<[u8; ELEMENT_LEN]>, ClientError> {
-    let mut out = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(batch_size.max(1)) {
-        // Blind synchronously: the thread-local RNG is never held across an await.
-        let batch = BlindedBatch::blind(mode, key, chunk, &mut rand::rng())?;
-        let evaluation = evaluator
-            .evaluate(project, recipe, key.epoch, mode, &batch.blinded_elements())
-            .await?;
-        out.extend(batch.finalize(recipe, &evaluation)?);
+    let job = EvalJob {
+        recipe,
+        key,
+        inputs,
+    };
+    let mut out = evaluate_jobs(evaluator, project, mode, &[job], batch_size).await?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// The inputs of one recipe for [`evaluate_jobs`].
+#[derive(Debug)]
+pub struct EvalJob<'a, I> {
+    /// Custodian recipe name.
+    pub recipe: &'a str,
+    /// The epoch key to evaluate with and verify against.
+    pub key: EpochKey,
+    /// The inputs (preimages).
+    pub inputs: &'a [I],
+}
+
+/// Evaluates the inputs of several recipes in batches of at most `batch_size`, pipelined:
+/// while batch `k` is with the custodian, the holder verifies and unblinds batch `k − 1` and
+/// blinds batch `k + 1` (with a multi-threaded Tokio runtime the transfer runs beside this
+/// work). Every batch's proof is verified before its outputs are kept. Returns, per job, the
+/// unblinded elements `k·HashToGroup(input)` in input order.
+///
+/// # Errors
+/// The first failing batch's error ([`ClientError::ProofRejected`] for a proof that does not
+/// verify); no partial result is returned.
+pub async fn evaluate_jobs<E: BatchEvaluator, I: AsRef<[u8]>>(
+    evaluator: &E,
+    project: &str,
+    mode: EvalMode,
+    jobs: &[EvalJob<'_, I>],
+    batch_size: usize,
+) -> Result<Vec<Vec<[u8; ELEMENT_LEN]>>, ClientError> {
+    let batch_size = batch_size.max(1);
+    let batches: Vec<(usize, &[I])> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.inputs.chunks(batch_size).map(move |c| (j, c)))
+        .collect();
+    let mut out: Vec<Vec<[u8; ELEMENT_LEN]>> = jobs
+        .iter()
+        .map(|j| Vec::with_capacity(j.inputs.len()))
+        .collect();
+    // Blinding is synchronous: the thread-local RNG is never held across an await.
+    let blind = |k: usize| -> Result<BlindedBatch, ClientError> {
+        let (j, chunk) = batches[k];
+        BlindedBatch::blind(mode, jobs[j].key, chunk, &mut rand::rng())
+    };
+    let finalize = |done: Option<(usize, BlindedBatch, Evaluation)>,
+                    out: &mut Vec<Vec<[u8; ELEMENT_LEN]>>|
+     -> Result<(), ClientError> {
+        if let Some((j, batch, evaluation)) = done {
+            out[j].extend(batch.finalize(jobs[j].recipe, &evaluation)?);
+        }
+        Ok(())
+    };
+    if batches.is_empty() {
+        return Ok(out);
     }
+    let mut current = blind(0)?;
+    let mut done: Option<(usize, BlindedBatch, Evaluation)> = None;
+    for k in 0..batches.len() {
+        let j = batches[k].0;
+        let elements = current.blinded_elements();
+        let request =
+            evaluator.evaluate(project, jobs[j].recipe, jobs[j].key.epoch, mode, &elements);
+        let side = async {
+            finalize(done.take(), &mut out)?;
+            if k + 1 < batches.len() {
+                blind(k + 1).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (evaluation, next) = tokio::join!(request, side);
+        let (evaluation, next) = (evaluation?, next?);
+        done = Some((j, current, evaluation));
+        match next {
+            Some(n) => current = n,
+            None => break,
+        }
+    }
+    finalize(done, &mut out)?;
     Ok(out)
 }
 
