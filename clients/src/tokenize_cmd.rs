@@ -25,6 +25,7 @@ use renketsu_custodian::client::{
 };
 use renketsu_keys::LocalKeyStore;
 use renketsu_keys::oprf::PublicKey;
+use renketsu_keys::wrap::HolderKeyPair;
 use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
 use renketsu_linkage::{NormalizeContext, Schema, Tokenizer};
 
@@ -441,12 +442,30 @@ fn custodian_mode<E: BatchEvaluator>(
 ) -> Result<RunSummary> {
     let schema = job.schema;
     let project = &job.header.project;
-    if schema.clk.is_some() {
-        bail!(
-            "schema {} has a [clk] section: CLKs in custodian mode need the wrapped CLK keys (GetWrappedClkKey), which this renketsu does not fetch yet; use a schema without [clk] or the HMAC mode",
-            schema.name
-        );
-    }
+    // CLK keys: issued by the custodian per (project, field), wrapped to a fresh X25519 key
+    // of this run (HPKE), unwrapped here and kept in memory only.
+    let clk = match &schema.clk {
+        None => None,
+        Some(c) => {
+            let holder = HolderKeyPair::generate();
+            let mut features = Vec::with_capacity(c.features.len());
+            for f in &c.features {
+                let field = &schema.fields[f.field].name;
+                let key = rt
+                    .block_on(evaluator.clk_key(project, field, &holder))
+                    .with_context(|| format!("cannot get the CLK key of field {field}"))?;
+                let feature = NativeFeature {
+                    field: field.clone(),
+                    q: f.q,
+                    positional: f.positional,
+                    k: f.k,
+                };
+                features.push((feature, key));
+            }
+            Some(NativeEncoder::with_field_keys(c.bits, features))
+        }
+    };
+    let mut clk_buf = Vec::new();
     let batch_size = batch_size.clamp(1, 65_536);
     // The key of each recipe's active epoch, fetched (or pinned) before anything is sent.
     let names: Vec<String> = schema
@@ -537,10 +556,14 @@ fn custodian_mode<E: BatchEvaluator>(
                 (r, chunk.preimages[r].len() - 1)
             })
             .collect();
+        let filter = clk.as_ref().map(|enc| {
+            encode_clk(enc, schema, acc.tokens, &mut clk_buf);
+            clk_buf.clone()
+        });
         chunk.records.push(PendingRecord {
             id: acc.id,
             slots,
-            clk: None,
+            clk: filter,
         });
         if chunk.preimages.iter().any(|p| p.len() >= batch_size) {
             flush(&mut chunk, &mut writer)?;
@@ -766,6 +789,81 @@ fields = ["name"]
             .unwrap();
         assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
         assert!(!out.exists());
+    }
+
+    #[test]
+    fn clks_use_the_custodians_field_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, input) = setup(dir.path(), 40);
+        let schema_path = dir.path().join("clk.toml");
+        std::fs::write(
+            &schema_path,
+            format!(
+                "{SCHEMA}\n[clk]\nbits = 256\nthreshold = 0.8\n[[clk.features]]\nfield = \"name\"\nk = 10\n[[clk.features]]\nfield = \"dob\"\npositional = true\nq = 1\nk = 10\n"
+            ),
+        )
+        .unwrap();
+        let schema = crate::load_schema(&schema_path).unwrap();
+        let out = dir.path().join("a.tokens");
+        let mut j = job(&schema, dir.path(), &input, &out);
+        j.header.clk_bits = Some(256);
+        let mut ev = InProcessEvaluator::new();
+        ev.insert("p", "name_dob/v1", 1, key(0));
+        ev.insert("p", "name_only/v3", 1, key(1));
+        let ctx = NormalizeContext { today: 20_261_122 };
+        // Without the field keys at the custodian: a clear error, nothing written.
+        let err = custodian_mode(
+            &j,
+            ctx,
+            &ev,
+            &runtime(),
+            EvalMode::Voprf,
+            &BTreeMap::new(),
+            16,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            format!("{err:#}").contains("CLK key of field name"),
+            "{err:#}"
+        );
+        assert!(!out.exists());
+        ev.insert_clk_key("p", "name", [1; 32]);
+        ev.insert_clk_key("p", "dob", [2; 32]);
+        custodian_mode(
+            &j,
+            ctx,
+            &ev,
+            &runtime(),
+            EvalMode::Voprf,
+            &BTreeMap::new(),
+            16,
+        )
+        .unwrap();
+        let c = schema.clk.as_ref().unwrap();
+        let enc = NativeEncoder::with_field_keys(
+            256,
+            c.features
+                .iter()
+                .zip([[1u8; 32], [2u8; 32]])
+                .map(|(f, k)| {
+                    let feature = NativeFeature {
+                        field: schema.fields[f.field].name.clone(),
+                        q: f.q,
+                        positional: f.positional,
+                        k: f.k,
+                    };
+                    (feature, zeroize::Zeroizing::new(k))
+                })
+                .collect(),
+        );
+        let mut r = tokens_file::Reader::open(&out).unwrap();
+        let mut rec = tokens_file::Record::default();
+        assert!(r.next(&mut rec).unwrap());
+        assert_eq!(rec.id, "0");
+        let mut want = Vec::new();
+        enc.encode(&[Some("name 0"), Some("1970-01-01")], &mut want);
+        assert_eq!(rec.clk, Some(want));
     }
 
     #[test]

@@ -35,10 +35,13 @@ use renketsu_keys::oprf::{
     BlindResult, BlindedElement, ELEMENT_LEN, EvaluatedElement, OprfClient, OprfError, OprfServer,
     Proof, PublicKey, SecretKey, VoprfClient, VoprfServer,
 };
+use renketsu_keys::wrap::{
+    HolderKeyPair, WrapError, unwrap as unwrap_clk_key, wrap as wrap_clk_key,
+};
 use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
 use renketsu_protocol::v1::{
     EvaluateBatchRequest, EvaluationMode, GetPublicKeyRequest, GetWrappedClkKeyRequest,
-    GetWrappedClkKeyResponse, KeyState,
+    GetWrappedClkKeyResponse, KeyState, WrapAlgorithm,
 };
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -147,6 +150,14 @@ pub enum ClientError {
     /// `InvalidInputError`).
     #[error("OPRF: {0}")]
     Oprf(#[from] OprfError),
+    /// A wrapped CLK key did not open with this holder's key for this project and field.
+    #[error("CLK key of field {field}: {source}")]
+    Unwrap {
+        /// The CLK field.
+        field: String,
+        /// Why it failed.
+        source: WrapError,
+    },
 }
 
 impl ClientError {
@@ -281,6 +292,15 @@ pub trait BatchEvaluator: Send + Sync {
         mode: EvalMode,
         blinded: &[BlindedElement],
     ) -> impl Future<Output = Result<Evaluation, ClientError>> + Send;
+
+    /// One field's CLK key, wrapped to `holder` by the custodian (HPKE, RFC 9180) and
+    /// unwrapped here.
+    fn clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder: &HolderKeyPair,
+    ) -> impl Future<Output = Result<Zeroizing<[u8; 32]>, ClientError>> + Send;
 }
 
 /// A blinded batch waiting for its evaluation: the secret blinds stay here (zeroized on drop).
@@ -707,6 +727,34 @@ impl BatchEvaluator for CustodianClient {
         };
         Ok(Evaluation { elements, proof })
     }
+
+    async fn clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder: &HolderKeyPair,
+    ) -> Result<Zeroizing<[u8; 32]>, ClientError> {
+        let resp = self
+            .wrapped_clk_key(project, field, holder.public_key())
+            .await?;
+        if resp.algorithm() != WrapAlgorithm::HpkeX25519Sha256Chacha20poly1305 {
+            return Err(ClientError::InvalidResponse {
+                rpc: "GetWrappedClkKey",
+                what: format!("unknown wrap algorithm {}", resp.algorithm),
+            });
+        }
+        unwrap_clk_key(
+            holder,
+            project,
+            field,
+            &resp.encapsulated_key,
+            &resp.ciphertext,
+        )
+        .map_err(|source| ClientError::Unwrap {
+            field: field.to_owned(),
+            source,
+        })
+    }
 }
 
 /// Evaluates with keys held in memory (RFC 9497 `OprfServer` / `VoprfServer`): for tests and
@@ -716,6 +764,7 @@ impl BatchEvaluator for CustodianClient {
 #[derive(Default)]
 pub struct InProcessEvaluator {
     keys: HashMap<(String, String), (u64, SecretKey, PublicKey)>,
+    clk_keys: HashMap<(String, String), Zeroizing<[u8; 32]>>,
     evaluated: AtomicU64,
 }
 
@@ -753,6 +802,12 @@ impl InProcessEvaluator {
             (project.to_owned(), recipe.to_owned()),
             (epoch, key, published),
         );
+    }
+
+    /// Registers the CLK key of (project, field).
+    pub fn insert_clk_key(&mut self, project: &str, field: &str, key: [u8; 32]) {
+        self.clk_keys
+            .insert((project.to_owned(), field.to_owned()), Zeroizing::new(key));
     }
 
     /// Elements evaluated so far.
@@ -823,6 +878,34 @@ impl BatchEvaluator for InProcessEvaluator {
                 }
             })
         });
+        std::future::ready(r)
+    }
+
+    fn clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder: &HolderKeyPair,
+    ) -> impl Future<Output = Result<Zeroizing<[u8; 32]>, ClientError>> + Send {
+        let unwrap_err = |source| ClientError::Unwrap {
+            field: field.to_owned(),
+            source,
+        };
+        let r = match self.clk_keys.get(&(project.to_owned(), field.to_owned())) {
+            None => Err(ClientError::Status {
+                rpc: "GetWrappedClkKey",
+                code: Code::NotFound,
+                message: format!("no CLK field {field} in project {project}"),
+                attempts: 1,
+            }),
+            // The real wrapping and unwrapping, as over the network.
+            Some(key) => wrap_clk_key(&holder.public_key(), project, field, key)
+                .map_err(unwrap_err)
+                .and_then(|w| {
+                    unwrap_clk_key(holder, project, field, &w.encapsulated_key, &w.ciphertext)
+                        .map_err(unwrap_err)
+                }),
+        };
         std::future::ready(r)
     }
 }
