@@ -373,6 +373,42 @@ fn custodian_tokens_link_like_hmac_mode() {
         .find(|n| n.ends_with(".partial"));
     assert_eq!(partial, None);
 
+    // A certificate of another role (the linkage unit) is refused at once, without retries.
+    let input = jp().join("jp_a.csv");
+    let lu = cmd(
+        dir,
+        &[
+            "tokenize",
+            "--custodian",
+            url,
+            "--ca",
+            "pki/ca.pem",
+            "--cert",
+            "pki/linkage-unit.pem",
+            "--key",
+            "pki/linkage-unit.key",
+            "--project",
+            "e2e",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--party",
+            "linkage-unit",
+            "--out",
+            "lu.tokens",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!lu.status.success());
+    let err = String::from_utf8_lossy(&lu.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("after 1 attempt"),
+        "{err}"
+    );
+    assert!(!dir.join("lu.tokens").exists());
+
     // Mixing token modes is refused with a clear error.
     ok(
         dir,
