@@ -73,10 +73,6 @@ impl NativeEncoder {
         bits: u32,
         features: Vec<NativeFeature>,
     ) -> Self {
-        assert!(
-            bits.is_power_of_two() && (64..=65_536).contains(&bits),
-            "CLK length is a power of two from 64 to 65,536 bits"
-        );
         let hk = Hkdf::<Sha256>::new(Some(b"renketsu/v1/clk-key"), secret.expose());
         let features = features
             .into_iter()
@@ -87,8 +83,26 @@ impl NativeEncoder {
                 let mut key = Zeroizing::new([0u8; 32]);
                 hk.expand(&info, key.as_mut())
                     .expect("32 bytes is a valid HKDF output length");
-                (f, KeyedRecipe::with_head(&key, &[]))
+                (f, key)
             })
+            .collect();
+        Self::with_field_keys(bits, features)
+    }
+
+    /// An encoder with given 32-byte field keys `K_field` instead of keys derived from a
+    /// project secret: custodian mode, where the key custodian issues each field's CLK key to
+    /// the holders (wrapped, `GetWrappedClkKey`).
+    ///
+    /// # Panics
+    /// If `bits` is not a power of two from 64 to 65,536 (the schema checks this first).
+    pub fn with_field_keys(bits: u32, features: Vec<(NativeFeature, Zeroizing<[u8; 32]>)>) -> Self {
+        assert!(
+            bits.is_power_of_two() && (64..=65_536).contains(&bits),
+            "CLK length is a power of two from 64 to 65,536 bits"
+        );
+        let features = features
+            .into_iter()
+            .map(|(f, key)| (f, KeyedRecipe::with_head(&key, &[])))
             .collect();
         Self {
             words: bits as usize / 64,
