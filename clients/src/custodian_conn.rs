@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use renketsu_custodian::client::{ConnectConfig, CustodianClient};
 use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 /// `--custodian URL --ca FILE --cert FILE --key FILE`.
 #[derive(clap::Args, Clone, Debug)]
@@ -30,36 +31,25 @@ impl CustodianArgs {
         self.custodian.is_some()
     }
 
-    /// A gRPC client over mutual TLS (connected on first use).
+    /// A gRPC client over mutual TLS (connected on first use), via the custodian client's
+    /// connect helper (`renketsu_custodian::client`).
     pub fn connect(&self) -> Result<KeyCustodianClient<Channel>> {
         let Some(url) = &self.custodian else {
             bail!("--custodian URL is required (or set RENKETSU_CUSTODIAN)");
         };
-        let need = |p: &Option<PathBuf>, flag: &str| -> Result<Vec<u8>> {
-            let Some(p) = p else {
-                bail!("--{flag} FILE is required to talk to the custodian");
-            };
-            std::fs::read(p).with_context(|| format!("cannot read --{flag} {}", p.display()))
+        let need = |p: &Option<PathBuf>, flag: &str| -> Result<PathBuf> {
+            p.clone()
+                .with_context(|| format!("--{flag} FILE is required to talk to the custodian"))
         };
-        if !url.starts_with("https://") {
-            bail!(
-                "--custodian {url}: must start with https:// (the custodian only speaks mutual TLS)"
-            );
-        }
-        let ca = need(&self.ca, "ca")?;
-        let cert = need(&self.cert, "cert")?;
-        let key = zeroize::Zeroizing::new(need(&self.key, "key")?);
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .identity(Identity::from_pem(cert, &*key));
-        let endpoint = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("--custodian {url}"))?
-            .tls_config(tls)
-            .with_context(|| format!("TLS settings for {url}"))?
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .tcp_nodelay(true);
-        Ok(KeyCustodianClient::new(endpoint.connect_lazy())
+        let mut config = ConnectConfig::new(
+            url.clone(),
+            &need(&self.ca, "ca")?,
+            &need(&self.cert, "cert")?,
+            &need(&self.key, "key")?,
+        );
+        config.timeout = Duration::from_secs(120);
+        Ok(CustodianClient::connect(&config)?
+            .raw()
             .max_decoding_message_size(64 * 1024 * 1024))
     }
 }

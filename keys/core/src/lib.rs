@@ -2,8 +2,10 @@
 //!
 //! Today: the **local key store** of the embedded (offline, HMAC) mode, [`local::LocalKeyStore`]:
 //! project master secrets sealed at rest with XChaCha20-Poly1305 under a key-encryption key
-//! (KEK) kept apart from the sealed files. Next: the key custodian (RFC 9497 OPRF, key
-//! lifecycle, gRPC service), which will keep the exact-token keys away from data holders.
+//! (KEK) kept apart from the sealed files. For the key custodian (the `renketsu-custodian`
+//! crate adds its SQL store and gRPC service): [`oprf`] (RFC 9497), [`seal`] (the KEK ring and
+//! AAD-bound sealing both stores use), [`lifecycle`] (key states, `Clock`, epoch key
+//! derivation) and [`audit`] (the hash-chained audit log and its verification).
 //!
 //! What the local store protects: a copy of the sealed files without the KEK reveals nothing;
 //! a sealed secret moved to another project name or file fails authentication (the AAD binds

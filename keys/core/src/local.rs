@@ -17,18 +17,16 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use renketsu_linkage::secret::{PROJECT_SECRET_LEN, ProjectSecret};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
+
+use crate::seal::{AEAD_NAME, Kek, KekRing, SealContext, SealError, Sealed};
 
 /// Environment variable that supplies the KEK(s) instead of `DIR/kek`.
-pub const KEK_ENV: &str = "RENKETSU_KEK";
-const KEK_PREFIX: &str = "renketsu-kek-v1";
+pub const KEK_ENV: &str = crate::seal::KEK_ENV;
 const AAD_DOMAIN: &[u8] = b"renketsu/keystore/v1";
 const KIND_PROJECT_MASTER: &str = "project-master";
-const AEAD_NAME: &str = "XChaCha20-Poly1305";
 
 /// Errors of the local key store. Messages name files and projects, never secret bytes.
 #[derive(Debug, thiserror::Error)]
@@ -87,64 +85,13 @@ pub enum KeyStoreError {
     Unseal(PathBuf),
 }
 
-/// A key-encryption key: 8-byte public id and 32 secret bytes (zeroized on drop).
-struct Kek {
-    id: String,
-    key: Zeroizing<[u8; 32]>,
-}
-
-impl fmt::Debug for Kek {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Kek {{ id: {}, key: <redacted> }}", self.id)
-    }
-}
-
-impl Kek {
-    fn generate<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut id = [0u8; 8];
-        rng.fill_bytes(&mut id);
-        let mut key = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(key.as_mut());
-        Self {
-            id: id.iter().map(|b| format!("{b:02x}")).collect(),
-            key,
+fn kek_error(e: SealError) -> KeyStoreError {
+    match e {
+        SealError::MalformedKek(what) => KeyStoreError::MalformedKek(what),
+        // Only KEK parsing goes through here.
+        SealError::MissingKek(_) | SealError::Open | SealError::Malformed => {
+            KeyStoreError::MalformedKek("unreadable")
         }
-    }
-
-    fn parse(line: &str) -> Result<Self, KeyStoreError> {
-        let mut parts = line.trim().splitn(3, ':');
-        let (Some(KEK_PREFIX), Some(id), Some(b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(KeyStoreError::MalformedKek("prefix"));
-        };
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(KeyStoreError::MalformedKek("id"));
-        }
-        let bytes = Zeroizing::new(
-            B64.decode(b64)
-                .map_err(|_| KeyStoreError::MalformedKek("base64"))?,
-        );
-        let mut key = Zeroizing::new([0u8; 32]);
-        if bytes.len() != 32 {
-            return Err(KeyStoreError::MalformedKek("length"));
-        }
-        key.copy_from_slice(&bytes);
-        Ok(Self {
-            id: id.to_ascii_lowercase(),
-            key,
-        })
-    }
-
-    fn line(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "{KEK_PREFIX}:{}:{}",
-            self.id,
-            B64.encode(self.key.as_ref())
-        ))
-    }
-
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(&Key::from(*self.key))
     }
 }
 
@@ -160,13 +107,22 @@ struct SealedFile {
     ciphertext: String,
 }
 
-fn aad(kind: &str, project: &str, kek_id: &str) -> Vec<u8> {
-    let mut out = AAD_DOMAIN.to_vec();
-    for part in [kind, project, kek_id] {
-        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        out.extend_from_slice(part.as_bytes());
+/// `AAD = "renketsu/keystore/v1" || LP(kind) || LP(project) || LP(kek_id)`: the seal module's
+/// layout with the parts (kind, project).
+fn seal_parts<'a>(kind: &'a str, project: &'a str) -> [&'a [u8]; 2] {
+    [kind.as_bytes(), project.as_bytes()]
+}
+
+/// A KEK id as written in sealed files: 16 hex digits (case-insensitive).
+fn parse_kek_id(hex: &str) -> Option<[u8; 8]> {
+    if hex.len() != 16 || !hex.is_ascii() {
+        return None;
     }
-    out
+    let mut id = [0u8; 8];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
 }
 
 fn valid_project(p: &str) -> bool {
@@ -218,7 +174,7 @@ fn create_private_dir(path: &Path) -> Result<(), KeyStoreError> {
 /// A directory of sealed project master secrets plus the KEK(s) that unseal them.
 pub struct LocalKeyStore {
     dir: PathBuf,
-    keks: Vec<Kek>,
+    keks: KekRing,
 }
 
 impl fmt::Debug for LocalKeyStore {
@@ -248,14 +204,7 @@ impl LocalKeyStore {
                 Zeroizing::new(fs::read_to_string(&path).map_err(io(&path))?)
             }
         };
-        let keks = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(Kek::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        if keks.is_empty() {
-            return Err(KeyStoreError::MalformedKek("empty"));
-        }
+        let keks = KekRing::parse(&text).map_err(kek_error)?;
         Ok(Self { dir, keks })
     }
 
@@ -311,28 +260,20 @@ impl LocalKeyStore {
         }
         create_private_dir(path.parent().expect("has parent"))?;
         let secret = ProjectSecret::generate(rng);
-        let kek = &self.keks[0];
-        let mut nonce = [0u8; 24];
-        rng.fill_bytes(&mut nonce);
-        let aad = aad(KIND_PROJECT_MASTER, project, &kek.id);
-        let ct = kek
-            .cipher()
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: secret.expose(),
-                    aad: &aad,
-                },
-            )
-            .expect("XChaCha20-Poly1305 encrypts 32 bytes");
+        let parts = seal_parts(KIND_PROJECT_MASTER, project);
+        let ctx = SealContext {
+            domain: AAD_DOMAIN,
+            parts: &parts,
+        };
+        let sealed = self.keks.seal(rng, &ctx, secret.expose());
         let file = SealedFile {
             format: 1,
             kind: KIND_PROJECT_MASTER.into(),
             project: project.into(),
-            kek_id: kek.id.clone(),
+            kek_id: sealed.kek_id_hex(),
             aead: AEAD_NAME.into(),
-            nonce: B64.encode(nonce),
-            ciphertext: B64.encode(ct),
+            nonce: B64.encode(sealed.nonce),
+            ciphertext: B64.encode(&sealed.ciphertext),
         };
         let json = serde_json::to_vec_pretty(&file).expect("serializable");
         match write_new_private(&path, &json) {
@@ -372,38 +313,33 @@ impl LocalKeyStore {
             .ok()
             .and_then(|n| n.try_into().ok())
             .ok_or_else(malformed)?;
-        let ct = B64.decode(&file.ciphertext).map_err(|_| malformed())?;
-        let kek = self
-            .keks
-            .iter()
-            .find(|k| k.id == file.kek_id)
-            .ok_or_else(|| KeyStoreError::MissingKek {
-                path: path.clone(),
-                kek_id: file.kek_id.clone(),
-            })?;
+        let ciphertext = B64.decode(&file.ciphertext).map_err(|_| malformed())?;
+        let kek_id = parse_kek_id(&file.kek_id).ok_or_else(|| KeyStoreError::MissingKek {
+            path: path.clone(),
+            kek_id: file.kek_id.clone(),
+        })?;
+        let sealed = Sealed {
+            kek_id,
+            nonce,
+            ciphertext,
+        };
         // The AAD uses the project asked for, not the one written in the file: a sealed file
         // copied under another project's name fails here.
-        let aad = aad(KIND_PROJECT_MASTER, project, &kek.id);
-        let mut plain = Zeroizing::new(
-            kek.cipher()
-                .decrypt(
-                    &XNonce::from(nonce),
-                    Payload {
-                        msg: &ct,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| KeyStoreError::Unseal(path.clone()))?,
-        );
-        let mut raw = [0u8; PROJECT_SECRET_LEN];
-        if plain.len() != PROJECT_SECRET_LEN {
-            return Err(malformed());
-        }
-        raw.copy_from_slice(&plain);
-        plain.zeroize();
-        let secret = ProjectSecret::from_bytes(raw);
-        raw.zeroize();
-        Ok(secret)
+        let parts = seal_parts(KIND_PROJECT_MASTER, project);
+        let ctx = SealContext {
+            domain: AAD_DOMAIN,
+            parts: &parts,
+        };
+        let raw: Zeroizing<[u8; PROJECT_SECRET_LEN]> =
+            self.keks.open_array(&ctx, &sealed).map_err(|e| match e {
+                SealError::MissingKek(kek_id) => KeyStoreError::MissingKek {
+                    path: path.clone(),
+                    kek_id,
+                },
+                SealError::Malformed => malformed(),
+                SealError::Open | SealError::MalformedKek(_) => KeyStoreError::Unseal(path.clone()),
+            })?;
+        Ok(ProjectSecret::from_bytes(*raw))
     }
 
     /// Names of the projects that have a sealed secret, sorted.
@@ -511,8 +447,8 @@ mod tests {
         ));
         // Another KEK with the same id cannot unseal.
         store.create_project("c", &mut rng()).unwrap();
-        let id = &store.keks[0].id;
-        let other = format!("{KEK_PREFIX}:{id}:{}", B64.encode([9u8; 32]));
+        let id = store.keks.primary_id_hex();
+        let other = format!("renketsu-kek-v1:{id}:{}", B64.encode([9u8; 32]));
         let wrong = LocalKeyStore::open(dir.path(), Some(&other)).unwrap();
         assert!(matches!(
             wrong.project_secret("c"),
@@ -572,8 +508,76 @@ mod tests {
 
     #[test]
     fn debug_never_shows_key_bytes() {
-        let k = Kek::generate(&mut rng());
-        let shown = format!("{k:?}");
-        assert!(!shown.contains(&B64.encode(k.key.as_ref())) && shown.contains("redacted"));
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = LocalKeyStore::open_or_init(dir.path(), None, &mut rng()).unwrap();
+        let line = fs::read_to_string(dir.path().join("kek")).unwrap();
+        let key_b64 = line.trim().rsplit(':').next().unwrap();
+        let shown = format!("{store:?}");
+        assert!(
+            !shown.contains(key_b64) && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
+
+    /// The on-disk format is unchanged by the move to `seal`: a file sealed by hand exactly as
+    /// the module docs describe (XChaCha20-Poly1305, AAD = domain || LP(kind) || LP(project)
+    /// || LP(kek_id)) opens, and a file the store writes opens by hand.
+    #[test]
+    fn documented_file_format_round_trips_by_hand() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        let dir = tempfile::tempdir().unwrap();
+        let key = [0x42u8; 32];
+        let id = "0011223344556677";
+        let line = format!("renketsu-kek-v1:{id}:{}", B64.encode(key));
+        let store = LocalKeyStore::open(dir.path(), Some(&line)).unwrap();
+        let aad = |project: &str| {
+            let mut a = b"renketsu/keystore/v1".to_vec();
+            for part in ["project-master", project, id] {
+                a.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                a.extend_from_slice(part.as_bytes());
+            }
+            a
+        };
+        let cipher = XChaCha20Poly1305::new(&key.into());
+        let nonce = [3u8; 24];
+        let secret = [9u8; 32];
+        let ct = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &secret,
+                    aad: &aad("hand"),
+                },
+            )
+            .unwrap();
+        let json = format!(
+            r#"{{"format":1,"kind":"project-master","project":"hand","kek_id":"{id}","aead":"XChaCha20-Poly1305","nonce":"{}","ciphertext":"{}"}}"#,
+            B64.encode(nonce),
+            B64.encode(&ct)
+        );
+        create_private_dir(&dir.path().join("projects")).unwrap();
+        fs::write(dir.path().join("projects/hand.json"), json).unwrap();
+        assert_eq!(store.project_secret("hand").unwrap().expose(), &secret);
+
+        store.create_project("made", &mut rng()).unwrap();
+        let file: SealedFile =
+            serde_json::from_slice(&fs::read(dir.path().join("projects/made.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (file.kek_id.as_str(), file.aead.as_str()),
+            (id, "XChaCha20-Poly1305")
+        );
+        let nonce: [u8; 24] = B64.decode(&file.nonce).unwrap().try_into().unwrap();
+        let plain = cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &B64.decode(&file.ciphertext).unwrap(),
+                    aad: &aad("made"),
+                },
+            )
+            .unwrap();
+        assert_eq!(plain, store.project_secret("made").unwrap().expose());
     }
 }

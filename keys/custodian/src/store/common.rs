@@ -145,6 +145,40 @@ pub(crate) fn check_distinct<'a>(
     Ok(())
 }
 
+/// A write transaction, plus (SQLite) the in-process writer lock held until it ends. SQLite has
+/// one writer at a time; queueing writers on a fair async mutex keeps tail latency low, where
+/// SQLite's own busy handler would make them sleep and retry. Derefs to the connection.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    pub fn new(
+        tx: sqlx::Transaction<'static, DB>,
+        guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Self {
+        Self { tx, _guard: guard }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -946,6 +980,7 @@ macro_rules! impl_custodian_store {
                 }
                 // One statement: insert, or add if the sum stays within the quota. Concurrent
                 // callers serialise on the row, so the quota can never be over-spent.
+                let mut tx = self.begin_write().await?;
                 let used = sqlx::query_scalar::<_, i64>(
                     "INSERT INTO evaluation_usage (project, party, recipe, epoch, used)
                      VALUES ($1, $2, $3, $4, $5)
@@ -960,8 +995,9 @@ macro_rules! impl_custodian_store {
                 .bind(to_i64(epoch, "epoch")?)
                 .bind(to_i64(count, "count")?)
                 .bind(to_i64(quota, "quota")?)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 match used {
                     Some(u) => Ok(Reservation {
                         used: to_u64(u, "used")?,

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use renketsu_keys::seal::KekRing;
+use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
 
-use super::common::impl_custodian_store;
+use super::common::{WriteTx, impl_custodian_store};
 
 /// The custodian store on PostgreSQL. Cheap to clone (a connection pool and the KEK ring).
 #[derive(Clone)]
@@ -31,8 +31,8 @@ impl PgStore {
     /// applies the migrations in `keys/custodian/migrations/postgres`.
     ///
     /// # Errors
-    /// [`StoreError::Database`](super::StoreError::Database),
-    /// [`StoreError::Migrate`](super::StoreError::Migrate).
+    /// [`StoreError::Database`],
+    /// [`StoreError::Migrate`].
     pub async fn connect(url: &str, keks: KekRing) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -56,8 +56,8 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin().await
+    async fn begin_write(&self) -> Result<WriteTx<Postgres>, sqlx::Error> {
+        Ok(WriteTx::new(self.pool.begin().await?, None))
     }
 }
 

@@ -1,19 +1,21 @@
 //! The SQLite store: the embedded default. One database file in WAL mode with foreign keys on,
 //! `synchronous = FULL` (a committed key or audit entry survives a crash or power loss) and a
-//! busy timeout; writers take the write lock up front (`BEGIN IMMEDIATE`), so concurrent
-//! appends and rotations queue instead of failing.
+//! busy timeout. Writers of one process queue on a fair async mutex, then take SQLite's write
+//! lock up front (`BEGIN IMMEDIATE`), so concurrent appends, reservations and rotations queue
+//! instead of failing or sleeping in SQLite's busy handler.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use renketsu_keys::seal::KekRing;
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use tokio::sync::Mutex;
 
-use super::common::impl_custodian_store;
+use super::common::{WriteTx, impl_custodian_store};
 
 /// How long a writer waits for the write lock before failing with "database is locked".
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,6 +25,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SqliteStore {
     pool: SqlitePool,
     keks: Arc<KekRing>,
+    /// Writers of this process queue here (FIFO) before `BEGIN IMMEDIATE`; the busy timeout
+    /// only handles other processes.
+    write_lock: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -39,8 +44,8 @@ impl SqliteStore {
     /// migrations in `keys/custodian/migrations/sqlite`.
     ///
     /// # Errors
-    /// [`StoreError::Database`](super::StoreError::Database),
-    /// [`StoreError::Migrate`](super::StoreError::Migrate).
+    /// [`StoreError::Database`],
+    /// [`StoreError::Migrate`].
     pub async fn connect(url: &str, keks: KekRing) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)?
@@ -73,6 +78,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             keks: Arc::new(keks),
+            write_lock: Arc::new(Mutex::new(())),
         })
     }
 
@@ -86,8 +92,10 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write(&self) -> Result<WriteTx<Sqlite>, sqlx::Error> {
+        let guard = Arc::clone(&self.write_lock).lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx::new(tx, Some(guard)))
     }
 }
 
