@@ -143,6 +143,7 @@ fn serve(path: &Path) -> Result<()> {
         // port when listen uses port 0.
         println!("renketsu custodian: listening on {addr}");
         std::io::stdout().flush()?;
+        let closer = store.clone();
         server::run(
             listener,
             &tls,
@@ -152,6 +153,11 @@ fn serve(path: &Path) -> Result<()> {
             shutdown_signal(),
         )
         .await?;
+        // Return every connection (SQLite checkpoints its WAL when the last one closes).
+        match &closer {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
         Ok(())
     })
 }

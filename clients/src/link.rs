@@ -231,15 +231,8 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
                 let clk = job
                     .secret
                     .and_then(|secret| ClkEncoding::from_schema(job.schema, secret, job.project));
-                let (party, rejects) = read_party(
-                    job,
-                    tokenizer,
-                    clk,
-                    id_column,
-                    spec,
-                    &mut join,
-                    &mut blocks,
-                )?;
+                let (party, rejects) =
+                    read_party(job, tokenizer, clk, id_column, spec, &mut join, &mut blocks)?;
                 parties.push(party);
                 rejects_files.push(rejects);
             }
@@ -822,15 +815,30 @@ impl ClkEncoding {
         project: &str,
     ) -> Option<Self> {
         let (encoder, inputs) = NativeEncoder::from_schema(schema, secret, project)?;
-        let c = schema.clk.as_ref()?;
-        Some(Self {
+        Some(Self::new(schema, encoder, inputs))
+    }
+
+    /// The encoding of a holder in custodian mode: `keys` are the field keys the custodian
+    /// issued, one per `[clk]` feature in order. `Ok(None)` without `[clk]`.
+    pub(crate) fn from_field_keys(
+        schema: &Schema,
+        keys: Vec<zeroize::Zeroizing<[u8; 32]>>,
+    ) -> Result<Option<Self>> {
+        let made = NativeEncoder::from_schema_with_field_keys(schema, keys)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(made.map(|(encoder, inputs)| Self::new(schema, encoder, inputs)))
+    }
+
+    fn new(schema: &Schema, encoder: NativeEncoder, inputs: Vec<usize>) -> Self {
+        let c = schema.clk.as_ref().expect("an encoder comes from [clk]");
+        Self {
             cache: encoder.position_cache(),
             encoder,
             inputs,
             features: c.features.len(),
             blip: c.hardening.blip_epsilon,
             rng: rand::rng(),
-        })
+        }
     }
 
     /// Filter length in 64-bit words, after hardening.
@@ -1044,7 +1052,7 @@ fn summary_json(
         "distinct_tokens": join.distinct_tokens,
         "merges": { "direct": join.direct_merges, "guarded": join.guarded_merges, "vetoed_by_guards": join.vetoed_merges },
         "clk": clk.map(|c| json!({
-            "bits": job.schema.clk.as_ref().map(|s| s.bits),
+            "bits": job.schema.clk.as_ref().map(|s| s.filter_bits()),
             "threshold": job.schema.clk.as_ref().map(|s| s.threshold),
             "blocking": job.schema.recipes.iter().any(|r| r.link == LinkMode::Block),
             "pairs_compared": c.compared,
@@ -1152,11 +1160,11 @@ fn read_token_party(
         })
         .collect();
     let mut filters = match (&schema.clk, header.clk_bits) {
-        (Some(c), Some(bits)) if bits == c.bits => Some(Filters::new(bits as usize / 64)),
+        (Some(c), Some(bits)) if bits == c.filter_bits() => Some(Filters::new(bits as usize / 64)),
         (Some(c), bits) => bail!(
             "{}: the schema compares {}-bit CLKs but the token file has {}",
             spec.path.display(),
-            c.bits,
+            c.filter_bits(),
             bits.map_or("none".to_owned(), |b| format!("{b}-bit CLKs"))
         ),
         (None, _) => None,

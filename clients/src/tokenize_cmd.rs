@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use renketsu_custodian::client::{
-    BatchEvaluator, ConnectConfig, CustodianClient, DEFAULT_BATCH_SIZE, EpochKey, EvalMode,
-    RetryPolicy, custodian_recipe_name, evaluate_all,
+    BatchEvaluator, ConnectConfig, CustodianClient, DEFAULT_BATCH_SIZE, EpochKey, EvalJob,
+    EvalMode, RetryPolicy, custodian_recipe_name, evaluate_jobs,
 };
 use renketsu_keys::LocalKeyStore;
 use renketsu_keys::oprf::PublicKey;
+use renketsu_keys::wrap::HolderKeyPair;
 use renketsu_linkage::{NormalizeContext, Schema, Tokenizer};
 
 use crate::input::EncodingArg;
@@ -177,7 +178,7 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
                 public_key: None,
             })
             .collect(),
-        clk_bits: schema.clk.as_ref().map(|c| c.bits),
+        clk_bits: schema.clk.as_ref().map(|c| c.filter_bits()),
         today: today_string(ctx),
         created_by: format!("renketsu {}", env!("CARGO_PKG_VERSION")),
     };
@@ -212,7 +213,9 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
             cfg.tls_domain = args.tls_domain.clone();
             cfg.timeout = Duration::from_secs(args.timeout_secs.max(1));
             cfg.retry.max_attempts = args.max_attempts.max(1);
-            let rt = tokio::runtime::Builder::new_current_thread()
+            // Worker threads carry the gRPC transfers while this thread blinds and verifies.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
@@ -418,12 +421,24 @@ fn custodian_mode<E: BatchEvaluator>(
 ) -> Result<RunSummary> {
     let schema = job.schema;
     let project = &job.header.project;
-    if schema.clk.is_some() {
-        bail!(
-            "schema {} has a [clk] section: CLKs in custodian mode need the wrapped CLK keys (GetWrappedClkKey), which this renketsu does not fetch yet; use a schema without [clk] or the HMAC mode",
-            schema.name
-        );
-    }
+    // CLK keys: issued by the custodian per (project, field), wrapped to a fresh X25519 key
+    // of this run (HPKE), unwrapped here and kept in memory only.
+    let mut clk = match &schema.clk {
+        None => None,
+        Some(c) => {
+            let holder = HolderKeyPair::generate();
+            let mut keys = Vec::with_capacity(c.features.len());
+            for f in &c.features {
+                let field = &schema.fields[f.field].name;
+                let key = rt
+                    .block_on(evaluator.clk_key(project, field, &holder))
+                    .with_context(|| format!("cannot get the CLK key of field {field}"))?;
+                keys.push(key);
+            }
+            ClkEncoding::from_field_keys(schema, keys)?
+        }
+    };
+    let mut clk_buf = Vec::new();
     let batch_size = batch_size.clamp(1, 65_536);
     // The key of each recipe's active epoch, fetched (or pinned) before anything is sent.
     let names: Vec<String> = schema
@@ -465,26 +480,36 @@ fn custodian_mode<E: BatchEvaluator>(
     let mut tokens = 0u64;
     let mut batches = 0u64;
     let mut flush = |chunk: &mut Chunk, writer: &mut tokens_file::Writer| -> Result<()> {
+        // Every recipe's batches of this chunk, pipelined (see `evaluate_jobs`).
+        let jobs: Vec<EvalJob<'_, Vec<u8>>> = chunk
+            .preimages
+            .iter()
+            .enumerate()
+            .filter(|(_, pre)| !pre.is_empty())
+            .map(|(r, pre)| EvalJob {
+                recipe: &names[r],
+                key: keys[r],
+                inputs: pre,
+            })
+            .collect();
+        batches += jobs
+            .iter()
+            .map(|j| j.inputs.len().div_ceil(batch_size) as u64)
+            .sum::<u64>();
+        let evaluated = rt
+            .block_on(evaluate_jobs(evaluator, project, mode, &jobs, batch_size))
+            .context("evaluation failed; nothing was written")?;
+        let mut evaluated = evaluated.into_iter();
         let mut out: Vec<Vec<[u8; 32]>> = Vec::with_capacity(n_recipes);
-        for (r, pre) in chunk.preimages.iter_mut().enumerate() {
+        for pre in &mut chunk.preimages {
             if pre.is_empty() {
                 out.push(Vec::new());
-                continue;
+            } else {
+                let elements = evaluated.next().expect("one result per job");
+                tokens += elements.len() as u64;
+                out.push(elements);
+                pre.clear();
             }
-            batches += pre.len().div_ceil(batch_size) as u64;
-            let elements = rt
-                .block_on(evaluate_all(
-                    evaluator, project, &names[r], keys[r], mode, pre, batch_size,
-                ))
-                .with_context(|| {
-                    format!(
-                        "recipe {}: evaluation failed; nothing was written",
-                        names[r]
-                    )
-                })?;
-            tokens += elements.len() as u64;
-            out.push(elements);
-            pre.clear();
         }
         for rec in chunk.records.drain(..) {
             writer.record(
@@ -504,10 +529,14 @@ fn custodian_mode<E: BatchEvaluator>(
                 (r, chunk.preimages[r].len() - 1)
             })
             .collect();
+        let filter = clk.as_mut().map(|enc| {
+            enc.encode(acc.tokens, &mut clk_buf);
+            clk_buf.clone()
+        });
         chunk.records.push(PendingRecord {
             id: acc.id,
             slots,
-            clk: None,
+            clk: filter,
         });
         if chunk.preimages.iter().any(|p| p.len() >= batch_size) {
             flush(&mut chunk, &mut writer)?;
@@ -531,6 +560,7 @@ fn custodian_mode<E: BatchEvaluator>(
 mod tests {
     use renketsu_custodian::client::InProcessEvaluator;
     use renketsu_keys::oprf::{Mode, OprfServer, SecretKey, VoprfServer};
+    use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
 
     use super::*;
 
@@ -733,6 +763,81 @@ fields = ["name"]
             .unwrap();
         assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
         assert!(!out.exists());
+    }
+
+    #[test]
+    fn clks_use_the_custodians_field_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, input) = setup(dir.path(), 40);
+        let schema_path = dir.path().join("clk.toml");
+        std::fs::write(
+            &schema_path,
+            format!(
+                "{SCHEMA}\n[clk]\nbits = 256\nthreshold = 0.8\n[[clk.features]]\nfield = \"name\"\nk = 10\n[[clk.features]]\nfield = \"dob\"\npositional = true\nq = 1\nk = 10\n"
+            ),
+        )
+        .unwrap();
+        let schema = crate::load_schema(&schema_path).unwrap();
+        let out = dir.path().join("a.tokens");
+        let mut j = job(&schema, dir.path(), &input, &out);
+        j.header.clk_bits = Some(256);
+        let mut ev = InProcessEvaluator::new();
+        ev.insert("p", "name_dob/v1", 1, key(0));
+        ev.insert("p", "name_only/v3", 1, key(1));
+        let ctx = NormalizeContext { today: 20_261_122 };
+        // Without the field keys at the custodian: a clear error, nothing written.
+        let err = custodian_mode(
+            &j,
+            ctx,
+            &ev,
+            &runtime(),
+            EvalMode::Voprf,
+            &BTreeMap::new(),
+            16,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            format!("{err:#}").contains("CLK key of field name"),
+            "{err:#}"
+        );
+        assert!(!out.exists());
+        ev.insert_clk_key("p", "name", [1; 32]);
+        ev.insert_clk_key("p", "dob", [2; 32]);
+        custodian_mode(
+            &j,
+            ctx,
+            &ev,
+            &runtime(),
+            EvalMode::Voprf,
+            &BTreeMap::new(),
+            16,
+        )
+        .unwrap();
+        let c = schema.clk.as_ref().unwrap();
+        let enc = NativeEncoder::with_field_keys(
+            256,
+            c.features
+                .iter()
+                .zip([[1u8; 32], [2u8; 32]])
+                .map(|(f, k)| {
+                    let feature = NativeFeature {
+                        field: schema.fields[f.field].name.clone(),
+                        q: f.q,
+                        positional: f.positional,
+                        k: f.k,
+                    };
+                    (feature, zeroize::Zeroizing::new(k))
+                })
+                .collect(),
+        );
+        let mut r = tokens_file::Reader::open(&out).unwrap();
+        let mut rec = tokens_file::Record::default();
+        assert!(r.next(&mut rec).unwrap());
+        assert_eq!(rec.id, "0");
+        let mut want = Vec::new();
+        enc.encode(&[Some("name 0"), Some("1970-01-01")], &mut want);
+        assert_eq!(rec.clk, Some(want));
     }
 
     #[test]

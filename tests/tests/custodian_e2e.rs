@@ -106,9 +106,11 @@ fn start_custodian(dir: &Path) -> Custodian {
             "127.0.0.1:0",
         ],
     );
+    // The server's log goes to a file, shown when a holder fails (see `custodian_log`).
+    let log = std::fs::File::create(dir.join("custodian.stderr")).unwrap();
     let mut child = cmd(dir, &["custodian", "serve", "--config", "custodian.toml"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     // The server prints "listening on 127.0.0.1:PORT" once bound.
@@ -286,8 +288,9 @@ fn custodian_tokens_link_like_hmac_mode() {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "{name} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            "{name} failed:\n{}\n--- custodian log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.join("custodian.stderr")).unwrap_or_default()
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("VOPRF"), "summary line: {err}");
@@ -372,6 +375,42 @@ fn custodian_tokens_link_like_hmac_mode() {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .find(|n| n.ends_with(".partial"));
     assert_eq!(partial, None);
+
+    // A certificate of another role (the linkage unit) is refused at once, without retries.
+    let input = jp().join("jp_a.csv");
+    let lu = cmd(
+        dir,
+        &[
+            "tokenize",
+            "--custodian",
+            url,
+            "--ca",
+            "pki/ca.pem",
+            "--cert",
+            "pki/linkage-unit.pem",
+            "--key",
+            "pki/linkage-unit.key",
+            "--project",
+            "e2e",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--party",
+            "linkage-unit",
+            "--out",
+            "lu.tokens",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!lu.status.success());
+    let err = String::from_utf8_lossy(&lu.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("after 1 attempt"),
+        "{err}"
+    );
+    assert!(!dir.join("lu.tokens").exists());
 
     // Mixing token modes is refused with a clear error.
     ok(

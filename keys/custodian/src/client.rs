@@ -35,10 +35,13 @@ use renketsu_keys::oprf::{
     BlindResult, BlindedElement, ELEMENT_LEN, EvaluatedElement, OprfClient, OprfError, OprfServer,
     Proof, PublicKey, SecretKey, VoprfClient, VoprfServer,
 };
+use renketsu_keys::wrap::{
+    HolderKeyPair, WrapError, unwrap as unwrap_clk_key, wrap as wrap_clk_key,
+};
 use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
 use renketsu_protocol::v1::{
     EvaluateBatchRequest, EvaluationMode, GetPublicKeyRequest, GetWrappedClkKeyRequest,
-    GetWrappedClkKeyResponse, KeyState,
+    GetWrappedClkKeyResponse, KeyState, WrapAlgorithm,
 };
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -147,6 +150,14 @@ pub enum ClientError {
     /// `InvalidInputError`).
     #[error("OPRF: {0}")]
     Oprf(#[from] OprfError),
+    /// A wrapped CLK key did not open with this holder's key for this project and field.
+    #[error("CLK key of field {field}: {source}")]
+    Unwrap {
+        /// The CLK field.
+        field: String,
+        /// Why it failed.
+        source: WrapError,
+    },
 }
 
 impl ClientError {
@@ -281,6 +292,15 @@ pub trait BatchEvaluator: Send + Sync {
         mode: EvalMode,
         blinded: &[BlindedElement],
     ) -> impl Future<Output = Result<Evaluation, ClientError>> + Send;
+
+    /// One field's CLK key, wrapped to `holder` by the custodian (HPKE, RFC 9180) and
+    /// unwrapped here.
+    fn clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder: &HolderKeyPair,
+    ) -> impl Future<Output = Result<Zeroizing<[u8; 32]>, ClientError>> + Send;
 }
 
 /// A blinded batch waiting for its evaluation: the secret blinds stay here (zeroized on drop).
@@ -377,8 +397,7 @@ impl BlindedBatch {
 }
 
 /// Blinds `inputs`, has them evaluated in batches of at most `batch_size` and returns the
-/// verified, unblinded elements in input order. Each batch is finalized (and in VOPRF mode its
-/// proof verified) before the next is sent.
+/// verified, unblinded elements in input order ([`evaluate_jobs`] with one job).
 ///
 /// # Errors
 /// The first failing batch's error; no partial result is returned.
@@ -391,15 +410,92 @@ pub async fn evaluate_all<E: BatchEvaluator, I: AsRef<[u8]>>(
     inputs: &[I],
     batch_size: usize,
 ) -> Result<Vec<[u8; ELEMENT_LEN]>, ClientError> {
-    let mut out = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(batch_size.max(1)) {
-        // Blind synchronously: the thread-local RNG is never held across an await.
-        let batch = BlindedBatch::blind(mode, key, chunk, &mut rand::rng())?;
-        let evaluation = evaluator
-            .evaluate(project, recipe, key.epoch, mode, &batch.blinded_elements())
-            .await?;
-        out.extend(batch.finalize(recipe, &evaluation)?);
+    let job = EvalJob {
+        recipe,
+        key,
+        inputs,
+    };
+    let mut out = evaluate_jobs(evaluator, project, mode, &[job], batch_size).await?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// The inputs of one recipe for [`evaluate_jobs`].
+#[derive(Debug)]
+pub struct EvalJob<'a, I> {
+    /// Custodian recipe name.
+    pub recipe: &'a str,
+    /// The epoch key to evaluate with and verify against.
+    pub key: EpochKey,
+    /// The inputs (preimages).
+    pub inputs: &'a [I],
+}
+
+/// Evaluates the inputs of several recipes in batches of at most `batch_size`, pipelined:
+/// while batch `k` is with the custodian, the holder verifies and unblinds batch `k − 1` and
+/// blinds batch `k + 1` (with a multi-threaded Tokio runtime the transfer runs beside this
+/// work). Every batch's proof is verified before its outputs are kept. Returns, per job, the
+/// unblinded elements `k·HashToGroup(input)` in input order.
+///
+/// # Errors
+/// The first failing batch's error ([`ClientError::ProofRejected`] for a proof that does not
+/// verify); no partial result is returned.
+pub async fn evaluate_jobs<E: BatchEvaluator, I: AsRef<[u8]>>(
+    evaluator: &E,
+    project: &str,
+    mode: EvalMode,
+    jobs: &[EvalJob<'_, I>],
+    batch_size: usize,
+) -> Result<Vec<Vec<[u8; ELEMENT_LEN]>>, ClientError> {
+    let batch_size = batch_size.max(1);
+    let batches: Vec<(usize, &[I])> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.inputs.chunks(batch_size).map(move |c| (j, c)))
+        .collect();
+    let mut out: Vec<Vec<[u8; ELEMENT_LEN]>> = jobs
+        .iter()
+        .map(|j| Vec::with_capacity(j.inputs.len()))
+        .collect();
+    // Blinding is synchronous: the thread-local RNG is never held across an await.
+    let blind = |k: usize| -> Result<BlindedBatch, ClientError> {
+        let (j, chunk) = batches[k];
+        BlindedBatch::blind(mode, jobs[j].key, chunk, &mut rand::rng())
+    };
+    let finalize = |done: Option<(usize, BlindedBatch, Evaluation)>,
+                    out: &mut Vec<Vec<[u8; ELEMENT_LEN]>>|
+     -> Result<(), ClientError> {
+        if let Some((j, batch, evaluation)) = done {
+            out[j].extend(batch.finalize(jobs[j].recipe, &evaluation)?);
+        }
+        Ok(())
+    };
+    if batches.is_empty() {
+        return Ok(out);
     }
+    let mut current = blind(0)?;
+    let mut done: Option<(usize, BlindedBatch, Evaluation)> = None;
+    for k in 0..batches.len() {
+        let j = batches[k].0;
+        let elements = current.blinded_elements();
+        let request =
+            evaluator.evaluate(project, jobs[j].recipe, jobs[j].key.epoch, mode, &elements);
+        let side = async {
+            finalize(done.take(), &mut out)?;
+            if k + 1 < batches.len() {
+                blind(k + 1).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (evaluation, next) = tokio::join!(request, side);
+        let (evaluation, next) = (evaluation?, next?);
+        done = Some((j, current, evaluation));
+        match next {
+            Some(n) => current = n,
+            None => break,
+        }
+    }
+    finalize(done, &mut out)?;
     Ok(out)
 }
 
@@ -631,6 +727,34 @@ impl BatchEvaluator for CustodianClient {
         };
         Ok(Evaluation { elements, proof })
     }
+
+    async fn clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder: &HolderKeyPair,
+    ) -> Result<Zeroizing<[u8; 32]>, ClientError> {
+        let resp = self
+            .wrapped_clk_key(project, field, holder.public_key())
+            .await?;
+        if resp.algorithm() != WrapAlgorithm::HpkeX25519Sha256Chacha20poly1305 {
+            return Err(ClientError::InvalidResponse {
+                rpc: "GetWrappedClkKey",
+                what: format!("unknown wrap algorithm {}", resp.algorithm),
+            });
+        }
+        unwrap_clk_key(
+            holder,
+            project,
+            field,
+            &resp.encapsulated_key,
+            &resp.ciphertext,
+        )
+        .map_err(|source| ClientError::Unwrap {
+            field: field.to_owned(),
+            source,
+        })
+    }
 }
 
 /// Evaluates with keys held in memory (RFC 9497 `OprfServer` / `VoprfServer`): for tests and
@@ -640,6 +764,7 @@ impl BatchEvaluator for CustodianClient {
 #[derive(Default)]
 pub struct InProcessEvaluator {
     keys: HashMap<(String, String), (u64, SecretKey, PublicKey)>,
+    clk_keys: HashMap<(String, String), Zeroizing<[u8; 32]>>,
     evaluated: AtomicU64,
 }
 
@@ -677,6 +802,12 @@ impl InProcessEvaluator {
             (project.to_owned(), recipe.to_owned()),
             (epoch, key, published),
         );
+    }
+
+    /// Registers the CLK key of (project, field).
+    pub fn insert_clk_key(&mut self, project: &str, field: &str, key: [u8; 32]) {
+        self.clk_keys
+            .insert((project.to_owned(), field.to_owned()), Zeroizing::new(key));
     }
 
     /// Elements evaluated so far.
@@ -747,6 +878,34 @@ impl BatchEvaluator for InProcessEvaluator {
                 }
             })
         });
+        std::future::ready(r)
+    }
+
+    fn clk_key(
+        &self,
+        project: &str,
+        field: &str,
+        holder: &HolderKeyPair,
+    ) -> impl Future<Output = Result<Zeroizing<[u8; 32]>, ClientError>> + Send {
+        let unwrap_err = |source| ClientError::Unwrap {
+            field: field.to_owned(),
+            source,
+        };
+        let r = match self.clk_keys.get(&(project.to_owned(), field.to_owned())) {
+            None => Err(ClientError::Status {
+                rpc: "GetWrappedClkKey",
+                code: Code::NotFound,
+                message: format!("no CLK field {field} in project {project}"),
+                attempts: 1,
+            }),
+            // The real wrapping and unwrapping, as over the network.
+            Some(key) => wrap_clk_key(&holder.public_key(), project, field, key)
+                .map_err(unwrap_err)
+                .and_then(|w| {
+                    unwrap_clk_key(holder, project, field, &w.encapsulated_key, &w.ciphertext)
+                        .map_err(unwrap_err)
+                }),
+        };
         std::future::ready(r)
     }
 }

@@ -62,6 +62,23 @@ pub struct ClkSpec {
     pub hardening: ClkHardening,
 }
 
+impl ClkSpec {
+    /// Length in bits of the filters the linkage unit compares: `bits`, halved by XOR
+    /// folding, doubled by balancing (SPEC.md §7.3).
+    pub fn filter_bits(&self) -> u32 {
+        let folded = if self.hardening.xor_fold {
+            self.bits / 2
+        } else {
+            self.bits
+        };
+        if self.hardening.balance {
+            2 * folded
+        } else {
+            folded
+        }
+    }
+}
+
 /// `[clk.hardening]`: what is done to each filter after encoding (SPEC.md §7.3).
 #[derive(Clone, Copy, Debug, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

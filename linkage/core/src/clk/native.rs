@@ -96,10 +96,6 @@ impl NativeEncoder {
         bits: u32,
         features: Vec<NativeFeature>,
     ) -> Self {
-        assert!(
-            bits.is_power_of_two() && (64..=65_536).contains(&bits),
-            "CLK length is a power of two from 64 to 65,536 bits"
-        );
         let hk = Hkdf::<Sha256>::new(Some(b"renketsu/v1/clk-key"), secret.expose());
         let features = features
             .into_iter()
@@ -110,8 +106,26 @@ impl NativeEncoder {
                 let mut key = Zeroizing::new([0u8; 32]);
                 hk.expand(&info, key.as_mut())
                     .expect("32 bytes is a valid HKDF output length");
-                (f, KeyedRecipe::with_head(&key, &[]))
+                (f, key)
             })
+            .collect();
+        Self::with_field_keys(bits, features)
+    }
+
+    /// An encoder with given 32-byte field keys `K_field` instead of keys derived from a
+    /// project secret: custodian mode, where the key custodian issues each field's CLK key to
+    /// the holders (wrapped, `GetWrappedClkKey`).
+    ///
+    /// # Panics
+    /// If `bits` is not a power of two from 64 to 65,536 (the schema checks this first).
+    pub fn with_field_keys(bits: u32, features: Vec<(NativeFeature, Zeroizing<[u8; 32]>)>) -> Self {
+        assert!(
+            bits.is_power_of_two() && (64..=65_536).contains(&bits),
+            "CLK length is a power of two from 64 to 65,536 bits"
+        );
+        let features = features
+            .into_iter()
+            .map(|(f, key)| (f, KeyedRecipe::with_head(&key, &[])))
             .collect::<Vec<_>>();
         Self {
             id: NEXT_ENCODER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -135,18 +149,42 @@ impl NativeEncoder {
         project: &str,
     ) -> Option<(Self, Vec<usize>)> {
         let c = schema.clk.as_ref()?;
-        let features = c
-            .features
-            .iter()
-            .map(|f| NativeFeature {
-                field: schema.fields[f.field].name.clone(),
-                q: f.q,
-                positional: f.positional,
-                k: f.k,
-            })
-            .collect();
+        let enc = Self::new(secret, project, c.bits, schema_features(schema));
+        Some(enc.configure(schema, Some((secret, project))))
+    }
+
+    /// [`NativeEncoder::from_schema`] with the field keys issued by the key custodian (one
+    /// per `[clk]` feature, in feature order). Balancing needs the project master secret for
+    /// its permutation and is refused here (`Err` with the reason); salts and XOR folding
+    /// apply. `Ok(None)` when the schema has no `[clk]`.
+    ///
+    /// # Panics
+    /// If `keys` does not hold one key per feature.
+    pub fn from_schema_with_field_keys(
+        schema: &crate::Schema,
+        keys: Vec<Zeroizing<[u8; 32]>>,
+    ) -> Result<Option<(Self, Vec<usize>)>, &'static str> {
+        let Some(c) = schema.clk.as_ref() else {
+            return Ok(None);
+        };
+        if c.hardening.balance {
+            return Err(
+                "clk.hardening.balance needs the project master secret (embedded mode); the key custodian does not issue a balancing key",
+            );
+        }
+        let features = schema_features(schema);
+        assert_eq!(keys.len(), features.len(), "one field key per CLK feature");
+        let enc = Self::with_field_keys(c.bits, features.into_iter().zip(keys).collect());
+        Ok(Some(enc.configure(schema, None)))
+    }
+
+    fn configure(
+        mut self,
+        schema: &crate::Schema,
+        balance: Option<(&ProjectSecret, &str)>,
+    ) -> (Self, Vec<usize>) {
+        let c = schema.clk.as_ref().expect("callers checked [clk]");
         let mut inputs: Vec<usize> = c.features.iter().map(|f| f.field).collect();
-        let mut enc = Self::new(secret, project, c.bits, features);
         for (i, f) in c.features.iter().enumerate() {
             if let Some(salt) = f.salt {
                 let input = match inputs[c.features.len()..]
@@ -159,7 +197,7 @@ impl NativeEncoder {
                         inputs.len() - 1
                     }
                 };
-                enc = enc.with_salt(
+                self = self.with_salt(
                     i,
                     Salt {
                         input,
@@ -168,10 +206,22 @@ impl NativeEncoder {
                 );
             }
         }
-        if c.hardening.xor_fold || c.hardening.balance {
-            enc = enc.with_hardening(secret, project, c.hardening.xor_fold, c.hardening.balance);
+        if c.hardening.xor_fold {
+            assert!(
+                self.bits >= 128,
+                "the schema checks clk.bits ≥ 128 for folding"
+            );
+            self.xor_fold = true;
         }
-        Some((enc, inputs))
+        if let (true, Some((secret, project))) = (c.hardening.balance, balance) {
+            let folded_bits = if self.xor_fold {
+                self.bits / 2
+            } else {
+                self.bits
+            };
+            self.balance = Some(Balance::new(secret, project, folded_bits));
+        }
+        (self, inputs)
     }
 
     /// Salts feature `feature` (SPEC.md §7.3): its HMAC input becomes
@@ -405,6 +455,21 @@ impl NativeEncoder {
     }
 }
 
+/// The `[clk]` features of a schema as encoder features, in order.
+fn schema_features(schema: &crate::Schema) -> Vec<NativeFeature> {
+    schema.clk.as_ref().map_or_else(Vec::new, |c| {
+        c.features
+            .iter()
+            .map(|f| NativeFeature {
+                field: schema.fields[f.field].name.clone(),
+                q: f.q,
+                positional: f.positional,
+                k: f.k,
+            })
+            .collect()
+    })
+}
+
 fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -634,6 +699,36 @@ mod tests {
             assert_eq!(plain, cached, "{name}");
         }
         assert_eq!(cache.len(), 8);
+    }
+
+    #[test]
+    fn custodian_field_keys_take_salts_and_folding_but_not_balancing() {
+        let toml = |hardening: &str| {
+            format!(
+                "schema_format = 1\nname = \"s\"\nversion = 1\n[input]\nid_column = \"id\"\n\
+                 [fields.name]\ncolumn = \"name\"\nnormalizer = \"text\"\n\
+                 [fields.dob]\ncolumn = \"dob\"\nnormalizer = \"raw\"\n\
+                 [[recipes]]\nname = \"r\"\nversion = 1\nfields = [\"name\", \"dob\"]\n\
+                 [clk]\nbits = 256\nthreshold = 0.8\n{hardening}\n\
+                 [[clk.features]]\nfield = \"name\"\nk = 10\nsalt = {{ field = \"dob\", chars = 4 }}\n"
+            )
+        };
+        let keys = || vec![Zeroizing::new([3u8; 32])];
+        let folded = crate::Schema::from_toml(&toml("[clk.hardening]\nxor_fold = true")).unwrap();
+        let (enc, inputs) = NativeEncoder::from_schema_with_field_keys(&folded, keys())
+            .unwrap()
+            .unwrap();
+        assert_eq!(enc.words(), 2, "256 bits folded to 128");
+        assert_eq!(inputs.len(), 2, "the feature, then its salt field");
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        enc.encode(&[Some("yamada"), Some("1970-01-01")], &mut a);
+        enc.encode(&[Some("yamada"), Some("1970-12-31")], &mut b);
+        enc.encode(&[Some("yamada"), Some("1971-01-01")], &mut c);
+        assert_eq!(a, b, "same birth year, same salt");
+        assert_ne!(a, c, "another birth year salts differently");
+        let balanced = crate::Schema::from_toml(&toml("[clk.hardening]\nbalance = true")).unwrap();
+        let err = NativeEncoder::from_schema_with_field_keys(&balanced, keys()).unwrap_err();
+        assert!(err.contains("balance"), "{err}");
     }
 
     #[test]
