@@ -276,8 +276,12 @@ pub(crate) enum AdminCommand {
         /// Project name.
         #[arg(long)]
         project: String,
+        /// Take every recipe (`name/vN`) and every `[clk]` field from this linkage schema, the
+        /// one the holders will tokenize with (in addition to any --recipe / --clk-field).
+        #[arg(long, required_unless_present = "recipes")]
+        schema: Option<std::path::PathBuf>,
         /// A recipe name, e.g. id4-kana-dob-sex/v1 (repeat for several).
-        #[arg(long = "recipe", required = true)]
+        #[arg(long = "recipe")]
         recipes: Vec<String>,
         /// A CLK field name (repeat for several).
         #[arg(long = "clk-field")]
@@ -379,12 +383,31 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
         match command {
             AdminCommand::CreateProject {
                 project,
-                recipes,
-                clk_fields,
+                schema,
+                mut recipes,
+                mut clk_fields,
                 linkage_unit,
                 mode,
                 conn,
             } => {
+                if let Some(path) = schema {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let schema = renketsu_linkage::Schema::from_toml(&text)
+                        .with_context(|| format!("{}", path.display()))?;
+                    for r in &schema.recipes {
+                        let name = renketsu_custodian::client::custodian_recipe_name(&r.name, r.version);
+                        if !recipes.contains(&name) {
+                            recipes.push(name);
+                        }
+                    }
+                    for f in schema.clk.iter().flat_map(|c| &c.features) {
+                        let name = &schema.fields[f.field].name;
+                        if !clk_fields.contains(name) {
+                            clk_fields.push(name.clone());
+                        }
+                    }
+                }
                 let mode = match mode {
                     ModeArg::Oprf => v1::EvaluationMode::Oprf,
                     ModeArg::Voprf => v1::EvaluationMode::Voprf,
