@@ -279,7 +279,7 @@ pub(crate) enum AdminCommand {
         /// Take every recipe (`name/vN`) and every `[clk]` field from this linkage schema, the
         /// one the holders will tokenize with (in addition to any --recipe / --clk-field).
         #[arg(long, required_unless_present = "recipes")]
-        schema: Option<std::path::PathBuf>,
+        schema: Option<PathBuf>,
         /// A recipe name, e.g. id4-kana-dob-sex/v1 (repeat for several).
         #[arg(long = "recipe")]
         recipes: Vec<String>,
