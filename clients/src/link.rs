@@ -12,6 +12,7 @@ use rand::RngCore as _;
 use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
 use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
+use renketsu_linkage::fs::FeaturesBuilder;
 use renketsu_linkage::schema::ClkSolver;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
@@ -111,6 +112,10 @@ pub struct LinkJob<'a> {
     pub ctx: NormalizeContext,
     /// No progress bars or log lines.
     pub quiet: bool,
+    /// Scoring: match-probability threshold overriding the schema's and the automatic one.
+    pub threshold: Option<f64>,
+    /// Scoring: parties whose data may hold several records of one person.
+    pub duplicates: Vec<String>,
 }
 
 #[derive(Default)]
@@ -209,9 +214,19 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     });
     let mut join = TokenJoin::new(0);
     let mut blocks: Vec<(renketsu_linkage::Token, u32)> = Vec::new();
+    for d in &job.duplicates {
+        if !job.inputs.iter().any(|i| &i.party == d) {
+            bail!("--duplicates {d:?}: no input is named {d:?}");
+        }
+    }
+    let mut features = job
+        .schema
+        .scoring
+        .as_ref()
+        .map(|_| FeaturesBuilder::new(job.schema, job.secret, job.project));
     let mut parties = Vec::with_capacity(job.inputs.len());
     let mut rejects_files = Vec::new();
-    for spec in &job.inputs {
+    for (holder, spec) in job.inputs.iter().enumerate() {
         let (party, rejects) = read_party(
             job,
             &tokenizer,
@@ -220,12 +235,15 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
             spec,
             &mut join,
             &mut blocks,
+            features.as_mut().map(|f| (holder as u16, f)),
         )?;
         parties.push(party);
         rejects_files.push(rejects);
     }
     let t_tokenize = t0.elapsed();
+    let mut scoring_run = None;
     let clk_stats = match (&job.schema.clk, &clk_encoder) {
+        _ if features.is_some() => None,
         (Some(spec), Some(_)) => {
             let blocked = job.schema.recipes.iter().any(|r| r.link == LinkMode::Block);
             Some(clk_links(
@@ -237,7 +255,20 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         }
         _ => None,
     };
-    let (labels, n_clusters, join_stats) = join.into_clusters();
+    let (labels, n_clusters, join_stats) = match features.take() {
+        Some(f) => {
+            let (labels, k, run) = crate::scoring::score_and_cluster(
+                job,
+                job.schema.scoring.as_ref().expect("scoring"),
+                f.finish(),
+                &mut blocks,
+                &parties.iter().map(|p| p.ids.len()).collect::<Vec<_>>(),
+            )?;
+            scoring_run = Some(run);
+            (labels, k, JoinStats::default())
+        }
+        None => join.into_clusters(),
+    };
     let t_cluster = t0.elapsed();
 
     // Pseudonyms: 128 random bits per cluster from the OS-seeded CSPRNG, unique.
@@ -293,6 +324,14 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     } else {
         pairs_csv.row(["party_a", "id_a", "party_b", "id_b"])?;
     }
+    let mut scores_csv = match &scoring_run {
+        Some(_) => {
+            let mut f = PendingFile::create(job.out, "pair_scores.csv")?.csv();
+            f.row(["party_a", "id_a", "party_b", "id_b", "weight", "probability", "levels"])?;
+            Some(f)
+        }
+        None => None,
+    };
     let mut links = 0u64;
     let mut multi_party = 0u64;
     let mut largest = 0usize;
@@ -310,6 +349,18 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
                     continue;
                 }
                 let (ix, iy) = (&parties[px].ids[local(x)], &parties[py].ids[local(y)]);
+                if let (Some(run), Some(sc)) = (scoring_run.as_mut(), scores_csv.as_mut()) {
+                    let (w, p, levels) = run.observe_output_pair(x, y, px, py);
+                    sc.row([
+                        parties[px].spec.party.as_str(),
+                        ix,
+                        parties[py].spec.party.as_str(),
+                        iy,
+                        &format!("{w:.3}"),
+                        &format!("{p:.6}"),
+                        &levels,
+                    ])?;
+                }
                 if two {
                     pairs_csv.row([ix, iy])?;
                 } else {
@@ -338,10 +389,13 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         pairs_csv.commit()?,
         joined.commit()?,
     ];
+    if let Some(f) = scores_csv {
+        written.push(f.commit()?);
+    }
     for r in rejects_files {
         written.push(r.commit()?);
     }
-    let summary = summary_json(
+    let mut summary = summary_json(
         job,
         &parties,
         links,
@@ -357,6 +411,14 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
             t0.elapsed(),
         ],
     );
+    if let Some(run) = &scoring_run {
+        let names: Vec<&str> = parties.iter().map(|p| p.spec.party.as_str()).collect();
+        summary["scoring"] = run.summary(job.schema, &names, &labels, n_clusters);
+        let mut r = PendingFile::create(job.out, "report.html")?;
+        r.writer
+            .write_all(crate::report::render(&summary).as_bytes())?;
+        r.commit()?;
+    }
     let mut f = PendingFile::create(job.out, "summary.json")?;
     serde_json::to_writer_pretty(&mut f.writer, &summary)?;
     f.writer.write_all(b"\n")?;
@@ -368,6 +430,17 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
 }
 
 /// Global index of each party's first record (records are numbered party after party).
+pub(crate) fn party_offsets_of(sizes: &[usize]) -> Vec<u32> {
+    sizes
+        .iter()
+        .scan(0u32, |acc, &n| {
+            let start = *acc;
+            *acc += n as u32;
+            Some(start)
+        })
+        .collect()
+}
+
 fn party_offsets(parties: &[Party]) -> Vec<u32> {
     parties
         .iter()
@@ -380,7 +453,7 @@ fn party_offsets(parties: &[Party]) -> Vec<u32> {
 }
 
 /// The party of global record `g`, given [`party_offsets`].
-fn party_of(offsets: &[u32], g: u32) -> usize {
+pub(crate) fn party_of(offsets: &[u32], g: u32) -> usize {
     offsets.partition_point(|&o| o <= g) - 1
 }
 
@@ -487,6 +560,7 @@ fn read_party(
     spec: &InputSpec,
     join: &mut TokenJoin,
     blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
+    mut features: Option<(u16, &mut FeaturesBuilder)>,
 ) -> Result<(Party, CsvFile)> {
     let schema = job.schema;
     let mut input = CsvInput::open(&spec.path, job.encoding)?;
@@ -684,7 +758,17 @@ fn read_party(
             && clk_fields
                 .iter()
                 .any(|&i| matches!(rt.status[i], Some(Ok(()))));
-        if !links_by_token && !has_clk_bits {
+        // Scored: any token that blocks or is compared, or bits in a comparison's filter.
+        let scored = features.is_some()
+            && (rt.tokens.iter().any(|(r, _)| schema.recipes[*r].link != LinkMode::Guard)
+                || schema.scoring.as_ref().is_some_and(|s| {
+                    s.comparisons.iter().filter_map(|c| c.dice.as_ref()).any(|d| {
+                        d.features
+                            .iter()
+                            .any(|f| matches!(rt.status[f.field], Some(Ok(()))))
+                    })
+                }));
+        if !links_by_token && !has_clk_bits && !scored {
             reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;
             continue;
         }
@@ -692,6 +776,11 @@ fn read_party(
             bail!("more than 2^32 - 1 records in one job");
         }
         let g = join.push_record();
+        if let Some((holder, f)) = features.as_mut() {
+            let h = f.push(*holder, &rt);
+            debug_assert_eq!(h, g);
+        }
+        let scoring = features.is_some();
         let mut last_recipe = usize::MAX;
         for (r, t) in &rt.tokens {
             if *r != last_recipe {
@@ -699,10 +788,15 @@ fn read_party(
                 last_recipe = *r;
             }
             match schema.recipes[*r].link {
+                // Scoring: every linking or block token is a blocking key (SPEC.md §9.2).
+                LinkMode::Direct | LinkMode::Guarded | LinkMode::Block if scoring => {
+                    blocks.push((*t, g))
+                }
                 LinkMode::Direct => join.add(g, t),
                 LinkMode::Guarded => join.add_guarded(g, t),
                 LinkMode::Guard => join.add_guard(g, *r as u16, t),
                 LinkMode::Block => blocks.push((*t, g)),
+                LinkMode::Compare => {}
             }
         }
         if let (Some(enc), Some(f)) = (clk, filters.as_mut()) {

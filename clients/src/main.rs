@@ -7,6 +7,8 @@ mod input;
 mod link;
 mod normalize_cmd;
 mod output;
+mod report;
+mod scoring;
 mod synth;
 
 use std::path::PathBuf;
@@ -170,6 +172,21 @@ struct LinkArgs {
     /// No progress bars or per-input log lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Scored schemas ([scoring]): link pairs whose match probability is at least this (0-1),
+    /// instead of the schema's threshold or the automatic one (maximum estimated F1).
+    #[arg(long, value_parser = parse_probability)]
+    threshold: Option<f64>,
+    /// Scored schemas: a party whose data may hold several records of one person (repeat
+    /// for several); its records may share a cluster.
+    #[arg(long = "duplicates", value_name = "PARTY")]
+    duplicates: Vec<String>,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a match probability in (0, 1)")),
+    }
 }
 
 fn default_key_store() -> PathBuf {
@@ -288,6 +305,7 @@ fn print_schema(s: &Schema) -> Result<()> {
             LinkMode::Guarded => " [guarded]",
             LinkMode::Guard => " [guard]",
             LinkMode::Block => " [block]",
+            LinkMode::Compare => " [compare]",
         };
         let pre = match &r.prehash {
             Some(p) => format!(
@@ -321,6 +339,9 @@ fn filter_recipes(schema: &mut Schema, names: &[String]) -> Result<()> {
             );
         }
     }
+    // One recipe's own precision and recall is an exact-token question: scoring (whose
+    // comparisons refer to recipes by position) is switched off.
+    schema.scoring = None;
     schema
         .recipes
         .retain(|r| r.link == LinkMode::Guard || names.contains(&r.name));
@@ -395,6 +416,8 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         encoding: args.encoding,
         ctx,
         quiet: args.quiet,
+        threshold: args.threshold,
+        duplicates: args.duplicates.clone(),
     };
     let outcome = link::run(&job)?;
     if !args.quiet {

@@ -159,7 +159,6 @@ pub fn fit(
                 / sampled
         })
         .collect();
-    let nc = dims.levels.len();
     let candidates: f64 = patterns.iter().map(|&(_, n)| n as f64).sum();
     // Start: matches agree at the strongest level, geometric below it; the sample all
     // non-matches.

@@ -128,7 +128,7 @@ pub struct Scores {
     /// Random pairs drawn for u.
     pub random_pairs: u64,
     /// Distinct patterns of the random pairs with counts.
-    pub sample: Vec<em::SamplePattern>,
+    pub sample: Vec<SamplePattern>,
 }
 
 /// Seed of the u sample: fixed, so that runs are reproducible.
@@ -161,7 +161,7 @@ pub fn score_compared(
     dims: &Dims,
     compared: &[Compared],
     tf: &[bool],
-    sample: Vec<em::SamplePattern>,
+    sample: Vec<SamplePattern>,
     random_pairs: u64,
     total_pairs: f64,
     opts: EmOptions,
