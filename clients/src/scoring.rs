@@ -35,8 +35,10 @@ pub struct ScoringRun {
     links_above: u64,
     cluster_stats: ScoredClusterStats,
     offsets: Vec<u32>,
-    /// Σ P(M) of the candidates per holder pair `(i, j)`, `i < j`.
-    expected_by_pair: BTreeMap<(usize, usize), f64>,
+    /// The candidate pairs, in the order of `scores.weights`.
+    candidate_pairs: Vec<(u32, u32)>,
+    /// Holders whose records may share a cluster.
+    duplicates: Vec<bool>,
     /// Output pairs and Σ P(M) per holder pair.
     output_by_pair: BTreeMap<(usize, usize), (u64, f64)>,
     /// Matches the model expects outside the candidate set.
@@ -86,22 +88,13 @@ pub fn score_and_cluster(
         (None, Some(p)) => (scores.threshold(Some(p)), ThresholdSource::Schema),
         (None, None) => (scores.threshold(None), ThresholdSource::Auto),
     };
-    let mut expected_by_pair: BTreeMap<(usize, usize), f64> = BTreeMap::new();
     let mut links = Vec::new();
     for (&(a, b), &w) in candidates.iter().zip(&scores.weights) {
-        let key = (party_of(&offsets, a), party_of(&offsets, b));
-        *expected_by_pair.entry(key).or_default() += probability(f64::from(w));
         if f64::from(w) >= threshold {
             links.push(ScoredLink { a, b, weight: w });
         }
     }
-    drop(candidates);
-    let seen_by_model: f64 = scores
-        .patterns
-        .iter()
-        .map(|&(code, n)| n as f64 * probability(f64::from(scores.table[code as usize])))
-        .sum();
-    let unseen_matches = (scores.model.matches - seen_by_model).max(0.0);
+    let unseen_matches = (scores.model.matches - scores.model.matches_in_candidates).max(0.0);
     let links_above = links.len() as u64;
     let duplicates: Vec<bool> = job
         .inputs
@@ -122,7 +115,7 @@ pub fn score_and_cluster(
         let disagrees = conflict_comparisons.iter().any(|&k| {
             feats.dims().level(c.code, k) == feats.dims().levels[k] - 2
         });
-        disagrees && f64::from(table[c.code as usize] + c.tf_bits) < threshold
+        disagrees && f64::from(table.weight(c.code) + c.tf_bits) < threshold
     };
     let (labels, k, cluster_stats) = cluster_scored(
         features.len(),
@@ -143,7 +136,8 @@ pub fn score_and_cluster(
         links_above,
         cluster_stats,
         offsets: offsets.clone(),
-        expected_by_pair,
+        candidate_pairs: candidates,
+        duplicates: duplicates.clone(),
         output_by_pair: BTreeMap::new(),
         unseen_matches,
         timings_ms: [
@@ -184,7 +178,7 @@ impl ScoringRun {
     /// (`l1-l2-…`, level indices in comparison order).
     pub fn observe_output_pair(&mut self, x: u32, y: u32, px: usize, py: usize) -> (f64, f64, String) {
         let c = self.features.compare(x, y);
-        let w = f64::from(self.scores.table[c.code as usize] + c.tf_bits);
+        let w = f64::from(self.scores.table.weight(c.code) + c.tf_bits);
         let p = probability(w);
         let key = if px < py { (px, py) } else { (py, px) };
         let e = self.output_by_pair.entry(key).or_default();
@@ -238,7 +232,36 @@ impl ScoringRun {
                 json!({ "name": cs.name, "tf": self.features.has_tf(c), "conflict": cs.conflict, "levels": levels })
             })
             .collect();
-        let expected_total = self.scores.expected_matches + self.unseen_matches;
+        // Matches the output misses: candidates outside the clusters whose records are not
+        // already linked to another record of the other's holder (with no duplicates in a
+        // holder, that record's match is accounted for by its link), by holder pair.
+        let holders = parties.len();
+        let mut cluster_holders = vec![0u64; clusters];
+        for (g, &l) in labels.iter().enumerate() {
+            let h = party_of(&self.offsets, g as u32);
+            if h < 64 {
+                cluster_holders[l as usize] |= 1 << h;
+            }
+        }
+        let mut missed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        for (&(a, b), &w) in self.candidate_pairs.iter().zip(&self.scores.weights) {
+            let (la, lb) = (labels[a as usize] as usize, labels[b as usize] as usize);
+            if la == lb {
+                continue;
+            }
+            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
+            let taken = |l: usize, h: usize| {
+                h < 64 && !self.duplicates[h] && cluster_holders[l] & (1 << h) != 0
+            };
+            if taken(la, hb) || taken(lb, ha) {
+                continue;
+            }
+            *missed.entry((ha.min(hb), ha.max(hb))).or_default() += probability(f64::from(w));
+        }
+        let _ = holders;
+        let missed_total: f64 = missed.values().sum();
+        let in_output: f64 = self.output_by_pair.values().map(|v| v.1).sum();
+        let expected_total = in_output + missed_total + self.unseen_matches;
         let (out_pairs, out_true) = self
             .output_by_pair
             .values()
@@ -246,12 +269,16 @@ impl ScoringRun {
         let f1 = |p: f64, r: f64| if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
         let precision = if out_pairs == 0 { 1.0 } else { out_true / out_pairs as f64 };
         let recall = if expected_total > 0.0 { out_true / expected_total } else { 1.0 };
-        let seen_total = self.scores.expected_matches.max(1e-12);
-        let by_pair: Vec<Value> = self
-            .expected_by_pair
+        let seen_total = (in_output + missed_total).max(1e-12);
+        let mut keys: Vec<(usize, usize)> = missed.keys().copied().collect();
+        keys.extend(self.output_by_pair.keys().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        let by_pair: Vec<Value> = keys
             .iter()
-            .map(|(&(i, j), &e)| {
+            .map(|&(i, j)| {
                 let (n, t) = self.output_by_pair.get(&(i, j)).copied().unwrap_or((0, 0.0));
+                let e = t + missed.get(&(i, j)).copied().unwrap_or(0.0);
                 let total = e + self.unseen_matches * e / seen_total;
                 let p = if n == 0 { 1.0 } else { t / n as f64 };
                 let r = if total > 0.0 { t / total } else { 1.0 };
@@ -317,6 +344,7 @@ impl ScoringRun {
             "estimated": {
                 "matches": round(expected_total, 2),
                 "matches_outside_candidates": round(self.unseen_matches, 2),
+                "matches_missed_among_candidates": round(missed_total, 2),
                 "output_pairs": out_pairs,
                 "expected_true_pairs": round(out_true, 2),
                 "precision": round(precision, 5),

@@ -27,7 +27,7 @@ pub struct Dims {
     /// Multiplier of each comparison's level in the pattern code.
     pub strides: Vec<u32>,
     /// Number of possible pattern codes (product of `levels`).
-    pub patterns: u32,
+    pub patterns: u64,
 }
 
 impl Dims {
@@ -49,14 +49,14 @@ impl Dims {
         let mut strides = Vec::with_capacity(levels.len());
         let mut p: u64 = 1;
         for &l in &levels {
-            strides.push(p as u32);
+            strides.push(u32::try_from(p).expect("fewer than 2^32 patterns"));
             p *= u64::from(l);
             assert!(p <= crate::fs::spec::MAX_PATTERNS, "too many patterns");
         }
         Self {
             levels,
             strides,
-            patterns: p as u32,
+            patterns: p,
         }
     }
 
@@ -97,7 +97,7 @@ struct DiceData {
     masks: Vec<u8>,
 }
 
-/// Term frequencies of a comparison's first exact level, counted within each holder.
+/// Term frequencies of one exact level's recipe, counted within each holder.
 #[derive(Clone, Debug, Default)]
 struct TfData {
     /// `(holder, token id)` → records of that holder carrying the token.
@@ -116,7 +116,11 @@ pub struct Features {
     exact_len: Vec<usize>,
     slots: Vec<Slot>,
     dice: Vec<Option<DiceData>>,
+    /// Per slot, when its comparison is term-frequency adjusted.
     tf: Vec<Option<TfData>>,
+    /// Per comparison: evaluated only when comparison `.0` is at a level in bit set `.1`.
+    when: Vec<Option<(usize, u32)>>,
+    tf_comparison: Vec<bool>,
     holder: Vec<u16>,
     holders: usize,
     distinct_tokens: usize,
@@ -184,7 +188,17 @@ impl FeaturesBuilder {
         let tf = spec
             .comparisons
             .iter()
-            .map(|c| (c.tf && !c.exact.is_empty()).then(TfData::default))
+            .flat_map(|c| c.exact.iter().map(|_| c.tf.then(TfData::default)))
+            .collect();
+        let when = spec
+            .comparisons
+            .iter()
+            .map(|c| c.when)
+            .collect();
+        let tf_comparison = spec
+            .comparisons
+            .iter()
+            .map(|c| c.tf && !c.exact.is_empty())
             .collect();
         Self {
             f: Features {
@@ -200,6 +214,8 @@ impl FeaturesBuilder {
                 ],
                 dice,
                 tf,
+                when,
+                tf_comparison,
                 holder: Vec::new(),
                 holders: 0,
                 distinct_tokens: 0,
@@ -239,9 +255,9 @@ impl FeaturesBuilder {
             slot.ids.extend_from_slice(ids);
             slot.offsets.push(slot.ids.len() as u32);
         }
-        for (c, tf) in f.tf.iter_mut().enumerate() {
+        for (slot, tf) in f.tf.iter_mut().enumerate() {
             if let Some(tf) = tf {
-                let ids = &self.scratch[f.slot_base[c]];
+                let ids = &self.scratch[slot];
                 if tf.with_token.len() <= usize::from(holder) {
                     tf.with_token.resize(usize::from(holder) + 1, 0);
                 }
@@ -292,8 +308,8 @@ impl FeaturesBuilder {
 pub struct Compared {
     /// Mixed-radix pattern code ([`Dims`]).
     pub code: u32,
-    /// `Σ −½·log2(p_A(t)·p_B(t))` over term-frequency comparisons at their first level, for
-    /// the agreeing token `t` with in-holder frequencies `p_A`, `p_B`.
+    /// `Σ −½·log2(p_A(t)·p_B(t))` over term-frequency comparisons at an exact level, for the
+    /// agreeing token `t` with in-holder frequencies `p_A`, `p_B`.
     pub tf_bits: f32,
 }
 
@@ -341,10 +357,10 @@ impl Features {
         self.distinct_tokens
     }
 
-    /// Level of comparison `c` for records `a` and `b`, and the agreeing token of the first
-    /// exact level (for term frequencies).
+    /// Level of comparison `c` for records `a` and `b` (ignoring `when`), and the agreeing
+    /// slot and token of an exact level (for term frequencies).
     #[inline]
-    fn level(&self, c: usize, a: u32, b: u32) -> (u32, Option<u32>) {
+    fn level(&self, c: usize, a: u32, b: u32) -> (u32, Option<(usize, u32)>) {
         let levels = self.dims.levels[c];
         let mut comparable = false;
         let base = self.slot_base[c];
@@ -356,7 +372,7 @@ impl Features {
             }
             comparable = true;
             if let Some(t) = intersect(x, y) {
-                return (l as u32, (l == 0).then_some(t));
+                return (l as u32, Some((base + l, t)));
             }
         }
         if let Some(d) = &self.dice[c] {
@@ -387,19 +403,25 @@ impl Features {
         }
     }
 
-    /// Level of comparison `c` for the pair `(a, b)`.
-    pub fn level_of(&self, c: usize, a: u32, b: u32) -> u32 {
-        self.level(c, a, b).0
-    }
-
     /// The comparison vector of records `a` and `b` (global indices, any holders).
     pub fn compare(&self, a: u32, b: u32) -> Compared {
         let mut code = 0u32;
         let mut tf_bits = 0.0f32;
+        let mut levels = [0u32; 32];
         for c in 0..self.dims.levels.len() {
+            if let Some((k, set)) = self.when[c]
+                && set & (1 << levels[k]) == 0
+            {
+                levels[c] = self.dims.levels[c] - 1;
+                code += levels[c] * self.dims.strides[c];
+                continue;
+            }
             let (l, t) = self.level(c, a, b);
+            levels[c] = l;
             code += l * self.dims.strides[c];
-            if let (Some(t), Some(tf)) = (t, &self.tf[c]) {
+            if let Some((slot, t)) = t
+                && let Some(tf) = &self.tf[slot]
+            {
                 let p = |g: u32| {
                     let h = self.holder[g as usize];
                     let n = tf.with_token.get(usize::from(h)).copied().unwrap_or(0).max(1);
@@ -423,7 +445,12 @@ impl Features {
 
     /// Whether comparison `c` uses term-frequency adjustment.
     pub fn has_tf(&self, c: usize) -> bool {
-        self.tf[c].is_some()
+        self.tf_comparison[c]
+    }
+
+    /// Number of exact levels of comparison `c`.
+    pub fn exact_levels(&self, c: usize) -> usize {
+        self.exact_len[c]
     }
 
     /// Pattern codes of `n` random pairs of records of different holders (SPEC.md §9.3): the
@@ -455,46 +482,39 @@ impl Features {
                 }
             }
         }
-        let zero = || vec![0u64; 2 * self.dims.patterns as usize];
         if hp.is_empty() || n == 0 {
             return Vec::new();
         }
+        // Codes with the candidate flag in the top bit, sorted and counted: memory grows with
+        // the sample, not with the pattern space.
         let chunks = n.div_ceil(65_536);
-        (0..chunks)
+        let (hp, starts, sizes) = (&hp, &starts, &sizes);
+        let mut codes: Vec<u32> = (0..chunks)
             .into_par_iter()
-            .map(|k| {
-                let mut counts = zero();
+            .flat_map_iter(|k| {
                 let mut state = seed ^ (k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let take = (n - k * 65_536).min(65_536);
-                for _ in 0..take {
+                (0..take).map(move |_| {
                     let r = u128::from(splitmix(&mut state)) * acc >> 64;
                     let (_, i, j) = hp[hp.partition_point(|&(c, _, _)| c <= r)];
-                    let a = starts[i] + bounded(&mut state, sizes[i]);
-                    let b = starts[j] + bounded(&mut state, sizes[j]);
-                    let (a, b) = (a as u32, b as u32);
-                    let code = self.compare(a, b).code as usize;
-                    counts[2 * code] += 1;
-                    if is_candidate(a.min(b), a.max(b)) {
-                        counts[2 * code + 1] += 1;
-                    }
-                }
-                counts
+                    let a = (starts[i] + bounded(&mut state, sizes[i])) as u32;
+                    let b = (starts[j] + bounded(&mut state, sizes[j])) as u32;
+                    let code = self.compare(a, b).code;
+                    let cand = u32::from(is_candidate(a.min(b), a.max(b)));
+                    code << 1 | cand
+                })
             })
-            .reduce(zero, |mut x, y| {
-                for (a, b) in x.iter_mut().zip(y) {
-                    *a += b;
-                }
-                x
-            })
-            .chunks_exact(2)
-            .enumerate()
-            .filter(|(_, c)| c[0] > 0)
-            .map(|(code, c)| crate::fs::em::SamplePattern {
-                code: code as u32,
-                count: c[0],
-                candidates: c[1],
-            })
-            .collect()
+            .collect();
+        codes.par_sort_unstable();
+        let mut out: Vec<crate::fs::em::SamplePattern> = Vec::new();
+        for run in codes.chunk_by(|x, y| x >> 1 == y >> 1) {
+            out.push(crate::fs::em::SamplePattern {
+                code: run[0] >> 1,
+                count: run.len() as u64,
+                candidates: run.iter().filter(|&&c| c & 1 == 1).count() as u64,
+            });
+        }
+        out
     }
 }
 

@@ -11,7 +11,13 @@
 //! `P(M | γ) = π·m(γ) / (π·m(γ) + (1 − π)·u(γ))`, and every match is assumed to be a
 //! candidate (`π = Σ_candidates P(M | γ) / N`).
 
+use rayon::prelude::*;
+
 use crate::fs::compare::Dims;
+
+/// Largest share of the matches assumed to lie outside the candidate set (blocking keeps at
+/// least 95 % of the matches).
+pub const MAX_UNSEEN_SHARE: f64 = 0.05;
 
 /// One distinct pattern of the random-pair sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +61,9 @@ pub struct Model {
     /// Estimated matches among all pairs: `Σ P(M | γ)` over the candidates, plus the matches
     /// expected outside the candidate set.
     pub matches: f64,
+    /// Estimated matches among the candidate pairs, `Σ P(M | γ)` (pattern level, without
+    /// term-frequency terms).
+    pub matches_in_candidates: f64,
     /// All cross-holder pairs `N`.
     pub total_pairs: f64,
     /// EM iterations run.
@@ -63,18 +72,12 @@ pub struct Model {
     pub converged: bool,
 }
 
-/// Distinct patterns with their counts, from pattern codes (dense counting; codes are below
-/// `dims.patterns`).
-pub fn count_patterns(dims: &Dims, codes: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
-    let mut dense = vec![0u64; dims.patterns as usize];
-    for c in codes {
-        dense[c as usize] += 1;
-    }
-    dense
-        .into_iter()
-        .enumerate()
-        .filter(|(_, n)| *n > 0)
-        .map(|(c, n)| (c as u32, n))
+/// Distinct patterns with their counts, sorted by code.
+pub fn count_patterns(codes: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
+    let mut v: Vec<u32> = codes.collect();
+    v.par_sort_unstable();
+    v.chunk_by(|a, b| a == b)
+        .map(|run| (run[0], run.len() as u64))
         .collect()
 }
 
@@ -180,6 +183,7 @@ pub fn fit(
     let mut u = u_step(dims, sample, &sample_g);
     let mut iterations = 0;
     let mut converged = false;
+    let mut in_candidates = 0.0;
     let mut g = Vec::with_capacity(patterns.len());
     while iterations < opts.max_iterations {
         iterations += 1;
@@ -206,7 +210,14 @@ pub fn fit(
                 p
             })
             .collect();
-        let unseen_share: f64 = m_out.iter().sum::<f64>().min(0.5);
+        // Blocking is assumed to keep at least 95 % of the matches: without this bound the
+        // outside mass, which no observation constrains, can feed on itself.
+        let unseen_share: f64 = m_out.iter().sum::<f64>().min(MAX_UNSEEN_SHARE);
+        let scale = if unseen_share > 0.0 {
+            unseen_share / m_out.iter().sum::<f64>()
+        } else {
+            0.0
+        };
         let new_matches = seen / (1.0 - unseen_share);
         let mut new_m: Vec<Vec<f64>> = dims
             .levels
@@ -220,7 +231,7 @@ pub fn fit(
             }
         }
         for (&(code, _), p) in outside.iter().zip(&m_out) {
-            let w = new_matches * p;
+            let w = new_matches * p * scale;
             for (c, mc) in new_m.iter_mut().enumerate() {
                 mc[dims.level(code, c) as usize] += w;
             }
@@ -247,6 +258,7 @@ pub fn fit(
         u = new_u;
         matches = new_matches;
         prior = (new_matches / total_pairs).clamp(1e-15, 0.5);
+        in_candidates = seen;
         if delta < opts.tolerance {
             converged = true;
             break;
@@ -257,6 +269,7 @@ pub fn fit(
         u,
         prior,
         matches,
+        matches_in_candidates: in_candidates,
         total_pairs,
         iterations,
         converged,
@@ -278,36 +291,51 @@ impl Model {
         (self.prior / (1.0 - self.prior)).log2()
     }
 
-    /// Match weight (bits, prior included) of every pattern code, before term-frequency
-    /// terms; `tf[c]` marks comparisons whose first level is term-frequency adjusted: for
-    /// them the table holds `log2(m_c(0))` plus the average `−log2` frequency replaced by the
-    /// pair's own (so a pair's weight is `table[code] + tf_bits`, SPEC.md §9.3).
-    pub fn weight_table(&self, dims: &Dims, tf: &[bool]) -> Vec<f32> {
-        let nc = dims.levels.len();
-        // Per comparison and level, the additive term.
-        let terms: Vec<Vec<f64>> = (0..nc)
+    /// The additive terms of match weights (SPEC.md §9.3); `tf[c]` is the number of
+    /// term-frequency adjusted (exact) levels of comparison `c`: at those levels the term is
+    /// `log2(m_c(l))`, the pair's own `−log2` frequency replacing `log2 u_c(l)` (a pair's
+    /// weight is `terms.weight(code) + tf_bits`).
+    pub fn weight_terms(&self, dims: &Dims, tf: &[usize]) -> WeightTerms {
+        let terms = (0..dims.levels.len())
             .map(|c| {
                 (0..dims.levels[c] as usize)
                     .map(|l| {
-                        if tf[c] && l == 0 {
-                            self.m[c][0].log2()
+                        if l < tf[c] {
+                            self.m[c][l].log2() as f32
                         } else {
-                            self.level_weight(c, l)
+                            self.level_weight(c, l) as f32
                         }
                     })
                     .collect()
             })
             .collect();
-        let prior = self.prior_bits();
-        (0..dims.patterns)
-            .map(|code| {
-                let mut w = prior;
-                for (c, t) in terms.iter().enumerate() {
-                    w += t[dims.level(code, c) as usize];
-                }
-                w as f32
-            })
-            .collect()
+        WeightTerms {
+            dims: dims.clone(),
+            prior: self.prior_bits() as f32,
+            terms,
+        }
+    }
+}
+
+/// Per-level weight terms of a fitted model: the match weight of any pattern code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightTerms {
+    dims: Dims,
+    /// Prior log-odds (bits).
+    pub prior: f32,
+    /// `terms[c][l]`: bits added by level `l` of comparison `c`.
+    pub terms: Vec<Vec<f32>>,
+}
+
+impl WeightTerms {
+    /// Match weight (bits, prior included) of pattern `code`, before term-frequency terms.
+    #[inline]
+    pub fn weight(&self, code: u32) -> f32 {
+        let mut w = self.prior;
+        for (c, t) in self.terms.iter().enumerate() {
+            w += t[self.dims.level(code, c) as usize];
+        }
+        w
     }
 }
 
@@ -384,7 +412,7 @@ mod tests {
             sample_codes.push(l[0] + 3 * l[1] + 12 * l[2]);
         }
         let blocked = |code: u32| code % 3 == 0 || code / 3 % 4 <= 1;
-        let sample: Vec<SamplePattern> = count_patterns(&dims, sample_codes.into_iter())
+        let sample: Vec<SamplePattern> = count_patterns(sample_codes.into_iter())
             .into_iter()
             .map(|(code, count)| SamplePattern {
                 code,
@@ -392,7 +420,7 @@ mod tests {
                 candidates: if blocked(code) { count } else { 0 },
             })
             .collect();
-        let patterns = count_patterns(&dims, codes.into_iter());
+        let patterns = count_patterns(codes.into_iter());
         let model = fit(&dims, &patterns, &sample, total, EmOptions::default());
         assert!(model.converged, "{model:?}");
         assert!(
@@ -419,15 +447,16 @@ mod tests {
             u: vec![vec![0.01, 0.99, 1.0], vec![0.1, 0.9, 1.0]],
             prior: 1e-4,
             matches: 1.0,
+            matches_in_candidates: 1.0,
             total_pairs: 1e4,
             iterations: 1,
             converged: true,
         };
-        let t = model.weight_table(&dims, &[false, false]);
+        let t = model.weight_terms(&dims, &[0, 0]);
         // code 2 + 3*2 = both missing: prior only.
-        assert!((f64::from(t[8]) - model.prior_bits()).abs() < 1e-5);
+        assert!((f64::from(t.weight(8)) - model.prior_bits()).abs() < 1e-5);
         let both_agree = model.prior_bits() + (0.9f64 / 0.01).log2() + (0.8f64 / 0.1).log2();
-        assert!((f64::from(t[0]) - both_agree).abs() < 1e-4);
+        assert!((f64::from(t.weight(0)) - both_agree).abs() < 1e-4);
         assert!(probability(0.0) == 0.5);
     }
 }

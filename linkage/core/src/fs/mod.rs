@@ -22,7 +22,7 @@ pub mod spec;
 use rayon::prelude::*;
 
 pub use compare::{Compared, Dims, Features, FeaturesBuilder};
-pub use em::{EmOptions, Model, SamplePattern, probability};
+pub use em::{EmOptions, Model, SamplePattern, WeightTerms, probability};
 pub use spec::{Clustering, ComparisonSpec, DiceSpec, ScoringSpec};
 
 use crate::token::Token;
@@ -119,8 +119,8 @@ pub struct Scores {
     pub model: Model,
     /// Distinct patterns of the candidates with counts.
     pub patterns: Vec<(u32, u64)>,
-    /// Match weight (bits) per pattern code, before term-frequency terms.
-    pub table: Vec<f32>,
+    /// Match weight terms (bits) of the pattern codes, before term-frequency terms.
+    pub table: WeightTerms,
     /// Match weight (bits) per candidate, in candidate order.
     pub weights: Vec<f32>,
     /// Estimated matches among the candidates: `Σ P(M)` with term-frequency terms.
@@ -149,10 +149,16 @@ pub fn score(
     score_compared(features.dims(), &compared, &tf_mask(features), sample, random_pairs, total_pairs, opts)
 }
 
-/// Which comparisons are term-frequency adjusted.
-pub fn tf_mask(features: &Features) -> Vec<bool> {
+/// Number of term-frequency adjusted levels per comparison (its exact levels, or 0).
+pub fn tf_mask(features: &Features) -> Vec<usize> {
     (0..features.dims().levels.len())
-        .map(|c| features.has_tf(c))
+        .map(|c| {
+            if features.has_tf(c) {
+                features.exact_levels(c)
+            } else {
+                0
+            }
+        })
         .collect()
 }
 
@@ -160,19 +166,19 @@ pub fn tf_mask(features: &Features) -> Vec<bool> {
 pub fn score_compared(
     dims: &Dims,
     compared: &[Compared],
-    tf: &[bool],
+    tf: &[usize],
     sample: Vec<SamplePattern>,
     random_pairs: u64,
     total_pairs: f64,
     opts: EmOptions,
 ) -> Scores {
-    let patterns = em::count_patterns(dims, compared.iter().map(|c| c.code));
+    let patterns = em::count_patterns(compared.iter().map(|c| c.code));
     let model = em::fit(dims, &patterns, &sample, total_pairs, opts);
-    let table = model.weight_table(dims, tf);
+    let table = model.weight_terms(dims, tf);
     let weights: Vec<f32> = compared
         .par_iter()
         .with_min_len(8192)
-        .map(|c| table[c.code as usize] + c.tf_bits)
+        .map(|c| table.weight(c.code) + c.tf_bits)
         .collect();
     let expected_matches = weights
         .par_iter()
@@ -235,7 +241,7 @@ impl Scores {
 }
 
 /// Match weight of any pair of records (candidates or not) under a fitted table.
-pub fn pair_weight(features: &Features, table: &[f32], a: u32, b: u32) -> f32 {
+pub fn pair_weight(features: &Features, table: &WeightTerms, a: u32, b: u32) -> f32 {
     let c = features.compare(a, b);
-    table[c.code as usize] + c.tf_bits
+    table.weight(c.code) + c.tf_bits
 }

@@ -10,7 +10,7 @@ use crate::schema::{ClkFeatureSpec, FieldSpec, RecipeSpec};
 pub const MAX_LEVELS: usize = 16;
 /// Most distinct comparison vectors (the product of the comparisons' level counts): patterns
 /// are counted in a dense table of this many entries.
-pub const MAX_PATTERNS: u64 = 1 << 22;
+pub const MAX_PATTERNS: u64 = 1 << 31;
 
 /// Fellegi–Sunter scoring, from `[scoring]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,12 +49,16 @@ pub struct ComparisonSpec {
     /// Recipes (indices into the schema's recipes) whose token agreement makes levels
     /// `0..exact.len()`, strongest first.
     pub exact: Vec<usize>,
-    /// Term-frequency adjustment of the first exact level.
+    /// Term-frequency adjustment of the exact levels.
     pub tf: bool,
     /// A disagreement of this comparison between two records of one cluster is a conflict.
     pub conflict: bool,
     /// Dice bands of a per-comparison CLK, after the exact levels.
     pub dice: Option<DiceSpec>,
+    /// Evaluated only when an earlier comparison is at one of these levels (`(comparison
+    /// index, level bit set)`), else `missing`: models a dependence, e.g. given-name
+    /// similarity only when the full names do not agree exactly.
+    pub when: Option<(usize, u32)>,
 }
 
 /// Per-comparison Bloom filter and its Dice bands.
@@ -128,8 +132,17 @@ struct RawComparison {
     #[serde(default)]
     dice: Option<RawDice>,
     #[serde(default)]
+    when: Option<RawWhen>,
+    #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    comparison: Spanned<String>,
+    levels: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -269,12 +282,44 @@ pub(crate) fn parse(
                 format!("comparison `{name}` needs `exact` recipes, a `dice` table, or both"),
             ));
         }
+        let when = match &c.when {
+            None => None,
+            Some(w) => {
+                let Some(k) = comparisons
+                    .iter()
+                    .position(|x| &x.name == w.comparison.get_ref())
+                else {
+                    return Err((
+                        format!("{key}.when.comparison"),
+                        w.comparison.span(),
+                        format!(
+                            "`{}` is not an earlier comparison",
+                            w.comparison.get_ref()
+                        ),
+                    ));
+                };
+                let n = comparisons[k].levels();
+                if w.levels.is_empty() || w.levels.iter().any(|&l| l >= n) {
+                    return Err((
+                        format!("{key}.when.levels"),
+                        w.comparison.span(),
+                        format!(
+                            "one or more levels of `{}`, from 0 to {} (missing)",
+                            w.comparison.get_ref(),
+                            n - 1
+                        ),
+                    ));
+                }
+                Some((k, w.levels.iter().fold(0u32, |m, &l| m | 1 << l)))
+            }
+        };
         let spec = ComparisonSpec {
             name: name.clone(),
             exact,
             tf: c.tf,
             conflict: c.conflict,
             dice,
+            when,
         };
         if spec.levels() > MAX_LEVELS {
             return Err((
