@@ -80,7 +80,10 @@ pub fn score_and_cluster(
         &candidates,
         spec.random_pairs,
         total_pairs,
-        EmOptions::default(),
+        EmOptions {
+            fixed_u: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            ..EmOptions::default()
+        },
     );
     let t_score = t0.elapsed();
     let (threshold, source) = match (job.threshold, spec.threshold) {

@@ -31,12 +31,14 @@ pub struct SamplePattern {
 }
 
 /// Fitting options.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EmOptions {
     /// Most EM iterations.
     pub max_iterations: u32,
     /// Stop when no parameter moves by more than this.
     pub tolerance: f64,
+    /// Comparisons whose u stays at its start value (from non-candidate random pairs).
+    pub fixed_u: Vec<bool>,
 }
 
 impl Default for EmOptions {
@@ -44,6 +46,7 @@ impl Default for EmOptions {
         Self {
             max_iterations: 20_000,
             tolerance: 1e-7,
+            fixed_u: Vec::new(),
         }
     }
 }
@@ -81,17 +84,23 @@ pub fn count_patterns(codes: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// `u` by the M-step over the random-pair sample: each sampled pattern counts as a
-/// non-match with weight `1 − P(M | γ)` (so the matches a random sample holds are left out),
-/// with half an observation added per level.
-fn u_step(dims: &Dims, sample: &[SamplePattern], sample_g: &[f64]) -> Vec<Vec<f64>> {
+/// `u` by the M-step over the random-pair sample: each sampled pair counts as a non-match
+/// with weight `w = 1 − P(M | γ)`, half an observation added per level. `weights: None`
+/// starts EM: then the sampled pairs that are candidates count 0 and the others 1 (agreement
+/// on a blocking key starts as evidence of a match). The sample holds matches at the rate
+/// `π`, which for unique identifiers exceeds the chance agreement of non-matches: left in,
+/// they would cap every exact agreement at `log2(m/π)` bits.
+fn u_step(dims: &Dims, sample: &[SamplePattern], weights: Option<&[f64]>) -> Vec<Vec<f64>> {
     let mut u: Vec<Vec<f64>> = dims
         .levels
         .iter()
         .map(|&l| vec![0.5; l as usize])
         .collect();
-    for (p, g) in sample.iter().zip(sample_g) {
-        let w = p.count as f64 * (1.0 - g);
+    for (k, p) in sample.iter().enumerate() {
+        let w = match weights {
+            Some(g) => p.count as f64 * (1.0 - g[k]),
+            None => (p.count - p.candidates) as f64,
+        };
         for (c, uc) in u.iter_mut().enumerate() {
             uc[dims.level(p.code, c) as usize] += w;
         }
@@ -179,8 +188,8 @@ pub fn fit(
         .collect();
     let mut matches = (candidates * 0.1).max(1.0);
     let mut prior = (matches / total_pairs).min(0.5);
-    let mut sample_g = vec![0.0; sample.len()];
-    let mut u = u_step(dims, sample, &sample_g);
+    let mut u = u_step(dims, sample, None);
+    let mut sample_g = Vec::with_capacity(sample.len());
     let mut iterations = 0;
     let mut converged = false;
     let mut in_candidates = 0.0;
@@ -213,7 +222,7 @@ pub fn fit(
         // Blocking is assumed to keep at least 95 % of the matches: without this bound the
         // outside mass, which no observation constrains, can feed on itself.
         let unseen_share: f64 = m_out.iter().sum::<f64>().min(MAX_UNSEEN_SHARE);
-        let scale = if unseen_share > 0.0 {
+        let out_scale = if unseen_share > 0.0 {
             unseen_share / m_out.iter().sum::<f64>()
         } else {
             0.0
@@ -231,7 +240,7 @@ pub fn fit(
             }
         }
         for (&(code, _), p) in outside.iter().zip(&m_out) {
-            let w = new_matches * p * scale;
+            let w = new_matches * p * out_scale;
             for (c, mc) in new_m.iter_mut().enumerate() {
                 mc[dims.level(code, c) as usize] += w;
             }
@@ -247,13 +256,18 @@ pub fn fit(
             }
             mc[k - 1] = 1.0;
         }
-        let new_u = u_step(dims, sample, &sample_g);
+        delta = delta.max(((new_matches - matches) / matches.max(1.0)).abs());
+        let mut new_u = u_step(dims, sample, Some(&sample_g));
+        for (c, fixed) in opts.fixed_u.iter().enumerate() {
+            if *fixed {
+                new_u[c].clone_from(&u[c]);
+            }
+        }
         for (a, b) in new_u.iter().zip(&u) {
             for (x, y) in a.iter().zip(b) {
                 delta = delta.max((x - y).abs() / y.max(1e-12) * 1e-3);
             }
         }
-        delta = delta.max(((new_matches - matches) / matches.max(1.0)).abs());
         m = new_m;
         u = new_u;
         matches = new_matches;

@@ -53,6 +53,11 @@ pub struct ComparisonSpec {
     pub tf: bool,
     /// A disagreement of this comparison between two records of one cluster is a conflict.
     pub conflict: bool,
+    /// Agreement of non-matches is (nearly) impossible (a digest of a unique identifier): u is
+    /// taken from the random pairs that are not candidates and not re-estimated. Needed when
+    /// a holder pair has fewer than three comparisons (a hash-only holder), where EM cannot
+    /// tell chance agreement from a match (SPEC.md §9.3).
+    pub rare_agreement: bool,
     /// Dice bands of a per-comparison CLK, after the exact levels.
     pub dice: Option<DiceSpec>,
     /// Evaluated only when an earlier comparison is at one of these levels (`(comparison
@@ -129,6 +134,8 @@ struct RawComparison {
     tf: bool,
     #[serde(default)]
     conflict: bool,
+    #[serde(default)]
+    rare_agreement: bool,
     #[serde(default)]
     dice: Option<RawDice>,
     #[serde(default)]
@@ -318,6 +325,7 @@ pub(crate) fn parse(
             exact,
             tf: c.tf,
             conflict: c.conflict,
+            rare_agreement: c.rare_agreement,
             dice,
             when,
         };
