@@ -62,7 +62,8 @@ write to --out:
   summary.json        counts per party (read = tokenized + rejected), links, clusters, timings
 Files appear atomically; summary.json is written last.")]
     Link(LinkArgs),
-    /// Precision, recall and F1 of a pairs file against ground truth.
+    /// Precision, recall and F1 of a pairs file against ground truth (and, for scored runs,
+    /// the model's estimates next to them).
     Eval {
         /// Predicted pairs (pairs.csv from `renketsu link`).
         #[arg(long)]
@@ -70,6 +71,11 @@ Files appear atomically; summary.json is written last.")]
         /// True pairs, same layout (id_a,id_b or party_a,id_a,party_b,id_b).
         #[arg(long)]
         truth: PathBuf,
+        /// summary.json of a scored run, whose estimated precision and recall (from the
+        /// model, no truth) are shown next to the true ones (default: summary.json beside
+        /// --pairs, if there is one).
+        #[arg(long)]
+        summary: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -235,37 +241,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Keys { command } => keys(command),
         Command::Link(args) => link_cmd(args),
-        Command::Eval { pairs, truth, json } => {
-            let e = eval::evaluate(&pairs, &truth)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "true_positives": e.true_positives,
-                        "false_positives": e.false_positives,
-                        "false_negatives": e.false_negatives,
-                        "precision": e.precision,
-                        "recall": e.recall,
-                        "f1": e.f1,
-                    })
-                );
-            } else {
-                println!(
-                    "predicted pairs {}  true pairs {}",
-                    e.true_positives + e.false_positives,
-                    e.true_positives + e.false_negatives
-                );
-                println!(
-                    "true positives {}  false positives {}  false negatives {}",
-                    e.true_positives, e.false_positives, e.false_negatives
-                );
-                println!(
-                    "precision {:.4}  recall {:.4}  F1 {:.4}",
-                    e.precision, e.recall, e.f1
-                );
-            }
-            Ok(())
-        }
+        Command::Eval {
+            pairs,
+            truth,
+            summary,
+            json,
+        } => eval::run(&pairs, &truth, summary.as_deref(), json),
         Command::Schema { path } => print_schema(&load_schema(&path)?),
         Command::Normalize(args) => normalize_cmd::run(&args),
         Command::Clk { command } => clk_cmd::run(&command),
