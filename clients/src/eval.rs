@@ -120,9 +120,7 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
                 .with_context(|| format!("cannot read {}", p.display()))?;
             let v: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", p.display()))?;
-            v.get("scoring")
-                .and_then(|s| s.get("estimated"))
-                .cloned()
+            v.get("scoring").and_then(|s| s.get("estimated")).cloned()
         }
         None => None,
     };
@@ -132,10 +130,15 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
         BTreeMap::new()
     };
     let est_pair = |a: &str, b: &str| -> Option<&Value> {
-        estimated.as_ref()?.get("by_holder_pair")?.as_array()?.iter().find(|p| {
-            let (x, y) = (p["party_a"].as_str(), p["party_b"].as_str());
-            (x == Some(a) && y == Some(b)) || (x == Some(b) && y == Some(a))
-        })
+        estimated
+            .as_ref()?
+            .get("by_holder_pair")?
+            .as_array()?
+            .iter()
+            .find(|p| {
+                let (x, y) = (p["party_a"].as_str(), p["party_b"].as_str());
+                (x == Some(a) && y == Some(b)) || (x == Some(b) && y == Some(a))
+            })
     };
     if as_json {
         let mut out = eval_json(&e);
@@ -178,7 +181,10 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
     let f = |v: &Value| v.as_f64().map_or("–".to_owned(), |x| format!("{x:.4}"));
     if let Some(est) = &estimated {
         println!();
-        println!("{:<24} {:>10} {:>10} {:>10}", "", "precision", "recall", "F1");
+        println!(
+            "{:<24} {:>10} {:>10} {:>10}",
+            "", "precision", "recall", "F1"
+        );
         println!(
             "{:<24} {:>10} {:>10} {:>10}",
             "estimated (model)",

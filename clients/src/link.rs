@@ -327,7 +327,15 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     let mut scores_csv = match &scoring_run {
         Some(_) => {
             let mut f = PendingFile::create(job.out, "pair_scores.csv")?.csv();
-            f.row(["party_a", "id_a", "party_b", "id_b", "weight", "probability", "levels"])?;
+            f.row([
+                "party_a",
+                "id_a",
+                "party_b",
+                "id_b",
+                "weight",
+                "probability",
+                "levels",
+            ])?;
             Some(f)
         }
         None => None,
@@ -760,13 +768,19 @@ fn read_party(
                 .any(|&i| matches!(rt.status[i], Some(Ok(()))));
         // Scored: any token that blocks or is compared, or bits in a comparison's filter.
         let scored = features.is_some()
-            && (rt.tokens.iter().any(|(r, _)| schema.recipes[*r].link != LinkMode::Guard)
+            && (rt
+                .tokens
+                .iter()
+                .any(|(r, _)| schema.recipes[*r].link != LinkMode::Guard)
                 || schema.scoring.as_ref().is_some_and(|s| {
-                    s.comparisons.iter().filter_map(|c| c.dice.as_ref()).any(|d| {
-                        d.features
-                            .iter()
-                            .any(|f| matches!(rt.status[f.field], Some(Ok(()))))
-                    })
+                    s.comparisons
+                        .iter()
+                        .filter_map(|c| c.dice.as_ref())
+                        .any(|d| {
+                            d.features
+                                .iter()
+                                .any(|f| matches!(rt.status[f.field], Some(Ok(()))))
+                        })
                 }));
         if !links_by_token && !has_clk_bits && !scored {
             reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;

@@ -47,7 +47,14 @@ const MR: f64 = 16.0;
 
 /// Vertical bar chart; `log` uses log10(1 + value) heights. `marker`: an x value to draw as a
 /// dashed line (bars are placed by `x`).
-fn bars(id: &str, title: &str, data: &[(f64, f64, String)], log: bool, marker: Option<f64>, xlabel: &str) -> String {
+fn bars(
+    id: &str,
+    title: &str,
+    data: &[(f64, f64, String)],
+    log: bool,
+    marker: Option<f64>,
+    xlabel: &str,
+) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -55,12 +62,17 @@ fn bars(id: &str, title: &str, data: &[(f64, f64, String)], log: bool, marker: O
         t = esc(title)
     );
     if data.is_empty() {
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#, W / 2.0, H / 2.0);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#,
+            W / 2.0,
+            H / 2.0
+        );
         return s;
     }
-    let (x0, x1) = data
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), d| (a.min(d.0), b.max(d.0 + 1.0)));
+    let (x0, x1) = data.iter().fold((f64::MAX, f64::MIN), |(a, b), d| {
+        (a.min(d.0), b.max(d.0 + 1.0))
+    });
     let (x0, x1) = match marker {
         Some(m) => (x0.min(m), x1.max(m)),
         None => (x0, x1),
@@ -71,8 +83,17 @@ fn bars(id: &str, title: &str, data: &[(f64, f64, String)], log: bool, marker: O
     let ph = H - MT - MB;
     let sx = |x: f64| ML + (x - x0) / (x1 - x0).max(1e-9) * pw;
     let bw = (pw / (x1 - x0).max(1.0)).max(1.0);
-    let _ = write!(s, r##"<line x1="{ML}" y1="{y}" x2="{x2}" y2="{y}" stroke="#444"/>"##, y = MT + ph, x2 = W - MR);
-    let _ = write!(s, r##"<line x1="{ML}" y1="{MT}" x2="{ML}" y2="{y}" stroke="#444"/>"##, y = MT + ph);
+    let _ = write!(
+        s,
+        r##"<line x1="{ML}" y1="{y}" x2="{x2}" y2="{y}" stroke="#444"/>"##,
+        y = MT + ph,
+        x2 = W - MR
+    );
+    let _ = write!(
+        s,
+        r##"<line x1="{ML}" y1="{MT}" x2="{ML}" y2="{y}" stroke="#444"/>"##,
+        y = MT + ph
+    );
     for d in data {
         let bh = h(d.1) / ymax * ph;
         let _ = write!(
@@ -109,7 +130,12 @@ fn bars(id: &str, title: &str, data: &[(f64, f64, String)], log: bool, marker: O
         MT + ph
     );
     if log {
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="start">log scale</text>"#, ML + 6.0, MT + 10.0);
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="start">log scale</text>"#,
+            ML + 6.0,
+            MT + 10.0
+        );
     }
     let _ = write!(
         s,
@@ -143,31 +169,69 @@ fn pr_chart(curve: &[Value], threshold: f64) -> String {
         .map(|p| (num(&p["weight"]), num(&p["precision"]), num(&p["recall"])))
         .collect();
     if pts.is_empty() {
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#, W / 2.0, H / 2.0);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#,
+            W / 2.0,
+            H / 2.0
+        );
         return s;
     }
-    let x0 = pts.iter().map(|p| p.0).fold(f64::MAX, f64::min).max(-40.0).min(threshold - 1.0);
-    let x1 = pts.iter().map(|p| p.0).fold(f64::MIN, f64::max).max(threshold + 1.0);
+    let x0 = pts
+        .iter()
+        .map(|p| p.0)
+        .fold(f64::MAX, f64::min)
+        .max(-40.0)
+        .min(threshold - 1.0);
+    let x1 = pts
+        .iter()
+        .map(|p| p.0)
+        .fold(f64::MIN, f64::max)
+        .max(threshold + 1.0);
     let pw = W - ML - MR;
     let ph = H - MT - MB;
     let sx = |x: f64| ML + (x.clamp(x0, x1) - x0) / (x1 - x0).max(1e-9) * pw;
     let sy = |y: f64| MT + (1.0 - y) * ph;
-    let _ = write!(s, r##"<line x1="{ML}" y1="{y}" x2="{x2}" y2="{y}" stroke="#444"/><line x1="{ML}" y1="{MT}" x2="{ML}" y2="{y}" stroke="#444"/>"##, y = MT + ph, x2 = W - MR);
+    let _ = write!(
+        s,
+        r##"<line x1="{ML}" y1="{y}" x2="{x2}" y2="{y}" stroke="#444"/><line x1="{ML}" y1="{MT}" x2="{ML}" y2="{y}" stroke="#444"/>"##,
+        y = MT + ph,
+        x2 = W - MR
+    );
     for (k, color, name) in [(1usize, "#2e7d32", "precision"), (2, "#6a1b9a", "recall")] {
         let mut d = String::new();
         for (i, p) in pts.iter().enumerate() {
             let y = if k == 1 { p.1 } else { p.2 };
-            let _ = write!(d, "{}{:.2},{:.2}", if i == 0 { "M" } else { " L" }, sx(p.0), sy(y));
+            let _ = write!(
+                d,
+                "{}{:.2},{:.2}",
+                if i == 0 { "M" } else { " L" },
+                sx(p.0),
+                sy(y)
+            );
         }
-        let _ = write!(s, r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"><title>estimated {name}</title></path>"#);
+        let _ = write!(
+            s,
+            r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"><title>estimated {name}</title></path>"#
+        );
     }
     for i in 0..=4 {
         let y = f64::from(i) / 4.0;
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{y:.2}</text>"#, ML - 4.0, sy(y) + 4.0);
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{y:.2}</text>"#,
+            ML - 4.0,
+            sy(y) + 4.0
+        );
     }
     for i in 0..=6 {
         let x = x0 + (x1 - x0) * f64::from(i) / 6.0;
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{x:.0}</text>"#, sx(x), MT + ph + 14.0);
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{x:.0}</text>"#,
+            sx(x),
+            MT + ph + 14.0
+        );
     }
     let _ = write!(
         s,
@@ -259,7 +323,11 @@ pub fn render(summary: &Value) -> String {
         num(&sc["prior_bits"]),
         sc["em"]["iterations"],
         sc["em"]["patterns"],
-        if sc["em"]["converged"].as_bool() == Some(false) { " (not converged)" } else { "" },
+        if sc["em"]["converged"].as_bool() == Some(false) {
+            " (not converged)"
+        } else {
+            ""
+        },
         fmt_count(num(&sc["random_pairs"])),
         fmt_count(num(&sc["candidates"]["pairs"])),
         fmt_count(num(&sc["links_above_threshold"])),
@@ -296,9 +364,19 @@ pub fn render(summary: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    h.push_str(&bars("weight-histogram", "match weight histogram", &hist, true, Some(threshold), "match weight (bits, prior included)"));
+    h.push_str(&bars(
+        "weight-histogram",
+        "match weight histogram",
+        &hist,
+        true,
+        Some(threshold),
+        "match weight (bits, prior included)",
+    ));
     h.push_str("<h2>Estimated precision and recall vs threshold</h2>");
-    h.push_str(&pr_chart(sc["curve"].as_array().map_or(&[][..], |v| v.as_slice()), threshold));
+    h.push_str(&pr_chart(
+        sc["curve"].as_array().map_or(&[][..], |v| v.as_slice()),
+        threshold,
+    ));
     h.push_str(r#"<p class="note">Precision: Σ P(match) / links above the threshold; recall: Σ P(match) above the threshold / all expected matches (Fellegi–Sunter posterior, SPEC.md §9.4).</p>"#);
     h.push_str("<h2>m and u per comparison level</h2>");
     if let Some(cs) = sc["comparisons"].as_array() {
@@ -307,8 +385,16 @@ pub fn render(summary: &Value) -> String {
                 h,
                 "<h3>{}{}{}</h3>",
                 esc(c["name"].as_str().unwrap_or("")),
-                if c["tf"].as_bool() == Some(true) { " · term-frequency adjusted" } else { "" },
-                if c["conflict"].as_bool() == Some(true) { " · conflict guard" } else { "" }
+                if c["tf"].as_bool() == Some(true) {
+                    " · term-frequency adjusted"
+                } else {
+                    ""
+                },
+                if c["conflict"].as_bool() == Some(true) {
+                    " · conflict guard"
+                } else {
+                    ""
+                }
             );
             h.push_str(&mu_chart(i, c));
             h.push_str(r#"<table><tr><th class="l">level</th><th>m</th><th>u</th><th>weight (bits)</th><th>candidates</th><th>random pairs</th></tr>"#);
@@ -345,11 +431,21 @@ pub fn render(summary: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    h.push_str(&bars("cluster-sizes", "cluster size distribution", &sizes, true, None, "records per cluster"));
+    h.push_str(&bars(
+        "cluster-sizes",
+        "cluster size distribution",
+        &sizes,
+        true,
+        None,
+        "records per cluster",
+    ));
     h.push_str("<h2>Holders</h2>");
     h.push_str(r#"<table id="holders"><tr><th class="l">holder</th><th>read</th><th>tokenized</th><th>rejected</th><th class="l">encoding</th></tr>"#);
     let mut rejects: Vec<(String, f64)> = Vec::new();
-    for p in summary["parties"].as_array().map_or(&[][..], |v| v.as_slice()) {
+    for p in summary["parties"]
+        .as_array()
+        .map_or(&[][..], |v| v.as_slice())
+    {
         let party = p["party"].as_str().unwrap_or("");
         let _ = write!(
             h,
@@ -373,7 +469,10 @@ pub fn render(summary: &Value) -> String {
         let max = rejects.iter().map(|r| r.1).fold(1.0f64, f64::max);
         let rh = 22.0;
         let hh = rh * rejects.len() as f64 + 8.0;
-        let _ = write!(h, r#"<svg id="rejects" role="img" aria-label="rejects by reason" viewBox="0 0 {W} {hh}" width="{W}" height="{hh}" xmlns="http://www.w3.org/2000/svg"><title>rejected rows by holder and reason</title>"#);
+        let _ = write!(
+            h,
+            r#"<svg id="rejects" role="img" aria-label="rejects by reason" viewBox="0 0 {W} {hh}" width="{W}" height="{hh}" xmlns="http://www.w3.org/2000/svg"><title>rejected rows by holder and reason</title>"#
+        );
         for (i, (label, n)) in rejects.iter().enumerate() {
             let y = 4.0 + rh * i as f64;
             let _ = write!(
@@ -400,7 +499,10 @@ mod tests {
 
     #[test]
     fn escapes_markup_in_names() {
-        assert_eq!(esc(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let summary = serde_json::json!({
             "project": "<script>", "schema": {"name": "s", "version": 1},
             "scoring": {"threshold": {"weight": 3.0}, "estimated": {}},

@@ -115,9 +115,9 @@ pub fn score_and_cluster(
     let feats = &features;
     let conflict = |x: u32, y: u32| {
         let c = feats.compare(x, y);
-        let disagrees = conflict_comparisons.iter().any(|&k| {
-            feats.dims().level(c.code, k) == feats.dims().levels[k] - 2
-        });
+        let disagrees = conflict_comparisons
+            .iter()
+            .any(|&k| feats.dims().level(c.code, k) == feats.dims().levels[k] - 2);
         disagrees && f64::from(table.weight(c.code) + c.tf_bits) < threshold
     };
     let (labels, k, cluster_stats) = cluster_scored(
@@ -143,11 +143,7 @@ pub fn score_and_cluster(
         duplicates: duplicates.clone(),
         output_by_pair: BTreeMap::new(),
         unseen_matches,
-        timings_ms: [
-            ms(t_cand),
-            ms(t_score - t_cand),
-            ms(t_cluster - t_score),
-        ],
+        timings_ms: [ms(t_cand), ms(t_score - t_cand), ms(t_cluster - t_score)],
         features,
     };
     if !job.quiet {
@@ -155,7 +151,11 @@ pub fn score_and_cluster(
             "renketsu link: EM over {} patterns ({} iterations{}); threshold {:.2} bits (match probability {:.4}, {}); {} links above it",
             run.scores.patterns.len(),
             run.scores.model.iterations,
-            if run.scores.model.converged { "" } else { ", not converged" },
+            if run.scores.model.converged {
+                ""
+            } else {
+                ", not converged"
+            },
             threshold,
             probability(threshold),
             match source {
@@ -179,7 +179,13 @@ impl ScoringRun {
     /// estimated quality of `pairs.csv`.
     /// Returns the pair's match weight (bits), match probability and comparison levels
     /// (`l1-l2-…`, level indices in comparison order).
-    pub fn observe_output_pair(&mut self, x: u32, y: u32, px: usize, py: usize) -> (f64, f64, String) {
+    pub fn observe_output_pair(
+        &mut self,
+        x: u32,
+        y: u32,
+        px: usize,
+        py: usize,
+    ) -> (f64, f64, String) {
         let c = self.features.compare(x, y);
         let w = f64::from(self.scores.table.weight(c.code) + c.tf_bits);
         let p = probability(w);
@@ -195,7 +201,13 @@ impl ScoringRun {
     }
 
     /// The `scoring` object of `summary.json` (SPEC.md §9.6).
-    pub fn summary(&self, schema: &Schema, parties: &[&str], labels: &[u32], clusters: usize) -> Value {
+    pub fn summary(
+        &self,
+        schema: &Schema,
+        parties: &[&str],
+        labels: &[u32],
+        clusters: usize,
+    ) -> Value {
         let spec = schema.scoring.as_ref().expect("scoring");
         let dims = self.features.dims();
         let model = &self.scores.model;
@@ -269,9 +281,23 @@ impl ScoringRun {
             .output_by_pair
             .values()
             .fold((0u64, 0.0f64), |(a, b), (n, e)| (a + n, b + e));
-        let f1 = |p: f64, r: f64| if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
-        let precision = if out_pairs == 0 { 1.0 } else { out_true / out_pairs as f64 };
-        let recall = if expected_total > 0.0 { out_true / expected_total } else { 1.0 };
+        let f1 = |p: f64, r: f64| {
+            if p + r == 0.0 {
+                0.0
+            } else {
+                2.0 * p * r / (p + r)
+            }
+        };
+        let precision = if out_pairs == 0 {
+            1.0
+        } else {
+            out_true / out_pairs as f64
+        };
+        let recall = if expected_total > 0.0 {
+            out_true / expected_total
+        } else {
+            1.0
+        };
         let seen_total = (in_output + missed_total).max(1e-12);
         let mut keys: Vec<(usize, usize)> = missed.keys().copied().collect();
         keys.extend(self.output_by_pair.keys().copied());
@@ -280,7 +306,11 @@ impl ScoringRun {
         let by_pair: Vec<Value> = keys
             .iter()
             .map(|&(i, j)| {
-                let (n, t) = self.output_by_pair.get(&(i, j)).copied().unwrap_or((0, 0.0));
+                let (n, t) = self
+                    .output_by_pair
+                    .get(&(i, j))
+                    .copied()
+                    .unwrap_or((0, 0.0));
                 let e = t + missed.get(&(i, j)).copied().unwrap_or(0.0);
                 let total = e + self.unseen_matches * e / seen_total;
                 let p = if n == 0 { 1.0 } else { t / n as f64 };
@@ -296,7 +326,9 @@ impl ScoringRun {
         // Histogram of candidate match weights, 1-bit bins.
         let mut hist: BTreeMap<i64, u64> = BTreeMap::new();
         for &w in &self.scores.weights {
-            *hist.entry(f64::from(w).floor().clamp(-60.0, 80.0) as i64).or_default() += 1;
+            *hist
+                .entry(f64::from(w).floor().clamp(-60.0, 80.0) as i64)
+                .or_default() += 1;
         }
         // Curve, thinned to about 200 points spread over the links.
         let curve = self.scores.curve();

@@ -143,7 +143,10 @@ fn report_renders_in_headless_chromium() {
     let page = out.join("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     for forbidden in ["<link", "src=\"http", "href=\"http", "@import"] {
-        assert!(!html.contains(forbidden), "report must be standalone: {forbidden}");
+        assert!(
+            !html.contains(forbidden),
+            "report must be standalone: {forbidden}"
+        );
     }
     // Charts in the file: weight histogram, P/R curve, cluster sizes, one m/u chart per
     // comparison of the schema (6).
@@ -153,7 +156,11 @@ fn report_renders_in_headless_chromium() {
     let seen = look(&page);
     assert_eq!(seen.svgs, expected_svgs, "every SVG is in the rendered DOM");
     assert_eq!(seen.js_errors, 0, "script errors in the report");
-    assert!(seen.console_errors.is_empty(), "console: {:?}", seen.console_errors);
+    assert!(
+        seen.console_errors.is_empty(),
+        "console: {:?}",
+        seen.console_errors
+    );
 
     // A screenshot of a real page: a PNG of the window size, not a blank image.
     let shot = dir.path().join("report.png");

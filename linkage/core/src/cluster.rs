@@ -305,7 +305,8 @@ pub fn cluster_scored(
         }
         if guarded {
             let get = |r: u32, slot: &HashMap<u32, usize>| -> Vec<u32> {
-                slot.get(&r).map_or_else(|| vec![r], |&i| members[i].clone())
+                slot.get(&r)
+                    .map_or_else(|| vec![r], |&i| members[i].clone())
             };
             let (xa, xb) = (get(ra, &slot), get(rb, &slot));
             let same_holder = xa.iter().any(|&x| {
@@ -316,10 +317,10 @@ pub fn cluster_scored(
                 stats.vetoed_same_holder += 1;
                 continue;
             }
-            if xa
-                .iter()
-                .any(|&x| xb.iter().any(|&y| (x, y) != (l.a, l.b) && (y, x) != (l.a, l.b) && conflict(x, y)))
-            {
+            if xa.iter().any(|&x| {
+                xb.iter()
+                    .any(|&y| (x, y) != (l.a, l.b) && (y, x) != (l.a, l.b) && conflict(x, y))
+            }) {
                 stats.vetoed_conflict += 1;
                 continue;
             }
@@ -377,7 +378,9 @@ mod tests {
         assert_eq!(st.vetoed_same_holder, 1);
         // With duplicates declared for holders A and B, the weak link merges everything.
         let (labels, k, _) =
-            cluster_scored(5, &mut l, &holder, &[true, true, false], true, &|_, _| false);
+            cluster_scored(5, &mut l, &holder, &[true, true, false], true, &|_, _| {
+                false
+            });
         assert_eq!(k, 1);
         assert_eq!(labels[1], labels[0]);
     }

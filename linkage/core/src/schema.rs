@@ -543,7 +543,8 @@ impl Schema {
             return Err(invalid(
                 format!("recipes[{i}].link"),
                 raw.recipes.span(),
-                "a compare recipe is only used by [scoring] comparisons: add a [scoring] section".into(),
+                "a compare recipe is only used by [scoring] comparisons: add a [scoring] section"
+                    .into(),
             ));
         }
         let scoring = match &raw.scoring {

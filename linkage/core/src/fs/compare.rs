@@ -45,7 +45,10 @@ impl Dims {
     /// # Panics
     /// If the product exceeds [`crate::fs::spec::MAX_PATTERNS`] or a count is below 2.
     pub fn from_levels(levels: Vec<u32>) -> Self {
-        assert!(levels.iter().all(|&l| l >= 2), "at least disagree and missing");
+        assert!(
+            levels.iter().all(|&l| l >= 2),
+            "at least disagree and missing"
+        );
         let mut strides = Vec::with_capacity(levels.len());
         let mut p: u64 = 1;
         for &l in &levels {
@@ -190,11 +193,7 @@ impl FeaturesBuilder {
             .iter()
             .flat_map(|c| c.exact.iter().map(|_| c.tf.then(TfData::default)))
             .collect();
-        let when = spec
-            .comparisons
-            .iter()
-            .map(|c| c.when)
-            .collect();
+        let when = spec.comparisons.iter().map(|c| c.when).collect();
         let tf_comparison = spec
             .comparisons
             .iter()
@@ -424,7 +423,12 @@ impl Features {
             {
                 let p = |g: u32| {
                     let h = self.holder[g as usize];
-                    let n = tf.with_token.get(usize::from(h)).copied().unwrap_or(0).max(1);
+                    let n = tf
+                        .with_token
+                        .get(usize::from(h))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(1);
                     let k = tf.counts.get(&(h, t)).copied().unwrap_or(1).max(1);
                     f64::from(k) / f64::from(n)
                 };

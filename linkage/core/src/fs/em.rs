@@ -91,11 +91,7 @@ pub fn count_patterns(codes: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
 /// `π`, which for unique identifiers exceeds the chance agreement of non-matches: left in,
 /// they would cap every exact agreement at `log2(m/π)` bits.
 fn u_step(dims: &Dims, sample: &[SamplePattern], weights: Option<&[f64]>) -> Vec<Vec<f64>> {
-    let mut u: Vec<Vec<f64>> = dims
-        .levels
-        .iter()
-        .map(|&l| vec![0.5; l as usize])
-        .collect();
+    let mut u: Vec<Vec<f64>> = dims.levels.iter().map(|&l| vec![0.5; l as usize]).collect();
     for (k, p) in sample.iter().enumerate() {
         let w = match weights {
             Some(g) => p.count as f64 * (1.0 - g[k]),
@@ -197,7 +193,14 @@ pub fn fit(
     while iterations < opts.max_iterations {
         iterations += 1;
         e_step(dims, patterns.iter().map(|p| p.0), &m, &u, prior, &mut g);
-        e_step(dims, sample.iter().map(|p| p.code), &m, &u, prior, &mut sample_g);
+        e_step(
+            dims,
+            sample.iter().map(|p| p.code),
+            &m,
+            &u,
+            prior,
+            &mut sample_g,
+        );
         let seen: f64 = patterns
             .iter()
             .zip(&g)
@@ -228,11 +231,7 @@ pub fn fit(
             0.0
         };
         let new_matches = seen / (1.0 - unseen_share);
-        let mut new_m: Vec<Vec<f64>> = dims
-            .levels
-            .iter()
-            .map(|&l| vec![0.0; l as usize])
-            .collect();
+        let mut new_m: Vec<Vec<f64>> = dims.levels.iter().map(|&l| vec![0.0; l as usize]).collect();
         for (&(code, n), gk) in patterns.iter().zip(&g) {
             let w = n as f64 * gk;
             for (c, mc) in new_m.iter_mut().enumerate() {
@@ -421,7 +420,11 @@ mod tests {
         // The u sample: random pairs of the population, matches included at their rate.
         let mut sample_codes = Vec::new();
         for _ in 0..2_000_000 {
-            let class = if rnd() < n_match / total { &m_true } else { &u_true };
+            let class = if rnd() < n_match / total {
+                &m_true
+            } else {
+                &u_true
+            };
             let l: Vec<u32> = (0..3).map(|c| draw(&class[c], rnd())).collect();
             sample_codes.push(l[0] + 3 * l[1] + 12 * l[2]);
         }

@@ -146,7 +146,15 @@ pub fn score(
     let compared = features.compare_all(candidates);
     let is_candidate = |a: u32, b: u32| candidates.binary_search(&(a, b)).is_ok();
     let sample = features.random_pairs(random_pairs, SAMPLE_SEED, &is_candidate);
-    score_compared(features.dims(), &compared, &tf_mask(features), sample, random_pairs, total_pairs, opts)
+    score_compared(
+        features.dims(),
+        &compared,
+        &tf_mask(features),
+        sample,
+        random_pairs,
+        total_pairs,
+        opts,
+    )
 }
 
 /// Number of term-frequency adjusted levels per comparison (its exact levels, or 0).
@@ -235,7 +243,11 @@ impl Scores {
         let curve = self.curve();
         curve
             .iter()
-            .max_by(|a, b| a.f1().total_cmp(&b.f1()).then(b.weight.total_cmp(&a.weight)))
+            .max_by(|a, b| {
+                a.f1()
+                    .total_cmp(&b.f1())
+                    .then(b.weight.total_cmp(&a.weight))
+            })
             .map_or(0.0, |p| p.weight)
     }
 }

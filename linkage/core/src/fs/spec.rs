@@ -299,10 +299,7 @@ pub(crate) fn parse(
                     return Err((
                         format!("{key}.when.comparison"),
                         w.comparison.span(),
-                        format!(
-                            "`{}` is not an earlier comparison",
-                            w.comparison.get_ref()
-                        ),
+                        format!("`{}` is not an earlier comparison", w.comparison.get_ref()),
                     ));
                 };
                 let n = comparisons[k].levels();
