@@ -560,6 +560,7 @@ fn clk_links(
     stats
 }
 
+#[allow(clippy::too_many_arguments, reason = "one internal call site")]
 fn read_party(
     job: &LinkJob<'_>,
     tokenizer: &Tokenizer,

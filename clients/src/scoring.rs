@@ -33,6 +33,9 @@ pub struct ScoringRun {
     source: ThresholdSource,
     clustering: Clustering,
     links_above: u64,
+    vetoed_links: u64,
+    /// Comparisons whose `disagree` level vetoes a link.
+    veto: Vec<usize>,
     cluster_stats: ScoredClusterStats,
     offsets: Vec<u32>,
     /// The candidate pairs, in the order of `scores.weights`.
@@ -91,14 +94,31 @@ pub fn score_and_cluster(
         (None, Some(p)) => (scores.threshold(Some(p)), ThresholdSource::Schema),
         (None, None) => (scores.threshold(None), ThresholdSource::Auto),
     };
+    let veto: Vec<usize> = spec
+        .comparisons
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.veto)
+        .map(|(i, _)| i)
+        .collect();
+    let dims = features.dims().clone();
+    let vetoed = |code: u32| {
+        veto.iter()
+            .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+    };
     let mut links = Vec::new();
+    let mut vetoed_links = 0u64;
     for (&(a, b), &w) in candidates.iter().zip(&scores.weights) {
         if f64::from(w) >= threshold {
+            if !veto.is_empty() && vetoed(features.compare(a, b).code) {
+                vetoed_links += 1;
+                continue;
+            }
             links.push(ScoredLink { a, b, weight: w });
         }
     }
     let unseen_matches = (scores.model.matches - scores.model.matches_in_candidates).max(0.0);
-    let links_above = links.len() as u64;
+    let links_above = links.len() as u64 + vetoed_links;
     let duplicates: Vec<bool> = job
         .inputs
         .iter()
@@ -115,6 +135,9 @@ pub fn score_and_cluster(
     let feats = &features;
     let conflict = |x: u32, y: u32| {
         let c = feats.compare(x, y);
+        if vetoed(c.code) {
+            return true;
+        }
         let disagrees = conflict_comparisons
             .iter()
             .any(|&k| feats.dims().level(c.code, k) == feats.dims().levels[k] - 2);
@@ -137,6 +160,8 @@ pub fn score_and_cluster(
         source,
         clustering: spec.clustering,
         links_above,
+        vetoed_links,
+        veto: veto.clone(),
         cluster_stats,
         offsets: offsets.clone(),
         candidate_pairs: candidates,
@@ -271,6 +296,18 @@ impl ScoringRun {
             if taken(la, hb) || taken(lb, ha) {
                 continue;
             }
+            // A pair the veto rule refuses is taken for a non-match, whatever its weight.
+            if !self.veto.is_empty() {
+                let code = self.features.compare(a, b).code;
+                let dims = self.features.dims();
+                if self
+                    .veto
+                    .iter()
+                    .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+                {
+                    continue;
+                }
+            }
             *missed.entry((ha.min(hb), ha.max(hb))).or_default() += probability(f64::from(w));
         }
         let _ = holders;
@@ -375,6 +412,7 @@ impl ScoringRun {
                 "redundant": self.cluster_stats.redundant,
                 "vetoed_same_holder": self.cluster_stats.vetoed_same_holder,
                 "vetoed_conflict": self.cluster_stats.vetoed_conflict,
+                "vetoed_by_rule": self.vetoed_links,
             },
             "estimated": {
                 "matches": round(expected_total, 2),

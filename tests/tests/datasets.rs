@@ -230,9 +230,9 @@ fn jp_generic_vs_japanese_normalization() {
     let (gp, gr) = p_r(&generic);
     let (jp, jr) = p_r(&japanese);
     assert!(gp >= 0.995 && gr >= 0.48, "{generic}");
-    // jp-person.toml is scored (SPEC.md §9): higher recall for some precision (household
-    // members sharing family name, address and birthday link); see tests/tests/scoring.rs.
-    assert!(jp >= 0.96, "precision of the Japanese schema: {japanese}");
+    // jp-person.toml is scored (SPEC.md §9): more recall for a little precision; see
+    // tests/tests/scoring.rs.
+    assert!(jp >= 0.985, "precision of the Japanese schema: {japanese}");
     assert!(
         jr >= 0.88 && jr > gr + 0.3,
         "recall must rise far above the generic baseline: {japanese}"
@@ -256,7 +256,7 @@ fn jp_ins_raw_holders_with_the_ndb_schema() {
     eprintln!("jp_ins raw vs raw: {e}");
     let (p, r) = p_r(&e);
     // Scored (SPEC.md §9): exact tokens alone gave P 0.9992, R 0.9408.
-    assert!(p >= 0.965 && r >= 0.99, "{e}");
+    assert!(p >= 0.99 && r >= 0.985, "{e}");
 }
 
 #[test]

@@ -50,7 +50,7 @@ impl Rng {
 fn data() -> (Dims, Vec<Compared>, Vec<SamplePattern>) {
     let dims = Dims::from_levels(vec![10, 6, 5, 3, 4, 4]);
     let mut rng = Rng(20_261_122);
-    let mut draw = |rng: &mut Rng, matched: bool| -> u32 {
+    let draw = |rng: &mut Rng, matched: bool| -> u32 {
         dims.levels
             .iter()
             .zip(&dims.strides)
@@ -67,7 +67,10 @@ fn data() -> (Dims, Vec<Compared>, Vec<SamplePattern>) {
         })
         .collect();
     let mut codes: Vec<u32> = (0..2_000_000)
-        .map(|_| draw(&mut rng, rng.unit() < 1e-4))
+        .map(|_| {
+            let matched = rng.unit() < 1e-4;
+            draw(&mut rng, matched)
+        })
         .collect();
     codes.sort_unstable();
     let sample = codes

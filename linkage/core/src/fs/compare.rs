@@ -499,7 +499,7 @@ impl Features {
                 let mut state = seed ^ (k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let take = (n - k * 65_536).min(65_536);
                 (0..take).map(move |_| {
-                    let r = u128::from(splitmix(&mut state)) * acc >> 64;
+                    let r = (u128::from(splitmix(&mut state)) * acc) >> 64;
                     let (_, i, j) = hp[hp.partition_point(|&(c, _, _)| c <= r)];
                     let a = (starts[i] + bounded(&mut state, sizes[i])) as u32;
                     let b = (starts[j] + bounded(&mut state, sizes[j])) as u32;
@@ -533,5 +533,5 @@ fn splitmix(state: &mut u64) -> u64 {
 
 /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
 fn bounded(state: &mut u64, n: u64) -> u64 {
-    (u128::from(splitmix(state)) * u128::from(n) >> 64) as u64
+    ((u128::from(splitmix(state)) * u128::from(n)) >> 64) as u64
 }

@@ -428,7 +428,7 @@ mod tests {
             let l: Vec<u32> = (0..3).map(|c| draw(&class[c], rnd())).collect();
             sample_codes.push(l[0] + 3 * l[1] + 12 * l[2]);
         }
-        let blocked = |code: u32| code % 3 == 0 || code / 3 % 4 <= 1;
+        let blocked = |code: u32| code.is_multiple_of(3) || code / 3 % 4 <= 1;
         let sample: Vec<SamplePattern> = count_patterns(sample_codes.into_iter())
             .into_iter()
             .map(|(code, count)| SamplePattern {
@@ -445,8 +445,8 @@ mod tests {
             "matches {} {model:?}",
             model.matches
         );
-        for c in 0..3 {
-            for (l, want) in m_true[c].iter().enumerate() {
+        for (c, mc) in m_true.iter().enumerate() {
+            for (l, want) in mc.iter().enumerate() {
                 assert!(
                     (model.m[c][l] - want).abs() < 0.05,
                     "m[{c}][{l}] = {} want {want}",

@@ -53,6 +53,9 @@ pub struct ComparisonSpec {
     pub tf: bool,
     /// A disagreement of this comparison between two records of one cluster is a conflict.
     pub conflict: bool,
+    /// A pair at this comparison's `disagree` level never links, whatever its weight (a guard:
+    /// e.g. given names that share nothing, for same-sex twins with one card and birth date).
+    pub veto: bool,
     /// Agreement of non-matches is (nearly) impossible (a digest of a unique identifier): u is
     /// taken from the random pairs that are not candidates and not re-estimated. Needed when
     /// a holder pair has fewer than three comparisons (a hash-only holder), where EM cannot
@@ -136,6 +139,8 @@ struct RawComparison {
     conflict: bool,
     #[serde(default)]
     rare_agreement: bool,
+    #[serde(default)]
+    veto: bool,
     #[serde(default)]
     dice: Option<RawDice>,
     #[serde(default)]
@@ -323,6 +328,7 @@ pub(crate) fn parse(
             tf: c.tf,
             conflict: c.conflict,
             rare_agreement: c.rare_agreement,
+            veto: c.veto,
             dice,
             when,
         };
