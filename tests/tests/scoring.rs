@@ -131,17 +131,17 @@ fn jp_scored_beats_the_peers_and_estimates_recall() {
     );
     eprintln!("jp scored: {e}");
     // Splink on hand-normalized plaintext: 0.9637; exact tokens alone: 0.9493. Measured
-    // 0.9704-0.9739 over six project keys (CLK bits depend on the key).
-    assert!(f(&e, "f1") >= 0.968, "{e}");
+    // 0.9803-0.9830 over six project keys (CLK bits depend on the key).
+    assert!(f(&e, "f1") >= 0.978 && f(&e, "precision") >= 0.99, "{e}");
     let est = &e["estimated"];
-    // Measured |estimated - true| recall 0.009-0.013 over six keys.
-    assert!((f(est, "recall") - f(&e, "recall")).abs() <= 0.016, "{e}");
-    // Known gap (README): households sharing family name, postal code and birthday month
-    // and day are scored as matches, so the estimated precision is optimistic by ~0.02.
+    // Measured |estimated - true| precision 0.0023-0.0030 over six keys.
     assert!(
-        (f(est, "precision") - f(&e, "precision")).abs() <= 0.03,
+        (f(est, "precision") - f(&e, "precision")).abs() <= 0.01,
         "{e}"
     );
+    // Known gap (README): the estimated recall misses vetoed true pairs and true pairs that
+    // agree on the name only; it was 0.018-0.022 above the truth over six keys.
+    assert!((f(est, "recall") - f(&e, "recall")).abs() <= 0.025, "{e}");
 }
 
 #[test]
