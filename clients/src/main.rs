@@ -60,6 +60,9 @@ write to --out:
   joined.csv          the researcher's view: pid and content columns only
   rejects-<party>.csv rows that could not be tokenized: row (1-based data record), id, reason, detail
   summary.json        counts per party (read = tokenized + rejected), links, clusters, timings
+With a [scoring] section in the schema (Fellegi-Sunter, SPEC.md §9), also:
+  pair_scores.csv     every output pair with its match weight, probability and levels
+  report.html         standalone quality report (estimated precision/recall, m/u, histograms)
 Files appear atomically; summary.json is written last.")]
     Link(LinkArgs),
     /// Precision, recall and F1 of a pairs file against ground truth (and, for scored runs,
