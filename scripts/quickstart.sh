@@ -14,4 +14,4 @@ renketsu link --project quickstart --schema schemas/jp-person.toml \
   --input a=samples/jp_a.csv --input b=samples/jp_b.csv --out "$OUT/link"
 echo "== linkage quality against samples/jp_truth.csv"
 renketsu eval --pairs "$OUT/link/pairs.csv" --truth samples/jp_truth.csv
-echo "== outputs in $OUT/link: pairs.csv clusters.csv joined.csv rejects-*.csv summary.json"
+echo "== outputs in $OUT/link: pairs.csv clusters.csv joined.csv pair_scores.csv report.html rejects-*.csv summary.json"

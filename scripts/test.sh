@@ -16,4 +16,6 @@ if [[ -z "${RENKETSU_TEST_PG_URL:-}" ]]; then
         echo "test.sh: warning: no PostgreSQL; the PostgreSQL store tests will be skipped" >&2
     fi
 fi
+# The report test looks at report.html in headless Chromium (installed if missing).
+./scripts/chromium.sh >/dev/null
 cargo test --workspace --locked "$@"

@@ -12,6 +12,7 @@ use rand::RngCore as _;
 use renketsu_linkage::clk::native::{NativeEncoder, PositionCache};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
 use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
+use renketsu_linkage::fs::FeaturesBuilder;
 use renketsu_linkage::schema::ClkSolver;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
@@ -130,6 +131,10 @@ pub struct LinkJob<'a> {
     /// Token mode of the inputs for the summary: `hmac` (CSV inputs or HMAC token files), or
     /// e.g. `oprf-ristretto255/voprf`.
     pub token_mode: String,
+    /// Scoring: match-probability threshold overriding the schema's and the automatic one.
+    pub threshold: Option<f64>,
+    /// Scoring: parties whose data may hold several records of one person.
+    pub duplicates: Vec<String>,
 }
 
 /// Row counts of one holder's input.
@@ -223,16 +228,40 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     // Pass 1: read and tokenize each holder, streaming tokens into the join.
     let mut join = TokenJoin::new(0);
     let mut blocks: Vec<(renketsu_linkage::Token, u32)> = Vec::new();
+    for d in &job.duplicates {
+        if !job.inputs.iter().any(|i| &i.party == d) {
+            bail!("--duplicates {d:?}: no input is named {d:?}");
+        }
+    }
+    if job.schema.scoring.is_some() && job.secret.is_none() {
+        bail!(
+            "a schema with [scoring] needs the holders' CSVs: token files carry no comparison values yet (link them with a schema without [scoring])"
+        );
+    }
+    let mut features = job
+        .schema
+        .scoring
+        .as_ref()
+        .zip(job.secret)
+        .map(|(_, secret)| FeaturesBuilder::new(job.schema, secret, job.project));
     let mut parties = Vec::with_capacity(job.inputs.len());
     let mut rejects_files = Vec::new();
-    for spec in &job.inputs {
+    for (holder, spec) in job.inputs.iter().enumerate() {
         match &tokenizer {
             Some(tokenizer) => {
                 let clk = job
                     .secret
                     .and_then(|secret| ClkEncoding::from_schema(job.schema, secret, job.project));
-                let (party, rejects) =
-                    read_party(job, tokenizer, clk, id_column, spec, &mut join, &mut blocks)?;
+                let (party, rejects) = read_party(
+                    job,
+                    tokenizer,
+                    clk,
+                    id_column,
+                    spec,
+                    &mut join,
+                    &mut blocks,
+                    features.as_mut().map(|f| (holder as u16, f)),
+                )?;
                 parties.push(party);
                 rejects_files.push(rejects);
             }
@@ -240,7 +269,9 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         }
     }
     let t_tokenize = t0.elapsed();
+    let mut scoring_run = None;
     let clk_stats = match &job.schema.clk {
+        _ if features.is_some() => None,
         Some(spec) => {
             let blocked = job.schema.recipes.iter().any(|r| r.link == LinkMode::Block);
             Some(clk_links(
@@ -252,7 +283,20 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         }
         None => None,
     };
-    let (labels, n_clusters, join_stats) = join.into_clusters();
+    let (labels, n_clusters, join_stats) = match features.take() {
+        Some(f) => {
+            let (labels, k, run) = crate::scoring::score_and_cluster(
+                job,
+                job.schema.scoring.as_ref().expect("scoring"),
+                f.finish(),
+                &mut blocks,
+                &parties.iter().map(|p| p.ids.len()).collect::<Vec<_>>(),
+            )?;
+            scoring_run = Some(run);
+            (labels, k, JoinStats::default())
+        }
+        None => join.into_clusters(),
+    };
     let t_cluster = t0.elapsed();
 
     // Pseudonyms: 128 random bits per cluster from the OS-seeded CSPRNG, unique.
@@ -308,6 +352,22 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     } else {
         pairs_csv.row(["party_a", "id_a", "party_b", "id_b"])?;
     }
+    let mut scores_csv = match &scoring_run {
+        Some(_) => {
+            let mut f = PendingFile::create(job.out, "pair_scores.csv")?.csv();
+            f.row([
+                "party_a",
+                "id_a",
+                "party_b",
+                "id_b",
+                "weight",
+                "probability",
+                "levels",
+            ])?;
+            Some(f)
+        }
+        None => None,
+    };
     let mut links = 0u64;
     let mut multi_party = 0u64;
     let mut largest = 0usize;
@@ -325,6 +385,18 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
                     continue;
                 }
                 let (ix, iy) = (&parties[px].ids[local(x)], &parties[py].ids[local(y)]);
+                if let (Some(run), Some(sc)) = (scoring_run.as_mut(), scores_csv.as_mut()) {
+                    let (w, p, levels) = run.observe_output_pair(x, y, px, py);
+                    sc.row([
+                        parties[px].spec.party.as_str(),
+                        ix,
+                        parties[py].spec.party.as_str(),
+                        iy,
+                        &format!("{w:.3}"),
+                        &format!("{p:.6}"),
+                        &levels,
+                    ])?;
+                }
                 if two {
                     pairs_csv.row([ix, iy])?;
                 } else {
@@ -363,10 +435,13 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     if let Some(joined) = joined {
         written.push(joined.commit()?);
     }
+    if let Some(f) = scores_csv {
+        written.push(f.commit()?);
+    }
     for r in rejects_files {
         written.push(r.commit()?);
     }
-    let summary = summary_json(
+    let mut summary = summary_json(
         job,
         &parties,
         links,
@@ -382,6 +457,14 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
             t0.elapsed(),
         ],
     );
+    if let Some(run) = &scoring_run {
+        let names: Vec<&str> = parties.iter().map(|p| p.spec.party.as_str()).collect();
+        summary["scoring"] = run.summary(job.schema, &names, &labels, n_clusters);
+        let mut r = PendingFile::create(job.out, "report.html")?;
+        r.writer
+            .write_all(crate::report::render(&summary).as_bytes())?;
+        r.commit()?;
+    }
     let mut f = PendingFile::create(job.out, "summary.json")?;
     serde_json::to_writer_pretty(&mut f.writer, &summary)?;
     f.writer.write_all(b"\n")?;
@@ -393,6 +476,17 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
 }
 
 /// Global index of each party's first record (records are numbered party after party).
+pub(crate) fn party_offsets_of(sizes: &[usize]) -> Vec<u32> {
+    sizes
+        .iter()
+        .scan(0u32, |acc, &n| {
+            let start = *acc;
+            *acc += n as u32;
+            Some(start)
+        })
+        .collect()
+}
+
 fn party_offsets(parties: &[Party]) -> Vec<u32> {
     parties
         .iter()
@@ -405,7 +499,7 @@ fn party_offsets(parties: &[Party]) -> Vec<u32> {
 }
 
 /// The party of global record `g`, given [`party_offsets`].
-fn party_of(offsets: &[u32], g: u32) -> usize {
+pub(crate) fn party_of(offsets: &[u32], g: u32) -> usize {
     offsets.partition_point(|&o| o <= g) - 1
 }
 
@@ -751,7 +845,21 @@ pub(crate) fn read_holder(
         let has_clk_bits = clk_fields
             .iter()
             .any(|&i| matches!(rt.status[i], Some(Ok(()))));
-        if !links_by_token && !has_clk_bits {
+        // Scored (SPEC.md §9): any token that blocks or is compared, or bits in a
+        // comparison's filter.
+        let scored = schema.scoring.as_ref().is_some_and(|s| {
+            rt.recipes_made()
+                .any(|r| schema.recipes[r].link != LinkMode::Guard)
+                || s.comparisons
+                    .iter()
+                    .filter_map(|c| c.dice.as_ref())
+                    .any(|d| {
+                        d.features
+                            .iter()
+                            .any(|f| matches!(rt.status[f.field], Some(Ok(()))))
+                    })
+        });
+        if !links_by_token && !has_clk_bits && !scored {
             reject(&mut rejects, &mut stats, &id, RowReject::NoToken, &detail)?;
             continue;
         }
@@ -861,6 +969,7 @@ impl ClkEncoding {
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "one internal call site")]
 fn read_party(
     job: &LinkJob<'_>,
     tokenizer: &Tokenizer,
@@ -869,6 +978,7 @@ fn read_party(
     spec: &InputSpec,
     join: &mut TokenJoin,
     blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
+    mut features: Option<(u16, &mut FeaturesBuilder)>,
 ) -> Result<(Party, CsvFile)> {
     let schema = job.schema;
     let opts = ReadOptions {
@@ -890,8 +1000,13 @@ fn read_party(
             bail!("more than 2^32 - 1 records in one job");
         }
         let g = join.push_record();
+        let scoring = features.is_some();
+        if let Some((holder, f)) = features.as_mut() {
+            let h = f.push(*holder, acc.tokens);
+            debug_assert_eq!(h, g);
+        }
         for (r, t) in &acc.tokens.tokens {
-            add_token(join, blocks, schema.recipes[*r].link, *r, g, t);
+            add_token(join, blocks, schema.recipes[*r].link, scoring, *r, g, t);
         }
         if let (Some(enc), Some(f)) = (clk.as_mut(), filters.as_mut()) {
             enc.encode(acc.tokens, &mut clk_buf);
@@ -919,15 +1034,19 @@ fn read_party(
 }
 
 /// Adds one token of record `g` to the join according to its recipe's link mode.
+/// With `scoring` (SPEC.md §9.2) every linking or block token is a blocking key instead.
 fn add_token(
     join: &mut TokenJoin,
     blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
     link: LinkMode,
+    scoring: bool,
     recipe: usize,
     g: u32,
     t: &renketsu_linkage::Token,
 ) {
     match link {
+        LinkMode::Direct | LinkMode::Guarded | LinkMode::Block if scoring => blocks.push((*t, g)),
+        LinkMode::Compare => {}
         LinkMode::Direct => join.add(g, t),
         LinkMode::Guarded => join.add_guarded(g, t),
         LinkMode::Guard => join.add_guard(g, recipe as u16, t),
@@ -1186,7 +1305,7 @@ fn read_token_party(
         let g = join.push_record();
         for (r, t) in &rec.tokens {
             if let Some(s) = map[*r] {
-                add_token(join, blocks, schema.recipes[s].link, s, g, t);
+                add_token(join, blocks, schema.recipes[s].link, false, s, g, t);
             }
         }
         if let (Some(f), Some(clk)) = (filters.as_mut(), &rec.clk) {

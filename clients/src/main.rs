@@ -11,6 +11,8 @@ mod link;
 mod normalize_cmd;
 mod output;
 mod pki_cmd;
+mod report;
+mod scoring;
 mod synth;
 mod tokenize_cmd;
 mod tokens_file;
@@ -64,6 +66,9 @@ write to --out:
   joined.csv          the researcher's view: pid and content columns only
   rejects-<party>.csv rows that could not be tokenized: row (1-based data record), id, reason, detail
   summary.json        counts per party (read = tokenized + rejected), links, clusters, timings
+With a [scoring] section in the schema (Fellegi-Sunter, SPEC.md §9), also:
+  pair_scores.csv     every output pair with its match weight, probability and levels
+  report.html         standalone quality report (estimated precision/recall, m/u, histograms)
 Files appear atomically; summary.json is written last.")]
     Link(LinkArgs),
     /// One data holder: turn a CSV into a token file for the linkage unit, with HMAC keys of
@@ -81,7 +86,8 @@ holder never holds the key and checks every batch's proof against the published 
       --schema schemas/jp-person.toml --input a.csv --party holder-a --out a.tokens
 Then: renketsu link --schema schemas/jp-person.toml --input a.tokens --input b.tokens --out out/")]
     Tokenize(tokenize_cmd::TokenizeArgs),
-    /// Precision, recall and F1 of a pairs file against ground truth.
+    /// Precision, recall and F1 of a pairs file against ground truth (and, for scored runs,
+    /// the model's estimates next to them).
     Eval {
         /// Predicted pairs (pairs.csv from `renketsu link`).
         #[arg(long)]
@@ -89,6 +95,11 @@ Then: renketsu link --schema schemas/jp-person.toml --input a.tokens --input b.t
         /// True pairs, same layout (id_a,id_b or party_a,id_a,party_b,id_b).
         #[arg(long)]
         truth: PathBuf,
+        /// summary.json of a scored run, whose estimated precision and recall (from the
+        /// model, no truth) are shown next to the true ones (default: summary.json beside
+        /// --pairs, if there is one).
+        #[arg(long)]
+        summary: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -214,6 +225,21 @@ struct LinkArgs {
     /// No progress bars or per-input log lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Scored schemas ([scoring]): link pairs whose match probability is at least this (0-1),
+    /// instead of the schema's threshold or the automatic one (maximum estimated F1).
+    #[arg(long, value_parser = parse_probability)]
+    threshold: Option<f64>,
+    /// Scored schemas: a party whose data may hold several records of one person (repeat
+    /// for several); its records may share a cluster.
+    #[arg(long = "duplicates", value_name = "PARTY")]
+    duplicates: Vec<String>,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a match probability in (0, 1)")),
+    }
 }
 
 fn default_key_store() -> PathBuf {
@@ -263,37 +289,12 @@ fn main() -> Result<()> {
         Command::Keys { command } => keys(command),
         Command::Link(args) => link_cmd(args),
         Command::Tokenize(args) => tokenize_cmd::run(&args),
-        Command::Eval { pairs, truth, json } => {
-            let e = eval::evaluate(&pairs, &truth)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "true_positives": e.true_positives,
-                        "false_positives": e.false_positives,
-                        "false_negatives": e.false_negatives,
-                        "precision": e.precision,
-                        "recall": e.recall,
-                        "f1": e.f1,
-                    })
-                );
-            } else {
-                println!(
-                    "predicted pairs {}  true pairs {}",
-                    e.true_positives + e.false_positives,
-                    e.true_positives + e.false_negatives
-                );
-                println!(
-                    "true positives {}  false positives {}  false negatives {}",
-                    e.true_positives, e.false_positives, e.false_negatives
-                );
-                println!(
-                    "precision {:.4}  recall {:.4}  F1 {:.4}",
-                    e.precision, e.recall, e.f1
-                );
-            }
-            Ok(())
-        }
+        Command::Eval {
+            pairs,
+            truth,
+            summary,
+            json,
+        } => eval::run(&pairs, &truth, summary.as_deref(), json),
         Command::Schema { path } => print_schema(&load_schema(&path)?),
         Command::Normalize(args) => normalize_cmd::run(&args),
         Command::Clk { command } => clk_cmd::run(&command),
@@ -336,6 +337,7 @@ fn print_schema(s: &Schema) -> Result<()> {
             LinkMode::Guarded => " [guarded]",
             LinkMode::Guard => " [guard]",
             LinkMode::Block => " [block]",
+            LinkMode::Compare => " [compare]",
         };
         let pre = match &r.prehash {
             Some(p) => format!(
@@ -369,6 +371,9 @@ fn filter_recipes(schema: &mut Schema, names: &[String]) -> Result<()> {
             );
         }
     }
+    // One recipe's own precision and recall is an exact-token question: scoring (whose
+    // comparisons refer to recipes by position) is switched off.
+    schema.scoring = None;
     schema
         .recipes
         .retain(|r| r.link == LinkMode::Guard || names.contains(&r.name));
@@ -493,6 +498,8 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         ctx,
         quiet: args.quiet,
         token_mode,
+        threshold: args.threshold,
+        duplicates: args.duplicates.clone(),
     };
     let outcome = link::run(&job)?;
     if !args.quiet {

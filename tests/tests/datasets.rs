@@ -230,7 +230,9 @@ fn jp_generic_vs_japanese_normalization() {
     let (gp, gr) = p_r(&generic);
     let (jp, jr) = p_r(&japanese);
     assert!(gp >= 0.995 && gr >= 0.48, "{generic}");
-    assert!(jp >= 0.999, "precision of the Japanese schema: {japanese}");
+    // jp-person.toml is scored (SPEC.md §9): more recall for a little precision; see
+    // tests/tests/scoring.rs.
+    assert!(jp >= 0.985, "precision of the Japanese schema: {japanese}");
     assert!(
         jr >= 0.88 && jr > gr + 0.3,
         "recall must rise far above the generic baseline: {japanese}"
@@ -253,7 +255,8 @@ fn jp_ins_raw_holders_with_the_ndb_schema() {
     );
     eprintln!("jp_ins raw vs raw: {e}");
     let (p, r) = p_r(&e);
-    assert!(p >= 0.998 && r >= 0.93, "{e}");
+    // Scored (SPEC.md §9): exact tokens alone gave P 0.9992, R 0.9408.
+    assert!(p >= 0.99 && r >= 0.98, "{e}");
 }
 
 #[test]
@@ -293,14 +296,15 @@ fn jp_ins_raw_holder_meets_a_hash_only_holder() {
 
 #[test]
 fn links_do_not_depend_on_the_key_but_tokens_do() {
-    // Two projects have independent secrets: the same data must give the same links, and
-    // no pseudonym may be shared between the projects' outputs.
+    // Two projects have independent secrets: the same data must give the same exact-token
+    // links, and no pseudonym may be shared between the projects' outputs. (A scored schema
+    // with Dice bands may differ by a few borderline pairs: CLK bits depend on the key.)
     let env = Env::new("p1");
     env.ok(&["keys", "init", "--project", "p2"]);
     let s = repo().join("samples");
     let (a, b) = (s.join("jp_a.csv"), s.join("jp_b.csv"));
-    let o1 = env.link("p1", "schemas/jp-person.toml", &a, &b, "o1");
-    let o2 = env.link("p2", "schemas/jp-person.toml", &a, &b, "o2");
+    let o1 = env.link("p1", "schemas/jp-person-generic.toml", &a, &b, "o1");
+    let o2 = env.link("p2", "schemas/jp-person-generic.toml", &a, &b, "o2");
     assert_eq!(
         pairs_set(&o1.join("pairs.csv")),
         pairs_set(&o2.join("pairs.csv"))

@@ -239,6 +239,111 @@ impl TokenJoin {
     }
 }
 
+/// A link between two records with its match weight (bits), from scoring (SPEC.md §9.5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoredLink {
+    /// Global index of one record.
+    pub a: u32,
+    /// Global index of the other record.
+    pub b: u32,
+    /// Match weight in bits.
+    pub weight: f32,
+}
+
+/// Counts of [`cluster_scored`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScoredClusterStats {
+    /// Links offered.
+    pub links: u64,
+    /// Links that merged two clusters.
+    pub merges: u64,
+    /// Links within one cluster already.
+    pub redundant: u64,
+    /// Links refused: the merged cluster would hold two records of one holder.
+    pub vetoed_same_holder: u64,
+    /// Links refused: a record of one side conflicts with a record of the other.
+    pub vetoed_conflict: u64,
+}
+
+/// Clusters records from scored links with conflict guards (SPEC.md §9.5).
+///
+/// Links are taken strongest first (ties by `(a, b)`, so the result does not depend on input
+/// order). With `guarded`, a link is refused if the merged cluster would hold two records of
+/// one holder (unless `duplicates[holder]`) or if `conflict(x, y)` for some record `x` of one
+/// side and `y` of the other: the weakest link of a conflicting chain is the one broken.
+/// Without `guarded`, every link merges (connected components).
+///
+/// Returns dense labels per record (`0..n`), the number of clusters and counts. Cost: a sort
+/// of the links plus `|X|·|Y|` conflict checks per merge of clusters `X`, `Y`.
+pub fn cluster_scored(
+    n: usize,
+    links: &mut [ScoredLink],
+    holder: &dyn Fn(u32) -> u16,
+    duplicates: &[bool],
+    guarded: bool,
+    conflict: &dyn Fn(u32, u32) -> bool,
+) -> (Vec<u32>, usize, ScoredClusterStats) {
+    links.sort_unstable_by(|x, y| {
+        y.weight
+            .total_cmp(&x.weight)
+            .then(x.a.cmp(&y.a))
+            .then(x.b.cmp(&y.b))
+    });
+    let mut uf = UnionFind::new(n);
+    let mut members: Vec<Vec<u32>> = Vec::new();
+    let mut slot: HashMap<u32, usize> = HashMap::new();
+    let mut stats = ScoredClusterStats {
+        links: links.len() as u64,
+        ..ScoredClusterStats::default()
+    };
+    let dup = |h: u16| duplicates.get(usize::from(h)).copied().unwrap_or(false);
+    for l in links.iter() {
+        let (ra, rb) = (uf.find(l.a), uf.find(l.b));
+        if ra == rb {
+            stats.redundant += 1;
+            continue;
+        }
+        if guarded {
+            let get = |r: u32, slot: &HashMap<u32, usize>| -> Vec<u32> {
+                slot.get(&r)
+                    .map_or_else(|| vec![r], |&i| members[i].clone())
+            };
+            let (xa, xb) = (get(ra, &slot), get(rb, &slot));
+            let same_holder = xa.iter().any(|&x| {
+                xb.iter()
+                    .any(|&y| holder(x) == holder(y) && !dup(holder(x)))
+            });
+            if same_holder {
+                stats.vetoed_same_holder += 1;
+                continue;
+            }
+            if xa.iter().any(|&x| {
+                xb.iter()
+                    .any(|&y| (x, y) != (l.a, l.b) && (y, x) != (l.a, l.b) && conflict(x, y))
+            }) {
+                stats.vetoed_conflict += 1;
+                continue;
+            }
+            uf.union(ra, rb);
+            let root = uf.find(ra);
+            let mut merged = xa;
+            merged.extend(xb);
+            for r in [ra, rb] {
+                if let Some(i) = slot.remove(&r) {
+                    members[i].clear();
+                }
+            }
+            members.push(merged);
+            slot.insert(root, members.len() - 1);
+        } else {
+            uf.union(ra, rb);
+        }
+        stats.merges += 1;
+    }
+    let (labels, k) = uf.labels();
+    (labels, k, stats)
+}
+
 /// Whether two clusters' guard tokens conflict: some guard recipe has tokens on both sides
 /// and no token in common.
 fn conflict(a: &[(u16, Token)], b: &[(u16, Token)]) -> bool {
@@ -252,6 +357,51 @@ fn conflict(a: &[(u16, Token)], b: &[(u16, Token)]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn links(v: &[(u32, u32, f32)]) -> Vec<ScoredLink> {
+        v.iter()
+            .map(|&(a, b, weight)| ScoredLink { a, b, weight })
+            .collect()
+    }
+
+    #[test]
+    fn scored_clusters_keep_one_record_per_holder() {
+        // Holders: 0,1 → A; 2,3 → B; 4 → C. A0–B2 strong, A1–B2 weaker: A1 must stay out.
+        let holder = |g: u32| [0u16, 0, 1, 1, 2][g as usize];
+        let mut l = links(&[(1, 2, 5.0), (0, 2, 20.0), (2, 4, 10.0), (1, 3, 8.0)]);
+        let (labels, k, st) = cluster_scored(5, &mut l, &holder, &[false; 3], true, &|_, _| false);
+        assert_eq!(labels[0], labels[2]);
+        assert_eq!(labels[2], labels[4]);
+        assert_eq!(labels[1], labels[3]);
+        assert_ne!(labels[0], labels[1]);
+        assert_eq!(k, 2);
+        assert_eq!(st.vetoed_same_holder, 1);
+        // With duplicates declared for holders A and B, the weak link merges everything.
+        let (labels, k, _) =
+            cluster_scored(5, &mut l, &holder, &[true, true, false], true, &|_, _| {
+                false
+            });
+        assert_eq!(k, 1);
+        assert_eq!(labels[1], labels[0]);
+    }
+
+    #[test]
+    fn conflicts_break_the_weakest_link_whatever_the_input_order() {
+        // A0–B1 (12), B1–C2 (9), A0 and C2 conflict (e.g. different sex): B1–C2 is broken.
+        let holder = |g: u32| g as u16;
+        let conflict = |x: u32, y: u32| (x.min(y), x.max(y)) == (0, 2);
+        for order in [[(0, 1, 12.0), (1, 2, 9.0)], [(1, 2, 9.0), (0, 1, 12.0)]] {
+            let mut l = links(&order);
+            let (labels, k, st) = cluster_scored(3, &mut l, &holder, &[false; 3], true, &conflict);
+            assert_eq!(labels[0], labels[1]);
+            assert_ne!(labels[1], labels[2]);
+            assert_eq!((k, st.vetoed_conflict), (2, 1));
+        }
+        // Unguarded: plain components.
+        let mut l = links(&[(0, 1, 12.0), (1, 2, 9.0)]);
+        let (_, k, _) = cluster_scored(3, &mut l, &holder, &[false; 3], false, &conflict);
+        assert_eq!(k, 1);
+    }
 
     #[test]
     fn chains_merge_transitively() {

@@ -17,6 +17,7 @@ pub mod clk;
 pub mod cluster;
 pub mod dice;
 pub mod eval;
+pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lsh;

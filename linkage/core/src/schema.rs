@@ -45,6 +45,8 @@ pub struct Schema {
     pub recipes: Vec<RecipeSpec>,
     /// Bloom-filter (CLK) matching, if configured (SPEC.md §7.1).
     pub clk: Option<ClkSpec>,
+    /// Fellegi–Sunter scoring (`[scoring]`, SPEC.md §9), if configured.
+    pub scoring: Option<crate::fs::ScoringSpec>,
 }
 
 /// How records are compared by CLK Dice similarity in addition to exact tokens.
@@ -160,8 +162,12 @@ pub enum LinkMode {
     /// when both have tokens of one guard recipe and no token in common).
     Guard,
     /// Not used to link; records of different holders that share a block token are the
-    /// candidate pairs compared by CLK Dice similarity (blocking, SPEC.md §7.1). Needs `[clk]`.
+    /// candidate pairs compared by CLK Dice similarity (blocking, SPEC.md §7.1) or scored
+    /// (SPEC.md §9.2). Needs `[clk]` or `[scoring]`.
     Block,
+    /// Not used to link or block; compared only, in `[scoring]` comparisons (SPEC.md §9.1).
+    /// Needs `[scoring]`.
+    Compare,
 }
 
 /// A legacy hashing scheme of a hash-only database (SPEC.md §4.4).
@@ -260,6 +266,8 @@ struct RawSchema {
     recipes: Spanned<Vec<RawRecipe>>,
     #[serde(default)]
     clk: Option<RawClk>,
+    #[serde(default)]
+    scoring: Option<crate::fs::spec::RawScoring>,
 }
 
 #[derive(Deserialize)]
@@ -582,15 +590,34 @@ impl Schema {
             });
         }
         if raw.clk.is_none()
+            && raw.scoring.is_none()
             && let Some(i) = recipes.iter().position(|r| r.link == LinkMode::Block)
         {
             return Err(invalid(
                 format!("recipes[{i}].link"),
                 raw.recipes.span(),
-                "a block recipe only chooses CLK comparisons: add a [clk] section".into(),
+                "a block recipe only chooses CLK comparisons or scored pairs: add a [clk] or [scoring] section".into(),
             ));
         }
+        if raw.scoring.is_none()
+            && let Some(i) = recipes.iter().position(|r| r.link == LinkMode::Compare)
+        {
+            return Err(invalid(
+                format!("recipes[{i}].link"),
+                raw.recipes.span(),
+                "a compare recipe is only used by [scoring] comparisons: add a [scoring] section"
+                    .into(),
+            ));
+        }
+        let scoring = match &raw.scoring {
+            None => None,
+            Some(r) => Some(
+                crate::fs::spec::parse(r, &fields, &recipes)
+                    .map_err(|(key, span, message)| invalid(key, span, message))?,
+            ),
+        };
         if raw.clk.is_none()
+            && raw.scoring.is_none()
             && !recipes
                 .iter()
                 .any(|r| matches!(r.link, LinkMode::Direct | LinkMode::Guarded))
@@ -715,6 +742,7 @@ impl Schema {
         };
         Ok(Schema {
             clk,
+            scoring,
             name: raw.name,
             version: raw.version,
             id_column,

@@ -1,0 +1,434 @@
+//! `renketsu link` with a `[scoring]` schema: candidate pairs from blocking keys,
+//! Fellegi–Sunter scoring with EM, the threshold, guarded clustering and the estimated
+//! quality (SPEC.md §9). The arithmetic is in `renketsu_linkage::fs`; this file wires it to the
+//! job and the summary.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use renketsu_linkage::Schema;
+use renketsu_linkage::cluster::{ScoredClusterStats, ScoredLink, cluster_scored};
+use renketsu_linkage::fs::{
+    self, CandidateStats, Clustering, EmOptions, Features, Scores, ScoringSpec, probability,
+};
+use serde_json::{Value, json};
+
+use crate::link::{LinkJob, party_of, party_offsets_of};
+
+/// Where the threshold came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ThresholdSource {
+    Flag,
+    Schema,
+    Auto,
+}
+
+/// State of a scored run, kept until the summary is written.
+pub struct ScoringRun {
+    features: Features,
+    scores: Scores,
+    candidates: CandidateStats,
+    threshold: f64,
+    source: ThresholdSource,
+    clustering: Clustering,
+    links_above: u64,
+    vetoed_links: u64,
+    /// Comparisons whose `disagree` level vetoes a link.
+    veto: Vec<usize>,
+    cluster_stats: ScoredClusterStats,
+    offsets: Vec<u32>,
+    /// The candidate pairs, in the order of `scores.weights`.
+    candidate_pairs: Vec<(u32, u32)>,
+    /// Holders whose records may share a cluster.
+    duplicates: Vec<bool>,
+    /// Output pairs and Σ P(M) per holder pair.
+    output_by_pair: BTreeMap<(usize, usize), (u64, f64)>,
+    /// Matches the model expects outside the candidate set.
+    unseen_matches: f64,
+    timings_ms: [f64; 3],
+}
+
+/// Candidates, scores, threshold and clusters. Returns dense cluster labels per record, the
+/// number of clusters and the run's state.
+pub fn score_and_cluster(
+    job: &LinkJob<'_>,
+    spec: &ScoringSpec,
+    features: Features,
+    keys: &mut [(renketsu_linkage::Token, u32)],
+    sizes: &[usize],
+) -> Result<(Vec<u32>, usize, ScoringRun)> {
+    let t0 = Instant::now();
+    let offsets = party_offsets_of(sizes);
+    let holder = |g: u32| party_of(&offsets, g) as u16;
+    let (candidates, cstats) = fs::candidates(keys, holder, spec.max_block);
+    if !job.quiet {
+        eprintln!(
+            "renketsu link: {} candidate pairs from {} blocking keys ({} groups over {} records skipped)",
+            cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block
+        );
+    }
+    let mut total_pairs = 0.0;
+    for i in 0..sizes.len() {
+        for j in i + 1..sizes.len() {
+            total_pairs += sizes[i] as f64 * sizes[j] as f64;
+        }
+    }
+    if total_pairs == 0.0 {
+        bail!("scoring needs records from at least two holders");
+    }
+    let t_cand = t0.elapsed();
+    let scores = fs::score(
+        &features,
+        &candidates,
+        spec.random_pairs,
+        total_pairs,
+        EmOptions {
+            fixed_u: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            ..EmOptions::default()
+        },
+    );
+    let t_score = t0.elapsed();
+    let (threshold, source) = match (job.threshold, spec.threshold) {
+        (Some(p), _) => (scores.threshold(Some(p)), ThresholdSource::Flag),
+        (None, Some(p)) => (scores.threshold(Some(p)), ThresholdSource::Schema),
+        (None, None) => (scores.threshold(None), ThresholdSource::Auto),
+    };
+    let veto: Vec<usize> = spec
+        .comparisons
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.veto)
+        .map(|(i, _)| i)
+        .collect();
+    let dims = features.dims().clone();
+    let vetoed = |code: u32| {
+        veto.iter()
+            .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+    };
+    let mut links = Vec::new();
+    let mut vetoed_links = 0u64;
+    for (&(a, b), &w) in candidates.iter().zip(&scores.weights) {
+        if f64::from(w) >= threshold {
+            if !veto.is_empty() && vetoed(features.compare(a, b).code) {
+                vetoed_links += 1;
+                continue;
+            }
+            links.push(ScoredLink { a, b, weight: w });
+        }
+    }
+    let unseen_matches = (scores.model.matches - scores.model.matches_in_candidates).max(0.0);
+    let links_above = links.len() as u64 + vetoed_links;
+    let duplicates: Vec<bool> = job
+        .inputs
+        .iter()
+        .map(|i| job.duplicates.contains(&i.party))
+        .collect();
+    let conflict_comparisons: Vec<usize> = spec
+        .comparisons
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.conflict)
+        .map(|(i, _)| i)
+        .collect();
+    let table = &scores.table;
+    let feats = &features;
+    let conflict = |x: u32, y: u32| {
+        let c = feats.compare(x, y);
+        if vetoed(c.code) {
+            return true;
+        }
+        let disagrees = conflict_comparisons
+            .iter()
+            .any(|&k| feats.dims().level(c.code, k) == feats.dims().levels[k] - 2);
+        disagrees && f64::from(table.weight(c.code) + c.tf_bits) < threshold
+    };
+    let (labels, k, cluster_stats) = cluster_scored(
+        features.len(),
+        &mut links,
+        &holder,
+        &duplicates,
+        spec.clustering == Clustering::Guarded,
+        &conflict,
+    );
+    let t_cluster = t0.elapsed();
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+    let run = ScoringRun {
+        scores,
+        candidates: cstats,
+        threshold,
+        source,
+        clustering: spec.clustering,
+        links_above,
+        vetoed_links,
+        veto: veto.clone(),
+        cluster_stats,
+        offsets: offsets.clone(),
+        candidate_pairs: candidates,
+        duplicates: duplicates.clone(),
+        output_by_pair: BTreeMap::new(),
+        unseen_matches,
+        timings_ms: [ms(t_cand), ms(t_score - t_cand), ms(t_cluster - t_score)],
+        features,
+    };
+    if !job.quiet {
+        eprintln!(
+            "renketsu link: EM over {} patterns ({} iterations{}); threshold {:.2} bits (match probability {:.4}, {}); {} links above it",
+            run.scores.patterns.len(),
+            run.scores.model.iterations,
+            if run.scores.model.converged {
+                ""
+            } else {
+                ", not converged"
+            },
+            threshold,
+            probability(threshold),
+            match source {
+                ThresholdSource::Flag => "--threshold",
+                ThresholdSource::Schema => "schema",
+                ThresholdSource::Auto => "maximum estimated F1",
+            },
+            links_above
+        );
+    }
+    Ok((labels, k, run))
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+impl ScoringRun {
+    /// Records one output pair (global indices `x`, `y` of parties `px`, `py`) for the
+    /// estimated quality of `pairs.csv`.
+    /// Returns the pair's match weight (bits), match probability and comparison levels
+    /// (`l1-l2-…`, level indices in comparison order).
+    pub fn observe_output_pair(
+        &mut self,
+        x: u32,
+        y: u32,
+        px: usize,
+        py: usize,
+    ) -> (f64, f64, String) {
+        let c = self.features.compare(x, y);
+        let w = f64::from(self.scores.table.weight(c.code) + c.tf_bits);
+        let p = probability(w);
+        let key = if px < py { (px, py) } else { (py, px) };
+        let e = self.output_by_pair.entry(key).or_default();
+        e.0 += 1;
+        e.1 += p;
+        let dims = self.features.dims();
+        let levels: Vec<String> = (0..dims.levels.len())
+            .map(|k| dims.level(c.code, k).to_string())
+            .collect();
+        (w, p, levels.join("-"))
+    }
+
+    /// The `scoring` object of `summary.json` (SPEC.md §9.6).
+    pub fn summary(
+        &self,
+        schema: &Schema,
+        parties: &[&str],
+        labels: &[u32],
+        clusters: usize,
+    ) -> Value {
+        let spec = schema.scoring.as_ref().expect("scoring");
+        let dims = self.features.dims();
+        let model = &self.scores.model;
+        // Level counts among candidates and in the random sample.
+        let mut cand_levels: Vec<Vec<u64>> =
+            dims.levels.iter().map(|&l| vec![0; l as usize]).collect();
+        for &(code, n) in &self.scores.patterns {
+            for (c, v) in cand_levels.iter_mut().enumerate() {
+                v[dims.level(code, c) as usize] += n;
+            }
+        }
+        let mut sample_levels: Vec<Vec<u64>> =
+            dims.levels.iter().map(|&l| vec![0; l as usize]).collect();
+        for p in &self.scores.sample {
+            for (c, v) in sample_levels.iter_mut().enumerate() {
+                v[dims.level(p.code, c) as usize] += p.count;
+            }
+        }
+        let comparisons: Vec<Value> = spec
+            .comparisons
+            .iter()
+            .enumerate()
+            .map(|(c, cs)| {
+                let levels: Vec<Value> = (0..cs.levels())
+                    .map(|l| {
+                        let missing = l + 1 == cs.levels();
+                        json!({
+                            "label": cs.level_label(l, &schema.recipes),
+                            "m": if missing { Value::Null } else { json!(model.m[c][l]) },
+                            "u": if missing { Value::Null } else { json!(model.u[c][l]) },
+                            "weight": round(model.level_weight(c, l), 4),
+                            "candidates": cand_levels[c][l],
+                            "random_pairs": sample_levels[c][l],
+                        })
+                    })
+                    .collect();
+                json!({ "name": cs.name, "tf": self.features.has_tf(c), "conflict": cs.conflict, "levels": levels })
+            })
+            .collect();
+        // Matches the output misses: candidates outside the clusters whose records are not
+        // already linked to another record of the other's holder (with no duplicates in a
+        // holder, that record's match is accounted for by its link), by holder pair.
+        let holders = parties.len();
+        let mut cluster_holders = vec![0u64; clusters];
+        for (g, &l) in labels.iter().enumerate() {
+            let h = party_of(&self.offsets, g as u32);
+            if h < 64 {
+                cluster_holders[l as usize] |= 1 << h;
+            }
+        }
+        let mut missed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        for (&(a, b), &w) in self.candidate_pairs.iter().zip(&self.scores.weights) {
+            let (la, lb) = (labels[a as usize] as usize, labels[b as usize] as usize);
+            if la == lb {
+                continue;
+            }
+            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
+            let taken = |l: usize, h: usize| {
+                h < 64 && !self.duplicates[h] && cluster_holders[l] & (1 << h) != 0
+            };
+            if taken(la, hb) || taken(lb, ha) {
+                continue;
+            }
+            // A pair the veto rule refuses is taken for a non-match, whatever its weight.
+            if !self.veto.is_empty() {
+                let code = self.features.compare(a, b).code;
+                let dims = self.features.dims();
+                if self
+                    .veto
+                    .iter()
+                    .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+                {
+                    continue;
+                }
+            }
+            *missed.entry((ha.min(hb), ha.max(hb))).or_default() += probability(f64::from(w));
+        }
+        let _ = holders;
+        let missed_total: f64 = missed.values().sum();
+        let in_output: f64 = self.output_by_pair.values().map(|v| v.1).sum();
+        let expected_total = in_output + missed_total + self.unseen_matches;
+        let (out_pairs, out_true) = self
+            .output_by_pair
+            .values()
+            .fold((0u64, 0.0f64), |(a, b), (n, e)| (a + n, b + e));
+        let f1 = |p: f64, r: f64| {
+            if p + r == 0.0 {
+                0.0
+            } else {
+                2.0 * p * r / (p + r)
+            }
+        };
+        let precision = if out_pairs == 0 {
+            1.0
+        } else {
+            out_true / out_pairs as f64
+        };
+        let recall = if expected_total > 0.0 {
+            out_true / expected_total
+        } else {
+            1.0
+        };
+        let seen_total = (in_output + missed_total).max(1e-12);
+        let mut keys: Vec<(usize, usize)> = missed.keys().copied().collect();
+        keys.extend(self.output_by_pair.keys().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        let by_pair: Vec<Value> = keys
+            .iter()
+            .map(|&(i, j)| {
+                let (n, t) = self
+                    .output_by_pair
+                    .get(&(i, j))
+                    .copied()
+                    .unwrap_or((0, 0.0));
+                let e = t + missed.get(&(i, j)).copied().unwrap_or(0.0);
+                let total = e + self.unseen_matches * e / seen_total;
+                let p = if n == 0 { 1.0 } else { t / n as f64 };
+                let r = if total > 0.0 { t / total } else { 1.0 };
+                json!({
+                    "party_a": parties[i], "party_b": parties[j],
+                    "output_pairs": n, "expected_true_pairs": round(t, 2),
+                    "expected_matches": round(total, 2),
+                    "precision": round(p, 5), "recall": round(r, 5), "f1": round(f1(p, r), 5),
+                })
+            })
+            .collect();
+        // Histogram of candidate match weights, 1-bit bins.
+        let mut hist: BTreeMap<i64, u64> = BTreeMap::new();
+        for &w in &self.scores.weights {
+            *hist
+                .entry(f64::from(w).floor().clamp(-60.0, 80.0) as i64)
+                .or_default() += 1;
+        }
+        // Curve, thinned to about 200 points spread over the links.
+        let curve = self.scores.curve();
+        let step = (curve.len() / 200).max(1);
+        let curve: Vec<Value> = curve
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % step == 0 || *i + 1 == curve.len())
+            .map(|(_, p)| {
+                json!({ "weight": round(p.weight, 3), "probability": p.probability, "links": p.links,
+                        "precision": round(p.precision, 6), "recall": round(p.recall, 6) })
+            })
+            .collect();
+        let mut sizes = vec![0u32; clusters];
+        for &l in labels {
+            sizes[l as usize] += 1;
+        }
+        let mut size_hist: BTreeMap<u32, u64> = BTreeMap::new();
+        for s in sizes {
+            *size_hist.entry(s).or_default() += 1;
+        }
+        let _ = &self.offsets;
+        json!({
+            "comparisons": comparisons,
+            "prior": model.prior,
+            "prior_bits": round(model.prior_bits(), 4),
+            "em": { "iterations": model.iterations, "converged": model.converged, "patterns": self.scores.patterns.len() },
+            "random_pairs": self.scores.random_pairs,
+            "candidates": {
+                "pairs": self.candidates.pairs,
+                "blocking_keys": self.candidates.keys,
+                "largest_group": self.candidates.largest_group,
+                "skipped_groups": self.candidates.skipped_groups,
+            },
+            "threshold": {
+                "weight": round(self.threshold, 4),
+                "probability": probability(self.threshold),
+                "source": match self.source { ThresholdSource::Flag => "flag", ThresholdSource::Schema => "schema", ThresholdSource::Auto => "max_estimated_f1" },
+            },
+            "links_above_threshold": self.links_above,
+            "clustering": {
+                "mode": match self.clustering { Clustering::Guarded => "guarded", Clustering::Threshold => "threshold" },
+                "merges": self.cluster_stats.merges,
+                "redundant": self.cluster_stats.redundant,
+                "vetoed_same_holder": self.cluster_stats.vetoed_same_holder,
+                "vetoed_conflict": self.cluster_stats.vetoed_conflict,
+                "vetoed_by_rule": self.vetoed_links,
+            },
+            "estimated": {
+                "matches": round(expected_total, 2),
+                "matches_outside_candidates": round(self.unseen_matches, 2),
+                "matches_missed_among_candidates": round(missed_total, 2),
+                "output_pairs": out_pairs,
+                "expected_true_pairs": round(out_true, 2),
+                "precision": round(precision, 5),
+                "recall": round(recall, 5),
+                "f1": round(f1(precision, recall), 5),
+                "by_holder_pair": by_pair,
+            },
+            "weight_histogram": hist.iter().map(|(b, n)| json!([b, n])).collect::<Vec<_>>(),
+            "curve": curve,
+            "cluster_sizes": size_hist.iter().map(|(s, n)| json!([s, n])).collect::<Vec<_>>(),
+            "timings_ms": { "candidates": self.timings_ms[0], "compare_em_score": self.timings_ms[1], "cluster": self.timings_ms[2] },
+        })
+    }
+}

@@ -1,0 +1,537 @@
+//! Comparison vectors on encoded data (SPEC.md §9.1): per record, the tokens of the recipes
+//! the comparisons name and one small Bloom filter per comparison with Dice bands; per pair,
+//! one agreement level per comparison packed into a mixed-radix `u32` **pattern code**.
+//!
+//! Nothing here sees an identifier: tokens are keyed hashes (compared for equality, counted
+//! for term frequencies), filters are CLKs (SPEC.md §7.1) compared by Dice.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rayon::prelude::*;
+
+use crate::clk::native::{NativeEncoder, NativeFeature};
+use crate::cluster::TokenHasher;
+use crate::dice::Filters;
+use crate::fs::spec::{ComparisonSpec, ScoringSpec};
+use crate::schema::Schema;
+use crate::secret::ProjectSecret;
+use crate::token::Token;
+use crate::tokenizer::RecordTokens;
+
+/// Shape of the comparison vectors: level count and mixed-radix stride of each comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Levels per comparison (the last two are `disagree` and `missing`).
+    pub levels: Vec<u32>,
+    /// Multiplier of each comparison's level in the pattern code.
+    pub strides: Vec<u32>,
+    /// Number of possible pattern codes (product of `levels`).
+    pub patterns: u64,
+}
+
+impl Dims {
+    /// Dims of the given comparisons.
+    ///
+    /// # Panics
+    /// If the product of level counts exceeds [`crate::fs::spec::MAX_PATTERNS`] (the schema
+    /// parser refuses such schemas).
+    pub fn new(comparisons: &[ComparisonSpec]) -> Self {
+        Self::from_levels(comparisons.iter().map(|c| c.levels() as u32).collect())
+    }
+
+    /// Dims from level counts (each at least 2: `disagree` and `missing`).
+    ///
+    /// # Panics
+    /// If the product exceeds [`crate::fs::spec::MAX_PATTERNS`] or a count is below 2.
+    pub fn from_levels(levels: Vec<u32>) -> Self {
+        assert!(
+            levels.iter().all(|&l| l >= 2),
+            "at least disagree and missing"
+        );
+        let mut strides = Vec::with_capacity(levels.len());
+        let mut p: u64 = 1;
+        for &l in &levels {
+            strides.push(u32::try_from(p).expect("fewer than 2^32 patterns"));
+            p *= u64::from(l);
+            assert!(p <= crate::fs::spec::MAX_PATTERNS, "too many patterns");
+        }
+        Self {
+            levels,
+            strides,
+            patterns: p,
+        }
+    }
+
+    /// Level of comparison `c` in pattern `code`.
+    #[inline]
+    pub fn level(&self, code: u32, c: usize) -> u32 {
+        code / self.strides[c] % self.levels[c]
+    }
+
+    /// Whether comparison `c` is `missing` in `code`.
+    #[inline]
+    pub fn is_missing(&self, code: u32, c: usize) -> bool {
+        self.level(code, c) == self.levels[c] - 1
+    }
+}
+
+/// One slot per (comparison, exact level): the tokens of that recipe per record (CSR).
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    offsets: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+impl Slot {
+    #[inline]
+    fn get(&self, r: u32) -> &[u32] {
+        &self.ids[self.offsets[r as usize] as usize..self.offsets[r as usize + 1] as usize]
+    }
+}
+
+/// Per-comparison filters (when the comparison has Dice bands).
+#[derive(Debug)]
+struct DiceData {
+    encoder: NativeEncoder,
+    fields: Vec<usize>,
+    bands: Vec<f64>,
+    filters: Filters,
+    masks: Vec<u8>,
+}
+
+/// Term frequencies of one exact level's recipe, counted within each holder.
+#[derive(Clone, Debug, Default)]
+struct TfData {
+    /// `(holder, token id)` → records of that holder carrying the token.
+    counts: HashMap<(u16, u32), u32>,
+    /// Records per holder with at least one token of the recipe.
+    with_token: Vec<u32>,
+}
+
+/// The comparison features of every record of every holder (global record indices, holder
+/// by holder), built by [`FeaturesBuilder`].
+#[derive(Debug)]
+pub struct Features {
+    dims: Dims,
+    /// Slot index of `(comparison, exact level)`: `slot_base[c] + l`.
+    slot_base: Vec<usize>,
+    exact_len: Vec<usize>,
+    slots: Vec<Slot>,
+    dice: Vec<Option<DiceData>>,
+    /// Per slot, when its comparison is term-frequency adjusted.
+    tf: Vec<Option<TfData>>,
+    /// Per comparison: evaluated only when comparison `.0` is at a level in bit set `.1`.
+    when: Vec<Option<(usize, u32)>>,
+    tf_comparison: Vec<bool>,
+    holder: Vec<u16>,
+    holders: usize,
+    distinct_tokens: usize,
+}
+
+/// Streams records into [`Features`].
+#[derive(Debug)]
+pub struct FeaturesBuilder {
+    f: Features,
+    /// Slots fed by recipe `r`.
+    recipe_slots: Vec<Vec<usize>>,
+    intern: HashMap<Token, u32, BuildHasherDefault<TokenHasher>>,
+    buf: Vec<u64>,
+    scratch: Vec<Vec<u32>>,
+}
+
+impl FeaturesBuilder {
+    /// A builder for `schema`'s `[scoring]` comparisons; Dice filters are keyed like CLKs
+    /// (SPEC.md §7.1) under `secret` and `project`.
+    ///
+    /// # Panics
+    /// If the schema has no `[scoring]` section.
+    pub fn new(schema: &Schema, secret: &ProjectSecret, project: &str) -> Self {
+        let spec: &ScoringSpec = schema.scoring.as_ref().expect("a [scoring] section");
+        let dims = Dims::new(&spec.comparisons);
+        let mut slot_base = Vec::new();
+        let mut exact_len = Vec::new();
+        let mut recipe_slots = vec![Vec::new(); schema.recipes.len()];
+        let mut n = 0;
+        for c in &spec.comparisons {
+            slot_base.push(n);
+            exact_len.push(c.exact.len());
+            for &r in &c.exact {
+                recipe_slots[r].push(n);
+                n += 1;
+            }
+        }
+        let dice = spec
+            .comparisons
+            .iter()
+            .map(|c| {
+                c.dice.as_ref().map(|d| {
+                    let features = d
+                        .features
+                        .iter()
+                        .map(|f| NativeFeature {
+                            field: schema.fields[f.field].name.clone(),
+                            q: f.q,
+                            positional: f.positional,
+                            k: f.k,
+                        })
+                        .collect();
+                    let encoder = NativeEncoder::new(secret, project, d.bits, features);
+                    let words = encoder.words();
+                    DiceData {
+                        encoder,
+                        fields: d.features.iter().map(|f| f.field).collect(),
+                        bands: d.bands.clone(),
+                        filters: Filters::new(words),
+                        masks: Vec::new(),
+                    }
+                })
+            })
+            .collect();
+        let tf = spec
+            .comparisons
+            .iter()
+            .flat_map(|c| c.exact.iter().map(|_| c.tf.then(TfData::default)))
+            .collect();
+        let when = spec.comparisons.iter().map(|c| c.when).collect();
+        let tf_comparison = spec
+            .comparisons
+            .iter()
+            .map(|c| c.tf && !c.exact.is_empty())
+            .collect();
+        Self {
+            f: Features {
+                dims,
+                slot_base,
+                exact_len,
+                slots: vec![
+                    Slot {
+                        offsets: vec![0],
+                        ids: Vec::new()
+                    };
+                    n
+                ],
+                dice,
+                tf,
+                when,
+                tf_comparison,
+                holder: Vec::new(),
+                holders: 0,
+                distinct_tokens: 0,
+            },
+            recipe_slots,
+            intern: HashMap::default(),
+            buf: Vec::new(),
+            scratch: vec![Vec::new(); n],
+        }
+    }
+
+    /// Adds the next record (global index = records pushed so far), of holder `holder`
+    /// (holders numbered from 0, records pushed holder by holder), with its tokens and field
+    /// values as made by [`crate::Tokenizer::tokenize`]. Returns its global index.
+    pub fn push(&mut self, holder: u16, rt: &RecordTokens) -> u32 {
+        let f = &mut self.f;
+        let g = u32::try_from(f.holder.len()).expect("fewer than 2^32 records");
+        f.holder.push(holder);
+        f.holders = f.holders.max(usize::from(holder) + 1);
+        for s in &mut self.scratch {
+            s.clear();
+        }
+        for (r, t) in &rt.tokens {
+            if self.recipe_slots[*r].is_empty() {
+                continue;
+            }
+            let next = self.intern.len() as u32;
+            let id = *self.intern.entry(*t).or_insert(next);
+            for &s in &self.recipe_slots[*r] {
+                self.scratch[s].push(id);
+            }
+        }
+        for (s, ids) in self.scratch.iter_mut().enumerate() {
+            ids.sort_unstable();
+            ids.dedup();
+            let slot = &mut f.slots[s];
+            slot.ids.extend_from_slice(ids);
+            slot.offsets.push(slot.ids.len() as u32);
+        }
+        for (slot, tf) in f.tf.iter_mut().enumerate() {
+            if let Some(tf) = tf {
+                let ids = &self.scratch[slot];
+                if tf.with_token.len() <= usize::from(holder) {
+                    tf.with_token.resize(usize::from(holder) + 1, 0);
+                }
+                if !ids.is_empty() {
+                    tf.with_token[usize::from(holder)] += 1;
+                }
+                for &id in ids {
+                    *tf.counts.entry((holder, id)).or_default() += 1;
+                }
+            }
+        }
+        for d in f.dice.iter_mut().flatten() {
+            let mut mask = 0u8;
+            let values: Vec<Option<&str>> = d
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, &fi)| {
+                    let ok = matches!(rt.status.get(fi), Some(Some(Ok(()))));
+                    if ok {
+                        mask |= 1 << i;
+                    }
+                    ok.then(|| rt.values[fi].as_str())
+                })
+                .collect();
+            d.encoder.encode(&values, &mut self.buf);
+            d.filters.push(&self.buf);
+            d.masks.push(mask);
+        }
+        g
+    }
+
+    /// Number of records pushed.
+    pub fn records(&self) -> usize {
+        self.f.holder.len()
+    }
+
+    /// Finishes the store.
+    pub fn finish(mut self) -> Features {
+        self.f.distinct_tokens = self.intern.len();
+        self.f
+    }
+}
+
+/// The comparison vector of one pair: its pattern code and the term-frequency part of its
+/// match weight (bits; SPEC.md §9.3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Compared {
+    /// Mixed-radix pattern code ([`Dims`]).
+    pub code: u32,
+    /// `Σ −½·log2(p_A(t)·p_B(t))` over term-frequency comparisons at an exact level, for the
+    /// agreeing token `t` with in-holder frequencies `p_A`, `p_B`.
+    pub tf_bits: f32,
+}
+
+#[inline]
+fn intersect(a: &[u32], b: &[u32]) -> Option<u32> {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => return Some(a[i]),
+        }
+    }
+    None
+}
+
+impl Features {
+    /// Shape of the comparison vectors.
+    pub fn dims(&self) -> &Dims {
+        &self.dims
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.holder.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.holder.is_empty()
+    }
+
+    /// Holder of record `g`.
+    pub fn holder(&self, g: u32) -> u16 {
+        self.holder[g as usize]
+    }
+
+    /// Number of holders.
+    pub fn holders(&self) -> usize {
+        self.holders
+    }
+
+    /// Distinct tokens held for comparisons.
+    pub fn distinct_tokens(&self) -> usize {
+        self.distinct_tokens
+    }
+
+    /// Level of comparison `c` for records `a` and `b` (ignoring `when`), and the agreeing
+    /// slot and token of an exact level (for term frequencies).
+    #[inline]
+    fn level(&self, c: usize, a: u32, b: u32) -> (u32, Option<(usize, u32)>) {
+        let levels = self.dims.levels[c];
+        let mut comparable = false;
+        let base = self.slot_base[c];
+        for l in 0..self.exact_len[c] {
+            let s = &self.slots[base + l];
+            let (x, y) = (s.get(a), s.get(b));
+            if x.is_empty() || y.is_empty() {
+                continue;
+            }
+            comparable = true;
+            if let Some(t) = intersect(x, y) {
+                return (l as u32, Some((base + l, t)));
+            }
+        }
+        if let Some(d) = &self.dice[c] {
+            let (ma, mb) = (d.masks[a as usize], d.masks[b as usize]);
+            if ma & mb != 0 {
+                let (ca, cb) = (d.filters.count(a as usize), d.filters.count(b as usize));
+                let common: u32 = d
+                    .filters
+                    .get(a as usize)
+                    .iter()
+                    .zip(d.filters.get(b as usize))
+                    .map(|(x, y)| (x & y).count_ones())
+                    .sum();
+                let score = 2.0 * f64::from(common) / f64::from((ca + cb).max(1));
+                let e = self.exact_len[c] as u32;
+                for (i, &band) in d.bands.iter().enumerate() {
+                    if score >= band {
+                        return (e + i as u32, None);
+                    }
+                }
+                return (levels - 2, None);
+            }
+        }
+        if comparable {
+            (levels - 2, None)
+        } else {
+            (levels - 1, None)
+        }
+    }
+
+    /// The comparison vector of records `a` and `b` (global indices, any holders).
+    pub fn compare(&self, a: u32, b: u32) -> Compared {
+        let mut code = 0u32;
+        let mut tf_bits = 0.0f32;
+        let mut levels = [0u32; 32];
+        for c in 0..self.dims.levels.len() {
+            if let Some((k, set)) = self.when[c]
+                && set & (1 << levels[k]) == 0
+            {
+                levels[c] = self.dims.levels[c] - 1;
+                code += levels[c] * self.dims.strides[c];
+                continue;
+            }
+            let (l, t) = self.level(c, a, b);
+            levels[c] = l;
+            code += l * self.dims.strides[c];
+            if let Some((slot, t)) = t
+                && let Some(tf) = &self.tf[slot]
+            {
+                let p = |g: u32| {
+                    let h = self.holder[g as usize];
+                    let n = tf
+                        .with_token
+                        .get(usize::from(h))
+                        .copied()
+                        .unwrap_or(0)
+                        .max(1);
+                    let k = tf.counts.get(&(h, t)).copied().unwrap_or(1).max(1);
+                    f64::from(k) / f64::from(n)
+                };
+                tf_bits += (-0.5 * (p(a) * p(b)).log2()) as f32;
+            }
+        }
+        Compared { code, tf_bits }
+    }
+
+    /// Comparison vectors of many pairs, spread over rayon's threads.
+    pub fn compare_all(&self, pairs: &[(u32, u32)]) -> Vec<Compared> {
+        pairs
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&(a, b)| self.compare(a, b))
+            .collect()
+    }
+
+    /// Whether comparison `c` uses term-frequency adjustment.
+    pub fn has_tf(&self, c: usize) -> bool {
+        self.tf_comparison[c]
+    }
+
+    /// Number of exact levels of comparison `c`.
+    pub fn exact_levels(&self, c: usize) -> usize {
+        self.exact_len[c]
+    }
+
+    /// Pattern codes of `n` random pairs of records of different holders (SPEC.md §9.3): the
+    /// sample from which u is estimated. Holder pairs are drawn in proportion to
+    /// `n_i · n_j`; the generator is seeded with `seed` (deterministic). Returned as counts
+    /// per pattern code, and of these the pairs for which `is_candidate(a, b)` (`a < b`).
+    pub fn random_pairs(
+        &self,
+        n: u64,
+        seed: u64,
+        is_candidate: &(dyn Fn(u32, u32) -> bool + Sync),
+    ) -> Vec<crate::fs::em::SamplePattern> {
+        let mut sizes = vec![0u64; self.holders];
+        for &h in &self.holder {
+            sizes[usize::from(h)] += 1;
+        }
+        let mut starts = vec![0u64; self.holders];
+        for h in 1..self.holders {
+            starts[h] = starts[h - 1] + sizes[h - 1];
+        }
+        let mut hp = Vec::new();
+        let mut acc = 0u128;
+        for i in 0..self.holders {
+            for j in i + 1..self.holders {
+                let w = u128::from(sizes[i]) * u128::from(sizes[j]);
+                if w > 0 {
+                    acc += w;
+                    hp.push((acc, i, j));
+                }
+            }
+        }
+        if hp.is_empty() || n == 0 {
+            return Vec::new();
+        }
+        // Codes with the candidate flag in the top bit, sorted and counted: memory grows with
+        // the sample, not with the pattern space.
+        let chunks = n.div_ceil(65_536);
+        let (hp, starts, sizes) = (&hp, &starts, &sizes);
+        let mut codes: Vec<u32> = (0..chunks)
+            .into_par_iter()
+            .flat_map_iter(|k| {
+                let mut state = seed ^ (k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let take = (n - k * 65_536).min(65_536);
+                (0..take).map(move |_| {
+                    let r = (u128::from(splitmix(&mut state)) * acc) >> 64;
+                    let (_, i, j) = hp[hp.partition_point(|&(c, _, _)| c <= r)];
+                    let a = (starts[i] + bounded(&mut state, sizes[i])) as u32;
+                    let b = (starts[j] + bounded(&mut state, sizes[j])) as u32;
+                    let code = self.compare(a, b).code;
+                    let cand = u32::from(is_candidate(a.min(b), a.max(b)));
+                    code << 1 | cand
+                })
+            })
+            .collect();
+        codes.par_sort_unstable();
+        let mut out: Vec<crate::fs::em::SamplePattern> = Vec::new();
+        for run in codes.chunk_by(|x, y| x >> 1 == y >> 1) {
+            out.push(crate::fs::em::SamplePattern {
+                code: run[0] >> 1,
+                count: run.len() as u64,
+                candidates: run.iter().filter(|&&c| c & 1 == 1).count() as u64,
+            });
+        }
+        out
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood 2014): a small deterministic generator for sampling.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
+fn bounded(state: &mut u64, n: u64) -> u64 {
+    ((u128::from(splitmix(state)) * u128::from(n)) >> 64) as u64
+}

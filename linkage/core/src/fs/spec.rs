@@ -1,0 +1,372 @@
+//! The `[scoring]` section of a linkage schema (SPEC.md §9.1): which comparisons make up a
+//! pair's comparison vector, and how the threshold and clusters are chosen.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::schema::{ClkFeatureSpec, FieldSpec, RecipeSpec};
+
+/// Most comparison levels of one comparison (exact levels + Dice bands + disagree + missing).
+pub const MAX_LEVELS: usize = 16;
+/// Most distinct comparison vectors (the product of the comparisons' level counts): patterns
+/// are counted in a dense table of this many entries.
+pub const MAX_PATTERNS: u64 = 1 << 31;
+
+/// Fellegi–Sunter scoring, from `[scoring]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoringSpec {
+    /// Fixed match-probability threshold; `None`: chosen from the estimated precision/recall
+    /// (maximum estimated F1).
+    pub threshold: Option<f64>,
+    /// Random cross-holder pairs drawn to estimate u (default 2,000,000).
+    pub random_pairs: u64,
+    /// Block-token groups with more records than this are not expanded into candidate pairs
+    /// (default 2,000): a key shared by thousands of records carries no linkage evidence.
+    pub max_block: usize,
+    /// How links above the threshold become clusters.
+    pub clustering: Clustering,
+    /// The comparisons, in vector order.
+    pub comparisons: Vec<ComparisonSpec>,
+}
+
+/// How scored links become clusters (SPEC.md §9.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clustering {
+    /// Links strongest first; a link is skipped if the merged cluster would hold two records
+    /// of one holder (unless the holder has duplicates) or a sex/birth-date conflict.
+    #[default]
+    Guarded,
+    /// Every link above the threshold merges (plain connected components).
+    Threshold,
+}
+
+/// One comparison: an ordered list of agreement levels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComparisonSpec {
+    /// Name (shown in summaries and the report).
+    pub name: String,
+    /// Recipes (indices into the schema's recipes) whose token agreement makes levels
+    /// `0..exact.len()`, strongest first.
+    pub exact: Vec<usize>,
+    /// Term-frequency adjustment of the exact levels.
+    pub tf: bool,
+    /// A disagreement of this comparison between two records of one cluster is a conflict.
+    pub conflict: bool,
+    /// A pair at this comparison's `disagree` level never links, whatever its weight (a guard:
+    /// e.g. given names that share nothing, for same-sex twins with one card and birth date).
+    pub veto: bool,
+    /// Agreement of non-matches is (nearly) impossible (a digest of a unique identifier): u is
+    /// taken from the random pairs that are not candidates and not re-estimated. Needed when
+    /// a holder pair has fewer than three comparisons (a hash-only holder), where EM cannot
+    /// tell chance agreement from a match (SPEC.md §9.3).
+    pub rare_agreement: bool,
+    /// Dice bands of a per-comparison CLK, after the exact levels.
+    pub dice: Option<DiceSpec>,
+    /// Evaluated only when an earlier comparison is at one of these levels (`(comparison
+    /// index, level bit set)`), else `missing`: models a dependence, e.g. given-name
+    /// similarity only when the full names do not agree exactly.
+    pub when: Option<(usize, u32)>,
+}
+
+/// Per-comparison Bloom filter and its Dice bands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiceSpec {
+    /// Filter length in bits (power of two, 64..=4096).
+    pub bits: u32,
+    /// Dice lower bounds, strictly decreasing, in (0, 1].
+    pub bands: Vec<f64>,
+    /// Encoded fields (SPEC.md §7.1 encoding).
+    pub features: Vec<ClkFeatureSpec>,
+}
+
+impl ComparisonSpec {
+    /// Number of levels: exact levels, Dice bands, `disagree`, `missing`.
+    pub fn levels(&self) -> usize {
+        self.exact.len() + self.dice.as_ref().map_or(0, |d| d.bands.len()) + 2
+    }
+
+    /// Index of the `disagree` level.
+    pub fn disagree(&self) -> usize {
+        self.levels() - 2
+    }
+
+    /// Index of the `missing` level.
+    pub fn missing(&self) -> usize {
+        self.levels() - 1
+    }
+
+    /// Human-readable label of level `l`, given the recipe names.
+    pub fn level_label(&self, l: usize, recipes: &[RecipeSpec]) -> String {
+        let e = self.exact.len();
+        let b = self.dice.as_ref().map_or(0, |d| d.bands.len());
+        if l < e {
+            format!("exact {}", recipes[self.exact[l]].name)
+        } else if l < e + b {
+            let d = self.dice.as_ref().expect("bands");
+            format!("Dice ≥ {}", d.bands[l - e])
+        } else if l == e + b {
+            "disagree".into()
+        } else {
+            "missing".into()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScoring {
+    #[serde(default)]
+    threshold: Option<Spanned<f64>>,
+    #[serde(default)]
+    random_pairs: Option<u64>,
+    #[serde(default)]
+    max_block: Option<usize>,
+    #[serde(default)]
+    clustering: Clustering,
+    comparisons: Spanned<Vec<RawComparison>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComparison {
+    name: Spanned<String>,
+    #[serde(default)]
+    exact: Vec<Spanned<String>>,
+    #[serde(default)]
+    tf: bool,
+    #[serde(default)]
+    conflict: bool,
+    #[serde(default)]
+    rare_agreement: bool,
+    #[serde(default)]
+    veto: bool,
+    #[serde(default)]
+    dice: Option<RawDice>,
+    #[serde(default)]
+    when: Option<RawWhen>,
+    #[serde(default)]
+    #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    comparison: Spanned<String>,
+    levels: Vec<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDice {
+    #[serde(default = "default_dice_bits")]
+    bits: u32,
+    bands: Spanned<Vec<f64>>,
+    features: Vec<RawDiceFeature>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiceFeature {
+    field: Spanned<String>,
+    #[serde(default = "default_q")]
+    q: usize,
+    #[serde(default)]
+    positional: bool,
+    k: u32,
+}
+
+fn default_dice_bits() -> u32 {
+    512
+}
+
+fn default_q() -> usize {
+    2
+}
+
+/// Validates `[scoring]`; errors are `(key, byte span, message)`.
+pub(crate) fn parse(
+    raw: &RawScoring,
+    fields: &[FieldSpec],
+    recipes: &[RecipeSpec],
+) -> Result<ScoringSpec, (String, std::ops::Range<usize>, String)> {
+    let mut comparisons: Vec<ComparisonSpec> = Vec::new();
+    let span = raw.comparisons.span();
+    if raw.comparisons.get_ref().is_empty() {
+        return Err((
+            "scoring.comparisons".into(),
+            span,
+            "at least one comparison".into(),
+        ));
+    }
+    for (i, c) in raw.comparisons.get_ref().iter().enumerate() {
+        let key = format!("scoring.comparisons[{i}]");
+        let name = c.name.get_ref();
+        if comparisons.iter().any(|x| &x.name == name) {
+            return Err((
+                format!("{key}.name"),
+                c.name.span(),
+                format!("comparison `{name}` is defined twice"),
+            ));
+        }
+        let mut exact = Vec::new();
+        for (j, r) in c.exact.iter().enumerate() {
+            let Some(k) = recipes.iter().position(|x| &x.name == r.get_ref()) else {
+                return Err((
+                    format!("{key}.exact[{j}]"),
+                    r.span(),
+                    format!("`{}` is not a recipe of the schema", r.get_ref()),
+                ));
+            };
+            if exact.contains(&k) {
+                return Err((
+                    format!("{key}.exact[{j}]"),
+                    r.span(),
+                    format!("recipe `{}` is listed twice", r.get_ref()),
+                ));
+            }
+            exact.push(k);
+        }
+        let dice = match &c.dice {
+            None => None,
+            Some(d) => {
+                if !d.bits.is_power_of_two() || !(64..=4096).contains(&d.bits) {
+                    return Err((
+                        format!("{key}.dice.bits"),
+                        c.name.span(),
+                        "a power of two from 64 to 4,096".into(),
+                    ));
+                }
+                let bands = d.bands.get_ref();
+                if bands.is_empty()
+                    || bands.iter().any(|b| !(*b > 0.0 && *b <= 1.0))
+                    || bands.windows(2).any(|w| w[0] <= w[1])
+                {
+                    return Err((
+                        format!("{key}.dice.bands"),
+                        d.bands.span(),
+                        "one or more Dice bounds in (0, 1], strictly decreasing".into(),
+                    ));
+                }
+                let mut features = Vec::new();
+                for (j, f) in d.features.iter().enumerate() {
+                    let Some(field) = fields.iter().position(|x| &x.name == f.field.get_ref())
+                    else {
+                        return Err((
+                            format!("{key}.dice.features[{j}].field"),
+                            f.field.span(),
+                            format!("`{}` is not under [fields]", f.field.get_ref()),
+                        ));
+                    };
+                    if f.k == 0 || f.q == 0 {
+                        return Err((
+                            format!("{key}.dice.features[{j}]"),
+                            f.field.span(),
+                            "q and k must be positive".into(),
+                        ));
+                    }
+                    features.push(ClkFeatureSpec {
+                        field,
+                        q: f.q,
+                        positional: f.positional,
+                        k: f.k,
+                        // Comparison filters are not salted (SPEC.md §9).
+                        salt: None,
+                    });
+                }
+                if features.is_empty() || features.len() > 8 {
+                    return Err((
+                        format!("{key}.dice.features"),
+                        d.bands.span(),
+                        "one to eight features".into(),
+                    ));
+                }
+                Some(DiceSpec {
+                    bits: d.bits,
+                    bands: bands.clone(),
+                    features,
+                })
+            }
+        };
+        if exact.is_empty() && dice.is_none() {
+            return Err((
+                key,
+                c.name.span(),
+                format!("comparison `{name}` needs `exact` recipes, a `dice` table, or both"),
+            ));
+        }
+        let when = match &c.when {
+            None => None,
+            Some(w) => {
+                let Some(k) = comparisons
+                    .iter()
+                    .position(|x| &x.name == w.comparison.get_ref())
+                else {
+                    return Err((
+                        format!("{key}.when.comparison"),
+                        w.comparison.span(),
+                        format!("`{}` is not an earlier comparison", w.comparison.get_ref()),
+                    ));
+                };
+                let n = comparisons[k].levels();
+                if w.levels.is_empty() || w.levels.iter().any(|&l| l >= n) {
+                    return Err((
+                        format!("{key}.when.levels"),
+                        w.comparison.span(),
+                        format!(
+                            "one or more levels of `{}`, from 0 to {} (missing)",
+                            w.comparison.get_ref(),
+                            n - 1
+                        ),
+                    ));
+                }
+                Some((k, w.levels.iter().fold(0u32, |m, &l| m | 1 << l)))
+            }
+        };
+        let spec = ComparisonSpec {
+            name: name.clone(),
+            exact,
+            tf: c.tf,
+            conflict: c.conflict,
+            rare_agreement: c.rare_agreement,
+            veto: c.veto,
+            dice,
+            when,
+        };
+        if spec.levels() > MAX_LEVELS {
+            return Err((
+                key,
+                c.name.span(),
+                format!("at most {MAX_LEVELS} levels (exact + bands + 2)"),
+            ));
+        }
+        comparisons.push(spec);
+    }
+    let patterns: u64 = comparisons.iter().map(|c| c.levels() as u64).product();
+    if patterns > MAX_PATTERNS {
+        return Err((
+            "scoring.comparisons".into(),
+            span,
+            format!(
+                "{patterns} possible comparison vectors; at most {MAX_PATTERNS}: use fewer levels"
+            ),
+        ));
+    }
+    if let Some(t) = &raw.threshold
+        && !(*t.get_ref() > 0.0 && *t.get_ref() < 1.0)
+    {
+        return Err((
+            "scoring.threshold".into(),
+            t.span(),
+            "a match probability in (0, 1)".into(),
+        ));
+    }
+    Ok(ScoringSpec {
+        threshold: raw.threshold.as_ref().map(|t| *t.get_ref()),
+        random_pairs: raw.random_pairs.unwrap_or(2_000_000),
+        max_block: raw.max_block.unwrap_or(2_000),
+        clustering: raw.clustering,
+        comparisons,
+    })
+}

@@ -1,0 +1,378 @@
+//! Fellegi–Sunter scoring end to end (SPEC.md §9): the benchmark data sets with the shipped
+//! scored schemas, the model's estimated precision and recall against the truth, three
+//! holders with an NDB-style hash-only holder, determinism, and hand-made twins and an
+//! insurer change.
+//!
+//! The floors are the figures measured when this was written (README "Linkage quality with
+//! Fellegi–Sunter scoring") minus a small margin.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn shared() -> PathBuf {
+    repo().join("../shared/data")
+}
+
+fn bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let e = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        e.ok(&["keys", "init", "--project", "p"]);
+        e
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = Command::new(bin())
+            .args(args)
+            .env("RENKETSU_KEY_STORE", self.dir.path().join("keys"))
+            .env_remove("RENKETSU_KEK")
+            .env_remove("RENKETSU_PROJECT")
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "renketsu {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Links the inputs (`name=path`) into `out` and evaluates against `truth`: returns the
+    /// `eval --json` object (true figures, `estimated`, `by_party_pair`).
+    fn link_eval(
+        &self,
+        schema: &str,
+        inputs: &[String],
+        truth: &Path,
+        out: &str,
+    ) -> serde_json::Value {
+        let dir = self.dir.path().join(out);
+        let mut args: Vec<String> = [
+            "link",
+            "-q",
+            "--project",
+            "p",
+            "--today",
+            "2026-11-22",
+            "--schema",
+            schema,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for i in inputs {
+            args.push("--input".into());
+            args.push(i.clone());
+        }
+        args.push("--out".into());
+        args.push(dir.to_str().unwrap().into());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ok(&refs);
+        let e = self.ok(&[
+            "eval",
+            "--json",
+            "--pairs",
+            dir.join("pairs.csv").to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ]);
+        serde_json::from_str(&e).unwrap()
+    }
+}
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+fn two(d: &Path, a: &str, b: &str) -> Vec<String> {
+    vec![
+        format!("a={}", d.join(a).display()),
+        format!("b={}", d.join(b).display()),
+    ]
+}
+
+#[test]
+fn jp_scored_beats_the_peers_and_estimates_recall() {
+    let env = Env::new();
+    let d = shared().join("jp");
+    let e = env.link_eval(
+        "schemas/jp-person.toml",
+        &two(&d, "jp_a.csv", "jp_b.csv"),
+        &d.join("jp_truth.csv"),
+        "jp",
+    );
+    eprintln!("jp scored: {e}");
+    // Splink on hand-normalized plaintext: 0.9637; exact tokens alone: 0.9493. Measured
+    // 0.9803-0.9830 over six project keys (CLK bits depend on the key).
+    assert!(f(&e, "f1") >= 0.978 && f(&e, "precision") >= 0.99, "{e}");
+    let est = &e["estimated"];
+    // Measured |estimated - true| precision 0.0023-0.0030 over six keys.
+    assert!(
+        (f(est, "precision") - f(&e, "precision")).abs() <= 0.01,
+        "{e}"
+    );
+    // Known gap (README): the estimated recall misses vetoed true pairs and true pairs that
+    // agree on the name only; it was 0.018-0.022 above the truth over six keys.
+    assert!((f(est, "recall") - f(&e, "recall")).abs() <= 0.025, "{e}");
+}
+
+#[test]
+fn jp_ins_scored_raw_and_hash_only() {
+    let env = Env::new();
+    let d = shared().join("jp_ins");
+    let raw = env.link_eval(
+        "schemas/ndb.toml",
+        &two(&d, "jp_ins_a.csv", "jp_ins_b.csv"),
+        &d.join("jp_ins_truth.csv"),
+        "raw",
+    );
+    eprintln!("jp_ins raw vs raw, scored: {raw}");
+    // Splink 0.9809, anonlink 0.9774; measured F1 0.9898-0.9904 over six keys.
+    assert!(
+        f(&raw, "f1") >= 0.985 && f(&raw, "precision") >= 0.99,
+        "{raw}"
+    );
+    let est = &raw["estimated"];
+    assert!(
+        (f(est, "precision") - f(&raw, "precision")).abs() <= 0.01,
+        "{raw}"
+    );
+    // Known gap (README): the estimated recall is optimistic (0.014-0.015 measured).
+    assert!(
+        (f(est, "recall") - f(&raw, "recall")).abs() <= 0.02,
+        "{raw}"
+    );
+    let ndb = env.link_eval(
+        "schemas/ndb.toml",
+        &two(&d, "jp_ins_a.csv", "jp_ins_b_ndb.csv"),
+        &d.join("jp_ins_truth.csv"),
+        "ndb",
+    );
+    eprintln!("jp_ins raw vs hash-only, scored: {ndb}");
+    // The peers' exact-key join: recall 0.663 at precision 0.998.
+    assert!(
+        f(&ndb, "recall") > 0.663 && f(&ndb, "precision") >= 0.995,
+        "{ndb}"
+    );
+}
+
+#[test]
+fn febrl4_scored_threshold_only() {
+    let env = Env::new();
+    let d = shared().join("febrl");
+    let e = env.link_eval(
+        "schemas/febrl-scored.toml",
+        &two(&d, "febrl4a.csv", "febrl4b.csv"),
+        &d.join("febrl4_truth.csv"),
+        "febrl",
+    );
+    eprintln!("FEBRL4 scored: {e}");
+    // Splink on plaintext: 0.9987.
+    assert!(f(&e, "f1") >= 0.998, "{e}");
+    for k in ["precision", "recall"] {
+        assert!((f(&e["estimated"], k) - f(&e, k)).abs() <= 0.01, "{k}: {e}");
+    }
+}
+
+#[test]
+fn three_holders_with_a_hash_only_holder_per_holder_pair() {
+    let env = Env::new();
+    let data = env.dir.path().join("synth");
+    env.ok(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--holders",
+        "3",
+        "--records",
+        "3000",
+        "--ndb-view",
+        "b",
+        "--seed",
+        "7",
+    ]);
+    let inputs = vec![
+        format!("a={}", data.join("synth_a.csv").display()),
+        format!("b={}", data.join("synth_b_ndb.csv").display()),
+        format!("c={}", data.join("synth_c.csv").display()),
+    ];
+    let e = env.link_eval(
+        "schemas/ndb.toml",
+        &inputs,
+        &data.join("synth_truth.csv"),
+        "o1",
+    );
+    eprintln!("3 holders: {e}");
+    let pairs = e["by_party_pair"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3, "{e}");
+    for p in pairs {
+        let (a, b) = (
+            p["party_a"].as_str().unwrap(),
+            p["party_b"].as_str().unwrap(),
+        );
+        assert!(f(p, "precision") >= 0.995, "{a}-{b}: {p}");
+        // Raw holders meet on every identifier; the hash-only holder only through its
+        // legacy digests.
+        let floor = if a == "b" || b == "b" { 0.8 } else { 0.99 };
+        assert!(f(p, "recall") >= floor, "{a}-{b}: {p}");
+        assert!(p["estimated"]["precision"].is_number(), "{p}");
+    }
+    // Deterministic: a second run gives the same pairs and scores.
+    env.link_eval(
+        "schemas/ndb.toml",
+        &inputs,
+        &data.join("synth_truth.csv"),
+        "o2",
+    );
+    for file in ["pairs.csv", "pair_scores.csv"] {
+        let read = |o: &str| {
+            let mut lines: Vec<String> = std::fs::read_to_string(env.dir.path().join(o).join(file))
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(read("o1"), read("o2"), "{file}");
+    }
+    // No cluster holds two records of one holder.
+    let clusters = std::fs::read_to_string(env.dir.path().join("o1/clusters.csv")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for line in clusters.lines().skip(1) {
+        let v: Vec<&str> = line.split(',').collect();
+        assert!(
+            seen.insert((v[2].to_owned(), v[0].to_owned())),
+            "two records of {} in {}",
+            v[0],
+            v[2]
+        );
+    }
+}
+
+const HEADER: &str = "id,last_name,first_name,last_name_kana,first_name_kana,sex,birth_date,postcode,prefecture,city,insurer_number,insured_symbol,insured_number,branch,care_insured_number";
+
+/// Hand-made records: same-sex twins sharing card, birth date and postal code (different
+/// given names) must stay apart; a person who changed insurer (new card) links by name,
+/// birth date and address; plus unrelated people so that EM has non-matches to learn from.
+#[test]
+fn twins_stay_apart_and_an_insurer_change_links() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let families = [
+        "佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "加藤",
+    ];
+    let kana = [
+        "サトウ",
+        "スズキ",
+        "タカハシ",
+        "タナカ",
+        "イトウ",
+        "ワタナベ",
+        "ヤマモト",
+        "ナカムラ",
+        "コバヤシ",
+        "カトウ",
+    ];
+    let given = [
+        ("大輔", "ダイスケ"),
+        ("健太", "ケンタ"),
+        ("翔太", "ショウタ"),
+        ("拓也", "タクヤ"),
+        ("直樹", "ナオキ"),
+    ];
+    let (mut a, mut b) = (vec![HEADER.to_owned()], vec![HEADER.to_owned()]);
+    let mut id = 0;
+    // 50 ordinary people in both files (the same person: a true pair each).
+    for (i, (f, k)) in families.iter().zip(kana).enumerate() {
+        for (j, (g, gk)) in given.iter().enumerate() {
+            let dob = format!("19{}-0{}-1{}", 50 + i, 1 + j, i % 10);
+            let pc = format!("{:03}-{:04}", 100 + i * 7 + j, 1000 + i * 13 + j);
+            let row = format!(
+                "{id},{f},{g},{k},{gk},M,{dob},{pc},東京都,新宿区,06139996,,{},00,",
+                1000 + id
+            );
+            a.push(row.clone());
+            b.push(row);
+            id += 1;
+        }
+    }
+    // Twins: same card, birth date, sex, postal code; different given names. Only twin 1
+    // is in file a; only twin 2 in file b.
+    a.push(format!(
+        "{id},森,一郎,モリ,イチロウ,M,1990-05-05,150-0001,東京都,渋谷区,06139996,,777,,"
+    ));
+    b.push(format!(
+        "{},森,次郎,モリ,ジロウ,M,1990-05-05,150-0001,東京都,渋谷区,06139996,,777,,",
+        id + 1
+    ));
+    id += 2;
+    // Insurer change: new insurer and card in b, same person.
+    a.push(format!(
+        "{id},清水,美香,シミズ,ミカ,F,1985-11-30,460-0008,愛知県,名古屋市,06139996,,888,00,"
+    ));
+    b.push(format!(
+        "{},清水,美香,シミズ,ミカ,F,1985-11-30,460-0008,愛知県,名古屋市,01130012,,99123,00,",
+        id + 1
+    ));
+    std::fs::write(dir.join("a.csv"), a.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("b.csv"), b.join("\n") + "\n").unwrap();
+    env.ok(&[
+        "link",
+        "-q",
+        "--project",
+        "p",
+        "--today",
+        "2026-11-22",
+        "--schema",
+        "schemas/ndb.toml",
+        "--input",
+        &format!("a={}", dir.join("a.csv").display()),
+        "--input",
+        &format!("b={}", dir.join("b.csv").display()),
+        "--out",
+        dir.join("o").to_str().unwrap(),
+    ]);
+    let pairs = std::fs::read_to_string(dir.join("o/pairs.csv")).unwrap();
+    let pairs: std::collections::HashSet<&str> = pairs.lines().skip(1).collect();
+    for i in 0..50 {
+        assert!(
+            pairs.contains(format!("{i},{i}").as_str()),
+            "person {i} must link"
+        );
+    }
+    assert!(!pairs.contains("50,51"), "twins must stay apart: {pairs:?}");
+    assert!(
+        pairs.contains("52,53"),
+        "the insurer change must link: {pairs:?}"
+    );
+    assert_eq!(pairs.len(), 51, "{pairs:?}");
+}
