@@ -77,14 +77,14 @@ Files appear atomically; summary.json is written last.")]
 One data holder: turn a CSV into a token file (SPEC-tokens.md) for the linkage unit. Rows are \
 checked and rejected exactly as by `renketsu link`; rejected rows go to <out>.rejects.csv.
 Embedded (HMAC) mode, with the project master secret of the local key store:
-  renketsu tokenize --project demo --schema schemas/jp-person.toml \\
+  renketsu tokenize --project demo --schema schemas/jp-person-exact.toml \\
       --input a.csv --party a --out a.tokens
 Custodian (OPRF) mode: the key custodian evaluates RFC 9497 VOPRF on blinded preimages; the \
 holder never holds the key and checks every batch's proof against the published key:
   renketsu tokenize --custodian https://127.0.0.1:7443 --ca pki/ca.pem \\
       --cert pki/holder-a.pem --key pki/holder-a.key --project demo \\
-      --schema schemas/jp-person.toml --input a.csv --party holder-a --out a.tokens
-Then: renketsu link --schema schemas/jp-person.toml --input a.tokens --input b.tokens --out out/")]
+      --schema schemas/jp-person-exact.toml --input a.csv --party holder-a --out a.tokens
+Then: renketsu link --schema schemas/jp-person-exact.toml --input a.tokens --input b.tokens --out out/")]
     Tokenize(tokenize_cmd::TokenizeArgs),
     /// Precision, recall and F1 of a pairs file against ground truth (and, for scored runs,
     /// the model's estimates next to them).

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-const SCHEMA: &str = "schemas/jp-person.toml";
+const SCHEMA: &str = "schemas/jp-person-exact.toml";
 const TODAY: &str = "2026-11-22";
 
 fn repo() -> PathBuf {
