@@ -313,6 +313,13 @@ fn kill_minus_9_mid_batch_then_restart_loses_nothing() {
     std::thread::sleep(Duration::from_millis(30));
     serve.kill9();
     let result = rt.block_on(in_flight).unwrap();
+    eprintln!(
+        "in-flight batch when killed: {}",
+        match &result {
+            Ok(_) => "completed before the kill".to_owned(),
+            Err(s) => format!("failed ({:?})", s.code()),
+        }
+    );
     if result.is_ok() {
         // The batch won the race; it still counts as completed.
         completed += 1;
