@@ -1,5 +1,5 @@
 //! `renketsu audit verify`: read the custodian's audit log and check its hash chain against the
-//! sealed head (SPEC-service.md §8).
+//! sealed head (SPEC.md §8.8).
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;

@@ -1,5 +1,5 @@
 //! `renketsu custodian …` (run the key custodian) and the admin commands of `renketsu keys …`
-//! that talk to it (SPEC-service.md).
+//! that talk to it (SPEC.md §8).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

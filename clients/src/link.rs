@@ -118,7 +118,7 @@ pub struct LinkJob<'a> {
     /// Project name (binds the recipe keys).
     pub project: &'a str,
     /// The project master secret: CSV inputs. `None` when every input is a token file
-    /// (SPEC-tokens.md): the linkage unit then needs no key at all.
+    /// (SPEC.md §5.5): the linkage unit then needs no key at all.
     pub secret: Option<&'a ProjectSecret>,
     /// Id column override (else the schema's).
     pub id_column: Option<&'a str>,
@@ -1184,7 +1184,7 @@ fn summary_json(
     })
 }
 
-/// Token inputs (SPEC-tokens.md): checks that the files can be linked together under
+/// Token inputs (SPEC.md §5.5): checks that the files can be linked together under
 /// `schema_path` and returns their common project and token mode (`hmac` or
 /// `oprf-ristretto255/<oprf_mode>`). Refuses mixed projects, schema digests, token modes,
 /// recipe epochs or keys.
@@ -1257,7 +1257,7 @@ pub fn check_token_headers(
     Ok((first.project.clone(), mode_of(first)))
 }
 
-/// Reads one holder's token file into the join (SPEC-tokens.md).
+/// Reads one holder's token file into the join (SPEC.md §5.5).
 fn read_token_party(
     job: &LinkJob<'_>,
     spec: &InputSpec,

@@ -74,7 +74,7 @@ Files appear atomically; summary.json is written last.")]
     /// One data holder: turn a CSV into a token file for the linkage unit, with HMAC keys of
     /// the local key store or with the key custodian's OPRF.
     #[command(long_about = "\
-One data holder: turn a CSV into a token file (SPEC-tokens.md) for the linkage unit. Rows are \
+One data holder: turn a CSV into a token file (SPEC.md §5.5) for the linkage unit. Rows are \
 checked and rejected exactly as by `renketsu link`; rejected rows go to <out>.rejects.csv.
 Embedded (HMAC) mode, with the project master secret of the local key store:
   renketsu tokenize --project demo --schema schemas/jp-person-exact.toml \\

@@ -1,4 +1,4 @@
-//! `renketsu pki dev-init`: a development CA and role certificates (SPEC-service.md §2).
+//! `renketsu pki dev-init`: a development CA and role certificates (SPEC.md §8.2).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `renketsu tokenize`: one data holder turns its CSV into a token file (SPEC-tokens.md) for
+//! `renketsu tokenize`: one data holder turns its CSV into a token file (SPEC.md §5.5) for
 //! the linkage unit, in one of two modes:
 //!
 //! - **HMAC (embedded)**: `--project P [--key-store DIR]`: HMAC-SHA256 tokens under the

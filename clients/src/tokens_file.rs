@@ -1,4 +1,4 @@
-//! Token files (`renketsu-tokens` version 1, SPEC-tokens.md): what a holder hands to the
+//! Token files (`renketsu-tokens` version 1, SPEC.md §5.5): what a holder hands to the
 //! linkage unit instead of identifiers. JSON Lines, UTF-8, one object per line:
 //!
 //! ```text

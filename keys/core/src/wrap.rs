@@ -1,4 +1,4 @@
-//! Wrapping CLK keys to a data holder (SPEC-service.md §6): HPKE base mode (RFC 9180 §5.1.1)
+//! Wrapping CLK keys to a data holder (SPEC.md §8.6): HPKE base mode (RFC 9180 §5.1.1)
 //! with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and ChaCha20Poly1305 (suite ids 0x0020,
 //! 0x0001, 0x0003), via the `hpke` crate (whose own tests run the RFC 9180 test vectors).
 //!

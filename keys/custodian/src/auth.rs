@@ -1,4 +1,4 @@
-//! Authorization (SPEC-service.md §3): who may call what.
+//! Authorization (SPEC.md §8.3): who may call what.
 //!
 //! Two checks, both required:
 //! 1. **Role**: each RPC belongs to exactly one role ([`Rpc::role`]); a certificate of any

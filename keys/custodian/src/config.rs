@@ -1,4 +1,4 @@
-//! The custodian's configuration file (TOML; SPEC-service.md §7).
+//! The custodian's configuration file (TOML; SPEC.md §8.7).
 //!
 //! ```toml
 //! listen = "127.0.0.1:7443"             # address to bind (host:port)

@@ -1,4 +1,4 @@
-//! The service's errors and THE one place they become `tonic::Status` (SPEC-service.md §5).
+//! The service's errors and THE one place they become `tonic::Status` (SPEC.md §8.5).
 //!
 //! Every handler returns `Result<_, ServiceError>`; [`ServiceError::code`] decides the gRPC
 //! status code (also recorded in the audit entry) and `From<ServiceError> for Status` builds

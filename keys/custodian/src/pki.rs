@@ -1,4 +1,4 @@
-//! Certificates: who a caller is (SPEC-service.md §2).
+//! Certificates: who a caller is (SPEC.md §8.2).
 //!
 //! **Convention.** Every client certificate names one party and one role:
 //! - the party is the subject's Common Name (exactly one CN; 1–64 characters of

@@ -1,4 +1,4 @@
-//! Per-project service policy (SPEC-service.md §3): the RFC 9497 mode of the project and the
+//! Per-project service policy (SPEC.md §8.3): the RFC 9497 mode of the project and the
 //! party name of its linkage unit, kept in the `project_policy` table next to the store's
 //! tables (migration `20261122090000_project_policy.sql`).
 //!

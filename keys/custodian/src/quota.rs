@@ -1,4 +1,4 @@
-//! Evaluation quotas (SPEC-service.md §4).
+//! Evaluation quotas (SPEC.md §8.4).
 //!
 //! Each enrolled holder may have at most `quota = ceil(declared_records × slack)` blinded
 //! elements evaluated per (project, recipe, epoch). The budget is per recipe because every

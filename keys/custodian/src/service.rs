@@ -1,5 +1,5 @@
 //! The gRPC service `renketsu.v1.KeyCustodian` over any [`CustodianStore`]
-//! (SPEC-service.md).
+//! (SPEC.md §8).
 //!
 //! Every handler follows the same steps: identity from the client certificate
 //! ([`auth::peer_identity`]), role check, project check, request validation, the work, and

@@ -1,4 +1,4 @@
--- Service-level project policy (SPEC-service.md §3): the RFC 9497 mode the project's holders
+-- Service-level project policy (SPEC.md §8.3): the RFC 9497 mode the project's holders
 -- use and the party name of its linkage unit. Written once, right after the project.
 CREATE TABLE project_policy (
     project TEXT PRIMARY KEY REFERENCES projects (name),
