@@ -12,6 +12,7 @@
 //! Also: a holder that verifies against a wrong public key (`--pin-key`) refuses to write
 //! anything, and HMAC-mode token files link to a byte-identical `pairs.csv`.
 
+use renketsu_e2e::{bin, repo};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,13 +20,6 @@ use std::process::{Child, Command, Output, Stdio};
 
 const SCHEMA: &str = "schemas/jp-person-exact.toml";
 const TODAY: &str = "2026-11-22";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn jp() -> PathBuf {
     let p = repo().join("../shared/data/jp");
@@ -35,22 +29,6 @@ fn jp() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// The `renketsu` binary of this build (built on demand when this crate is tested alone).
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
-            .current_dir(repo())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
 }
 
 fn cmd(dir: &Path, args: &[&str]) -> Command {

@@ -4,15 +4,9 @@
 //! The quality floors asserted here are the exact-token baseline minus a small margin: a
 //! change that breaks normalization, tokens or clustering drops below them.
 
+use renketsu_e2e::{bin, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 fn shared() -> PathBuf {
     let p = repo().join("../shared/data");
@@ -22,22 +16,6 @@ fn shared() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// The `renketsu` binary of this build (built on demand when this crate is tested alone).
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
-            .current_dir(repo())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
 }
 
 struct Env {

@@ -2,35 +2,9 @@
 //! twins who are dependants share insurer card, birth date and sex, and must not be merged
 //! through that card; a person whose insurer changed between holders still links by name.
 
+use renketsu_e2e::{bin, repo};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
-            .current_dir(repo())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-    path
-}
 
 const HEADER: &str = "id,last_name,first_name,last_name_kana,first_name_kana,sex,birth_date,postcode,prefecture,city,insurer_number,insured_symbol,insured_number,branch,care_insured_number";
 

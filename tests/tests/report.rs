@@ -6,30 +6,9 @@
 //! Needs `chromium` on PATH (`scripts/chromium.sh` installs it; `scripts/test.sh` calls it),
 //! or RENKETSU_CHROMIUM set to a Chromium binary.
 
+use renketsu_e2e::{bin, repo};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
-            .current_dir(repo())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
-}
 
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("RENKETSU_CHROMIUM") {

@@ -6,33 +6,12 @@
 //! The floors are the figures measured when this was written (README "Linkage quality with
 //! Fellegi–Sunter scoring") minus a small margin.
 
+use renketsu_e2e::{bin, repo};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 fn shared() -> PathBuf {
     repo().join("../shared/data")
-}
-
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join(format!("renketsu{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "renketsu-cli", "--bin", "renketsu"])
-            .current_dir(repo())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
 }
 
 struct Env {
