@@ -13,6 +13,7 @@ use renketsu_linkage::clk::native::{NativeEncoder, PositionCache};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
 use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
 use renketsu_linkage::fs::FeaturesBuilder;
+use renketsu_linkage::lsh::LshParams;
 use renketsu_linkage::schema::ClkSolver;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
@@ -565,7 +566,7 @@ fn clk_links(
         largest_block: 0,
     };
     let offsets = party_offsets(parties);
-    let candidates =
+    let mut candidates =
         blocks.map(|b| block_candidates(b, &offsets, parties.len(), &mut stats.largest_block));
     for i in 0..parties.len() {
         for j in i + 1..parties.len() {
@@ -573,10 +574,30 @@ fn clk_links(
                 continue;
             };
             stats.possible += (fa.len() * fb.len()) as u64;
-            let pairs = match &candidates {
+            // Hamming-LSH candidates (SPEC.md §7.4), added to those of the block recipes.
+            let lsh = spec.lsh.map(|l| {
+                let params = LshParams {
+                    bands: l.bands,
+                    bits_per_band: l.bits_per_band,
+                    ..LshParams::default()
+                };
+                renketsu_linkage::lsh::candidates(fa, fb, &params).pairs
+            });
+            let merged = match (candidates.as_mut(), lsh) {
+                (Some(c), Some(l)) => {
+                    let mut all = std::mem::take(&mut c[i][j]);
+                    all.extend(l);
+                    all.sort_unstable();
+                    all.dedup();
+                    Some(all)
+                }
+                (Some(c), None) => Some(std::mem::take(&mut c[i][j])),
+                (None, l) => l,
+            };
+            let pairs = match &merged {
                 Some(c) => {
-                    stats.compared += c[i][j].len() as u64;
-                    score_candidates(fa, fb, &c[i][j], spec.threshold)
+                    stats.compared += c.len() as u64;
+                    score_candidates(fa, fb, c, spec.threshold)
                 }
                 None => {
                     let scores = pairs_above(fa, fb, spec.threshold);
@@ -1174,6 +1195,7 @@ fn summary_json(
             "bits": job.schema.clk.as_ref().map(|s| s.filter_bits()),
             "threshold": job.schema.clk.as_ref().map(|s| s.threshold),
             "blocking": job.schema.recipes.iter().any(|r| r.link == LinkMode::Block),
+            "lsh": job.schema.clk.as_ref().and_then(|s| s.lsh).map(|l| json!({"bands": l.bands, "bits_per_band": l.bits_per_band})),
             "pairs_compared": c.compared,
             "reduction_ratio": if c.possible == 0 { 0.0 } else { 1.0 - c.compared as f64 / c.possible as f64 },
             "largest_block": c.largest_block,

@@ -341,6 +341,41 @@ fn febrl4_with_clk_dice_matching() {
 }
 
 #[test]
+fn febrl4_with_clk_and_hamming_lsh_candidates() {
+    // febrl-clk.toml compares all 25M pairs; with [clk.lsh] only the LSH candidates. Its
+    // threshold of 0.5 leans on greedy 1:1 seeing every competitor; among LSH candidates a
+    // record whose true partner is missing would take a poor one, so the threshold rises.
+    let env = Env::new("fl");
+    let schema = env.dir.path().join("febrl-clk-lsh.toml");
+    let text = std::fs::read_to_string(repo().join("schemas/febrl-clk.toml"))
+        .unwrap()
+        .replace("threshold = 0.5\n", "threshold = 0.75\n");
+    assert!(text.contains("threshold = 0.75"));
+    std::fs::write(
+        &schema,
+        format!("{text}\n[clk.lsh]\nbands = 48\nbits_per_band = 16\n"),
+    )
+    .unwrap();
+    let d = shared().join("febrl");
+    let e = link_and_eval(
+        &env,
+        "fl",
+        schema.to_str().unwrap(),
+        &d.join("febrl4a.csv"),
+        &d.join("febrl4b.csv"),
+        &d.join("febrl4_truth.csv"),
+        "fl",
+        &[],
+    );
+    eprintln!("FEBRL4 exact tokens + CLK on Hamming-LSH candidates: {e}");
+    assert!(e["f1"].as_f64().unwrap() >= 0.99, "{e}");
+    let s = summary(&env.dir.path().join("fl"));
+    assert_eq!(s["clk"]["lsh"]["bands"], 48, "{}", s["clk"]);
+    let rr = s["clk"]["reduction_ratio"].as_f64().unwrap();
+    assert!(rr > 0.99, "{}", s["clk"]);
+}
+
+#[test]
 fn jp_with_clk_dice_matching_beats_exact_tokens() {
     let env = Env::new("jc");
     let d = shared().join("jp");

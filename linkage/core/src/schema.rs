@@ -62,6 +62,28 @@ pub struct ClkSpec {
     pub features: Vec<ClkFeatureSpec>,
     /// Filter hardening (SPEC.md §7.3); all off by default.
     pub hardening: ClkHardening,
+    /// Hamming-LSH candidates (`[clk.lsh]`, SPEC.md §7.4), if configured.
+    pub lsh: Option<ClkLsh>,
+}
+
+/// `[clk.lsh]`: Hamming-LSH blocking on the filters (SPEC.md §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClkLsh {
+    /// Number of bands (1 to 1,024).
+    #[serde(default = "default_lsh_bands")]
+    pub bands: u32,
+    /// Sampled bits per band (1 to 64, at most the filter length).
+    #[serde(default = "default_lsh_bits")]
+    pub bits_per_band: u32,
+}
+
+fn default_lsh_bands() -> u32 {
+    crate::lsh::LshParams::default().bands
+}
+
+fn default_lsh_bits() -> u32 {
+    crate::lsh::LshParams::default().bits_per_band
 }
 
 impl ClkSpec {
@@ -281,6 +303,8 @@ struct RawClk {
     features: Vec<RawClkFeature>,
     #[serde(default = "default_hardening")]
     hardening: Spanned<ClkHardening>,
+    #[serde(default)]
+    lsh: Option<Spanned<ClkLsh>>,
 }
 
 fn default_hardening() -> Spanned<ClkHardening> {
@@ -731,13 +755,26 @@ impl Schema {
                         "folding needs clk.bits of at least 128".into(),
                     ));
                 }
-                Some(ClkSpec {
+                let spec = ClkSpec {
                     bits: *c.bits.get_ref(),
                     threshold: *c.threshold.get_ref(),
                     solver: c.solver,
                     features,
                     hardening,
-                })
+                    lsh: c.lsh.as_ref().map(|l| *l.get_ref()),
+                };
+                if let (Some(l), Some(raw)) = (spec.lsh, &c.lsh)
+                    && (!(1..=1024).contains(&l.bands)
+                        || !(1..=64).contains(&l.bits_per_band)
+                        || l.bits_per_band > spec.filter_bits())
+                {
+                    return Err(invalid(
+                        "clk.lsh".into(),
+                        raw.span(),
+                        "bands from 1 to 1,024 and bits_per_band from 1 to 64 (at most the filter length)".into(),
+                    ));
+                }
+                Some(spec)
             }
         };
         Ok(Schema {
@@ -832,6 +869,19 @@ variants = ["kana_script"]
         let plain = Schema::from_toml(&format!("{GOOD}{clk}")).unwrap();
         let c = plain.clk.as_ref().unwrap();
         assert_eq!(c.hardening, ClkHardening::default());
+        assert_eq!(c.lsh, None);
+        let lsh = Schema::from_toml(&format!("{GOOD}{clk}[clk.lsh]\nbands = 8\n")).unwrap();
+        assert_eq!(
+            lsh.clk.unwrap().lsh,
+            Some(ClkLsh {
+                bands: 8,
+                bits_per_band: 16
+            })
+        );
+        let err = Schema::from_toml(&format!("{GOOD}{clk}[clk.lsh]\nbits_per_band = 65\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clk.lsh"), "{err}");
         assert_eq!(c.features[0].salt, None);
         let hardened = format!(
             "{GOOD}{clk}salt = {{ field = \"dob\", chars = 4 }}\n[clk.hardening]\nxor_fold = true\nbalance = true\nblip_epsilon = 4.0\n"
