@@ -10,7 +10,7 @@ use std::hash::BuildHasherDefault;
 
 use rayon::prelude::*;
 
-use crate::clk::native::{NativeEncoder, NativeFeature};
+use crate::clk::native::{NativeEncoder, NativeFeature, PositionCache};
 use crate::cluster::TokenHasher;
 use crate::dice::Filters;
 use crate::fs::spec::{ComparisonSpec, ScoringSpec};
@@ -94,6 +94,8 @@ impl Slot {
 #[derive(Debug)]
 struct DiceData {
     encoder: NativeEncoder,
+    /// Positions of short tokens, hashed once (same bits as without; SPEC.md §7.1).
+    cache: PositionCache,
     fields: Vec<usize>,
     bands: Vec<f64>,
     filters: Filters,
@@ -179,6 +181,7 @@ impl FeaturesBuilder {
                     let encoder = NativeEncoder::new(secret, project, d.bits, features);
                     let words = encoder.words();
                     DiceData {
+                        cache: encoder.position_cache(),
                         encoder,
                         fields: d.features.iter().map(|f| f.field).collect(),
                         bands: d.bands.clone(),
@@ -282,7 +285,8 @@ impl FeaturesBuilder {
                     ok.then(|| rt.values[fi].as_str())
                 })
                 .collect();
-            d.encoder.encode(&values, &mut self.buf);
+            d.encoder
+                .encode_cached(&mut d.cache, &values, &mut self.buf);
             d.filters.push(&self.buf);
             d.masks.push(mask);
         }
