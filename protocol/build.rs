@@ -9,7 +9,10 @@ use std::error::Error;
 const INCLUDE_DIR: &str = "proto";
 
 /// Every `.proto` file of the crate, relative to the crate root.
-const PROTO_FILES: &[&str] = &["proto/renketsu/v1/custodian.proto"];
+const PROTO_FILES: &[&str] = &[
+    "proto/renketsu/v1/custodian.proto",
+    "proto/renketsu/v1/linkage_unit.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     // compile_fds does not emit rerun-if-changed itself (only the protoc path does).

@@ -11,12 +11,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore as _;
 use renketsu_linkage::clk::native::{NativeEncoder, PositionCache};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
-use renketsu_linkage::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
+use renketsu_linkage::dice::Filters;
 use renketsu_linkage::fs::FeaturesBuilder;
-use renketsu_linkage::lsh::LshParams;
-use renketsu_linkage::schema::ClkSolver;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
+use renketsu_linkage::tokenlink::{ClkStats, TokenParty, add_token, clk_links};
 use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Schema, Tokenizer};
 use serde_json::json;
 
@@ -275,9 +274,11 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         _ if features.is_some() => None,
         Some(spec) => {
             let blocked = job.schema.recipes.iter().any(|r| r.link == LinkMode::Block);
+            let filters: Vec<_> = parties.iter().map(|p| p.filters.as_ref()).collect();
             Some(clk_links(
                 spec,
-                &parties,
+                &filters,
+                &party_offsets(&parties),
                 blocked.then_some(blocks.as_mut_slice()),
                 &mut join,
             ))
@@ -476,147 +477,10 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     })
 }
 
-/// Global index of each party's first record (records are numbered party after party).
-pub(crate) fn party_offsets_of(sizes: &[usize]) -> Vec<u32> {
-    sizes
-        .iter()
-        .scan(0u32, |acc, &n| {
-            let start = *acc;
-            *acc += n as u32;
-            Some(start)
-        })
-        .collect()
-}
+pub(crate) use renketsu_linkage::tokenlink::{party_of, party_offsets as party_offsets_of};
 
 fn party_offsets(parties: &[Party]) -> Vec<u32> {
-    parties
-        .iter()
-        .scan(0u32, |acc, p| {
-            let start = *acc;
-            *acc += p.ids.len() as u32;
-            Some(start)
-        })
-        .collect()
-}
-
-/// The party of global record `g`, given [`party_offsets`].
-pub(crate) fn party_of(offsets: &[u32], g: u32) -> usize {
-    offsets.partition_point(|&o| o <= g) - 1
-}
-
-/// Counts of the CLK stage.
-struct ClkStats {
-    compared: u64,
-    possible: u64,
-    above_threshold: u64,
-    links: u64,
-    largest_block: usize,
-}
-
-/// Candidate pairs per pair of holders from block tokens: records of holders `i < j` that
-/// share a token, as `(local in i, local in j)`, sorted and deduplicated.
-fn block_candidates(
-    blocks: &mut [(renketsu_linkage::Token, u32)],
-    offsets: &[u32],
-    parties: usize,
-    largest: &mut usize,
-) -> Vec<Vec<Vec<(u32, u32)>>> {
-    let party_of = |g: u32| party_of(offsets, g);
-    let mut out = vec![vec![Vec::new(); parties]; parties];
-    blocks.sort_unstable();
-    for group in blocks.chunk_by(|x, y| x.0 == y.0) {
-        *largest = (*largest).max(group.len());
-        for (k, &(_, x)) in group.iter().enumerate() {
-            for &(_, y) in &group[k + 1..] {
-                let (px, py) = (party_of(x), party_of(y));
-                if px == py {
-                    continue;
-                }
-                let ((pa, a), (pb, b)) = if px < py {
-                    ((px, x), (py, y))
-                } else {
-                    ((py, y), (px, x))
-                };
-                out[pa][pb].push((a - offsets[pa], b - offsets[pb]));
-            }
-        }
-    }
-    for row in &mut out {
-        for c in row {
-            c.sort_unstable();
-            c.dedup();
-        }
-    }
-    out
-}
-
-/// Dice matching of every pair of holders (all pairs, pruned by popcount), then the solver;
-/// accepted pairs are linked directly in the join.
-fn clk_links(
-    spec: &renketsu_linkage::schema::ClkSpec,
-    parties: &[Party],
-    blocks: Option<&mut [(renketsu_linkage::Token, u32)]>,
-    join: &mut TokenJoin,
-) -> ClkStats {
-    let mut stats = ClkStats {
-        compared: 0,
-        possible: 0,
-        above_threshold: 0,
-        links: 0,
-        largest_block: 0,
-    };
-    let offsets = party_offsets(parties);
-    let mut candidates =
-        blocks.map(|b| block_candidates(b, &offsets, parties.len(), &mut stats.largest_block));
-    for i in 0..parties.len() {
-        for j in i + 1..parties.len() {
-            let (Some(fa), Some(fb)) = (&parties[i].filters, &parties[j].filters) else {
-                continue;
-            };
-            stats.possible += (fa.len() * fb.len()) as u64;
-            // Hamming-LSH candidates (SPEC.md §7.4), added to those of the block recipes.
-            let lsh = spec.lsh.map(|l| {
-                let params = LshParams {
-                    bands: l.bands,
-                    bits_per_band: l.bits_per_band,
-                    ..LshParams::default()
-                };
-                renketsu_linkage::lsh::candidates(fa, fb, &params).pairs
-            });
-            let merged = match (candidates.as_mut(), lsh) {
-                (Some(c), Some(l)) => {
-                    let mut all = std::mem::take(&mut c[i][j]);
-                    all.extend(l);
-                    all.sort_unstable();
-                    all.dedup();
-                    Some(all)
-                }
-                (Some(c), None) => Some(std::mem::take(&mut c[i][j])),
-                (None, l) => l,
-            };
-            let pairs = match &merged {
-                Some(c) => {
-                    stats.compared += c.len() as u64;
-                    score_candidates(fa, fb, c, spec.threshold)
-                }
-                None => {
-                    let scores = pairs_above(fa, fb, spec.threshold);
-                    stats.compared += scores.compared;
-                    scores.pairs
-                }
-            };
-            stats.above_threshold += pairs.len() as u64;
-            let accepted = match spec.solver {
-                ClkSolver::Greedy => greedy_one_to_one(pairs),
-                ClkSolver::Threshold => pairs,
-            };
-            for c in accepted {
-                join.link(offsets[i] + c.a, offsets[j] + c.b);
-                stats.links += 1;
-            }
-        }
-    }
-    stats
+    party_offsets_of(&parties.iter().map(|p| p.ids.len()).collect::<Vec<_>>())
 }
 
 /// One accepted (tokenized) record of a holder's CSV, handed to the caller of
@@ -1054,27 +918,6 @@ fn read_party(
     ))
 }
 
-/// Adds one token of record `g` to the join according to its recipe's link mode.
-/// With `scoring` (SPEC.md §9.2) every linking or block token is a blocking key instead.
-fn add_token(
-    join: &mut TokenJoin,
-    blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
-    link: LinkMode,
-    scoring: bool,
-    recipe: usize,
-    g: u32,
-    t: &renketsu_linkage::Token,
-) {
-    match link {
-        LinkMode::Direct | LinkMode::Guarded | LinkMode::Block if scoring => blocks.push((*t, g)),
-        LinkMode::Compare => {}
-        LinkMode::Direct => join.add(g, t),
-        LinkMode::Guarded => join.add_guarded(g, t),
-        LinkMode::Guard => join.add_guard(g, recipe as u16, t),
-        LinkMode::Block => blocks.push((*t, g)),
-    }
-}
-
 #[allow(clippy::too_many_arguments, reason = "one internal call site")]
 fn write_joined(
     out: &mut CsvFile,
@@ -1216,67 +1059,19 @@ pub fn check_token_headers(
     project: Option<&str>,
 ) -> Result<(String, String)> {
     let digest = tokens_file::schema_digest(schema_path)?;
-    let (first_spec, first) = files.first().context("no token files")?;
-    let mode_of = |h: &tokens_file::Header| match &h.oprf_mode {
-        Some(m) => format!("{}/{m}", h.mode),
-        None => h.mode.clone(),
-    };
-    if let Some(p) = project
-        && p != first.project
-    {
-        bail!(
-            "{} holds tokens of project {:?}, not --project {p:?}",
-            first_spec.path.display(),
-            first.project
-        );
-    }
-    for (spec, h) in files {
-        let name = spec.path.display();
-        if h.schema.digest != digest {
-            bail!(
-                "{name} was made with another schema (SHA-256 {}; {} has {digest}): every holder and the linkage unit must use the same schema file",
-                h.schema.digest,
-                schema_path.display()
-            );
-        }
-        if h.project != first.project {
-            bail!(
-                "token files of different projects cannot be linked: {name} is {:?}, {} is {:?}",
-                h.project,
-                first_spec.path.display(),
-                first.project
-            );
-        }
-        if mode_of(h) != mode_of(first) {
-            bail!(
-                "token files of different modes cannot be linked (their tokens never match): {name} is {}, {} is {}",
-                mode_of(h),
-                first_spec.path.display(),
-                mode_of(first)
-            );
-        }
-        if h.recipes.len() != first.recipes.len() {
-            bail!(
-                "{name} lists {} recipes, {} lists {}",
-                h.recipes.len(),
-                first_spec.path.display(),
-                first.recipes.len()
-            );
-        }
-        for (a, b) in h.recipes.iter().zip(&first.recipes) {
-            if (a.epoch, &a.public_key) != (b.epoch, &b.public_key) {
-                bail!(
-                    "recipe {}/v{}: {name} has epoch {:?}, {} has epoch {:?} (or another public key): re-key one of them to the other's epoch first",
-                    a.name,
-                    a.version,
-                    a.epoch,
-                    first_spec.path.display(),
-                    b.epoch
-                );
-            }
-        }
-    }
-    Ok((first.project.clone(), mode_of(first)))
+    let names: Vec<String> = files
+        .iter()
+        .map(|(spec, _)| spec.path.display().to_string())
+        .collect();
+    let headers: Vec<(&str, &tokens_file::Header)> = names
+        .iter()
+        .zip(files)
+        .map(|(n, (_, h))| (n.as_str(), h))
+        .collect();
+    renketsu_linkage::tokenlink::check_headers(&digest, &headers, project)
+        .with_context(|| format!("schema {}", schema_path.display()))?;
+    let (_, first) = files.first().context("no token files")?;
+    Ok((first.project.clone(), first.mode_name()))
 }
 
 /// Reads one holder's token file into the join (SPEC.md §5.5).
@@ -1287,55 +1082,19 @@ fn read_token_party(
     blocks: &mut Vec<(renketsu_linkage::Token, u32)>,
 ) -> Result<Party> {
     let schema = job.schema;
-    let mut reader = tokens_file::Reader::open(&spec.path)?;
-    let header = reader.header().clone();
-    // Header recipe index -> schema recipe index (None: left out by --recipes).
-    let map: Vec<Option<usize>> = header
-        .recipes
-        .iter()
-        .map(|r| {
-            schema
-                .recipes
-                .iter()
-                .position(|s| s.name == r.name && s.version == r.version)
-        })
-        .collect();
-    let mut filters = match (&schema.clk, header.clk_bits) {
-        (Some(c), Some(bits)) if bits == c.filter_bits() => Some(Filters::new(bits as usize / 64)),
-        (Some(c), bits) => bail!(
-            "{}: the schema compares {}-bit CLKs but the token file has {}",
-            spec.path.display(),
-            c.filter_bits(),
-            bits.map_or("none".to_owned(), |b| format!("{b}-bit CLKs"))
-        ),
-        (None, _) => None,
-    };
-    let mut ids = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut rec = tokens_file::Record::default();
-    while reader.next(&mut rec)? {
-        if !seen.insert(rec.id.clone()) {
-            bail!(
-                "{}: record id {:?} appears twice; a token file has one record per id",
-                spec.path.display(),
-                rec.id
-            );
-        }
-        if join.records() >= u32::MAX as usize {
-            bail!("more than 2^32 - 1 records in one job");
-        }
-        let g = join.push_record();
-        for (r, t) in &rec.tokens {
-            if let Some(s) = map[*r] {
-                add_token(join, blocks, schema.recipes[s].link, false, s, g, t);
-            }
-        }
-        if let (Some(f), Some(clk)) = (filters.as_mut(), &rec.clk) {
-            f.push(clk);
-        }
-        ids.push(std::mem::take(&mut rec.id));
-    }
-    let counts = reader.counts().expect("trailer read").clone();
+    let mut reader = tokens_file::open(&spec.path)?;
+    let TokenParty {
+        header,
+        ids,
+        filters,
+        counts,
+    } = renketsu_linkage::tokenlink::read_token_party(
+        schema,
+        &mut reader,
+        &spec.path.display().to_string(),
+        join,
+        blocks,
+    )?;
     let mut stats = PartyStats {
         read: counts.read,
         tokenized: counts.tokenized,

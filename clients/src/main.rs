@@ -444,7 +444,7 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         // Token files: no key store; the project and parties come from the headers.
         let mut files = Vec::with_capacity(inputs.len());
         for (spec, raw) in inputs.iter_mut().zip(&args.inputs) {
-            let header = tokens_file::Reader::open(&spec.path)?.header().clone();
+            let header = tokens_file::open(&spec.path)?.header().clone();
             let named = raw
                 .split_once('=')
                 .is_some_and(|(n, _)| !n.contains(['/', '\\']));

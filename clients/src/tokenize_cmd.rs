@@ -666,7 +666,7 @@ fields = ["name"]
                 (s.counts.read, s.counts.tokenized, s.counts.rejected),
                 (304, 301, 3)
             );
-            let mut r = tokens_file::Reader::open(&out).unwrap();
+            let mut r = tokens_file::open(&out).unwrap();
             let h = r.header().clone();
             assert_eq!(h.mode, tokens_file::MODE_OPRF);
             assert_eq!(h.oprf_mode.as_deref(), Some(mode.name()));
@@ -677,7 +677,7 @@ fields = ["name"]
             );
             // Every token is k·H(preimage) of that record's preimage, in the record's order.
             let pre = Tokenizer::preimage_mode(&schema, ctx);
-            let mut rec = tokens_file::Record::default();
+            let mut rec = renketsu_linkage::token_file::Record::default();
             let mut n = 0;
             while r.next(&mut rec).unwrap() {
                 let csv_row: Vec<String> = if rec.id == "dup" {
@@ -831,8 +831,8 @@ fields = ["name"]
                 })
                 .collect(),
         );
-        let mut r = tokens_file::Reader::open(&out).unwrap();
-        let mut rec = tokens_file::Record::default();
+        let mut r = tokens_file::open(&out).unwrap();
+        let mut rec = renketsu_linkage::token_file::Record::default();
         assert!(r.next(&mut rec).unwrap());
         assert_eq!(rec.id, "0");
         let mut want = Vec::new();

@@ -1,9 +1,10 @@
 //! Wire definitions for renketsu: the `.proto` files and the Rust types that
 //! `prost` and `tonic` generate from them, and nothing else.
 //!
-//! The source of truth is `protocol/proto/renketsu/v1/custodian.proto`
-//! (package `renketsu.v1`): the key custodian's gRPC API, with the calls of
-//! each role (administrator, data holders, linkage unit, auditors). This crate
+//! The sources of truth are `protocol/proto/renketsu/v1/custodian.proto` (the
+//! key custodian's gRPC API) and `linkage_unit.proto` (the linkage unit's),
+//! package `renketsu.v1`, with the calls of each role (administrator, data
+//! holders, linkage unit, researcher, auditors). This crate
 //! holds no logic; servers and clients live in other crates and depend on it.
 //!
 //! Code is generated at build time by `build.rs` with `protox` (a pure-Rust
@@ -14,8 +15,10 @@
 //! - [`v1::key_custodian_server::KeyCustodian`] is the trait a custodian
 //!   server implements, and [`v1::key_custodian_server::KeyCustodianServer`]
 //!   wraps it into a tonic service.
+//! - [`v1::linkage_unit_client::LinkageUnitClient`] and
+//!   [`v1::linkage_unit_server::LinkageUnit`] likewise for the linkage unit.
 
-/// Package `renketsu.v1`, generated from `proto/renketsu/v1/custodian.proto`.
+/// Package `renketsu.v1`, generated from `proto/renketsu/v1/*.proto`.
 ///
 /// Field and message documentation comes from the comments in the `.proto`
 /// file. `missing_docs` stays on here on purpose: prost copies every proto

@@ -14,6 +14,7 @@
 //! secret. Put the KEK in `RENKETSU_KEK` from a secret manager to separate them.
 
 pub mod audit;
+pub mod content;
 pub mod lifecycle;
 pub mod local;
 // RFC 9497 OPRF/VOPRF/POPRF over ristretto255-SHA512, for the key custodian (custodian mode).

@@ -158,6 +158,8 @@ pub fn check_project(
         (Role::DataHolder, Some(m)) => m.holder_enrolled,
         (Role::LinkageUnit, Some(m)) => m.linkage_unit == who.party,
         (Role::Admin | Role::Auditor, Some(_)) => true,
+        // No custodian RPC is a researcher's; check_role refuses it first.
+        (Role::Researcher, Some(_)) => false,
     };
     if allowed {
         Ok(())

@@ -515,6 +515,41 @@ impl fmt::Debug for CustodianClient {
     }
 }
 
+/// A lazily connecting mutual-TLS channel to a renketsu server (the custodian or the linkage
+/// unit) from `config`'s URL and PEM files. Must be called within a Tokio runtime.
+///
+/// # Errors
+/// [`ClientError::ReadPem`] for an unreadable file, [`ClientError::Endpoint`] for a URL that
+/// is not `https://HOST:PORT` or TLS settings tonic refuses.
+pub fn tls_channel(config: &ConnectConfig) -> Result<Channel, ClientError> {
+    let endpoint_err = |reason: String| ClientError::Endpoint {
+        url: config.url.clone(),
+        reason,
+    };
+    if !config.url.starts_with("https://") {
+        return Err(endpoint_err(
+            "must start with https:// (renketsu servers only speak mutual TLS)".to_owned(),
+        ));
+    }
+    let ca = read_pem("CA certificate", &config.ca_pem)?;
+    let cert = read_pem("client certificate", &config.cert_pem)?;
+    let key = read_pem("client key", &config.key_pem)?;
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&*ca))
+        .identity(Identity::from_pem(&*cert, &*key));
+    if let Some(d) = &config.tls_domain {
+        tls = tls.domain_name(d.clone());
+    }
+    let endpoint = Endpoint::from_shared(config.url.clone())
+        .map_err(|e| endpoint_err(e.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| endpoint_err(e.to_string()))?
+        .timeout(config.timeout)
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
 impl CustodianClient {
     /// Reads the PEM files and prepares a channel. The connection is made lazily on the first
     /// call, so an unreachable custodian shows up as a (retried) `UNAVAILABLE`. Must be called
@@ -524,32 +559,7 @@ impl CustodianClient {
     /// [`ClientError::ReadPem`] for an unreadable file, [`ClientError::Endpoint`] for a URL
     /// that is not `https://HOST:PORT` or TLS settings tonic refuses.
     pub fn connect(config: &ConnectConfig) -> Result<Self, ClientError> {
-        let endpoint_err = |reason: String| ClientError::Endpoint {
-            url: config.url.clone(),
-            reason,
-        };
-        if !config.url.starts_with("https://") {
-            return Err(endpoint_err(
-                "must start with https:// (the custodian only speaks mutual TLS)".to_owned(),
-            ));
-        }
-        let ca = read_pem("CA certificate", &config.ca_pem)?;
-        let cert = read_pem("client certificate", &config.cert_pem)?;
-        let key = read_pem("client key", &config.key_pem)?;
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&*ca))
-            .identity(Identity::from_pem(&*cert, &*key));
-        if let Some(d) = &config.tls_domain {
-            tls = tls.domain_name(d.clone());
-        }
-        let endpoint = Endpoint::from_shared(config.url.clone())
-            .map_err(|e| endpoint_err(e.to_string()))?
-            .tls_config(tls)
-            .map_err(|e| endpoint_err(e.to_string()))?
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
-        Ok(Self::from_channel(endpoint.connect_lazy(), config.retry))
+        Ok(Self::from_channel(tls_channel(config)?, config.retry))
     }
 
     /// A client over an existing channel (e.g. an in-memory transport in tests).

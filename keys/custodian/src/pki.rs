@@ -4,7 +4,8 @@
 //! - the party is the subject's Common Name (exactly one CN; 1–64 characters of
 //!   `A-Z a-z 0-9 . _ -`, not starting with `.`), e.g. `holder-a`;
 //! - the role is exactly one subject-alternative-name URI `urn:renketsu:role:<role>` with
-//!   `<role>` one of `admin`, `data-holder`, `linkage-unit`, `auditor` ([`Role::uri`]).
+//!   `<role>` one of `admin`, `data-holder`, `linkage-unit`, `auditor`, `researcher`
+//!   ([`Role::uri`]).
 //!
 //! The custodian trusts one CA (`client_ca_root`); rustls verifies the chain, validity period
 //! and the clientAuth key usage before any RPC runs, and [`identity_from_der`] then reads
@@ -48,25 +49,29 @@ pub enum Role {
     LinkageUnit,
     /// An auditor: reads the audit log.
     Auditor,
+    /// A researcher: fetches releases from the linkage unit; never calls the custodian.
+    Researcher,
 }
 
 impl Role {
     /// Every role, in a fixed order (for tests and help texts).
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Admin,
         Role::DataHolder,
         Role::LinkageUnit,
         Role::Auditor,
+        Role::Researcher,
     ];
 
-    /// The role's name in certificates and messages: `admin`, `data-holder`, `linkage-unit`
-    /// or `auditor`.
+    /// The role's name in certificates and messages: `admin`, `data-holder`, `linkage-unit`,
+    /// `auditor` or `researcher`.
     pub const fn name(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::DataHolder => "data-holder",
             Role::LinkageUnit => "linkage-unit",
             Role::Auditor => "auditor",
+            Role::Researcher => "researcher",
         }
     }
 
@@ -87,6 +92,7 @@ impl Role {
             Role::DataHolder => v1::Role::DataHolder,
             Role::LinkageUnit => v1::Role::LinkageUnit,
             Role::Auditor => v1::Role::Auditor,
+            Role::Researcher => v1::Role::Researcher,
         }
     }
 }
@@ -375,22 +381,26 @@ fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError>
 }
 
 /// The parties `dev-init` always makes besides the holders: (party, role).
-pub const DEV_FIXED_PARTIES: [(&str, Role); 3] = [
+pub const DEV_FIXED_PARTIES: [(&str, Role); 4] = [
     ("admin", Role::Admin),
     ("auditor", Role::Auditor),
     ("linkage-unit", Role::LinkageUnit),
+    ("researcher", Role::Researcher),
 ];
 
 /// Makes a development PKI in `out` (created if missing; must not already hold `ca.pem`):
-/// `ca.pem`, `ca.key`, `custodian.{pem,key}` (SAN `localhost`, `127.0.0.1`, `::1`), and
-/// `<party>.{pem,key}` for `admin`, `auditor`, `linkage-unit` and each of `holders`
+/// `ca.pem`, `ca.key`, the server certificates `custodian.{pem,key}` and
+/// `linkage-unit-server.{pem,key}` (SAN `localhost`, `127.0.0.1`, `::1`), and
+/// `<party>.{pem,key}` for `admin`, `auditor`, `linkage-unit`, `researcher` and each of `holders`
 /// (role data-holder). Keys are mode 0600. Returns the files written, CA first excluded.
 pub fn dev_init(out: &Path, holders: &[String]) -> Result<Vec<WrittenCert>, PkiError> {
     for h in holders {
         if !is_valid_party(h) {
             return Err(PkiError::PartyName(h.clone()));
         }
-        if DEV_FIXED_PARTIES.iter().any(|(p, _)| p == h) || h == "custodian" || h == "ca" {
+        if DEV_FIXED_PARTIES.iter().any(|(p, _)| p == h)
+            || ["custodian", "linkage-unit-server", "ca"].contains(&h.as_str())
+        {
             return Err(PkiError::PartyName(format!(
                 "{h} (reserved for a dev-init certificate)"
             )));
@@ -426,11 +436,9 @@ pub fn dev_init(out: &Path, holders: &[String]) -> Result<Vec<WrittenCert>, PkiE
         IpAddr::from([127, 0, 0, 1]),
         IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
     ];
-    save(
-        "custodian",
-        None,
-        ca.issue_server(&["localhost"], &loopback)?,
-    )?;
+    for server in ["custodian", "linkage-unit-server"] {
+        save(server, None, ca.issue_server(&["localhost"], &loopback)?)?;
+    }
     for (party, role) in DEV_FIXED_PARTIES {
         save(party, Some(role), ca.issue_client(party, role)?)?;
     }

@@ -25,7 +25,9 @@ pub mod normalize;
 pub mod schema;
 pub mod secret;
 pub mod token;
+pub mod token_file;
 pub mod tokenizer;
+pub mod tokenlink;
 
 pub use normalize::{FieldReject, NormalizeContext, Normalizer};
 pub use schema::{Schema, SchemaError};

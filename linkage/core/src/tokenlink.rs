@@ -1,0 +1,386 @@
+//! Linking token sets (SPEC.md §5.1, §5.5, §7.1): the steps `renketsu link` and the
+//! linkage-unit service share once holders' records are tokens — headers checked against each
+//! other, tokens into the [`TokenJoin`] by their recipe's link mode, CLK Dice matching within
+//! block-recipe and Hamming-LSH candidates, then clustering.
+//!
+//! One code path for both, so that a job run by the linkage unit gives exactly the clusters of
+//! `renketsu link` on the same token files.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+
+use crate::Token;
+use crate::cluster::TokenJoin;
+use crate::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
+use crate::lsh::LshParams;
+use crate::schema::{ClkSolver, ClkSpec, LinkMode, Schema};
+use crate::token_file::{Counts, Header, Reader, Record, TokenFileError};
+
+/// Errors linking token sets. Messages name inputs (files, uploads) and recipes, never tokens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenLinkError {
+    /// A token file could not be read or breaks the format.
+    #[error(transparent)]
+    File(#[from] TokenFileError),
+    /// Two inputs cannot be linked together (different schema, project, mode, epoch…).
+    #[error("{0}")]
+    Incompatible(String),
+    /// An input is valid alone but not for this job (duplicate id, CLK length…).
+    #[error("{input}: {message}")]
+    Input {
+        /// The input.
+        input: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Checks that token files can be linked together under a schema whose file has SHA-256
+/// `schema_digest` (SPEC.md §5.5): same schema digest, project (and `project` if given), token
+/// mode, and per recipe the same epoch and public key. `files` are `(input name, header)`.
+///
+/// # Errors
+/// [`TokenLinkError::Incompatible`] naming both inputs.
+pub fn check_headers(
+    schema_digest: &str,
+    files: &[(&str, &Header)],
+    project: Option<&str>,
+) -> Result<(), TokenLinkError> {
+    let Some((first_name, first)) = files.first() else {
+        return Err(TokenLinkError::Incompatible("no token files".to_owned()));
+    };
+    let bad = |m: String| Err(TokenLinkError::Incompatible(m));
+    if let Some(p) = project
+        && p != first.project
+    {
+        return bad(format!(
+            "{first_name} holds tokens of project {:?}, not --project {p:?}",
+            first.project
+        ));
+    }
+    for (name, h) in files {
+        if h.schema.digest != schema_digest {
+            return bad(format!(
+                "{name} was made with another schema (SHA-256 {}; the linkage schema has {schema_digest}): every holder and the linkage unit must use the same schema file",
+                h.schema.digest
+            ));
+        }
+        if h.project != first.project {
+            return bad(format!(
+                "token files of different projects cannot be linked: {name} is {:?}, {first_name} is {:?}",
+                h.project, first.project
+            ));
+        }
+        if h.mode_name() != first.mode_name() {
+            return bad(format!(
+                "token files of different modes cannot be linked (their tokens never match): {name} is {}, {first_name} is {}",
+                h.mode_name(),
+                first.mode_name()
+            ));
+        }
+        if h.recipes.len() != first.recipes.len() {
+            return bad(format!(
+                "{name} lists {} recipes, {first_name} lists {}",
+                h.recipes.len(),
+                first.recipes.len()
+            ));
+        }
+        for (a, b) in h.recipes.iter().zip(&first.recipes) {
+            if (a.epoch, &a.public_key) != (b.epoch, &b.public_key) {
+                return bad(format!(
+                    "recipe {}/v{}: {name} has epoch {:?}, {first_name} has epoch {:?} (or another public key): re-key one of them to the other's epoch first",
+                    a.name, a.version, a.epoch, b.epoch
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds one token of record `g` to the join according to its recipe's link mode (SPEC.md
+/// §5.1): direct and guarded tokens link, guard tokens veto, block tokens only make CLK
+/// candidates (pushed to `blocks`). With `scoring` (SPEC.md §9.2) every linking or block token
+/// is a blocking key instead.
+pub fn add_token(
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(Token, u32)>,
+    link: LinkMode,
+    scoring: bool,
+    recipe: usize,
+    g: u32,
+    t: &Token,
+) {
+    match link {
+        LinkMode::Direct | LinkMode::Guarded | LinkMode::Block if scoring => blocks.push((*t, g)),
+        LinkMode::Compare => {}
+        LinkMode::Direct => join.add(g, t),
+        LinkMode::Guarded => join.add_guarded(g, t),
+        LinkMode::Guard => join.add_guard(g, recipe as u16, t),
+        LinkMode::Block => blocks.push((*t, g)),
+    }
+}
+
+/// One holder's token set, read into a join.
+pub struct TokenParty {
+    /// The file's header.
+    pub header: Header,
+    /// Record ids in record order (record `i` is global record `offset + i` of the join).
+    pub ids: Vec<String>,
+    /// The records' CLKs when the schema has `[clk]`.
+    pub filters: Option<Filters>,
+    /// The trailer's counts.
+    pub counts: Counts,
+}
+
+/// Reads one holder's token file into `join` (records numbered after those already in it) and
+/// `blocks`, keeping only recipes of `schema` (matched by name and version: a schema narrowed
+/// with `--recipes` drops the others). `name` names the input in errors.
+///
+/// # Errors
+/// [`TokenLinkError::File`] for a malformed or truncated file, [`TokenLinkError::Input`] for
+/// an id that appears twice, CLKs whose length is not the schema's, or more than 2^32 − 1
+/// records in one join.
+pub fn read_token_party<R: BufRead>(
+    schema: &Schema,
+    reader: &mut Reader<R>,
+    name: &str,
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(Token, u32)>,
+) -> Result<TokenParty, TokenLinkError> {
+    let header = reader.header().clone();
+    let input_err = |message: String| TokenLinkError::Input {
+        input: name.to_owned(),
+        message,
+    };
+    // Header recipe index -> schema recipe index (None: not in this schema).
+    let map: Vec<Option<usize>> = header
+        .recipes
+        .iter()
+        .map(|r| {
+            schema
+                .recipes
+                .iter()
+                .position(|s| s.name == r.name && s.version == r.version)
+        })
+        .collect();
+    let mut filters = match (&schema.clk, header.clk_bits) {
+        (Some(c), Some(bits)) if bits == c.filter_bits() => Some(Filters::new(bits as usize / 64)),
+        (Some(c), bits) => {
+            return Err(input_err(format!(
+                "the schema compares {}-bit CLKs but the token file has {}",
+                c.filter_bits(),
+                bits.map_or("none".to_owned(), |b| format!("{b}-bit CLKs"))
+            )));
+        }
+        (None, _) => None,
+    };
+    let mut ids = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut rec = Record::default();
+    while reader.next(&mut rec)? {
+        if !seen.insert(rec.id.clone()) {
+            return Err(input_err(format!(
+                "record id {:?} appears twice; a token file has one record per id",
+                rec.id
+            )));
+        }
+        if join.records() >= u32::MAX as usize {
+            return Err(input_err(
+                "more than 2^32 - 1 records in one job".to_owned(),
+            ));
+        }
+        let g = join.push_record();
+        for (r, t) in &rec.tokens {
+            if let Some(s) = map[*r] {
+                add_token(join, blocks, schema.recipes[s].link, false, s, g, t);
+            }
+        }
+        if let (Some(f), Some(clk)) = (filters.as_mut(), &rec.clk) {
+            f.push(clk);
+        }
+        ids.push(std::mem::take(&mut rec.id));
+    }
+    let counts = reader.counts().expect("trailer read").clone();
+    Ok(TokenParty {
+        header,
+        ids,
+        filters,
+        counts,
+    })
+}
+
+/// Global index of each party's first record, for parties of `sizes` records numbered party
+/// after party.
+pub fn party_offsets(sizes: &[usize]) -> Vec<u32> {
+    sizes
+        .iter()
+        .scan(0u32, |acc, &n| {
+            let start = *acc;
+            *acc += n as u32;
+            Some(start)
+        })
+        .collect()
+}
+
+/// The party of global record `g`, given [`party_offsets`].
+pub fn party_of(offsets: &[u32], g: u32) -> usize {
+    offsets.partition_point(|&o| o <= g) - 1
+}
+
+/// Counts of the CLK stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClkStats {
+    /// Pairs whose Dice coefficient was considered.
+    pub compared: u64,
+    /// Cross-holder pairs in all (the reduction ratio's denominator).
+    pub possible: u64,
+    /// Pairs at or above the threshold.
+    pub above_threshold: u64,
+    /// Pairs the solver accepted (linked).
+    pub links: u64,
+    /// Largest group of records sharing a block token.
+    pub largest_block: usize,
+}
+
+/// Candidate pairs per pair of holders from block tokens: records of holders `i < j` that
+/// share a token, as `(local in i, local in j)`, sorted and deduplicated.
+pub fn block_candidates(
+    blocks: &mut [(Token, u32)],
+    offsets: &[u32],
+    parties: usize,
+    largest: &mut usize,
+) -> Vec<Vec<Vec<(u32, u32)>>> {
+    let party_of = |g: u32| party_of(offsets, g);
+    let mut out = vec![vec![Vec::new(); parties]; parties];
+    blocks.sort_unstable();
+    for group in blocks.chunk_by(|x, y| x.0 == y.0) {
+        *largest = (*largest).max(group.len());
+        for (k, &(_, x)) in group.iter().enumerate() {
+            for &(_, y) in &group[k + 1..] {
+                let (px, py) = (party_of(x), party_of(y));
+                if px == py {
+                    continue;
+                }
+                let ((pa, a), (pb, b)) = if px < py {
+                    ((px, x), (py, y))
+                } else {
+                    ((py, y), (px, x))
+                };
+                out[pa][pb].push((a - offsets[pa], b - offsets[pb]));
+            }
+        }
+    }
+    for row in &mut out {
+        for c in row {
+            c.sort_unstable();
+            c.dedup();
+        }
+    }
+    out
+}
+
+/// Dice matching of every pair of holders (SPEC.md §7.1): all pairs pruned by popcount, or
+/// only block-recipe candidates (`blocks`) and Hamming-LSH candidates (`[clk.lsh]`, §7.4);
+/// then the solver. Accepted pairs are linked directly in `join`. `filters[i]` are holder
+/// `i`'s CLKs (`None`: the holder has none) and `offsets` its first global record.
+pub fn clk_links(
+    spec: &ClkSpec,
+    filters: &[Option<&Filters>],
+    offsets: &[u32],
+    blocks: Option<&mut [(Token, u32)]>,
+    join: &mut TokenJoin,
+) -> ClkStats {
+    let mut stats = ClkStats::default();
+    let n = filters.len();
+    let mut candidates = blocks.map(|b| block_candidates(b, offsets, n, &mut stats.largest_block));
+    for i in 0..n {
+        for j in i + 1..n {
+            let (Some(fa), Some(fb)) = (filters[i], filters[j]) else {
+                continue;
+            };
+            stats.possible += (fa.len() * fb.len()) as u64;
+            let lsh = spec.lsh.map(|l| {
+                let params = LshParams {
+                    bands: l.bands,
+                    bits_per_band: l.bits_per_band,
+                    ..LshParams::default()
+                };
+                crate::lsh::candidates(fa, fb, &params).pairs
+            });
+            let merged = match (candidates.as_mut(), lsh) {
+                (Some(c), Some(l)) => {
+                    let mut all = std::mem::take(&mut c[i][j]);
+                    all.extend(l);
+                    all.sort_unstable();
+                    all.dedup();
+                    Some(all)
+                }
+                (Some(c), None) => Some(std::mem::take(&mut c[i][j])),
+                (None, l) => l,
+            };
+            let pairs = match &merged {
+                Some(c) => {
+                    stats.compared += c.len() as u64;
+                    score_candidates(fa, fb, c, spec.threshold)
+                }
+                None => {
+                    let scores = pairs_above(fa, fb, spec.threshold);
+                    stats.compared += scores.compared;
+                    scores.pairs
+                }
+            };
+            stats.above_threshold += pairs.len() as u64;
+            let accepted = match spec.solver {
+                ClkSolver::Greedy => greedy_one_to_one(pairs),
+                ClkSolver::Threshold => pairs,
+            };
+            for c in accepted {
+                join.link(offsets[i] + c.a, offsets[j] + c.b);
+                stats.links += 1;
+            }
+        }
+    }
+    stats
+}
+
+/// The clusters of a token-set job.
+pub struct TokenClusters {
+    /// Cluster label of each global record (parties' records in input order).
+    pub labels: Vec<u32>,
+    /// Number of clusters (labels are `0..clusters`).
+    pub clusters: usize,
+    /// Counts of the join (merges, vetoes).
+    pub join: crate::cluster::JoinStats,
+    /// Counts of the CLK stage, when the schema has `[clk]`.
+    pub clk: Option<ClkStats>,
+}
+
+/// Links token sets already read into `join` (with [`read_token_party`]): CLK matching when
+/// the schema has `[clk]` (block recipes, if any, restricting candidates), then clustering.
+pub fn cluster_token_parties(
+    schema: &Schema,
+    parties: &[TokenParty],
+    mut blocks: Vec<(Token, u32)>,
+    mut join: TokenJoin,
+) -> TokenClusters {
+    let offsets = party_offsets(&parties.iter().map(|p| p.ids.len()).collect::<Vec<_>>());
+    let clk = schema.clk.as_ref().map(|spec| {
+        let blocked = schema.recipes.iter().any(|r| r.link == LinkMode::Block);
+        let filters: Vec<Option<&Filters>> = parties.iter().map(|p| p.filters.as_ref()).collect();
+        clk_links(
+            spec,
+            &filters,
+            &offsets,
+            blocked.then_some(blocks.as_mut_slice()),
+            &mut join,
+        )
+    });
+    let (labels, clusters, join) = join.into_clusters();
+    TokenClusters {
+        labels,
+        clusters,
+        join,
+        clk,
+    }
+}

@@ -1,0 +1,200 @@
+//! Re-keying stored tokens to a new epoch (SPEC.md §10.7, custodian §4.5): for OPRF tokens
+//! `k_from·H(x)`, the custodian's delta `Δ = k_to·k_from⁻¹` (GetRekeyDelta, linkage-unit role
+//! only) gives `Δ·k_from·H(x) = k_to·H(x)`, the token a holder makes under the new epoch. The
+//! linkage unit multiplies every stored token of the recipe by Δ — it learns nothing about
+//! `x` and never holds `k_from` or `k_to` — and rewrites each upload (header epoch and public
+//! key `Δ·pk_from = pk_to` updated) as a new upload that supersedes the old one.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use curve25519_dalek::Scalar;
+use curve25519_dalek::ristretto::CompressedRistretto;
+use renketsu_linkage::token_file::{Reader, Record, encode_header, encode_record, encode_trailer};
+use renketsu_protocol::v1;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ServiceError;
+use crate::service::{LinkageUnitService, MAX_CHUNK_BYTES};
+use crate::store::{ProjectRow, UploadRow};
+
+fn point(bytes: &[u8; 32], what: &str) -> Result<curve25519_dalek::RistrettoPoint, ServiceError> {
+    CompressedRistretto(*bytes).decompress().ok_or_else(|| {
+        ServiceError::FailedPrecondition(format!(
+            "{what} is not a ristretto255 element (not an OPRF token file?)"
+        ))
+    })
+}
+
+/// Re-keys every current token and opt-out upload of `p` for custodian recipe `recipe`
+/// (`<name>/v<version>`) to `to_epoch`.
+pub(crate) async fn rekey_project(
+    service: &LinkageUnitService,
+    p: &ProjectRow,
+    recipe: &str,
+    to_epoch: u64,
+) -> Result<v1::RekeyTokensResponse, ServiceError> {
+    if to_epoch == 0 {
+        return Err(ServiceError::InvalidArgument(
+            "to_epoch is 0; epochs start at 1".to_owned(),
+        ));
+    }
+    let config = service.settings().custodian.clone().ok_or_else(|| {
+        ServiceError::FailedPrecondition(
+            "this linkage unit has no custodian connection configured (serve --custodian)"
+                .to_owned(),
+        )
+    })?;
+    let client = renketsu_custodian::client::CustodianClient::connect(&config)
+        .map_err(|e| ServiceError::FailedPrecondition(format!("custodian: {e}")))?;
+    let store = service.store();
+    let mut deltas: HashMap<u64, Scalar> = HashMap::new();
+    let mut response = v1::RekeyTokensResponse {
+        uploads: 0,
+        tokens: 0,
+    };
+    for u in store.current_uploads(&p.name).await? {
+        if u.kind != v1::UploadKind::Tokens as i32 && u.kind != v1::UploadKind::OptOut as i32 {
+            continue;
+        }
+        let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
+        let mut reader = Reader::new(Cursor::new(bytes.as_slice()), "stored token upload")
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let mut header = reader.header().clone();
+        let Some(index) = header
+            .recipes
+            .iter()
+            .position(|r| format!("{}/v{}", r.name, r.version) == recipe)
+        else {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the project's token files have no recipe {recipe:?}"
+            )));
+        };
+        let from = header.recipes[index].epoch.ok_or_else(|| {
+            ServiceError::FailedPrecondition(
+                "HMAC token files cannot be re-keyed (embedded mode)".to_owned(),
+            )
+        })?;
+        if from == to_epoch {
+            continue;
+        }
+        let delta = match deltas.get(&from) {
+            Some(d) => *d,
+            None => {
+                let r = client
+                    .raw()
+                    .get_rekey_delta(v1::GetRekeyDeltaRequest {
+                        project: p.name.clone(),
+                        recipe: recipe.to_owned(),
+                        from_epoch: from,
+                        to_epoch,
+                    })
+                    .await
+                    .map_err(|s| match s.code() {
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                            ServiceError::Unavailable(format!("custodian: {}", s.message()))
+                        }
+                        _ => ServiceError::FailedPrecondition(format!(
+                            "custodian refused the delta: {}",
+                            s.message()
+                        )),
+                    })?
+                    .into_inner();
+                let bytes: [u8; 32] = r.delta.as_slice().try_into().map_err(|_| {
+                    ServiceError::FailedPrecondition(
+                        "the custodian's delta is not 32 bytes".to_owned(),
+                    )
+                })?;
+                let d = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).ok_or_else(
+                    || {
+                        ServiceError::FailedPrecondition(
+                            "the custodian's delta is not a canonical scalar".to_owned(),
+                        )
+                    },
+                )?;
+                deltas.insert(from, d);
+                d
+            }
+        };
+        let old_pk = header.recipes[index].public_key.clone().unwrap_or_default();
+        let pk: [u8; 32] = hex::decode(&old_pk)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                ServiceError::FailedPrecondition(
+                    "a token file without its recipe's public key".to_owned(),
+                )
+            })?;
+        header.recipes[index].epoch = Some(to_epoch);
+        header.recipes[index].public_key = Some(hex::encode(
+            (delta * point(&pk, "the public key")?)
+                .compress()
+                .as_bytes(),
+        ));
+        let mut out = Vec::with_capacity(bytes.len());
+        encode_header(&mut out, &header);
+        let mut rec = Record::default();
+        while reader
+            .next(&mut rec)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        {
+            for (r, t) in &mut rec.tokens {
+                if *r == index {
+                    *t = *(delta * point(t, "a token")?).compress().as_bytes();
+                    response.tokens += 1;
+                }
+            }
+            encode_record(
+                &mut out,
+                &rec.id,
+                rec.tokens.iter().map(|(r, t)| (*r, t)),
+                rec.clk.as_deref(),
+            );
+        }
+        let counts = reader.counts().cloned().unwrap_or_default();
+        encode_trailer(&mut out, &counts);
+        store_rewritten(service, &u, out, counts.records).await?;
+        response.uploads += 1;
+    }
+    Ok(response)
+}
+
+async fn store_rewritten(
+    service: &LinkageUnitService,
+    old: &UploadRow,
+    bytes: Vec<u8>,
+    records: u64,
+) -> Result<(), ServiceError> {
+    let store = service.store();
+    let chunks: Vec<&[u8]> = bytes.chunks(MAX_CHUNK_BYTES).collect();
+    let new = UploadRow {
+        upload_id: hex::encode(Sha256::digest(&bytes)),
+        total_chunks: chunks.len() as u32,
+        total_bytes: bytes.len() as u64,
+        complete: false,
+        superseded: false,
+        records: 0,
+        ..old.clone()
+    };
+    store.begin_upload(&new, service.now_ms_pub()).await?;
+    for (i, c) in chunks.iter().enumerate() {
+        store
+            .put_chunk(
+                &new.project,
+                &new.party,
+                &new.upload_id,
+                i as u32,
+                &Sha256::digest(c),
+                c,
+            )
+            .await?;
+    }
+    let opt_out = old.kind == v1::UploadKind::OptOut as i32;
+    store.complete_upload(&new, records, opt_out).await?;
+    if opt_out {
+        store
+            .supersede_upload(&old.project, &old.party, &old.upload_id)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,1319 @@
+//! The gRPC service `renketsu.v1.LinkageUnit` (SPEC.md §10).
+//!
+//! Every handler: identity from the client certificate, role check, project check, request
+//! validation, the work, then one audit entry with the status the call ends with (refused
+//! calls included). The linkage unit holds no key: it never calls the custodian for anything
+//! but re-keying deltas (`RekeyTokens`), which the custodian gives to the linkage-unit role
+//! only, and it only ever sees tokens and content sealed to the researcher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use renketsu_custodian::pki::{self, PeerIdentity, Role};
+use renketsu_keys::audit::{AuditEntry, AuditEvent};
+use renketsu_keys::lifecycle::Clock;
+use renketsu_linkage::Schema;
+use renketsu_linkage::token_file::{Reader, Record};
+use renketsu_protocol::v1;
+use renketsu_protocol::v1::linkage_unit_server::LinkageUnit;
+use sha2::{Digest as _, Sha256};
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{self, Rpc};
+use crate::content_file;
+use crate::error::ServiceError;
+use crate::job::{self, JobInput, TokenUpload};
+use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
+
+/// Largest chunk accepted (bytes).
+pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Mapping rows per streamed message.
+const MAPPING_PAGE: u32 = 10_000;
+/// Clusters per release message.
+const RELEASE_PAGE: usize = 1_000;
+/// Audit entries per page read.
+const AUDIT_PAGE: u32 = 1_000;
+/// The party name the linkage unit records its own actions under (opt-out exclusions).
+pub const SELF_PARTY: &str = "linkage-unit";
+
+/// Settings of the service.
+#[derive(Clone, Debug, Default)]
+pub struct LuSettings {
+    /// How to reach the custodian for re-keying deltas (with the linkage unit's own client
+    /// certificate); `None`: `RekeyTokens` is refused with FAILED_PRECONDITION.
+    pub custodian: Option<renketsu_custodian::client::ConnectConfig>,
+}
+
+struct Inner {
+    store: LuStore,
+    clock: Arc<dyn Clock>,
+    settings: LuSettings,
+    cancels: Mutex<HashMap<(String, u64), Arc<AtomicBool>>>,
+}
+
+/// The linkage-unit service. Cheap to clone.
+#[derive(Clone)]
+pub struct LinkageUnitService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct AuditCtx {
+    project: String,
+    detail: String,
+    items: u64,
+}
+
+impl AuditCtx {
+    fn new(project: &str) -> Self {
+        Self {
+            project: project.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+fn nonempty(what: &str, value: &str) -> Result<(), ServiceError> {
+    if value.is_empty() {
+        Err(ServiceError::InvalidArgument(format!("{what} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match v1::UploadKind::try_from(kind) {
+        Ok(v1::UploadKind::Tokens) => "tokens",
+        Ok(v1::UploadKind::Content) => "content",
+        Ok(v1::UploadKind::OptOut) => "opt-out",
+        _ => "unknown",
+    }
+}
+
+fn upload_view(u: &UploadRow, stored: Vec<u32>, now: u32) -> v1::UploadStatus {
+    v1::UploadStatus {
+        project: u.project.clone(),
+        party: u.party.clone(),
+        kind: u.kind,
+        upload_id: u.upload_id.clone(),
+        total_chunks: u.total_chunks,
+        stored_chunks: stored,
+        complete: u.complete,
+        records: u.records,
+        chunks_stored_now: now,
+    }
+}
+
+fn job_view(j: &JobRow) -> v1::Job {
+    v1::Job {
+        project: j.project.clone(),
+        job_id: j.job_id,
+        state: j.state,
+        stage: j.stage.clone(),
+        progress: j.progress,
+        error: j.error.clone(),
+        started_unix_ms: j.started_unix_ms,
+        finished_unix_ms: j.finished_unix_ms,
+        records: j.records,
+        clusters: j.clusters,
+        excluded_clusters: j.excluded,
+        links: j.links,
+    }
+}
+
+/// The wire form of an audit entry.
+pub fn audit_entry_view(e: &AuditEntry) -> v1::AuditEntry {
+    v1::AuditEntry {
+        sequence: e.sequence,
+        unix_time_ms: e.event.unix_time_ms,
+        actor_party: e.event.actor_party.clone(),
+        role: e.event.role,
+        rpc: e.event.rpc.clone(),
+        project: e.event.project.clone(),
+        recipe: e.event.recipe.clone(),
+        epoch: e.event.epoch,
+        item_count: e.event.item_count,
+        status_code: e.event.status_code,
+        prev_hash: e.prev_hash.to_vec(),
+        entry_hash: e.entry_hash.to_vec(),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl LinkageUnitService {
+    /// A service over `store`.
+    pub fn new(store: LuStore, clock: Arc<dyn Clock>, settings: LuSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                settings,
+                cancels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The store (tests, maintenance).
+    pub fn store(&self) -> &LuStore {
+        &self.inner.store
+    }
+
+    /// Restarts every job left RUNNING by a previous process (after a crash): each is run
+    /// again from its uploads and writes its results once. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the jobs.
+    pub async fn resume_jobs(&self) -> Result<usize, StoreError> {
+        let jobs = self.inner.store.running_jobs().await?;
+        let n = jobs.len();
+        for j in jobs {
+            tracing::info!(project = %j.project, job = j.job_id, "resuming a job interrupted by a restart");
+            self.spawn_job(j);
+        }
+        Ok(n)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now().as_unix_ms()
+    }
+
+    pub(crate) fn now_ms_pub(&self) -> i64 {
+        self.now_ms()
+    }
+
+    pub(crate) fn settings(&self) -> &LuSettings {
+        &self.inner.settings
+    }
+
+    fn caller<T>(
+        rpc: Rpc,
+        request: &Request<T>,
+    ) -> (Option<PeerIdentity>, Result<PeerIdentity, ServiceError>) {
+        let who = request
+            .peer_certs()
+            .and_then(|c| c.first().cloned())
+            .ok_or_else(|| {
+                ServiceError::Unauthenticated("no client certificate was presented".to_owned())
+            })
+            .and_then(|leaf| {
+                pki::identity_from_der(leaf.as_ref())
+                    .map_err(|e| ServiceError::Unauthenticated(e.to_string()))
+            });
+        match who {
+            Ok(who) => {
+                let checked = auth::check_role(rpc, &who).map(|()| who.clone());
+                (Some(who), checked)
+            }
+            Err(e) => (None, Err(e)),
+        }
+    }
+
+    async fn member(
+        &self,
+        rpc: Rpc,
+        who: &PeerIdentity,
+        project: &str,
+    ) -> Result<ProjectRow, ServiceError> {
+        nonempty("project", project)?;
+        let row = self.inner.store.project(project).await?;
+        if who.role == Role::Admin {
+            return row
+                .ok_or_else(|| ServiceError::NotFound(format!("no linkage project {project:?}")));
+        }
+        auth::check_project(rpc, who, project, row.as_ref())?;
+        Ok(row.expect("checked"))
+    }
+
+    async fn audit(
+        &self,
+        party: &str,
+        role: i32,
+        rpc: String,
+        ctx: AuditCtx,
+        code: tonic::Code,
+    ) -> Result<(), Status> {
+        let event = AuditEvent {
+            unix_time_ms: self.now_ms(),
+            actor_party: party.to_owned(),
+            role,
+            rpc,
+            project: ctx.project,
+            recipe: ctx.detail,
+            epoch: 0,
+            item_count: ctx.items,
+            status_code: code as u32,
+        };
+        self.inner.store.audit_append(event).await.map_err(|e| {
+            Status::from(ServiceError::Internal(format!(
+                "cannot append to the audit log: {e}"
+            )))
+        })?;
+        Ok(())
+    }
+
+    async fn finish<T>(
+        &self,
+        rpc: Rpc,
+        who: Option<&PeerIdentity>,
+        ctx: AuditCtx,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code(),
+        };
+        let (party, role) = who.map_or(("", v1::Role::Unspecified as i32), |w| {
+            (w.party.as_str(), w.role.to_proto() as i32)
+        });
+        self.audit(party, role, rpc.path(), ctx, code).await?;
+        result.map_err(Status::from)
+    }
+
+    fn spawn_job(&self, job: JobRow) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.inner
+            .cancels
+            .lock()
+            .expect("cancels lock")
+            .insert((job.project.clone(), job.job_id), Arc::clone(&cancel));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let key = (job.project.clone(), job.job_id);
+            let outcome = this.run_job(&job, &cancel).await;
+            this.inner
+                .cancels
+                .lock()
+                .expect("cancels lock")
+                .remove(&key);
+            let store = &this.inner.store;
+            match outcome {
+                Ok(()) => {}
+                Err(ServiceError::FailedPrecondition(m)) if m == "cancelled" => {}
+                Err(e) => {
+                    tracing::warn!(project = %job.project, job = job.job_id, error = %e, "job failed");
+                    let msg = match &e {
+                        ServiceError::Internal(_) => {
+                            "internal error; see the linkage unit's log".to_owned()
+                        }
+                        other => other.to_string(),
+                    };
+                    let _ = store
+                        .end_job(
+                            &job.project,
+                            job.job_id,
+                            job_state::FAILED,
+                            &msg,
+                            this.now_ms(),
+                        )
+                        .await;
+                }
+            }
+            // Opt-outs that arrived while the job ran: run again.
+            if let Ok(Some(p)) = store.project(&job.project).await
+                && p.stale
+                && let Ok(next) = store.start_job(&job.project, this.now_ms()).await
+            {
+                this.spawn_job(next);
+            }
+        });
+    }
+
+    async fn run_job(&self, job: &JobRow, cancel: &Arc<AtomicBool>) -> Result<(), ServiceError> {
+        let store = &self.inner.store;
+        let project = store.project(&job.project).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("linkage project {:?} was deleted", job.project))
+        })?;
+        // Opt-outs arriving from now on make the project stale again (and re-run the job).
+        store.set_stale(&project.name, false).await?;
+        let schema = parse_schema(&project)?;
+        let uploads = store.current_uploads(&project.name).await?;
+        let mut holders = Vec::with_capacity(project.holders.len());
+        for h in &project.holders {
+            let u = uploads
+                .iter()
+                .find(|u| &u.party == h && u.kind == v1::UploadKind::Tokens as i32)
+                .ok_or_else(|| {
+                    ServiceError::FailedPrecondition(format!(
+                        "holder {h} has no complete token upload"
+                    ))
+                })?;
+            holders.push(TokenUpload {
+                party: h.clone(),
+                upload_id: u.upload_id.clone(),
+                bytes: store.upload_bytes(&project.name, h, &u.upload_id).await?,
+            });
+        }
+        let mut opt_outs = Vec::new();
+        for u in uploads
+            .iter()
+            .filter(|u| u.kind == v1::UploadKind::OptOut as i32)
+        {
+            opt_outs.push(TokenUpload {
+                party: u.party.clone(),
+                upload_id: u.upload_id.clone(),
+                bytes: store
+                    .upload_bytes(&project.name, &u.party, &u.upload_id)
+                    .await?,
+            });
+        }
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(String, f64)>();
+        let progress_store = store.clone();
+        let (pname, pjob) = (project.name.clone(), job.job_id);
+        let progress_task = tokio::spawn(async move {
+            while let Some((stage, f)) = prx.recv().await {
+                let _ = progress_store.job_progress(&pname, pjob, &stage, f).await;
+            }
+        });
+        let cancel2 = Arc::clone(cancel);
+        let salt = project.pid_salt.clone();
+        let digest = project.schema_digest.clone();
+        let name = project.name.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let input = JobInput {
+                project: &name,
+                schema: &schema,
+                schema_digest: &digest,
+                pid_salt: &salt,
+                holders,
+                opt_outs,
+            };
+            job::run(
+                input,
+                &|s, f| {
+                    let _ = ptx.send((s.to_owned(), f));
+                },
+                &cancel2,
+            )
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("job thread: {e}")))?;
+        let _ = progress_task.await;
+        let out = match out {
+            Ok(o) => o,
+            Err(job::JobError::Cancelled) => {
+                return Err(ServiceError::FailedPrecondition("cancelled".to_owned()));
+            }
+            Err(e) => return Err(ServiceError::FailedPrecondition(e.to_string())),
+        };
+        let done = JobRow {
+            records: out.records,
+            clusters: out.clusters,
+            excluded: out.excluded,
+            links: out.links,
+            ..job.clone()
+        };
+        if !store.finish_job(&done, &out.members, self.now_ms()).await? {
+            return Ok(()); // cancelled meanwhile
+        }
+        tracing::info!(project = %job.project, job = job.job_id, records = out.records, clusters = out.clusters, excluded = out.excluded, "job done");
+        // Releases made before an opt-out that contained a now-excluded cluster (SPEC §10.5).
+        if out.excluded > 0 {
+            let excluded = store.excluded_pseudonyms(&job.project, job.job_id).await?;
+            for (release, n) in store.releases_containing(&job.project, &excluded).await? {
+                let ctx = AuditCtx {
+                    project: job.project.clone(),
+                    detail: format!(
+                        "opt-out: release {release} contained excluded clusters (job {})",
+                        job.job_id
+                    ),
+                    items: n,
+                };
+                self.audit(
+                    SELF_PARTY,
+                    v1::Role::LinkageUnit as i32,
+                    format!("{}OptOutExclusion", auth::SERVICE_PATH),
+                    ctx,
+                    tonic::Code::Ok,
+                )
+                .await
+                .map_err(|s| ServiceError::Internal(s.message().to_owned()))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn project_view(
+        &self,
+        p: &ProjectRow,
+        who: &PeerIdentity,
+    ) -> Result<v1::LinkageProject, ServiceError> {
+        let uploads = match who.role {
+            Role::Admin => self.inner.store.current_uploads(&p.name).await?,
+            Role::DataHolder => self
+                .inner
+                .store
+                .current_uploads(&p.name)
+                .await?
+                .into_iter()
+                .filter(|u| u.party == who.party)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let latest_job = if who.role == Role::Admin {
+            self.inner
+                .store
+                .job(&p.name, 0)
+                .await?
+                .as_ref()
+                .map(job_view)
+        } else {
+            None
+        };
+        Ok(v1::LinkageProject {
+            project: p.name.clone(),
+            holders: p.holders.clone(),
+            researcher: p.researcher.clone(),
+            researcher_public_key: p.researcher_public_key.clone(),
+            schema_toml: p.schema_toml.clone(),
+            schema_digest: p.schema_digest.clone(),
+            created_unix_ms: p.created_unix_ms,
+            uploads: uploads
+                .iter()
+                .map(|u| upload_view(u, Vec::new(), 0))
+                .collect(),
+            latest_job,
+            duplicates: p.duplicates.clone(),
+        })
+    }
+
+    async fn create_inner(
+        &self,
+        req: v1::CreateLinkageProjectRequest,
+    ) -> Result<v1::LinkageProject, ServiceError> {
+        nonempty("project", &req.project)?;
+        if !pki::is_valid_party(&req.project) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "project name {:?}: 1-64 characters of A-Z a-z 0-9 _ - .",
+                req.project
+            )));
+        }
+        if req.holders.len() < 2 {
+            return Err(ServiceError::InvalidArgument(
+                "a linkage project needs at least two holders".to_owned(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for h in req.holders.iter().chain(std::iter::once(&req.researcher)) {
+            if !pki::is_valid_party(h) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "party name {h:?} is not valid"
+                )));
+            }
+            if !seen.insert(h) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "party {h:?} is named twice"
+                )));
+            }
+        }
+        for d in &req.duplicates {
+            if !req.holders.contains(d) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "duplicates: {d:?} is not a holder"
+                )));
+            }
+        }
+        if req.researcher_public_key.len() != 32 {
+            return Err(ServiceError::InvalidArgument(
+                "researcher_public_key must be 32 bytes (X25519)".to_owned(),
+            ));
+        }
+        let text = std::str::from_utf8(&req.schema_toml)
+            .map_err(|_| ServiceError::InvalidArgument("schema_toml is not UTF-8".to_owned()))?;
+        let schema = Schema::from_toml(text)
+            .map_err(|e| ServiceError::InvalidArgument(format!("schema: {e}")))?;
+        if schema.scoring.is_some() {
+            return Err(ServiceError::InvalidArgument(
+                "a schema with [scoring] needs comparison values that token files do not carry; use one without [scoring]".to_owned(),
+            ));
+        }
+        let mut salt = vec![0u8; 32];
+        rand::fill(salt.as_mut_slice());
+        let row = ProjectRow {
+            name: req.project.clone(),
+            holders: req.holders,
+            researcher: req.researcher,
+            researcher_public_key: req.researcher_public_key,
+            schema_digest: hex::encode(Sha256::digest(&req.schema_toml)),
+            schema_toml: req.schema_toml,
+            duplicates: req.duplicates,
+            pid_salt: salt,
+            stale: false,
+            created_unix_ms: self.now_ms(),
+        };
+        self.inner.store.create_project(&row).await?;
+        Ok(v1::LinkageProject {
+            project: row.name.clone(),
+            holders: row.holders.clone(),
+            researcher: row.researcher.clone(),
+            researcher_public_key: row.researcher_public_key.clone(),
+            schema_digest: row.schema_digest.clone(),
+            schema_toml: row.schema_toml.clone(),
+            created_unix_ms: row.created_unix_ms,
+            uploads: Vec::new(),
+            latest_job: None,
+            duplicates: row.duplicates.clone(),
+        })
+    }
+
+    /// Checks a complete upload's file and returns its record count.
+    fn check_file(
+        p: &ProjectRow,
+        who: &PeerIdentity,
+        kind: i32,
+        bytes: &[u8],
+    ) -> Result<u64, ServiceError> {
+        let bad = |m: String| ServiceError::InvalidArgument(m);
+        match v1::UploadKind::try_from(kind) {
+            Ok(v1::UploadKind::Tokens | v1::UploadKind::OptOut) => {
+                let mut r = Reader::new(Cursor::new(bytes), "the uploaded token file")
+                    .map_err(|e| bad(e.to_string()))?;
+                let h = r.header();
+                if h.project != p.name || h.party != who.party {
+                    return Err(bad(format!(
+                        "the token file is of project {:?} by {:?}; upload your own tokens of {:?}",
+                        h.project, h.party, p.name
+                    )));
+                }
+                if h.schema.digest != p.schema_digest {
+                    return Err(bad(format!(
+                        "the token file was made with schema SHA-256 {}; the project's schema is {}",
+                        h.schema.digest, p.schema_digest
+                    )));
+                }
+                let mut rec = Record::default();
+                while r.next(&mut rec).map_err(|e| bad(e.to_string()))? {}
+                Ok(r.counts().map_or(0, |c| c.records))
+            }
+            Ok(v1::UploadKind::Content) => {
+                let (h, records) = content_file::parse(bytes).map_err(|e| bad(e.to_string()))?;
+                if h.project != p.name || h.party != who.party {
+                    return Err(bad(format!(
+                        "the content file is of project {:?} by {:?}",
+                        h.project, h.party
+                    )));
+                }
+                if h.researcher_public_key != hex::encode(&p.researcher_public_key) {
+                    return Err(bad(
+                        "the content is sealed to another researcher key than the project's"
+                            .to_owned(),
+                    ));
+                }
+                Ok(records.len() as u64)
+            }
+            _ => Err(bad("upload kind is not set".to_owned())),
+        }
+    }
+
+    async fn upload_inner(
+        &self,
+        who: &PeerIdentity,
+        mut stream: Streaming<v1::UploadChunk>,
+        ctx: &mut AuditCtx,
+    ) -> Result<v1::UploadStatus, ServiceError> {
+        let mut current: Option<(ProjectRow, UploadRow)> = None;
+        let mut stored_now = 0u32;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| {
+                ServiceError::InvalidArgument(format!("upload stream: {}", s.message()))
+            })?;
+            if current.is_none() {
+                ctx.project.clone_from(&chunk.project);
+                let p = self.member(Rpc::Upload, who, &chunk.project).await?;
+                let kind =
+                    v1::UploadKind::try_from(chunk.kind).unwrap_or(v1::UploadKind::Unspecified);
+                if kind == v1::UploadKind::Unspecified {
+                    return Err(ServiceError::InvalidArgument(
+                        "upload kind is not set".to_owned(),
+                    ));
+                }
+                if chunk.upload_id.len() != 64
+                    || !chunk
+                        .upload_id
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(ServiceError::InvalidArgument(
+                        "upload_id must be 64 lower-case hex digits (SHA-256 of the file)"
+                            .to_owned(),
+                    ));
+                }
+                if chunk.total_chunks == 0 {
+                    return Err(ServiceError::InvalidArgument(
+                        "total_chunks is 0".to_owned(),
+                    ));
+                }
+                let u = UploadRow {
+                    project: p.name.clone(),
+                    party: who.party.clone(),
+                    upload_id: chunk.upload_id.clone(),
+                    kind: chunk.kind,
+                    total_chunks: chunk.total_chunks,
+                    total_bytes: chunk.total_bytes,
+                    complete: false,
+                    superseded: false,
+                    records: 0,
+                };
+                ctx.detail = format!(
+                    "{} upload {}",
+                    kind_name(chunk.kind),
+                    &chunk.upload_id[..12]
+                );
+                let u = self.inner.store.begin_upload(&u, self.now_ms()).await?;
+                current = Some((p, u));
+            }
+            let (p, u) = current.as_ref().expect("set above");
+            if (
+                chunk.project.as_str(),
+                chunk.upload_id.as_str(),
+                chunk.kind,
+                chunk.total_chunks,
+                chunk.total_bytes,
+            ) != (
+                p.name.as_str(),
+                u.upload_id.as_str(),
+                u.kind,
+                u.total_chunks,
+                u.total_bytes,
+            ) {
+                return Err(ServiceError::InvalidArgument(
+                    "every chunk of one stream names the same upload".to_owned(),
+                ));
+            }
+            if chunk.index >= u.total_chunks {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "chunk index {} of {} chunks",
+                    chunk.index, u.total_chunks
+                )));
+            }
+            if chunk.data.len() > MAX_CHUNK_BYTES {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "a chunk holds at most {MAX_CHUNK_BYTES} bytes"
+                )));
+            }
+            if Sha256::digest(&chunk.data).as_slice() != chunk.sha256.as_slice() {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "chunk {}: SHA-256 does not match its data",
+                    chunk.index
+                )));
+            }
+            if u.complete {
+                continue; // the whole upload is stored already
+            }
+            if self
+                .inner
+                .store
+                .put_chunk(
+                    &p.name,
+                    &who.party,
+                    &u.upload_id,
+                    chunk.index,
+                    &chunk.sha256,
+                    &chunk.data,
+                )
+                .await?
+            {
+                stored_now += 1;
+            }
+        }
+        let (p, u) = current.ok_or_else(|| {
+            ServiceError::InvalidArgument("an upload stream without chunks".to_owned())
+        })?;
+        ctx.items = u64::from(stored_now);
+        let store = &self.inner.store;
+        let stored = store
+            .stored_chunks(&p.name, &who.party, &u.upload_id)
+            .await?;
+        let mut u = store
+            .upload(&p.name, &who.party, &u.upload_id)
+            .await?
+            .unwrap_or(u);
+        if !u.complete && stored.len() as u32 == u.total_chunks {
+            let bytes = store
+                .upload_bytes(&p.name, &who.party, &u.upload_id)
+                .await?;
+            if bytes.len() as u64 != u.total_bytes
+                || hex::encode(Sha256::digest(&bytes)) != u.upload_id
+            {
+                return Err(ServiceError::InvalidArgument(
+                    "the stored chunks do not make the file named by upload_id (size or SHA-256 differ)".to_owned(),
+                ));
+            }
+            let records = Self::check_file(&p, who, u.kind, &bytes)?;
+            let opt_out = u.kind == v1::UploadKind::OptOut as i32;
+            store.complete_upload(&u, records, opt_out).await?;
+            u.complete = true;
+            u.records = records;
+            if opt_out {
+                // Exclude the opted-out clusters from every later mapping and release: re-run.
+                store.set_stale(&p.name, true).await?;
+                if store.latest_done_job(&p.name).await?.is_some() {
+                    match store.start_job(&p.name, self.now_ms()).await {
+                        Ok(j) => self.spawn_job(j),
+                        Err(StoreError::JobRunning { .. }) => {} // re-runs when it ends
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(upload_view(&u, stored, stored_now))
+    }
+
+    async fn latest_job_for_output(&self, p: &ProjectRow) -> Result<JobRow, ServiceError> {
+        if p.stale {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "opt-outs arrived after the latest job of {:?}; a new job is running — retry when it is done",
+                p.name
+            )));
+        }
+        self.inner
+            .store
+            .latest_done_job(&p.name)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::FailedPrecondition(format!(
+                    "project {:?} has no completed job yet",
+                    p.name
+                ))
+            })
+    }
+}
+
+fn parse_schema(p: &ProjectRow) -> Result<Schema, ServiceError> {
+    let text = std::str::from_utf8(&p.schema_toml)
+        .map_err(|_| ServiceError::Internal("stored schema is not UTF-8".to_owned()))?;
+    Schema::from_toml(text).map_err(|e| ServiceError::Internal(format!("stored schema: {e}")))
+}
+
+#[tonic::async_trait]
+impl LinkageUnit for LinkageUnitService {
+    async fn create_linkage_project(
+        &self,
+        request: Request<v1::CreateLinkageProjectRequest>,
+    ) -> Result<Response<v1::LinkageProject>, Status> {
+        let rpc = Rpc::CreateLinkageProject;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project);
+        let result = match checked {
+            Ok(_) => self.create_inner(req).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_linkage_projects(
+        &self,
+        request: Request<v1::ListLinkageProjectsRequest>,
+    ) -> Result<Response<v1::ListLinkageProjectsResponse>, Status> {
+        let rpc = Rpc::ListLinkageProjects;
+        let (who, checked) = Self::caller(rpc, &request);
+        let mut ctx = AuditCtx::default();
+        let result = async {
+            let who = checked?;
+            let mut projects = Vec::new();
+            for p in self.inner.store.projects().await? {
+                projects.push(self.project_view(&p, &who).await?);
+            }
+            ctx.items = projects.len() as u64;
+            Ok(v1::ListLinkageProjectsResponse { projects })
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_linkage_project(
+        &self,
+        request: Request<v1::DeleteLinkageProjectRequest>,
+    ) -> Result<Response<v1::DeleteLinkageProjectResponse>, Status> {
+        let rpc = Rpc::DeleteLinkageProject;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project);
+        let result = async {
+            checked?;
+            nonempty("project", &req.project)?;
+            for (k, c) in self.inner.cancels.lock().expect("cancels lock").iter() {
+                if k.0 == req.project {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+            self.inner.store.delete_project(&req.project).await?;
+            Ok(v1::DeleteLinkageProjectResponse {})
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn start_job(
+        &self,
+        request: Request<v1::StartJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let rpc = Rpc::StartJob;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            let uploads = self.inner.store.current_uploads(&p.name).await?;
+            let missing: Vec<&str> = p
+                .holders
+                .iter()
+                .filter(|h| {
+                    !uploads
+                        .iter()
+                        .any(|u| &&u.party == h && u.kind == v1::UploadKind::Tokens as i32)
+                })
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "no complete token upload yet from: {}",
+                    missing.join(", ")
+                )));
+            }
+            let job = self.inner.store.start_job(&p.name, self.now_ms()).await?;
+            ctx.detail = format!("job {}", job.job_id);
+            self.spawn_job(job.clone());
+            Ok(job_view(&job))
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let rpc = Rpc::GetJob;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            let j = self
+                .inner
+                .store
+                .job(&p.name, req.job_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "project {:?} has no job {}",
+                        p.name, req.job_id
+                    ))
+                })?;
+            Ok(job_view(&j))
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::Job>, Status> {
+        let rpc = Rpc::CancelJob;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            let store = &self.inner.store;
+            let j = store.job(&p.name, req.job_id).await?.ok_or_else(|| {
+                ServiceError::NotFound(format!("project {:?} has no job {}", p.name, req.job_id))
+            })?;
+            if let Some(c) = self
+                .inner
+                .cancels
+                .lock()
+                .expect("cancels lock")
+                .get(&(p.name.clone(), j.job_id))
+            {
+                c.store(true, Ordering::Relaxed);
+            }
+            if !store
+                .end_job(
+                    &p.name,
+                    j.job_id,
+                    job_state::CANCELLED,
+                    "cancelled by an administrator",
+                    self.now_ms(),
+                )
+                .await?
+            {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "job {} is not running",
+                    j.job_id
+                )));
+            }
+            let j = store.job(&p.name, j.job_id).await?.unwrap_or(j);
+            Ok(job_view(&j))
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn rekey_tokens(
+        &self,
+        request: Request<v1::RekeyTokensRequest>,
+    ) -> Result<Response<v1::RekeyTokensResponse>, Status> {
+        let rpc = Rpc::RekeyTokens;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project);
+        ctx.detail = format!("{} to epoch {}", req.recipe, req.to_epoch);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            crate::rekey::rekey_project(self, &p, &req.recipe, req.to_epoch).await
+        }
+        .await;
+        if let Ok(r) = &result {
+            ctx.items = r.tokens;
+        }
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_linkage_project(
+        &self,
+        request: Request<v1::GetLinkageProjectRequest>,
+    ) -> Result<Response<v1::LinkageProject>, Status> {
+        let rpc = Rpc::GetLinkageProject;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            self.project_view(&p, &who).await
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn upload(
+        &self,
+        request: Request<Streaming<v1::UploadChunk>>,
+    ) -> Result<Response<v1::UploadStatus>, Status> {
+        let rpc = Rpc::Upload;
+        let (who, checked) = Self::caller(rpc, &request);
+        let stream = request.into_inner();
+        let mut ctx = AuditCtx::default();
+        let result = match checked {
+            Ok(w) => self.upload_inner(&w, stream, &mut ctx).await,
+            Err(e) => Err(e),
+        };
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_upload_status(
+        &self,
+        request: Request<v1::GetUploadStatusRequest>,
+    ) -> Result<Response<v1::UploadStatus>, Status> {
+        let rpc = Rpc::GetUploadStatus;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            let store = &self.inner.store;
+            let u = store
+                .upload(&p.name, &who.party, &req.upload_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!("no upload {} by {}", req.upload_id, who.party))
+                })?;
+            let stored = store
+                .stored_chunks(&p.name, &who.party, &u.upload_id)
+                .await?;
+            Ok(upload_view(&u, stored, 0))
+        }
+        .await;
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    type FetchMappingStream = BoxStream<v1::MappingChunk>;
+
+    async fn fetch_mapping(
+        &self,
+        request: Request<v1::FetchMappingRequest>,
+    ) -> Result<Response<Self::FetchMappingStream>, Status> {
+        let rpc = Rpc::FetchMapping;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            let job = self.latest_job_for_output(&p).await?;
+            ctx.detail = format!("job {}", job.job_id);
+            Ok((p.name, who.party, job.job_id))
+        }
+        .await;
+        let (project, party, job_id) = self.finish(rpc, who.as_ref(), ctx, result).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let store = self.inner.store.clone();
+        tokio::spawn(async move {
+            let mut from = 0u64;
+            loop {
+                match store
+                    .mapping(&project, job_id, &party, from, MAPPING_PAGE)
+                    .await
+                {
+                    Ok(rows) if rows.is_empty() => return,
+                    Ok(rows) => {
+                        from = rows.last().map_or(from, |r| r.0 as u64 + 1);
+                        let (record_ids, pseudonyms) = rows.into_iter().map(|r| (r.1, r.2)).unzip();
+                        let m = v1::MappingChunk {
+                            job_id,
+                            record_ids,
+                            pseudonyms,
+                        };
+                        if tx.send(Ok(m)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(ServiceError::Internal(format!(
+                                "reading the mapping: {e}"
+                            ))
+                            .into()))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn traceback(
+        &self,
+        request: Request<v1::TracebackRequest>,
+    ) -> Result<Response<v1::TracebackResponse>, Status> {
+        let rpc = Rpc::Traceback;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project);
+        ctx.detail = format!("pseudonym {}", req.pseudonym);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            if req.pseudonym.len() != 32 || !req.pseudonym.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ServiceError::InvalidArgument(
+                    "a pseudonym is 32 hex digits".to_owned(),
+                ));
+            }
+            let job = self
+                .inner
+                .store
+                .latest_done_job(&p.name)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::FailedPrecondition(format!(
+                        "project {:?} has no completed job",
+                        p.name
+                    ))
+                })?;
+            let ids = self
+                .inner
+                .store
+                .traceback(
+                    &p.name,
+                    job.job_id,
+                    &who.party,
+                    &req.pseudonym.to_ascii_lowercase(),
+                )
+                .await?;
+            Ok(v1::TracebackResponse {
+                job_id: job.job_id,
+                record_ids: ids,
+            })
+        }
+        .await;
+        if let Ok(r) = &result {
+            ctx.items = r.record_ids.len() as u64;
+        }
+        self.finish(rpc, who.as_ref(), ctx, result)
+            .await
+            .map(Response::new)
+    }
+
+    type FetchReleaseStream = BoxStream<v1::ReleaseChunk>;
+
+    async fn fetch_release(
+        &self,
+        request: Request<v1::FetchReleaseRequest>,
+    ) -> Result<Response<Self::FetchReleaseStream>, Status> {
+        let rpc = Rpc::FetchRelease;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let mut ctx = AuditCtx::new(&req.project);
+        let result = async {
+            let who = checked?;
+            let p = self.member(rpc, &who, &req.project).await?;
+            let job = self.latest_job_for_output(&p).await?;
+            let store = &self.inner.store;
+            let members = store.release_members(&p.name, job.job_id).await?;
+            // Sealed content of each holder's current content upload.
+            let mut headers = Vec::new();
+            let mut sealed: HashMap<(usize, String), Vec<u8>> = HashMap::new();
+            for u in store.current_uploads(&p.name).await? {
+                if u.kind != v1::UploadKind::Content as i32 {
+                    continue;
+                }
+                let Some(h) = p.holders.iter().position(|x| x == &u.party) else {
+                    continue;
+                };
+                let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
+                let (header, records) = content_file::parse(bytes.as_slice())
+                    .map_err(|e| ServiceError::Internal(format!("stored content upload: {e}")))?;
+                headers.push(v1::SealedContentHeader {
+                    party: u.party.clone(),
+                    columns: header.columns,
+                    encapsulated_key: B64
+                        .decode(header.encapsulated_key.as_bytes())
+                        .map_err(|_| ServiceError::Internal("stored content header".to_owned()))?,
+                });
+                for (id, s) in records {
+                    sealed.insert((h, id), s);
+                }
+            }
+            let holder_index: BTreeMap<&str, usize> = p
+                .holders
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.as_str(), i))
+                .collect();
+            let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
+            for (pid, party, id) in members {
+                if clusters.last().is_none_or(|c| c.pseudonym != pid) {
+                    clusters.push(v1::ReleasedCluster {
+                        pseudonym: pid.clone(),
+                        records: Vec::new(),
+                    });
+                }
+                let h = holder_index
+                    .get(party.as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX);
+                if let Some(s) = sealed.remove(&(h, id)) {
+                    clusters
+                        .last_mut()
+                        .expect("pushed")
+                        .records
+                        .push(v1::SealedRecord {
+                            holder: h as u32,
+                            sealed: s,
+                        });
+                }
+            }
+            let pids: Vec<String> = clusters.iter().map(|c| c.pseudonym.clone()).collect();
+            let release_id = store
+                .record_release(&p.name, job.job_id, &who.party, &pids, self.now_ms())
+                .await?;
+            ctx.detail = format!("release {release_id} of job {}", job.job_id);
+            ctx.items = pids.len() as u64;
+            Ok((release_id, job.job_id, p.holders.clone(), headers, clusters))
+        }
+        .await;
+        let (release_id, job_id, holders, headers, clusters) =
+            self.finish(rpc, who.as_ref(), ctx, result).await?;
+        let mut chunks = Vec::new();
+        let mut first = Some((holders, headers));
+        let mut it = clusters.into_iter().peekable();
+        loop {
+            let page: Vec<_> = it.by_ref().take(RELEASE_PAGE).collect();
+            let (holders, headers) = first.take().unwrap_or_default();
+            if page.is_empty() && !chunks.is_empty() {
+                break;
+            }
+            chunks.push(Ok(v1::ReleaseChunk {
+                release_id,
+                job_id,
+                holders,
+                headers,
+                clusters: page,
+            }));
+            if it.peek().is_none() {
+                break;
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    type ReadLinkageAuditLogStream = BoxStream<v1::AuditEntry>;
+
+    async fn read_linkage_audit_log(
+        &self,
+        request: Request<v1::ReadAuditLogRequest>,
+    ) -> Result<Response<Self::ReadLinkageAuditLogStream>, Status> {
+        let rpc = Rpc::ReadLinkageAuditLog;
+        let (who, checked) = Self::caller(rpc, &request);
+        let req = request.into_inner();
+        let result = checked.map(|_| ());
+        self.finish(rpc, who.as_ref(), AuditCtx::default(), result)
+            .await?;
+        // Read up to the entry just written (this call's own).
+        let store = self.inner.store.clone();
+        let mut entries = Vec::new();
+        let mut next = req.from_sequence.max(1);
+        let limit = if req.limit == 0 {
+            u64::MAX
+        } else {
+            u64::from(req.limit)
+        };
+        loop {
+            let page = store.audit_read(next, AUDIT_PAGE).await.map_err(|e| {
+                Status::from(ServiceError::Internal(format!(
+                    "reading the audit log: {e}"
+                )))
+            })?;
+            let Some(last) = page.last() else { break };
+            next = last.sequence + 1;
+            for e in &page {
+                if entries.len() as u64 >= limit {
+                    break;
+                }
+                entries.push(Ok(audit_entry_view(e)));
+            }
+            if entries.len() as u64 >= limit || (page.len() as u32) < AUDIT_PAGE {
+                break;
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(entries))))
+    }
+}

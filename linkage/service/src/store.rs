@@ -1,0 +1,1122 @@
+//! The linkage unit's storage (SPEC.md §10.6): SQLite (embedded default) or PostgreSQL
+//! (production), one SQL text for both — every method's body is expanded once per backend by
+//! the `on_db!` macro, so the two cannot drift apart.
+//!
+//! What is stored: projects (holders, researcher public key, schema), uploads as chunks (the
+//! holder's file bytes: token files, sealed content), jobs, one row per record of a completed
+//! job (record id → pseudonym), releases and a hash-chained audit log. Nothing here is a key,
+//! an identifier or plaintext content.
+//!
+//! Idempotence: a chunk is keyed by (project, party, upload, index) and inserted with
+//! `ON CONFLICT DO NOTHING`; a job's results are written in one transaction that first
+//! deletes any rows of the same job (a job rerun after a crash writes each row once).
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use renketsu_keys::audit::{AuditEntry, AuditEvent, AuditHead, HASH_LEN};
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Errors of the store. Messages name projects, parties, uploads and jobs — never content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// `create_project` with a name already taken.
+    #[error("linkage project {0:?} already exists")]
+    ProjectExists(String),
+    /// No such project.
+    #[error("no linkage project {0:?}")]
+    ProjectNotFound(String),
+    /// A chunk or upload that contradicts what is stored (other bytes for a stored index,
+    /// another kind or size for the same upload id).
+    #[error("upload conflict: {0}")]
+    Conflict(String),
+    /// A job is running already.
+    #[error("project {project:?} has job {job_id} running")]
+    JobRunning {
+        /// Project.
+        project: String,
+        /// The running job.
+        job_id: u64,
+    },
+    /// A stored row breaks an invariant (edited outside the linkage unit).
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported backend.
+    #[error("unsupported database URL {0:?}: use sqlite:PATH, sqlite::memory: or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (the same SQL for both).
+macro_rules! on_db {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.db {
+            Db::Sqlite($pool) => $body,
+            Db::Pg($pool) => $body,
+        }
+    };
+}
+
+/// The linkage unit's store. Cheap to clone (a connection pool).
+#[derive(Clone, Debug)]
+pub struct LuStore {
+    db: Db,
+}
+
+/// A linkage project as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectRow {
+    /// Name.
+    pub name: String,
+    /// Holders in order.
+    pub holders: Vec<String>,
+    /// Researcher party.
+    pub researcher: String,
+    /// Researcher X25519 public key.
+    pub researcher_public_key: Vec<u8>,
+    /// Schema file bytes.
+    pub schema_toml: Vec<u8>,
+    /// Hex SHA-256 of the schema.
+    pub schema_digest: String,
+    /// Holders declared to hold duplicates.
+    pub duplicates: Vec<String>,
+    /// Pseudonym salt (32 bytes).
+    pub pid_salt: Vec<u8>,
+    /// Opt-outs arrived after the latest job.
+    pub stale: bool,
+    /// Creation time (ms).
+    pub created_unix_ms: i64,
+}
+
+/// One upload as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRow {
+    /// Project.
+    pub project: String,
+    /// Holder.
+    pub party: String,
+    /// Hex SHA-256 of the file.
+    pub upload_id: String,
+    /// `UploadKind` value.
+    pub kind: i32,
+    /// Chunks of the file.
+    pub total_chunks: u32,
+    /// Bytes of the file.
+    pub total_bytes: u64,
+    /// All chunks stored and the file checked.
+    pub complete: bool,
+    /// Replaced by a later complete upload of the same kind.
+    pub superseded: bool,
+    /// Records in the file (once complete).
+    pub records: u64,
+}
+
+/// One job as stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobRow {
+    /// Project.
+    pub project: String,
+    /// Job id.
+    pub job_id: u64,
+    /// `JobState` value.
+    pub state: i32,
+    /// Stage text.
+    pub stage: String,
+    /// Progress 0–1.
+    pub progress: f64,
+    /// Failure reason.
+    pub error: String,
+    /// Start (ms).
+    pub started_unix_ms: i64,
+    /// End (ms), 0 while running.
+    pub finished_unix_ms: i64,
+    /// Records linked.
+    pub records: u64,
+    /// Clusters.
+    pub clusters: u64,
+    /// Clusters excluded by opt-outs.
+    pub excluded: u64,
+    /// Cross-holder pairs.
+    pub links: u64,
+}
+
+/// One record's result in a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    /// Holder.
+    pub party: String,
+    /// Position in the holder's upload.
+    pub position: u64,
+    /// Record id.
+    pub record_id: String,
+    /// Pseudonym.
+    pub pseudonym: String,
+    /// Its cluster is excluded (opt-out).
+    pub excluded: bool,
+}
+
+/// `JobState::Running` etc. as stored (the wire enum values).
+pub mod job_state {
+    /// Running.
+    pub const RUNNING: i32 = 1;
+    /// Done.
+    pub const DONE: i32 = 2;
+    /// Failed.
+    pub const FAILED: i32 = 3;
+    /// Cancelled.
+    pub const CANCELLED: i32 = 4;
+}
+
+type ProjectTuple = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Vec<u8>,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    i64,
+);
+
+fn project_row(t: ProjectTuple) -> Result<ProjectRow, StoreError> {
+    let list = |s: &str| {
+        serde_json::from_str::<Vec<String>>(s).map_err(|_| {
+            StoreError::Corrupt(format!("project {:?}: a party list is not JSON", t.0))
+        })
+    };
+    Ok(ProjectRow {
+        holders: list(&t.1)?,
+        duplicates: list(&t.6)?,
+        name: t.0,
+        researcher: t.2,
+        researcher_public_key: t.3,
+        schema_toml: t.4,
+        schema_digest: t.5,
+        pid_salt: t.7,
+        stale: t.8 != 0,
+        created_unix_ms: t.9,
+    })
+}
+
+const PROJECT_COLS: &str = "name, holders, researcher, researcher_public_key, schema_toml, \
+     schema_digest, duplicates, pid_salt, stale, created_unix_ms";
+
+type UploadTuple = (String, String, String, i64, i64, i64, i64, i64, i64);
+const UPLOAD_COLS: &str =
+    "project, party, upload_id, kind, total_chunks, total_bytes, complete, superseded, records";
+
+fn upload_row(t: UploadTuple) -> UploadRow {
+    UploadRow {
+        project: t.0,
+        party: t.1,
+        upload_id: t.2,
+        kind: t.3 as i32,
+        total_chunks: t.4 as u32,
+        total_bytes: t.5 as u64,
+        complete: t.6 != 0,
+        superseded: t.7 != 0,
+        records: t.8 as u64,
+    }
+}
+
+type JobTuple = (
+    String,
+    i64,
+    i64,
+    String,
+    f64,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+const JOB_COLS: &str = "project, job_id, state, stage, progress, error, started_unix_ms, \
+     finished_unix_ms, records, clusters, excluded, links";
+
+fn job_row(t: JobTuple) -> JobRow {
+    JobRow {
+        project: t.0,
+        job_id: t.1 as u64,
+        state: t.2 as i32,
+        stage: t.3,
+        progress: t.4,
+        error: t.5,
+        started_unix_ms: t.6,
+        finished_unix_ms: t.7,
+        records: t.8 as u64,
+        clusters: t.9 as u64,
+        excluded: t.10 as u64,
+        links: t.11 as u64,
+    }
+}
+
+type AuditTuple = (
+    i64,
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+fn audit_row(t: AuditTuple) -> Result<AuditEntry, StoreError> {
+    let hash = |v: Vec<u8>| -> Result<[u8; HASH_LEN], StoreError> {
+        v.try_into()
+            .map_err(|_| StoreError::Corrupt(format!("audit entry {}: hash length", t.0)))
+    };
+    Ok(AuditEntry {
+        sequence: t.0 as u64,
+        event: AuditEvent {
+            unix_time_ms: t.1,
+            actor_party: t.2,
+            role: t.3 as i32,
+            rpc: t.4,
+            project: t.5,
+            recipe: t.6,
+            epoch: t.7 as u64,
+            item_count: t.8 as u64,
+            status_code: t.9 as u32,
+        },
+        prev_hash: hash(t.10)?,
+        entry_hash: hash(t.11)?,
+    })
+}
+
+/// Rows per multi-row INSERT of job results (7 parameters each, below SQLite's 32,766).
+const MEMBER_BATCH: usize = 2_000;
+
+impl LuStore {
+    /// Opens the store at `url` — `sqlite:PATH` (created if missing), `sqlite::memory:` or
+    /// `postgres://…` — and applies the migrations of `linkage/service/migrations/<backend>`.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`], [`StoreError::Database`], [`StoreError::Migrate`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let memory = url.contains(":memory:") || url.contains("mode=memory");
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(60))
+                .journal_mode(if memory {
+                    SqliteJournalMode::Memory
+                } else {
+                    SqliteJournalMode::Wal
+                })
+                .synchronous(SqliteSynchronous::Full);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(if memory { 1 } else { 4 })
+                .min_connections(if memory { 1 } else { 0 })
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(opts)
+                .await?;
+            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+            Ok(Self {
+                db: Db::Sqlite(pool),
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Ok(Self { db: Db::Pg(pool) })
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        on_db!(self, p => p.close().await)
+    }
+
+    /// Creates a project.
+    ///
+    /// # Errors
+    /// [`StoreError::ProjectExists`].
+    pub async fn create_project(&self, p: &ProjectRow) -> Result<(), StoreError> {
+        let holders = serde_json::to_string(&p.holders).expect("strings");
+        let duplicates = serde_json::to_string(&p.duplicates).expect("strings");
+        let sql = format!(
+            "INSERT INTO lu_projects ({PROJECT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (name) DO NOTHING"
+        );
+        let n = on_db!(self, pool => sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(&p.name)
+            .bind(&holders)
+            .bind(&p.researcher)
+            .bind(&p.researcher_public_key)
+            .bind(&p.schema_toml)
+            .bind(&p.schema_digest)
+            .bind(&duplicates)
+            .bind(&p.pid_salt)
+            .bind(i64::from(p.stale))
+            .bind(p.created_unix_ms)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            return Err(StoreError::ProjectExists(p.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// One project, if it exists.
+    pub async fn project(&self, name: &str) -> Result<Option<ProjectRow>, StoreError> {
+        let sql = format!("SELECT {PROJECT_COLS} FROM lu_projects WHERE name = $1");
+        let row: Option<ProjectTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(name)
+            .fetch_optional(pool)
+            .await?);
+        row.map(project_row).transpose()
+    }
+
+    /// Every project, by name.
+    pub async fn projects(&self) -> Result<Vec<ProjectRow>, StoreError> {
+        let sql = format!("SELECT {PROJECT_COLS} FROM lu_projects ORDER BY name");
+        let rows: Vec<ProjectTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(project_row).collect()
+    }
+
+    /// Deletes a project and everything stored for it (not its audit entries).
+    ///
+    /// # Errors
+    /// [`StoreError::ProjectNotFound`].
+    pub async fn delete_project(&self, name: &str) -> Result<(), StoreError> {
+        // Children first: SQLite applies ON DELETE CASCADE only with foreign keys on, and
+        // lu_members / lu_chunks reference composite keys.
+        let n = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for table in [
+                "lu_release_pseudonyms",
+                "lu_releases",
+                "lu_members",
+                "lu_jobs",
+                "lu_chunks",
+                "lu_uploads",
+            ] {
+                sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE project = $1")))
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let n = sqlx::query("DELETE FROM lu_projects WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            n
+        });
+        if n == 0 {
+            return Err(StoreError::ProjectNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Marks the project stale (opt-outs after its latest job) or fresh.
+    pub async fn set_stale(&self, project: &str, stale: bool) -> Result<(), StoreError> {
+        on_db!(self, pool => sqlx::query("UPDATE lu_projects SET stale = $1 WHERE name = $2")
+            .bind(i64::from(stale))
+            .bind(project)
+            .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Registers an upload (or finds it): the same id with another kind or size is a
+    /// [`StoreError::Conflict`].
+    pub async fn begin_upload(&self, u: &UploadRow, now_ms: i64) -> Result<UploadRow, StoreError> {
+        on_db!(self, pool => sqlx::query(
+            "INSERT INTO lu_uploads (project, party, upload_id, kind, total_chunks, total_bytes,
+                 complete, superseded, records, created_unix_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, $7)
+             ON CONFLICT (project, party, upload_id) DO NOTHING",
+        )
+        .bind(&u.project)
+        .bind(&u.party)
+        .bind(&u.upload_id)
+        .bind(i64::from(u.kind))
+        .bind(i64::from(u.total_chunks))
+        .bind(u.total_bytes as i64)
+        .bind(now_ms)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        let stored = self
+            .upload(&u.project, &u.party, &u.upload_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an upload row vanished".to_owned()))?;
+        if (stored.kind, stored.total_chunks, stored.total_bytes)
+            != (u.kind, u.total_chunks, u.total_bytes)
+        {
+            return Err(StoreError::Conflict(format!(
+                "upload {} is stored with kind {}, {} chunks, {} bytes; this request says kind {}, {} chunks, {} bytes",
+                u.upload_id,
+                stored.kind,
+                stored.total_chunks,
+                stored.total_bytes,
+                u.kind,
+                u.total_chunks,
+                u.total_bytes
+            )));
+        }
+        Ok(stored)
+    }
+
+    /// One upload.
+    pub async fn upload(
+        &self,
+        project: &str,
+        party: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadRow>, StoreError> {
+        let sql = format!(
+            "SELECT {UPLOAD_COLS} FROM lu_uploads WHERE project = $1 AND party = $2 AND upload_id = $3"
+        );
+        let row: Option<UploadTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(project)
+            .bind(party)
+            .bind(upload_id)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(upload_row))
+    }
+
+    /// Stores one chunk unless it is stored already: `true` if this call stored it.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the index is stored with other bytes.
+    pub async fn put_chunk(
+        &self,
+        project: &str,
+        party: &str,
+        upload_id: &str,
+        index: u32,
+        sha256: &[u8],
+        data: &[u8],
+    ) -> Result<bool, StoreError> {
+        let n = on_db!(self, pool => sqlx::query(
+            "INSERT INTO lu_chunks (project, party, upload_id, idx, sha256, data)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (project, party, upload_id, idx) DO NOTHING",
+        )
+        .bind(project)
+        .bind(party)
+        .bind(upload_id)
+        .bind(i64::from(index))
+        .bind(sha256)
+        .bind(data)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if n == 1 {
+            return Ok(true);
+        }
+        let stored: Option<Vec<u8>> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT sha256 FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3 AND idx = $4",
+        )
+        .bind(project)
+        .bind(party)
+        .bind(upload_id)
+        .bind(i64::from(index))
+        .fetch_optional(pool)
+        .await?);
+        match stored {
+            Some(s) if s == sha256 => Ok(false),
+            _ => Err(StoreError::Conflict(format!(
+                "chunk {index} of upload {upload_id} is stored with other bytes"
+            ))),
+        }
+    }
+
+    /// Indices of the stored chunks of an upload, ascending.
+    pub async fn stored_chunks(
+        &self,
+        project: &str,
+        party: &str,
+        upload_id: &str,
+    ) -> Result<Vec<u32>, StoreError> {
+        let rows: Vec<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT idx FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3 ORDER BY idx",
+        )
+        .bind(project)
+        .bind(party)
+        .bind(upload_id)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows.into_iter().map(|i| i as u32).collect())
+    }
+
+    /// The whole file of an upload: its chunks concatenated in order.
+    pub async fn upload_bytes(
+        &self,
+        project: &str,
+        party: &str,
+        upload_id: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let chunks: Vec<Vec<u8>> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT data FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3 ORDER BY idx",
+        )
+        .bind(project)
+        .bind(party)
+        .bind(upload_id)
+        .fetch_all(pool)
+        .await?);
+        Ok(chunks.concat())
+    }
+
+    /// Marks an upload complete with its record count; for tokens and content, the holder's
+    /// earlier complete uploads of the same kind are superseded and their chunks dropped.
+    /// Opt-out uploads accumulate.
+    pub async fn complete_upload(
+        &self,
+        u: &UploadRow,
+        records: u64,
+        accumulate: bool,
+    ) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if !accumulate {
+                let old: Vec<String> = sqlx::query_scalar(
+                    "SELECT upload_id FROM lu_uploads WHERE project = $1 AND party = $2 AND kind = $3
+                         AND complete = 1 AND superseded = 0 AND upload_id <> $4",
+                )
+                .bind(&u.project)
+                .bind(&u.party)
+                .bind(i64::from(u.kind))
+                .bind(&u.upload_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in old {
+                    sqlx::query("UPDATE lu_uploads SET superseded = 1 WHERE project = $1 AND party = $2 AND upload_id = $3")
+                        .bind(&u.project)
+                        .bind(&u.party)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3")
+                        .bind(&u.project)
+                        .bind(&u.party)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            sqlx::query(
+                "UPDATE lu_uploads SET complete = 1, superseded = 0, records = $1
+                 WHERE project = $2 AND party = $3 AND upload_id = $4",
+            )
+            .bind(records as i64)
+            .bind(&u.project)
+            .bind(&u.party)
+            .bind(&u.upload_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Marks one upload superseded and drops its chunks.
+    pub async fn supersede_upload(
+        &self,
+        project: &str,
+        party: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE lu_uploads SET superseded = 1 WHERE project = $1 AND party = $2 AND upload_id = $3")
+                .bind(project)
+                .bind(party)
+                .bind(upload_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3")
+                .bind(project)
+                .bind(party)
+                .bind(upload_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The complete, current uploads of a project (all holders, all kinds), by party, kind,
+    /// upload time.
+    pub async fn current_uploads(&self, project: &str) -> Result<Vec<UploadRow>, StoreError> {
+        let sql = format!(
+            "SELECT {UPLOAD_COLS} FROM lu_uploads WHERE project = $1 AND complete = 1 AND superseded = 0
+             ORDER BY party, kind, created_unix_ms, upload_id"
+        );
+        let rows: Vec<UploadTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(project)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(upload_row).collect())
+    }
+
+    /// Starts a new job (id = last + 1) unless one is running.
+    ///
+    /// # Errors
+    /// [`StoreError::JobRunning`].
+    pub async fn start_job(&self, project: &str, now_ms: i64) -> Result<JobRow, StoreError> {
+        let (running, last): (Option<i64>, Option<i64>) = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let running: Option<i64> = sqlx::query_scalar(
+                "SELECT job_id FROM lu_jobs WHERE project = $1 AND state = $2",
+            )
+            .bind(project)
+            .bind(i64::from(job_state::RUNNING))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(job_id) FROM lu_jobs WHERE project = $1")
+                    .bind(project)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if running.is_none() {
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO lu_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'queued', 0, '', $4, 0, 0, 0, 0, 0)"
+                )))
+                .bind(project)
+                .bind(last.unwrap_or(0) + 1)
+                .bind(i64::from(job_state::RUNNING))
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            (running, last)
+        });
+        if let Some(job_id) = running {
+            return Err(StoreError::JobRunning {
+                project: project.to_owned(),
+                job_id: job_id as u64,
+            });
+        }
+        self.job(project, last.unwrap_or(0) as u64 + 1)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a new job vanished".to_owned()))
+    }
+
+    /// One job (`job_id` 0: the latest).
+    pub async fn job(&self, project: &str, job_id: u64) -> Result<Option<JobRow>, StoreError> {
+        let sql = if job_id == 0 {
+            format!(
+                "SELECT {JOB_COLS} FROM lu_jobs WHERE project = $1 AND job_id >= $2 ORDER BY job_id DESC LIMIT 1"
+            )
+        } else {
+            format!("SELECT {JOB_COLS} FROM lu_jobs WHERE project = $1 AND job_id = $2")
+        };
+        let row: Option<JobTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(project)
+            .bind(job_id as i64)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(job_row))
+    }
+
+    /// The latest job in state DONE.
+    pub async fn latest_done_job(&self, project: &str) -> Result<Option<JobRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM lu_jobs WHERE project = $1 AND state = $2 ORDER BY job_id DESC LIMIT 1"
+        );
+        let row: Option<JobTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(project)
+            .bind(i64::from(job_state::DONE))
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(job_row))
+    }
+
+    /// Every job in state RUNNING (to resume after a restart).
+    pub async fn running_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let sql =
+            format!("SELECT {JOB_COLS} FROM lu_jobs WHERE state = $1 ORDER BY project, job_id");
+        let rows: Vec<JobTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(i64::from(job_state::RUNNING))
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(job_row).collect())
+    }
+
+    /// Records a running job's stage and progress.
+    pub async fn job_progress(
+        &self,
+        project: &str,
+        job_id: u64,
+        stage: &str,
+        progress: f64,
+    ) -> Result<(), StoreError> {
+        on_db!(self, pool => sqlx::query(
+            "UPDATE lu_jobs SET stage = $1, progress = $2 WHERE project = $3 AND job_id = $4 AND state = $5",
+        )
+        .bind(stage)
+        .bind(progress)
+        .bind(project)
+        .bind(job_id as i64)
+        .bind(i64::from(job_state::RUNNING))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Ends a running job as FAILED or CANCELLED; `false` if it was not running.
+    pub async fn end_job(
+        &self,
+        project: &str,
+        job_id: u64,
+        state: i32,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = on_db!(self, pool => sqlx::query(
+            "UPDATE lu_jobs SET state = $1, error = $2, finished_unix_ms = $3
+             WHERE project = $4 AND job_id = $5 AND state = $6",
+        )
+        .bind(i64::from(state))
+        .bind(error)
+        .bind(now_ms)
+        .bind(project)
+        .bind(job_id as i64)
+        .bind(i64::from(job_state::RUNNING))
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Writes a job's results and marks it DONE, in one transaction (rows of an earlier
+    /// attempt of the same job are replaced). `stale_after` is the project's stale flag to set
+    /// (opt-outs that arrived while the job ran keep it stale). `false` if the job was no
+    /// longer running (cancelled): nothing is written.
+    pub async fn finish_job(
+        &self,
+        job: &JobRow,
+        members: &[MemberRow],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let project = job.project.as_str();
+        let job_id = job.job_id as i64;
+        let done = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE lu_jobs SET state = $1, stage = 'done', progress = 1, finished_unix_ms = $2,
+                     records = $3, clusters = $4, excluded = $5, links = $6
+                 WHERE project = $7 AND job_id = $8 AND state = $9",
+            )
+            .bind(i64::from(job_state::DONE))
+            .bind(now_ms)
+            .bind(job.records as i64)
+            .bind(job.clusters as i64)
+            .bind(job.excluded as i64)
+            .bind(job.links as i64)
+            .bind(project)
+            .bind(job_id)
+            .bind(i64::from(job_state::RUNNING))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                sqlx::query("DELETE FROM lu_members WHERE project = $1 AND job_id = $2")
+                    .bind(project)
+                    .bind(job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for batch in members.chunks(MEMBER_BATCH) {
+                    let mut sql = String::from(
+                        "INSERT INTO lu_members (project, job_id, party, position, record_id, pseudonym, excluded) VALUES ",
+                    );
+                    for i in 0..batch.len() {
+                        let b = i * 5;
+                        if i > 0 {
+                            sql.push(',');
+                        }
+                        sql.push_str(&format!("($1, $2, ${}, ${}, ${}, ${}, ${})", b + 3, b + 4, b + 5, b + 6, b + 7));
+                    }
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project).bind(job_id);
+                    for m in batch {
+                        q = q
+                            .bind(&m.party)
+                            .bind(m.position as i64)
+                            .bind(&m.record_id)
+                            .bind(&m.pseudonym)
+                            .bind(i64::from(m.excluded));
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            n == 1
+        });
+        Ok(done)
+    }
+
+    /// A holder's mapping rows of a job, excluded clusters left out, from `position` on, at
+    /// most `limit`: `(position, record id, pseudonym)`.
+    pub async fn mapping(
+        &self,
+        project: &str,
+        job_id: u64,
+        party: &str,
+        from_position: u64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT position, record_id, pseudonym FROM lu_members
+             WHERE project = $1 AND job_id = $2 AND party = $3 AND position >= $4 AND excluded = 0
+             ORDER BY position LIMIT $5",
+        )
+        .bind(project)
+        .bind(job_id as i64)
+        .bind(party)
+        .bind(from_position as i64)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// A holder's record ids in one pseudonym's cluster.
+    pub async fn traceback(
+        &self,
+        project: &str,
+        job_id: u64,
+        party: &str,
+        pseudonym: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT record_id FROM lu_members
+             WHERE project = $1 AND job_id = $2 AND pseudonym = $3 AND party = $4 ORDER BY position",
+        )
+        .bind(project)
+        .bind(job_id as i64)
+        .bind(pseudonym)
+        .bind(party)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Every member of a job's non-excluded clusters: `(pseudonym, party, record id)` sorted
+    /// by pseudonym, party, position.
+    pub async fn release_members(
+        &self,
+        project: &str,
+        job_id: u64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(on_db!(self, pool => sqlx::query_as(
+            "SELECT pseudonym, party, record_id FROM lu_members
+             WHERE project = $1 AND job_id = $2 AND excluded = 0
+             ORDER BY pseudonym, party, position",
+        )
+        .bind(project)
+        .bind(job_id as i64)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// The pseudonyms of a job's excluded clusters.
+    pub async fn excluded_pseudonyms(
+        &self,
+        project: &str,
+        job_id: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT DISTINCT pseudonym FROM lu_members WHERE project = $1 AND job_id = $2 AND excluded = 1
+             ORDER BY pseudonym",
+        )
+        .bind(project)
+        .bind(job_id as i64)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Records a release of `pseudonyms` from `job_id` to `researcher`; returns its id.
+    pub async fn record_release(
+        &self,
+        project: &str,
+        job_id: u64,
+        researcher: &str,
+        pseudonyms: &[String],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let id = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(release_id) FROM lu_releases WHERE project = $1")
+                    .bind(project)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let id = last.unwrap_or(0) + 1;
+            sqlx::query(
+                "INSERT INTO lu_releases (project, release_id, job_id, researcher, clusters, unix_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(project)
+            .bind(id)
+            .bind(job_id as i64)
+            .bind(researcher)
+            .bind(pseudonyms.len() as i64)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            for batch in pseudonyms.chunks(MEMBER_BATCH) {
+                let mut sql = String::from(
+                    "INSERT INTO lu_release_pseudonyms (project, release_id, pseudonym) VALUES ",
+                );
+                for i in 0..batch.len() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("($1, $2, ${})", i + 3));
+                }
+                let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project).bind(id);
+                for p in batch {
+                    q = q.bind(p);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            id
+        });
+        Ok(id as u64)
+    }
+
+    /// Earlier releases that contained any of `pseudonyms`: `(release id, how many)`.
+    pub async fn releases_containing(
+        &self,
+        project: &str,
+        pseudonyms: &[String],
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut counts = std::collections::BTreeMap::<u64, u64>::new();
+        for batch in pseudonyms.chunks(MEMBER_BATCH) {
+            let mut sql = String::from(
+                "SELECT release_id FROM lu_release_pseudonyms WHERE project = $1 AND pseudonym IN (",
+            );
+            for i in 0..batch.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", i + 2));
+            }
+            sql.push(')');
+            let ids: Vec<i64> = on_db!(self, pool => {
+                let mut q = sqlx::query_scalar(AssertSqlSafe(sql.as_str())).bind(project);
+                for p in batch {
+                    q = q.bind(p);
+                }
+                q.fetch_all(pool).await?
+            });
+            for id in ids {
+                *counts.entry(id as u64).or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    /// Appends one audit entry (chained to the last) and returns it.
+    pub async fn audit_append(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        let entry = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // SQLite: the write lock is taken by the first write of the transaction; take it
+            // up front with a no-op write so that two appends cannot read the same head.
+            sqlx::query("UPDATE lu_audit SET sequence = sequence WHERE sequence = -1")
+                .execute(&mut *tx)
+                .await?;
+            let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT sequence, entry_hash FROM lu_audit ORDER BY sequence DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            let head = match last {
+                Some((seq, hash)) => Some(AuditHead {
+                    sequence: seq as u64,
+                    entry_hash: hash
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("audit hash length".to_owned()))?,
+                }),
+                None => None,
+            };
+            let entry = AuditEntry::next(head.as_ref(), event);
+            let e = &entry.event;
+            sqlx::query(
+                "INSERT INTO lu_audit (sequence, unix_time_ms, actor_party, role, rpc, project, recipe,
+                     epoch, item_count, status_code, prev_hash, entry_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(entry.sequence as i64)
+            .bind(e.unix_time_ms)
+            .bind(&e.actor_party)
+            .bind(i64::from(e.role))
+            .bind(&e.rpc)
+            .bind(&e.project)
+            .bind(&e.recipe)
+            .bind(e.epoch as i64)
+            .bind(e.item_count as i64)
+            .bind(i64::from(e.status_code))
+            .bind(entry.prev_hash.to_vec())
+            .bind(entry.entry_hash.to_vec())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            entry
+        });
+        Ok(entry)
+    }
+
+    /// Audit entries from `from_sequence` on, at most `limit`.
+    pub async fn audit_read(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<AuditTuple> = on_db!(self, pool => sqlx::query_as(
+            "SELECT sequence, unix_time_ms, actor_party, role, rpc, project, recipe, epoch,
+                 item_count, status_code, prev_hash, entry_hash
+             FROM lu_audit WHERE sequence >= $1 ORDER BY sequence LIMIT $2",
+        )
+        .bind(from_sequence as i64)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(audit_row).collect()
+    }
+}
