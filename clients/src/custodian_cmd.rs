@@ -87,7 +87,7 @@ fn load_keks(config: &CustodianConfig) -> Result<KekRing> {
     KekRing::parse(&text).with_context(|| format!("kek_file {}", path.display()))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -108,7 +108,7 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-    eprintln!("renketsu custodian: shutting down (in-flight calls finish first)");
+    eprintln!("renketsu: shutting down (in-flight calls finish first)");
 }
 
 fn serve(path: &Path) -> Result<()> {

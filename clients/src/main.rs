@@ -8,6 +8,7 @@ mod custodian_conn;
 mod eval;
 mod input;
 mod link;
+mod lu_cmd;
 mod normalize_cmd;
 mod output;
 mod pki_cmd;
@@ -152,6 +153,29 @@ Example:
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// The linkage-unit service and its clients: serve, projects and jobs (admin), uploads,
+    /// mappings, opt-outs and traceback (holders), keys (researcher), audit.
+    #[command(long_about = "\
+The linkage unit (SPEC.md §10) matches holders' token files without any key, and hands each \
+holder its own record -> pseudonym mapping and the researcher the content joined by pseudonym \
+(sealed by the holders to the researcher's key; the linkage unit cannot read it).
+  renketsu lu serve ...                        run it
+  renketsu lu keygen --out researcher          researcher: key pair for sealed content
+  renketsu lu create-project ... --holder a --holder b --researcher researcher \\
+      --researcher-key researcher.pub --schema S                  admin
+  renketsu lu upload ... --tokens a.tokens --content-from a.csv --schema S   holder
+  renketsu lu start-job ... --wait                                admin
+  renketsu lu mapping ... --out a-mapping.csv                     holder
+  renketsu fetch ... --researcher-key researcher.key --out release/   researcher
+Every command takes --lu URL --ca --cert --key --project (or RENKETSU_LU, RENKETSU_CA, \
+RENKETSU_CERT, RENKETSU_CERT_KEY, RENKETSU_PROJECT).")]
+    Lu {
+        #[command(subcommand)]
+        command: lu_cmd::LuCommand,
+    },
+    /// Researcher: fetch the release from the linkage unit, open the sealed content and write
+    /// the joined dataset (pid and content columns; no token, no record id).
+    Fetch(lu_cmd::FetchArgs),
 }
 
 #[derive(clap::Args)]
@@ -300,6 +324,8 @@ fn main() -> Result<()> {
         Command::Clk { command } => clk_cmd::run(&command),
         Command::Custodian { command } => custodian_cmd::run(command),
         Command::Pki { command } => pki_cmd::run(command),
+        Command::Lu { command } => lu_cmd::run(command),
+        Command::Fetch(args) => lu_cmd::fetch(args),
         Command::Audit { command } => audit_cmd::run(command),
         Command::Synth(args) => {
             println!("{}", synth::run(&args)?);

@@ -232,6 +232,11 @@ impl LocalKeyStore {
         Ok((Self::open(dir, kek_env)?, created))
     }
 
+    /// The KEK ring (to seal other secrets kept beside the store, e.g. a researcher's key).
+    pub fn keks(&self) -> &KekRing {
+        &self.keks
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir

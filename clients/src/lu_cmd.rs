@@ -1,0 +1,1167 @@
+//! `renketsu lu …` and `renketsu fetch`: the linkage-unit service (SPEC.md §10) and its
+//! clients — admin (projects, jobs, re-keying), holders (uploads, mappings, opt-outs,
+//! traceback), the researcher (keys, releases) and auditors (the linkage unit's audit log).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use renketsu_custodian::client::{ConnectConfig, tls_channel};
+use renketsu_custodian::server::TlsMaterial;
+use renketsu_keys::content::{ContentOpener, ContentSealer, ResearcherKeyPair};
+use renketsu_keys::lifecycle::SystemClock;
+use renketsu_keys::local::LocalKeyStore;
+use renketsu_keys::seal::{SealContext, Sealed};
+use renketsu_linkage::Schema;
+use renketsu_linkage_unit::content_file::{self, ContentHeader};
+use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
+use renketsu_linkage_unit::store::LuStore;
+use renketsu_protocol::v1;
+use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tonic::transport::Channel;
+
+use crate::custodian_conn::status_error;
+use crate::input::{CsvInput, EncodingArg};
+use crate::output::PendingFile;
+use crate::tokens_file;
+
+/// Chunk size of uploads (bytes).
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Attempts of an upload when the linkage unit is unreachable or restarts.
+const UPLOAD_ATTEMPTS: u32 = 30;
+
+/// `--lu URL --ca FILE --cert FILE --key FILE`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct LuArgs {
+    /// The linkage unit, e.g. https://localhost:7444.
+    #[arg(long, env = "RENKETSU_LU", value_name = "URL")]
+    pub lu: String,
+    /// CA certificate (PEM) that issued the linkage unit's certificate.
+    #[arg(long, env = "RENKETSU_CA", value_name = "FILE")]
+    pub ca: PathBuf,
+    /// Your client certificate (PEM); its role must allow the command.
+    #[arg(long, env = "RENKETSU_CERT", value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Your client private key (PEM).
+    #[arg(long, env = "RENKETSU_CERT_KEY", value_name = "FILE")]
+    pub key: PathBuf,
+    /// The linkage project.
+    #[arg(long, env = "RENKETSU_PROJECT")]
+    pub project: String,
+}
+
+impl LuArgs {
+    fn connect(&self) -> Result<LinkageUnitClient<Channel>> {
+        let mut config = ConnectConfig::new(self.lu.clone(), &self.ca, &self.cert, &self.key);
+        config.timeout = Duration::from_secs(600);
+        Ok(LinkageUnitClient::new(tls_channel(&config)?)
+            .max_decoding_message_size(renketsu_linkage_unit::server::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(renketsu_linkage_unit::server::MAX_MESSAGE_BYTES))
+    }
+}
+
+/// `renketsu lu …`.
+#[derive(clap::Subcommand)]
+pub(crate) enum LuCommand {
+    /// Run the linkage unit (gRPC with mutual TLS; SQLite or PostgreSQL store).
+    #[command(long_about = "\
+Run the linkage unit: holders upload token files and sealed content, the admin starts the \
+matching job, holders fetch their mappings, the researcher fetches the release. It holds no \
+key. Prints `renketsu lu: listening on ADDR` when ready; stops on Ctrl-C or SIGTERM. Jobs \
+interrupted by a crash are run again at start.
+Example (development PKI from `renketsu pki dev-init --out pki`):
+  renketsu lu serve --db sqlite:lu.db --listen 127.0.0.1:7444 \\
+      --tls-cert pki/linkage-unit-server.pem --tls-key pki/linkage-unit-server.key \\
+      --client-ca pki/ca.pem")]
+    Serve(ServeArgs),
+    /// Admin: create a linkage project (holders, schema, researcher and its public key).
+    CreateProject {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// The linkage schema every holder tokenizes with (without [scoring]).
+        #[arg(long)]
+        schema: PathBuf,
+        /// A holder's party name (its certificate's CN); two or more, in order.
+        #[arg(long = "holder", required = true)]
+        holders: Vec<String>,
+        /// The researcher's party name.
+        #[arg(long)]
+        researcher: String,
+        /// The researcher's public key file (`renketsu lu keygen`).
+        #[arg(long)]
+        researcher_key: PathBuf,
+        /// Holders whose data may hold several records of one person.
+        #[arg(long = "duplicates")]
+        duplicates: Vec<String>,
+    },
+    /// Admin: list projects with uploads and the latest job.
+    List {
+        #[command(flatten)]
+        conn: LuArgs,
+    },
+    /// Admin: delete a project and everything stored for it.
+    Delete {
+        #[command(flatten)]
+        conn: LuArgs,
+    },
+    /// Admin: start the matching job (and with --wait, follow it to the end).
+    StartJob {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Wait for the job and show its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Admin: a job's state and progress (default the latest); --wait follows it.
+    Job {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Job id (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        job: u64,
+        /// Wait until it is no longer running.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Admin: cancel a running job.
+    Cancel {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Job id (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        job: u64,
+    },
+    /// Admin: re-key every stored token of one recipe to a new epoch (the linkage unit asks
+    /// the custodian for the delta with its own certificate).
+    Rekey {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Custodian recipe name, `<recipe>/v<version>`.
+        #[arg(long)]
+        recipe: String,
+        /// Target epoch.
+        #[arg(long)]
+        to_epoch: u64,
+    },
+    /// Holder: upload a token file, sealed content and/or opt-out tokens (resumable).
+    #[command(long_about = "\
+Holder: upload to the linkage unit. Uploads are chunked, idempotent and resumable: rerun the \
+same command after a crash and only missing chunks are sent.
+  --tokens FILE         the token file from `renketsu tokenize`
+  --content-from CSV    seal the content columns of CSV (the schema's [content]) to the \
+project's researcher and upload them; only records of --tokens are sealed
+  --opt-out FILE        a token file of persons who opted out (提供停止): their clusters are \
+excluded from every later mapping and release")]
+    Upload(UploadArgs),
+    /// Holder: fetch your record id -> pseudonym mapping of the latest job.
+    Mapping {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Output CSV (`id,pid`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Holder: your own record ids behind a pseudonym (audited).
+    Traceback {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// The pseudonym (32 hex digits).
+        #[arg(long)]
+        pseudonym: String,
+    },
+    /// Researcher: make the key pair content is sealed to (`PREFIX.pub`, `PREFIX.key`).
+    Keygen {
+        /// Output prefix.
+        #[arg(long)]
+        out: PathBuf,
+        /// Local key store whose KEK seals the private key (RENKETSU_KEK overrides).
+        #[arg(long, env = "RENKETSU_KEY_STORE")]
+        key_store: Option<PathBuf>,
+    },
+    /// Auditor: print the linkage unit's audit log and verify its hash chain.
+    Audit {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Also print every entry as JSON lines.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+/// `renketsu lu serve`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct ServeArgs {
+    /// Store URL: sqlite:PATH (embedded default) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, default_value = "sqlite:linkage-unit.db")]
+    pub db: String,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:7444")]
+    pub listen: SocketAddr,
+    /// Server certificate (PEM).
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    /// Server private key (PEM).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// CA that client certificates must chain to (PEM).
+    #[arg(long)]
+    pub client_ca: PathBuf,
+    /// The key custodian, for re-keying deltas only.
+    #[arg(long)]
+    pub custodian: Option<String>,
+    /// The linkage unit's client certificate for the custodian (role linkage-unit).
+    #[arg(long, requires = "custodian")]
+    pub custodian_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "custodian")]
+    pub custodian_key: Option<PathBuf>,
+}
+
+/// `renketsu lu upload`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct UploadArgs {
+    #[command(flatten)]
+    pub conn: LuArgs,
+    /// Token file to upload.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// Holder CSV whose content columns are sealed to the researcher and uploaded (needs
+    /// --tokens, whose record ids select the rows, and --schema).
+    #[arg(long, requires_all = ["tokens", "schema"])]
+    pub content_from: Option<PathBuf>,
+    /// The project's schema (for --content-from: id and content columns).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Encoding of --content-from.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub encoding: EncodingArg,
+    /// The researcher public key you were given out of band: refuse to seal to another one.
+    #[arg(long)]
+    pub researcher_key: Option<PathBuf>,
+    /// Token file of opted-out persons to upload.
+    #[arg(long)]
+    pub opt_out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `renketsu fetch`.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct FetchArgs {
+    #[command(flatten)]
+    pub conn: LuArgs,
+    /// The researcher key file (`renketsu lu keygen`: PREFIX.key).
+    #[arg(long)]
+    pub researcher_key: PathBuf,
+    /// Local key store whose KEK sealed it (RENKETSU_KEK overrides).
+    #[arg(long, env = "RENKETSU_KEY_STORE")]
+    pub key_store: Option<PathBuf>,
+    /// Output directory: joined.csv and release.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs a `renketsu lu` subcommand.
+pub(crate) fn run(command: LuCommand) -> Result<()> {
+    if let LuCommand::Serve(args) = &command {
+        return serve(args);
+    }
+    if let LuCommand::Keygen { out, key_store } = &command {
+        return keygen(out, key_store.as_deref());
+    }
+    runtime()?.block_on(async move {
+        match command {
+            LuCommand::Serve(_) | LuCommand::Keygen { .. } => unreachable!("handled above"),
+            LuCommand::CreateProject {
+                conn,
+                schema,
+                holders,
+                researcher,
+                researcher_key,
+                duplicates,
+            } => {
+                let schema_toml = std::fs::read(&schema)
+                    .with_context(|| format!("cannot read schema {}", schema.display()))?;
+                let pk = read_public_key(&researcher_key)?;
+                let p = conn
+                    .connect()?
+                    .create_linkage_project(v1::CreateLinkageProjectRequest {
+                        project: conn.project.clone(),
+                        holders,
+                        researcher,
+                        researcher_public_key: pk.to_vec(),
+                        schema_toml,
+                        duplicates,
+                    })
+                    .await
+                    .map_err(|s| status_error("CreateLinkageProject", &s))?
+                    .into_inner();
+                println!(
+                    "created linkage project {}: holders {}, researcher {}, schema SHA-256 {}",
+                    p.project,
+                    p.holders.join(", "),
+                    p.researcher,
+                    p.schema_digest
+                );
+                Ok(())
+            }
+            LuCommand::List { conn } => {
+                let r = conn
+                    .connect()?
+                    .list_linkage_projects(v1::ListLinkageProjectsRequest {})
+                    .await
+                    .map_err(|s| status_error("ListLinkageProjects", &s))?
+                    .into_inner();
+                for p in r.projects {
+                    println!(
+                        "{}  holders {}  researcher {}",
+                        p.project,
+                        p.holders.join(","),
+                        p.researcher
+                    );
+                    for u in &p.uploads {
+                        println!(
+                            "  upload {} {} {}…  {} records",
+                            u.party,
+                            kind_label(u.kind),
+                            &u.upload_id[..12.min(u.upload_id.len())],
+                            u.records
+                        );
+                    }
+                    if let Some(j) = &p.latest_job {
+                        println!("  {}", job_line(j));
+                    }
+                }
+                Ok(())
+            }
+            LuCommand::Delete { conn } => {
+                conn.connect()?
+                    .delete_linkage_project(v1::DeleteLinkageProjectRequest {
+                        project: conn.project.clone(),
+                    })
+                    .await
+                    .map_err(|s| status_error("DeleteLinkageProject", &s))?;
+                println!("deleted linkage project {}", conn.project);
+                Ok(())
+            }
+            LuCommand::StartJob { conn, wait } => {
+                let mut client = conn.connect()?;
+                let j = client
+                    .start_job(v1::StartJobRequest {
+                        project: conn.project.clone(),
+                    })
+                    .await
+                    .map_err(|s| status_error("StartJob", &s))?
+                    .into_inner();
+                eprintln!("renketsu lu: started job {} of {}", j.job_id, j.project);
+                if wait {
+                    wait_job(&mut client, &conn.project, j.job_id).await
+                } else {
+                    Ok(())
+                }
+            }
+            LuCommand::Job { conn, job, wait } => {
+                let mut client = conn.connect()?;
+                if wait {
+                    return wait_job(&mut client, &conn.project, job).await;
+                }
+                let j = client
+                    .get_job(v1::GetJobRequest {
+                        project: conn.project.clone(),
+                        job_id: job,
+                    })
+                    .await
+                    .map_err(|s| status_error("GetJob", &s))?
+                    .into_inner();
+                println!("{}", job_line(&j));
+                Ok(())
+            }
+            LuCommand::Cancel { conn, job } => {
+                let j = conn
+                    .connect()?
+                    .cancel_job(v1::CancelJobRequest {
+                        project: conn.project.clone(),
+                        job_id: job,
+                    })
+                    .await
+                    .map_err(|s| status_error("CancelJob", &s))?
+                    .into_inner();
+                println!("{}", job_line(&j));
+                Ok(())
+            }
+            LuCommand::Rekey {
+                conn,
+                recipe,
+                to_epoch,
+            } => {
+                let r = conn
+                    .connect()?
+                    .rekey_tokens(v1::RekeyTokensRequest {
+                        project: conn.project.clone(),
+                        recipe: recipe.clone(),
+                        to_epoch,
+                    })
+                    .await
+                    .map_err(|s| status_error("RekeyTokens", &s))?
+                    .into_inner();
+                println!(
+                    "re-keyed {} tokens of {recipe} in {} uploads to epoch {to_epoch}",
+                    r.tokens, r.uploads
+                );
+                Ok(())
+            }
+            LuCommand::Upload(args) => upload(args).await,
+            LuCommand::Mapping { conn, out } => mapping(&conn, &out).await,
+            LuCommand::Traceback { conn, pseudonym } => {
+                let r = conn
+                    .connect()?
+                    .traceback(v1::TracebackRequest {
+                        project: conn.project.clone(),
+                        pseudonym,
+                    })
+                    .await
+                    .map_err(|s| status_error("Traceback", &s))?
+                    .into_inner();
+                for id in &r.record_ids {
+                    println!("{id}");
+                }
+                eprintln!(
+                    "renketsu lu: {} of your records (job {}); this traceback is in the audit log",
+                    r.record_ids.len(),
+                    r.job_id
+                );
+                Ok(())
+            }
+            LuCommand::Audit { conn, print } => audit(&conn, print).await,
+        }
+    })
+}
+
+fn kind_label(kind: i32) -> &'static str {
+    match v1::UploadKind::try_from(kind) {
+        Ok(v1::UploadKind::Tokens) => "tokens",
+        Ok(v1::UploadKind::Content) => "content",
+        Ok(v1::UploadKind::OptOut) => "opt-out",
+        _ => "?",
+    }
+}
+
+fn job_line(j: &v1::Job) -> String {
+    let state = v1::JobState::try_from(j.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("JOB_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "?".to_owned());
+    let mut s = format!(
+        "job {} {state}: {} ({:.0}%)",
+        j.job_id,
+        j.stage,
+        j.progress * 100.0
+    );
+    if j.state == v1::JobState::Done as i32 {
+        s.push_str(&format!(
+            "; {} records, {} clusters ({} excluded by opt-outs), {} links",
+            j.records, j.clusters, j.excluded_clusters, j.links
+        ));
+    }
+    if !j.error.is_empty() {
+        s.push_str(&format!("; error: {}", j.error));
+    }
+    s
+}
+
+async fn wait_job(
+    client: &mut LinkageUnitClient<Channel>,
+    project: &str,
+    job_id: u64,
+) -> Result<()> {
+    let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:40}] {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(format!("job {job_id}"));
+    let mut failures = 0;
+    loop {
+        let j = match client
+            .get_job(v1::GetJobRequest {
+                project: project.to_owned(),
+                job_id,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            // The linkage unit restarting: it resumes the job; keep waiting.
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable) && failures < 120 => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(s) => return Err(status_error("GetJob", &s)),
+        };
+        failures = 0;
+        pb.set_position((j.progress * 1000.0) as u64);
+        pb.set_message(j.stage.clone());
+        if j.state != v1::JobState::Running as i32 {
+            pb.finish_and_clear();
+            println!("{}", job_line(&j));
+            if j.state != v1::JobState::Done as i32 {
+                bail!("job {} did not complete", j.job_id);
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Uploads `bytes` as one upload of `kind`, resuming: only chunks the linkage unit does not
+/// have are sent; transient failures (restart, network) are retried.
+pub(crate) async fn upload_bytes(
+    client: &mut LinkageUnitClient<Channel>,
+    project: &str,
+    kind: v1::UploadKind,
+    bytes: &[u8],
+    label: &str,
+    quiet: bool,
+) -> Result<v1::UploadStatus> {
+    let upload_id = hex::encode(Sha256::digest(bytes));
+    let chunks: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[][..]]
+    } else {
+        bytes.chunks(CHUNK_BYTES).collect()
+    };
+    let total = chunks.len() as u32;
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb =
+            ProgressBar::with_draw_target(Some(bytes.len() as u64), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(label.to_owned());
+        pb
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let stored: HashSet<u32> = match client
+            .get_upload_status(v1::GetUploadStatusRequest {
+                project: project.to_owned(),
+                upload_id: upload_id.clone(),
+            })
+            .await
+        {
+            Ok(s) => {
+                let s = s.into_inner();
+                if s.complete {
+                    pb.finish_and_clear();
+                    return Ok(s);
+                }
+                s.stored_chunks.into_iter().collect()
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => HashSet::new(),
+            Err(s) if retryable(&s) && attempt < UPLOAD_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            Err(s) => return Err(status_error("GetUploadStatus", &s)),
+        };
+        pb.set_position(
+            stored
+                .iter()
+                .map(|&i| chunks[i as usize].len() as u64)
+                .sum(),
+        );
+        // Missing chunks; if all are stored (an earlier completion was interrupted), resend
+        // the first so that the linkage unit completes the upload.
+        let mut send: Vec<u32> = (0..total).filter(|i| !stored.contains(i)).collect();
+        if send.is_empty() {
+            send.push(0);
+        }
+        let messages: Vec<v1::UploadChunk> = send
+            .iter()
+            .map(|&i| {
+                let data = chunks[i as usize];
+                v1::UploadChunk {
+                    project: project.to_owned(),
+                    kind: kind as i32,
+                    upload_id: upload_id.clone(),
+                    total_chunks: total,
+                    total_bytes: bytes.len() as u64,
+                    index: i,
+                    data: data.to_vec(),
+                    sha256: Sha256::digest(data).to_vec(),
+                }
+            })
+            .collect();
+        let pb2 = pb.clone();
+        let stream = tokio_stream::iter(messages.into_iter().map(move |m| {
+            pb2.inc(m.data.len() as u64);
+            m
+        }));
+        match client.upload(stream).await {
+            Ok(r) => {
+                let s = r.into_inner();
+                if s.complete {
+                    pb.finish_and_clear();
+                    return Ok(s);
+                }
+                if attempt >= UPLOAD_ATTEMPTS {
+                    bail!("upload of {label} did not complete after {attempt} attempts");
+                }
+            }
+            Err(s) if retryable(&s) && attempt < UPLOAD_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(s) => return Err(status_error("Upload", &s)),
+        }
+    }
+}
+
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}
+
+async fn upload(args: UploadArgs) -> Result<()> {
+    if args.tokens.is_none() && args.opt_out.is_none() {
+        bail!("nothing to upload: give --tokens (and --content-from) or --opt-out");
+    }
+    let mut client = args.conn.connect()?;
+    let project = args.conn.project.clone();
+    if let Some(path) = &args.tokens {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let s = upload_bytes(
+            &mut client,
+            &project,
+            v1::UploadKind::Tokens,
+            &bytes,
+            "tokens",
+            args.quiet,
+        )
+        .await?;
+        println!(
+            "uploaded {} ({} records, upload {}…)",
+            path.display(),
+            s.records,
+            &s.upload_id[..12]
+        );
+    }
+    if let Some(csv) = &args.content_from {
+        let p = client
+            .get_linkage_project(v1::GetLinkageProjectRequest {
+                project: project.clone(),
+            })
+            .await
+            .map_err(|s| status_error("GetLinkageProject", &s))?
+            .into_inner();
+        if let Some(pin) = &args.researcher_key {
+            let pinned = read_public_key(pin)?;
+            if p.researcher_public_key != pinned {
+                bail!(
+                    "the linkage unit shows another researcher key for {project} than {}: refusing to seal content to it",
+                    pin.display()
+                );
+            }
+        }
+        let schema_path = args.schema.as_ref().expect("clap requires --schema");
+        let tokens = args.tokens.as_ref().expect("clap requires --tokens");
+        let bytes = seal_content(
+            csv,
+            schema_path,
+            tokens,
+            args.encoding,
+            &project,
+            &p.researcher_public_key,
+        )?;
+        let s = upload_bytes(
+            &mut client,
+            &project,
+            v1::UploadKind::Content,
+            &bytes,
+            "content",
+            args.quiet,
+        )
+        .await?;
+        println!(
+            "uploaded the content of {} sealed to {} ({} records)",
+            csv.display(),
+            p.researcher,
+            s.records
+        );
+    }
+    if let Some(path) = &args.opt_out {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let s = upload_bytes(
+            &mut client,
+            &project,
+            v1::UploadKind::OptOut,
+            &bytes,
+            "opt-out",
+            args.quiet,
+        )
+        .await?;
+        println!(
+            "uploaded opt-outs {} ({} records): their clusters are excluded from later mappings and releases",
+            path.display(),
+            s.records
+        );
+    }
+    Ok(())
+}
+
+/// The sealed content file of `csv`'s content columns for the records of `tokens`.
+fn seal_content(
+    csv: &Path,
+    schema_path: &Path,
+    tokens: &Path,
+    encoding: EncodingArg,
+    project: &str,
+    researcher_public_key: &[u8],
+) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(schema_path)
+        .with_context(|| format!("cannot read schema {}", schema_path.display()))?;
+    let schema = Schema::from_toml(&text)
+        .with_context(|| format!("invalid schema {}", schema_path.display()))?;
+    let mut reader = tokens_file::open(tokens)?;
+    let party = reader.header().party.clone();
+    let mut ids = HashSet::new();
+    let mut rec = renketsu_linkage::token_file::Record::default();
+    while reader.next(&mut rec)? {
+        ids.insert(std::mem::take(&mut rec.id));
+    }
+    let mut input = CsvInput::open(csv, encoding)?;
+    let id_col = input.column(&schema.id_column, "record id")?;
+    let mut columns = Vec::new();
+    let mut cols = Vec::new();
+    for c in &schema.content {
+        if let Some(i) = input.header.iter().position(|h| h == c) {
+            columns.push(c.clone());
+            cols.push(i);
+        }
+    }
+    let sealer = ContentSealer::new(researcher_public_key, project, &party)?;
+    let mut out = Vec::new();
+    content_file::encode_header(
+        &mut out,
+        &ContentHeader {
+            format: content_file::FORMAT.to_owned(),
+            version: content_file::VERSION,
+            project: project.to_owned(),
+            party: party.clone(),
+            columns,
+            researcher_public_key: hex::encode(researcher_public_key),
+            encapsulated_key: B64.encode(sealer.encapsulated_key()),
+        },
+    );
+    let mut row = csv::ByteRecord::new();
+    let mut n = 0u64;
+    let mut done = HashSet::new();
+    while input.next_row(&mut row)? {
+        let Some(id) = row.get(id_col).and_then(|b| input.encoding.decode(b)) else {
+            continue;
+        };
+        let id = id.trim().to_owned();
+        if !ids.contains(&id) || !done.insert(id.clone()) {
+            continue;
+        }
+        let values: Vec<String> = cols
+            .iter()
+            .map(|&c| {
+                row.get(c)
+                    .and_then(|b| input.encoding.decode(b))
+                    .map(|v| v.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        content_file::encode_record(&mut out, &id, &sealer.seal(&values));
+        n += 1;
+    }
+    content_file::encode_trailer(&mut out, n);
+    Ok(out)
+}
+
+async fn mapping(conn: &LuArgs, out: &Path) -> Result<()> {
+    let mut stream = conn
+        .connect()?
+        .fetch_mapping(v1::FetchMappingRequest {
+            project: conn.project.clone(),
+        })
+        .await
+        .map_err(|s| status_error("FetchMapping", &s))?
+        .into_inner();
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("--out: not a file name")?;
+    let mut f = PendingFile::create(dir, name)?.csv();
+    f.row(["id", "pid"])?;
+    let mut n = 0u64;
+    let mut job = 0;
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|s| status_error("FetchMapping", &s))?
+    {
+        job = m.job_id;
+        for (id, pid) in m.record_ids.iter().zip(&m.pseudonyms) {
+            f.row([id.as_str(), pid.as_str()])?;
+            n += 1;
+        }
+    }
+    f.commit()?;
+    println!("wrote {} ({n} records, job {job})", out.display());
+    Ok(())
+}
+
+async fn audit(conn: &LuArgs, print: bool) -> Result<()> {
+    let mut stream = conn
+        .connect()?
+        .read_linkage_audit_log(v1::ReadAuditLogRequest {
+            from_sequence: 0,
+            limit: 0,
+        })
+        .await
+        .map_err(|s| status_error("ReadLinkageAuditLog", &s))?
+        .into_inner();
+    let mut entries = Vec::new();
+    while let Some(e) = stream
+        .message()
+        .await
+        .map_err(|s| status_error("ReadLinkageAuditLog", &s))?
+    {
+        if print {
+            println!(
+                "{}",
+                serde_json::json!({"sequence": e.sequence, "unix_time_ms": e.unix_time_ms, "actor": e.actor_party,
+                    "role": e.role, "rpc": e.rpc, "project": e.project, "detail": e.recipe,
+                    "items": e.item_count, "status": e.status_code})
+            );
+        }
+        let hash =
+            |v: &[u8]| -> Result<[u8; 32]> { v.try_into().context("audit hash is not 32 bytes") };
+        entries.push(renketsu_keys::audit::AuditEntry {
+            sequence: e.sequence,
+            event: renketsu_keys::audit::AuditEvent {
+                unix_time_ms: e.unix_time_ms,
+                actor_party: e.actor_party,
+                role: e.role,
+                rpc: e.rpc,
+                project: e.project,
+                recipe: e.recipe,
+                epoch: e.epoch,
+                item_count: e.item_count,
+                status_code: e.status_code,
+            },
+            prev_hash: hash(&e.prev_hash)?,
+            entry_hash: hash(&e.entry_hash)?,
+        });
+    }
+    renketsu_keys::audit::verify(&entries, None)
+        .context("the linkage unit's audit log does not verify")?;
+    eprintln!("renketsu lu: audit log verified: {} entries", entries.len());
+    Ok(())
+}
+
+fn read_public_key(path: &Path) -> Result<[u8; 32]> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| {
+            format!(
+                "{}: not a researcher public key (64 hex digits)",
+                path.display()
+            )
+        })
+}
+
+const RESEARCHER_KEY_DOMAIN: &[u8] = b"renketsu/researcher-key/v1";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResearcherKeyFile {
+    format: String,
+    version: u32,
+    public_key: String,
+    sealed: String,
+}
+
+fn key_store(dir: Option<&Path>) -> Result<LocalKeyStore> {
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::default_key_store);
+    let env = crate::kek_env();
+    Ok(
+        LocalKeyStore::open_or_init(&dir, env.as_deref(), &mut rand::rng())
+            .with_context(|| format!("key store {}", dir.display()))?
+            .0,
+    )
+}
+
+fn keygen(out: &Path, store: Option<&Path>) -> Result<()> {
+    let store = key_store(store)?;
+    let pair = ResearcherKeyPair::generate();
+    let pk = hex::encode(pair.public_key());
+    let ctx = SealContext {
+        domain: RESEARCHER_KEY_DOMAIN,
+        parts: &[pk.as_bytes()],
+    };
+    let sealed = store
+        .keks()
+        .seal(&mut rand::rng(), &ctx, pair.secret_bytes().as_ref());
+    let file = ResearcherKeyFile {
+        format: "renketsu-researcher-key".to_owned(),
+        version: 1,
+        public_key: pk.clone(),
+        sealed: B64.encode(sealed.to_bytes()),
+    };
+    let key_path = out.with_extension("key");
+    let pub_path = out.with_extension("pub");
+    let dir = key_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&key_path)
+        .with_context(|| format!("cannot create {} (it must not exist)", key_path.display()))?;
+    serde_json::to_writer_pretty(&mut f, &file)?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::write(&pub_path, format!("{pk}\n"))?;
+    println!(
+        "wrote {} (public: give it to the linkage-unit admin and the holders) and {} (private, sealed with the key store's KEK)",
+        pub_path.display(),
+        key_path.display()
+    );
+    Ok(())
+}
+
+fn load_researcher_key(path: &Path, store: Option<&Path>) -> Result<ResearcherKeyPair> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: ResearcherKeyFile = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a researcher key file", path.display()))?;
+    let store = key_store(store)?;
+    let sealed = Sealed::from_bytes(
+        &B64.decode(file.sealed.as_bytes())
+            .context("sealed key is not base64")?,
+    )?;
+    let ctx = SealContext {
+        domain: RESEARCHER_KEY_DOMAIN,
+        parts: &[file.public_key.as_bytes()],
+    };
+    let secret = store.keks().open(&ctx, &sealed).with_context(|| {
+        format!(
+            "{}: cannot unseal (another key store's KEK?)",
+            path.display()
+        )
+    })?;
+    let pair = ResearcherKeyPair::from_secret_bytes(&secret)?;
+    if hex::encode(pair.public_key()) != file.public_key {
+        bail!(
+            "{}: the private key does not match its public key",
+            path.display()
+        );
+    }
+    Ok(pair)
+}
+
+/// `renketsu fetch`: the researcher's release, opened and joined.
+pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
+    let pair = load_researcher_key(&args.researcher_key, args.key_store.as_deref())?;
+    runtime()?.block_on(async move {
+        let mut stream = args
+            .conn
+            .connect()?
+            .fetch_release(v1::FetchReleaseRequest {
+                project: args.conn.project.clone(),
+            })
+            .await
+            .map_err(|s| status_error("FetchRelease", &s))?
+            .into_inner();
+        let mut holders = Vec::new();
+        let mut openers: HashMap<u32, (ContentOpener, usize)> = HashMap::new();
+        let mut columns: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut clusters = Vec::new();
+        let (mut release_id, mut job_id) = (0, 0);
+        while let Some(chunk) = stream.message().await.map_err(|s| status_error("FetchRelease", &s))? {
+            if !chunk.holders.is_empty() {
+                holders = chunk.holders.clone();
+                release_id = chunk.release_id;
+                job_id = chunk.job_id;
+                for h in &chunk.headers {
+                    let idx = holders
+                        .iter()
+                        .position(|x| x == &h.party)
+                        .context("a content header of an unknown holder")? as u32;
+                    let opener = ContentOpener::new(&pair, &h.encapsulated_key, &args.conn.project, &h.party)
+                        .with_context(|| format!("content of {}", h.party))?;
+                    openers.insert(idx, (opener, h.columns.len()));
+                    columns.insert(idx, h.columns.clone());
+                }
+            }
+            clusters.extend(chunk.clusters);
+        }
+        std::fs::create_dir_all(&args.out)?;
+        let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
+        let mut header = vec!["pid".to_owned()];
+        for (idx, cols) in &columns {
+            for c in cols {
+                header.push(format!("{}.{c}", holders[*idx as usize]));
+            }
+        }
+        joined.row(&header)?;
+        let order: Vec<u32> = columns.keys().copied().collect();
+        let mut rows = 0u64;
+        for c in &clusters {
+            // Per holder with content: the opened records of this cluster.
+            let mut per: Vec<Vec<Vec<String>>> = vec![Vec::new(); order.len()];
+            for r in &c.records {
+                let (opener, width) = openers.get(&r.holder).context("a record of a holder without a content header")?;
+                let values = opener
+                    .open(&r.sealed)
+                    .with_context(|| format!("a record of {} in {}", holders[r.holder as usize], c.pseudonym))?;
+                if values.len() != *width {
+                    bail!("a record of {} has {} values, its header {width} columns", holders[r.holder as usize], values.len());
+                }
+                let k = order.iter().position(|&h| h == r.holder).expect("in columns");
+                per[k].push(values);
+            }
+            // Full outer join within the cluster (SPEC.md §5.3): every combination.
+            let lists: Vec<Vec<Option<&Vec<String>>>> = per
+                .iter()
+                .map(|v| if v.is_empty() { vec![None] } else { v.iter().map(Some).collect() })
+                .collect();
+            let mut choice = vec![0usize; lists.len()];
+            loop {
+                let mut line = vec![c.pseudonym.clone()];
+                for (k, l) in lists.iter().enumerate() {
+                    match l[choice[k]] {
+                        Some(v) => line.extend(v.iter().cloned()),
+                        None => line.extend(std::iter::repeat_n(String::new(), columns[&order[k]].len())),
+                    }
+                }
+                joined.row(&line)?;
+                rows += 1;
+                let mut k = 0;
+                while k < lists.len() {
+                    choice[k] += 1;
+                    if choice[k] < lists[k].len() {
+                        break;
+                    }
+                    choice[k] = 0;
+                    k += 1;
+                }
+                if k == lists.len() {
+                    break;
+                }
+            }
+        }
+        joined.commit()?;
+        let mut f = PendingFile::create(&args.out, "release.json")?;
+        serde_json::to_writer_pretty(
+            &mut f.writer,
+            &serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
+                "holders": holders, "clusters": clusters.len(), "rows": rows}),
+        )?;
+        f.writer.write_all(b"\n")?;
+        f.commit()?;
+        println!(
+            "wrote {} ({} clusters, {rows} rows; release {release_id} of job {job_id})",
+            args.out.join("joined.csv").display(),
+            clusters.len()
+        );
+        Ok(())
+    })
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let tls = TlsMaterial::load(&args.tls_cert, &args.tls_key, &args.client_ca)?;
+    let custodian = match (&args.custodian, &args.custodian_cert, &args.custodian_key) {
+        (Some(url), Some(cert), Some(key)) => {
+            Some(ConnectConfig::new(url.clone(), &args.client_ca, cert, key))
+        }
+        (Some(_), _, _) => bail!(
+            "--custodian needs --custodian-cert and --custodian-key (the linkage unit's client certificate)"
+        ),
+        _ => None,
+    };
+    runtime()?.block_on(async move {
+        let store = LuStore::connect(&args.db).await.with_context(|| {
+            format!(
+                "cannot open the store {}",
+                renketsu_custodian::config::redact_url(&args.db)
+            )
+        })?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!("renketsu lu: listening on {addr}");
+        std::io::stdout().flush()?;
+        let service = LinkageUnitService::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            LuSettings { custodian },
+        );
+        renketsu_linkage_unit::server::run(
+            listener,
+            &tls,
+            service,
+            crate::custodian_cmd::shutdown_signal(),
+        )
+        .await?;
+        store.close().await;
+        Ok(())
+    })
+}
