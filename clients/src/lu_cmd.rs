@@ -620,10 +620,11 @@ pub(crate) async fn upload_bytes(
             })
             .collect();
         let pb2 = pb.clone();
-        let stream = tokio_stream::iter(messages.into_iter().map(move |m| {
-            pb2.inc(m.data.len() as u64);
-            m
-        }));
+        let stream = tokio_stream::iter(
+            messages
+                .into_iter()
+                .inspect(move |m| pb2.inc(m.data.len() as u64)),
+        );
         match client.upload(stream).await {
             Ok(r) => {
                 let s = r.into_inner();
