@@ -651,6 +651,9 @@ fn retryable(s: &tonic::Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Unknown
             | tonic::Code::Cancelled
+            // A connection cut mid-stream (the linkage unit killed) can surface as INTERNAL
+            // ("h2 protocol error"); uploads are idempotent, so retrying is safe.
+            | tonic::Code::Internal
     )
 }
 
@@ -894,7 +897,10 @@ async fn audit(conn: &LuArgs, print: bool) -> Result<()> {
             entry_hash: hash(&e.entry_hash)?,
         });
     }
-    renketsu_keys::audit::verify(&entries, None)
+    // The linkage unit holds no key, so there is no sealed head (unlike the custodian's log):
+    // the chain is checked up to the last entry streamed.
+    let head = entries.last().map(renketsu_keys::audit::AuditEntry::head);
+    renketsu_keys::audit::verify(&entries, head.as_ref())
         .context("the linkage unit's audit log does not verify")?;
     eprintln!("renketsu lu: audit log verified: {} entries", entries.len());
     Ok(())
@@ -1153,7 +1159,13 @@ fn serve(args: &ServeArgs) -> Result<()> {
         let service = LinkageUnitService::new(
             store.clone(),
             Arc::new(SystemClock),
-            LuSettings { custodian },
+            LuSettings {
+                custodian,
+                test_pause: std::env::var("RENKETSU_LU_TEST_PAUSE_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis),
+            },
         );
         renketsu_linkage_unit::server::run(
             listener,

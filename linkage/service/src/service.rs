@@ -48,6 +48,10 @@ pub struct LuSettings {
     /// How to reach the custodian for re-keying deltas (with the linkage unit's own client
     /// certificate); `None`: `RekeyTokens` is refused with FAILED_PRECONDITION.
     pub custodian: Option<renketsu_custodian::client::ConnectConfig>,
+    /// Fault-injection pause after each stored chunk and at each job stage, so that tests can
+    /// kill the process mid-upload and mid-job (`renketsu lu serve` reads it from
+    /// `RENKETSU_LU_TEST_PAUSE_MS`). `None` in production.
+    pub test_pause: Option<std::time::Duration>,
 }
 
 struct Inner {
@@ -375,6 +379,7 @@ impl LinkageUnitService {
         let salt = project.pid_salt.clone();
         let digest = project.schema_digest.clone();
         let name = project.name.clone();
+        let pause = self.inner.settings.test_pause;
         let out = tokio::task::spawn_blocking(move || {
             let input = JobInput {
                 project: &name,
@@ -388,6 +393,9 @@ impl LinkageUnitService {
                 input,
                 &|s, f| {
                     let _ = ptx.send((s.to_owned(), f));
+                    if let Some(p) = pause {
+                        std::thread::sleep(p);
+                    }
                 },
                 &cancel2,
             )
@@ -720,6 +728,9 @@ impl LinkageUnitService {
                 .await?
             {
                 stored_now += 1;
+                if let Some(p) = self.inner.settings.test_pause {
+                    tokio::time::sleep(p).await;
+                }
             }
         }
         let (p, u) = current.ok_or_else(|| {

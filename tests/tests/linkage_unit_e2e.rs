@@ -1,0 +1,823 @@
+//! End-to-end: the whole multi-party flow as separate processes over loopback mutual TLS
+//! (SPEC.md §10): key custodian, linkage unit, three holders (operator EHR, an NDB-style
+//! hash-only holder, a 介護DB-style holder) and a researcher.
+//!
+//! 1. `renketsu synth` makes three holders' records (holder b also as the hash-only NDB view);
+//! 2. each holder tokenizes with the custodian's VOPRF (`schemas/ndb-exact.toml`), uploads its
+//!    token file and its content sealed to the researcher;
+//! 3. the admin runs the job; each holder fetches its mapping; the researcher fetches and opens
+//!    the release;
+//! 4. the pairs implied by the mappings equal those of `renketsu link` on the same token files,
+//!    and the separation holds: the linkage unit's database and log hold no identifier, no key
+//!    and no plaintext content; the researcher's output holds no token and no record id; a
+//!    holder outside the project gets no mapping.
+//!
+//! Also a fault test: the linkage unit is killed (SIGKILL) during an upload and during a job,
+//! restarted, and everything completes without lost or duplicated rows
+//! (`RENKETSU_FAULT_REPS` repetitions, default 2; `scripts/lu-fault.sh` runs 20).
+
+use renketsu_e2e::{bin, repo};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TODAY: &str = "2026-11-22";
+
+fn cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .current_dir(dir)
+        .env("RENKETSU_KEY_STORE", dir.join("keys"))
+        .env_remove("RENKETSU_KEK");
+    for v in [
+        "RENKETSU_PROJECT",
+        "RENKETSU_CUSTODIAN",
+        "RENKETSU_LU",
+        "RENKETSU_CA",
+        "RENKETSU_CERT",
+        "RENKETSU_CERT_KEY",
+        "RENKETSU_LU_TEST_PAUSE_MS",
+        "RUST_BACKTRACE",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn ok(dir: &Path, args: &[&str]) -> Output {
+    let out = cmd(dir, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "renketsu {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A server child process (custodian or linkage unit); killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+    fn kill9(&mut self) {
+        // Child::kill sends SIGKILL on Unix: no shutdown, no flush.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn start(dir: &Path, args: &[&str], log: &str, env: &[(&str, &str)]) -> Server {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))
+        .unwrap();
+    let mut c = cmd(dir, args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{args:?} exited before listening"))
+            .unwrap();
+        if let Some(a) = line.split("listening on ").nth(1) {
+            break a.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, addr }
+}
+
+fn start_lu(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
+    start(
+        dir,
+        &[
+            "lu",
+            "serve",
+            "--db",
+            "sqlite:lu.db",
+            "--listen",
+            listen,
+            "--tls-cert",
+            "pki/linkage-unit-server.pem",
+            "--tls-key",
+            "pki/linkage-unit-server.key",
+            "--client-ca",
+            "pki/ca.pem",
+        ],
+        "lu.stderr",
+        env,
+    )
+}
+
+fn lu_args(url: &str, party: &str, project: &str) -> Vec<String> {
+    [
+        "--lu",
+        url,
+        "--ca",
+        "pki/ca.pem",
+        "--cert",
+        &format!("pki/{party}.pem"),
+        "--key",
+        &format!("pki/{party}.key"),
+        "--project",
+        project,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn run(dir: &Path, head: &[&str], conn: &[String], tail: &[&str]) -> Output {
+    let mut args: Vec<&str> = head.to_vec();
+    args.extend(conn.iter().map(String::as_str));
+    args.extend(tail);
+    ok(dir, &args)
+}
+
+/// `(party, id) -> pid` from each holder's mapping file.
+fn mapping_pairs(files: &[(&str, PathBuf)]) -> BTreeSet<(String, String, String, String)> {
+    let mut by_pid: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (k, (_, path)) in files.iter().enumerate() {
+        let mut r = csv::Reader::from_path(path).unwrap();
+        assert_eq!(r.headers().unwrap(), vec!["id", "pid"]);
+        let mut seen = HashSet::new();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            assert!(seen.insert(rec[0].to_owned()), "record {} twice", &rec[0]);
+            by_pid
+                .entry(rec[1].to_owned())
+                .or_default()
+                .push((k, rec[0].to_owned()));
+        }
+    }
+    let mut out = BTreeSet::new();
+    for members in by_pid.values() {
+        for (i, (pa, a)) in members.iter().enumerate() {
+            for (pb, b) in &members[i + 1..] {
+                if pa == pb {
+                    continue;
+                }
+                let ((pa, a), (pb, b)) = if pa < pb {
+                    ((pa, a), (pb, b))
+                } else {
+                    ((pb, b), (pa, a))
+                };
+                out.insert((
+                    files[*pa].0.to_owned(),
+                    a.clone(),
+                    files[*pb].0.to_owned(),
+                    b.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Pairs of `renketsu link` (party_a,id_a,party_b,id_b or id_a,id_b for `names`).
+fn link_pairs(path: &Path, names: &[&str]) -> BTreeSet<(String, String, String, String)> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let two = r.headers().unwrap().len() == 2;
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            if two {
+                (
+                    names[0].to_owned(),
+                    rec[0].to_owned(),
+                    names[1].to_owned(),
+                    rec[1].to_owned(),
+                )
+            } else {
+                (
+                    rec[0].to_owned(),
+                    rec[1].to_owned(),
+                    rec[2].to_owned(),
+                    rec[3].to_owned(),
+                )
+            }
+        })
+        .collect()
+}
+
+/// Every non-ASCII value and every date-like value (`-` never occurs in base64 or hex) of the
+/// given columns of a CSV.
+fn telltale_values(path: &Path, columns: &[&str]) -> BTreeSet<String> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().clone();
+    let idx: Vec<usize> = columns
+        .iter()
+        .filter_map(|c| header.iter().position(|h| h == *c))
+        .collect();
+    let mut out = BTreeSet::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        for &i in &idx {
+            let v = rec[i].trim();
+            // (A birth date of "today" equals the token header's `today`, which is no leak.)
+            if v.chars().count() >= 2
+                && (!v.is_ascii() || (v.contains('-') && v.len() >= 8))
+                && v != TODAY
+            {
+                out.insert(v.to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn lu_files(dir: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("lu.db") || name == "lu.stderr" {
+            bytes.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    bytes
+}
+
+#[test]
+fn three_holders_and_a_researcher_over_mutual_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let schema = repo().join("schemas/ndb-exact.toml");
+    let schema_s = schema.to_str().unwrap();
+    ok(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--holders",
+            "3",
+            "--records",
+            "1200",
+            "--ndb-view",
+            "b",
+            "--seed",
+            "7",
+            "--quiet",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "pki", "dev-init", "--out", "pki", "--holder", "ehr", "--holder", "ndb", "--holder",
+            "kaigo", "--holder", "outsider",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "custodian",
+            "init-config",
+            "--pki",
+            "pki",
+            "--out",
+            "custodian.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let custodian = start(
+        dir,
+        &["custodian", "serve", "--config", "custodian.toml"],
+        "custodian.stderr",
+        &[],
+    );
+    let lu = start_lu(dir, "127.0.0.1:0", &[]);
+    let (cu, lu_url) = (custodian.url(), lu.url());
+    let admin_c = [
+        "--custodian",
+        &cu,
+        "--ca",
+        "pki/ca.pem",
+        "--cert",
+        "pki/admin.pem",
+        "--key",
+        "pki/admin.key",
+    ];
+    let mut create = vec![
+        "keys",
+        "create-project",
+        "--project",
+        "e2e",
+        "--linkage-unit",
+        "linkage-unit",
+        "--schema",
+        schema_s,
+    ];
+    create.extend(admin_c);
+    ok(dir, &create);
+    let holders = [
+        ("ehr", "data/synth_a.csv"),
+        ("ndb", "data/synth_b_ndb.csv"),
+        ("kaigo", "data/synth_c.csv"),
+    ];
+    for (party, _) in holders {
+        let mut enrol = vec![
+            "keys",
+            "enrol",
+            "--project",
+            "e2e",
+            "--party",
+            party,
+            // ndb-exact.toml's prehash recipes make several spelling variants per record.
+            "--declared-records",
+            "20000",
+        ];
+        enrol.extend(admin_c);
+        ok(dir, &enrol);
+    }
+    // The three holders tokenize at the same time (custodian VOPRF).
+    let children: Vec<(&str, Child)> = holders
+        .iter()
+        .map(|(party, csv)| {
+            let c = cmd(
+                dir,
+                &[
+                    "tokenize",
+                    "--custodian",
+                    &cu,
+                    "--ca",
+                    "pki/ca.pem",
+                    "--cert",
+                    &format!("pki/{party}.pem"),
+                    "--key",
+                    &format!("pki/{party}.key"),
+                    "--project",
+                    "e2e",
+                    "--schema",
+                    schema_s,
+                    "--input",
+                    csv,
+                    "--party",
+                    party,
+                    "--out",
+                    &format!("{party}.tokens"),
+                    "--today",
+                    TODAY,
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+            (*party, c)
+        })
+        .collect();
+    for (party, c) in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{party}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Researcher key pair; the admin creates the linkage project with its public key.
+    ok(
+        dir,
+        &[
+            "lu",
+            "keygen",
+            "--out",
+            "researcher",
+            "--key-store",
+            "researcher-keys",
+        ],
+    );
+    run(
+        dir,
+        &["lu", "create-project"],
+        &lu_args(&lu_url, "admin", "e2e"),
+        &[
+            "--schema",
+            schema_s,
+            "--holder",
+            "ehr",
+            "--holder",
+            "ndb",
+            "--holder",
+            "kaigo",
+            "--researcher",
+            "researcher",
+            "--researcher-key",
+            "researcher.pub",
+        ],
+    );
+    for (party, csv) in holders {
+        run(
+            dir,
+            &["lu", "upload"],
+            &lu_args(&lu_url, party, "e2e"),
+            &[
+                "--tokens",
+                &format!("{party}.tokens"),
+                "--content-from",
+                csv,
+                "--schema",
+                schema_s,
+                "--researcher-key",
+                "researcher.pub",
+                "--quiet",
+            ],
+        );
+    }
+    let out = run(
+        dir,
+        &["lu", "start-job"],
+        &lu_args(&lu_url, "admin", "e2e"),
+        &["--wait"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    let mut maps = Vec::new();
+    for (party, _) in holders {
+        let f = dir.join(format!("{party}-map.csv"));
+        run(
+            dir,
+            &["lu", "mapping"],
+            &lu_args(&lu_url, party, "e2e"),
+            &["--out", f.to_str().unwrap()],
+        );
+        maps.push((party, f));
+    }
+    run(
+        dir,
+        &["fetch"],
+        &lu_args(&lu_url, "researcher", "e2e"),
+        &[
+            "--researcher-key",
+            "researcher.key",
+            "--key-store",
+            "researcher-keys",
+            "--out",
+            "release",
+        ],
+    );
+
+    // Linkage quality equals `renketsu link` on the same token files.
+    ok(
+        dir,
+        &[
+            "link",
+            "--schema",
+            schema_s,
+            "--input",
+            "ehr.tokens",
+            "--input",
+            "ndb.tokens",
+            "--input",
+            "kaigo.tokens",
+            "--out",
+            "local",
+            "--quiet",
+        ],
+    );
+    let local = link_pairs(&dir.join("local/pairs.csv"), &["ehr", "ndb", "kaigo"]);
+    let lu_pairs = mapping_pairs(&maps);
+    assert!(local.len() > 500, "{} local pairs", local.len());
+    assert_eq!(
+        lu_pairs, local,
+        "the linkage unit's job must link exactly like renketsu link"
+    );
+    // Every holder pair is linked (operator-NDB through the hash-only recipes).
+    for (a, b) in [("ehr", "ndb"), ("ehr", "kaigo"), ("ndb", "kaigo")] {
+        assert!(
+            lu_pairs
+                .iter()
+                .any(|p| (p.0.as_str(), p.2.as_str()) == (a, b)),
+            "no {a}-{b} pair"
+        );
+    }
+
+    // The researcher's joined dataset: pseudonym and content columns of the three holders.
+    let joined = std::fs::read_to_string(dir.join("release/joined.csv")).unwrap();
+    let header = joined.lines().next().unwrap();
+    assert!(header.starts_with("pid,ehr."), "{header}");
+    assert!(
+        header.contains("ehr.prefecture")
+            && header.contains("ndb.main_diagnosis")
+            && header.contains("kaigo.prefecture"),
+        "{header}"
+    );
+    assert!(
+        !header.split(',').any(|c| c.ends_with(".id") || c == "id"),
+        "{header}"
+    );
+    let mut pids: BTreeSet<String> = BTreeSet::new();
+    for (_, f) in &maps {
+        let mut r = csv::Reader::from_path(f).unwrap();
+        pids.extend(r.records().map(|x| x.unwrap()[1].to_owned()));
+    }
+    let released: BTreeSet<String> = joined
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        released, pids,
+        "every cluster is released once under its pseudonym"
+    );
+    // No token in the researcher's output.
+    for (party, _) in holders {
+        let text = std::fs::read_to_string(dir.join(format!("{party}.tokens"))).unwrap();
+        for line in text.lines().skip(1).take(200) {
+            for tok in line
+                .split('"')
+                .filter(|s| s.len() == 44 && s.ends_with('='))
+            {
+                assert!(!joined.contains(tok), "a token of {party} in joined.csv");
+            }
+        }
+    }
+    // Content was opened: prefectures from the holders' CSVs appear.
+    assert!(joined.contains("都") || joined.contains("県") || joined.contains("府"));
+
+    // A holder outside the project gets no mapping; the researcher none either.
+    for who in ["outsider", "researcher"] {
+        let mut args = vec!["lu".to_owned(), "mapping".to_owned()];
+        args.extend(lu_args(&lu_url, who, "e2e"));
+        args.extend(["--out".to_owned(), "stolen.csv".to_owned()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cmd(dir, &refs).output().unwrap();
+        assert!(!out.status.success(), "{who} fetched a mapping");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"),
+            "{who}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dir.join("stolen.csv").exists());
+    }
+    // The auditor verifies the linkage unit's audit chain.
+    run(
+        dir,
+        &["lu", "audit"],
+        &lu_args(&lu_url, "auditor", "e2e"),
+        &[],
+    );
+    drop(lu);
+    drop(custodian);
+
+    // Separation: the linkage unit's database and log hold no identifier, no key and no
+    // plaintext content.
+    let stored = lu_files(dir);
+    assert!(stored.len() > 100_000, "{} bytes", stored.len());
+    let mut checked = 0;
+    for (_, csv) in holders {
+        let values = telltale_values(
+            &dir.join(csv),
+            &[
+                "last_name",
+                "first_name",
+                "last_name_kana",
+                "first_name_kana",
+                "birth_date",
+                "prefecture",
+                "city",
+                "insured_symbol",
+            ],
+        );
+        for v in &values {
+            assert!(
+                !contains(&stored, v),
+                "{v:?} from {csv} is in the linkage unit's database or log"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked} values checked");
+    for secret in ["renketsu-kek-v1", "PRIVATE KEY"] {
+        assert!(!contains(&stored, secret));
+    }
+    let key_file = std::fs::read_to_string(dir.join("researcher.key")).unwrap();
+    let sealed: serde_json::Value = serde_json::from_str(&key_file).unwrap();
+    assert!(!contains(&stored, sealed["sealed"].as_str().unwrap()));
+}
+
+#[test]
+fn linkage_unit_killed_during_upload_and_job_recovers() {
+    let reps: usize = std::env::var("RENKETSU_FAULT_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let schema = repo().join("schemas/jp-person-exact.toml");
+    let schema_s = schema.to_str().unwrap();
+    ok(
+        base,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--holders",
+            "2",
+            "--records",
+            "12000",
+            "--seed",
+            "11",
+            "--quiet",
+        ],
+    );
+    ok(
+        base,
+        &[
+            "pki", "dev-init", "--out", "pki", "--holder", "holder-a", "--holder", "holder-b",
+        ],
+    );
+    ok(base, &["keys", "init", "--project", "fault"]);
+    for (p, csv) in [
+        ("holder-a", "data/synth_a.csv"),
+        ("holder-b", "data/synth_b.csv"),
+    ] {
+        ok(
+            base,
+            &[
+                "tokenize",
+                "--project",
+                "fault",
+                "--schema",
+                schema_s,
+                "--input",
+                csv,
+                "--party",
+                p,
+                "--out",
+                &format!("{p}.tokens"),
+                "--today",
+                TODAY,
+                "--quiet",
+            ],
+        );
+    }
+    ok(base, &["lu", "keygen", "--out", "researcher"]);
+    ok(
+        base,
+        &[
+            "link",
+            "--schema",
+            schema_s,
+            "--input",
+            "holder-a.tokens",
+            "--input",
+            "holder-b.tokens",
+            "--out",
+            "local",
+            "--quiet",
+        ],
+    );
+    let local = link_pairs(&base.join("local/pairs.csv"), &["holder-a", "holder-b"]);
+    let a_records = std::fs::read_to_string(base.join("holder-a.tokens"))
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    assert!(
+        std::fs::metadata(base.join("holder-a.tokens"))
+            .unwrap()
+            .len()
+            > 3 << 20,
+        "several 1 MiB chunks"
+    );
+    let pause = [("RENKETSU_LU_TEST_PAUSE_MS", "150")];
+    let mut rng_state = 0x9e37_79b9_u64;
+    let mut next = |lo: u64, hi: u64| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        lo + rng_state % (hi - lo)
+    };
+    for rep in 0..reps {
+        let dir = base.join(format!("rep{rep}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "pki",
+            "keys",
+            "holder-a.tokens",
+            "holder-b.tokens",
+            "researcher.pub",
+        ] {
+            std::os::unix::fs::symlink(base.join(f), dir.join(f)).unwrap();
+        }
+        let mut lu = start_lu(&dir, "127.0.0.1:0", &pause);
+        let addr = lu.addr.clone();
+        let url = lu.url();
+        run(
+            &dir,
+            &["lu", "create-project"],
+            &lu_args(&url, "admin", "fault"),
+            &[
+                "--schema",
+                schema_s,
+                "--holder",
+                "holder-a",
+                "--holder",
+                "holder-b",
+                "--researcher",
+                "researcher",
+                "--researcher-key",
+                "researcher.pub",
+            ],
+        );
+        // Kill during holder-a's upload; the same upload process resumes after the restart.
+        let mut args = vec!["lu".to_owned(), "upload".to_owned()];
+        args.extend(lu_args(&url, "holder-a", "fault"));
+        args.extend([
+            "--tokens".to_owned(),
+            "holder-a.tokens".to_owned(),
+            "--quiet".to_owned(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let uploader = cmd(&dir, &refs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(next(200, 700)));
+        lu.kill9();
+        std::thread::sleep(Duration::from_millis(next(0, 500)));
+        let lu2 = start_lu(&dir, &addr, &pause);
+        let out = uploader.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "rep {rep}: upload after restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("{a_records} records")),
+            "rep {rep}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        run(
+            &dir,
+            &["lu", "upload"],
+            &lu_args(&url, "holder-b", "fault"),
+            &["--tokens", "holder-b.tokens", "--quiet"],
+        );
+        // Kill during the job; the restarted linkage unit runs it again.
+        run(
+            &dir,
+            &["lu", "start-job"],
+            &lu_args(&url, "admin", "fault"),
+            &[],
+        );
+        std::thread::sleep(Duration::from_millis(next(100, 600)));
+        let mut lu2 = lu2;
+        lu2.kill9();
+        let lu3 = start_lu(&dir, &addr, &[]);
+        let t = Instant::now();
+        let out = run(
+            &dir,
+            &["lu", "job"],
+            &lu_args(&url, "admin", "fault"),
+            &["--wait"],
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("done"),
+            "rep {rep}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(120));
+        let (fa, fb) = (dir.join("a-map.csv"), dir.join("b-map.csv"));
+        run(
+            &dir,
+            &["lu", "mapping"],
+            &lu_args(&url, "holder-a", "fault"),
+            &["--out", fa.to_str().unwrap()],
+        );
+        run(
+            &dir,
+            &["lu", "mapping"],
+            &lu_args(&url, "holder-b", "fault"),
+            &["--out", fb.to_str().unwrap()],
+        );
+        let a_rows = std::fs::read_to_string(&fa).unwrap().lines().count() - 1;
+        assert_eq!(a_rows, a_records, "rep {rep}: every record mapped once");
+        let pairs = mapping_pairs(&[("holder-a", fa), ("holder-b", fb)]);
+        assert_eq!(pairs, local, "rep {rep}: same links as renketsu link");
+        drop(lu3);
+    }
+}
