@@ -18,6 +18,10 @@ mkdir -p "$DIR"
 if [ ! -s "$DIR/synth_truth.csv" ] || [ "$(($(wc -l < "$DIR/synth_a.csv") - 1))" != "$N" ]; then
   "$BIN" synth --out "$DIR" --records "$N"
 fi
+# A throwaway key store for the run (the project's CLK and token keys).
+export RENKETSU_KEY_STORE=$DIR/keys
+unset RENKETSU_KEK
+"$BIN" keys init --project scale --if-missing
 SCHEMA=$DIR/jp-person-clk-lsh.toml
 { cat schemas/jp-person-clk.toml; printf '\n[clk.lsh]\nbands = %s\nbits_per_band = %s\n' \
     "${LSH_BANDS:-48}" "${LSH_BITS:-16}"; } > "$SCHEMA"
