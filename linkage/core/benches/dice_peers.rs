@@ -31,12 +31,19 @@
 //! `anonlink.similarities.dice_coefficient_accelerated((a, b), 0.75)`, all 4×10^8 pairs,
 //! candidates sorted, pruned by anonlink's popcount-difference bound).
 //!
-//! **Run.**
+//! **Run.** `scripts/bench-dice-peers.sh` makes the files and alternates this benchmark with
+//! anonlink's kernel; by hand:
 //!
 //! ```text
 //! RENKETSU_DICE_A=/tmp/clks_a.txt RENKETSU_DICE_B=/tmp/clks_b.txt \
 //!     cargo bench -p renketsu-linkage --bench dice_peers
 //! ```
+//!
+//! First, `RENKETSU_DICE_RUNS` (default 3) single runs of each of `auto/no_pruning` (the
+//! kernel [`Kernel::Auto`] picks: AVX2 where the CPU has it), `auto/pruned` and
+//! `portable/no_pruning` print wall and CPU seconds and comparisons per second of each (CPU
+//! seconds are robust to other processes on a shared machine); then criterion, unless
+//! `RENKETSU_DICE_SKIP_CRITERION` is set.
 //!
 //! `RENKETSU_DICE_THRESHOLD` overrides the threshold (default 0.75: the peers' FEBRL4
 //! best-greedy threshold, which their scale run uses). Before timing, the bench prints the
@@ -54,7 +61,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, SamplingMode, Throughput};
 use renketsu_linkage::clk::Bloom;
-use renketsu_linkage::dice::{Filters, Pruning, pairs_above, pairs_above_with};
+use renketsu_linkage::dice::{
+    Filters, Kernel, Pruning, pairs_above, pairs_above_kernel, pairs_above_with,
+};
 
 /// Reads a file of base64 clkhash CLKs (one per line, blank lines skipped) into [`Filters`].
 fn read_filters(path: &str) -> Filters {
@@ -78,6 +87,29 @@ fn read_filters(path: &str) -> Filters {
         filters.as_mut().unwrap().push(bloom.words());
     }
     filters.unwrap_or_else(|| panic!("{path}: no filters"))
+}
+
+/// User + system CPU seconds of this process (`/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends at the last ')'): utime is the 12th, stime the
+    // 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// The 1-minute load average, as text.
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Mean popcount of a set of filters.
@@ -137,6 +169,42 @@ fn main() {
         100.0 * pruned.compared as f64 / pairs as f64,
     );
     drop((raw, pruned));
+
+    // Wall and CPU time of single runs (CPU seconds are robust to other processes taking the
+    // core away; anonlink's script reports both as well).
+    let runs: usize = std::env::var("RENKETSU_DICE_RUNS")
+        .map(|n| n.parse().expect("RENKETSU_DICE_RUNS is a number"))
+        .unwrap_or(3);
+    for (name, kernel, pruning) in [
+        ("auto/no_pruning", Kernel::Auto, Pruning::None),
+        ("auto/pruned", Kernel::Auto, Pruning::PopcountBound),
+        ("portable/no_pruning", Kernel::Portable, Pruning::None),
+    ] {
+        for _ in 0..runs {
+            let (w0, c0) = (std::time::Instant::now(), cpu_seconds());
+            let n = pool.install(|| {
+                pairs_above_kernel(black_box(&a), black_box(&b), threshold, pruning, kernel)
+                    .pairs
+                    .len()
+            });
+            let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+            println!(
+                "dice_peers: {name:<20} ({}) {wall:.3} s wall, {cpu:.2} s cpu: {:.4e} cmp/s, \
+                 {:.4e} cmp/cpu-s, {n} pairs, load1 {}",
+                if kernel == Kernel::Auto {
+                    Kernel::auto_name(a.words())
+                } else {
+                    "portable"
+                },
+                pairs as f64 / wall,
+                pairs as f64 / cpu,
+                load1(),
+            );
+        }
+    }
+    if std::env::var("RENKETSU_DICE_SKIP_CRITERION").is_ok() {
+        return;
+    }
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(3))

@@ -321,9 +321,19 @@ impl NativeEncoder {
     ) {
         out.clear();
         out.resize(self.words, 0);
-        let mut token: Vec<u8> = Vec::with_capacity(32);
-        let mut chars: Vec<char> = Vec::new();
-        let mut tail: Vec<u8> = Vec::with_capacity(64);
+        // Scratch buffers: the cache's (no allocation per record) or fresh ones.
+        let mut own = Scratch::default();
+        let scratch = match cache.as_deref_mut() {
+            Some(c) => std::mem::take(&mut c.scratch),
+            None => std::mem::take(&mut own),
+        };
+        let Scratch {
+            mut token,
+            mut chars,
+            mut tail,
+        } = scratch;
+        token.clear();
+        chars.clear();
         let mut utf8 = [0u8; 4];
         for (fi, ((f, mac), value)) in self.features.iter().zip(values).enumerate() {
             let Some(value) = value else { continue };
@@ -357,7 +367,7 @@ impl NativeEncoder {
                         put_decimal(&mut token, i + 1);
                         token.push(b':');
                     }
-                    token.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                    push_char(&mut token, c, &mut utf8);
                     self.set_token(fi, mac, f.k, &token, cache.as_deref_mut(), out, &mut tail);
                 }
             } else {
@@ -367,12 +377,18 @@ impl NativeEncoder {
                 chars.extend(std::iter::repeat_n(' ', f.q - 1));
                 for w in chars.windows(f.q) {
                     token.truncate(salt_prefix);
-                    for c in w {
-                        token.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                    for &c in w {
+                        push_char(&mut token, c, &mut utf8);
                     }
                     self.set_token(fi, mac, f.k, &token, cache.as_deref_mut(), out, &mut tail);
                 }
             }
+        }
+        match cache {
+            // Back to the cache, which holds the same q-grams in its keys and is zeroized
+            // with them on drop.
+            Some(c) => c.scratch = Scratch { token, chars, tail },
+            None => Scratch { token, chars, tail }.zeroize(),
         }
         if self.xor_fold {
             let full = std::mem::take(out);
@@ -470,6 +486,37 @@ fn schema_features(schema: &crate::Schema) -> Vec<NativeFeature> {
     })
 }
 
+/// Appends `c` in UTF-8 (ASCII without a call to `memcpy`).
+#[inline]
+fn push_char(out: &mut Vec<u8>, c: char, utf8: &mut [u8; 4]) {
+    if c.is_ascii() {
+        out.push(c as u8);
+    } else {
+        out.extend_from_slice(c.encode_utf8(utf8).as_bytes());
+    }
+}
+
+/// Reusable buffers of [`NativeEncoder::encode_inner`] (q-grams of identifiers: zeroized
+/// when dropped by the encoder or with their [`PositionCache`]).
+#[derive(Default)]
+struct Scratch {
+    token: Vec<u8>,
+    chars: Vec<char>,
+    tail: Vec<u8>,
+}
+
+impl Scratch {
+    fn zeroize(&mut self) {
+        use zeroize::Zeroize as _;
+        self.token.zeroize();
+        self.tail.zeroize();
+        // `char` is not `Zeroize`: overwrite (kept from being optimized away), then clear.
+        self.chars.iter_mut().for_each(|c| *c = '\0');
+        std::hint::black_box(&mut self.chars);
+        self.chars.clear();
+    }
+}
+
 fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -491,11 +538,14 @@ fn cache_key(feature: usize, token: &[u8]) -> Option<u64> {
     if token.len() > PositionCache::MAX_TOKEN_BYTES || feature > 0xff {
         return None;
     }
-    let mut bytes = [0u8; 8];
-    bytes[0] = feature as u8;
-    bytes[1] = token.len() as u8 + 1; // never zero: 0 marks an empty slot
-    bytes[2..2 + token.len()].copy_from_slice(token);
-    Some(u64::from_le_bytes(bytes))
+    // The little-endian `u64` of `[feature, len + 1, token…, 0…]`, built in a register (a
+    // byte copy into an array read back as a `u64` stalls on store forwarding). `len + 1` is
+    // never zero: 0 marks an empty slot.
+    let mut key = feature as u64 | (token.len() as u64 + 1) << 8;
+    for (i, &b) in token.iter().enumerate() {
+        key |= u64::from(b) << (8 * (2 + i));
+    }
+    Some(key)
 }
 
 static NEXT_ENCODER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -513,6 +563,7 @@ pub struct PositionCache {
     positions: Vec<u16>,
     len: usize,
     max_len: usize,
+    scratch: Scratch,
 }
 
 impl PositionCache {
@@ -531,6 +582,7 @@ impl PositionCache {
             positions: Vec::new(),
             len: 0,
             max_len: slots / 2,
+            scratch: Scratch::default(),
         }
     }
 
@@ -539,6 +591,7 @@ impl PositionCache {
         self.keys.zeroize();
         self.keys.resize(self.starts.len(), 0);
         self.positions.zeroize();
+        self.scratch.zeroize();
         self.len = 0;
         self.encoder = encoder;
     }
@@ -594,6 +647,7 @@ impl Drop for PositionCache {
         use zeroize::Zeroize as _;
         self.keys.zeroize();
         self.positions.zeroize();
+        self.scratch.zeroize();
     }
 }
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Scale run: 1,000,000 x 1,000,000 synthetic Japanese records (`renketsu synth`, 500,000 true
+# pairs) linked with schemas/jp-person-clk.toml plus Hamming-LSH candidates ([clk.lsh], SPEC.md
+# §7.4) on top of its block recipes; prints wall time and peak RSS (/usr/bin/time -v), the CLK
+# comparison counts of summary.json, pairs completeness of the candidates and linkage quality.
+#
+#   scripts/scale-1m.sh [RECORDS]      # default 1000000; data and outputs under $SCALE_DIR
+#
+# SCALE_DIR defaults to /var/tmp/renketsu-scale (never the repository). BIN defaults to the
+# release binary of CARGO_TARGET_DIR (or target/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+DIR=${SCALE_DIR:-/var/tmp/renketsu-scale}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/renketsu}
+[ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p renketsu-cli" >&2; exit 1; }
+mkdir -p "$DIR"
+if [ ! -s "$DIR/synth_truth.csv" ] || [ "$(($(wc -l < "$DIR/synth_a.csv") - 1))" != "$N" ]; then
+  "$BIN" synth --out "$DIR" --records "$N"
+fi
+# A throwaway key store for the run (the project's CLK and token keys).
+export RENKETSU_KEY_STORE=$DIR/keys
+unset RENKETSU_KEK
+"$BIN" keys init --project scale --if-missing
+SCHEMA=$DIR/jp-person-clk-lsh.toml
+{ cat schemas/jp-person-clk.toml; printf '\n[clk.lsh]\nbands = %s\nbits_per_band = %s\n' \
+    "${LSH_BANDS:-48}" "${LSH_BITS:-16}"; } > "$SCHEMA"
+OUT=$DIR/out
+rm -rf "$OUT"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+/usr/bin/time -v "$BIN" link -q --project scale --schema "$SCHEMA" --today 2026-11-22 \
+  --input a="$DIR/synth_a.csv" --input b="$DIR/synth_b.csv" --out "$OUT" 2> "$DIR/time.log"
+grep -E "Elapsed|Maximum resident|User time|System time|Percent of CPU" "$DIR/time.log"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$OUT/summary.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print("clk:", json.dumps(s.get("clk"), sort_keys=True))
+EOF
+"$BIN" eval --pairs "$OUT/pairs.csv" --truth "$DIR/synth_truth.csv"
