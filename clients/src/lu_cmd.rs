@@ -187,6 +187,22 @@ excluded from every later mapping and release")]
         #[arg(long, env = "RENKETSU_KEY_STORE")]
         key_store: Option<PathBuf>,
     },
+    /// Evaluation only: combine holders' mappings (`renketsu lu mapping`) into a pairs file
+    /// for `renketsu eval` (on synthetic data with ground truth).
+    #[command(long_about = "\
+Evaluation only (synthetic data with ground truth): combine holders' mapping files into the \
+record pairs they imply, in the layout of `renketsu link`'s pairs.csv (id_a,id_b for two \
+holders, party_a,id_a,party_b,id_b for more), for `renketsu eval`:
+  renketsu lu pairs --mapping ehr=ehr-map.csv --mapping ndb=ndb-map.csv --out pairs.csv
+In production no one holds every holder's mapping.")]
+    Pairs {
+        /// `PARTY=FILE`, one per holder, in project order.
+        #[arg(long = "mapping", required = true)]
+        mappings: Vec<String>,
+        /// Output pairs CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Auditor: print the linkage unit's audit log and verify its hash chain.
     Audit {
         #[command(flatten)]
@@ -286,9 +302,14 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
     if let LuCommand::Keygen { out, key_store } = &command {
         return keygen(out, key_store.as_deref());
     }
+    if let LuCommand::Pairs { mappings, out } = &command {
+        return pairs_from_mappings(mappings, out);
+    }
     runtime()?.block_on(async move {
         match command {
-            LuCommand::Serve(_) | LuCommand::Keygen { .. } => unreachable!("handled above"),
+            LuCommand::Serve(_) | LuCommand::Keygen { .. } | LuCommand::Pairs { .. } => {
+                unreachable!("handled above")
+            }
             LuCommand::CreateProject {
                 conn,
                 schema,
@@ -903,6 +924,67 @@ async fn audit(conn: &LuArgs, print: bool) -> Result<()> {
     renketsu_keys::audit::verify(&entries, head.as_ref())
         .context("the linkage unit's audit log does not verify")?;
     eprintln!("renketsu lu: audit log verified: {} entries", entries.len());
+    Ok(())
+}
+
+fn pairs_from_mappings(mappings: &[String], out: &Path) -> Result<()> {
+    let mut by_pid: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    let mut parties = Vec::new();
+    for (k, m) in mappings.iter().enumerate() {
+        let (party, file) = m
+            .split_once('=')
+            .with_context(|| format!("--mapping {m:?}: expected PARTY=FILE"))?;
+        parties.push(party.to_owned());
+        let mut r = csv::Reader::from_path(file).with_context(|| format!("cannot read {file}"))?;
+        for rec in r.records() {
+            let rec = rec.with_context(|| format!("{file}: bad CSV"))?;
+            let (Some(id), Some(pid)) = (rec.get(0), rec.get(1)) else {
+                bail!("{file}: expected id,pid rows");
+            };
+            by_pid
+                .entry(pid.to_owned())
+                .or_default()
+                .push((k, id.to_owned()));
+        }
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("--out: not a file name")?;
+    let mut f = PendingFile::create(dir, name)?.csv();
+    let two = parties.len() == 2;
+    if two {
+        f.row(["id_a", "id_b"])?;
+    } else {
+        f.row(["party_a", "id_a", "party_b", "id_b"])?;
+    }
+    let mut n = 0u64;
+    for members in by_pid.values() {
+        for (i, (pa, a)) in members.iter().enumerate() {
+            for (pb, b) in &members[i + 1..] {
+                if pa == pb {
+                    continue;
+                }
+                let ((pa, a), (pb, b)) = if pa < pb {
+                    ((pa, a), (pb, b))
+                } else {
+                    ((pb, b), (pa, a))
+                };
+                if two {
+                    f.row([a.as_str(), b.as_str()])?;
+                } else {
+                    f.row([parties[*pa].as_str(), a, parties[*pb].as_str(), b])?;
+                }
+                n += 1;
+            }
+        }
+    }
+    f.commit()?;
+    println!("wrote {} ({n} pairs)", out.display());
     Ok(())
 }
 
