@@ -144,8 +144,7 @@ pub fn score(
     opts: EmOptions,
 ) -> Scores {
     let compared = features.compare_all(candidates);
-    let is_candidate = |a: u32, b: u32| candidates.binary_search(&(a, b)).is_ok();
-    let sample = features.random_pairs(random_pairs, SAMPLE_SEED, &is_candidate);
+    let sample = features.random_pairs(random_pairs, SAMPLE_SEED, candidates);
     score_compared(
         features.dims(),
         &compared,
