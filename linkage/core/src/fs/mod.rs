@@ -135,7 +135,8 @@ pub struct Scores {
 pub const SAMPLE_SEED: u64 = 0x7265_6e6b_6574_7375; // "renketsu"
 
 /// Compares every candidate, fits the model and scores the candidates (SPEC.md §9.3).
-/// `total_pairs` is the number of cross-holder pairs `Σ_{i<j} n_i·n_j`.
+/// `candidates` are `(a, b)` with `a < b`, sorted ascending and distinct (as [`candidates`]
+/// returns them); `total_pairs` is the number of cross-holder pairs `Σ_{i<j} n_i·n_j`.
 pub fn score(
     features: &Features,
     candidates: &[(u32, u32)],
