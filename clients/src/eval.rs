@@ -146,6 +146,10 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
             out["estimated"] = json!({
                 "precision": est["precision"], "recall": est["recall"], "f1": est["f1"],
                 "output_pairs": est["output_pairs"], "expected_true_pairs": est["expected_true_pairs"],
+                "matches": est["matches"],
+                "matches_missed_among_candidates": est["matches_missed_among_candidates"],
+                "matches_missed_vetoed": est["matches_missed_vetoed"],
+                "matches_outside_candidates": est["matches_outside_candidates"],
             });
         }
         if m1 {

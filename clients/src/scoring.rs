@@ -272,9 +272,12 @@ impl ScoringRun {
                 json!({ "name": cs.name, "tf": self.features.has_tf(c), "conflict": cs.conflict, "levels": levels })
             })
             .collect();
-        // Matches the output misses: candidates outside the clusters whose records are not
-        // already linked to another record of the other's holder (with no duplicates in a
-        // holder, that record's match is accounted for by its link), by holder pair.
+        // Matches the output misses among the candidates (SPEC.md §9.4), by holder pair.
+        // Under one-to-one linkage (no holder of the pair declared with duplicates), a pair
+        // with a record already linked to the other's holder is a non-match ("taken"); a
+        // pair whose records are both "free" gains the odds 1/q, q = f_A·f_B the share of
+        // pairs with both records free; vetoed pairs are estimated by the method of moments
+        // from the free/taken split. With duplicates, free pairs count P(M) and vetoed 0.
         let holders = parties.len();
         let mut cluster_holders = vec![0u64; clusters];
         for (g, &l) in labels.iter().enumerate() {
@@ -283,20 +286,41 @@ impl ScoringRun {
                 cluster_holders[l as usize] |= 1 << h;
             }
         }
+        // free_count[h][j]: records of holder h whose cluster holds no record of holder j.
+        let mut free_count = vec![vec![0u64; holders]; holders];
+        let mut holder_size = vec![0u64; holders];
+        for (g, &l) in labels.iter().enumerate() {
+            let h = party_of(&self.offsets, g as u32);
+            holder_size[h] += 1;
+            for (j, f) in free_count[h].iter_mut().enumerate() {
+                if j >= 64 || cluster_holders[l as usize] & (1 << j) == 0 {
+                    *f += 1;
+                }
+            }
+        }
+        let one_to_one = |i: usize, j: usize| !self.duplicates[i] && !self.duplicates[j];
+        let both_free = |i: usize, j: usize| {
+            if !one_to_one(i, j) || holder_size[i] == 0 || holder_size[j] == 0 {
+                return 1.0;
+            }
+            free_count[i][j] as f64 / holder_size[i] as f64 * free_count[j][i] as f64
+                / holder_size[j] as f64
+        };
+        let taken = |l: usize, h: usize| {
+            h < 64 && !self.duplicates[h] && cluster_holders[l] & (1 << h) != 0
+        };
         let mut missed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        // (Σ P over vetoed free pairs, Σ P over vetoed taken pairs) by holder pair.
+        let mut vetoed: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
         for (&(a, b), &w) in self.candidate_pairs.iter().zip(&self.scores.weights) {
             let (la, lb) = (labels[a as usize] as usize, labels[b as usize] as usize);
             if la == lb {
                 continue;
             }
             let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
-            let taken = |l: usize, h: usize| {
-                h < 64 && !self.duplicates[h] && cluster_holders[l] & (1 << h) != 0
-            };
-            if taken(la, hb) || taken(lb, ha) {
-                continue;
-            }
-            // A pair the veto rule refuses is taken for a non-match, whatever its weight.
+            let key = (ha.min(hb), ha.max(hb));
+            let is_taken = taken(la, hb) || taken(lb, ha);
+            let p = probability(f64::from(w));
             if !self.veto.is_empty() {
                 let code = self.features.compare(a, b).code;
                 let dims = self.features.dims();
@@ -305,12 +329,28 @@ impl ScoringRun {
                     .iter()
                     .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
                 {
+                    let v = vetoed.entry(key).or_default();
+                    if is_taken {
+                        v.1 += p;
+                    } else {
+                        v.0 += p;
+                    }
                     continue;
                 }
             }
-            *missed.entry((ha.min(hb), ha.max(hb))).or_default() += probability(f64::from(w));
+            if is_taken {
+                continue;
+            }
+            *missed.entry(key).or_default() +=
+                fs::free_pair_probability(p, both_free(key.0, key.1));
         }
-        let _ = holders;
+        let mut missed_vetoed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        for (&(i, j), &(free, taken)) in &vetoed {
+            let e = fs::vetoed_matches(free, taken, both_free(i, j));
+            missed_vetoed.insert((i, j), e);
+            *missed.entry((i, j)).or_default() += e;
+        }
+        let vetoed_total: f64 = missed_vetoed.values().sum();
         let missed_total: f64 = missed.values().sum();
         let in_output: f64 = self.output_by_pair.values().map(|v| v.1).sum();
         let expected_total = in_output + missed_total + self.unseen_matches;
@@ -418,6 +458,7 @@ impl ScoringRun {
                 "matches": round(expected_total, 2),
                 "matches_outside_candidates": round(self.unseen_matches, 2),
                 "matches_missed_among_candidates": round(missed_total, 2),
+                "matches_missed_vetoed": round(vetoed_total, 2),
                 "output_pairs": out_pairs,
                 "expected_true_pairs": round(out_true, 2),
                 "precision": round(precision, 5),

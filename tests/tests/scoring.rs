@@ -118,9 +118,11 @@ fn jp_scored_beats_the_peers_and_estimates_recall() {
         (f(est, "precision") - f(&e, "precision")).abs() <= 0.01,
         "{e}"
     );
-    // Known gap (README): the estimated recall misses vetoed true pairs and true pairs that
-    // agree on the name only; it was 0.018-0.022 above the truth over six keys.
-    assert!((f(est, "recall") - f(&e, "recall")).abs() <= 0.025, "{e}");
+    // Issue 6: within 0.01 of the truth. The recall estimate counts the vetoed true pairs
+    // and the unlinked pairs of unlinked records under one-to-one linkage (SPEC.md §9.4):
+    // measured +0.0037..+0.0052 over six keys (before that: +0.018..+0.022).
+    assert!((f(est, "recall") - f(&e, "recall")).abs() <= 0.01, "{e}");
+    assert!(f(est, "matches_missed_vetoed") > 0.0, "{e}");
 }
 
 #[test]
@@ -144,9 +146,10 @@ fn jp_ins_scored_raw_and_hash_only() {
         (f(est, "precision") - f(&raw, "precision")).abs() <= 0.01,
         "{raw}"
     );
-    // Known gap (README): the estimated recall is optimistic (0.014-0.015 measured).
+    // Issue 6: within 0.01 of the truth; measured -0.0005..+0.0004 over six keys (before
+    // the one-to-one and veto terms of SPEC.md §9.4: +0.014..+0.015).
     assert!(
-        (f(est, "recall") - f(&raw, "recall")).abs() <= 0.02,
+        (f(est, "recall") - f(&raw, "recall")).abs() <= 0.01,
         "{raw}"
     );
     let ndb = env.link_eval(

@@ -77,19 +77,6 @@ impl Dims {
 }
 
 /// One slot per (comparison, exact level): the tokens of that recipe per record (CSR).
-#[derive(Clone, Debug, Default)]
-struct Slot {
-    offsets: Vec<u32>,
-    ids: Vec<u32>,
-}
-
-impl Slot {
-    #[inline]
-    fn get(&self, r: u32) -> &[u32] {
-        &self.ids[self.offsets[r as usize] as usize..self.offsets[r as usize + 1] as usize]
-    }
-}
-
 /// Per-comparison filters (when the comparison has Dice bands).
 #[derive(Debug)]
 struct DiceData {
@@ -102,11 +89,10 @@ struct DiceData {
     masks: Vec<u8>,
 }
 
-/// Term frequencies of one exact level's recipe, counted within each holder.
+/// Term frequencies of one exact level's recipe, counted within each holder (the count of
+/// each token is kept next to it in `Features::rec_tf`).
 #[derive(Clone, Debug, Default)]
 struct TfData {
-    /// `(holder, token id)` → records of that holder carrying the token.
-    counts: HashMap<(u16, u32), u32>,
     /// Records per holder with at least one token of the recipe.
     with_token: Vec<u32>,
 }
@@ -119,7 +105,16 @@ pub struct Features {
     /// Slot index of `(comparison, exact level)`: `slot_base[c] + l`.
     slot_base: Vec<usize>,
     exact_len: Vec<usize>,
-    slots: Vec<Slot>,
+    /// Number of slots (exact levels over all comparisons).
+    n_slots: usize,
+    /// Record-major token ids, so that one record's slots share a cache line or two: for
+    /// record `r`, `rec_data[rec_offsets[r]..rec_offsets[r + 1]]` holds `n_slots` cumulative
+    /// list ends, then the sorted token ids of slot 0, slot 1, ….
+    rec_offsets: Vec<u64>,
+    rec_data: Vec<u32>,
+    /// Parallel to `rec_data`: at the ids of a term-frequency slot, the number of records of
+    /// the record's holder carrying that token in that slot (filled by `finish`).
+    rec_tf: Vec<u32>,
     dice: Vec<Option<DiceData>>,
     /// Per slot, when its comparison is term-frequency adjusted.
     tf: Vec<Option<TfData>>,
@@ -207,13 +202,10 @@ impl FeaturesBuilder {
                 dims,
                 slot_base,
                 exact_len,
-                slots: vec![
-                    Slot {
-                        offsets: vec![0],
-                        ids: Vec::new()
-                    };
-                    n
-                ],
+                n_slots: n,
+                rec_offsets: vec![0],
+                rec_data: Vec::new(),
+                rec_tf: Vec::new(),
                 dice,
                 tf,
                 when,
@@ -250,13 +242,17 @@ impl FeaturesBuilder {
                 self.scratch[s].push(id);
             }
         }
-        for (s, ids) in self.scratch.iter_mut().enumerate() {
+        let mut end = 0u32;
+        for ids in &mut self.scratch {
             ids.sort_unstable();
             ids.dedup();
-            let slot = &mut f.slots[s];
-            slot.ids.extend_from_slice(ids);
-            slot.offsets.push(slot.ids.len() as u32);
+            end += ids.len() as u32;
+            f.rec_data.push(end);
         }
+        for ids in &self.scratch {
+            f.rec_data.extend_from_slice(ids);
+        }
+        f.rec_offsets.push(f.rec_data.len() as u64);
         for (slot, tf) in f.tf.iter_mut().enumerate() {
             if let Some(tf) = tf {
                 let ids = &self.scratch[slot];
@@ -265,9 +261,6 @@ impl FeaturesBuilder {
                 }
                 if !ids.is_empty() {
                     tf.with_token[usize::from(holder)] += 1;
-                }
-                for &id in ids {
-                    *tf.counts.entry((holder, id)).or_default() += 1;
                 }
             }
         }
@@ -298,9 +291,31 @@ impl FeaturesBuilder {
         self.f.holder.len()
     }
 
-    /// Finishes the store.
+    /// Finishes the store: counts every term-frequency token within its holder, by sorting
+    /// `(slot, holder, token)` keys (no hashing per pair later).
     pub fn finish(mut self) -> Features {
-        self.f.distinct_tokens = self.intern.len();
+        let f = &mut self.f;
+        f.distinct_tokens = self.intern.len();
+        assert!(f.n_slots < 1 << 16, "fewer than 65,536 slots");
+        let mut keys: Vec<(u64, usize)> = Vec::new();
+        for r in 0..f.holder.len() {
+            let h = u64::from(f.holder[r]);
+            for (s, tf) in f.tf.iter().enumerate() {
+                if tf.is_some() {
+                    let (ids, at) = f.slot(r as u32, s);
+                    for (i, &id) in ids.iter().enumerate() {
+                        keys.push(((s as u64) << 48 | h << 32 | u64::from(id), at + i));
+                    }
+                }
+            }
+        }
+        keys.par_sort_unstable();
+        f.rec_tf = vec![0; f.rec_data.len()];
+        for run in keys.chunk_by(|x, y| x.0 == y.0) {
+            for &(_, at) in run {
+                f.rec_tf[at] = run.len() as u32;
+            }
+        }
         self.f
     }
 }
@@ -316,20 +331,32 @@ pub struct Compared {
     pub tf_bits: f32,
 }
 
+/// Positions `(i, j)` of the first common element of two sorted lists.
 #[inline]
-fn intersect(a: &[u32], b: &[u32]) -> Option<u32> {
+fn intersect(a: &[u32], b: &[u32]) -> Option<(usize, usize)> {
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => return Some(a[i]),
+            std::cmp::Ordering::Equal => return Some((i, j)),
         }
     }
     None
 }
 
 impl Features {
+    /// Token ids of record `r` in slot `s`, and the position of the first in `rec_data`.
+    #[inline]
+    fn slot(&self, r: u32, s: usize) -> (&[u32], usize) {
+        let o = self.rec_offsets[r as usize] as usize;
+        let d = &self.rec_data;
+        let start = if s == 0 { 0 } else { d[o + s - 1] as usize };
+        let end = d[o + s] as usize;
+        let head = o + self.n_slots;
+        (&d[head + start..head + end], head + start)
+    }
+
     /// Shape of the comparison vectors.
     pub fn dims(&self) -> &Dims {
         &self.dims
@@ -360,22 +387,22 @@ impl Features {
         self.distinct_tokens
     }
 
-    /// Level of comparison `c` for records `a` and `b` (ignoring `when`), and the agreeing
-    /// slot and token of an exact level (for term frequencies).
+    /// Level of comparison `c` for records `a` and `b` (ignoring `when`), and for an exact
+    /// level the agreeing slot and the positions of the common token in `rec_data` (for term
+    /// frequencies).
     #[inline]
-    fn level(&self, c: usize, a: u32, b: u32) -> (u32, Option<(usize, u32)>) {
+    fn level(&self, c: usize, a: u32, b: u32) -> (u32, Option<(usize, usize, usize)>) {
         let levels = self.dims.levels[c];
         let mut comparable = false;
         let base = self.slot_base[c];
         for l in 0..self.exact_len[c] {
-            let s = &self.slots[base + l];
-            let (x, y) = (s.get(a), s.get(b));
+            let ((x, xa), (y, yb)) = (self.slot(a, base + l), self.slot(b, base + l));
             if x.is_empty() || y.is_empty() {
                 continue;
             }
             comparable = true;
-            if let Some(t) = intersect(x, y) {
-                return (l as u32, Some((base + l, t)));
+            if let Some((i, j)) = intersect(x, y) {
+                return (l as u32, Some((base + l, xa + i, yb + j)));
             }
         }
         if let Some(d) = &self.dice[c] {
@@ -422,10 +449,10 @@ impl Features {
             let (l, t) = self.level(c, a, b);
             levels[c] = l;
             code += l * self.dims.strides[c];
-            if let Some((slot, t)) = t
+            if let Some((slot, at_a, at_b)) = t
                 && let Some(tf) = &self.tf[slot]
             {
-                let p = |g: u32| {
+                let p = |g: u32, at: usize| {
                     let h = self.holder[g as usize];
                     let n = tf
                         .with_token
@@ -433,10 +460,9 @@ impl Features {
                         .copied()
                         .unwrap_or(0)
                         .max(1);
-                    let k = tf.counts.get(&(h, t)).copied().unwrap_or(1).max(1);
-                    f64::from(k) / f64::from(n)
+                    f64::from(self.rec_tf[at].max(1)) / f64::from(n)
                 };
-                tf_bits += (-0.5 * (p(a) * p(b)).log2()) as f32;
+                tf_bits += (-0.5 * (p(a, at_a) * p(b, at_b)).log2()) as f32;
             }
         }
         Compared { code, tf_bits }
@@ -464,12 +490,14 @@ impl Features {
     /// Pattern codes of `n` random pairs of records of different holders (SPEC.md §9.3): the
     /// sample from which u is estimated. Holder pairs are drawn in proportion to
     /// `n_i · n_j`; the generator is seeded with `seed` (deterministic). Returned as counts
-    /// per pattern code, and of these the pairs for which `is_candidate(a, b)` (`a < b`).
+    /// per pattern code, and of these the pairs that are in `candidates` (`(a, b)` with
+    /// `a < b`, sorted ascending, as [`crate::fs::candidates`] returns them): the sampled
+    /// pairs are sorted and merged with the candidates in one pass, not looked up one by one.
     pub fn random_pairs(
         &self,
         n: u64,
         seed: u64,
-        is_candidate: &(dyn Fn(u32, u32) -> bool + Sync),
+        candidates: &[(u32, u32)],
     ) -> Vec<crate::fs::em::SamplePattern> {
         let mut sizes = vec![0u64; self.holders];
         for &h in &self.holder {
@@ -493,11 +521,10 @@ impl Features {
         if hp.is_empty() || n == 0 {
             return Vec::new();
         }
-        // Codes with the candidate flag in the top bit, sorted and counted: memory grows with
-        // the sample, not with the pattern space.
         let chunks = n.div_ceil(65_536);
         let (hp, starts, sizes) = (&hp, &starts, &sizes);
-        let mut codes: Vec<u32> = (0..chunks)
+        // (pair key a·2^32 + b with a < b, pattern code), sorted by pair.
+        let mut sampled: Vec<(u64, u32)> = (0..chunks)
             .into_par_iter()
             .flat_map_iter(|k| {
                 let mut state = seed ^ (k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -508,11 +535,24 @@ impl Features {
                     let a = (starts[i] + bounded(&mut state, sizes[i])) as u32;
                     let b = (starts[j] + bounded(&mut state, sizes[j])) as u32;
                     let code = self.compare(a, b).code;
-                    let cand = u32::from(is_candidate(a.min(b), a.max(b)));
-                    code << 1 | cand
+                    (u64::from(a.min(b)) << 32 | u64::from(a.max(b)), code)
                 })
             })
             .collect();
+        sampled.par_sort_unstable();
+        // Codes with the candidate flag in the low bit, sorted and counted: memory grows with
+        // the sample, not with the pattern space.
+        let mut codes: Vec<u32> = Vec::with_capacity(sampled.len());
+        let mut k = 0;
+        for &(key, code) in &sampled {
+            let pair = ((key >> 32) as u32, key as u32);
+            while k < candidates.len() && candidates[k] < pair {
+                k += 1;
+            }
+            let cand = u32::from(k < candidates.len() && candidates[k] == pair);
+            codes.push(code << 1 | cand);
+        }
+        drop(sampled);
         codes.par_sort_unstable();
         let mut out: Vec<crate::fs::em::SamplePattern> = Vec::new();
         for run in codes.chunk_by(|x, y| x >> 1 == y >> 1) {

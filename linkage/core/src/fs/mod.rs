@@ -135,7 +135,8 @@ pub struct Scores {
 pub const SAMPLE_SEED: u64 = 0x7265_6e6b_6574_7375; // "renketsu"
 
 /// Compares every candidate, fits the model and scores the candidates (SPEC.md §9.3).
-/// `total_pairs` is the number of cross-holder pairs `Σ_{i<j} n_i·n_j`.
+/// `candidates` are `(a, b)` with `a < b`, sorted ascending and distinct (as [`candidates`]
+/// returns them); `total_pairs` is the number of cross-holder pairs `Σ_{i<j} n_i·n_j`.
 pub fn score(
     features: &Features,
     candidates: &[(u32, u32)],
@@ -144,8 +145,7 @@ pub fn score(
     opts: EmOptions,
 ) -> Scores {
     let compared = features.compare_all(candidates);
-    let is_candidate = |a: u32, b: u32| candidates.binary_search(&(a, b)).is_ok();
-    let sample = features.random_pairs(random_pairs, SAMPLE_SEED, &is_candidate);
+    let sample = features.random_pairs(random_pairs, SAMPLE_SEED, candidates);
     score_compared(
         features.dims(),
         &compared,
@@ -256,4 +256,98 @@ impl Scores {
 pub fn pair_weight(features: &Features, table: &WeightTerms, a: u32, b: u32) -> f32 {
     let c = features.compare(a, b);
     table.weight(c.code) + c.tf_bits
+}
+
+/// Posterior match probability of an unlinked candidate pair whose two records are both
+/// **free** (neither is linked to a record of the other's holder), under one-to-one linkage
+/// (SPEC.md §9.4): `p` is the model's `P(M | γ)`, `both_free` the share `q = f_A·f_B` of pairs
+/// of the two holders whose records are both free (`f_H`: share of holder `H`'s records not
+/// linked to the other holder).
+///
+/// A non-match pair is free with probability `q` (records are included and linked
+/// independently); an unlinked match is free almost surely (its records can only be linked
+/// to each other). Bayes' rule multiplies the odds by `1/q`. `q` outside `(0, 1)` leaves `p`
+/// unchanged.
+pub fn free_pair_probability(p: f64, both_free: f64) -> f64 {
+    if !(both_free > 0.0 && both_free < 1.0) || p <= 0.0 {
+        return p;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let odds = p / (1.0 - p) / both_free;
+    odds / (1.0 + odds)
+}
+
+/// Expected matches among the candidates a `veto` comparison refuses (SPEC.md §9.4), by the
+/// method of moments: the model's `P(M | γ)` of such pairs is not trusted (the veto exists
+/// because independent comparisons take household members for one person), so it is used
+/// as a weight only. `free` is `Σ P(M | γ)` over vetoed pairs whose records are both free,
+/// `taken` over those with a record linked to the other holder (non-matches under one-to-one
+/// linkage). Non-matches fall into the two groups in the ratio `q : 1 − q` (`both_free = q`,
+/// as in [`free_pair_probability`]) and vetoed matches are free, so the matches' share is
+/// `free − taken·q/(1 − q)`, at least 0. Returns 0 unless `0 < q < 1`.
+pub fn vetoed_matches(free: f64, taken: f64, both_free: f64) -> f64 {
+    if !(both_free > 0.0 && both_free < 1.0) {
+        return 0.0;
+    }
+    (free - taken * both_free / (1.0 - both_free)).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_pairs_gain_the_odds_of_one_to_one_linkage() {
+        // Odds 1/9 and q = 1/4: odds 4/9, probability 4/13.
+        assert!((free_pair_probability(0.1, 0.25) - 4.0 / 13.0).abs() < 1e-12);
+        // Certain or impossible pairs stay so; no usable q leaves p alone.
+        assert_eq!(free_pair_probability(1.0, 0.25), 1.0);
+        assert_eq!(free_pair_probability(0.0, 0.25), 0.0);
+        assert_eq!(free_pair_probability(0.3, 1.0), 0.3);
+        assert_eq!(free_pair_probability(0.3, 0.0), 0.3);
+        // Monotone in p, and never below p.
+        let mut last = 0.0;
+        for i in 1..100 {
+            let p = f64::from(i) / 100.0;
+            let x = free_pair_probability(p, 0.3);
+            assert!(x > last && x >= p);
+            last = x;
+        }
+    }
+
+    /// Households split into free and taken pairs at random with the share q, matches are all
+    /// free: the method of moments recovers the matches' weight.
+    #[test]
+    fn vetoed_matches_recovers_the_matches_of_a_simulated_split() {
+        let q = 0.27;
+        let mut state = 11u64;
+        let mut rnd = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut free, mut taken) = (0.0, 0.0);
+        // 2,000 household pairs the model scores near 1 (0.9-1), and 60 true matches.
+        for _ in 0..2_000 {
+            let p = 0.9 + 0.1 * rnd();
+            if rnd() < q {
+                free += p;
+            } else {
+                taken += p;
+            }
+        }
+        let matches = 60.0;
+        free += matches;
+        let est = vetoed_matches(free, taken, q);
+        // Binomial noise of the split: sd ≈ sqrt(2,000·q(1−q))/(1 − q) ≈ 27 pairs.
+        assert!((est - matches).abs() < 80.0, "{est}");
+        // Without a split to learn from, nothing is claimed.
+        assert_eq!(vetoed_matches(free, taken, 1.0), 0.0);
+        assert_eq!(vetoed_matches(5.0, 100.0, 0.5), 0.0);
+        // Exact in expectation.
+        assert!((vetoed_matches(0.25 * 400.0 + 7.0, 0.75 * 400.0, 0.25) - 7.0).abs() < 1e-9);
+    }
 }
