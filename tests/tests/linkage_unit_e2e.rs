@@ -248,12 +248,15 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 /// The places in `hay` where a telltale value could hide: maximal runs of non-ASCII bytes,
-/// ASCII letters, digits and `-`, keeping only runs with a non-ASCII byte or a `-` (which
-/// base64 and hex never contain). Searching these instead of all bytes keeps the check linear.
+/// ASCII letters, digits and `-` that are valid UTF-8 and hold a Japanese character (U+3000
+/// and up) or a `-` (which base64 and hex never contain). Searching these few runs instead of
+/// all bytes keeps the check linear; database pages full of binary hashes give many short
+/// non-ASCII runs, but almost none that decode as Japanese text.
 fn suspicious_runs(hay: &[u8]) -> Vec<String> {
     hay.split(|&b| !(b >= 0x80 || b.is_ascii_alphanumeric() || b == b'-'))
-        .filter(|run| run.iter().any(|&b| b >= 0x80 || b == b'-'))
-        .map(|run| String::from_utf8_lossy(run).into_owned())
+        .filter_map(|run| std::str::from_utf8(run).ok())
+        .filter(|run| run.chars().any(|c| c == '-' || c >= '\u{3000}'))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -831,4 +834,272 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
         assert_eq!(pairs, local, "rep {rep}: same links as renketsu link");
         drop(lu3);
     }
+}
+
+#[test]
+fn rekeyed_tokens_match_uploads_of_the_new_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let schema = repo().join("schemas/jp-person-exact.toml");
+    let schema_s = schema.to_str().unwrap();
+    ok(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--holders",
+            "2",
+            "--records",
+            "800",
+            "--seed",
+            "5",
+            "--quiet",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "pki", "dev-init", "--out", "pki", "--holder", "holder-a", "--holder", "holder-b",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "custodian",
+            "init-config",
+            "--pki",
+            "pki",
+            "--out",
+            "custodian.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let custodian = start(
+        dir,
+        &["custodian", "serve", "--config", "custodian.toml"],
+        "custodian.stderr",
+        &[],
+    );
+    let cu = custodian.url();
+    // The linkage unit may ask the custodian for re-keying deltas, with its own certificate.
+    let lu = start(
+        dir,
+        &[
+            "lu",
+            "serve",
+            "--db",
+            "sqlite:lu.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "pki/linkage-unit-server.pem",
+            "--tls-key",
+            "pki/linkage-unit-server.key",
+            "--client-ca",
+            "pki/ca.pem",
+            "--custodian",
+            &cu,
+            "--custodian-cert",
+            "pki/linkage-unit.pem",
+            "--custodian-key",
+            "pki/linkage-unit.key",
+        ],
+        "lu.stderr",
+        &[],
+    );
+    let lu_url = lu.url();
+    let admin_c = [
+        "--custodian",
+        &cu,
+        "--ca",
+        "pki/ca.pem",
+        "--cert",
+        "pki/admin.pem",
+        "--key",
+        "pki/admin.key",
+    ];
+    let mut create = vec![
+        "keys",
+        "create-project",
+        "--project",
+        "rk",
+        "--linkage-unit",
+        "linkage-unit",
+        "--schema",
+        schema_s,
+    ];
+    create.extend(admin_c);
+    ok(dir, &create);
+    for party in ["holder-a", "holder-b"] {
+        let mut enrol = vec![
+            "keys",
+            "enrol",
+            "--project",
+            "rk",
+            "--party",
+            party,
+            "--declared-records",
+            "3000",
+        ];
+        enrol.extend(admin_c);
+        ok(dir, &enrol);
+    }
+    let tokenize = |party: &str, csv: &str, out: &str| {
+        ok(
+            dir,
+            &[
+                "tokenize",
+                "--custodian",
+                &cu,
+                "--ca",
+                "pki/ca.pem",
+                "--cert",
+                &format!("pki/{party}.pem"),
+                "--key",
+                &format!("pki/{party}.key"),
+                "--project",
+                "rk",
+                "--schema",
+                schema_s,
+                "--input",
+                csv,
+                "--party",
+                party,
+                "--out",
+                out,
+                "--today",
+                TODAY,
+                "--quiet",
+            ],
+        );
+    };
+    tokenize("holder-a", "data/synth_a.csv", "a1.tokens");
+    tokenize("holder-b", "data/synth_b.csv", "b1.tokens");
+    ok(dir, &["lu", "keygen", "--out", "researcher"]);
+    run(
+        dir,
+        &["lu", "create-project"],
+        &lu_args(&lu_url, "admin", "rk"),
+        &[
+            "--schema",
+            schema_s,
+            "--holder",
+            "holder-a",
+            "--holder",
+            "holder-b",
+            "--researcher",
+            "researcher",
+            "--researcher-key",
+            "researcher.pub",
+        ],
+    );
+    run(
+        dir,
+        &["lu", "upload"],
+        &lu_args(&lu_url, "holder-a", "rk"),
+        &["--tokens", "a1.tokens", "--quiet"],
+    );
+    run(
+        dir,
+        &["lu", "upload"],
+        &lu_args(&lu_url, "holder-b", "rk"),
+        &["--tokens", "b1.tokens", "--quiet"],
+    );
+    run(
+        dir,
+        &["lu", "start-job"],
+        &lu_args(&lu_url, "admin", "rk"),
+        &["--wait"],
+    );
+    let map = |tag: &str| {
+        let (fa, fb) = (
+            dir.join(format!("a-{tag}.csv")),
+            dir.join(format!("b-{tag}.csv")),
+        );
+        run(
+            dir,
+            &["lu", "mapping"],
+            &lu_args(&lu_url, "holder-a", "rk"),
+            &["--out", fa.to_str().unwrap()],
+        );
+        run(
+            dir,
+            &["lu", "mapping"],
+            &lu_args(&lu_url, "holder-b", "rk"),
+            &["--out", fb.to_str().unwrap()],
+        );
+        mapping_pairs(&[("holder-a", fa), ("holder-b", fb)])
+    };
+    let before = map("epoch1");
+    assert!(before.len() > 200, "{} pairs", before.len());
+
+    // Rotate every recipe; holder-b tokenizes again under epoch 2, holder-a's stored tokens
+    // are re-keyed by the linkage unit with the custodian's deltas.
+    let names: Vec<String> = String::from_utf8(ok(dir, &["schema", schema_s]).stdout)
+        .unwrap()
+        .lines()
+        .skip_while(|l| !l.starts_with("recipes:"))
+        .skip(1)
+        .filter_map(|l| {
+            let (head, _) = l.trim().split_once(':')?;
+            let (name, version) = head.split_once(" v")?;
+            Some(format!("{name}/v{version}"))
+        })
+        .collect();
+    assert!(names.len() >= 4, "{names:?}");
+    for r in &names {
+        let mut rotate = vec!["keys", "rotate", "--project", "rk", "--recipe", r.as_str()];
+        rotate.extend(admin_c);
+        ok(dir, &rotate);
+    }
+    tokenize("holder-b", "data/synth_b.csv", "b2.tokens");
+    let b2 = std::fs::read_to_string(dir.join("b2.tokens")).unwrap();
+    assert!(b2.lines().next().unwrap().contains("\"epoch\":2"));
+    assert_ne!(b2, std::fs::read_to_string(dir.join("b1.tokens")).unwrap());
+    run(
+        dir,
+        &["lu", "upload"],
+        &lu_args(&lu_url, "holder-b", "rk"),
+        &["--tokens", "b2.tokens", "--quiet"],
+    );
+    // Without re-keying, the job refuses to mix epochs.
+    let mut args = vec!["lu".to_owned(), "start-job".to_owned()];
+    args.extend(lu_args(&lu_url, "admin", "rk"));
+    args.push("--wait".to_owned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cmd(dir, &refs).output().unwrap();
+    assert!(!out.status.success(), "a job over mixed epochs must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("epoch"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for r in &names {
+        let out = run(
+            dir,
+            &["lu", "rekey"],
+            &lu_args(&lu_url, "admin", "rk"),
+            &["--recipe", r, "--to-epoch", "2"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("in 1 uploads"),
+            "only holder-a's upload is still at epoch 1: {text}"
+        );
+    }
+    run(
+        dir,
+        &["lu", "start-job"],
+        &lu_args(&lu_url, "admin", "rk"),
+        &["--wait"],
+    );
+    assert_eq!(
+        map("epoch2"),
+        before,
+        "re-keyed epoch-1 tokens match fresh epoch-2 tokens"
+    );
+    drop(lu);
+    drop(custodian);
 }
