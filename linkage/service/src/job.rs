@@ -104,7 +104,7 @@ pub fn pseudonym(salt: &[u8], party: &str, record_id: &str) -> String {
 /// # Errors
 /// [`JobError`] as documented on each variant.
 pub fn run(
-    input: JobInput<'_>,
+    mut input: JobInput<'_>,
     progress: &dyn Fn(&str, f64),
     cancel: &AtomicBool,
 ) -> Result<JobOutput, JobError> {
@@ -115,8 +115,11 @@ pub fn run(
             Ok(())
         }
     };
-    let all: Vec<&TokenUpload> = input.holders.iter().chain(&input.opt_outs).collect();
-    let mut readers = Vec::with_capacity(all.len());
+    let n_holders = input.holders.len();
+    let mut all: Vec<TokenUpload> = std::mem::take(&mut input.holders);
+    all.append(&mut input.opt_outs);
+    let mut names = Vec::with_capacity(all.len());
+    let mut headers = Vec::with_capacity(all.len());
     for u in &all {
         let name = format!("upload {} of {}", short(&u.upload_id), u.party);
         let r =
@@ -128,26 +131,29 @@ pub fn run(
                 h.project, h.party
             )));
         }
-        readers.push((name, r));
+        headers.push(h.clone());
+        names.push(name);
     }
     {
-        let headers: Vec<(&str, &renketsu_linkage::token_file::Header)> = readers
-            .iter()
-            .map(|(n, r)| (n.as_str(), r.header()))
-            .collect();
-        check_headers(input.schema_digest, &headers, Some(input.project))?;
+        let named: Vec<(&str, &renketsu_linkage::token_file::Header)> =
+            names.iter().map(String::as_str).zip(&headers).collect();
+        check_headers(input.schema_digest, &named, Some(input.project))?;
     }
-    let total = readers.len() as f64 + 2.0;
+    let total = all.len() as f64 + 2.0;
     let mut join = TokenJoin::new(0);
     let mut blocks = Vec::new();
-    let mut parties: Vec<TokenParty> = Vec::with_capacity(readers.len());
-    for (i, (name, reader)) in readers.iter_mut().enumerate() {
+    let mut parties: Vec<TokenParty> = Vec::with_capacity(all.len());
+    for (i, u) in all.iter_mut().enumerate() {
         check()?;
-        progress(&format!("reading {}", all[i].party), i as f64 / total);
+        progress(&format!("reading {}", u.party), i as f64 / total);
+        // Each upload's bytes are freed as soon as it is read into the join.
+        let bytes = std::mem::take(&mut u.bytes);
+        let mut reader =
+            Reader::new(Cursor::new(bytes.as_slice()), &names[i]).map_err(TokenLinkError::from)?;
         parties.push(read_token_party(
             input.schema,
-            reader,
-            name,
+            &mut reader,
+            &names[i],
             &mut join,
             &mut blocks,
         )?);
@@ -158,7 +164,6 @@ pub fn run(
     check()?;
     progress("assigning pseudonyms", (total - 1.0) / total);
 
-    let n_holders = input.holders.len();
     let holder_records: usize = parties[..n_holders].iter().map(|p| p.ids.len()).sum();
     let k = clusters.clusters;
     let mut excluded = vec![false; k];

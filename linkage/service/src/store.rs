@@ -311,6 +311,122 @@ fn audit_row(t: AuditTuple) -> Result<AuditEntry, StoreError> {
 
 /// Rows per multi-row INSERT of job results (7 parameters each, below SQLite's 32,766).
 const MEMBER_BATCH: usize = 2_000;
+/// Rows per multi-row INSERT of job results on SQLite: sqlx's SQLite driver slows down per
+/// row as statements grow (2,000-row statements took 7× longer per row than 100-row ones).
+const SQLITE_MEMBER_BATCH: usize = 100;
+
+/// Writes a job's member rows inside the job's transaction (after its old rows are deleted):
+/// multi-row INSERTs on SQLite, binary `COPY … FROM STDIN` on PostgreSQL (10^7 rows in seconds
+/// rather than minutes). Either way the rows commit or vanish with the transaction.
+trait WriteMembers {
+    async fn write_members(
+        &mut self,
+        project: &str,
+        job_id: i64,
+        members: &[MemberRow],
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl WriteMembers for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn write_members(
+        &mut self,
+        project: &str,
+        job_id: i64,
+        members: &[MemberRow],
+    ) -> Result<(), sqlx::Error> {
+        let mut sql = String::new();
+        for batch in members.chunks(SQLITE_MEMBER_BATCH) {
+            sql.clear();
+            sql.push_str(
+                "INSERT INTO lu_members (project, job_id, party, position, record_id, pseudonym, excluded) VALUES ",
+            );
+            for i in 0..batch.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "($1, $2, ${}, ${}, ${}, ${}, ${})",
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+            }
+            let mut q = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(project)
+                .bind(job_id);
+            for m in batch {
+                q = q
+                    .bind(&m.party)
+                    .bind(m.position as i64)
+                    .bind(&m.record_id)
+                    .bind(&m.pseudonym)
+                    .bind(i64::from(m.excluded));
+            }
+            q.execute(&mut **self).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of binary COPY data sent per message.
+const COPY_BUFFER: usize = 1 << 20;
+
+impl WriteMembers for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn write_members(
+        &mut self,
+        project: &str,
+        job_id: i64,
+        members: &[MemberRow],
+    ) -> Result<(), sqlx::Error> {
+        // PostgreSQL binary COPY format: signature, flags, header extension length; per row
+        // the field count and each field as (length, big-endian bytes); trailer -1.
+        fn text(buf: &mut Vec<u8>, s: &str) {
+            buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        fn int8(buf: &mut Vec<u8>, v: i64) {
+            buf.extend_from_slice(&8i32.to_be_bytes());
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+        let mut copy = self
+            .copy_in_raw(
+                "COPY lu_members (project, job_id, party, position, record_id, pseudonym, excluded) \
+                 FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        let mut buf = Vec::with_capacity(COPY_BUFFER + 4096);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for m in members {
+            buf.extend_from_slice(&7i16.to_be_bytes());
+            text(&mut buf, project);
+            int8(&mut buf, job_id);
+            text(&mut buf, &m.party);
+            int8(&mut buf, m.position as i64);
+            text(&mut buf, &m.record_id);
+            text(&mut buf, &m.pseudonym);
+            int8(&mut buf, i64::from(m.excluded));
+            if buf.len() >= COPY_BUFFER {
+                if let Err(e) = copy.send(buf.as_slice()).await {
+                    let _ = copy.abort("sending failed").await;
+                    return Err(e);
+                }
+                buf.clear();
+            }
+        }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        if let Err(e) = copy.send(buf.as_slice()).await {
+            let _ = copy.abort("sending failed").await;
+            return Err(e);
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+}
 
 impl LuStore {
     /// Opens the store at `url` — `sqlite:PATH` (created if missing), `sqlite::memory:` or
@@ -581,22 +697,38 @@ impl LuStore {
         Ok(rows.into_iter().map(|i| i as u32).collect())
     }
 
-    /// The whole file of an upload: its chunks concatenated in order.
+    /// The whole file of an upload: its chunks concatenated in order. The chunks are streamed
+    /// from the database into one buffer sized from the upload's `total_bytes` (one copy of
+    /// the file in memory, not two).
     pub async fn upload_bytes(
         &self,
         project: &str,
         party: &str,
         upload_id: &str,
     ) -> Result<Vec<u8>, StoreError> {
-        let chunks: Vec<Vec<u8>> = on_db!(self, pool => sqlx::query_scalar(
-            "SELECT data FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3 ORDER BY idx",
+        use tokio_stream::StreamExt as _;
+        let total: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT total_bytes FROM lu_uploads WHERE project = $1 AND party = $2 AND upload_id = $3",
         )
         .bind(project)
         .bind(party)
         .bind(upload_id)
-        .fetch_all(pool)
+        .fetch_optional(pool)
         .await?);
-        Ok(chunks.concat())
+        let mut out = Vec::with_capacity(usize::try_from(total.unwrap_or(0)).unwrap_or(0));
+        on_db!(self, pool => {
+            let mut chunks = sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT data FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3 ORDER BY idx",
+            )
+            .bind(project)
+            .bind(party)
+            .bind(upload_id)
+            .fetch(pool);
+            while let Some(chunk) = chunks.next().await {
+                out.extend_from_slice(&chunk?);
+            }
+        });
+        Ok(out)
     }
 
     /// Marks an upload complete with its record count; for tokens and content, the holder's
@@ -860,28 +992,7 @@ impl LuStore {
                     .bind(job_id)
                     .execute(&mut *tx)
                     .await?;
-                for batch in members.chunks(MEMBER_BATCH) {
-                    let mut sql = String::from(
-                        "INSERT INTO lu_members (project, job_id, party, position, record_id, pseudonym, excluded) VALUES ",
-                    );
-                    for i in 0..batch.len() {
-                        let b = i * 5;
-                        if i > 0 {
-                            sql.push(',');
-                        }
-                        sql.push_str(&format!("($1, $2, ${}, ${}, ${}, ${}, ${})", b + 3, b + 4, b + 5, b + 6, b + 7));
-                    }
-                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project).bind(job_id);
-                    for m in batch {
-                        q = q
-                            .bind(&m.party)
-                            .bind(m.position as i64)
-                            .bind(&m.record_id)
-                            .bind(&m.pseudonym)
-                            .bind(i64::from(m.excluded));
-                    }
-                    q.execute(&mut *tx).await?;
-                }
+                tx.write_members(project, job_id, members).await?;
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;
