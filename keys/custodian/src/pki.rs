@@ -535,14 +535,18 @@ mod tests {
             parties,
             [
                 "custodian",
+                "linkage-unit-server",
                 "admin",
                 "auditor",
                 "linkage-unit",
+                "researcher",
                 "holder-a",
                 "holder-b"
             ]
         );
-        for w in &written[1..] {
+        // The two server certificates have no role; every client certificate names its own.
+        assert!(written[..2].iter().all(|w| w.role.is_none()));
+        for w in &written[2..] {
             let pem = fs::read_to_string(&w.cert).unwrap();
             let id = identity_from_der(&der_of(&pem)).unwrap();
             assert_eq!(id.party, w.party);
@@ -561,9 +565,11 @@ mod tests {
             }
         }
         assert!(matches!(dev_init(&out, &[]), Err(PkiError::Exists(_))));
-        assert!(matches!(
-            dev_init(&dir.path().join("other"), &["admin".into()]),
-            Err(PkiError::PartyName(_))
-        ));
+        for reserved in ["admin", "researcher", "linkage-unit-server"] {
+            assert!(matches!(
+                dev_init(&dir.path().join("other"), &[reserved.into()]),
+                Err(PkiError::PartyName(_))
+            ));
+        }
     }
 }
