@@ -32,10 +32,10 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The 1-minute load average every 15 s during the run (the machine is shared).
 ( while sleep 15; do cut -d' ' -f1 /proc/loadavg; done ) > "$DIR/load.log" &
 SAMPLER=$!
+trap 'kill "$SAMPLER" 2>/dev/null || true' EXIT
 /usr/bin/time -v "$BIN" link -q --project scale --schema "$SCHEMA" --today 2026-11-22 \
   --input a="$DIR/synth_a.csv" --input b="$DIR/synth_b.csv" --out "$OUT" \
   --truth "$DIR/synth_truth.csv" 2> "$DIR/time.log"
-kill "$SAMPLER"
 grep -E "Elapsed|Maximum resident|User time|System time|Percent of CPU" "$DIR/time.log"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 sort -n "$DIR/load.log" | awk '{v[NR]=$1} END {if (NR) printf "load during (1-min, every 15 s): min %s, median %s, max %s\n", v[1], v[int((NR+1)/2)], v[NR]}'

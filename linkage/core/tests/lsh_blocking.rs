@@ -149,6 +149,13 @@ fn assert_streaming_equals_materialized(d: &Data, params: &LshParams) {
     block.extend(reference.pairs.iter().copied().step_by(5));
     block.sort_unstable();
     block.dedup();
+    // The pipeline takes bands and bits from the schema, the rest from the defaults.
+    let pipeline = LshParams {
+        bands: params.bands,
+        bits_per_band: params.bits_per_band,
+        ..LshParams::default()
+    };
+    let reference = candidates(&d.a, &d.b, &pipeline);
     let mut spec = spec.clone();
     spec.lsh = Some(renketsu_linkage::schema::ClkLsh {
         bands: params.bands,
