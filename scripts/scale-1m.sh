@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scale run: 1,000,000 x 1,000,000 synthetic Japanese records (`renketsu synth`, 500,000 true
 # pairs) linked with schemas/jp-person-clk.toml plus Hamming-LSH candidates ([clk.lsh], SPEC.md
-# §7.4) on top of its block recipes; prints wall time and peak RSS (/usr/bin/time -v), the CLK
-# comparison counts of summary.json, pairs completeness of the candidates and linkage quality.
+# §7.4) on top of its block recipes; prints wall time and peak RSS (/usr/bin/time -v), the load
+# average, the CLK comparison counts of summary.json with the pairs completeness of the
+# candidates (`link --truth`) and linkage quality (`renketsu eval`).
 #
 #   scripts/scale-1m.sh [RECORDS]      # default 1000000; data and outputs under $SCALE_DIR
 #
@@ -28,13 +29,24 @@ SCHEMA=$DIR/jp-person-clk-lsh.toml
 OUT=$DIR/out
 rm -rf "$OUT"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The 1-minute load average every 15 s during the run (the machine is shared).
+( while sleep 15; do cut -d' ' -f1 /proc/loadavg; done ) > "$DIR/load.log" &
+SAMPLER=$!
+trap 'kill "$SAMPLER" 2>/dev/null || true' EXIT
 /usr/bin/time -v "$BIN" link -q --project scale --schema "$SCHEMA" --today 2026-11-22 \
-  --input a="$DIR/synth_a.csv" --input b="$DIR/synth_b.csv" --out "$OUT" 2> "$DIR/time.log"
+  --input a="$DIR/synth_a.csv" --input b="$DIR/synth_b.csv" --out "$OUT" \
+  --truth "$DIR/synth_truth.csv" 2> "$DIR/time.log"
 grep -E "Elapsed|Maximum resident|User time|System time|Percent of CPU" "$DIR/time.log"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+sort -n "$DIR/load.log" | awk '{v[NR]=$1} END {if (NR) printf "load during (1-min, every 15 s): min %s, median %s, max %s\n", v[1], v[int((NR+1)/2)], v[NR]}'
 python3 - "$OUT/summary.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
-print("clk:", json.dumps(s.get("clk"), sort_keys=True))
+c = s.get("clk") or {}
+print("clk:", json.dumps(c, sort_keys=True))
+pc = c.get("pairs_completeness") or {}
+print(f"pairs compared {c.get('pairs_compared')}, reduction ratio {c.get('reduction_ratio')}, "
+      f"pairs completeness {pc.get('ratio')} ({pc.get('candidates')} of {pc.get('true_pairs')} true pairs)")
+print("timings_ms:", json.dumps(s.get("timings_ms"), sort_keys=True))
 EOF
 "$BIN" eval --pairs "$OUT/pairs.csv" --truth "$DIR/synth_truth.csv"

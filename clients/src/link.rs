@@ -1,7 +1,7 @@
 //! `renketsu link`: tokenize every holder's input, join exact tokens, cluster, and write the
 //! outputs (SPEC.md §5).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -135,6 +135,8 @@ pub struct LinkJob<'a> {
     pub threshold: Option<f64>,
     /// Scoring: parties whose data may hold several records of one person.
     pub duplicates: Vec<String>,
+    /// Known true pairs (`renketsu eval` format) for the CLK pairs completeness.
+    pub truth: Option<&'a Path>,
 }
 
 /// Row counts of one holder's input.
@@ -233,6 +235,11 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
             bail!("--duplicates {d:?}: no input is named {d:?}");
         }
     }
+    if job.truth.is_some() && (job.schema.clk.is_none() || job.schema.scoring.is_some()) {
+        bail!(
+            "--truth reports the pairs completeness of CLK candidates: the schema needs [clk] and no [scoring] (use renketsu eval for the output's quality)"
+        );
+    }
     if job.schema.scoring.is_some() && job.secret.is_none() {
         bail!(
             "a schema with [scoring] needs the holders' CSVs: token files carry no comparison values yet (link them with a schema without [scoring])"
@@ -275,11 +282,16 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
         Some(spec) => {
             let blocked = job.schema.recipes.iter().any(|r| r.link == LinkMode::Block);
             let filters: Vec<_> = parties.iter().map(|p| p.filters.as_ref()).collect();
+            let truth = match job.truth {
+                Some(path) => truth_pairs(path, &parties)?,
+                None => Vec::new(),
+            };
             Some(clk_links(
                 spec,
                 &filters,
                 &party_offsets(&parties),
                 blocked.then_some(blocks.as_mut_slice()),
+                &truth,
                 &mut join,
             ))
         }
@@ -478,6 +490,44 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
 }
 
 pub(crate) use renketsu_linkage::tokenlink::{party_of, party_offsets as party_offsets_of};
+
+/// The pairs of a truth file (`renketsu eval` format) as global record indices; pairs naming
+/// a record that was not tokenized (rejected, or absent) are left out.
+fn truth_pairs(path: &Path, parties: &[Party]) -> Result<Vec<(u32, u32)>> {
+    let (pairs, multi) = crate::eval::read_pairs(path)?;
+    let offsets = party_offsets(parties);
+    let index: Vec<HashMap<&str, u32>> = parties
+        .iter()
+        .zip(&offsets)
+        .map(|(p, &o)| {
+            p.ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), o + i as u32))
+                .collect()
+        })
+        .collect();
+    let party = |name: &str, k: usize| -> Result<usize> {
+        if multi {
+            parties
+                .iter()
+                .position(|p| p.spec.party == name)
+                .with_context(|| format!("--truth {}: no input is named {name:?}", path.display()))
+        } else if parties.len() < 2 {
+            bail!("--truth: a two-party truth file needs two inputs")
+        } else {
+            Ok(k)
+        }
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (pa, ia, pb, ib) in &pairs {
+        let (x, y) = (party(pa, 0)?, party(pb, 1)?);
+        if let (Some(&a), Some(&b)) = (index[x].get(ia.as_str()), index[y].get(ib.as_str())) {
+            out.push((a, b));
+        }
+    }
+    Ok(out)
+}
 
 fn party_offsets(parties: &[Party]) -> Vec<u32> {
     party_offsets_of(&parties.iter().map(|p| p.ids.len()).collect::<Vec<_>>())
@@ -1042,6 +1092,11 @@ fn summary_json(
             "pairs_compared": c.compared,
             "reduction_ratio": if c.possible == 0 { 0.0 } else { 1.0 - c.compared as f64 / c.possible as f64 },
             "largest_block": c.largest_block,
+            "pairs_completeness": (job.truth.is_some()).then(|| json!({
+                "true_pairs": c.true_pairs,
+                "candidates": c.true_candidates,
+                "ratio": if c.true_pairs == 0 { 0.0 } else { c.true_candidates as f64 / c.true_pairs as f64 },
+            })),
             "pairs_above_threshold": c.above_threshold,
             "links": c.links,
         })),

@@ -257,6 +257,11 @@ struct LinkArgs {
     /// for several); its records may share a cluster.
     #[arg(long = "duplicates", value_name = "PARTY")]
     duplicates: Vec<String>,
+    /// Known true pairs (the `renketsu eval --truth` format: id_a,id_b for the first two
+    /// inputs, or party_a,id_a,party_b,id_b) to report the CLK candidates' pairs completeness
+    /// in summary.json (`clk.pairs_completeness`); for evaluation runs, never needed to link.
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -526,6 +531,7 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         token_mode,
         threshold: args.threshold,
         duplicates: args.duplicates.clone(),
+        truth: args.truth.as_deref(),
     };
     let outcome = link::run(&job)?;
     if !args.quiet {

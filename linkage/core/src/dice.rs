@@ -386,26 +386,41 @@ fn score_chunk(
     out: &mut Vec<Candidate>,
 ) {
     for &(i, j) in chunk {
-        let (ca, cb) = (a.count(i as usize), b.count(j as usize));
-        if ca + cb == 0 {
-            continue;
-        }
-        let common = if a.words == 16 {
-            let fa: &[u64; 16] = a.get(i as usize).try_into().expect("16 words");
-            let fb: &[u64; 16] = b.get(j as usize).try_into().expect("16 words");
-            and_count_fixed(fa, fb)
-        } else {
-            and_count_portable(a.get(i as usize), b.get(j as usize))
-        };
-        let score = 2.0 * f64::from(common) / f64::from(ca + cb);
-        if score >= threshold {
-            out.push(Candidate {
-                a: i,
-                b: j,
-                score: score as f32,
-            });
+        if let Some(c) = score_pair(a, b, i, j, threshold) {
+            out.push(c);
         }
     }
+}
+
+/// The Dice coefficient of filter `i` of `a` and `j` of `b` when it is at least `threshold`
+/// (never for two empty filters). The one scoring rule of candidate pairs: block-recipe
+/// candidates ([`score_candidates`]) and Hamming-LSH candidates streamed from the bands
+/// (`crate::lsh`) get bit-identical scores.
+#[inline(always)]
+pub(crate) fn score_pair(
+    a: &Filters,
+    b: &Filters,
+    i: u32,
+    j: u32,
+    threshold: f64,
+) -> Option<Candidate> {
+    let (ca, cb) = (a.count(i as usize), b.count(j as usize));
+    if ca + cb == 0 {
+        return None;
+    }
+    let common = if a.words == 16 {
+        let fa: &[u64; 16] = a.get(i as usize).try_into().expect("16 words");
+        let fb: &[u64; 16] = b.get(j as usize).try_into().expect("16 words");
+        and_count_fixed(fa, fb)
+    } else {
+        and_count_portable(a.get(i as usize), b.get(j as usize))
+    };
+    let score = 2.0 * f64::from(common) / f64::from(ca + cb);
+    (score >= threshold).then_some(Candidate {
+        a: i,
+        b: j,
+        score: score as f32,
+    })
 }
 
 /// The same, compiled with the POPCNT instruction enabled.

@@ -13,10 +13,19 @@
 //! which never holds keys, computes them). Work: `O(b·r·(n_a + n_b))` to make band keys,
 //! a sort per band, and the candidate pairs; buckets larger than `max_bucket` on either side
 //! are skipped (they are filters that say little, e.g. near-empty ones) and counted.
+//!
+//! **Streaming** ([`LshBands::score`], what `renketsu link` runs): the bands are taken one
+//! after the other and each band's collisions are scored at once, so memory holds one band's
+//! keys plus the pairs at or above the Dice threshold, never the candidate set (10^9 pairs and
+//! more on 10^6 × 10^6 sparse filters). A pair is scored only in the **first** band where it
+//! is a candidate: on a collision in band `k` the pair's filters are checked against the
+//! sampled bits of bands `0..k` (a masked XOR per band; a bucket skipped in an earlier band does
+//! not count there). Every candidate is thus scored exactly once and counted once, and the
+//! result equals scoring the materialized, deduplicated [`candidates`] (tested).
 
 use rayon::prelude::*;
 
-use crate::dice::Filters;
+use crate::dice::{Candidate, Filters, score_pair};
 
 /// Parameters of Hamming-LSH blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,8 +114,9 @@ fn band_key(filter: &[u64], positions: &[u32]) -> u64 {
     key
 }
 
-/// Candidate pairs between the filters of two holders (see the module docs); bands run in
-/// parallel on rayon's threads.
+/// Candidate pairs between the filters of two holders (see the module docs), materialized:
+/// memory `O(candidates)`. The reference for [`LshBands::score`], which streams the same
+/// pairs into Dice scoring instead; bands run in parallel on rayon's threads.
 ///
 /// # Panics
 /// If the two sets have different filter lengths, or on invalid `params` (see
@@ -167,6 +177,247 @@ pub fn candidates(a: &Filters, b: &Filters, params: &LshParams) -> LshCandidates
             .collect(),
         collisions,
         skipped_buckets,
+    }
+}
+
+/// Hamming-LSH candidates scored as they are found ([`LshBands::score`]).
+#[derive(Debug, Default)]
+pub struct LshScored {
+    /// Candidate pairs with Dice ≥ the threshold, sorted by `(a, b)`, each once.
+    pub pairs: Vec<Candidate>,
+    /// Distinct candidate pairs (each scored once): the length of [`candidates`]' pairs.
+    pub candidates: u64,
+    /// Band collisions before removing duplicates (as [`LshCandidates::collisions`]).
+    pub collisions: u64,
+    /// Buckets skipped for exceeding `max_bucket` (as [`LshCandidates::skipped_buckets`]).
+    pub skipped_buckets: u64,
+}
+
+/// The bands of one Hamming-LSH run between two holders' filters: sampled positions (also as
+/// per-word masks) and, once [`LshBands::score`] has run, the keys of the buckets it skipped.
+/// Decides whether a pair is a candidate without the candidate set ([`LshBands::is_candidate`]).
+#[derive(Clone, Debug)]
+pub struct LshBands {
+    rows: Vec<Vec<u32>>,
+    /// Sampled bits of band `k` as `(word, mask)`: `masks[starts[k]..starts[k + 1]]`.
+    masks: Vec<(u32, u64)>,
+    starts: Vec<usize>,
+    /// Sorted keys of the buckets skipped in each band.
+    skipped: Vec<Vec<u64>>,
+    max_bucket: usize,
+    scored: bool,
+}
+
+impl LshBands {
+    /// The bands of `params` for filters of `bits` bits.
+    ///
+    /// # Panics
+    /// On invalid `params` (see [`band_positions`]).
+    pub fn new(params: &LshParams, bits: usize) -> Self {
+        let rows = band_positions(params, bits);
+        let mut masks = Vec::new();
+        let mut starts = vec![0];
+        for row in &rows {
+            let mut m: Vec<(u32, u64)> = Vec::new();
+            for &p in row {
+                let (w, bit) = (p / 64, 1u64 << (p % 64));
+                match m.iter_mut().find(|e| e.0 == w) {
+                    Some(e) => e.1 |= bit,
+                    None => m.push((w, bit)),
+                }
+            }
+            m.sort_unstable();
+            masks.extend(m);
+            starts.push(masks.len());
+        }
+        Self {
+            skipped: vec![Vec::new(); rows.len()],
+            rows,
+            masks,
+            starts,
+            max_bucket: params.max_bucket as usize,
+            scored: false,
+        }
+    }
+
+    /// Whether two filters agree on every sampled bit of band `k`.
+    #[inline(always)]
+    fn agree(&self, k: usize, fa: &[u64], fb: &[u64]) -> bool {
+        self.masks[self.starts[k]..self.starts[k + 1]]
+            .iter()
+            .all(|&(w, m)| (fa[w as usize] ^ fb[w as usize]) & m == 0)
+    }
+
+    /// Whether two filters make a candidate in band `k`: same key, bucket not skipped.
+    #[inline(always)]
+    fn collide(&self, k: usize, fa: &[u64], fb: &[u64]) -> bool {
+        self.agree(k, fa, fb)
+            && (self.skipped[k].is_empty()
+                || self.skipped[k]
+                    .binary_search(&band_key(fa, &self.rows[k]))
+                    .is_err())
+    }
+
+    /// Whether two filters (of the sets given to [`LshBands::score`]) are a candidate pair:
+    /// they collide in a band whose bucket was not skipped.
+    ///
+    /// # Panics
+    /// Before [`LshBands::score`] has run (the skipped buckets are not known yet).
+    pub fn is_candidate(&self, fa: &[u64], fb: &[u64]) -> bool {
+        assert!(self.scored, "LshBands::score first");
+        (0..self.rows.len()).any(|k| self.collide(k, fa, fb))
+    }
+
+    /// Streams the candidate pairs of `a` × `b` into Dice scoring, band after band, keeping
+    /// those with Dice ≥ `threshold` (module docs). Peak memory: one band's sorted keys
+    /// (`16·(n_a + n_b)` bytes) plus the pairs kept. Key making, sorting and the buckets of a
+    /// band run in parallel on rayon's threads.
+    ///
+    /// # Panics
+    /// If the two sets have different filter lengths or not this band set's length.
+    pub fn score(&mut self, a: &Filters, b: &Filters, threshold: f64) -> LshScored {
+        assert_eq!(a.words(), b.words(), "filters of equal length");
+        assert!(
+            self.rows
+                .iter()
+                .flatten()
+                .all(|&p| (p as usize) < a.words() * 64),
+            "bands drawn for longer filters"
+        );
+        let mut out = LshScored::default();
+        for k in 0..self.rows.len() {
+            let pos = &self.rows[k];
+            let keyed = |f: &Filters| -> Vec<(u64, u32)> {
+                let mut v: Vec<(u64, u32)> = (0..f.len())
+                    .into_par_iter()
+                    .map(|i| (band_key(f.get(i), pos), i as u32))
+                    .collect();
+                v.par_sort_unstable();
+                v
+            };
+            let (ka, kb) = rayon::join(|| keyed(a), || keyed(b));
+            // Buckets present on both sides: `(a start, a end, b start, b end)` in ka / kb.
+            let mut buckets: Vec<[u32; 4]> = Vec::new();
+            let mut skipped = Vec::new();
+            let (mut i, mut j) = (0, 0);
+            while i < ka.len() && j < kb.len() {
+                let (x, y) = (ka[i].0, kb[j].0);
+                if x < y {
+                    i += 1;
+                } else if y < x {
+                    j += 1;
+                } else {
+                    let ie = i + ka[i..].partition_point(|e| e.0 == x);
+                    let je = j + kb[j..].partition_point(|e| e.0 == x);
+                    if ie - i > self.max_bucket || je - j > self.max_bucket {
+                        skipped.push(x);
+                    } else {
+                        buckets.push([i as u32, ie as u32, j as u32, je as u32]);
+                    }
+                    i = ie;
+                    j = je;
+                }
+            }
+            out.skipped_buckets += skipped.len() as u64;
+            self.skipped[k] = skipped;
+            let this = &*self;
+            let (pairs, candidates, collisions) = buckets
+                .par_iter()
+                .fold(
+                    || (Vec::new(), 0u64, 0u64),
+                    |(mut pairs, mut cand, mut coll), &[i0, i1, j0, j1]| {
+                        let (ra, rb) =
+                            (&ka[i0 as usize..i1 as usize], &kb[j0 as usize..j1 as usize]);
+                        coll += (ra.len() * rb.len()) as u64;
+                        cand += this.score_bucket(k, a, b, ra, rb, threshold, &mut pairs);
+                        (pairs, cand, coll)
+                    },
+                )
+                .reduce(
+                    || (Vec::new(), 0, 0),
+                    |(mut p, c, n), (q, d, m)| {
+                        p.extend(q);
+                        (p, c + d, n + m)
+                    },
+                );
+            out.pairs.extend(pairs);
+            out.candidates += candidates;
+            out.collisions += collisions;
+        }
+        self.scored = true;
+        out.pairs.par_sort_unstable_by_key(|c| (c.a, c.b));
+        out
+    }
+
+    /// Scores the pairs of one bucket of band `k` that are not candidates of an earlier band;
+    /// returns how many it scored.
+    #[allow(clippy::too_many_arguments, reason = "internal hot loop")]
+    fn score_bucket(
+        &self,
+        k: usize,
+        a: &Filters,
+        b: &Filters,
+        ra: &[(u64, u32)],
+        rb: &[(u64, u32)],
+        threshold: f64,
+        out: &mut Vec<Candidate>,
+    ) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU supports POPCNT (checked just above), the only requirement of
+            // a `#[target_feature(enable = "popcnt")]` function; the function is safe code.
+            #[allow(
+                unsafe_code,
+                reason = "calling a target_feature function after detection"
+            )]
+            return unsafe { self.score_bucket_popcnt(k, a, b, ra, rb, threshold, out) };
+        }
+        self.score_bucket_impl(k, a, b, ra, rb, threshold, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    #[allow(clippy::too_many_arguments, reason = "internal hot loop")]
+    fn score_bucket_popcnt(
+        &self,
+        k: usize,
+        a: &Filters,
+        b: &Filters,
+        ra: &[(u64, u32)],
+        rb: &[(u64, u32)],
+        threshold: f64,
+        out: &mut Vec<Candidate>,
+    ) -> u64 {
+        self.score_bucket_impl(k, a, b, ra, rb, threshold, out)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments, reason = "internal hot loop")]
+    fn score_bucket_impl(
+        &self,
+        k: usize,
+        a: &Filters,
+        b: &Filters,
+        ra: &[(u64, u32)],
+        rb: &[(u64, u32)],
+        threshold: f64,
+        out: &mut Vec<Candidate>,
+    ) -> u64 {
+        let mut scored = 0;
+        for &(_, i) in ra {
+            let fa = a.get(i as usize);
+            for &(_, j) in rb {
+                let fb = b.get(j as usize);
+                if (0..k).any(|e| self.collide(e, fa, fb)) {
+                    continue;
+                }
+                scored += 1;
+                if let Some(c) = score_pair(a, b, i, j, threshold) {
+                    out.push(c);
+                }
+            }
+        }
+        scored
     }
 }
 
@@ -270,5 +521,83 @@ mod tests {
         let all = candidates(&a, &b, &LshParams::default());
         assert_eq!(all.pairs.len(), 100);
         assert_eq!(all.collisions, 48 * 100);
+    }
+
+    /// Filters of `words` words in families: each family a random base (density 1/8 to 1/2,
+    /// so sparse filters collide in many bands) and members with a few bits flipped; plus
+    /// copies of one filter to fill an oversized bucket.
+    fn families(seed: u64, words: usize, n: usize) -> Vec<Vec<u64>> {
+        let mut s = seed;
+        let mut rows = Vec::new();
+        while rows.len() < n {
+            let density = 1 + lcg(&mut s) % 4;
+            let base: Vec<u64> = (0..words)
+                .map(|_| (0..64).fold(0u64, |w, b| w | u64::from(lcg(&mut s) % 8 < density) << b))
+                .collect();
+            for _ in 0..1 + lcg(&mut s) % 4 {
+                let mut r = base.clone();
+                for _ in 0..lcg(&mut s) % (words as u64 * 4) {
+                    let p = (lcg(&mut s) % (words as u64 * 64)) as usize;
+                    r[p / 64] ^= 1 << (p % 64);
+                }
+                rows.push(r);
+            }
+        }
+        rows.extend(std::iter::repeat_n(rows[0].clone(), 12));
+        rows
+    }
+
+    #[test]
+    fn streamed_scoring_equals_scoring_the_materialized_candidates() {
+        for (words, seed) in [(16, 1u64), (16, 2), (5, 3)] {
+            let rows = families(seed, words, 300);
+            let (a, b) = (
+                filters(&rows[..rows.len() / 2 + 20]),
+                filters(&rows[rows.len() / 2 - 20..]),
+            );
+            for (bands, bits_per_band, max_bucket) in [(48, 16, 1000), (24, 8, 10), (8, 4, 6)] {
+                let params = LshParams {
+                    bands,
+                    bits_per_band,
+                    max_bucket,
+                    ..LshParams::default()
+                };
+                let reference = candidates(&a, &b, &params);
+                for t in [0.0, 0.5, 0.8] {
+                    let mut lsh = LshBands::new(&params, words * 64);
+                    let got = lsh.score(&a, &b, t);
+                    let want = crate::dice::score_candidates(&a, &b, &reference.pairs, t);
+                    assert_eq!(got.candidates, reference.pairs.len() as u64);
+                    assert_eq!(got.collisions, reference.collisions);
+                    assert_eq!(got.skipped_buckets, reference.skipped_buckets);
+                    assert_eq!(
+                        got.pairs.len(),
+                        want.len(),
+                        "{words} words, t {t}, {params:?}"
+                    );
+                    for (x, y) in got.pairs.iter().zip(&want) {
+                        assert_eq!((x.a, x.b, x.score.to_bits()), (y.a, y.b, y.score.to_bits()));
+                    }
+                    // The membership test agrees with the candidate set on every pair.
+                    for i in 0..a.len() as u32 {
+                        for j in 0..b.len() as u32 {
+                            assert_eq!(
+                                lsh.is_candidate(a.get(i as usize), b.get(j as usize)),
+                                reference.pairs.binary_search(&(i, j)).is_ok(),
+                                "({i}, {j})"
+                            );
+                        }
+                    }
+                }
+                // The test data exercise what the streaming has to get right.
+                assert!(
+                    reference.collisions > reference.pairs.len() as u64,
+                    "repeat collisions"
+                );
+                if max_bucket < 1000 {
+                    assert!(reference.skipped_buckets > 0, "skipped buckets");
+                }
+            }
+        }
     }
 }

@@ -9,10 +9,12 @@
 use std::collections::HashSet;
 use std::io::BufRead;
 
+use rayon::prelude::*;
+
 use crate::Token;
 use crate::cluster::TokenJoin;
-use crate::dice::{Filters, greedy_one_to_one, pairs_above, score_candidates};
-use crate::lsh::LshParams;
+use crate::dice::{Candidate, Filters, greedy_one_to_one, pairs_above, score_candidates};
+use crate::lsh::{LshBands, LshParams};
 use crate::schema::{ClkSolver, ClkSpec, LinkMode, Schema};
 use crate::token_file::{Counts, Header, Reader, Record, TokenFileError};
 
@@ -241,6 +243,11 @@ pub struct ClkStats {
     pub links: u64,
     /// Largest group of records sharing a block token.
     pub largest_block: usize,
+    /// Cross-holder true pairs given to [`clk_links`] (0: none given).
+    pub true_pairs: u64,
+    /// Those of them that were candidates (compared, or pruned by the popcount bound when no
+    /// blocking restricts the pairs): pairs completeness = `true_candidates / true_pairs`.
+    pub true_candidates: u64,
 }
 
 /// Candidate pairs per pair of holders from block tokens: records of holders `i < j` that
@@ -280,56 +287,135 @@ pub fn block_candidates(
     out
 }
 
+/// The scored CLK pairs of one pair of holders ([`score_holder_pair`]).
+#[derive(Debug, Default)]
+pub struct HolderPairScores {
+    /// Pairs with Dice ≥ the threshold, sorted by `(a, b)`.
+    pub pairs: Vec<Candidate>,
+    /// Distinct candidate pairs compared (all pairs: those the popcount bound let through).
+    pub compared: u64,
+    /// How many of the `probes` given were candidates.
+    pub probes_found: u64,
+}
+
+/// Dice scores of one pair of holders' filters `fa` × `fb` (SPEC.md §7.1, §7.4): the
+/// candidates are the block-recipe pairs `block` (sorted, distinct; `None`: no block recipes)
+/// together with the Hamming-LSH candidates of `spec.lsh`; with neither, every pair (pruned
+/// by popcount). LSH candidates are streamed into scoring band by band ([`LshBands::score`]),
+/// so memory is `O(records + block candidates + pairs ≥ threshold)`; a pair that is both a
+/// block and an LSH candidate is counted and kept once. `probes` are `(a, b)` pairs (e.g. the
+/// true matches, for pairs completeness) checked for being candidates.
+pub fn score_holder_pair(
+    spec: &ClkSpec,
+    fa: &Filters,
+    fb: &Filters,
+    block: Option<Vec<(u32, u32)>>,
+    probes: &[(u32, u32)],
+) -> HolderPairScores {
+    let lsh = spec.lsh.map(|l| {
+        let params = LshParams {
+            bands: l.bands,
+            bits_per_band: l.bits_per_band,
+            ..LshParams::default()
+        };
+        let mut bands = LshBands::new(&params, fa.words() * 64);
+        let scored = bands.score(fa, fb, spec.threshold);
+        (bands, scored)
+    });
+    let in_block = |p: &(u32, u32)| block.as_ref().is_some_and(|c| c.binary_search(p).is_ok());
+    let in_lsh = |&(i, j): &(u32, u32)| {
+        lsh.as_ref()
+            .is_some_and(|(bands, _)| bands.is_candidate(fa.get(i as usize), fb.get(j as usize)))
+    };
+    let probes_found = if block.is_none() && lsh.is_none() {
+        probes.len() as u64
+    } else {
+        probes
+            .par_iter()
+            .filter(|p| in_block(p) || in_lsh(p))
+            .count() as u64
+    };
+    // Block candidates that LSH also produced are scored there too: count them once.
+    let overlap = match &block {
+        Some(c) if lsh.is_some() => c.par_iter().filter(|p| in_lsh(p)).count() as u64,
+        _ => 0,
+    };
+    match (block, lsh.map(|(_, l)| l)) {
+        (None, None) => {
+            let scores = pairs_above(fa, fb, spec.threshold);
+            HolderPairScores {
+                pairs: scores.pairs,
+                compared: scores.compared,
+                probes_found,
+            }
+        }
+        (Some(c), None) => HolderPairScores {
+            pairs: score_candidates(fa, fb, &c, spec.threshold),
+            compared: c.len() as u64,
+            probes_found,
+        },
+        (None, Some(l)) => HolderPairScores {
+            pairs: l.pairs,
+            compared: l.candidates,
+            probes_found,
+        },
+        (Some(c), Some(mut l)) => {
+            let mut pairs = score_candidates(fa, fb, &c, spec.threshold);
+            pairs.append(&mut l.pairs);
+            // Both halves are sorted; a pair in both has the same score in both.
+            pairs.par_sort_unstable_by_key(|x| (x.a, x.b));
+            pairs.dedup_by_key(|x| (x.a, x.b));
+            HolderPairScores {
+                pairs,
+                compared: c.len() as u64 + l.candidates - overlap,
+                probes_found,
+            }
+        }
+    }
+}
+
 /// Dice matching of every pair of holders (SPEC.md §7.1): all pairs pruned by popcount, or
 /// only block-recipe candidates (`blocks`) and Hamming-LSH candidates (`[clk.lsh]`, §7.4);
 /// then the solver. Accepted pairs are linked directly in `join`. `filters[i]` are holder
-/// `i`'s CLKs (`None`: the holder has none) and `offsets` its first global record.
+/// `i`'s CLKs (`None`: the holder has none) and `offsets` its first global record. `truth`
+/// (global record pairs; may be empty) are known matches: the stats then count how many were
+/// candidates (pairs completeness); pairs within one holder are ignored.
 pub fn clk_links(
     spec: &ClkSpec,
     filters: &[Option<&Filters>],
     offsets: &[u32],
     blocks: Option<&mut [(Token, u32)]>,
+    truth: &[(u32, u32)],
     join: &mut TokenJoin,
 ) -> ClkStats {
     let mut stats = ClkStats::default();
     let n = filters.len();
     let mut candidates = blocks.map(|b| block_candidates(b, offsets, n, &mut stats.largest_block));
+    let mut probes = vec![vec![Vec::new(); n]; n];
+    for &(x, y) in truth {
+        let (px, py) = (party_of(offsets, x), party_of(offsets, y));
+        if px == py {
+            continue;
+        }
+        let ((pa, a), (pb, b)) = if px < py {
+            ((px, x), (py, y))
+        } else {
+            ((py, y), (px, x))
+        };
+        probes[pa][pb].push((a - offsets[pa], b - offsets[pb]));
+    }
     for i in 0..n {
         for j in i + 1..n {
             let (Some(fa), Some(fb)) = (filters[i], filters[j]) else {
                 continue;
             };
             stats.possible += (fa.len() * fb.len()) as u64;
-            let lsh = spec.lsh.map(|l| {
-                let params = LshParams {
-                    bands: l.bands,
-                    bits_per_band: l.bits_per_band,
-                    ..LshParams::default()
-                };
-                crate::lsh::candidates(fa, fb, &params).pairs
-            });
-            let merged = match (candidates.as_mut(), lsh) {
-                (Some(c), Some(l)) => {
-                    let mut all = std::mem::take(&mut c[i][j]);
-                    all.extend(l);
-                    all.sort_unstable();
-                    all.dedup();
-                    Some(all)
-                }
-                (Some(c), None) => Some(std::mem::take(&mut c[i][j])),
-                (None, l) => l,
-            };
-            let pairs = match &merged {
-                Some(c) => {
-                    stats.compared += c.len() as u64;
-                    score_candidates(fa, fb, c, spec.threshold)
-                }
-                None => {
-                    let scores = pairs_above(fa, fb, spec.threshold);
-                    stats.compared += scores.compared;
-                    scores.pairs
-                }
-            };
+            stats.true_pairs += probes[i][j].len() as u64;
+            let block = candidates.as_mut().map(|c| std::mem::take(&mut c[i][j]));
+            let scored = score_holder_pair(spec, fa, fb, block, &probes[i][j]);
+            stats.compared += scored.compared;
+            stats.true_candidates += scored.probes_found;
+            let pairs = scored.pairs;
             stats.above_threshold += pairs.len() as u64;
             let accepted = match spec.solver {
                 ClkSolver::Greedy => greedy_one_to_one(pairs),
@@ -373,6 +459,7 @@ pub fn cluster_token_parties(
             &filters,
             &offsets,
             blocked.then_some(blocks.as_mut_slice()),
+            &[],
             &mut join,
         )
     });

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use renketsu_linkage::clk::native::NativeEncoder;
 use renketsu_linkage::dice::Filters;
-use renketsu_linkage::lsh::{LshParams, candidates};
+use renketsu_linkage::dice::score_candidates;
+use renketsu_linkage::lsh::{LshBands, LshParams, candidates};
+use renketsu_linkage::tokenlink::score_holder_pair;
 use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Schema, Tokenizer};
 
 fn repo() -> PathBuf {
@@ -60,6 +62,26 @@ fn encode(schema: &Schema, path: &Path) -> (Filters, HashMap<String, u32>) {
 }
 
 fn pc_rr(schema: &str, dir: &str, a: &str, b: &str, truth: &str, params: &LshParams) -> (f64, f64) {
+    let (pc, rr, _) = pc_rr_data(schema, dir, a, b, truth, params);
+    (pc, rr)
+}
+
+/// The filters of both sides, the true pairs as `(row in a, row in b)`, and the parsed schema.
+struct Data {
+    schema: Schema,
+    a: Filters,
+    b: Filters,
+    truth: Vec<(u32, u32)>,
+}
+
+fn pc_rr_data(
+    schema: &str,
+    dir: &str,
+    a: &str,
+    b: &str,
+    truth: &str,
+    params: &LshParams,
+) -> (f64, f64, Data) {
     let schema = Schema::from_toml(&std::fs::read_to_string(repo().join(schema)).unwrap()).unwrap();
     let d = shared().join(dir);
     let (fa, ia) = encode(&schema, &d.join(a));
@@ -67,11 +89,13 @@ fn pc_rr(schema: &str, dir: &str, a: &str, b: &str, truth: &str, params: &LshPar
     let c = candidates(&fa, &fb, params);
     let mut t = csv::Reader::from_path(d.join(truth)).unwrap();
     let (mut found, mut total) = (0usize, 0usize);
+    let mut true_pairs = Vec::new();
     for rec in t.records() {
         let rec = rec.unwrap();
         let pair = (ia[&rec[0]], ib[&rec[1]]);
         total += 1;
         found += usize::from(c.pairs.binary_search(&pair).is_ok());
+        true_pairs.push(pair);
     }
     let pc = found as f64 / total as f64;
     let rr = 1.0 - c.pairs.len() as f64 / (fa.len() as f64 * fb.len() as f64);
@@ -82,7 +106,125 @@ fn pc_rr(schema: &str, dir: &str, a: &str, b: &str, truth: &str, params: &LshPar
         c.pairs.len(),
         c.skipped_buckets
     );
-    (pc, rr)
+    (
+        pc,
+        rr,
+        Data {
+            schema,
+            a: fa,
+            b: fb,
+            truth: true_pairs,
+        },
+    )
+}
+
+/// Streaming LSH scoring (what `renketsu link` runs) gives exactly the pairs and scores of
+/// scoring the materialized candidate set, alone and merged with block candidates, with the
+/// same counts; pairs completeness from the membership test equals the candidate set's.
+fn assert_streaming_equals_materialized(d: &Data, params: &LshParams) {
+    let spec = d.schema.clk.as_ref().unwrap();
+    let reference = candidates(&d.a, &d.b, params);
+    for t in [spec.threshold, 0.6] {
+        let mut bands = LshBands::new(params, d.a.words() * 64);
+        let got = bands.score(&d.a, &d.b, t);
+        let want = score_candidates(&d.a, &d.b, &reference.pairs, t);
+        assert_eq!(got.candidates, reference.pairs.len() as u64);
+        assert_eq!(got.collisions, reference.collisions);
+        assert_eq!(got.skipped_buckets, reference.skipped_buckets);
+        assert_eq!(got.pairs.len(), want.len(), "threshold {t}");
+        for (x, y) in got.pairs.iter().zip(&want) {
+            assert_eq!((x.a, x.b, x.score.to_bits()), (y.a, y.b, y.score.to_bits()));
+        }
+        eprintln!(
+            "threshold {t}: {} candidates, {} collisions, {} pairs at or above the threshold: identical",
+            got.candidates,
+            got.collisions,
+            got.pairs.len()
+        );
+    }
+    // Merged with "block" candidates: every 7th true pair and pairs (i, i·31 mod n_b), some
+    // of which LSH also finds; the old merge (materialize, sort, dedup, score) is the reference.
+    let mut block: Vec<(u32, u32)> = d.truth.iter().copied().step_by(7).collect();
+    block.extend((0..d.a.len() as u32).map(|i| (i, (i * 31) % d.b.len() as u32)));
+    block.extend(reference.pairs.iter().copied().step_by(5));
+    block.sort_unstable();
+    block.dedup();
+    // The pipeline takes bands and bits from the schema, the rest from the defaults.
+    let pipeline = LshParams {
+        bands: params.bands,
+        bits_per_band: params.bits_per_band,
+        ..LshParams::default()
+    };
+    let reference = candidates(&d.a, &d.b, &pipeline);
+    let mut spec = spec.clone();
+    spec.lsh = Some(renketsu_linkage::schema::ClkLsh {
+        bands: params.bands,
+        bits_per_band: params.bits_per_band,
+    });
+    let got = score_holder_pair(&spec, &d.a, &d.b, Some(block.clone()), &d.truth);
+    let mut merged = block.clone();
+    merged.extend(&reference.pairs);
+    merged.sort_unstable();
+    merged.dedup();
+    let want = score_candidates(&d.a, &d.b, &merged, spec.threshold);
+    assert_eq!(got.compared, merged.len() as u64, "distinct candidates");
+    assert_eq!(got.pairs.len(), want.len());
+    for (x, y) in got.pairs.iter().zip(&want) {
+        assert_eq!((x.a, x.b, x.score.to_bits()), (y.a, y.b, y.score.to_bits()));
+    }
+    let found = d
+        .truth
+        .iter()
+        .filter(|p| merged.binary_search(p).is_ok())
+        .count();
+    assert_eq!(
+        got.probes_found, found as u64,
+        "true pairs among candidates"
+    );
+    eprintln!(
+        "with {} block candidates: {} distinct candidates, {} above {}, {found} of {} true pairs: identical",
+        block.len(),
+        merged.len(),
+        want.len(),
+        spec.threshold,
+        d.truth.len()
+    );
+}
+
+#[test]
+fn febrl4_streamed_lsh_scoring_equals_materialized_candidates() {
+    let params = LshParams::default();
+    let (_, _, d) = pc_rr_data(
+        "schemas/febrl-clk.toml",
+        "febrl",
+        "febrl4a.csv",
+        "febrl4b.csv",
+        "febrl4_truth.csv",
+        &params,
+    );
+    assert_streaming_equals_materialized(&d, &params);
+    // Short bands with a small bucket limit: many repeat collisions and skipped buckets.
+    let params = LshParams {
+        bands: 32,
+        bits_per_band: 10,
+        max_bucket: 40,
+        ..params
+    };
+    assert_streaming_equals_materialized(&d, &params);
+}
+
+#[test]
+fn jp_streamed_lsh_scoring_equals_materialized_candidates() {
+    let params = LshParams::default();
+    let (_, _, d) = pc_rr_data(
+        "schemas/jp-person-clk.toml",
+        "jp",
+        "jp_a.csv",
+        "jp_b.csv",
+        "jp_truth.csv",
+        &params,
+    );
+    assert_streaming_equals_materialized(&d, &params);
 }
 
 #[test]
