@@ -2,7 +2,7 @@
 //! data sets are, and the `renketsu` binary under test.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The repository root (the parent of this crate's directory).
 pub fn repo() -> PathBuf {
@@ -46,4 +46,41 @@ pub fn bin() -> PathBuf {
         assert!(status.success(), "cargo build -p renketsu-cli failed");
     }
     path
+}
+
+/// `renketsu ARGS` in `dir`, with the key store in `dir/keys` and none of the caller's
+/// `RENKETSU_*` connection settings (so a developer's environment cannot leak into a test).
+pub fn cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .current_dir(dir)
+        .env("RENKETSU_KEY_STORE", dir.join("keys"));
+    for v in [
+        "RENKETSU_KEK",
+        "RENKETSU_PROJECT",
+        "RENKETSU_CUSTODIAN",
+        "RENKETSU_LU",
+        "RENKETSU_CA",
+        "RENKETSU_CERT",
+        "RENKETSU_CERT_KEY",
+        "RENKETSU_LU_TEST_PAUSE_MS",
+        "RUST_BACKTRACE",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// Runs [`cmd`] and returns its output.
+///
+/// # Panics
+/// If the command fails (its stderr is in the message).
+pub fn ok(dir: &Path, args: &[&str]) -> Output {
+    let out = cmd(dir, args).output().expect("renketsu runs");
+    assert!(
+        out.status.success(),
+        "renketsu {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

@@ -12,11 +12,11 @@
 //! Also: a holder that verifies against a wrong public key (`--pin-key`) refuses to write
 //! anything, and HMAC-mode token files link to a byte-identical `pairs.csv`.
 
-use renketsu_e2e::{bin, repo};
+use renketsu_e2e::{cmd, ok, repo};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 
 const SCHEMA: &str = "schemas/jp-person-exact.toml";
 const TODAY: &str = "2026-11-22";
@@ -29,31 +29,6 @@ fn jp() -> PathBuf {
         p.display()
     );
     p
-}
-
-fn cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(args)
-        .current_dir(dir)
-        .env("RENKETSU_KEY_STORE", dir.join("keys"))
-        .env_remove("RENKETSU_KEK")
-        .env_remove("RENKETSU_PROJECT")
-        .env_remove("RENKETSU_CUSTODIAN")
-        .env_remove("RENKETSU_CA")
-        .env_remove("RENKETSU_CERT")
-        .env_remove("RENKETSU_CERT_KEY")
-        .env_remove("RUST_BACKTRACE");
-    c
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Output {
-    let out = cmd(dir, args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "renketsu {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The custodian child process; killed (by its own pid) when dropped.

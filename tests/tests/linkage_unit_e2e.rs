@@ -16,45 +16,14 @@
 //! restarted, and everything completes without lost or duplicated rows
 //! (`RENKETSU_FAULT_REPS` repetitions, default 2; `scripts/lu-fault.sh` runs 20).
 
-use renketsu_e2e::{bin, repo};
+use renketsu_e2e::{cmd, ok, repo};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const TODAY: &str = "2026-11-22";
-
-fn cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(args)
-        .current_dir(dir)
-        .env("RENKETSU_KEY_STORE", dir.join("keys"))
-        .env_remove("RENKETSU_KEK");
-    for v in [
-        "RENKETSU_PROJECT",
-        "RENKETSU_CUSTODIAN",
-        "RENKETSU_LU",
-        "RENKETSU_CA",
-        "RENKETSU_CERT",
-        "RENKETSU_CERT_KEY",
-        "RENKETSU_LU_TEST_PAUSE_MS",
-        "RUST_BACKTRACE",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Output {
-    let out = cmd(dir, args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "renketsu {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// A server child process (custodian or linkage unit); killed when dropped.
 struct Server {
