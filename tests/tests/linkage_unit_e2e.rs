@@ -95,6 +95,29 @@ fn start_lu(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
     )
 }
 
+/// The key custodian on a port chosen by the OS (SQLite store), from `dir/pki`.
+fn start_custodian(dir: &Path) -> Server {
+    ok(
+        dir,
+        &[
+            "custodian",
+            "init-config",
+            "--pki",
+            "pki",
+            "--out",
+            "custodian.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    start(
+        dir,
+        &["custodian", "serve", "--config", "custodian.toml"],
+        "custodian.stderr",
+        &[],
+    )
+}
+
 fn lu_args(url: &str, party: &str, project: &str) -> Vec<String> {
     [
         "--lu",
@@ -271,25 +294,7 @@ fn three_holders_and_a_researcher_over_mutual_tls() {
             "kaigo", "--holder", "outsider",
         ],
     );
-    ok(
-        dir,
-        &[
-            "custodian",
-            "init-config",
-            "--pki",
-            "pki",
-            "--out",
-            "custodian.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let custodian = start(
-        dir,
-        &["custodian", "serve", "--config", "custodian.toml"],
-        "custodian.stderr",
-        &[],
-    );
+    let custodian = start_custodian(dir);
     let lu = start_lu(dir, "127.0.0.1:0", &[]);
     let (cu, lu_url) = (custodian.url(), lu.url());
     let admin_c = [
@@ -832,25 +837,7 @@ fn rekeyed_tokens_match_uploads_of_the_new_epoch() {
             "pki", "dev-init", "--out", "pki", "--holder", "holder-a", "--holder", "holder-b",
         ],
     );
-    ok(
-        dir,
-        &[
-            "custodian",
-            "init-config",
-            "--pki",
-            "pki",
-            "--out",
-            "custodian.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let custodian = start(
-        dir,
-        &["custodian", "serve", "--config", "custodian.toml"],
-        "custodian.stderr",
-        &[],
-    );
+    let custodian = start_custodian(dir);
     let cu = custodian.url();
     // The linkage unit may ask the custodian for re-keying deltas, with its own certificate.
     let lu = start(
