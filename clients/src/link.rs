@@ -1190,7 +1190,7 @@ fn read_token_party(
     Ok(Party {
         spec: spec.clone(),
         encoding: counts.encoding.clone(),
-        ids,
+        ids: ids.iter().map(str::to_owned).collect(),
         content_columns: Vec::new(),
         missing_content: Vec::new(),
         recipes_available: counts

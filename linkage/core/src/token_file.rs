@@ -215,15 +215,353 @@ pub struct Record {
     pub clk: Option<Vec<u64>>,
 }
 
-/// Reads a token file record by record, checking it as it goes.
+/// Records of consecutive lines of a token file, stored flat (no allocation per record):
+/// what [`Reader::next_batches`] parses on several threads.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    ids: String,
+    id_ends: Vec<usize>,
+    tokens: Vec<(u32, [u8; 32])>,
+    token_ends: Vec<usize>,
+    clks: Vec<u64>,
+    clk_words: usize,
+}
+
+impl RecordBatch {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.id_ends.len()
+    }
+
+    /// Whether the batch has no record.
+    pub fn is_empty(&self) -> bool {
+        self.id_ends.is_empty()
+    }
+
+    fn start(ends: &[usize], i: usize) -> usize {
+        if i == 0 { 0 } else { ends[i - 1] }
+    }
+
+    /// Record `i`'s id.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn id(&self, i: usize) -> &str {
+        &self.ids[Self::start(&self.id_ends, i)..self.id_ends[i]]
+    }
+
+    /// Record `i`'s `(recipe index into the header's recipes, token)` pairs.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn tokens(&self, i: usize) -> &[(u32, [u8; 32])] {
+        &self.tokens[Self::start(&self.token_ends, i)..self.token_ends[i]]
+    }
+
+    /// Record `i`'s CLK words (when the header has `clk_bits`).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn clk(&self, i: usize) -> Option<&[u64]> {
+        (self.clk_words > 0).then(|| &self.clks[i * self.clk_words..(i + 1) * self.clk_words])
+    }
+
+    /// Every token of the batch with its record's index in the batch: `(record, recipe,
+    /// token)`, records in order.
+    pub fn all_tokens(&self) -> impl Iterator<Item = (usize, u32, &[u8; 32])> + '_ {
+        (0..self.len()).flat_map(move |i| self.tokens(i).iter().map(move |(r, t)| (i, *r, t)))
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.id_ends.clear();
+        self.tokens.clear();
+        self.token_ends.clear();
+        self.clks.clear();
+    }
+
+    /// Copies one record's fields in (the slow path's [`Record`]).
+    fn push_record(&mut self, rec: &Record) {
+        self.ids.push_str(&rec.id);
+        self.id_ends.push(self.ids.len());
+        self.tokens
+            .extend(rec.tokens.iter().map(|(r, t)| (*r as u32, *t)));
+        self.token_ends.push(self.tokens.len());
+        if let Some(c) = &rec.clk {
+            self.clks.extend_from_slice(c);
+        }
+    }
+}
+
+/// Errors reading a token file's record lines, before the name and line number are added.
+enum LineError {
+    Message(String),
+}
+
+/// What a line holds.
+enum Line {
+    Record,
+    Trailer(Counts),
+}
+
+/// A parsed batch: the trailer's line index in it and counts, if it holds the trailer; or the
+/// first bad line's number and what is wrong.
+type BatchOutcome = Result<Option<(usize, Counts)>, (u64, String)>;
+
+/// Bytes of record lines parsed by one thread at a time in [`Reader::next_batches`].
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The checked per-line part of the format, shared by [`Reader::next`] and
+/// [`Reader::next_batches`]: recipe index range, 32-byte base64 tokens, CLK length.
+struct LineRules {
+    recipes: usize,
+    clk_bits: Option<u32>,
+}
+
+impl LineRules {
+    /// Parses one line (with or without its `\n`) and appends a record to `out`, or returns
+    /// the trailer. The canonical form [`encode_record`] writes is parsed directly; any other
+    /// valid JSON (spaces, another key order, escapes) goes through `serde_json` with the same
+    /// result, and invalid lines get `serde_json`'s message.
+    fn parse(&self, line: &[u8], out: &mut RecordBatch) -> Result<Line, LineError> {
+        if let Some(r) = self.parse_canonical(line, out) {
+            return r.map(|()| Line::Record);
+        }
+        self.parse_json(line, out)
+    }
+
+    /// Any JSON line, through `serde_json`.
+    fn parse_json(&self, line: &[u8], out: &mut RecordBatch) -> Result<Line, LineError> {
+        let parsed: LineIn =
+            serde_json::from_slice(line).map_err(|e| LineError::Message(e.to_string()))?;
+        if let Some(end) = parsed.end {
+            if parsed.id.is_some() || parsed.t.is_some() || parsed.clk.is_some() {
+                return Err(LineError::Message(
+                    "a trailer with record fields".to_owned(),
+                ));
+            }
+            return Ok(Line::Trailer(end));
+        }
+        let (Some(id), Some(t)) = (parsed.id, parsed.t) else {
+            return Err(LineError::Message(
+                "a record needs \"id\" and \"t\"".to_owned(),
+            ));
+        };
+        let mut rec = Record {
+            id,
+            tokens: Vec::with_capacity(t.len()),
+            clk: None,
+        };
+        for (r, b64) in t {
+            rec.tokens
+                .push((r as usize, self.token(r, b64.as_bytes())?));
+        }
+        rec.clk = self.clk(parsed.clk.as_deref().map(str::as_bytes))?;
+        out.push_record(&rec);
+        Ok(Line::Record)
+    }
+
+    fn token(&self, recipe: u32, b64: &[u8]) -> Result<[u8; 32], LineError> {
+        if recipe as usize >= self.recipes {
+            return Err(LineError::Message(format!(
+                "recipe index {recipe} out of range"
+            )));
+        }
+        // 32 bytes are 44 base64 characters with one `=`; anything else is refused.
+        if b64.len() != 44 {
+            return Err(LineError::Message(
+                if B64.decode(b64).is_ok() {
+                    "a token is 32 bytes"
+                } else {
+                    "token is not base64"
+                }
+                .to_owned(),
+            ));
+        }
+        let mut buf = [0u8; 33];
+        match B64.decode_slice(b64, &mut buf) {
+            Ok(32) => Ok(buf[..32].try_into().expect("32 bytes")),
+            Ok(_) => Err(LineError::Message("a token is 32 bytes".to_owned())),
+            Err(_) => Err(LineError::Message("token is not base64".to_owned())),
+        }
+    }
+
+    fn clk(&self, b64: Option<&[u8]>) -> Result<Option<Vec<u64>>, LineError> {
+        match (b64, self.clk_bits) {
+            (Some(b64), Some(bits)) => {
+                let bytes = B64
+                    .decode(b64)
+                    .map_err(|_| LineError::Message("clk is not base64".to_owned()))?;
+                if bytes.len() * 8 != bits as usize {
+                    return Err(LineError::Message(format!(
+                        "a CLK of {} bits, the header says {bits}",
+                        bytes.len() * 8
+                    )));
+                }
+                Ok(Some(
+                    bytes
+                        .chunks_exact(8)
+                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect(),
+                ))
+            }
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(LineError::Message(
+                "the header has clk_bits but the record no clk".to_owned(),
+            )),
+            (Some(_), None) => Err(LineError::Message(
+                "a clk but the header has no clk_bits".to_owned(),
+            )),
+        }
+    }
+
+    /// The direct parse of `{"id":"…","t":[[r,"…"],…],"clk":"…"}` (no spaces, no escapes,
+    /// recipe indices without leading zeros). `None` when the line is not in that form (the
+    /// caller then parses it as JSON); on `Some`, `out` has the record or an error is given.
+    fn parse_canonical(&self, line: &[u8], out: &mut RecordBatch) -> Option<Result<(), LineError>> {
+        let token_start = out.tokens.len();
+        let r = self.parse_canonical_inner(line, out);
+        if !matches!(r, Some(Ok(()))) {
+            // Not canonical, or refused: nothing of the line stays in the batch.
+            out.tokens.truncate(token_start);
+        }
+        r
+    }
+
+    fn parse_canonical_inner(
+        &self,
+        line: &[u8],
+        out: &mut RecordBatch,
+    ) -> Option<Result<(), LineError>> {
+        let mut c = Cursor2 { b: line, i: 0 };
+        c.lit(br#"{"id":""#)?;
+        let id = c.plain_string()?;
+        let id = std::str::from_utf8(id).ok()?;
+        c.lit(br#","t":["#)?;
+        // A refused token is reported only once the whole line is known to be canonical.
+        let mut result = Ok(());
+        if c.peek()? == b']' {
+            c.i += 1;
+        } else {
+            loop {
+                c.lit(b"[")?;
+                let r = c.index()?;
+                c.lit(b",\"")?;
+                let b64 = c.plain_string()?;
+                c.lit(b"]")?;
+                if result.is_ok() {
+                    match self.token(r, b64) {
+                        Ok(t) => out.tokens.push((r, t)),
+                        Err(e) => result = Err(e),
+                    }
+                }
+                match c.next()? {
+                    b',' => {}
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        let clk = match c.next()? {
+            b'}' => None,
+            b',' => {
+                c.lit(br#""clk":""#)?;
+                let b64 = c.plain_string()?;
+                c.lit(b"}")?;
+                Some(b64)
+            }
+            _ => return None,
+        };
+        // Only JSON whitespace may follow.
+        if !line[c.i..]
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            return None;
+        }
+        if let Err(e) = result {
+            return Some(Err(e));
+        }
+        let clk = match self.clk(clk) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        out.ids.push_str(id);
+        out.id_ends.push(out.ids.len());
+        out.token_ends.push(out.tokens.len());
+        if let Some(c) = clk {
+            out.clks.extend_from_slice(&c);
+        }
+        Some(Ok(()))
+    }
+}
+
+/// A byte cursor for [`LineRules::parse_canonical`]: every method returns `None` when the
+/// input is not in the canonical form.
+struct Cursor2<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor2<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let x = self.peek()?;
+        self.i += 1;
+        Some(x)
+    }
+
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        if self.b[self.i..].starts_with(s) {
+            self.i += s.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// The bytes up to the next `"` (consumed), if none of them needs JSON unescaping or is
+    /// a control character.
+    fn plain_string(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.b[self.i..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[n] != b'"' {
+            return None;
+        }
+        self.i += n + 1;
+        Some(&rest[..n])
+    }
+
+    /// A JSON non-negative integer without leading zeros that fits `u32`.
+    fn index(&mut self) -> Option<u32> {
+        let rest = &self.b[self.i..];
+        let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 || n > 10 || (n > 1 && rest[0] == b'0') {
+            return None;
+        }
+        let v = std::str::from_utf8(&rest[..n]).ok()?.parse().ok()?;
+        self.i += n;
+        Some(v)
+    }
+}
+
+/// Reads a token file record by record (or batch by batch, parsed on several threads),
+/// checking it as it goes.
 pub struct Reader<R> {
     name: String,
     input: R,
     header: Header,
-    line: String,
+    rules: LineRules,
+    line: Vec<u8>,
     line_no: u64,
     records: u64,
     end: Option<Counts>,
+    one: RecordBatch,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -233,9 +571,9 @@ impl<R: BufRead> Reader<R> {
     /// [`TokenFileError::Format`] for a first line that is not a version-1 header with a known
     /// token mode; [`TokenFileError::Io`] if reading fails.
     pub fn new(mut input: R, name: &str) -> Result<Self, TokenFileError> {
-        let mut line = String::new();
+        let mut line = Vec::new();
         input
-            .read_line(&mut line)
+            .read_until(b'\n', &mut line)
             .map_err(|source| TokenFileError::Io {
                 at: name.to_owned(),
                 source,
@@ -244,7 +582,7 @@ impl<R: BufRead> Reader<R> {
             at: name.to_owned(),
             message,
         };
-        let header: Header = serde_json::from_str(&line)
+        let header: Header = serde_json::from_slice(&line)
             .map_err(|e| bad(format!("line 1 is not a renketsu-tokens header: {e}")))?;
         if header.format != FORMAT {
             return Err(bad(format!("format {:?}, not {FORMAT:?}", header.format)));
@@ -271,14 +609,24 @@ impl<R: BufRead> Reader<R> {
                 )));
             }
         }
+        let rules = LineRules {
+            recipes: header.recipes.len(),
+            clk_bits: header.clk_bits,
+        };
+        let one = RecordBatch {
+            clk_words: header.clk_bits.map_or(0, |b| b as usize / 64),
+            ..RecordBatch::default()
+        };
         Ok(Self {
             name: name.to_owned(),
             input,
             header,
+            rules,
             line,
             line_no: 1,
             records: 0,
             end: None,
+            one,
         })
     }
 
@@ -287,9 +635,9 @@ impl<R: BufRead> Reader<R> {
         &self.header
     }
 
-    fn err(&self, message: impl Into<String>) -> TokenFileError {
+    fn err_at(&self, line_no: u64, message: impl Into<String>) -> TokenFileError {
         TokenFileError::Format {
-            at: format!("{} line {}", self.name, self.line_no),
+            at: format!("{} line {line_no}", self.name),
             message: message.into(),
         }
     }
@@ -297,11 +645,35 @@ impl<R: BufRead> Reader<R> {
     fn read_line(&mut self) -> Result<usize, TokenFileError> {
         self.line.clear();
         self.input
-            .read_line(&mut self.line)
+            .read_until(b'\n', &mut self.line)
             .map_err(|source| TokenFileError::Io {
                 at: self.name.clone(),
                 source,
             })
+    }
+
+    /// Checks the trailer found at `line_no` after `self.records` records.
+    fn trailer(&mut self, end: Counts, line_no: u64) -> Result<(), TokenFileError> {
+        if end.records != self.records || end.tokenized != self.records {
+            return Err(self.err_at(
+                line_no,
+                format!(
+                    "the trailer counts {} records but the file has {}",
+                    end.records, self.records
+                ),
+            ));
+        }
+        if end.read != end.tokenized + end.rejected {
+            return Err(self.err_at(
+                line_no,
+                format!(
+                    "read {} != tokenized {} + rejected {}",
+                    end.read, end.tokenized, end.rejected
+                ),
+            ));
+        }
+        self.end = Some(end);
+        Ok(())
     }
 
     /// Reads the next record into `rec`; `false` after the trailer, whose counts are then in
@@ -318,80 +690,342 @@ impl<R: BufRead> Reader<R> {
         let n = self.read_line()?;
         self.line_no += 1;
         if n == 0 {
-            return Err(self.err("the file ends without its trailer: truncated"));
+            return Err(self.err_at(self.line_no, "the file ends without its trailer: truncated"));
         }
-        let parsed: LineIn =
-            serde_json::from_str(&self.line).map_err(|e| self.err(e.to_string()))?;
-        if let Some(end) = parsed.end {
-            if parsed.id.is_some() || parsed.t.is_some() {
-                return Err(self.err("a trailer with record fields"));
-            }
-            if end.records != self.records || end.tokenized != self.records {
-                return Err(self.err(format!(
-                    "the trailer counts {} records but the file has {}",
-                    end.records, self.records
-                )));
-            }
-            if end.read != end.tokenized + end.rejected {
-                return Err(self.err(format!(
-                    "read {} != tokenized {} + rejected {}",
-                    end.read, end.tokenized, end.rejected
-                )));
-            }
-            if self.read_line()? != 0 {
-                return Err(self.err("data after the trailer"));
-            }
-            self.end = Some(end);
-            return Ok(false);
-        }
-        let (Some(id), Some(t)) = (parsed.id, parsed.t) else {
-            return Err(self.err("a record needs \"id\" and \"t\""));
-        };
-        rec.id = id;
-        rec.tokens.clear();
-        for (r, b64) in t {
-            let r = r as usize;
-            if r >= self.header.recipes.len() {
-                return Err(self.err(format!("recipe index {r} out of range")));
-            }
-            let bytes = B64
-                .decode(b64.as_bytes())
-                .map_err(|_| self.err("token is not base64"))?;
-            let token: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| self.err("a token is 32 bytes"))?;
-            rec.tokens.push((r, token));
-        }
-        rec.clk = match (parsed.clk, self.header.clk_bits) {
-            (Some(b64), Some(bits)) => {
-                let bytes = B64
-                    .decode(b64.as_bytes())
-                    .map_err(|_| self.err("clk is not base64"))?;
-                if bytes.len() * 8 != bits as usize {
-                    return Err(self.err(format!(
-                        "a CLK of {} bits, the header says {bits}",
-                        bytes.len() * 8
-                    )));
+        self.one.clear();
+        match self.rules.parse(&self.line, &mut self.one) {
+            Err(LineError::Message(m)) => Err(self.err_at(self.line_no, m)),
+            Ok(Line::Trailer(end)) => {
+                self.trailer(end, self.line_no)?;
+                if self.read_line()? != 0 {
+                    return Err(self.err_at(self.line_no + 1, "data after the trailer"));
                 }
-                Some(
-                    bytes
-                        .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                        .collect(),
-                )
+                Ok(false)
             }
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(self.err("the header has clk_bits but the record no clk"));
+            Ok(Line::Record) => {
+                let b = &self.one;
+                rec.id.clear();
+                rec.id.push_str(b.id(0));
+                rec.tokens.clear();
+                rec.tokens
+                    .extend(b.tokens(0).iter().map(|(r, t)| (*r as usize, *t)));
+                rec.clk = b.clk(0).map(<[u64]>::to_vec);
+                self.records += 1;
+                Ok(true)
             }
-            (Some(_), None) => return Err(self.err("a clk but the header has no clk_bits")),
-        };
-        self.records += 1;
-        Ok(true)
+        }
+    }
+
+    /// Reads the next records in batches into `out` (cleared first; its allocations are
+    /// reused), about 1 MiB of lines per batch and two batches per thread of the current
+    /// rayon pool, parsed in parallel; `false` (and `out` empty) after the trailer. The
+    /// records and checks are those of [`Self::next`], in file order.
+    ///
+    /// # Errors
+    /// As [`Self::next`]; the first error in file order.
+    pub fn next_batches(&mut self, out: &mut Vec<RecordBatch>) -> Result<bool, TokenFileError> {
+        use rayon::prelude::*;
+        let want = rayon::current_num_threads() * 2;
+        let mut raw: Vec<(u64, Vec<u8>)> = Vec::with_capacity(want);
+        let mut eof = false;
+        if self.end.is_none() {
+            while raw.len() < want && !eof {
+                let mut buf = Vec::with_capacity(BATCH_BYTES + 4096);
+                let first = self.line_no + 1;
+                while buf.len() < BATCH_BYTES {
+                    let n = self.input.read_until(b'\n', &mut buf).map_err(|source| {
+                        TokenFileError::Io {
+                            at: self.name.clone(),
+                            source,
+                        }
+                    })?;
+                    if n == 0 {
+                        eof = true;
+                        break;
+                    }
+                    self.line_no += 1;
+                }
+                if !buf.is_empty() {
+                    raw.push((first, buf));
+                }
+            }
+        } else if self.read_line()? != 0 {
+            return Err(self.err_at(self.line_no + 1, "data after the trailer"));
+        }
+        out.resize_with(raw.len(), RecordBatch::default);
+        let words = self.one.clk_words;
+        let rules = &self.rules;
+        // Per batch: Ok(trailer found at line index) or Err(line number, message).
+        let parsed: Vec<BatchOutcome> = raw
+            .par_iter()
+            .zip(out.par_iter_mut())
+            .map(|((first, buf), batch)| {
+                batch.clear();
+                batch.clk_words = words;
+                let mut trailer = None;
+                for (k, line) in buf.split_inclusive(|&b| b == b'\n').enumerate() {
+                    let line_no = first + k as u64;
+                    if trailer.is_some() {
+                        return Err((line_no, "data after the trailer".to_owned()));
+                    }
+                    match rules.parse(line, batch) {
+                        Ok(Line::Record) => {}
+                        Ok(Line::Trailer(end)) => trailer = Some((k, end)),
+                        Err(LineError::Message(m)) => return Err((line_no, m)),
+                    }
+                }
+                Ok(trailer)
+            })
+            .collect();
+        for (i, p) in parsed.into_iter().enumerate() {
+            let line_no = raw[i].0;
+            match p {
+                Err((at, m)) => return Err(self.err_at(at, m)),
+                Ok(_) if self.end.is_some() => {
+                    return Err(self.err_at(line_no, "data after the trailer"));
+                }
+                Ok(trailer) => {
+                    self.records += out[i].len() as u64;
+                    if let Some((k, end)) = trailer {
+                        self.trailer(end, line_no + k as u64)?;
+                    }
+                }
+            }
+        }
+        if self.end.is_none() && eof {
+            return Err(self.err_at(
+                self.line_no + 1,
+                "the file ends without its trailer: truncated",
+            ));
+        }
+        out.retain(|b| !b.is_empty());
+        Ok(!out.is_empty())
     }
 
     /// The trailer's counts, once [`Self::next`] has returned `false`.
     pub fn counts(&self) -> Option<&Counts> {
         self.end.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules() -> LineRules {
+        LineRules {
+            recipes: 6,
+            clk_bits: Some(128),
+        }
+    }
+
+    fn batch() -> RecordBatch {
+        RecordBatch {
+            clk_words: 2,
+            ..RecordBatch::default()
+        }
+    }
+
+    fn message(r: Result<Line, LineError>) -> String {
+        match r {
+            Err(LineError::Message(m)) => m,
+            Ok(_) => "ok".to_owned(),
+        }
+    }
+
+    proptest! {
+        /// The direct parse of canonical lines, the JSON parse, and the JSON parse of the same
+        /// record re-serialized with spaces and keys in another order give the same record.
+        #[test]
+        fn canonical_and_json_parses_agree(
+            id in "\\PC{0,12}|[\"\\\\\u{1}a-z]{0,6}",
+            tokens in proptest::collection::vec((0usize..6, any::<[u8; 32]>()), 0..5),
+            clk in any::<[u64; 2]>(),
+        ) {
+            let mut line = Vec::new();
+            encode_record(&mut line, &id, tokens.iter().map(|(r, t)| (*r, t)), Some(&clk));
+            let (mut a, mut b, mut c) = (batch(), batch(), batch());
+            prop_assert!(matches!(rules().parse(&line, &mut a), Ok(Line::Record)));
+            prop_assert!(matches!(rules().parse_json(&line, &mut b), Ok(Line::Record)));
+            let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            let spaced = format!(
+                "{{ \"clk\" : {}, \"t\" : {}, \"id\" : {} }}\n",
+                v["clk"], v["t"], v["id"]
+            );
+            prop_assert!(matches!(rules().parse(spaced.as_bytes(), &mut c), Ok(Line::Record)));
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(&a, &c);
+            // Ids that JSON writes without escapes take the direct parse.
+            if !id.chars().any(|ch| ch == '"' || ch == '\\' || ch < ' ' || ch == '\u{7f}') {
+                prop_assert!(matches!(rules().parse_canonical(&line, &mut batch()), Some(Ok(()))));
+            }
+            prop_assert_eq!(a.id(0), id.as_str());
+            let got: Vec<(usize, [u8; 32])> =
+                a.tokens(0).iter().map(|(r, t)| (*r as usize, *t)).collect();
+            prop_assert_eq!(got, tokens);
+            prop_assert_eq!(a.clk(0), Some(&clk[..]));
+        }
+
+        /// Any change of a canonical line is refused by both parses or accepted by both with
+        /// the same record.
+        #[test]
+        fn mutated_lines_parse_alike(pos in 0usize..200, byte in any::<u8>()) {
+            let mut line = Vec::new();
+            encode_record(&mut line, "r-17", [(1usize, &[9u8; 32]), (3, &[200; 32])].into_iter(), Some(&[5, 6]));
+            let pos = pos % line.len();
+            line[pos] = byte;
+            let (mut a, mut b) = (batch(), batch());
+            let ra = rules().parse(&line, &mut a);
+            let rb = rules().parse_json(&line, &mut b);
+            prop_assert_eq!(ra.is_ok(), rb.is_ok(), "{:?}", String::from_utf8_lossy(&line));
+            prop_assert_eq!(&a, &b);
+        }
+    }
+
+    #[test]
+    fn line_rules_refuse_bad_tokens_and_clks_on_both_paths() {
+        let good = B64.encode([1u8; 32]);
+        let cases = [
+            (format!(r#"{{"id":"a","t":[[6,"{good}"]],"clk":"AAAAAAAAAAAAAAAAAAAAAA=="}}"#), "recipe index 6 out of range"),
+            (format!(r#"{{"id":"a","t":[[0,"{}"]],"clk":"AAAAAAAAAAAAAAAAAAAAAA=="}}"#, B64.encode([1u8; 31])), "a token is 32 bytes"),
+            (r#"{"id":"a","t":[[0,"!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!="]],"clk":"AAAAAAAAAAAAAAAAAAAAAA=="}"#.to_owned(), "token is not base64"),
+            (format!(r#"{{"id":"a","t":[[0,"{good}"]],"clk":"AAAA"}}"#), "a CLK of 24 bits, the header says 128"),
+            (format!(r#"{{"id":"a","t":[[0,"{good}"]]}}"#), "the header has clk_bits but the record no clk"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                message(rules().parse(line.as_bytes(), &mut batch())),
+                want,
+                "{line}"
+            );
+            assert_eq!(
+                message(rules().parse_json(line.as_bytes(), &mut batch())),
+                want,
+                "{line}"
+            );
+        }
+    }
+
+    fn file(records: usize, trailer_records: u64) -> Vec<u8> {
+        let header = Header {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            project: "p".to_owned(),
+            party: "a".to_owned(),
+            schema: SchemaRef {
+                name: "s".to_owned(),
+                version: 1,
+                digest: "00".repeat(32),
+            },
+            mode: MODE_HMAC.to_owned(),
+            oprf_mode: None,
+            recipes: (0..3)
+                .map(|i| RecipeRef {
+                    name: format!("r{i}"),
+                    version: 1,
+                    epoch: None,
+                    public_key: None,
+                })
+                .collect(),
+            clk_bits: None,
+            today: "2026-11-22".to_owned(),
+            created_by: "test".to_owned(),
+        };
+        let mut out = Vec::new();
+        encode_header(&mut out, &header);
+        for i in 0..records {
+            let t = [(i % 3, [i as u8; 32]), ((i + 1) % 3, [(i / 256) as u8; 32])];
+            encode_record(
+                &mut out,
+                &format!("id{i}"),
+                t.iter().map(|(r, t)| (*r, t)),
+                None,
+            );
+        }
+        let counts = Counts {
+            records: trailer_records,
+            read: trailer_records,
+            tokenized: trailer_records,
+            ..Counts::default()
+        };
+        encode_trailer(&mut out, &counts);
+        out
+    }
+
+    fn by_records(bytes: &[u8]) -> Result<Vec<Record>, TokenFileError> {
+        let mut r = Reader::new(bytes, "f")?;
+        let mut out = Vec::new();
+        let mut rec = Record::default();
+        while r.next(&mut rec)? {
+            out.push(rec.clone());
+        }
+        Ok(out)
+    }
+
+    fn by_batches(bytes: &[u8]) -> Result<Vec<Record>, TokenFileError> {
+        let mut r = Reader::new(bytes, "f")?;
+        let mut out = Vec::new();
+        let mut batches = Vec::new();
+        while r.next_batches(&mut batches)? {
+            for b in &batches {
+                for i in 0..b.len() {
+                    out.push(Record {
+                        id: b.id(i).to_owned(),
+                        tokens: b.tokens(i).iter().map(|(r, t)| (*r as usize, *t)).collect(),
+                        clk: b.clk(i).map(<[u64]>::to_vec),
+                    });
+                }
+            }
+        }
+        assert!(r.counts().is_some());
+        Ok(out)
+    }
+
+    #[test]
+    fn batches_give_the_records_of_next() {
+        // ~30,000 lines: several 1 MiB batches, the trailer in the last.
+        let bytes = file(30_000, 30_000);
+        assert!(bytes.len() > 3 * BATCH_BYTES);
+        let a = by_records(&bytes).unwrap();
+        assert_eq!(a.len(), 30_000);
+        assert_eq!(by_batches(&bytes).unwrap(), a);
+    }
+
+    #[test]
+    fn batches_refuse_what_next_refuses() {
+        let err = |r: Result<Vec<Record>, TokenFileError>| match r {
+            Ok(v) => panic!(
+                "accepted ({} records, last {:?})",
+                v.len(),
+                v.last().map(|r| &r.id)
+            ),
+            Err(e) => e.to_string(),
+        };
+        // Trailer counts off.
+        let bytes = file(5_000, 4_999);
+        assert!(err(by_records(&bytes)).contains("trailer counts 4999 records"));
+        assert!(err(by_batches(&bytes)).contains("trailer counts 4999 records"));
+        // Truncated: the trailer cut off.
+        let whole = file(5_000, 5_000);
+        let cut = &whole[..whole.len() - 20];
+        let cut = &cut[..=cut.iter().rposition(|&b| b == b'\n').unwrap()];
+        assert!(err(by_records(cut)).contains("truncated"));
+        assert!(err(by_batches(cut)).contains("truncated"));
+        // Data after the trailer.
+        let mut extra = whole.clone();
+        extra.extend_from_slice(b"{}\n");
+        assert!(err(by_records(&extra)).contains("data after the trailer"));
+        assert!(err(by_batches(&extra)).contains("data after the trailer"));
+        // A bad token deep in the file: the same line named by both.
+        let text = String::from_utf8(whole).unwrap();
+        let bad = text.replacen("\"id4320\",\"t\":[[0,\"", "\"id4320\",\"t\":[[0,\"*", 1);
+        assert_ne!(bad, text);
+        let (a, b) = (
+            err(by_records(bad.as_bytes())),
+            err(by_batches(bad.as_bytes())),
+        );
+        assert!(a.contains("f line 4322: token is not base64"), "{a}");
+        assert_eq!(a, b);
     }
 }

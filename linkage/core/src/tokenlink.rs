@@ -6,7 +6,6 @@
 //! One code path for both, so that a job run by the linkage unit gives exactly the clusters of
 //! `renketsu link` on the same token files.
 
-use std::collections::HashSet;
 use std::io::BufRead;
 
 use rayon::prelude::*;
@@ -16,7 +15,7 @@ use crate::cluster::TokenJoin;
 use crate::dice::{Candidate, Filters, greedy_one_to_one, pairs_above, score_candidates};
 use crate::lsh::{LshBands, LshParams};
 use crate::schema::{ClkSolver, ClkSpec, LinkMode, Schema};
-use crate::token_file::{Counts, Header, Reader, Record, TokenFileError};
+use crate::token_file::{Counts, Header, Reader, TokenFileError};
 
 /// Errors linking token sets. Messages name inputs (files, uploads) and recipes, never tokens.
 #[derive(Debug, thiserror::Error)]
@@ -123,12 +122,83 @@ pub fn add_token(
     }
 }
 
+/// Record ids of one token set, in record order, stored in one buffer (no allocation per
+/// id).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordIds {
+    bytes: String,
+    ends: Vec<usize>,
+}
+
+impl RecordIds {
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Appends an id.
+    pub fn push(&mut self, id: &str) {
+        self.bytes.push_str(id);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Id `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// The ids in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// The first id (in record order) that appears again later, if any: ids are sorted by
+    /// a 64-bit hash (in parallel) and equal hashes compared.
+    pub fn first_repeat(&self) -> Option<&str> {
+        use std::hash::{BuildHasher as _, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let mut keyed: Vec<(u64, u32)> = (0..self.len())
+            .into_par_iter()
+            .map(|i| (hasher.hash_one(self.get(i)), i as u32))
+            .collect();
+        keyed.par_sort_unstable();
+        let mut first: Option<u32> = None;
+        for run in keyed.chunk_by(|x, y| x.0 == y.0) {
+            if run.len() < 2 {
+                continue;
+            }
+            // Equal hashes: sort by the ids themselves; in each group of equal ids the
+            // earliest record is the repeated one.
+            let mut by_id: Vec<(&str, u32)> = run
+                .iter()
+                .map(|&(_, i)| (self.get(i as usize), i))
+                .collect();
+            by_id.sort_unstable();
+            for group in by_id.chunk_by(|x, y| x.0 == y.0) {
+                if group.len() > 1 {
+                    first = Some(first.map_or(group[0].1, |f| f.min(group[0].1)));
+                }
+            }
+        }
+        first.map(|i| self.get(i as usize))
+    }
+}
+
 /// One holder's token set, read into a join.
 pub struct TokenParty {
     /// The file's header.
     pub header: Header,
     /// Record ids in record order (record `i` is global record `offset + i` of the join).
-    pub ids: Vec<String>,
+    pub ids: RecordIds,
     /// The records' CLKs when the schema has `[clk]`.
     pub filters: Option<Filters>,
     /// The trailer's counts.
@@ -137,7 +207,8 @@ pub struct TokenParty {
 
 /// Reads one holder's token file into `join` (records numbered after those already in it) and
 /// `blocks`, keeping only recipes of `schema` (matched by name and version: a schema narrowed
-/// with `--recipes` drops the others). `name` names the input in errors.
+/// with `--recipes` drops the others). `name` names the input in errors. Lines are parsed in
+/// parallel batches ([`Reader::next_batches`]).
 ///
 /// # Errors
 /// [`TokenLinkError::File`] for a malformed or truncated file, [`TokenLinkError::Input`] for
@@ -177,31 +248,33 @@ pub fn read_token_party<R: BufRead>(
         }
         (None, _) => None,
     };
-    let mut ids = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut rec = Record::default();
-    while reader.next(&mut rec)? {
-        if !seen.insert(rec.id.clone()) {
-            return Err(input_err(format!(
-                "record id {:?} appears twice; a token file has one record per id",
-                rec.id
-            )));
-        }
-        if join.records() >= u32::MAX as usize {
-            return Err(input_err(
-                "more than 2^32 - 1 records in one job".to_owned(),
-            ));
-        }
-        let g = join.push_record();
-        for (r, t) in &rec.tokens {
-            if let Some(s) = map[*r] {
-                add_token(join, blocks, schema.recipes[s].link, false, s, g, t);
+    let mut ids = RecordIds::default();
+    let mut batches = Vec::new();
+    while reader.next_batches(&mut batches)? {
+        for batch in &batches {
+            if join.records() + batch.len() > u32::MAX as usize {
+                return Err(input_err(
+                    "more than 2^32 - 1 records in one job".to_owned(),
+                ));
+            }
+            for i in 0..batch.len() {
+                let g = join.push_record();
+                for &(r, ref t) in batch.tokens(i) {
+                    if let Some(s) = map[r as usize] {
+                        add_token(join, blocks, schema.recipes[s].link, false, s, g, t);
+                    }
+                }
+                if let (Some(f), Some(clk)) = (filters.as_mut(), batch.clk(i)) {
+                    f.push(clk);
+                }
+                ids.push(batch.id(i));
             }
         }
-        if let (Some(f), Some(clk)) = (filters.as_mut(), &rec.clk) {
-            f.push(clk);
-        }
-        ids.push(std::mem::take(&mut rec.id));
+    }
+    if let Some(id) = ids.first_repeat() {
+        return Err(input_err(format!(
+            "record id {id:?} appears twice; a token file has one record per id"
+        )));
     }
     let counts = reader.counts().expect("trailer read").clone();
     Ok(TokenParty {

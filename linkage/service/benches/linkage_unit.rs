@@ -13,8 +13,8 @@
 //!    into the store as complete uploads (generated twice from a seed: once for the upload id,
 //!    once for the chunks, so the bench never holds a file), then an admin calls `StartJob`
 //!    over gRPC and polls `GetJob` every 100 ms until the job is done: the service reads the
-//!    uploads from the store, runs `job::run`, writes one `lu_members` row per record and marks
-//!    the job done. Wall time is from `StartJob` to the poll that sees DONE; the job's own
+//!    uploads from the store (streamed chunk by chunk), runs `job::run`, writes the results
+//!    (`lu_member_chunks`: one packed row per record) and marks the job done. Wall time is from `StartJob` to the poll that sees DONE; the job's own
 //!    start/finish stamps are printed too. Peak memory is this process's `VmHWM` (peak
 //!    resident set, /proc/self/status) after resetting it (`/proc/self/clear_refs` ← 5) just
 //!    before `StartJob`, so it is the job's peak (the PostgreSQL server is a separate process,
@@ -561,7 +561,7 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
     assert_eq!(job.clusters, records - shared, "clusters");
     assert_eq!(job.links, shared, "cross-holder links");
     let rows = on_rows(&backend.url).await;
-    assert_eq!(rows, records, "one lu_members row per record");
+    assert_eq!(rows, records, "one stored result row per record");
     let peak = match (peak, reset) {
         (Some(p), true) => format!("peak RSS {:.2} GiB", gib(p)),
         (Some(p), false) => format!(
@@ -584,7 +584,7 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
 }
 
 async fn on_rows(url: &str) -> u64 {
-    let sql = "SELECT COUNT(*) FROM lu_members WHERE project = 'bench'";
+    let sql = "SELECT CAST(SUM(records) AS BIGINT) FROM lu_member_chunks WHERE project = 'bench'";
     let n: i64 = if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
         let n = sqlx::query_scalar(sql)
@@ -606,6 +606,11 @@ async fn on_rows(url: &str) -> u64 {
 }
 
 fn main() {
+    // The service's own log (e.g. the job's stage times) with RUST_LOG=info.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let upload_records: u64 = env_num("LU_BENCH_UPLOAD_RECORDS", 20_000);
     let tokens: usize = env_num("LU_BENCH_TOKENS", 7);
     let large: u64 = env_num("LU_BENCH_LARGE", 100_000);

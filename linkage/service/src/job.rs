@@ -1,7 +1,9 @@
 //! The matching job (SPEC.md §10.3): holders' token files and opt-out token files in, one
-//! pseudonym per record out. Pure computation over bytes (no database, no async): the service
-//! loads the uploads, calls [`run`] on a blocking thread and stores the result in one
-//! transaction.
+//! pseudonym per record out. Pure computation over readers (no database, no async): the
+//! service streams the uploads' chunks from the store into [`run`] on a blocking thread and
+//! stores the result ([`crate::members`] chunks) in one transaction. Memory is about 36 bytes
+//! per direct token (the join) plus a few dozen bytes per record; the token files are never
+//! held whole.
 //!
 //! Linking is `renketsu_linkage::tokenlink`, the code path of `renketsu link` on token files,
 //! so a job gives the clusters of `renketsu link` on the same files. Opt-out records are read
@@ -14,18 +16,21 @@
 //! random 32-byte salt. So pseudonyms are stable across jobs while that record stays first in
 //! its cluster, and unlinkable across projects (different salts).
 
-use std::io::Cursor;
+use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rayon::prelude::*;
 use renketsu_linkage::Schema;
 use renketsu_linkage::cluster::TokenJoin;
-use renketsu_linkage::token_file::Reader;
+use renketsu_linkage::schema::LinkMode;
+use renketsu_linkage::token_file::{Header, Reader};
 use renketsu_linkage::tokenlink::{
-    TokenLinkError, TokenParty, check_headers, cluster_token_parties, read_token_party,
+    TokenLinkError, TokenParty, check_headers, cluster_token_parties, party_offsets,
+    read_token_party,
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::store::MemberRow;
+use crate::members::{MemberChunk, MemberChunker, PSEUDONYM_BYTES};
 
 /// Domain of pseudonym derivation.
 pub const PSEUDONYM_DOMAIN: &[u8] = b"renketsu/pseudonym/v1";
@@ -45,14 +50,16 @@ pub enum JobError {
     Cancelled,
 }
 
-/// One token upload: the holder (from its certificate) and the file's bytes.
+/// One token upload: the holder (from its certificate) and the file, streamed.
 pub struct TokenUpload {
     /// The holder that uploaded it.
     pub party: String,
     /// The upload id (for messages).
     pub upload_id: String,
-    /// The token file (SPEC.md §5.5).
-    pub bytes: Vec<u8>,
+    /// Records in the file as counted when the upload completed (sizes the join; 0: unknown).
+    pub records: u64,
+    /// The token file (SPEC.md §5.5), e.g. the stored chunks in order.
+    pub input: Box<dyn BufRead + Send>,
 }
 
 /// Everything a job reads.
@@ -74,8 +81,8 @@ pub struct JobInput<'a> {
 /// What a job found.
 #[derive(Debug, Default)]
 pub struct JobOutput {
-    /// One row per holder record.
-    pub members: Vec<MemberRow>,
+    /// Every holder record's pseudonym and exclusion, per holder in project order.
+    pub chunks: Vec<MemberChunk>,
     /// Holder records.
     pub records: u64,
     /// Clusters of holder records.
@@ -86,8 +93,8 @@ pub struct JobOutput {
     pub links: u64,
 }
 
-/// The pseudonym of a cluster whose first holder record is `(party, record_id)`.
-pub fn pseudonym(salt: &[u8], party: &str, record_id: &str) -> String {
+/// The pseudonym (16 bytes) of a cluster whose first holder record is `(party, record_id)`.
+pub fn pseudonym_bytes(salt: &[u8], party: &str, record_id: &str) -> [u8; PSEUDONYM_BYTES] {
     let mut h = Sha256::new();
     h.update(PSEUDONYM_DOMAIN);
     h.update(salt);
@@ -95,11 +102,19 @@ pub fn pseudonym(salt: &[u8], party: &str, record_id: &str) -> String {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    hex::encode(&h.finalize()[..16])
+    h.finalize()[..PSEUDONYM_BYTES]
+        .try_into()
+        .expect("16 bytes")
+}
+
+/// The pseudonym of a cluster whose first holder record is `(party, record_id)`, as 32
+/// lower-case hex digits.
+pub fn pseudonym(salt: &[u8], party: &str, record_id: &str) -> String {
+    hex::encode(pseudonym_bytes(salt, party, record_id))
 }
 
 /// Runs a job. `progress(stage, fraction)` is called between stages; `cancel` is checked
-/// between stages and holders.
+/// between stages and uploads.
 ///
 /// # Errors
 /// [`JobError`] as documented on each variant.
@@ -118,12 +133,14 @@ pub fn run(
     let n_holders = input.holders.len();
     let mut all: Vec<TokenUpload> = std::mem::take(&mut input.holders);
     all.append(&mut input.opt_outs);
+    // Every upload's header first (each reader holds one buffered chunk meanwhile).
+    let mut readers = Vec::with_capacity(all.len());
     let mut names = Vec::with_capacity(all.len());
-    let mut headers = Vec::with_capacity(all.len());
-    for u in &all {
+    let mut headers: Vec<Header> = Vec::with_capacity(all.len());
+    for u in &mut all {
         let name = format!("upload {} of {}", short(&u.upload_id), u.party);
-        let r =
-            Reader::new(Cursor::new(u.bytes.as_slice()), &name).map_err(TokenLinkError::from)?;
+        let file: Box<dyn BufRead + Send> = std::mem::replace(&mut u.input, Box::new(&[][..]));
+        let r = Reader::new(file, &name).map_err(TokenLinkError::from)?;
         let h = r.header();
         if h.project != input.project || h.party != u.party {
             return Err(JobError::WrongUpload(format!(
@@ -133,23 +150,29 @@ pub fn run(
         }
         headers.push(h.clone());
         names.push(name);
+        readers.push(r);
     }
     {
-        let named: Vec<(&str, &renketsu_linkage::token_file::Header)> =
-            names.iter().map(String::as_str).zip(&headers).collect();
+        let named: Vec<(&str, &Header)> = names.iter().map(String::as_str).zip(&headers).collect();
         check_headers(input.schema_digest, &named, Some(input.project))?;
     }
     let total = all.len() as f64 + 2.0;
     let mut join = TokenJoin::new(0);
+    // Size the join from the uploads' record counts: at most one token per record and
+    // direct recipe in the usual case.
+    let direct = input
+        .schema
+        .recipes
+        .iter()
+        .filter(|r| r.link == LinkMode::Direct)
+        .count();
+    let records: u64 = all.iter().map(|u| u.records).sum();
+    join.reserve_direct(usize::try_from(records).unwrap_or(0).saturating_mul(direct));
     let mut blocks = Vec::new();
     let mut parties: Vec<TokenParty> = Vec::with_capacity(all.len());
-    for (i, u) in all.iter_mut().enumerate() {
+    for (i, mut reader) in readers.into_iter().enumerate() {
         check()?;
-        progress(&format!("reading {}", u.party), i as f64 / total);
-        // Each upload's bytes are freed as soon as it is read into the join.
-        let bytes = std::mem::take(&mut u.bytes);
-        let mut reader =
-            Reader::new(Cursor::new(bytes.as_slice()), &names[i]).map_err(TokenLinkError::from)?;
+        progress(&format!("reading {}", all[i].party), i as f64 / total);
         parties.push(read_token_party(
             input.schema,
             &mut reader,
@@ -164,64 +187,76 @@ pub fn run(
     check()?;
     progress("assigning pseudonyms", (total - 1.0) / total);
 
-    let holder_records: usize = parties[..n_holders].iter().map(|p| p.ids.len()).sum();
-    let k = clusters.clusters;
+    let sizes: Vec<usize> = parties.iter().map(|p| p.ids.len()).collect();
+    let offsets = party_offsets(&sizes);
+    let holder_records: usize = sizes[..n_holders].iter().sum();
+    let labels = &clusters.labels;
+    // Labels number clusters in order of first record, and holder records come first: the
+    // clusters with a holder record are 0..k.
+    let k = labels[..holder_records]
+        .iter()
+        .max()
+        .map_or(0, |&m| m as usize + 1);
     let mut excluded = vec![false; k];
-    for &l in &clusters.labels[holder_records..] {
-        excluded[l as usize] = true;
-    }
-    // First holder record of each cluster, and members per holder per cluster.
-    let mut first: Vec<Option<(usize, usize)>> = vec![None; k];
-    let mut per_holder = vec![vec![0u64; n_holders]; k];
-    let mut g = 0usize;
-    for (h, p) in parties[..n_holders].iter().enumerate() {
-        for i in 0..p.ids.len() {
-            let l = clusters.labels[g] as usize;
-            first[l].get_or_insert((h, i));
-            per_holder[l][h] += 1;
-            g += 1;
+    for &l in &labels[holder_records..] {
+        if let Some(e) = excluded.get_mut(l as usize) {
+            *e = true;
         }
     }
-    let pids: Vec<Option<String>> = first
-        .iter()
-        .map(|f| f.map(|(h, i)| pseudonym(input.pid_salt, &all[h].party, &parties[h].ids[i])))
+    // First holder record of each cluster, and members per holder per cluster.
+    let mut first = vec![u32::MAX; k];
+    let mut per_holder = vec![0u32; k * n_holders];
+    for h in 0..n_holders {
+        for g in offsets[h]..offsets[h] + sizes[h] as u32 {
+            let l = labels[g as usize] as usize;
+            if first[l] == u32::MAX {
+                first[l] = g;
+            }
+            per_holder[l * n_holders + h] += 1;
+        }
+    }
+    let party_names: Vec<String> = all.iter().map(|u| u.party.clone()).collect();
+    drop(all);
+    let local = |g: u32| -> (usize, usize) {
+        let h = offsets.partition_point(|&o| o <= g) - 1;
+        (h, (g - offsets[h]) as usize)
+    };
+    let pids: Vec<[u8; PSEUDONYM_BYTES]> = first
+        .par_iter()
+        .map(|&g| {
+            let (h, i) = local(g);
+            pseudonym_bytes(input.pid_salt, &party_names[h], parties[h].ids.get(i))
+        })
         .collect();
     let mut out = JobOutput {
         records: holder_records as u64,
+        clusters: k as u64,
         ..JobOutput::default()
     };
-    for (l, counts) in per_holder.iter().enumerate() {
-        if first[l].is_none() {
-            continue;
-        }
-        out.clusters += 1;
+    for (l, counts) in per_holder.chunks_exact(n_holders.max(1)).enumerate() {
         if excluded[l] {
             out.excluded += 1;
             continue;
         }
         for a in 0..n_holders {
             for b in a + 1..n_holders {
-                out.links += counts[a] * counts[b];
+                out.links += u64::from(counts[a]) * u64::from(counts[b]);
             }
         }
     }
-    out.members.reserve(holder_records);
-    let mut g = 0usize;
-    for (h, p) in parties[..n_holders].iter_mut().enumerate() {
-        for (position, id) in p.ids.drain(..).enumerate() {
-            let l = clusters.labels[g] as usize;
-            out.members.push(MemberRow {
-                party: all[h].party.clone(),
-                position: position as u64,
-                record_id: id,
-                pseudonym: pids[l]
-                    .clone()
-                    .expect("a holder record's cluster has a pseudonym"),
-                excluded: excluded[l],
-            });
-            g += 1;
-        }
-    }
+    drop(per_holder);
+    let chunks: Vec<Vec<MemberChunk>> = (0..n_holders)
+        .into_par_iter()
+        .map(|h| {
+            let mut c = MemberChunker::new(&party_names[h]);
+            for (i, id) in parties[h].ids.iter().enumerate() {
+                let l = labels[offsets[h] as usize + i] as usize;
+                c.push(id, &pids[l], excluded[l]);
+            }
+            c.finish()
+        })
+        .collect();
+    out.chunks = chunks.into_iter().flatten().collect();
     Ok(out)
 }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod content_file;
 pub mod error;
 pub mod job;
+pub mod members;
 mod rekey;
 pub mod server;
 pub mod service;

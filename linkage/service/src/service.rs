@@ -29,6 +29,7 @@ use crate::auth::{self, Rpc};
 use crate::content_file;
 use crate::error::ServiceError;
 use crate::job::{self, JobInput, TokenUpload};
+use crate::members::pseudonym_hex;
 use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
 
 /// Largest chunk accepted (bytes).
@@ -351,7 +352,8 @@ impl LinkageUnitService {
             holders.push(TokenUpload {
                 party: h.clone(),
                 upload_id: u.upload_id.clone(),
-                bytes: store.upload_bytes(&project.name, h, &u.upload_id).await?,
+                records: u.records,
+                input: Box::new(store.upload_reader(&project.name, h, &u.upload_id)),
             });
         }
         let mut opt_outs = Vec::new();
@@ -362,9 +364,8 @@ impl LinkageUnitService {
             opt_outs.push(TokenUpload {
                 party: u.party.clone(),
                 upload_id: u.upload_id.clone(),
-                bytes: store
-                    .upload_bytes(&project.name, &u.party, &u.upload_id)
-                    .await?,
+                records: u.records,
+                input: Box::new(store.upload_reader(&project.name, &u.party, &u.upload_id)),
             });
         }
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<(String, f64)>();
@@ -380,6 +381,7 @@ impl LinkageUnitService {
         let digest = project.schema_digest.clone();
         let name = project.name.clone();
         let pause = self.inner.settings.test_pause;
+        let t_link = std::time::Instant::now();
         let out = tokio::task::spawn_blocking(move || {
             let input = JobInput {
                 project: &name,
@@ -417,10 +419,13 @@ impl LinkageUnitService {
             links: out.links,
             ..job.clone()
         };
-        if !store.finish_job(&done, &out.members, self.now_ms()).await? {
+        let link_s = t_link.elapsed().as_secs_f64();
+        let t_store = std::time::Instant::now();
+        if !store.finish_job(&done, &out.chunks, self.now_ms()).await? {
             return Ok(()); // cancelled meanwhile
         }
-        tracing::info!(project = %job.project, job = job.job_id, records = out.records, clusters = out.clusters, excluded = out.excluded, "job done");
+        let store_s = t_store.elapsed().as_secs_f64();
+        tracing::info!(project = %job.project, job = job.job_id, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, "job done");
         // Releases made before an opt-out that contained a now-excluded cluster (SPEC §10.5).
         if out.excluded > 0 {
             let excluded = store.excluded_pseudonyms(&job.project, job.job_id).await?;
@@ -1095,25 +1100,11 @@ impl LinkageUnit for LinkageUnitService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let store = self.inner.store.clone();
         tokio::spawn(async move {
-            let mut from = 0u64;
+            let mut after = None;
             loop {
-                match store
-                    .mapping(&project, job_id, &party, from, MAPPING_PAGE)
-                    .await
-                {
-                    Ok(rows) if rows.is_empty() => return,
-                    Ok(rows) => {
-                        from = rows.last().map_or(from, |r| r.0 as u64 + 1);
-                        let (record_ids, pseudonyms) = rows.into_iter().map(|r| (r.1, r.2)).unzip();
-                        let m = v1::MappingChunk {
-                            job_id,
-                            record_ids,
-                            pseudonyms,
-                        };
-                        if tx.send(Ok(m)).await.is_err() {
-                            return;
-                        }
-                    }
+                let chunk = match store.member_chunk(&project, job_id, &party, after).await {
+                    Ok(Some(c)) if c.records > 0 => c,
+                    Ok(_) => return,
                     Err(e) => {
                         let _ = tx
                             .send(Err(ServiceError::Internal(format!(
@@ -1121,6 +1112,28 @@ impl LinkageUnit for LinkageUnitService {
                             ))
                             .into()))
                             .await;
+                        return;
+                    }
+                };
+                after = Some(chunk.first_position + chunk.records - 1);
+                let rows = match chunk.members() {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(ServiceError::Internal(e.to_string()).into()))
+                            .await;
+                        return;
+                    }
+                };
+                // Excluded clusters are left out (SPEC.md §10.5).
+                let kept: Vec<_> = rows.into_iter().filter(|m| !m.excluded).collect();
+                for page in kept.chunks(MAPPING_PAGE as usize) {
+                    let m = v1::MappingChunk {
+                        job_id,
+                        record_ids: page.iter().map(|m| m.record_id.to_owned()).collect(),
+                        pseudonyms: page.iter().map(|m| pseudonym_hex(&m.pseudonym)).collect(),
+                    };
+                    if tx.send(Ok(m)).await.is_err() {
                         return;
                     }
                 }

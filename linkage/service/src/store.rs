@@ -3,8 +3,9 @@
 //! the `on_db!` macro, so the two cannot drift apart.
 //!
 //! What is stored: projects (holders, researcher public key, schema), uploads as chunks (the
-//! holder's file bytes: token files, sealed content), jobs, one row per record of a completed
-//! job (record id → pseudonym), releases and a hash-chained audit log. Nothing here is a key,
+//! holder's file bytes: token files, sealed content), jobs, a completed job's results as
+//! chunks of packed rows (record id → pseudonym, [`crate::members`]), releases and a
+//! hash-chained audit log. Nothing here is a key,
 //! an identifier or plaintext content.
 //!
 //! Idempotence: a chunk is keyed by (project, party, upload, index) and inserted with
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use renketsu_keys::audit::{AuditEntry, AuditEvent, AuditHead, HASH_LEN};
 use sqlx::AssertSqlSafe;
+
+use crate::members::{Member, MemberChunk, PSEUDONYM_BYTES, pseudonym_hex};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -156,21 +159,6 @@ pub struct JobRow {
     pub links: u64,
 }
 
-/// One record's result in a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberRow {
-    /// Holder.
-    pub party: String,
-    /// Position in the holder's upload.
-    pub position: u64,
-    /// Record id.
-    pub record_id: String,
-    /// Pseudonym.
-    pub pseudonym: String,
-    /// Its cluster is excluded (opt-out).
-    pub excluded: bool,
-}
-
 /// `JobState::Running` etc. as stored (the wire enum values).
 pub mod job_state {
     /// Running.
@@ -309,122 +297,50 @@ fn audit_row(t: AuditTuple) -> Result<AuditEntry, StoreError> {
     })
 }
 
-/// Rows per multi-row INSERT of job results (7 parameters each, below SQLite's 32,766).
+/// Pseudonyms per multi-row INSERT into `lu_release_pseudonyms`.
 const MEMBER_BATCH: usize = 2_000;
-/// Rows per multi-row INSERT of job results on SQLite: sqlx's SQLite driver slows down per
-/// row as statements grow (2,000-row statements took 7× longer per row than 100-row ones).
-const SQLITE_MEMBER_BATCH: usize = 100;
 
-/// Writes a job's member rows inside the job's transaction (after its old rows are deleted):
-/// multi-row INSERTs on SQLite, binary `COPY … FROM STDIN` on PostgreSQL (10^7 rows in seconds
-/// rather than minutes). Either way the rows commit or vanish with the transaction.
-trait WriteMembers {
-    async fn write_members(
-        &mut self,
-        project: &str,
-        job_id: i64,
-        members: &[MemberRow],
-    ) -> Result<(), sqlx::Error>;
+/// Upload chunks a job's reader fetches ahead of the parser.
+const READ_AHEAD: usize = 4;
+
+/// An upload's bytes for a blocking reader (a job's thread): a task fetches the chunks in
+/// order, one query each, at most [`READ_AHEAD`] ahead of the reader, so the file is never
+/// held whole. A store error ends the stream with an I/O error.
+pub struct UploadReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
 }
 
-impl WriteMembers for sqlx::Transaction<'_, sqlx::Sqlite> {
-    async fn write_members(
-        &mut self,
-        project: &str,
-        job_id: i64,
-        members: &[MemberRow],
-    ) -> Result<(), sqlx::Error> {
-        let mut sql = String::new();
-        for batch in members.chunks(SQLITE_MEMBER_BATCH) {
-            sql.clear();
-            sql.push_str(
-                "INSERT INTO lu_members (project, job_id, party, position, record_id, pseudonym, excluded) VALUES ",
-            );
-            for i in 0..batch.len() {
-                let b = i * 5;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "($1, $2, ${}, ${}, ${}, ${}, ${})",
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                ));
-            }
-            let mut q = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(project)
-                .bind(job_id);
-            for m in batch {
-                q = q
-                    .bind(&m.party)
-                    .bind(m.position as i64)
-                    .bind(&m.record_id)
-                    .bind(&m.pseudonym)
-                    .bind(i64::from(m.excluded));
-            }
-            q.execute(&mut **self).await?;
-        }
-        Ok(())
+impl std::io::Read for UploadReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead as _;
+        let b = self.fill_buf()?;
+        let n = b.len().min(out.len());
+        out[..n].copy_from_slice(&b[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
-/// Bytes of binary COPY data sent per message.
-const COPY_BUFFER: usize = 1 << 20;
-
-impl WriteMembers for sqlx::Transaction<'_, sqlx::Postgres> {
-    async fn write_members(
-        &mut self,
-        project: &str,
-        job_id: i64,
-        members: &[MemberRow],
-    ) -> Result<(), sqlx::Error> {
-        // PostgreSQL binary COPY format: signature, flags, header extension length; per row
-        // the field count and each field as (length, big-endian bytes); trailer -1.
-        fn text(buf: &mut Vec<u8>, s: &str) {
-            buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
-            buf.extend_from_slice(s.as_bytes());
-        }
-        fn int8(buf: &mut Vec<u8>, v: i64) {
-            buf.extend_from_slice(&8i32.to_be_bytes());
-            buf.extend_from_slice(&v.to_be_bytes());
-        }
-        let mut copy = self
-            .copy_in_raw(
-                "COPY lu_members (project, job_id, party, position, record_id, pseudonym, excluded) \
-                 FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        let mut buf = Vec::with_capacity(COPY_BUFFER + 4096);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        for m in members {
-            buf.extend_from_slice(&7i16.to_be_bytes());
-            text(&mut buf, project);
-            int8(&mut buf, job_id);
-            text(&mut buf, &m.party);
-            int8(&mut buf, m.position as i64);
-            text(&mut buf, &m.record_id);
-            text(&mut buf, &m.pseudonym);
-            int8(&mut buf, i64::from(m.excluded));
-            if buf.len() >= COPY_BUFFER {
-                if let Err(e) = copy.send(buf.as_slice()).await {
-                    let _ = copy.abort("sending failed").await;
-                    return Err(e);
+impl std::io::BufRead for UploadReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pos == self.buf.len() && !self.done {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
                 }
-                buf.clear();
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => self.done = true,
             }
         }
-        buf.extend_from_slice(&(-1i16).to_be_bytes());
-        if let Err(e) = copy.send(buf.as_slice()).await {
-            let _ = copy.abort("sending failed").await;
-            return Err(e);
-        }
-        copy.finish().await?;
-        Ok(())
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
     }
 }
 
@@ -538,7 +454,7 @@ impl LuStore {
             for table in [
                 "lu_release_pseudonyms",
                 "lu_releases",
-                "lu_members",
+                "lu_member_chunks",
                 "lu_jobs",
                 "lu_chunks",
                 "lu_uploads",
@@ -729,6 +645,50 @@ impl LuStore {
             }
         });
         Ok(out)
+    }
+
+    /// An upload's bytes as a blocking reader ([`UploadReader`]): its chunks in order,
+    /// fetched by a task on the current runtime. Call from within the runtime; read from a
+    /// blocking thread.
+    pub fn upload_reader(&self, project: &str, party: &str, upload_id: &str) -> UploadReader {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let (store, project, party, upload_id) = (
+            self.clone(),
+            project.to_owned(),
+            party.to_owned(),
+            upload_id.to_owned(),
+        );
+        tokio::spawn(async move {
+            for idx in 0i64.. {
+                let chunk: Result<Option<Vec<u8>>, StoreError> = async {
+                    Ok(on_db!(store, pool => sqlx::query_scalar(
+                        "SELECT data FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3 AND idx = $4",
+                    )
+                    .bind(&project)
+                    .bind(&party)
+                    .bind(&upload_id)
+                    .bind(idx)
+                    .fetch_optional(pool)
+                    .await?))
+                }
+                .await;
+                let item = match chunk {
+                    Ok(Some(c)) => Ok(c),
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                };
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        UploadReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
     }
 
     /// Marks an upload complete with its record count; for tokens and content, the holder's
@@ -955,14 +915,13 @@ impl LuStore {
         Ok(n == 1)
     }
 
-    /// Writes a job's results and marks it DONE, in one transaction (rows of an earlier
-    /// attempt of the same job are replaced). `stale_after` is the project's stale flag to set
-    /// (opt-outs that arrived while the job ran keep it stale). `false` if the job was no
-    /// longer running (cancelled): nothing is written.
+    /// Writes a job's results and marks it DONE, in one transaction (chunks of an earlier
+    /// attempt of the same job are replaced). `false` if the job was no longer running
+    /// (cancelled): nothing is written.
     pub async fn finish_job(
         &self,
         job: &JobRow,
-        members: &[MemberRow],
+        chunks: &[MemberChunk],
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let project = job.project.as_str();
@@ -987,12 +946,25 @@ impl LuStore {
             .await?
             .rows_affected();
             if n == 1 {
-                sqlx::query("DELETE FROM lu_members WHERE project = $1 AND job_id = $2")
+                sqlx::query("DELETE FROM lu_member_chunks WHERE project = $1 AND job_id = $2")
                     .bind(project)
                     .bind(job_id)
                     .execute(&mut *tx)
                     .await?;
-                tx.write_members(project, job_id, members).await?;
+                for c in chunks {
+                    sqlx::query(
+                        "INSERT INTO lu_member_chunks (project, job_id, party, first_position, records, data)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(project)
+                    .bind(job_id)
+                    .bind(&c.party)
+                    .bind(c.first_position as i64)
+                    .bind(c.records as i64)
+                    .bind(c.data.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;
@@ -1002,31 +974,73 @@ impl LuStore {
         Ok(done)
     }
 
-    /// A holder's mapping rows of a job, excluded clusters left out, from `position` on, at
-    /// most `limit`: `(position, record id, pseudonym)`.
-    pub async fn mapping(
+    /// The chunk of a holder's results of a job that holds position `after + 1` onwards
+    /// (`after = None`: the first chunk); `None` past the last.
+    pub async fn member_chunk(
         &self,
         project: &str,
         job_id: u64,
         party: &str,
-        from_position: u64,
-        limit: u32,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT position, record_id, pseudonym FROM lu_members
-             WHERE project = $1 AND job_id = $2 AND party = $3 AND position >= $4 AND excluded = 0
-             ORDER BY position LIMIT $5",
+        after: Option<u64>,
+    ) -> Result<Option<MemberChunk>, StoreError> {
+        let from = after.map_or(0, |a| a as i64 + 1);
+        let row: Option<(i64, i64, Vec<u8>)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT first_position, records, data FROM lu_member_chunks
+             WHERE project = $1 AND job_id = $2 AND party = $3 AND first_position + records > $4
+             ORDER BY first_position LIMIT 1",
         )
         .bind(project)
         .bind(job_id as i64)
         .bind(party)
-        .bind(from_position as i64)
-        .bind(i64::from(limit))
+        .bind(from)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.map(|(first, records, data)| MemberChunk {
+            party: party.to_owned(),
+            first_position: first as u64,
+            records: records as u64,
+            data,
+        }))
+    }
+
+    /// Calls `f` with every row of a holder's results of a job, in position order, chunk by
+    /// chunk (one chunk in memory at a time).
+    async fn for_each_member(
+        &self,
+        project: &str,
+        job_id: u64,
+        party: &str,
+        mut f: impl FnMut(&Member<'_>),
+    ) -> Result<(), StoreError> {
+        let mut after = None;
+        while let Some(c) = self.member_chunk(project, job_id, party, after).await? {
+            if c.records == 0 {
+                break;
+            }
+            for m in c
+                .members()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            {
+                f(&m);
+            }
+            after = Some(c.first_position + c.records - 1);
+        }
+        Ok(())
+    }
+
+    /// The holders with results in a job.
+    async fn member_parties(&self, project: &str, job_id: u64) -> Result<Vec<String>, StoreError> {
+        Ok(on_db!(self, pool => sqlx::query_scalar(
+            "SELECT DISTINCT party FROM lu_member_chunks WHERE project = $1 AND job_id = $2 ORDER BY party",
+        )
+        .bind(project)
+        .bind(job_id as i64)
         .fetch_all(pool)
         .await?))
     }
 
-    /// A holder's record ids in one pseudonym's cluster.
+    /// A holder's record ids in one pseudonym's cluster (`pseudonym`: 32 hex digits), in
+    /// position order: a scan of the holder's results.
     pub async fn traceback(
         &self,
         project: &str,
@@ -1034,16 +1048,18 @@ impl LuStore {
         party: &str,
         pseudonym: &str,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT record_id FROM lu_members
-             WHERE project = $1 AND job_id = $2 AND pseudonym = $3 AND party = $4 ORDER BY position",
-        )
-        .bind(project)
-        .bind(job_id as i64)
-        .bind(pseudonym)
-        .bind(party)
-        .fetch_all(pool)
-        .await?))
+        let mut want = [0u8; PSEUDONYM_BYTES];
+        if hex::decode_to_slice(pseudonym, &mut want).is_err() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::new();
+        self.for_each_member(project, job_id, party, |m| {
+            if m.pseudonym == want {
+                ids.push(m.record_id.to_owned());
+            }
+        })
+        .await?;
+        Ok(ids)
     }
 
     /// Every member of a job's non-excluded clusters: `(pseudonym, party, record id)` sorted
@@ -1053,31 +1069,41 @@ impl LuStore {
         project: &str,
         job_id: u64,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        Ok(on_db!(self, pool => sqlx::query_as(
-            "SELECT pseudonym, party, record_id FROM lu_members
-             WHERE project = $1 AND job_id = $2 AND excluded = 0
-             ORDER BY pseudonym, party, position",
-        )
-        .bind(project)
-        .bind(job_id as i64)
-        .fetch_all(pool)
-        .await?))
+        let mut rows: Vec<([u8; PSEUDONYM_BYTES], usize, u64, String)> = Vec::new();
+        let parties = self.member_parties(project, job_id).await?;
+        for (k, party) in parties.iter().enumerate() {
+            self.for_each_member(project, job_id, party, |m| {
+                if !m.excluded {
+                    rows.push((m.pseudonym, k, m.position, m.record_id.to_owned()));
+                }
+            })
+            .await?;
+        }
+        rows.sort_unstable();
+        Ok(rows
+            .into_iter()
+            .map(|(p, k, _, id)| (pseudonym_hex(&p), parties[k].clone(), id))
+            .collect())
     }
 
-    /// The pseudonyms of a job's excluded clusters.
+    /// The pseudonyms of a job's excluded clusters, sorted.
     pub async fn excluded_pseudonyms(
         &self,
         project: &str,
         job_id: u64,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(on_db!(self, pool => sqlx::query_scalar(
-            "SELECT DISTINCT pseudonym FROM lu_members WHERE project = $1 AND job_id = $2 AND excluded = 1
-             ORDER BY pseudonym",
-        )
-        .bind(project)
-        .bind(job_id as i64)
-        .fetch_all(pool)
-        .await?))
+        let mut out = Vec::new();
+        for party in self.member_parties(project, job_id).await? {
+            self.for_each_member(project, job_id, &party, |m| {
+                if m.excluded {
+                    out.push(m.pseudonym);
+                }
+            })
+            .await?;
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out.iter().map(pseudonym_hex).collect())
     }
 
     /// Records a release of `pseudonyms` from `job_id` to `researcher`; returns its id.

@@ -1,10 +1,11 @@
 //! The bulk paths of the linkage unit's store on SQLite and PostgreSQL (a fresh database per
 //! test on the server named by `RENKETSU_TEST_PG_URL`; skipped with a notice when unset, an
-//! error under CI): job results written by `finish_job` (multi-row INSERTs on SQLite, binary
-//! COPY on PostgreSQL) read back byte for byte, written once, replacing leftovers; uploads
-//! read back from their chunks in order.
+//! error under CI): job results written by `finish_job` as chunks read back byte for byte,
+//! written once, replacing leftovers; mapping, traceback, release and excluded pseudonyms
+//! from them; uploads read back from their chunks in order, whole and streamed.
 
-use renketsu_linkage_unit::store::{LuStore, MemberRow, ProjectRow, UploadRow, job_state};
+use renketsu_linkage_unit::members::{MemberChunk, MemberChunker};
+use renketsu_linkage_unit::store::{LuStore, ProjectRow, UploadRow, job_state};
 use sqlx::{AssertSqlSafe, Connection as _};
 
 struct Db {
@@ -89,8 +90,17 @@ fn project() -> ProjectRow {
     }
 }
 
-/// Rows with ids that COPY's text format would have to escape, non-ASCII, empty, long.
-fn members(n: u64) -> Vec<MemberRow> {
+struct Row {
+    party: &'static str,
+    position: u64,
+    record_id: String,
+    pseudonym: [u8; 16],
+    excluded: bool,
+}
+
+/// Rows with ids that a text format would have to escape, non-ASCII, empty, long; enough of
+/// them (with the long ids) to fill several chunks per holder.
+fn members(n: u64) -> Vec<Row> {
     let odd = [
         "tab\there",
         "back\\slash",
@@ -100,30 +110,61 @@ fn members(n: u64) -> Vec<MemberRow> {
         "\\N",
         "cr\r",
     ];
+    let mut next = [0u64; 2];
     (0..n)
         .map(|i| {
-            let party = if i % 3 == 0 { "b" } else { "a" };
+            let h = usize::from(i % 3 == 0);
             let record_id = match i as usize % 10 {
                 k if k < odd.len() => format!("{}{i}", odd[k]),
                 8 => "x".repeat(300),
                 _ => format!("id-{i}"),
             };
-            MemberRow {
-                party: party.to_owned(),
-                position: i,
+            let mut pseudonym = [0u8; 16];
+            pseudonym[..8].copy_from_slice(&(i / 2).to_be_bytes());
+            let position = next[h];
+            next[h] += 1;
+            Row {
+                party: ["a", "b"][h],
+                position,
                 record_id,
-                pseudonym: format!("{:032x}", i / 2),
+                pseudonym,
                 excluded: i % 7 == 0,
             }
         })
         .collect()
 }
 
+fn chunks(rows: &[Row]) -> Vec<MemberChunk> {
+    let mut out = Vec::new();
+    for party in ["a", "b"] {
+        let mut c = MemberChunker::new(party);
+        for r in rows.iter().filter(|r| r.party == party) {
+            c.push(&r.record_id, &r.pseudonym, r.excluded);
+        }
+        out.extend(c.finish());
+    }
+    out
+}
+
+/// Every stored row of `party`, chunk by chunk: (position, id, pseudonym, excluded).
+async fn stored(store: &LuStore, job_id: u64, party: &str) -> Vec<(u64, String, [u8; 16], bool)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    while let Some(c) = store.member_chunk("p", job_id, party, after).await.unwrap() {
+        for m in c.members().unwrap() {
+            out.push((m.position, m.record_id.to_owned(), m.pseudonym, m.excluded));
+        }
+        after = Some(c.first_position + c.records - 1);
+    }
+    out
+}
+
 async fn check(db: &Db) {
     let store = LuStore::connect(&db.url).await.unwrap();
     store.create_project(&project()).await.unwrap();
 
-    // An upload read back from its chunks, in index order whatever the arrival order.
+    // An upload read back from its chunks, in index order whatever the arrival order, whole
+    // and through the streaming reader a job uses.
     let parts: [&[u8]; 3] = [b"first chunk|", b"second|", b"third"];
     let u = UploadRow {
         project: "p".to_owned(),
@@ -148,42 +189,61 @@ async fn check(db: &Db) {
         store.upload_bytes("p", "a", &u.upload_id).await.unwrap(),
         parts.concat()
     );
+    let mut reader = store.upload_reader("p", "a", &u.upload_id);
+    let streamed = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut v).unwrap();
+        v
+    })
+    .await
+    .unwrap();
+    assert_eq!(streamed, parts.concat());
 
     // Leftover rows of an interrupted attempt of the running job are replaced, not kept.
     let job = store.start_job("p", 10).await.unwrap();
     assert_eq!(job.state, job_state::RUNNING);
     let stale = members(5);
-    let done = store.finish_job(&job, &stale, 11).await.unwrap();
+    let done = store.finish_job(&job, &chunks(&stale), 11).await.unwrap();
     assert!(done);
     // (a committed result marks the job DONE: put it back to RUNNING with rows left behind,
     // as a crash between an earlier commit and a later restart of the same job would look)
     sqlx_set_running(&db.url, job.job_id).await;
 
-    let rows = members(2_345);
+    let rows = members(60_000);
+    let written = chunks(&rows);
+    assert!(written.len() >= 4, "several chunks: {}", written.len());
     let mut j = job.clone();
     j.records = rows.len() as u64;
-    assert!(store.finish_job(&j, &rows, 12).await.unwrap());
-    let stored = store.job("p", job.job_id).await.unwrap().unwrap();
-    assert_eq!(stored.state, job_state::DONE);
-    assert_eq!(stored.records, 2_345);
+    assert!(store.finish_job(&j, &written, 12).await.unwrap());
+    let stored_job = store.job("p", job.job_id).await.unwrap().unwrap();
+    assert_eq!(stored_job.state, job_state::DONE);
+    assert_eq!(stored_job.records, 60_000);
 
     // Every row exactly once, byte for byte.
     for party in ["a", "b"] {
-        let want: Vec<(i64, String, String)> = rows
+        let want: Vec<(u64, String, [u8; 16], bool)> = rows
             .iter()
-            .filter(|m| m.party == party && !m.excluded)
-            .map(|m| (m.position as i64, m.record_id.clone(), m.pseudonym.clone()))
+            .filter(|m| m.party == party)
+            .map(|m| (m.position, m.record_id.clone(), m.pseudonym, m.excluded))
             .collect();
-        let got = store
-            .mapping("p", job.job_id, party, 0, 100_000)
+        assert_eq!(
+            stored(&store, job.job_id, party).await,
+            want,
+            "rows of {party}"
+        );
+        // A chunk can be found from any position inside it.
+        let mid = want.len() as u64 / 2;
+        let c = store
+            .member_chunk("p", job.job_id, party, Some(mid))
             .await
+            .unwrap()
             .unwrap();
-        assert_eq!(got, want, "mapping of {party}");
+        assert!(c.first_position <= mid + 1 && mid + 1 < c.first_position + c.records);
     }
     let excluded: std::collections::BTreeSet<String> = rows
         .iter()
         .filter(|m| m.excluded)
-        .map(|m| m.pseudonym.clone())
+        .map(|m| hex::encode(m.pseudonym))
         .collect();
     assert_eq!(
         store.excluded_pseudonyms("p", job.job_id).await.unwrap(),
@@ -192,7 +252,7 @@ async fn check(db: &Db) {
     let m = &rows[4];
     assert_eq!(
         store
-            .traceback("p", job.job_id, &m.party, &m.pseudonym)
+            .traceback("p", job.job_id, m.party, &hex::encode(m.pseudonym))
             .await
             .unwrap(),
         rows.iter()
@@ -200,18 +260,28 @@ async fn check(db: &Db) {
             .map(|r| r.record_id.clone())
             .collect::<Vec<_>>()
     );
+    // The release: non-excluded rows sorted by pseudonym, party, position.
+    let mut want: Vec<(String, String, String)> = rows
+        .iter()
+        .filter(|r| !r.excluded)
+        .map(|r| (r.pseudonym, r.party, r.position, r.record_id.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|(p, party, _, id)| (hex::encode(p), party.to_owned(), id))
+        .collect();
+    want.dedup();
+    assert_eq!(store.release_members("p", job.job_id).await.unwrap(), want);
 
     // A finished job is not written again.
-    assert!(!store.finish_job(&j, &members(3), 13).await.unwrap());
-    assert_eq!(
-        store
-            .mapping("p", job.job_id, "a", 0, 100_000)
+    assert!(
+        !store
+            .finish_job(&j, &chunks(&members(3)), 13)
             .await
             .unwrap()
-            .len(),
-        rows.iter()
-            .filter(|m| m.party == "a" && !m.excluded)
-            .count()
+    );
+    assert_eq!(
+        stored(&store, job.job_id, "a").await.len(),
+        rows.iter().filter(|m| m.party == "a").count()
     );
     store.close().await;
 }
