@@ -7,7 +7,6 @@
 //! only, and it only ever sees tokens and content sealed to the researcher.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,7 @@ use renketsu_custodian::pki::{self, PeerIdentity, Role};
 use renketsu_keys::audit::{AuditEntry, AuditEvent};
 use renketsu_keys::lifecycle::Clock;
 use renketsu_linkage::Schema;
-use renketsu_linkage::token_file::{Reader, Record};
+use renketsu_linkage::token_file::Reader;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnit;
 use sha2::{Digest as _, Sha256};
@@ -580,12 +579,12 @@ impl LinkageUnitService {
         p: &ProjectRow,
         who: &PeerIdentity,
         kind: i32,
-        bytes: &[u8],
+        bytes: impl std::io::BufRead,
     ) -> Result<u64, ServiceError> {
         let bad = |m: String| ServiceError::InvalidArgument(m);
         match v1::UploadKind::try_from(kind) {
             Ok(v1::UploadKind::Tokens | v1::UploadKind::OptOut) => {
-                let mut r = Reader::new(Cursor::new(bytes), "the uploaded token file")
+                let mut r = Reader::new(bytes, "the uploaded token file")
                     .map_err(|e| bad(e.to_string()))?;
                 let h = r.header();
                 if h.project != p.name || h.party != who.party {
@@ -600,8 +599,12 @@ impl LinkageUnitService {
                         h.schema.digest, p.schema_digest
                     )));
                 }
-                let mut rec = Record::default();
-                while r.next(&mut rec).map_err(|e| bad(e.to_string()))? {}
+                // Every line parsed and checked (in parallel batches).
+                let mut batches = Vec::new();
+                while r
+                    .next_batches(&mut batches)
+                    .map_err(|e| bad(e.to_string()))?
+                {}
                 Ok(r.counts().map_or(0, |c| c.records))
             }
             Ok(v1::UploadKind::Content) => {
@@ -751,17 +754,26 @@ impl LinkageUnitService {
             .await?
             .unwrap_or(u);
         if !u.complete && stored.len() as u32 == u.total_chunks {
-            let bytes = store
-                .upload_bytes(&p.name, &who.party, &u.upload_id)
-                .await?;
-            if bytes.len() as u64 != u.total_bytes
-                || hex::encode(Sha256::digest(&bytes)) != u.upload_id
-            {
+            // The file is streamed from the store once, hashed and parsed on a blocking
+            // thread (never held whole).
+            let mut reader = store
+                .upload_reader(&p.name, &who.party, &u.upload_id)
+                .hashing();
+            let (pc, whoc, kind) = (p.clone(), who.clone(), u.kind);
+            let (checked, size, digest) = tokio::task::spawn_blocking(move || {
+                let checked = Self::check_file(&pc, &whoc, kind, &mut reader);
+                let (size, digest) = reader.finish()?;
+                Ok::<_, std::io::Error>((checked, size, digest))
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("upload check thread: {e}")))?
+            .map_err(|e| ServiceError::Internal(format!("reading the stored upload: {e}")))?;
+            if size != u.total_bytes || hex::encode(digest) != u.upload_id {
                 return Err(ServiceError::InvalidArgument(
                     "the stored chunks do not make the file named by upload_id (size or SHA-256 differ)".to_owned(),
                 ));
             }
-            let records = Self::check_file(&p, who, u.kind, &bytes)?;
+            let records = checked?;
             let opt_out = u.kind == v1::UploadKind::OptOut as i32;
             store.complete_upload(&u, records, opt_out).await?;
             u.complete = true;

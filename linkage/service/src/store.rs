@@ -311,6 +311,36 @@ pub struct UploadReader {
     buf: Vec<u8>,
     pos: usize,
     done: bool,
+    digest: Option<(sha2::Sha256, u64)>,
+}
+
+impl UploadReader {
+    /// Also computes the SHA-256 and size of the bytes read (each chunk hashed as it
+    /// arrives); see [`Self::finish`].
+    pub fn hashing(mut self) -> Self {
+        self.digest = Some((sha2::Sha256::default(), 0));
+        self
+    }
+
+    /// Reads what is left and returns the size in bytes and SHA-256 of the whole upload
+    /// (with [`Self::hashing`]; otherwise zeros).
+    ///
+    /// # Errors
+    /// A store error while reading the rest.
+    pub fn finish(mut self) -> std::io::Result<(u64, [u8; 32])> {
+        use std::io::BufRead as _;
+        loop {
+            let n = self.fill_buf()?.len();
+            if n == 0 {
+                break;
+            }
+            self.consume(n);
+        }
+        Ok(self.digest.take().map_or((0, [0; 32]), |(h, n)| {
+            use sha2::Digest as _;
+            (n, h.finalize().into())
+        }))
+    }
 }
 
 impl std::io::Read for UploadReader {
@@ -329,6 +359,10 @@ impl std::io::BufRead for UploadReader {
         while self.pos == self.buf.len() && !self.done {
             match self.rx.blocking_recv() {
                 Some(Ok(chunk)) => {
+                    if let Some((h, n)) = self.digest.as_mut() {
+                        sha2::Digest::update(h, &chunk);
+                        *n += chunk.len() as u64;
+                    }
                     self.buf = chunk;
                     self.pos = 0;
                 }
@@ -688,6 +722,7 @@ impl LuStore {
             buf: Vec::new(),
             pos: 0,
             done: false,
+            digest: None,
         }
     }
 
