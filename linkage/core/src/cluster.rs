@@ -530,7 +530,7 @@ mod tests {
         ) {
             let mut join = TokenJoin::new(30);
             let mut naive = UnionFind::new(30);
-            let mut first: std::collections::HashMap<[u8; 32], u32> = Default::default();
+            let mut first: HashMap<[u8; 32], u32> = Default::default();
             for &(record, value, bucket) in &tokens {
                 // Tokens spread over buckets (first bytes) and colliding within them.
                 let mut t = [0u8; 32];

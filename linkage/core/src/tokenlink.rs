@@ -15,7 +15,7 @@ use crate::cluster::TokenJoin;
 use crate::dice::{Candidate, Filters, greedy_one_to_one, pairs_above, score_candidates};
 use crate::lsh::{LshBands, LshParams};
 use crate::schema::{ClkSolver, ClkSpec, LinkMode, Schema};
-use crate::token_file::{Counts, Header, Reader, TokenFileError};
+use crate::token_file::{Counts, Header, Reader, RecordBatch, TokenFileError};
 
 /// Errors linking token sets. Messages name inputs (files, uploads) and recipes, never tokens.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +214,7 @@ pub struct TokenParty {
 /// [`TokenLinkError::File`] for a malformed or truncated file, [`TokenLinkError::Input`] for
 /// an id that appears twice, CLKs whose length is not the schema's, or more than 2^32 − 1
 /// records in one join.
-pub fn read_token_party<R: BufRead>(
+pub fn read_token_party<R: BufRead + Send>(
     schema: &Schema,
     reader: &mut Reader<R>,
     name: &str,
@@ -249,9 +249,9 @@ pub fn read_token_party<R: BufRead>(
         (None, _) => None,
     };
     let mut ids = RecordIds::default();
-    let mut batches = Vec::new();
-    while reader.next_batches(&mut batches)? {
-        for batch in &batches {
+    // Batches are added to the join while the next ones are read and parsed (rayon::join).
+    let mut apply = |batches: &[RecordBatch]| -> Result<(), TokenLinkError> {
+        for batch in batches {
             if join.records() + batch.len() > u32::MAX as usize {
                 return Err(input_err(
                     "more than 2^32 - 1 records in one job".to_owned(),
@@ -270,6 +270,15 @@ pub fn read_token_party<R: BufRead>(
                 ids.push(batch.id(i));
             }
         }
+        Ok(())
+    };
+    let (mut current, mut next) = (Vec::new(), Vec::new());
+    let mut more = reader.next_batches(&mut current)?;
+    while more {
+        let (read, applied) = rayon::join(|| reader.next_batches(&mut next), || apply(&current));
+        applied?;
+        more = read?;
+        std::mem::swap(&mut current, &mut next);
     }
     if let Some(id) = ids.first_repeat() {
         return Err(input_err(format!(
