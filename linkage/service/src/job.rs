@@ -91,6 +91,8 @@ pub struct JobOutput {
     pub excluded: u64,
     /// Cross-holder record pairs within non-excluded clusters.
     pub links: u64,
+    /// Wall time of each stage, in seconds, in order (for the log).
+    pub stage_seconds: Vec<(String, f64)>,
 }
 
 /// The pseudonym (16 bytes) of a cluster whose first holder record is `(party, record_id)`.
@@ -170,6 +172,13 @@ pub fn run(
     join.reserve_direct(usize::try_from(records).unwrap_or(0).saturating_mul(direct));
     let mut blocks = Vec::new();
     let mut parties: Vec<TokenParty> = Vec::with_capacity(all.len());
+    let mut stage_seconds = Vec::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |stage: String| {
+        stage_seconds.push((stage, clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
+    lap("headers".to_owned());
     for (i, mut reader) in readers.into_iter().enumerate() {
         check()?;
         progress(&format!("reading {}", all[i].party), i as f64 / total);
@@ -180,10 +189,12 @@ pub fn run(
             &mut join,
             &mut blocks,
         )?);
+        lap(format!("reading {}", all[i].party));
     }
     check()?;
     progress("clustering", (total - 2.0) / total);
     let clusters = cluster_token_parties(input.schema, &parties, blocks, join);
+    lap("clustering".to_owned());
     check()?;
     progress("assigning pseudonyms", (total - 1.0) / total);
 
@@ -257,6 +268,8 @@ pub fn run(
         })
         .collect();
     out.chunks = chunks.into_iter().flatten().collect();
+    lap("pseudonyms and results".to_owned());
+    out.stage_seconds = stage_seconds;
     Ok(out)
 }
 

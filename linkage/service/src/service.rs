@@ -339,6 +339,8 @@ impl LinkageUnitService {
         let schema = parse_schema(&project)?;
         let uploads = store.current_uploads(&project.name).await?;
         let mut holders = Vec::with_capacity(project.holders.len());
+        // Time each holder's reader waited for the store (for the log).
+        let mut waits = Vec::new();
         for h in &project.holders {
             let u = uploads
                 .iter()
@@ -348,11 +350,13 @@ impl LinkageUnitService {
                         "holder {h} has no complete token upload"
                     ))
                 })?;
+            let reader = store.upload_reader(&project.name, h, &u.upload_id);
+            waits.push((h.clone(), reader.waited_nanos()));
             holders.push(TokenUpload {
                 party: h.clone(),
                 upload_id: u.upload_id.clone(),
                 records: u.records,
-                input: Box::new(store.upload_reader(&project.name, h, &u.upload_id)),
+                input: Box::new(reader),
             });
         }
         let mut opt_outs = Vec::new();
@@ -424,7 +428,16 @@ impl LinkageUnitService {
             return Ok(()); // cancelled meanwhile
         }
         let store_s = t_store.elapsed().as_secs_f64();
-        tracing::info!(project = %job.project, job = job.job_id, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, "job done");
+        let mut stages: Vec<String> = out
+            .stage_seconds
+            .iter()
+            .map(|(s, t)| format!("{s} {t:.2} s"))
+            .collect();
+        for (h, w) in &waits {
+            let w = w.load(Ordering::Relaxed) as f64 / 1e9;
+            stages.push(format!("waiting for {h}'s upload {w:.2} s"));
+        }
+        tracing::info!(project = %job.project, job = job.job_id, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, stages = %stages.join(", "), "job done");
         // Releases made before an opt-out that contained a now-excluded cluster (SPEC §10.5).
         if out.excluded > 0 {
             let excluded = store.excluded_pseudonyms(&job.project, job.job_id).await?;

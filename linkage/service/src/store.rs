@@ -312,9 +312,16 @@ pub struct UploadReader {
     pos: usize,
     done: bool,
     digest: Option<(sha2::Sha256, u64)>,
+    waited: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl UploadReader {
+    /// Nanoseconds the reader has spent waiting for the store (shared: readable while the
+    /// reader is in use elsewhere).
+    pub fn waited_nanos(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        std::sync::Arc::clone(&self.waited)
+    }
+
     /// Also computes the SHA-256 and size of the bytes read (each chunk hashed as it
     /// arrives); see [`Self::finish`].
     pub fn hashing(mut self) -> Self {
@@ -357,7 +364,13 @@ impl std::io::Read for UploadReader {
 impl std::io::BufRead for UploadReader {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.pos == self.buf.len() && !self.done {
-            match self.rx.blocking_recv() {
+            let t = std::time::Instant::now();
+            let received = self.rx.blocking_recv();
+            self.waited.fetch_add(
+                u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            match received {
                 Some(Ok(chunk)) => {
                     if let Some((h, n)) = self.digest.as_mut() {
                         sha2::Digest::update(h, &chunk);
@@ -723,6 +736,7 @@ impl LuStore {
             pos: 0,
             done: false,
             digest: None,
+            waited: std::sync::Arc::default(),
         }
     }
 
