@@ -324,10 +324,19 @@ impl LineRules {
     /// valid JSON (spaces, another key order, escapes) goes through `serde_json` with the same
     /// result, and invalid lines get `serde_json`'s message.
     fn parse(&self, line: &[u8], out: &mut RecordBatch) -> Result<Line, LineError> {
-        if let Some(r) = self.parse_canonical(line, out) {
-            return r.map(|()| Line::Record);
+        // `line` is one line: its only `\n`, if any, is its last byte.
+        self.parse_at(line, out).1
+    }
+
+    /// Parses the line at the start of `buf` (which may hold more lines after it) like
+    /// [`Self::parse`]; also returns the line's length with its `\n` (or to the end of
+    /// `buf`). A canonical line is parsed in one pass without looking for its end first.
+    fn parse_at(&self, buf: &[u8], out: &mut RecordBatch) -> (usize, Result<Line, LineError>) {
+        if let Some((n, r)) = self.parse_canonical_at(buf, out) {
+            return (n, r.map(|()| Line::Record));
         }
-        self.parse_json(line, out)
+        let n = memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1);
+        (n, self.parse_json(&buf[..n], out))
     }
 
     /// Any JSON line, through `serde_json`.
@@ -378,6 +387,9 @@ impl LineRules {
                 .to_owned(),
             ));
         }
+        if let Some(t) = decode_token_base64(b64) {
+            return Ok(t);
+        }
         let mut buf = [0u8; 33];
         match B64.decode_slice(b64, &mut buf) {
             Ok(32) => Ok(buf[..32].try_into().expect("32 bytes")),
@@ -417,13 +429,23 @@ impl LineRules {
 
     /// The direct parse of `{"id":"…","t":[[r,"…"],…],"clk":"…"}` (no spaces, no escapes,
     /// recipe indices without leading zeros). `None` when the line is not in that form (the
-    /// caller then parses it as JSON); on `Some`, `out` has the record or an error is given.
-    fn parse_canonical(&self, line: &[u8], out: &mut RecordBatch) -> Option<Result<(), LineError>> {
-        let token_start = out.tokens.len();
-        let r = self.parse_canonical_inner(line, out);
-        if !matches!(r, Some(Ok(()))) {
+    /// caller then parses it as JSON); on `Some`, the line's length and either the record
+    /// (added to `out`) or an error.
+    /// The direct parse of the line at the start of `buf`, with its length: see
+    /// [`Self::parse_canonical_inner`]. Nothing of the line stays in `out` unless it is a
+    /// record.
+    fn parse_canonical_at(
+        &self,
+        buf: &[u8],
+        out: &mut RecordBatch,
+    ) -> Option<(usize, Result<(), LineError>)> {
+        let (tokens, ids, clks) = (out.tokens.len(), out.ids.len(), out.clks.len());
+        let r = self.parse_canonical_inner(buf, out);
+        if !matches!(r, Some((_, Ok(())))) {
             // Not canonical, or refused: nothing of the line stays in the batch.
-            out.tokens.truncate(token_start);
+            out.tokens.truncate(tokens);
+            out.ids.truncate(ids);
+            out.clks.truncate(clks);
         }
         r
     }
@@ -432,7 +454,7 @@ impl LineRules {
         &self,
         line: &[u8],
         out: &mut RecordBatch,
-    ) -> Option<Result<(), LineError>> {
+    ) -> Option<(usize, Result<(), LineError>)> {
         let mut c = Cursor2 { b: line, i: 0 };
         c.lit(br#"{"id":""#)?;
         let id = c.plain_string()?;
@@ -447,10 +469,16 @@ impl LineRules {
                 c.lit(b"[")?;
                 let r = c.index()?;
                 c.lit(b",\"")?;
-                let b64 = c.plain_string()?;
+                // The usual token: 44 base64 characters and `"`, decoded in one pass.
+                let fast = c.token_fast();
+                let decoded = match fast {
+                    Some(t) if (r as usize) < self.recipes => Ok(t),
+                    Some(_) => self.token(r, b""),
+                    None => self.token(r, c.plain_string()?),
+                };
                 c.lit(b"]")?;
                 if result.is_ok() {
-                    match self.token(r, b64) {
+                    match decoded {
                         Ok(t) => out.tokens.push((r, t)),
                         Err(e) => result = Err(e),
                     }
@@ -472,19 +500,25 @@ impl LineRules {
             }
             _ => return None,
         };
-        // Only JSON whitespace may follow.
-        if !line[c.i..]
-            .iter()
-            .all(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
-        {
-            return None;
+        // Only JSON whitespace may follow, up to the end of the line.
+        let mut end = c.i;
+        loop {
+            match line.get(end) {
+                None => break,
+                Some(b'\n') => {
+                    end += 1;
+                    break;
+                }
+                Some(b' ' | b'\r' | b'\t') => end += 1,
+                Some(_) => return None,
+            }
         }
         if let Err(e) = result {
-            return Some(Err(e));
+            return Some((end, Err(e)));
         }
         let clk = match self.clk(clk) {
             Ok(c) => c,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some((end, Err(e))),
         };
         out.ids.push_str(id);
         out.id_ends.push(out.ids.len());
@@ -492,11 +526,59 @@ impl LineRules {
         if let Some(c) = clk {
             out.clks.extend_from_slice(&c);
         }
-        Some(Ok(()))
+        Some((end, Ok(())))
     }
 }
 
-/// A byte cursor for [`LineRules::parse_canonical`]: every method returns `None` when the
+const INVALID: u8 = 0xff;
+
+/// Value of each byte in the standard base64 alphabet (RFC 4648 §4), [`INVALID`] otherwise.
+const B64_VALUE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Decodes the 44-character padded standard base64 of a 32-byte token (RFC 4648 §4: ten
+/// 4-character groups, then 3 characters and `=`, the last character's 2 unused bits zero —
+/// exactly what the `base64` crate's standard engine accepts). `None` for anything else (the
+/// caller then asks the `base64` crate, for its verdict and message).
+fn decode_token_base64(s: &[u8]) -> Option<[u8; 32]> {
+    let s: &[u8; 44] = s.try_into().ok()?;
+    if s[43] != b'=' {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    let v = |i: usize, bad: &mut u8| {
+        let x = B64_VALUE[usize::from(s[i])];
+        *bad |= x & 0x80;
+        u32::from(x & 0x3f)
+    };
+    for g in 0..10 {
+        let n = v(4 * g, &mut bad) << 18
+            | v(4 * g + 1, &mut bad) << 12
+            | v(4 * g + 2, &mut bad) << 6
+            | v(4 * g + 3, &mut bad);
+        out[3 * g] = (n >> 16) as u8;
+        out[3 * g + 1] = (n >> 8) as u8;
+        out[3 * g + 2] = n as u8;
+    }
+    let n = v(40, &mut bad) << 18 | v(41, &mut bad) << 12 | v(42, &mut bad) << 6;
+    if bad != 0 || n & 0xff != 0 {
+        return None;
+    }
+    out[30] = (n >> 16) as u8;
+    out[31] = (n >> 8) as u8;
+    Some(out)
+}
+
+/// A byte cursor for [`LineRules::parse_canonical_inner`]: every method returns `None` when the
 /// input is not in the canonical form.
 struct Cursor2<'a> {
     b: &'a [u8],
@@ -535,6 +617,18 @@ impl<'a> Cursor2<'a> {
         }
         self.i += n + 1;
         Some(&rest[..n])
+    }
+
+    /// A token's 44 base64 characters and the closing `"` (consumed), decoded; `None` (and
+    /// nothing consumed) for any other string.
+    fn token_fast(&mut self) -> Option<[u8; 32]> {
+        let rest = &self.b[self.i..];
+        if rest.len() > 44 && rest[44] == b'"' {
+            let t = decode_token_base64(&rest[..44])?;
+            self.i += 45;
+            return Some(t);
+        }
+        None
     }
 
     /// A JSON non-negative integer without leading zeros that fits `u32`.
@@ -763,16 +857,20 @@ impl<R: BufRead> Reader<R> {
                 batch.clear();
                 batch.clk_words = words;
                 let mut trailer = None;
-                for (k, line) in buf.split_inclusive(|&b| b == b'\n').enumerate() {
+                let (mut pos, mut k) = (0usize, 0usize);
+                while pos < buf.len() {
                     let line_no = first + k as u64;
                     if trailer.is_some() {
                         return Err((line_no, "data after the trailer".to_owned()));
                     }
-                    match rules.parse(line, batch) {
+                    let (n, r) = rules.parse_at(&buf[pos..], batch);
+                    match r {
                         Ok(Line::Record) => {}
                         Ok(Line::Trailer(end)) => trailer = Some((k, end)),
                         Err(LineError::Message(m)) => return Err((line_no, m)),
                     }
+                    pos += n;
+                    k += 1;
                 }
                 Ok(trailer)
             })
@@ -858,7 +956,7 @@ mod tests {
             prop_assert_eq!(&a, &c);
             // Ids that JSON writes without escapes take the direct parse.
             if !id.chars().any(|ch| ch == '"' || ch == '\\' || ch < ' ' || ch == '\u{7f}') {
-                prop_assert!(matches!(rules().parse_canonical(&line, &mut batch()), Some(Ok(()))));
+                prop_assert!(matches!(rules().parse_canonical_at(&line, &mut batch()), Some((_, Ok(())))));
             }
             prop_assert_eq!(a.id(0), id.as_str());
             let got: Vec<(usize, [u8; 32])> =
@@ -880,6 +978,24 @@ mod tests {
             let rb = rules().parse_json(&line, &mut b);
             prop_assert_eq!(ra.is_ok(), rb.is_ok(), "{:?}", String::from_utf8_lossy(&line));
             prop_assert_eq!(&a, &b);
+        }
+    }
+
+    proptest! {
+        /// The token decoder accepts exactly what the `base64` crate accepts (for 44
+        /// characters) and gives the same bytes.
+        #[test]
+        fn token_base64_agrees_with_the_base64_crate(
+            token in any::<[u8; 32]>(),
+            flips in proptest::collection::vec((0usize..44, "[A-Za-z0-9+/=\"\\!]"), 0..3),
+        ) {
+            let mut s = B64.encode(token).into_bytes();
+            prop_assert_eq!(decode_token_base64(&s), Some(token));
+            for (i, ch) in flips {
+                s[i] = ch.as_bytes()[0];
+            }
+            let want = B64.decode(&s).ok().filter(|v| v.len() == 32);
+            prop_assert_eq!(decode_token_base64(&s).map(|t| t.to_vec()), want);
         }
     }
 
