@@ -508,6 +508,9 @@ pub struct LshBands {
     /// Sampled bits of band `k` as `(word, mask)`: `masks[starts[k]..starts[k + 1]]`.
     masks: Vec<(u32, u64)>,
     starts: Vec<usize>,
+    /// Sampled bits of band `k` as a whole-filter mask: `dense[k·words..(k + 1)·words]`
+    /// (for 16-word filters, where checking earlier bands is the hot loop).
+    dense: Vec<u64>,
     /// Sorted keys of the buckets skipped in each band.
     skipped: Vec<Vec<u64>>,
     max_bucket: usize,
@@ -536,11 +539,22 @@ impl LshBands {
             masks.extend(m);
             starts.push(masks.len());
         }
+        let words = bits.div_ceil(64);
+        let mut dense = Vec::new();
+        if words == 16 {
+            dense = vec![0u64; rows.len() * words];
+            for (k, row) in rows.iter().enumerate() {
+                for &p in row {
+                    dense[k * words + (p / 64) as usize] |= 1 << (p % 64);
+                }
+            }
+        }
         Self {
             skipped: vec![Vec::new(); rows.len()],
             rows,
             masks,
             starts,
+            dense,
             max_bucket: params.max_bucket as usize,
             scored: false,
         }
@@ -557,11 +571,40 @@ impl LshBands {
     /// Whether two filters make a candidate in band `k`: same key, bucket not skipped.
     #[inline(always)]
     fn collide(&self, k: usize, fa: &[u64], fb: &[u64]) -> bool {
-        self.agree(k, fa, fb)
-            && (self.skipped[k].is_empty()
-                || self.skipped[k]
-                    .binary_search(&band_key(fa, &self.rows[k]))
-                    .is_err())
+        self.agree(k, fa, fb) && !self.skipped_bucket(k, fa)
+    }
+
+    /// Whether the bucket of `f` in band `k` was skipped.
+    #[inline(always)]
+    fn skipped_bucket(&self, k: usize, f: &[u64]) -> bool {
+        !self.skipped[k].is_empty()
+            && self.skipped[k]
+                .binary_search(&band_key(f, &self.rows[k]))
+                .is_ok()
+    }
+
+    /// Whether two filters make a candidate in one of the bands `0..k`: for 16-word filters
+    /// their XOR is taken once and tested against each band's whole-filter mask (branch-free
+    /// over the words; the masks of all bands fit in L1), otherwise band by band.
+    #[inline(always)]
+    fn collide_before(&self, k: usize, fa: &[u64], fb: &[u64]) -> bool {
+        if let (Ok(a), Ok(b)) = (<&[u64; 16]>::try_from(fa), <&[u64; 16]>::try_from(fb))
+            && !self.dense.is_empty()
+        {
+            let mut x = [0u64; 16];
+            for w in 0..16 {
+                x[w] = a[w] ^ b[w];
+            }
+            let (masks, _) = self.dense.as_chunks::<16>();
+            return masks[..k].iter().enumerate().any(|(e, m)| {
+                let mut acc = 0;
+                for w in 0..16 {
+                    acc |= x[w] & m[w];
+                }
+                acc == 0 && !self.skipped_bucket(e, fa)
+            });
+        }
+        (0..k).any(|e| self.collide(e, fa, fb))
     }
 
     /// Whether two filters (of the sets given to [`LshBands::score`]) are a candidate pair:
@@ -571,7 +614,7 @@ impl LshBands {
     /// Before [`LshBands::score`] has run (the skipped buckets are not known yet).
     pub fn is_candidate(&self, fa: &[u64], fb: &[u64]) -> bool {
         assert!(self.scored, "LshBands::score first");
-        (0..self.rows.len()).any(|k| self.collide(k, fa, fb))
+        self.collide_before(self.rows.len(), fa, fb)
     }
 
     /// Streams the candidate pairs of `a` × `b` into Dice scoring, band after band, keeping
@@ -714,7 +757,7 @@ impl LshBands {
             let fa = a.get(i as usize);
             for &(_, j) in rb {
                 let fb = b.get(j as usize);
-                if (0..k).any(|e| self.collide(e, fa, fb)) {
+                if self.collide_before(k, fa, fb) {
                     continue;
                 }
                 scored += 1;
