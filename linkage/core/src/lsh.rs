@@ -131,7 +131,11 @@ impl DistanceSample {
         };
         let mean = |hist: &[u64]| {
             let n: u64 = hist.iter().sum();
-            let sum: f64 = hist.iter().enumerate().map(|(x, &c)| x as f64 * c as f64).sum();
+            let sum: f64 = hist
+                .iter()
+                .enumerate()
+                .map(|(x, &c)| x as f64 * c as f64)
+                .sum();
             if n == 0 { 0.0 } else { sum / n as f64 }
         };
         let popcounts = [counts(a), counts(b)];
@@ -163,7 +167,8 @@ impl DistanceSample {
                             continue;
                         }
                         let (fa, fb) = (a.get(i as usize), b.get(j as usize));
-                        let common: u32 = fa.iter().zip(fb).map(|(x, y)| (x & y).count_ones()).sum();
+                        let common: u32 =
+                            fa.iter().zip(fb).map(|(x, y)| (x & y).count_ones()).sum();
                         // The Dice rule of score_pair: a match when 2·common ≥ t·(ca + cb).
                         if 2.0 * f64::from(common) >= threshold * f64::from(ca + cb) {
                             continue;
@@ -239,7 +244,11 @@ impl DistanceSample {
                 .sum();
             Some(sum / n as f64)
         };
-        let got: Vec<f64> = self.popcounts.iter().filter_map(|h| per_holder(h)).collect();
+        let got: Vec<f64> = self
+            .popcounts
+            .iter()
+            .filter_map(|h| per_holder(h))
+            .collect();
         if got.is_empty() {
             0.0
         } else {
@@ -993,14 +1002,22 @@ mod tests {
         let choose = |n: u64, k: u64| -> f64 {
             (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
         };
-        for (bits, h, r) in [(8usize, 3u64, 2u32), (64, 10, 5), (1024, 100, 16), (16, 10, 7)] {
+        for (bits, h, r) in [
+            (8usize, 3u64, 2u32),
+            (64, 10, 5),
+            (1024, 100, 16),
+            (16, 10, 7),
+        ] {
             let want = if h + u64::from(r) > bits as u64 {
                 0.0
             } else {
                 choose(bits as u64 - h, r.into()) / choose(bits as u64, r.into())
             };
             let got = band_probability(bits, h as f64, r);
-            assert!((got - want).abs() <= 1e-12 * want.max(1e-300), "{bits} {h} {r}: {got} {want}");
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1e-300),
+                "{bits} {h} {r}: {got} {want}"
+            );
             // Without replacement collides less often than (1 − h/bits)^r.
             assert!(got <= (1.0 - h as f64 / bits as f64).powi(r as i32) + 1e-15);
         }
@@ -1027,7 +1044,8 @@ mod tests {
         assert!(matches >= 50, "the moved copies are matches");
         assert_eq!(sample.histogram, want);
         assert_eq!(sample.pairs() + matches, 300 * 200);
-        let mean = |f: &Filters| (0..f.len()).map(|i| f64::from(f.count(i))).sum::<f64>() / f.len() as f64;
+        let mean =
+            |f: &Filters| (0..f.len()).map(|i| f64::from(f.count(i))).sum::<f64>() / f.len() as f64;
         assert!((sample.mean_popcount[0] - mean(&a)).abs() < 1e-9);
         assert!((sample.mean_popcount[1] - mean(&b)).abs() < 1e-9);
     }
@@ -1043,8 +1061,12 @@ mod tests {
             let mut sum = 0.0;
             for i in 0..a.len() {
                 for j in 0..b.len() {
-                    let h: u32 =
-                        a.get(i).iter().zip(b.get(j)).map(|(x, y)| (x ^ y).count_ones()).sum();
+                    let h: u32 = a
+                        .get(i)
+                        .iter()
+                        .zip(b.get(j))
+                        .map(|(x, y)| (x ^ y).count_ones())
+                        .sum();
                     sum += band_probability(1024, f64::from(h), r);
                 }
             }
@@ -1052,13 +1074,21 @@ mod tests {
         };
         for r in [4, 12, 24] {
             let (got, want) = (sample.random_band_probability(r), exact(r));
-            assert!((got / want - 1.0).abs() < 0.05, "r {r}: sampled {got}, exact {want}");
+            assert!(
+                (got / want - 1.0).abs() < 0.05,
+                "r {r}: sampled {got}, exact {want}"
+            );
         }
     }
 
     /// The bounds a chosen value promises ([`choose_params`]): each chosen value the least
     /// that meets its bound.
-    fn assert_bounds(choice: &LshChoice, records: [u64; 2], threshold: f64, sample: &DistanceSample) {
+    fn assert_bounds(
+        choice: &LshChoice,
+        records: [u64; 2],
+        threshold: f64,
+        sample: &DistanceSample,
+    ) {
         let (na, nb) = (records[0] as f64, records[1] as f64);
         let budget = RANDOM_COLLISIONS_PER_RECORD * (na + nb);
         let r = choice.params.bits_per_band;
@@ -1096,7 +1126,10 @@ mod tests {
                 "{choice:?}"
             );
             assert!(b <= MAX_CHOSEN_BANDS);
-            assert!(b == 1 || reach(b - 1) < TARGET_AT_THRESHOLD + 1e-12, "least b: {choice:?}");
+            assert!(
+                b == 1 || reach(b - 1) < TARGET_AT_THRESHOLD + 1e-12,
+                "least b: {choice:?}"
+            );
         }
         assert!((choice.random_collisions_per_band - q(r) * na * nb).abs() <= 1e-9 * budget);
     }
@@ -1113,7 +1146,10 @@ mod tests {
         // Larger populations need longer bands.
         let big = choose_from_sample(&sample, [1_000_000, 1_000_000], t, None, None);
         assert_bounds(&big, [1_000_000, 1_000_000], t, &sample);
-        assert!(big.params.bits_per_band > choice.params.bits_per_band, "{big:?} {choice:?}");
+        assert!(
+            big.params.bits_per_band > choice.params.bits_per_band,
+            "{big:?} {choice:?}"
+        );
         // A run: random collisions per band near the expectation; the pairs moved to the
         // threshold are candidates at the promised rate (expected misses ≤ 1 of 1000).
         let mut bands = LshBands::new(&choice.params, 1024);
@@ -1121,7 +1157,10 @@ mod tests {
         let found = (0..1000)
             .filter(|&i| bands.is_candidate(a.get(i), b.get(i)))
             .count();
-        assert!(found >= 995, "{found} of 1000 pairs at the threshold are candidates");
+        assert!(
+            found >= 995,
+            "{found} of 1000 pairs at the threshold are candidates"
+        );
         let per_band = (scored.collisions - found as u64) as f64 / f64::from(choice.params.bands);
         let expected = choice.random_collisions_per_band;
         eprintln!(
@@ -1143,7 +1182,10 @@ mod tests {
         let (a, b) = population(11, 400, 400, 100, t);
         let c = choose_params(&a, &b, t, None, None);
         assert_eq!(c.params.bands, MAX_CHOSEN_BANDS);
-        assert!(c.candidate_probability_at_threshold < TARGET_AT_THRESHOLD, "{c:?}");
+        assert!(
+            c.candidate_probability_at_threshold < TARGET_AT_THRESHOLD,
+            "{c:?}"
+        );
         assert_bounds(&c, [400, 400], t, &DistanceSample::measure(&a, &b, t));
     }
 
@@ -1152,7 +1194,11 @@ mod tests {
         let t = 0.8;
         let (a, b) = population(10, 500, 500, 100, t);
         let sample = DistanceSample::measure(&a, &b, t);
-        for (bands, bits) in [(Some(7), Some(13)), (Some(1), Some(64)), (Some(1024), Some(1))] {
+        for (bands, bits) in [
+            (Some(7), Some(13)),
+            (Some(1), Some(64)),
+            (Some(1024), Some(1)),
+        ] {
             let c = choose_params(&a, &b, t, bands, bits);
             assert_eq!(
                 (Some(c.params.bands), Some(c.params.bits_per_band)),

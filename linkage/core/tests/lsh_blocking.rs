@@ -335,7 +335,10 @@ fn febrl4_size_aware_lsh_parameters() {
     // Threshold 0.75, as SPEC.md §7.4 advises with LSH (the shipped 0.5 is below what
     // Hamming-LSH reaches on these dense filters: the bands are capped, see the next test).
     let (pc, pc_above, rr) = size_aware("schemas/febrl-clk.toml", "febrl", FEBRL4, Some(0.75));
-    assert!(pc_above >= 0.995, "pairs completeness at the threshold {pc_above}");
+    assert!(
+        pc_above >= 0.995,
+        "pairs completeness at the threshold {pc_above}"
+    );
     assert!(pc >= 0.99, "pairs completeness {pc}");
     assert!(rr >= 0.9, "reduction ratio {rr}");
 }
@@ -343,13 +346,19 @@ fn febrl4_size_aware_lsh_parameters() {
 #[test]
 fn febrl4_size_aware_lsh_parameters_at_a_threshold_too_low() {
     let (_, pc_above, _) = size_aware("schemas/febrl-clk.toml", "febrl", FEBRL4, None);
-    assert!(pc_above >= 0.99, "pairs completeness at the threshold {pc_above}");
+    assert!(
+        pc_above >= 0.99,
+        "pairs completeness at the threshold {pc_above}"
+    );
 }
 
 #[test]
 fn jp_size_aware_lsh_parameters() {
     let (pc, pc_above, rr) = size_aware("schemas/jp-person-clk.toml", "jp", JP, None);
-    assert!(pc_above >= 0.995, "pairs completeness at the threshold {pc_above}");
+    assert!(
+        pc_above >= 0.995,
+        "pairs completeness at the threshold {pc_above}"
+    );
     assert!(pc >= 0.95, "pairs completeness {pc}");
     assert!(rr >= 0.99, "reduction ratio {rr}");
 }
