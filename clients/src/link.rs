@@ -295,9 +295,7 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
                 &truth,
                 &mut join,
             );
-            if !job.quiet {
-                log_lsh("renketsu link", &stats.lsh, &parties);
-            }
+            log_lsh("renketsu link", &stats.lsh, &parties, job.quiet);
             Some(stats)
         }
         None => None,
@@ -1148,10 +1146,28 @@ fn lsh_json(
     })
 }
 
-/// One line per pair of holders: the Hamming-LSH parameters used and why.
-fn log_lsh(log_prefix: &str, used: &[(usize, usize, LshChoice)], parties: &[Party]) {
+/// One line per pair of holders: the Hamming-LSH parameters used and why (not with `quiet`),
+/// and a warning (always) when pairs at the threshold are below the target probability.
+fn log_lsh(log_prefix: &str, used: &[(usize, usize, LshChoice)], parties: &[Party], quiet: bool) {
     let how = |chosen| if chosen { "chosen" } else { "schema" };
     for (i, j, c) in used {
+        if c.candidate_probability_at_threshold < lsh::TARGET_AT_THRESHOLD {
+            eprintln!(
+                "{log_prefix}: warning: Hamming-LSH {} × {}: a pair at the Dice threshold becomes a candidate with probability {:.4} only (target {}): {}",
+                parties[*i].spec.party,
+                parties[*j].spec.party,
+                c.candidate_probability_at_threshold,
+                lsh::TARGET_AT_THRESHOLD,
+                if c.bands_chosen {
+                    "the threshold is low for Hamming-LSH on these filters even with the most bands; raise it or block with recipes (SPEC.md §7.4)"
+                } else {
+                    "more [clk.lsh] bands (or leaving them out) would find more (SPEC.md §7.4)"
+                },
+            );
+        }
+        if quiet {
+            continue;
+        }
         eprintln!(
             "{log_prefix}: Hamming-LSH {} × {}: {} bands ({}) × {} bits per band ({}); mean popcount {:.1} / {:.1}, \
              expected random collisions per band {:.3e} ({} sampled pairs), P(candidate | Dice at threshold) {:.6}",
