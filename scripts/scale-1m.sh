@@ -6,6 +6,8 @@
 # candidates (`link --truth`) and linkage quality (`renketsu eval`).
 #
 #   scripts/scale-1m.sh [RECORDS]      # default 1000000; data and outputs under $SCALE_DIR
+#   LSH_BANDS=24 LSH_BITS=32 scripts/scale-1m.sh   # fixed LSH parameters instead of the
+#                                                   # size-aware defaults
 #
 # SCALE_DIR defaults to /var/tmp/renketsu-scale (never the repository). BIN defaults to the
 # release binary of CARGO_TARGET_DIR (or target/).
@@ -24,8 +26,12 @@ export RENKETSU_KEY_STORE=$DIR/keys
 unset RENKETSU_KEK
 "$BIN" keys init --project scale --if-missing
 SCHEMA=$DIR/jp-person-clk-lsh.toml
-{ cat schemas/jp-person-clk.toml; printf '\n[clk.lsh]\nbands = %s\nbits_per_band = %s\n' \
-    "${LSH_BANDS:-48}" "${LSH_BITS:-16}"; } > "$SCHEMA"
+# [clk.lsh] without bands / bits_per_band: chosen from the data (SPEC.md §7.4), unless
+# LSH_BANDS / LSH_BITS set them.
+{ cat schemas/jp-person-clk.toml; printf '\n[clk.lsh]\n'
+  [ -n "${LSH_BANDS:-}" ] && printf 'bands = %s\n' "$LSH_BANDS"
+  [ -n "${LSH_BITS:-}" ] && printf 'bits_per_band = %s\n' "$LSH_BITS"
+  true; } > "$SCHEMA"
 OUT=$DIR/out
 rm -rf "$OUT"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"

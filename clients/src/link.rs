@@ -13,6 +13,7 @@ use renketsu_linkage::clk::native::{NativeEncoder, PositionCache};
 use renketsu_linkage::cluster::{JoinStats, TokenJoin};
 use renketsu_linkage::dice::Filters;
 use renketsu_linkage::fs::FeaturesBuilder;
+use renketsu_linkage::lsh::{self, LshChoice};
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::tokenizer::RecipeSource;
 use renketsu_linkage::tokenlink::{ClkStats, TokenParty, add_token, clk_links};
@@ -286,14 +287,16 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
                 Some(path) => truth_pairs(path, &parties)?,
                 None => Vec::new(),
             };
-            Some(clk_links(
+            let stats = clk_links(
                 spec,
                 &filters,
                 &party_offsets(&parties),
                 blocked.then_some(blocks.as_mut_slice()),
                 &truth,
                 &mut join,
-            ))
+            );
+            log_lsh("renketsu link", &stats.lsh, &parties, job.quiet);
+            Some(stats)
         }
         None => None,
     };
@@ -1088,7 +1091,7 @@ fn summary_json(
             "bits": job.schema.clk.as_ref().map(|s| s.filter_bits()),
             "threshold": job.schema.clk.as_ref().map(|s| s.threshold),
             "blocking": job.schema.recipes.iter().any(|r| r.link == LinkMode::Block),
-            "lsh": job.schema.clk.as_ref().and_then(|s| s.lsh).map(|l| json!({"bands": l.bands, "bits_per_band": l.bits_per_band})),
+            "lsh": job.schema.clk.as_ref().and_then(|s| s.lsh).map(|l| lsh_json(l, &c.lsh, parties)),
             "pairs_compared": c.compared,
             "reduction_ratio": if c.possible == 0 { 0.0 } else { 1.0 - c.compared as f64 / c.possible as f64 },
             "largest_block": c.largest_block,
@@ -1102,6 +1105,85 @@ fn summary_json(
         })),
         "timings_ms": { "read_tokenize": ms(t[0]), "join_cluster": ms(t[1]), "write": ms(t[2]), "total": ms(t[3]) },
     })
+}
+
+/// `clk.lsh` of summary.json (SPEC.md §7.4): the parameters used — `bands` and
+/// `bits_per_band` at the top when every pair of holders used the same — what the schema set
+/// (`configured`, `null` = chosen from the data), and per pair of holders the figures they
+/// were chosen by.
+fn lsh_json(
+    configured: renketsu_linkage::schema::ClkLsh,
+    used: &[(usize, usize, LshChoice)],
+    parties: &[Party],
+) -> serde_json::Value {
+    let same = |f: fn(&LshChoice) -> u32| match used.first() {
+        Some((_, _, c)) if used.iter().all(|(_, _, d)| f(d) == f(c)) => Some(f(c)),
+        Some(_) => None,
+        None => None,
+    };
+    json!({
+        "bands": same(|c| c.params.bands).or(configured.bands),
+        "bits_per_band": same(|c| c.params.bits_per_band).or(configured.bits_per_band),
+        "configured": { "bands": configured.bands, "bits_per_band": configured.bits_per_band },
+        "targets": {
+            "candidate_probability_at_threshold": lsh::TARGET_AT_THRESHOLD,
+            "random_collisions_per_record_per_band": lsh::RANDOM_COLLISIONS_PER_RECORD,
+        },
+        "holder_pairs": used.iter().map(|(i, j, c)| json!({
+            "holders": [parties[*i].spec.party, parties[*j].spec.party],
+            "bands": c.params.bands,
+            "bits_per_band": c.params.bits_per_band,
+            "chosen": { "bands": c.bands_chosen, "bits_per_band": c.bits_chosen },
+            "records": c.records,
+            "mean_popcount": c.mean_popcount,
+            "sampled_pairs": c.sampled_pairs,
+            "random_band_probability": c.random_band_probability,
+            "random_collisions_per_band": c.random_collisions_per_band,
+            "distance_at_threshold": c.distance_at_threshold,
+            "band_probability_at_threshold": c.band_probability_at_threshold,
+            "candidate_probability_at_threshold": c.candidate_probability_at_threshold,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// One line per pair of holders: the Hamming-LSH parameters used and why (not with `quiet`),
+/// and a warning (always) when pairs at the threshold are below the target probability.
+fn log_lsh(log_prefix: &str, used: &[(usize, usize, LshChoice)], parties: &[Party], quiet: bool) {
+    let how = |chosen| if chosen { "chosen" } else { "schema" };
+    for (i, j, c) in used {
+        if c.candidate_probability_at_threshold < lsh::TARGET_AT_THRESHOLD {
+            eprintln!(
+                "{log_prefix}: warning: Hamming-LSH {} × {}: a pair at the Dice threshold becomes a candidate with probability {:.4} only (target {}): {}",
+                parties[*i].spec.party,
+                parties[*j].spec.party,
+                c.candidate_probability_at_threshold,
+                lsh::TARGET_AT_THRESHOLD,
+                if c.bands_chosen {
+                    "the threshold is low for Hamming-LSH on these filters even with the most bands; raise it or block with recipes (SPEC.md §7.4)"
+                } else {
+                    "more [clk.lsh] bands (or leaving them out) would find more (SPEC.md §7.4)"
+                },
+            );
+        }
+        if quiet {
+            continue;
+        }
+        eprintln!(
+            "{log_prefix}: Hamming-LSH {} × {}: {} bands ({}) × {} bits per band ({}); mean popcount {:.1} / {:.1}, \
+             expected random collisions per band {:.3e} ({} sampled pairs), P(candidate | Dice at threshold) {:.6}",
+            parties[*i].spec.party,
+            parties[*j].spec.party,
+            c.params.bands,
+            how(c.bands_chosen),
+            c.params.bits_per_band,
+            how(c.bits_chosen),
+            c.mean_popcount[0],
+            c.mean_popcount[1],
+            c.random_collisions_per_band,
+            c.sampled_pairs,
+            c.candidate_probability_at_threshold,
+        );
+    }
 }
 
 /// Token inputs (SPEC.md §5.5): checks that the files can be linked together under

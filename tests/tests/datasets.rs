@@ -370,9 +370,74 @@ fn febrl4_with_clk_and_hamming_lsh_candidates() {
     eprintln!("FEBRL4 exact tokens + CLK on Hamming-LSH candidates: {e}");
     assert!(e["f1"].as_f64().unwrap() >= 0.99, "{e}");
     let s = summary(&env.dir.path().join("fl"));
-    assert_eq!(s["clk"]["lsh"]["bands"], 48, "{}", s["clk"]);
+    let lsh = &s["clk"]["lsh"];
+    assert_eq!(lsh["bands"], 48, "{}", s["clk"]);
+    assert_eq!(lsh["bits_per_band"], 16, "{}", s["clk"]);
+    assert_eq!(lsh["configured"]["bands"], 48, "{lsh}");
+    assert_eq!(lsh["holder_pairs"][0]["chosen"]["bands"], false, "{lsh}");
+    assert_eq!(
+        lsh["holder_pairs"][0]["chosen"]["bits_per_band"], false,
+        "{lsh}"
+    );
     let rr = s["clk"]["reduction_ratio"].as_f64().unwrap();
     assert!(rr > 0.99, "{}", s["clk"]);
+}
+
+#[test]
+fn jp_with_size_aware_hamming_lsh_defaults() {
+    // [clk.lsh] without values: bands and bits per band chosen from the two holders' sizes
+    // and filters (SPEC.md §7.4), reported in summary.json with the figures behind them.
+    let env = Env::new("js");
+    let schema = env.dir.path().join("jp-person-clk-lsh.toml");
+    let text = std::fs::read_to_string(repo().join("schemas/jp-person-clk.toml")).unwrap();
+    std::fs::write(&schema, format!("{text}\n[clk.lsh]\n")).unwrap();
+    let d = shared().join("jp");
+    let truth = d.join("jp_truth.csv");
+    let t = truth.to_str().unwrap();
+    let e = link_and_eval(
+        &env,
+        "js",
+        schema.to_str().unwrap(),
+        &d.join("jp_a.csv"),
+        &d.join("jp_b.csv"),
+        &truth,
+        "js",
+        &["--truth", t],
+    );
+    eprintln!("jp exact tokens + blocked CLK + size-aware LSH: {e}");
+    assert!(e["f1"].as_f64().unwrap() >= 0.95, "{e}");
+    let s = summary(&env.dir.path().join("js"));
+    let lsh = &s["clk"]["lsh"];
+    assert!(lsh["configured"]["bands"].is_null(), "{lsh}");
+    assert!(lsh["configured"]["bits_per_band"].is_null(), "{lsh}");
+    let pair = &lsh["holder_pairs"][0];
+    assert_eq!(pair["chosen"]["bands"], true, "{lsh}");
+    assert_eq!(pair["bands"], lsh["bands"], "{lsh}");
+    let (bands, bits) = (
+        pair["bands"].as_u64().unwrap(),
+        pair["bits_per_band"].as_u64().unwrap(),
+    );
+    assert!(
+        (1..=256).contains(&bands) && (1..=64).contains(&bits),
+        "{lsh}"
+    );
+    // The stated bounds, from the reported figures.
+    let records: u64 = pair["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(
+        pair["random_collisions_per_band"].as_f64().unwrap() <= records as f64,
+        "{lsh}"
+    );
+    assert!(
+        pair["candidate_probability_at_threshold"].as_f64().unwrap() >= 0.999,
+        "{lsh}"
+    );
+    let pc = s["clk"]["pairs_completeness"]["ratio"].as_f64().unwrap();
+    assert!(pc >= 0.99, "{}", s["clk"]);
 }
 
 #[test]

@@ -66,24 +66,18 @@ pub struct ClkSpec {
     pub lsh: Option<ClkLsh>,
 }
 
-/// `[clk.lsh]`: Hamming-LSH blocking on the filters (SPEC.md §7.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// `[clk.lsh]`: Hamming-LSH blocking on the filters (SPEC.md §7.4). A value left out is
+/// chosen per pair of holders from their sizes and filters (`crate::lsh::choose_params`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClkLsh {
-    /// Number of bands (1 to 1,024).
-    #[serde(default = "default_lsh_bands")]
-    pub bands: u32,
-    /// Sampled bits per band (1 to 64, at most the filter length).
-    #[serde(default = "default_lsh_bits")]
-    pub bits_per_band: u32,
-}
-
-fn default_lsh_bands() -> u32 {
-    crate::lsh::LshParams::default().bands
-}
-
-fn default_lsh_bits() -> u32 {
-    crate::lsh::LshParams::default().bits_per_band
+    /// Number of bands (1 to 1,024); `None`: chosen from the data.
+    #[serde(default)]
+    pub bands: Option<u32>,
+    /// Sampled bits per band (1 to 64, at most the filter length); `None`: chosen from the
+    /// data.
+    #[serde(default)]
+    pub bits_per_band: Option<u32>,
 }
 
 impl ClkSpec {
@@ -764,9 +758,9 @@ impl Schema {
                     lsh: c.lsh.as_ref().map(|l| *l.get_ref()),
                 };
                 if let (Some(l), Some(raw)) = (spec.lsh, &c.lsh)
-                    && (!(1..=1024).contains(&l.bands)
-                        || !(1..=64).contains(&l.bits_per_band)
-                        || l.bits_per_band > spec.filter_bits())
+                    && (l.bands.is_some_and(|b| !(1..=1024).contains(&b))
+                        || l.bits_per_band
+                            .is_some_and(|r| !(1..=64).contains(&r) || r > spec.filter_bits()))
                 {
                     return Err(invalid(
                         "clk.lsh".into(),
@@ -874,10 +868,29 @@ variants = ["kana_script"]
         assert_eq!(
             lsh.clk.unwrap().lsh,
             Some(ClkLsh {
-                bands: 8,
-                bits_per_band: 16
+                bands: Some(8),
+                bits_per_band: None
             })
         );
+        let empty = Schema::from_toml(&format!("{GOOD}{clk}[clk.lsh]\n")).unwrap();
+        assert_eq!(empty.clk.unwrap().lsh, Some(ClkLsh::default()));
+        let both = Schema::from_toml(&format!(
+            "{GOOD}{clk}[clk.lsh]\nbands = 1024\nbits_per_band = 64\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            both.clk.unwrap().lsh,
+            Some(ClkLsh {
+                bands: Some(1024),
+                bits_per_band: Some(64)
+            })
+        );
+        for bad in ["bands = 0", "bands = 1025", "bits_per_band = 0"] {
+            let err = Schema::from_toml(&format!("{GOOD}{clk}[clk.lsh]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("clk.lsh"), "{bad}: {err}");
+        }
         let err = Schema::from_toml(&format!("{GOOD}{clk}[clk.lsh]\nbits_per_band = 65\n"))
             .unwrap_err()
             .to_string();

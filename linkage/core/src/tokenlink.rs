@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::Token;
 use crate::cluster::TokenJoin;
 use crate::dice::{Candidate, Filters, greedy_one_to_one, pairs_above, score_candidates};
-use crate::lsh::{LshBands, LshParams};
+use crate::lsh::{LshBands, LshChoice, choose_params};
 use crate::schema::{ClkSolver, ClkSpec, LinkMode, Schema};
 use crate::token_file::{Counts, Header, Reader, RecordBatch, TokenFileError};
 
@@ -313,7 +313,7 @@ pub fn party_of(offsets: &[u32], g: u32) -> usize {
 }
 
 /// Counts of the CLK stage.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClkStats {
     /// Pairs whose Dice coefficient was considered.
     pub compared: u64,
@@ -330,6 +330,8 @@ pub struct ClkStats {
     /// Those of them that were candidates (compared, or pruned by the popcount bound when no
     /// blocking restricts the pairs): pairs completeness = `true_candidates / true_pairs`.
     pub true_candidates: u64,
+    /// Hamming-LSH parameters per pair of holders `(i, j)`, `i < j` (with `[clk.lsh]`).
+    pub lsh: Vec<(usize, usize, LshChoice)>,
 }
 
 /// Candidate pairs per pair of holders from block tokens: records of holders `i < j` that
@@ -378,12 +380,15 @@ pub struct HolderPairScores {
     pub compared: u64,
     /// How many of the `probes` given were candidates.
     pub probes_found: u64,
+    /// The Hamming-LSH parameters used and the figures behind them (with `spec.lsh`).
+    pub lsh: Option<LshChoice>,
 }
 
 /// Dice scores of one pair of holders' filters `fa` × `fb` (SPEC.md §7.1, §7.4): the
 /// candidates are the block-recipe pairs `block` (sorted, distinct; `None`: no block recipes)
 /// together with the Hamming-LSH candidates of `spec.lsh`; with neither, every pair (pruned
-/// by popcount). LSH candidates are streamed into scoring band by band ([`LshBands::score`]),
+/// by popcount). LSH bands and bits per band the schema leaves out are chosen from the two
+/// holders' sizes and filters ([`choose_params`], SPEC.md §7.4). LSH candidates are streamed into scoring band by band ([`LshBands::score`]),
 /// so memory is `O(records + block candidates + pairs ≥ threshold)`; a pair that is both a
 /// block and an LSH candidate is counted and kept once. `probes` are `(a, b)` pairs (e.g. the
 /// true matches, for pairs completeness) checked for being candidates.
@@ -394,13 +399,11 @@ pub fn score_holder_pair(
     block: Option<Vec<(u32, u32)>>,
     probes: &[(u32, u32)],
 ) -> HolderPairScores {
-    let lsh = spec.lsh.map(|l| {
-        let params = LshParams {
-            bands: l.bands,
-            bits_per_band: l.bits_per_band,
-            ..LshParams::default()
-        };
-        let mut bands = LshBands::new(&params, fa.words() * 64);
+    let choice = spec
+        .lsh
+        .map(|l| choose_params(fa, fb, spec.threshold, l.bands, l.bits_per_band));
+    let lsh = choice.as_ref().map(|c| {
+        let mut bands = LshBands::new(&c.params, fa.words() * 64);
         let scored = bands.score(fa, fb, spec.threshold);
         (bands, scored)
     });
@@ -429,17 +432,20 @@ pub fn score_holder_pair(
                 pairs: scores.pairs,
                 compared: scores.compared,
                 probes_found,
+                lsh: choice,
             }
         }
         (Some(c), None) => HolderPairScores {
             pairs: score_candidates(fa, fb, &c, spec.threshold),
             compared: c.len() as u64,
             probes_found,
+            lsh: choice,
         },
         (None, Some(l)) => HolderPairScores {
             pairs: l.pairs,
             compared: l.candidates,
             probes_found,
+            lsh: choice,
         },
         (Some(c), Some(mut l)) => {
             let mut pairs = score_candidates(fa, fb, &c, spec.threshold);
@@ -451,6 +457,7 @@ pub fn score_holder_pair(
                 pairs,
                 compared: c.len() as u64 + l.candidates - overlap,
                 probes_found,
+                lsh: choice,
             }
         }
     }
@@ -497,6 +504,9 @@ pub fn clk_links(
             let scored = score_holder_pair(spec, fa, fb, block, &probes[i][j]);
             stats.compared += scored.compared;
             stats.true_candidates += scored.probes_found;
+            if let Some(c) = scored.lsh {
+                stats.lsh.push((i, j, c));
+            }
             let pairs = scored.pairs;
             stats.above_threshold += pairs.len() as u64;
             let accepted = match spec.solver {
