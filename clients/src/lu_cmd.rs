@@ -556,22 +556,24 @@ async fn wait_job(
 }
 
 /// Uploads `bytes` as one upload of `kind`, resuming: only chunks the linkage unit does not
-/// have are sent; transient failures (restart, network) are retried.
+/// have are sent; transient failures (restart, network) are retried. Chunk messages are made
+/// one at a time as the stream sends them (the file is not copied whole again).
 pub(crate) async fn upload_bytes(
     client: &mut LinkageUnitClient<Channel>,
     project: &str,
     kind: v1::UploadKind,
-    bytes: &[u8],
+    bytes: Arc<Vec<u8>>,
     label: &str,
     quiet: bool,
 ) -> Result<v1::UploadStatus> {
-    let upload_id = hex::encode(Sha256::digest(bytes));
-    let chunks: Vec<&[u8]> = if bytes.is_empty() {
-        vec![&[][..]]
-    } else {
-        bytes.chunks(CHUNK_BYTES).collect()
+    let upload_id = hex::encode(Sha256::digest(bytes.as_slice()));
+    // An empty file is one empty chunk.
+    let total = bytes.len().div_ceil(CHUNK_BYTES).max(1) as u32;
+    let len = bytes.len();
+    let range = move |i: u32| {
+        let start = i as usize * CHUNK_BYTES;
+        start..(start + CHUNK_BYTES).min(len)
     };
-    let total = chunks.len() as u32;
     let pb = if quiet {
         ProgressBar::hidden()
     } else {
@@ -612,40 +614,33 @@ pub(crate) async fn upload_bytes(
             }
             Err(s) => return Err(status_error("GetUploadStatus", &s)),
         };
-        pb.set_position(
-            stored
-                .iter()
-                .map(|&i| chunks[i as usize].len() as u64)
-                .sum(),
-        );
+        pb.set_position(stored.iter().map(|&i| range(i).len() as u64).sum());
         // Missing chunks; if all are stored (an earlier completion was interrupted), resend
         // the first so that the linkage unit completes the upload.
         let mut send: Vec<u32> = (0..total).filter(|i| !stored.contains(i)).collect();
         if send.is_empty() {
             send.push(0);
         }
-        let messages: Vec<v1::UploadChunk> = send
-            .iter()
-            .map(|&i| {
-                let data = chunks[i as usize];
-                v1::UploadChunk {
-                    project: project.to_owned(),
-                    kind: kind as i32,
-                    upload_id: upload_id.clone(),
-                    total_chunks: total,
-                    total_bytes: bytes.len() as u64,
-                    index: i,
-                    data: data.to_vec(),
-                    sha256: Sha256::digest(data).to_vec(),
-                }
-            })
-            .collect();
-        let pb2 = pb.clone();
-        let stream = tokio_stream::iter(
-            messages
-                .into_iter()
-                .inspect(move |m| pb2.inc(m.data.len() as u64)),
+        let (pb2, file, project2, upload_id2) = (
+            pb.clone(),
+            Arc::clone(&bytes),
+            project.to_owned(),
+            upload_id.clone(),
         );
+        let stream = tokio_stream::iter(send.into_iter().map(move |i| {
+            let data = &file[range(i)];
+            pb2.inc(data.len() as u64);
+            v1::UploadChunk {
+                project: project2.clone(),
+                kind: kind as i32,
+                upload_id: upload_id2.clone(),
+                total_chunks: total,
+                total_bytes: len as u64,
+                index: i,
+                data: data.to_vec(),
+                sha256: Sha256::digest(data).to_vec(),
+            }
+        }));
         match client.upload(stream).await {
             Ok(r) => {
                 let s = r.into_inner();
@@ -691,7 +686,7 @@ async fn upload(args: UploadArgs) -> Result<()> {
             &mut client,
             &project,
             v1::UploadKind::Tokens,
-            &bytes,
+            Arc::new(bytes),
             "tokens",
             args.quiet,
         )
@@ -734,7 +729,7 @@ async fn upload(args: UploadArgs) -> Result<()> {
             &mut client,
             &project,
             v1::UploadKind::Content,
-            &bytes,
+            Arc::new(bytes),
             "content",
             args.quiet,
         )
@@ -753,7 +748,7 @@ async fn upload(args: UploadArgs) -> Result<()> {
             &mut client,
             &project,
             v1::UploadKind::OptOut,
-            &bytes,
+            Arc::new(bytes),
             "opt-out",
             args.quiet,
         )
