@@ -168,16 +168,7 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
         },
         mode: tokens_file::MODE_HMAC.to_owned(),
         oprf_mode: None,
-        recipes: schema
-            .recipes
-            .iter()
-            .map(|r| RecipeRef {
-                name: r.name.clone(),
-                version: r.version,
-                epoch: None,
-                public_key: None,
-            })
-            .collect(),
+        recipes: RecipeRef::hmac_refs(&schema),
         clk_bits: schema.clk.as_ref().map(|c| c.filter_bits()),
         today: today_string(ctx),
         created_by: format!("renketsu {}", env!("CARGO_PKG_VERSION")),
@@ -624,16 +615,7 @@ fields = ["name"]
                 },
                 mode: tokens_file::MODE_HMAC.to_owned(),
                 oprf_mode: None,
-                recipes: schema
-                    .recipes
-                    .iter()
-                    .map(|r| RecipeRef {
-                        name: r.name.clone(),
-                        version: r.version,
-                        epoch: None,
-                        public_key: None,
-                    })
-                    .collect(),
+                recipes: RecipeRef::hmac_refs(schema),
                 clk_bits: None,
                 today: "2026-11-22".to_owned(),
                 created_by: "test".to_owned(),

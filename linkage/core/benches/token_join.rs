@@ -66,16 +66,7 @@ fn token_file(schema: &Schema, n: usize) -> Vec<u8> {
         },
         mode: MODE_HMAC.to_owned(),
         oprf_mode: None,
-        recipes: schema
-            .recipes
-            .iter()
-            .map(|r| RecipeRef {
-                name: r.name.clone(),
-                version: r.version,
-                epoch: None,
-                public_key: None,
-            })
-            .collect(),
+        recipes: RecipeRef::hmac_refs(schema),
         clk_bits: None,
         today: "2026-11-22".to_owned(),
         created_by: "bench".to_owned(),

@@ -98,6 +98,23 @@ pub struct RecipeRef {
     pub public_key: Option<String>,
 }
 
+impl RecipeRef {
+    /// Every recipe of `schema`, in schema order, as an HMAC-mode token file's header lists
+    /// them (no epoch, no public key).
+    pub fn hmac_refs(schema: &crate::Schema) -> Vec<Self> {
+        schema
+            .recipes
+            .iter()
+            .map(|r| Self {
+                name: r.name.clone(),
+                version: r.version,
+                epoch: None,
+                public_key: None,
+            })
+            .collect()
+    }
+}
+
 /// Row counts of the holder's input, in the trailer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

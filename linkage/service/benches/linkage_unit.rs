@@ -128,16 +128,7 @@ impl TokenFile {
             },
             mode: MODE_HMAC.to_owned(),
             oprf_mode: None,
-            recipes: schema
-                .recipes
-                .iter()
-                .map(|r| RecipeRef {
-                    name: r.name.clone(),
-                    version: r.version,
-                    epoch: None,
-                    public_key: None,
-                })
-                .collect(),
+            recipes: RecipeRef::hmac_refs(&schema),
             clk_bits: None,
             today: "2026-11-22".to_owned(),
             created_by: "renketsu linkage_unit bench".to_owned(),
