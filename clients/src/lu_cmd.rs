@@ -660,6 +660,19 @@ pub(crate) async fn upload_bytes(
     }
 }
 
+/// Reads the file at `path` and uploads it with [`upload_bytes`].
+async fn upload_file(
+    client: &mut LinkageUnitClient<Channel>,
+    project: &str,
+    kind: v1::UploadKind,
+    path: &Path,
+    label: &str,
+    quiet: bool,
+) -> Result<v1::UploadStatus> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    upload_bytes(client, project, kind, Arc::new(bytes), label, quiet).await
+}
+
 fn retryable(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
@@ -680,13 +693,11 @@ async fn upload(args: UploadArgs) -> Result<()> {
     let mut client = args.conn.connect()?;
     let project = args.conn.project.clone();
     if let Some(path) = &args.tokens {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let s = upload_bytes(
+        let s = upload_file(
             &mut client,
             &project,
             v1::UploadKind::Tokens,
-            Arc::new(bytes),
+            path,
             "tokens",
             args.quiet,
         )
@@ -742,13 +753,11 @@ async fn upload(args: UploadArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.opt_out {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let s = upload_bytes(
+        let s = upload_file(
             &mut client,
             &project,
             v1::UploadKind::OptOut,
-            Arc::new(bytes),
+            path,
             "opt-out",
             args.quiet,
         )
