@@ -25,7 +25,7 @@ use renketsu_linkage::cluster::TokenJoin;
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::token_file::{Header, Reader};
 use renketsu_linkage::tokenlink::{
-    TokenLinkError, TokenParty, check_headers, cluster_token_parties, party_offsets,
+    TokenLinkError, TokenParty, check_headers, cluster_token_parties, party_of, party_offsets,
     read_token_party,
 };
 use sha2::{Digest as _, Sha256};
@@ -228,14 +228,11 @@ pub fn run(
     }
     let party_names: Vec<String> = all.iter().map(|u| u.party.clone()).collect();
     drop(all);
-    let local = |g: u32| -> (usize, usize) {
-        let h = offsets.partition_point(|&o| o <= g) - 1;
-        (h, (g - offsets[h]) as usize)
-    };
     let pids: Vec<[u8; PSEUDONYM_BYTES]> = first
         .par_iter()
         .map(|&g| {
-            let (h, i) = local(g);
+            let h = party_of(&offsets, g);
+            let i = (g - offsets[h]) as usize;
             pseudonym_bytes(input.pid_salt, &party_names[h], parties[h].ids.get(i))
         })
         .collect();
