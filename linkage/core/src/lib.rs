@@ -16,13 +16,16 @@
 pub mod clk;
 pub mod cluster;
 pub mod dice;
+pub mod engine;
 pub mod eval;
-pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ingest;
 pub mod lsh;
 pub mod normalize;
+pub mod report;
 pub mod schema;
+pub mod score;
 pub mod secret;
 pub mod token;
 pub mod token_file;
