@@ -984,8 +984,7 @@ impl LinkageUnit for LinkageUnitService {
             note,
             |call, req| async move {
                 let p = call.member(&req.project).await?;
-                let who = call.who();
-                self.project_view(&p, &who).await
+                self.project_view(&p, call.who()).await
             },
         )
         .await
