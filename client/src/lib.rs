@@ -17,7 +17,7 @@
 //! - [`linkage_unit`]: the linkage unit (SPEC.md §10). [`linkage_unit::LinkageUnitConn`]:
 //!   resumable chunked uploads of token, opt-out and sealed-content files, the holder's
 //!   mapping, the admin's project and job calls, the researcher's release, the auditor's
-//!   log; [`linkage_unit::seal_content`] writes a sealed-content file and
+//!   log; [`linkage_unit::SealedContentWriter`] writes a sealed-content file and
 //!   [`linkage_unit::open_release`] opens a release with the researcher's key.
 //! - [`audit`]: the wire form of audit entries back into hash-chain entries, verified.
 //!
