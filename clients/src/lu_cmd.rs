@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::input::{CsvInput, EncodingArg};
-use crate::output::PendingFile;
-use crate::tokens_file;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -29,6 +26,10 @@ use renketsu_protocol::v1;
 use renketsu_rpc::SystemClock;
 use renketsu_rpc::tls::{ConnectConfig, TlsMaterial};
 use serde::{Deserialize, Serialize};
+
+use crate::input::{EncodingArg, open_csv};
+use crate::output::PendingFile;
+use crate::tokens_file;
 
 /// `--lu URL --ca FILE --cert FILE --key FILE`.
 #[derive(clap::Args, Clone, Debug)]
@@ -638,7 +639,7 @@ fn seal_content(
     while reader.next(&mut rec)? {
         ids.insert(std::mem::take(&mut rec.id));
     }
-    let mut input = CsvInput::open(csv, encoding)?;
+    let mut input = open_csv(csv, encoding)?;
     let id_col = input.column(&schema.id_column, "record id")?;
     let mut columns = Vec::new();
     let mut cols = Vec::new();
