@@ -10,11 +10,12 @@ use std::io::Cursor;
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::ristretto::CompressedRistretto;
+use renketsu_client::custodian::{ClientError, CustodianClient};
 use renketsu_linkage::token_file::{Reader, Record, encode_header, encode_record, encode_trailer};
 use renketsu_protocol::v1;
+use renketsu_rpc::ServiceError;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::ServiceError;
 use crate::service::{LinkageUnitService, MAX_CHUNK_BYTES};
 use crate::store::{ProjectRow, UploadRow};
 
@@ -45,7 +46,7 @@ pub(crate) async fn rekey_project(
                 .to_owned(),
         )
     })?;
-    let client = renketsu_custodian::client::CustodianClient::connect(&config)
+    let client = CustodianClient::connect(&config)
         .map_err(|e| ServiceError::FailedPrecondition(format!("custodian: {e}")))?;
     let store = service.store();
     let mut deltas: HashMap<u64, Scalar> = HashMap::new();
@@ -81,31 +82,21 @@ pub(crate) async fn rekey_project(
         let delta = match deltas.get(&from) {
             Some(d) => *d,
             None => {
-                let r = client
-                    .raw()
-                    .get_rekey_delta(v1::GetRekeyDeltaRequest {
-                        project: p.name.clone(),
-                        recipe: recipe.to_owned(),
-                        from_epoch: from,
-                        to_epoch,
-                    })
+                let bytes = client
+                    .rekey_delta(&p.name, recipe, from, to_epoch)
                     .await
-                    .map_err(|s| match s.code() {
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                            ServiceError::Unavailable(format!("custodian: {}", s.message()))
-                        }
-                        _ => ServiceError::FailedPrecondition(format!(
-                            "custodian refused the delta: {}",
-                            s.message()
-                        )),
-                    })?
-                    .into_inner();
-                let bytes: [u8; 32] = r.delta.as_slice().try_into().map_err(|_| {
-                    ServiceError::FailedPrecondition(
-                        "the custodian's delta is not 32 bytes".to_owned(),
-                    )
-                })?;
-                let d = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).ok_or_else(
+                    .map_err(|e| match e {
+                        ClientError::Status {
+                            code: tonic::Code::Unavailable | tonic::Code::DeadlineExceeded,
+                            message,
+                            ..
+                        } => ServiceError::Unavailable(format!("custodian: {message}")),
+                        ClientError::Status { message, .. } => ServiceError::FailedPrecondition(
+                            format!("custodian refused the delta: {message}"),
+                        ),
+                        other => ServiceError::FailedPrecondition(format!("custodian: {other}")),
+                    })?;
+                let d = Option::<Scalar>::from(Scalar::from_canonical_bytes(*bytes)).ok_or_else(
                     || {
                         ServiceError::FailedPrecondition(
                             "the custodian's delta is not a canonical scalar".to_owned(),
@@ -176,7 +167,7 @@ async fn store_rewritten(
         records: 0,
         ..old.clone()
     };
-    store.begin_upload(&new, service.now_ms_pub()).await?;
+    store.begin_upload(&new, service.now_ms()).await?;
     for (i, c) in chunks.iter().enumerate() {
         store
             .put_chunk(
