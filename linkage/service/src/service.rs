@@ -963,7 +963,18 @@ impl LinkageUnit for LinkageUnitService {
             note,
             |call, req| async move {
                 let p = call.member(&req.project).await?;
-                let r = crate::rekey::rekey_project(self, &p, &req.recipe, req.to_epoch).await?;
+                let r = crate::rekey::rekey_project(
+                    &crate::rekey::RekeyContext {
+                        store: self.store(),
+                        custodian: self.settings().custodian.as_ref(),
+                        now_ms: self.now_ms(),
+                        max_chunk: MAX_CHUNK_BYTES,
+                    },
+                    &p,
+                    &req.recipe,
+                    req.to_epoch,
+                )
+                .await?;
                 call.note(|n| n.items = r.tokens);
                 Ok(r)
             },
