@@ -1240,13 +1240,18 @@ impl LuStore {
 
     /// Appends one audit entry (chained to the last) and returns it.
     pub async fn audit_append(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        // Two appends must never read the same head. SQLite: the write lock is taken by the
+        // first write of the transaction, so take it up front with a no-op write. PostgreSQL:
+        // a no-op UPDATE locks nothing, so lock the table against other appenders (SHARE ROW
+        // EXCLUSIVE conflicts with itself and with inserts, not with readers); the head is
+        // read after the lock is granted, with a snapshot that sees the previous append.
+        let serialize = match &self.db {
+            Db::Sqlite(_) => "UPDATE lu_audit SET sequence = sequence WHERE sequence = -1",
+            Db::Pg(_) => "LOCK TABLE lu_audit IN SHARE ROW EXCLUSIVE MODE",
+        };
         let entry = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            // SQLite: the write lock is taken by the first write of the transaction; take it
-            // up front with a no-op write so that two appends cannot read the same head.
-            sqlx::query("UPDATE lu_audit SET sequence = sequence WHERE sequence = -1")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(serialize).execute(&mut *tx).await?;
             let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
                 "SELECT sequence, entry_hash FROM lu_audit ORDER BY sequence DESC LIMIT 1",
             )
