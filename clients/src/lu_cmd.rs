@@ -240,6 +240,12 @@ pub(crate) struct ServeArgs {
     /// Its private key.
     #[arg(long, requires = "custodian")]
     pub custodian_key: Option<PathBuf>,
+    /// Hours an incomplete upload is kept before it is deleted with its chunks.
+    #[arg(long, default_value_t = 24)]
+    pub upload_expiry_hours: u64,
+    /// Most bytes of incomplete uploads per holder (all projects), and the largest upload.
+    #[arg(long, default_value_t = renketsu_linkage_unit::service::DEFAULT_UPLOAD_CAP_BYTES)]
+    pub upload_cap_bytes: u64,
 }
 
 /// `renketsu lu upload`.
@@ -1251,6 +1257,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .map(Duration::from_millis),
+                upload_expiry: Duration::from_secs(args.upload_expiry_hours.saturating_mul(3600)),
+                upload_cap_bytes: args.upload_cap_bytes,
             },
         );
         renketsu_linkage_unit::server::run(

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use renketsu_keys::audit::AuditEvent;
 use renketsu_keys::lifecycle::{Clock, KeyState};
+use renketsu_keys::names;
 use renketsu_keys::oprf::{BlindedElement, Mode, OprfServer, RekeyDelta, VoprfServer};
 use renketsu_keys::wrap::{self, WrapError};
 use renketsu_protocol::v1;
@@ -120,6 +121,12 @@ fn nonempty(what: &str, value: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// The one project-name rule ([`renketsu_keys::names`]): checked before any lookup, so a
+/// malformed name never reaches the store or a log whole.
+fn project_name(project: &str) -> Result<(), ServiceError> {
+    names::check_project_name(project).map_err(|e| ServiceError::InvalidArgument(e.to_string()))
+}
+
 fn nonzero_epoch(what: &str, epoch: u64) -> Result<(), ServiceError> {
     if epoch == 0 {
         Err(ServiceError::InvalidArgument(format!(
@@ -217,8 +224,9 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
             actor_party: who.map(|w| w.party.clone()).unwrap_or_default(),
             role: who.map_or(v1::Role::Unspecified, |w| w.role.to_proto()) as i32,
             rpc: rpc.path(),
-            project: ctx.project,
-            recipe: ctx.recipe,
+            // Bounded: a caller's oversized string never enters the chain whole.
+            project: names::audit_field(&ctx.project),
+            recipe: names::audit_field(&ctx.recipe),
             epoch: ctx.epoch,
             item_count: ctx.items,
             status_code,
@@ -234,7 +242,8 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
                     rpc = rpc.name(),
                     party = who.map_or("", |w| w.party.as_str()),
                     code = ?e.code(),
-                    "refused: {e}"
+                    "refused: {}",
+                    names::audit_field(&e.to_string())
                 );
                 Err(e.into())
             }
@@ -262,6 +271,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         who: &PeerIdentity,
         project: &str,
     ) -> Result<HolderRecord, ServiceError> {
+        project_name(project)?;
         match self.inner.store.get_holder(project, &who.party).await {
             Ok(h) => Ok(h),
             Err(StoreError::HolderNotFound { .. } | StoreError::ProjectNotFound(_)) => {
@@ -278,6 +288,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         who: &PeerIdentity,
         project: &str,
     ) -> Result<ProjectPolicy, ServiceError> {
+        project_name(project)?;
         match self.inner.store.get_project(project).await {
             Ok(_) => {}
             Err(StoreError::ProjectNotFound(_)) => return Err(auth::not_member(rpc, who, project)),
@@ -362,7 +373,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::CreateProjectRequest,
         ctx: &mut AuditCtx,
     ) -> Result<v1::CreateProjectResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         if req.recipes.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "a project needs at least one recipe".to_owned(),
@@ -411,7 +422,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::EnrolHolderRequest,
         ctx: &mut AuditCtx,
     ) -> Result<v1::EnrolHolderResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         if !pki::is_valid_party(&req.party) {
             return Err(ServiceError::InvalidArgument(format!(
                 "party {:?} is not a valid party name (1-64 characters of A-Z a-z 0-9 . _ -)",
@@ -442,7 +453,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::RotateEpochRequest,
         ctx: &mut AuditCtx,
     ) -> Result<v1::RotateEpochResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         nonempty("recipe", &req.recipe)?;
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
         rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
@@ -470,7 +481,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         &self,
         req: &v1::RevokeEpochRequest,
     ) -> Result<v1::RevokeEpochResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         nonempty("recipe", &req.recipe)?;
         nonzero_epoch("epoch", req.epoch)?;
         let record = self

@@ -35,6 +35,9 @@ pub enum ServiceError {
     /// Stored bytes contradict the request (a chunk index with other bytes). ABORTED.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A per-holder limit would be exceeded (bytes of incomplete uploads). RESOURCE_EXHAUSTED.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// The custodian could not be reached for a re-keying delta. UNAVAILABLE.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -54,6 +57,7 @@ impl ServiceError {
             ServiceError::AlreadyExists(_) => Code::AlreadyExists,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::Conflict(_) => Code::Aborted,
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Internal(_) => Code::Internal,
         }

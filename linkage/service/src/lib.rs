@@ -18,3 +18,4 @@ mod rekey;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod validate;
