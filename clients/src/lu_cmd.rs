@@ -2,7 +2,7 @@
 //! clients — admin (projects, jobs, re-keying), holders (uploads, mappings, opt-outs,
 //! traceback), the researcher (keys, releases) and auditors (the linkage unit's audit log).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use renketsu_custodian::client::{ConnectConfig, tls_channel};
 use renketsu_custodian::server::TlsMaterial;
-use renketsu_keys::content::{ContentOpener, ContentSealer, ResearcherKeyPair};
+use renketsu_keys::content::{ContentSealer, ResearcherKeyPair};
 use renketsu_keys::lifecycle::SystemClock;
 use renketsu_keys::local::LocalKeyStore;
 use renketsu_keys::seal::{SealContext, Sealed};
@@ -291,6 +291,10 @@ pub(crate) struct FetchArgs {
     /// Output directory: joined.csv and release.json.
     #[arg(long)]
     pub out: PathBuf,
+    /// Exit non-zero if any record could not be opened (the files are written either way;
+    /// records that do not open leave empty cells and are reported per holder).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -676,6 +680,8 @@ async fn upload_file(
     quiet: bool,
 ) -> Result<v1::UploadStatus> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Tokens and opt-outs are token files: checked here before anything is sent.
+    crate::upload_check::token_file(&bytes, &path.display().to_string())?;
     upload_bytes(client, project, kind, Arc::new(bytes), label, quiet).await
 }
 
@@ -1122,8 +1128,7 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             .map_err(|s| status_error("FetchRelease", &s))?
             .into_inner();
         let mut holders = Vec::new();
-        let mut openers: HashMap<u32, (ContentOpener, usize)> = HashMap::new();
-        let mut columns: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut headers = Vec::new();
         let mut clusters = Vec::new();
         let (mut release_id, mut job_id) = (0, 0);
         while let Some(chunk) = stream.message().await.map_err(|s| status_error("FetchRelease", &s))? {
@@ -1131,80 +1136,30 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
                 holders = chunk.holders.clone();
                 release_id = chunk.release_id;
                 job_id = chunk.job_id;
-                for h in &chunk.headers {
-                    let idx = holders
-                        .iter()
-                        .position(|x| x == &h.party)
-                        .context("a content header of an unknown holder")? as u32;
-                    let opener = ContentOpener::new(&pair, &h.encapsulated_key, &args.conn.project, &h.party)
-                        .with_context(|| format!("content of {}", h.party))?;
-                    openers.insert(idx, (opener, h.columns.len()));
-                    columns.insert(idx, h.columns.clone());
-                }
+                headers = chunk.headers.clone();
             }
             clusters.extend(chunk.clusters);
         }
         std::fs::create_dir_all(&args.out)?;
         let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
-        let mut header = vec!["pid".to_owned()];
-        for (idx, cols) in &columns {
-            for c in cols {
-                header.push(format!("{}.{c}", holders[*idx as usize]));
-            }
-        }
-        joined.row(&header)?;
-        let order: Vec<u32> = columns.keys().copied().collect();
-        let mut rows = 0u64;
-        for c in &clusters {
-            // Per holder with content: the opened records of this cluster.
-            let mut per: Vec<Vec<Vec<String>>> = vec![Vec::new(); order.len()];
-            for r in &c.records {
-                let (opener, width) = openers.get(&r.holder).context("a record of a holder without a content header")?;
-                let values = opener
-                    .open(&r.sealed)
-                    .with_context(|| format!("a record of {} in {}", holders[r.holder as usize], c.pseudonym))?;
-                if values.len() != *width {
-                    bail!("a record of {} has {} values, its header {width} columns", holders[r.holder as usize], values.len());
-                }
-                let k = order.iter().position(|&h| h == r.holder).expect("in columns");
-                per[k].push(values);
-            }
-            // Full outer join within the cluster (SPEC.md §5.3): every combination.
-            let lists: Vec<Vec<Option<&Vec<String>>>> = per
-                .iter()
-                .map(|v| if v.is_empty() { vec![None] } else { v.iter().map(Some).collect() })
-                .collect();
-            let mut choice = vec![0usize; lists.len()];
-            loop {
-                let mut line = vec![c.pseudonym.clone()];
-                for (k, l) in lists.iter().enumerate() {
-                    match l[choice[k]] {
-                        Some(v) => line.extend(v.iter().cloned()),
-                        None => line.extend(std::iter::repeat_n(String::new(), columns[&order[k]].len())),
-                    }
-                }
-                joined.row(&line)?;
-                rows += 1;
-                let mut k = 0;
-                while k < lists.len() {
-                    choice[k] += 1;
-                    if choice[k] < lists[k].len() {
-                        break;
-                    }
-                    choice[k] = 0;
-                    k += 1;
-                }
-                if k == lists.len() {
-                    break;
-                }
-            }
-        }
+        let j = crate::release_open::join(
+            &pair,
+            &args.conn.project,
+            &holders,
+            &headers,
+            &clusters,
+            |row| joined.row(row),
+        )?;
         joined.commit()?;
+        let rows = j.rows;
+        let unopened: BTreeMap<&str, u64> =
+            j.unopened.iter().map(|(h, (n, _))| (h.as_str(), *n)).collect();
         let mut f = PendingFile::create(&args.out, "release.json")?;
         serde_json::to_writer_pretty(
             &mut f.writer,
             &serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
-                "holders": holders, "clusters": clusters.len(), "rows": rows}),
+                "holders": holders, "clusters": clusters.len(), "rows": rows,
+                "unopened_records": unopened}),
         )?;
         f.writer.write_all(b"\n")?;
         f.commit()?;
@@ -1213,6 +1168,15 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             args.out.join("joined.csv").display(),
             clusters.len()
         );
+        for (holder, (n, why)) in &j.unopened {
+            eprintln!("renketsu fetch: {holder}: {n} records could not be opened (empty cells): {why}");
+        }
+        if args.strict && !j.unopened.is_empty() {
+            bail!(
+                "--strict: records of {} could not be opened",
+                j.unopened.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(())
     })
 }

@@ -12,11 +12,13 @@ mod lu_cmd;
 mod normalize_cmd;
 mod output;
 mod pki_cmd;
+mod release_open;
 mod report;
 mod scoring;
 mod synth;
 mod tokenize_cmd;
 mod tokens_file;
+mod upload_check;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -913,7 +913,7 @@ fields = ["name"]
         };
         let err = format!("{:#}", run_as("ndb"));
         assert!(err.contains("--party ndb") && err.contains("ehr"), "{err}");
-        assert!(!std::path::Path::new(&path("out.tokens")).exists());
+        assert!(!Path::new(&path("out.tokens")).exists());
         // With its own name the run goes on to the custodian (which is not there).
         let err = format!("{:#}", run_as("ehr"));
         assert!(!err.contains("--party"), "{err}");
