@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::fs::compare::Dims;
+use crate::score::compare::Dims;
 
 /// Largest share of the matches assumed to lie outside the candidate set (blocking keeps at
 /// least 95 % of the matches).
@@ -137,7 +137,7 @@ fn e_step(
 ///
 /// * `patterns`: distinct pattern codes of the candidate pairs with their counts;
 /// * `sample`: distinct patterns of random cross-holder pairs with counts
-///   ([`crate::fs::Features::random_pairs`]);
+///   ([`crate::score::Features::random_pairs`]);
 /// * `total_pairs`: number of cross-holder pairs `N = Σ_{i<j} n_i·n_j`.
 ///
 pub fn fit(

@@ -286,8 +286,15 @@ fn mu_chart(i: usize, c: &Value) -> String {
     s
 }
 
-/// The report as one HTML document.
-pub fn render(summary: &Value) -> String {
+/// The report of a scored run as one HTML document (a run without `[scoring]` has none: the
+/// page then says so).
+pub fn render(summary: &crate::engine::Summary) -> String {
+    render_json(&summary.to_json())
+}
+
+/// The report from a `summary.json` value (as [`crate::engine::Summary::to_json`] gives it, or
+/// as read back from the file).
+pub fn render_json(summary: &Value) -> String {
     let sc = &summary["scoring"];
     let est = &sc["estimated"];
     let threshold = num(&sc["threshold"]["weight"]);
