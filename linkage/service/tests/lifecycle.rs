@@ -183,8 +183,11 @@ fn token(person: &str, r: usize) -> [u8; 32] {
         .to_bytes()
 }
 
+/// A record's `(recipe index, token)` pairs.
+type Tokens = Vec<(usize, [u8; 32])>;
+
 /// A token file: `(record id, tokens)` with the tokens given.
-fn token_file_with(h: &Header, records: &[(&str, Vec<(usize, [u8; 32])>)]) -> Vec<u8> {
+fn token_file_with(h: &Header, records: &[(&str, Tokens)]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_header(&mut out, h);
     for (id, toks) in records {
@@ -205,11 +208,10 @@ fn token_file_with(h: &Header, records: &[(&str, Vec<(usize, [u8; 32])>)]) -> Ve
 
 /// A token file of `n` records `prefix0…` for `party`.
 fn token_file(project: &str, party: &str, prefix: &str, n: usize) -> Vec<u8> {
-    let recs: Vec<(String, Vec<(usize, [u8; 32])>)> = (0..n)
+    let recs: Vec<(String, Tokens)> = (0..n)
         .map(|i| (format!("{i}"), vec![(0, token(&format!("{prefix}{i}"), 0))]))
         .collect();
-    let recs: Vec<(&str, Vec<(usize, [u8; 32])>)> =
-        recs.iter().map(|(i, t)| (i.as_str(), t.clone())).collect();
+    let recs: Vec<(&str, Tokens)> = recs.iter().map(|(i, t)| (i.as_str(), t.clone())).collect();
     token_file_with(&header(project, party, false), &recs)
 }
 
