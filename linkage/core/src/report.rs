@@ -515,7 +515,7 @@ mod tests {
             "scoring": {"threshold": {"weight": 3.0}, "estimated": {}},
             "parties": [{"party": "a&b", "read": 2, "tokenized": 1, "rejected": 1, "rejects_by_reason": {"no_token": 1}}],
         });
-        let html = render(&summary);
+        let html = render_json(&summary);
         assert!(!html.contains("<script>\""));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("a&amp;b: no_token"));

@@ -236,7 +236,7 @@ pub enum HolderSource<'a> {
     /// A CSV with identifiers (embedded mode), and where its rejected rows go.
     Csv {
         /// The opened CSV.
-        csv: CsvSource<'a>,
+        csv: Box<CsvSource<'a>>,
         /// Sink of rejected rows.
         rejects: &'a mut dyn RejectSink,
     },
@@ -244,7 +244,7 @@ pub enum HolderSource<'a> {
     /// others' ([`crate::tokenlink::check_headers`]).
     Tokens {
         /// The file, its header read.
-        reader: token_file::Reader<Box<dyn BufRead + Send + 'a>>,
+        reader: Box<token_file::Reader<Box<dyn BufRead + Send + 'a>>>,
         /// Its name in messages and the summary (e.g. a path).
         label: String,
     },
@@ -255,7 +255,10 @@ impl<'a> HolderInput<'a> {
     pub fn csv(name: &str, csv: CsvSource<'a>, rejects: &'a mut dyn RejectSink) -> Self {
         Self {
             name: name.to_owned(),
-            source: HolderSource::Csv { csv, rejects },
+            source: HolderSource::Csv {
+                csv: Box::new(csv),
+                rejects,
+            },
             expected_records: 0,
         }
     }
@@ -269,7 +272,7 @@ impl<'a> HolderInput<'a> {
         Self {
             name: name.to_owned(),
             source: HolderSource::Tokens {
-                reader,
+                reader: Box::new(reader),
                 label: label.to_owned(),
             },
             expected_records: 0,

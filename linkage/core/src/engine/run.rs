@@ -194,7 +194,7 @@ impl<'a> LinkPlan<'a> {
                             tokenizer,
                             id_column: self.id_column(),
                         },
-                        csv,
+                        *csv,
                         rejects,
                         clk,
                         &mut join,
