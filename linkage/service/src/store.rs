@@ -1410,13 +1410,17 @@ impl LuStore {
 
     /// Appends one audit entry (chained to the last) and returns it.
     pub async fn audit_append(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        // Two appends must not read the same head. SQLite: the first write of a transaction
+        // takes the write lock, so a no-op write takes it up front. PostgreSQL: a no-op write
+        // of no row locks nothing (two appends then collide on the sequence), so the table is
+        // locked against other writers (readers go on).
+        let lock = match &self.db {
+            Db::Sqlite(_) => "UPDATE lu_audit SET sequence = sequence WHERE sequence = -1",
+            Db::Pg(_) => "LOCK TABLE lu_audit IN SHARE ROW EXCLUSIVE MODE",
+        };
         let entry = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            // SQLite: the write lock is taken by the first write of the transaction; take it
-            // up front with a no-op write so that two appends cannot read the same head.
-            sqlx::query("UPDATE lu_audit SET sequence = sequence WHERE sequence = -1")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(lock).execute(&mut *tx).await?;
             let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
                 "SELECT sequence, entry_hash FROM lu_audit ORDER BY sequence DESC LIMIT 1",
             )

@@ -808,3 +808,40 @@ async fn the_sqlite_store_is_created_readable_by_its_owner_only() {
     }
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_audit_appends_make_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()).await {
+        let store = LuStore::connect(&url).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    store
+                        .audit_append(renketsu_keys::audit::AuditEvent {
+                            unix_time_ms: i,
+                            actor_party: format!("t{t}"),
+                            role: 0,
+                            rpc: "/test".into(),
+                            project: String::new(),
+                            recipe: String::new(),
+                            epoch: 0,
+                            item_count: 0,
+                            status_code: 0,
+                        })
+                        .await?;
+                }
+                Ok::<_, renketsu_linkage_unit::store::StoreError>(())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let entries = store.audit_read(1, u32::MAX).await.unwrap();
+        assert_eq!(entries.len(), 100);
+        renketsu_keys::audit::verify(&entries, Some(&entries.last().unwrap().head())).unwrap();
+        store.close().await;
+    }
+}
