@@ -1,18 +1,19 @@
 //! Running the linkage unit: `run(listener, tls, service, shutdown)` in the style of tokio's
 //! mini-redis (a bound listener and a shutdown future; tests bind port 0 on loopback). TLS is
-//! mandatory and mutual, as for the custodian (`renketsu_custodian::server::TlsMaterial`).
+//! mandatory and mutual, as for the custodian ([`TlsMaterial`], from `renketsu_rpc::tls`).
 
 use std::future::Future;
 
-use renketsu_custodian::server::{ServerError, TlsMaterial};
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnitServer;
+pub use renketsu_rpc::tls::{ServerError, TlsMaterial};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::service::LinkageUnitService;
 
-/// Largest gRPC message accepted or sent (a 4 MiB chunk plus framing, release pages).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest gRPC message accepted or sent (a 4 MiB chunk plus framing, release pages): the
+/// client library's limit, so that both ends agree.
+pub const MAX_MESSAGE_BYTES: usize = renketsu_client::linkage_unit::MAX_MESSAGE_BYTES;
 
 /// Serves `renketsu.v1.LinkageUnit` on `listener` with mutual TLS until `shutdown`
 /// completes. Jobs left running by an earlier process are resumed first.
@@ -32,7 +33,7 @@ pub async fn run(
     }
     let addr = listener.local_addr().ok();
     // The handshake is done by the shared accept loop, which logs refused handshakes.
-    let incoming = renketsu_custodian::server::tls_incoming(listener, tls, "linkage unit")?;
+    let incoming = renketsu_rpc::tls::tls_incoming(listener, tls, "linkage unit")?;
     tracing::info!(?addr, "linkage unit serving (mutual TLS)");
     Server::builder()
         .add_service(

@@ -8,15 +8,15 @@
 use std::collections::HashSet;
 
 use curve25519_dalek::ristretto::CompressedRistretto;
-use renketsu_custodian::pki::PeerIdentity;
 use renketsu_keys::names;
 use renketsu_linkage::token_file::{self, MODE_OPRF, Reader};
 use renketsu_protocol::v1;
+use renketsu_rpc::PeerIdentity;
 use sha2::{Digest as _, Sha256};
 
-use crate::content_file;
 use crate::error::ServiceError;
 use crate::store::ProjectRow;
+use renketsu_keys::content_file;
 
 fn bad(m: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(m.into())

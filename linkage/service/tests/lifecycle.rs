@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
-use renketsu_custodian::pki::{DevCa, IssuedCert, Role};
-use renketsu_custodian::server::TlsMaterial;
 use renketsu_keys::content::ResearcherKeyPair;
 use renketsu_keys::lifecycle::SystemClock;
 use renketsu_linkage::token_file::{
@@ -31,6 +29,8 @@ use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_linkage_unit::store::{LuStore, ProjectRow, UploadRow, job_state};
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
+use renketsu_rpc::pki::{DevCa, IssuedCert, Role};
+use renketsu_rpc::tls::TlsMaterial;
 use sha2::{Digest as _, Sha256};
 use sqlx::Connection as _;
 use tokio::sync::oneshot;
