@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use renketsu_keys::content::{ContentOpener, ResearcherKeyPair};
+use renketsu_linkage::engine::{HolderContent, write_joined_view};
 use renketsu_protocol::v1;
 
 /// Per holder: records that could not be opened, and the first reason.
@@ -28,8 +29,9 @@ fn note(unopened: &mut Unopened, holder: &str, n: u64, why: impl FnOnce() -> Str
 }
 
 /// Opens and joins `clusters` of `project` (SPEC.md §5.3: a full outer join within each
-/// cluster, one row per combination of its holders' records), calling `emit` with the header
-/// row first and then each row. A holder whose header does not open, or a record that does
+/// cluster, one row per combination of its holders' records, clusters in pseudonym order, as
+/// [`write_joined_view`] writes it for `renketsu link`), calling `emit` with the header row
+/// first and then each row. A holder whose header does not open, or a record that does
 /// not open or has the wrong number of values, gives empty cells and an entry in
 /// [`Joined::unopened`].
 ///
@@ -41,7 +43,7 @@ pub(crate) fn join(
     holders: &[String],
     headers: &[v1::SealedContentHeader],
     clusters: &[v1::ReleasedCluster],
-    mut emit: impl FnMut(&[String]) -> Result<()>,
+    mut emit: impl FnMut(&[&str]) -> Result<()>,
 ) -> Result<Joined> {
     let mut unopened = Unopened::new();
     // Holder index → (opener if its header opened, columns).
@@ -65,17 +67,15 @@ pub(crate) fn join(
         content.insert(idx as u32, (opener, h.columns.clone()));
     }
     let order: Vec<u32> = content.keys().copied().collect();
-    let mut header = vec!["pid".to_owned()];
-    for idx in &order {
-        for c in &content[idx].1 {
-            header.push(format!("{}.{c}", holders[*idx as usize]));
-        }
-    }
-    emit(&header)?;
-    let mut rows = 0u64;
+    // The opened records, numbered in release order: per holder with content, its values
+    // (`columns.len()` per record); per cluster, its records' numbers.
+    let mut values: Vec<Vec<String>> = vec![Vec::new(); order.len()];
+    let mut counts = vec![0usize; order.len()];
+    let mut record_of: Vec<(usize, usize)> = Vec::new();
+    let mut starts = vec![0u32];
+    let mut members: Vec<u32> = Vec::new();
+    let mut pids: Vec<String> = Vec::with_capacity(clusters.len());
     for c in clusters {
-        // Per holder with content: the opened records of this cluster.
-        let mut per: Vec<Vec<Vec<String>>> = vec![Vec::new(); order.len()];
         for r in &c.records {
             let holder = holders
                 .get(r.holder as usize)
@@ -93,11 +93,16 @@ pub(crate) fn join(
                 continue;
             };
             match opener.open(&r.sealed) {
-                Ok(values) if values.len() == columns.len() => per[k].push(values),
-                Ok(values) => note(&mut unopened, holder, 1, || {
+                Ok(v) if v.len() == columns.len() => {
+                    values[k].extend(v);
+                    members.push(record_of.len() as u32);
+                    record_of.push((k, counts[k]));
+                    counts[k] += 1;
+                }
+                Ok(v) => note(&mut unopened, holder, 1, || {
                     format!(
                         "a record has {} values, its header {} columns",
-                        values.len(),
+                        v.len(),
                         columns.len()
                     )
                 }),
@@ -106,44 +111,34 @@ pub(crate) fn join(
                 }),
             }
         }
-        let lists: Vec<Vec<Option<&Vec<String>>>> = per
-            .iter()
-            .map(|v| {
-                if v.is_empty() {
-                    vec![None]
-                } else {
-                    v.iter().map(Some).collect()
-                }
-            })
-            .collect();
-        let mut choice = vec![0usize; lists.len()];
-        loop {
-            let mut line = vec![c.pseudonym.clone()];
-            for (k, l) in lists.iter().enumerate() {
-                match l[choice[k]] {
-                    Some(v) => line.extend(v.iter().cloned()),
-                    None => line.extend(std::iter::repeat_n(
-                        String::new(),
-                        content[&order[k]].1.len(),
-                    )),
-                }
-            }
-            emit(&line)?;
-            rows += 1;
-            let mut k = 0;
-            while k < lists.len() {
-                choice[k] += 1;
-                if choice[k] < lists[k].len() {
-                    break;
-                }
-                choice[k] = 0;
-                k += 1;
-            }
-            if k == lists.len() {
-                break;
-            }
-        }
+        starts.push(members.len() as u32);
+        pids.push(c.pseudonym.clone());
     }
+    let views: Vec<HolderContent<'_>> = order
+        .iter()
+        .zip(&values)
+        .map(|(idx, v)| HolderContent {
+            name: &holders[*idx as usize],
+            columns: &content[idx].1,
+            values: v,
+        })
+        .collect();
+    // The engine's joined view (the one `renketsu link` writes): header, then per cluster in
+    // pseudonym order the full outer join of its opened records.
+    let mut rows = 0u64;
+    write_joined_view(
+        &mut |row: &[&str]| {
+            rows += 1;
+            emit(row)
+        },
+        &views,
+        &pids,
+        &starts,
+        &members,
+        &|g| record_of[g as usize].0,
+        &|g| record_of[g as usize].1,
+    )?;
+    let rows = rows - 1;
     Ok(Joined { rows, unopened })
 }
 
@@ -211,7 +206,7 @@ mod tests {
             &[h_ehr, h_ndb],
             &clusters,
             |row| {
-                out.push(row.to_vec());
+                out.push(row.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>());
                 Ok(())
             },
         )

@@ -12,7 +12,7 @@ use renketsu_keys::oprf::PublicKey;
 use renketsu_keys::wrap::HolderKeyPair;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
-use support::{Pki, TestServer, blind_voprf, wire};
+use support::{Backend, Pki, TestDb, TestServer, blind_voprf, wire};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -246,11 +246,23 @@ async fn call(
     }
 }
 
+/// The matrix on SQLite and, with `RENKETSU_TEST_PG_URL` (always under CI), on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_cells_succeed_and_every_call_is_audited() {
-    let pki = Pki::new();
-    let server = TestServer::start(&pki, ServiceSettings::default()).await;
-    let fx = setup(&server, &pki).await;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(db) = TestDb::new(backend, "authz_matrix").await else {
+            continue;
+        };
+        let pki = Pki::new();
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_on(&pki, ServiceSettings::default(), &db.url, dir).await;
+        matrix(&pki, server).await;
+        db.cleanup().await;
+    }
+}
+
+async fn matrix(pki: &Pki, server: TestServer) {
+    let fx = setup(&server, pki).await;
 
     let mut failures = Vec::new();
     let mut cell = 0;

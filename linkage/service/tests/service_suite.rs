@@ -523,12 +523,18 @@ async fn call(
     }
 }
 
+/// The matrix on every backend ([`backends`]: SQLite, and PostgreSQL when configured).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix_every_rpc_and_caller() {
     let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()).await {
+        authorization_matrix_on(&url).await;
+    }
+}
+
+async fn authorization_matrix_on(url: &str) {
     let pki = Pki::new();
-    let url = format!("sqlite://{}", dir.path().join("lu.db").display());
-    let lu = TestLu::start(&pki, &url).await;
+    let lu = TestLu::start(&pki, url).await;
     let pk = ResearcherKeyPair::derive(&[3u8; 32]).public_key();
     let mut admin = lu.client(&pki, Some(("admin", Role::Admin)));
     create(&mut admin, "m", &["holder-a", "holder-b"], &pk).await;

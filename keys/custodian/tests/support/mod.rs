@@ -12,11 +12,12 @@ use std::sync::Arc;
 use renketsu_custodian::pki::{DevCa, IssuedCert, Role};
 use renketsu_custodian::server::{self, TlsMaterial};
 use renketsu_custodian::service::{CustodianService, ServiceSettings};
-use renketsu_custodian::store::{CustodianStore, SqliteStore};
+use renketsu_custodian::store::{CustodianStore, Store};
 use renketsu_keys::audit::AuditEntry;
 use renketsu_keys::lifecycle::MockClock;
 use renketsu_keys::seal::KekRing;
 use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
+use sqlx::{AssertSqlSafe, Connection as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -48,7 +49,7 @@ impl Pki {
 /// A running custodian on 127.0.0.1:<random port>.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub service: CustodianService<SqliteStore>,
+    pub service: CustodianService<Store>,
     pub clock: MockClock,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
@@ -60,7 +61,17 @@ impl TestServer {
     pub async fn start(pki: &Pki, settings: ServiceSettings) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("custodian.db").display());
-        let store = SqliteStore::connect(&url, KekRing::generate(&mut rand::rng()))
+        Self::start_on(pki, settings, &url, dir).await
+    }
+
+    /// Starts a custodian over the store at `url` (SQLite or PostgreSQL, see [`TestDb`]).
+    pub async fn start_on(
+        pki: &Pki,
+        settings: ServiceSettings,
+        url: &str,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let store = Store::connect(url, KekRing::generate(&mut rand::rng()))
             .await
             .unwrap();
         let clock = MockClock::default();
@@ -87,7 +98,7 @@ impl TestServer {
         }
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Store {
         self.service.store()
     }
 
@@ -152,4 +163,115 @@ pub fn wire(blinds: &[renketsu_keys::oprf::BlindResult]) -> Vec<Vec<u8>> {
         .iter()
         .map(|b| b.blinded_element.to_bytes().to_vec())
         .collect()
+}
+
+/// A database backend of the store tests.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    /// SQLite (a temporary file).
+    Sqlite,
+    /// PostgreSQL (a fresh database on `RENKETSU_TEST_PG_URL`).
+    Postgres,
+}
+
+/// One test's private database.
+pub struct TestDb {
+    /// The database URL.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    /// PostgreSQL: the admin URL and the database to drop afterwards.
+    pg: Option<(String, String)>,
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let root = match base.find("://").map(|i| i + 3) {
+        Some(start) => match base[start..].find('/') {
+            Some(slash) => &base[..start + slash],
+            None => base,
+        },
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend, test: &str) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("custodian.db").display());
+                Some(Self {
+                    url,
+                    _dir: Some(dir),
+                    pg: None,
+                })
+            }
+            Backend::Postgres => {
+                let Some(admin) = std::env::var("RENKETSU_TEST_PG_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                else {
+                    assert!(
+                        std::env::var_os("CI").is_none(),
+                        "RENKETSU_TEST_PG_URL is not set: under CI the PostgreSQL store tests \
+                         must run (scripts/test.sh starts a server with scripts/postgres.sh)"
+                    );
+                    // Straight to the stderr stream, past the test harness's capture, so the
+                    // skip is visible in a normal `cargo test` run.
+                    let _ = std::io::Write::write_all(
+                        &mut std::io::stderr(),
+                        format!(
+                            "notice: skipping PostgreSQL store test {test}: RENKETSU_TEST_PG_URL is \
+                             not set (run scripts/test.sh, or export \
+                             RENKETSU_TEST_PG_URL=$(scripts/postgres.sh))\n"
+                        )
+                        .as_bytes(),
+                    );
+                    return None;
+                };
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos();
+                let name = format!("rk_{test}_{}_{nanos}", std::process::id());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("connect to RENKETSU_TEST_PG_URL");
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                Some(Self {
+                    url: with_database(&admin, &name),
+                    _dir: None,
+                    pg: Some((admin, name)),
+                })
+            }
+        }
+    }
+
+    pub async fn open(&self, keks: KekRing) -> Store {
+        Store::connect(&self.url, keks).await.unwrap()
+    }
+
+    /// Drops the PostgreSQL database (only reached when the test passed).
+    pub async fn cleanup(self) {
+        if let Some((admin, name)) = &self.pg {
+            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
 }
