@@ -268,8 +268,8 @@ async fn matrix(pki: &Pki, server: TestServer) {
     let mut cell = 0;
     for caller in CALLERS {
         let mut client = match caller.identity() {
-            Some((party, role)) => server.client(&pki, party, role),
-            None => server.client_with(&pki, None),
+            Some((party, role)) => server.client(pki, party, role),
+            None => server.client_with(pki, None),
         };
         for rpc in Rpc::ALL {
             cell += 1;

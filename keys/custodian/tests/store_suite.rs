@@ -15,7 +15,7 @@ use renketsu_keys::audit::{AuditError, AuditEvent};
 use renketsu_keys::lifecycle::{Clock as _, KeyState, MockClock, derive_epoch_key};
 use renketsu_keys::seal::{Kek, KekRing, SealError};
 use sqlx::AssertSqlSafe;
-use support::{Backend, TestDb};
+use support::{Backend, TestDb, with_database};
 
 mod support;
 

@@ -183,7 +183,8 @@ pub struct TestDb {
     pg: Option<(String, String)>,
 }
 
-fn with_database(url: &str, db: &str) -> String {
+/// `url` (a PostgreSQL server URL, maybe with a database and a query) naming database `db`.
+pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
