@@ -7,6 +7,8 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pki;
 pub mod policy;
 pub mod quota;

@@ -12,9 +12,12 @@
 pub mod auth;
 pub mod content_file;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod job;
 pub mod members;
 mod rekey;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod validate;

@@ -30,6 +30,7 @@ use crate::error::ServiceError;
 use crate::job::{self, JobInput, TokenUpload};
 use crate::members::pseudonym_hex;
 use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
+use crate::validate;
 
 /// Largest chunk accepted (bytes).
 pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -512,52 +513,7 @@ impl LinkageUnitService {
         &self,
         req: v1::CreateLinkageProjectRequest,
     ) -> Result<v1::LinkageProject, ServiceError> {
-        nonempty("project", &req.project)?;
-        if !pki::is_valid_party(&req.project) {
-            return Err(ServiceError::InvalidArgument(format!(
-                "project name {:?}: 1-64 characters of A-Z a-z 0-9 _ - .",
-                req.project
-            )));
-        }
-        if req.holders.len() < 2 {
-            return Err(ServiceError::InvalidArgument(
-                "a linkage project needs at least two holders".to_owned(),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for h in req.holders.iter().chain(std::iter::once(&req.researcher)) {
-            if !pki::is_valid_party(h) {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "party name {h:?} is not valid"
-                )));
-            }
-            if !seen.insert(h) {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "party {h:?} is named twice"
-                )));
-            }
-        }
-        for d in &req.duplicates {
-            if !req.holders.contains(d) {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "duplicates: {d:?} is not a holder"
-                )));
-            }
-        }
-        if req.researcher_public_key.len() != 32 {
-            return Err(ServiceError::InvalidArgument(
-                "researcher_public_key must be 32 bytes (X25519)".to_owned(),
-            ));
-        }
-        let text = std::str::from_utf8(&req.schema_toml)
-            .map_err(|_| ServiceError::InvalidArgument("schema_toml is not UTF-8".to_owned()))?;
-        let schema = Schema::from_toml(text)
-            .map_err(|e| ServiceError::InvalidArgument(format!("schema: {e}")))?;
-        if schema.scoring.is_some() {
-            return Err(ServiceError::InvalidArgument(
-                "a schema with [scoring] needs comparison values that token files do not carry; use one without [scoring]".to_owned(),
-            ));
-        }
+        validate::create_request(&req)?;
         let mut salt = vec![0u8; 32];
         rand::fill(salt.as_mut_slice());
         let row = ProjectRow {
@@ -588,7 +544,7 @@ impl LinkageUnitService {
     }
 
     /// Checks a complete upload's file and returns its record count.
-    fn check_file(
+    pub fn check_file(
         p: &ProjectRow,
         who: &PeerIdentity,
         kind: i32,
@@ -655,29 +611,7 @@ impl LinkageUnitService {
             if current.is_none() {
                 ctx.project.clone_from(&chunk.project);
                 let p = self.member(Rpc::Upload, who, &chunk.project).await?;
-                let kind =
-                    v1::UploadKind::try_from(chunk.kind).unwrap_or(v1::UploadKind::Unspecified);
-                if kind == v1::UploadKind::Unspecified {
-                    return Err(ServiceError::InvalidArgument(
-                        "upload kind is not set".to_owned(),
-                    ));
-                }
-                if chunk.upload_id.len() != 64
-                    || !chunk
-                        .upload_id
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
-                    return Err(ServiceError::InvalidArgument(
-                        "upload_id must be 64 lower-case hex digits (SHA-256 of the file)"
-                            .to_owned(),
-                    ));
-                }
-                if chunk.total_chunks == 0 {
-                    return Err(ServiceError::InvalidArgument(
-                        "total_chunks is 0".to_owned(),
-                    ));
-                }
+                validate::first_chunk(&chunk)?;
                 let u = UploadRow {
                     project: p.name.clone(),
                     party: who.party.clone(),
@@ -715,23 +649,7 @@ impl LinkageUnitService {
                     "every chunk of one stream names the same upload".to_owned(),
                 ));
             }
-            if chunk.index >= u.total_chunks {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "chunk index {} of {} chunks",
-                    chunk.index, u.total_chunks
-                )));
-            }
-            if chunk.data.len() > MAX_CHUNK_BYTES {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "a chunk holds at most {MAX_CHUNK_BYTES} bytes"
-                )));
-            }
-            if Sha256::digest(&chunk.data).as_slice() != chunk.sha256.as_slice() {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "chunk {}: SHA-256 does not match its data",
-                    chunk.index
-                )));
-            }
+            validate::chunk_data(&chunk, u.total_chunks)?;
             if u.complete {
                 continue; // the whole upload is stored already
             }
