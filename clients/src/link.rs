@@ -90,6 +90,8 @@ pub struct LinkJob<'a> {
     pub duplicates: Vec<String>,
     /// Known true pairs (`renketsu eval` format) for the CLK pairs completeness.
     pub truth: Option<&'a Path>,
+    /// Print the plan and stop.
+    pub explain: bool,
 }
 
 /// Result of a link run, for the caller's message.
@@ -158,8 +160,8 @@ impl OutputSink for OutputDir<'_> {
     }
 }
 
-/// Runs the whole link job.
-pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
+/// Runs the whole link job (`None`: `explain` printed the plan and nothing ran).
+pub fn run(job: &LinkJob<'_>) -> Result<Option<LinkOutcome>> {
     if job.inputs.len() < 2 {
         bail!("link needs at least two --input files, one per data holder");
     }
@@ -181,6 +183,13 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
             pairs: pairs.into_iter().collect(),
             multi,
         });
+    }
+    if job.explain {
+        let plan = LinkPlan::new(job.schema, keys, options)?;
+        let names: Vec<&str> = job.inputs.iter().map(|i| i.party.as_str()).collect();
+        print!("{plan}");
+        println!("  holders: {}", names.join(", "));
+        return Ok(None);
     }
     std::fs::create_dir_all(job.out)
         .with_context(|| format!("cannot create output directory {}", job.out.display()))?;
@@ -238,10 +247,10 @@ pub fn run(job: &LinkJob<'_>) -> Result<LinkOutcome> {
     serde_json::to_writer_pretty(&mut f.writer, &summary_json)?;
     f.writer.write_all(b"\n")?;
     f.commit()?;
-    Ok(LinkOutcome {
+    Ok(Some(LinkOutcome {
         links: summary.links,
         clusters: summary.clusters.total,
-    })
+    }))
 }
 
 /// Token inputs (SPEC.md §5.5): checks that the files can be linked together under

@@ -236,6 +236,7 @@ pub struct RecipeSpec {
 
 /// Why a schema file cannot be used. Every variant names the key and the 1-based line.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemaError {
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("{0}")]
