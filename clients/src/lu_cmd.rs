@@ -240,6 +240,10 @@ pub(crate) struct ServeArgs {
     /// Its private key.
     #[arg(long, requires = "custodian")]
     pub custodian_key: Option<PathBuf>,
+    /// Fewest clusters (after opt-outs) a job needs before any mapping or release is served,
+    /// so that a tiny project cannot single out people.
+    #[arg(long, default_value_t = renketsu_linkage_unit::validate::DEFAULT_MIN_RELEASE_CLUSTERS)]
+    pub min_release_clusters: u64,
 }
 
 /// `renketsu lu upload`.
@@ -1251,6 +1255,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .map(Duration::from_millis),
+                min_release_clusters: args.min_release_clusters,
             },
         );
         renketsu_linkage_unit::server::run(

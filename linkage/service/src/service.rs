@@ -44,7 +44,7 @@ const AUDIT_PAGE: u32 = 1_000;
 pub const SELF_PARTY: &str = "linkage-unit";
 
 /// Settings of the service.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LuSettings {
     /// How to reach the custodian for re-keying deltas (with the linkage unit's own client
     /// certificate); `None`: `RekeyTokens` is refused with FAILED_PRECONDITION.
@@ -53,6 +53,20 @@ pub struct LuSettings {
     /// kill the process mid-upload and mid-job (`renketsu lu serve` reads it from
     /// `RENKETSU_LU_TEST_PAUSE_MS`). `None` in production.
     pub test_pause: Option<std::time::Duration>,
+    /// Fewest clusters (not excluded by opt-outs) a job must have before any holder gets its
+    /// mapping or the researcher the release (SPEC.md §10.5); default
+    /// [`validate::DEFAULT_MIN_RELEASE_CLUSTERS`] (10).
+    pub min_release_clusters: u64,
+}
+
+impl Default for LuSettings {
+    fn default() -> Self {
+        Self {
+            custodian: None,
+            test_pause: None,
+            min_release_clusters: validate::DEFAULT_MIN_RELEASE_CLUSTERS,
+        }
+    }
 }
 
 struct Inner {
@@ -1035,6 +1049,7 @@ impl LinkageUnit for LinkageUnitService {
             let who = checked?;
             let p = self.member(rpc, &who, &req.project).await?;
             let job = self.latest_job_for_output(&p).await?;
+            validate::release_size(&job, self.inner.settings.min_release_clusters)?;
             ctx.detail = format!("job {}", job.job_id);
             Ok((p.name, who.party, job.job_id))
         }
@@ -1153,6 +1168,7 @@ impl LinkageUnit for LinkageUnitService {
             let who = checked?;
             let p = self.member(rpc, &who, &req.project).await?;
             let job = self.latest_job_for_output(&p).await?;
+            validate::release_size(&job, self.inner.settings.min_release_clusters)?;
             let store = &self.inner.store;
             let members = store.release_members(&p.name, job.job_id).await?;
             // Sealed content of each holder's current content upload.

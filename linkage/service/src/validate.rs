@@ -8,6 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::ServiceError;
 use crate::service::MAX_CHUNK_BYTES;
+use crate::store::JobRow;
 
 fn bad(message: String) -> ServiceError {
     ServiceError::InvalidArgument(message)
@@ -111,6 +112,26 @@ pub fn chunk_data(chunk: &v1::UploadChunk, total_chunks: u32) -> Result<(), Serv
         return Err(bad(format!(
             "chunk {}: SHA-256 does not match its data",
             chunk.index
+        )));
+    }
+    Ok(())
+}
+
+/// Default fewest clusters in a mapping or release (DAP's minimum batch size is 10).
+pub const DEFAULT_MIN_RELEASE_CLUSTERS: u64 = 10;
+
+/// Refuses a job's output (a holder's mapping, the researcher's release) when it has fewer
+/// than `min` clusters that no opt-out excluded, so that a tiny project cannot single out
+/// people (SPEC.md §10.5). Clusters count every pseudonym, single records included.
+///
+/// # Errors
+/// [`ServiceError::FailedPrecondition`] naming both counts.
+pub fn release_size(job: &JobRow, min: u64) -> Result<(), ServiceError> {
+    let kept = job.clusters.saturating_sub(job.excluded);
+    if kept < min {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "job {} has {kept} clusters; the linkage unit releases no mapping or release below {min} (min_release_clusters)",
+            job.job_id
         )));
     }
     Ok(())
