@@ -2,8 +2,8 @@
 //! are one line each). Errors are expected; a panic is the finding.
 
 use prost::Message as _;
-use renketsu_custodian::pki::{PeerIdentity, Role};
 use renketsu_protocol::v1;
+use renketsu_rpc::{PeerIdentity, Role};
 
 use crate::service::LinkageUnitService;
 use crate::store::ProjectRow;
@@ -12,7 +12,7 @@ use crate::validate;
 /// Parses `data` as a content file (`renketsu-content`) and checks that a parse reports one
 /// sealed record per distinct id.
 pub fn content_file(data: &[u8]) {
-    if let Ok((_, records)) = crate::content_file::parse(data) {
+    if let Ok((_, records)) = renketsu_keys::content_file::parse(data) {
         let ids: std::collections::HashSet<&str> =
             records.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids.len(), records.len(), "content ids must be distinct");

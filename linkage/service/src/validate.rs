@@ -1,9 +1,9 @@
 //! Checks of the linkage unit's requests that need no database: the handlers in
 //! [`crate::service`] call them, and the fuzz targets (`fuzz/`) run them on arbitrary bytes.
 
-use renketsu_custodian::pki;
 use renketsu_linkage::Schema;
 use renketsu_protocol::v1;
+use renketsu_rpc::pki;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ServiceError;
