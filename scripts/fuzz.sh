@@ -2,6 +2,7 @@
 # Runs every fuzz target of fuzz/ (libFuzzer through cargo-fuzz) for a set time each.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s, every target)
+#   FUZZ_RUNS=1000000 scripts/fuzz.sh 300 token_file     (stop after that many inputs)
 #
 # Works on a fresh machine with only the stable Rust toolchain: installs cargo-fuzz from
 # crates.io when it is missing (into ~/.cargo/bin), builds without a sanitizer
@@ -54,7 +55,7 @@ for t in "${targets[@]}"; do
     log="fuzz/artifacts/$t/last-run.log"
     if ! cargo fuzz run --fuzz-dir fuzz --sanitizer none "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -print_final_stats=1 >"$log" 2>&1; then
+        ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz $t: FINDING (inputs in fuzz/artifacts/$t/)"
         exit 1
@@ -62,5 +63,6 @@ for t in "${targets[@]}"; do
     # The final stats: inputs executed, speed, coverage.
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -n 1 || echo '')
-    echo "fuzz $t: ok, $runs inputs in ${secs}s, $cov"
+    took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -n 1 || true)
+    echo "fuzz $t: ok, $runs inputs (${took:-time limit ${secs}s}), $cov"
 done
