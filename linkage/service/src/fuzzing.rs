@@ -5,7 +5,6 @@ use prost::Message as _;
 use renketsu_protocol::v1;
 use renketsu_rpc::{PeerIdentity, Role};
 
-use crate::service::LinkageUnitService;
 use crate::store::ProjectRow;
 use crate::validate;
 
@@ -42,18 +41,25 @@ fn project() -> ProjectRow {
     }
 }
 
-/// Decodes `data` as an `UploadChunk`, runs the first-chunk and per-chunk checks, and checks
-/// the chunk's data as a whole upload of its kind (token file, opt-out token file or content
-/// file), as the linkage unit does when the last chunk arrives.
+/// Decodes `data` as an `UploadChunk`, runs the linkage unit's checks of the announced shape
+/// and of chunk 0's first bytes, and checks the chunk's data as a whole upload of its kind
+/// (token file, opt-out token file or content file), as when the last chunk arrives.
 pub fn upload_chunk(data: &[u8]) {
     let Ok(chunk) = v1::UploadChunk::decode(data) else {
         return;
     };
-    let _ = validate::first_chunk(&chunk);
-    let _ = validate::chunk_data(&chunk, chunk.total_chunks);
+    let _ = validate::upload_shape(
+        chunk.kind,
+        &chunk.upload_id,
+        chunk.total_chunks,
+        chunk.total_bytes,
+        crate::service::MAX_CHUNK_BYTES,
+        crate::service::DEFAULT_UPLOAD_CAP_BYTES,
+    );
+    let _ = validate::first_chunk(chunk.kind, &chunk.data);
     let who = PeerIdentity {
         party: "holder-a".to_owned(),
         role: Role::DataHolder,
     };
-    let _ = LinkageUnitService::check_file(&project(), &who, chunk.kind, chunk.data.as_slice());
+    let _ = validate::upload_file(&project(), &who, chunk.kind, chunk.data.as_slice());
 }
