@@ -248,6 +248,10 @@ pub(crate) struct ServeArgs {
     /// Most bytes of incomplete uploads per holder (all projects), and the largest upload.
     #[arg(long, default_value_t = renketsu_linkage_unit::service::DEFAULT_UPLOAD_CAP_BYTES)]
     pub upload_cap_bytes: u64,
+    /// Fewest clusters (after opt-outs) a job needs before any mapping or release is served,
+    /// so that a tiny project cannot single out people.
+    #[arg(long, default_value_t = renketsu_linkage_unit::validate::DEFAULT_MIN_RELEASE_CLUSTERS)]
+    pub min_release_clusters: u64,
 }
 
 /// `renketsu lu upload`.
@@ -1003,6 +1007,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
                     .map(Duration::from_millis),
                 upload_expiry: Duration::from_secs(args.upload_expiry_hours.saturating_mul(3600)),
                 upload_cap_bytes: args.upload_cap_bytes,
+                min_release_clusters: args.min_release_clusters,
             },
         );
         renketsu_linkage_unit::server::run(

@@ -19,6 +19,8 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 /// Certificates and roles, from `renketsu-rpc` (re-exported for existing callers).
 pub use renketsu_rpc::pki;
 pub mod policy;

@@ -446,28 +446,13 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         let n = req.blinded_elements.len();
         let who = call.who();
         let policy = call.member(&req.project).await?;
-        nonzero_epoch("epoch", req.epoch)?;
-        let mode = match v1::EvaluationMode::try_from(req.mode) {
-            Ok(v1::EvaluationMode::Oprf) => Mode::Oprf,
-            Ok(v1::EvaluationMode::Voprf) => Mode::Voprf,
-            _ => {
-                return Err(ServiceError::InvalidArgument(
-                    "mode must be EVALUATION_MODE_OPRF or EVALUATION_MODE_VOPRF".to_owned(),
-                ));
-            }
-        };
+        let (mode, blinded) = evaluate_request(&req, self.inner.settings.max_batch)?;
         if mode != policy.mode {
             return Err(ServiceError::FailedPrecondition(format!(
                 "project {:?} evaluates in {} mode; this batch asked for {}",
                 req.project,
                 proto_mode(policy.mode).as_str_name(),
                 proto_mode(mode).as_str_name()
-            )));
-        }
-        let max = self.inner.settings.max_batch;
-        if n == 0 || n > max {
-            return Err(ServiceError::InvalidArgument(format!(
-                "batch has {n} blinded elements; send between 1 and {max}"
             )));
         }
         let record = self
@@ -487,14 +472,6 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
                 "epoch {} of project {:?} recipe {:?} is {}, so it cannot evaluate; {active}",
                 record.epoch, req.project, req.recipe, record.state
             )));
-        }
-        let mut blinded = Vec::with_capacity(n);
-        for (i, b) in req.blinded_elements.iter().enumerate() {
-            blinded.push(BlindedElement::from_bytes(b).map_err(|_| {
-                ServiceError::InvalidArgument(format!(
-                    "blinded element {i} is not a valid non-identity ristretto255 element (32 bytes, RFC 9496 encoding)"
-                ))
-            })?);
         }
         match self
             .inner
@@ -627,6 +604,44 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         call.note(|n| n.items = (last + 1).saturating_sub(from));
         Ok((from, last))
     }
+}
+
+/// Checks an `EvaluateBatch` request on its own, before any store look-up beyond membership
+/// (SPEC.md §8): a non-zero epoch, mode OPRF or VOPRF, 1 to `max` blinded elements, each a
+/// valid non-identity ristretto255 encoding (32 bytes, RFC 9496). Returns the mode and the
+/// decoded elements.
+///
+/// # Errors
+/// [`ServiceError::InvalidArgument`] naming the first problem.
+pub fn evaluate_request(
+    req: &v1::EvaluateBatchRequest,
+    max: usize,
+) -> Result<(Mode, Vec<BlindedElement>), ServiceError> {
+    nonzero_epoch("epoch", req.epoch)?;
+    let mode = match v1::EvaluationMode::try_from(req.mode) {
+        Ok(v1::EvaluationMode::Oprf) => Mode::Oprf,
+        Ok(v1::EvaluationMode::Voprf) => Mode::Voprf,
+        _ => {
+            return Err(ServiceError::InvalidArgument(
+                "mode must be EVALUATION_MODE_OPRF or EVALUATION_MODE_VOPRF".to_owned(),
+            ));
+        }
+    };
+    let n = req.blinded_elements.len();
+    if n == 0 || n > max {
+        return Err(ServiceError::InvalidArgument(format!(
+            "batch has {n} blinded elements; send between 1 and {max}"
+        )));
+    }
+    let mut blinded = Vec::with_capacity(n);
+    for (i, b) in req.blinded_elements.iter().enumerate() {
+        blinded.push(BlindedElement::from_bytes(b).map_err(|_| {
+            ServiceError::InvalidArgument(format!(
+                "blinded element {i} is not a valid non-identity ristretto255 element (32 bytes, RFC 9496 encoding)"
+            ))
+        })?);
+    }
+    Ok((mode, blinded))
 }
 
 /// The CPU part of EvaluateBatch.

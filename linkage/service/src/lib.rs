@@ -26,6 +26,8 @@ pub mod auth;
 /// library; the linkage unit parses it).
 pub use renketsu_keys::content_file;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod job;
 pub mod members;
 mod rekey;

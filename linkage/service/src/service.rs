@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use renketsu_keys::audit::{AuditEntry, AuditEvent};
-use renketsu_keys::names;
 use renketsu_linkage::Schema;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnit;
@@ -64,6 +63,10 @@ pub struct LuSettings {
     /// Most bytes of incomplete uploads per holder (all projects together); also the largest
     /// single upload.
     pub upload_cap_bytes: u64,
+    /// Fewest clusters (not excluded by opt-outs) a job must have before any holder gets its
+    /// mapping or the researcher the release (SPEC.md §10.5); default
+    /// [`validate::DEFAULT_MIN_RELEASE_CLUSTERS`] (10).
+    pub min_release_clusters: u64,
 }
 
 impl Default for LuSettings {
@@ -73,6 +76,7 @@ impl Default for LuSettings {
             test_pause: None,
             upload_expiry: DEFAULT_UPLOAD_EXPIRY,
             upload_cap_bytes: DEFAULT_UPLOAD_CAP_BYTES,
+            min_release_clusters: validate::DEFAULT_MIN_RELEASE_CLUSTERS,
         }
     }
 }
@@ -453,43 +457,7 @@ impl LinkageUnitService {
         &self,
         req: v1::CreateLinkageProjectRequest,
     ) -> Result<v1::LinkageProject, ServiceError> {
-        validate::project_name(&req.project)?;
-        if req.holders.len() < 2 {
-            return Err(ServiceError::InvalidArgument(
-                "a linkage project needs at least two holders".to_owned(),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for h in req.holders.iter().chain(std::iter::once(&req.researcher)) {
-            names::check_name("party", h)
-                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-            if !seen.insert(h) {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "party {h:?} is named twice"
-                )));
-            }
-        }
-        for d in &req.duplicates {
-            if !req.holders.contains(d) {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "duplicates: {d:?} is not a holder"
-                )));
-            }
-        }
-        if req.researcher_public_key.len() != 32 {
-            return Err(ServiceError::InvalidArgument(
-                "researcher_public_key must be 32 bytes (X25519)".to_owned(),
-            ));
-        }
-        let text = std::str::from_utf8(&req.schema_toml)
-            .map_err(|_| ServiceError::InvalidArgument("schema_toml is not UTF-8".to_owned()))?;
-        let schema = Schema::from_toml(text)
-            .map_err(|e| ServiceError::InvalidArgument(format!("schema: {e}")))?;
-        if schema.scoring.is_some() {
-            return Err(ServiceError::InvalidArgument(
-                "a schema with [scoring] needs comparison values that token files do not carry; use one without [scoring]".to_owned(),
-            ));
-        }
+        validate::create_request(&req)?;
         let mut salt = vec![0u8; 32];
         rand::fill(salt.as_mut_slice());
         let row = ProjectRow {
@@ -1094,6 +1062,7 @@ impl LinkageUnit for LinkageUnitService {
                 let p = call.member(&req.project).await?;
                 let who = call.who();
                 let job = self.latest_job_for_output(&p).await?;
+                validate::release_size(&job, self.inner.settings.min_release_clusters)?;
                 call.note(|n| n.detail = format!("job {}", job.job_id));
                 Ok((p.name, who.party.clone(), job.job_id))
             },
@@ -1215,6 +1184,7 @@ impl LinkageUnit for LinkageUnitService {
                 let p = call.member(&req.project).await?;
                 let who = call.who();
                 let job = self.latest_job_for_output(&p).await?;
+                validate::release_size(&job, self.inner.settings.min_release_clusters)?;
                 let store = &self.inner.store;
                 let members = store.release_members(&p.name, job.job_id).await?;
                 // Sealed content of each holder's current content upload.

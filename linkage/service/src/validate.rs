@@ -15,7 +15,7 @@ use renketsu_rpc::PeerIdentity;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ServiceError;
-use crate::store::ProjectRow;
+use crate::store::{JobRow, ProjectRow};
 use renketsu_keys::content_file;
 
 fn bad(m: impl Into<String>) -> ServiceError {
@@ -202,6 +202,66 @@ pub fn upload_file(
         Ok(v1::UploadKind::Content) => content_file(p, who, bytes),
         _ => Err(bad("upload kind is not set")),
     }
+}
+
+/// Checks a `CreateLinkageProject` request (SPEC.md §10.1): a valid project name, at least two
+/// holders, distinct valid party names, duplicates among the holders, a 32-byte X25519
+/// researcher key, and a UTF-8 schema that parses and has no `[scoring]`. Returns the schema.
+///
+/// # Errors
+/// [`ServiceError::InvalidArgument`] naming the first problem.
+pub fn create_request(
+    req: &v1::CreateLinkageProjectRequest,
+) -> Result<renketsu_linkage::Schema, ServiceError> {
+    project_name(&req.project)?;
+    if req.holders.len() < 2 {
+        return Err(bad("a linkage project needs at least two holders"));
+    }
+    let mut seen = HashSet::new();
+    for h in req.holders.iter().chain(std::iter::once(&req.researcher)) {
+        names::check_name("party", h).map_err(|e| bad(e.to_string()))?;
+        if !seen.insert(h) {
+            return Err(bad(format!("party {h:?} is named twice")));
+        }
+    }
+    for d in &req.duplicates {
+        if !req.holders.contains(d) {
+            return Err(bad(format!("duplicates: {d:?} is not a holder")));
+        }
+    }
+    if req.researcher_public_key.len() != 32 {
+        return Err(bad("researcher_public_key must be 32 bytes (X25519)"));
+    }
+    let text =
+        std::str::from_utf8(&req.schema_toml).map_err(|_| bad("schema_toml is not UTF-8"))?;
+    let schema =
+        renketsu_linkage::Schema::from_toml(text).map_err(|e| bad(format!("schema: {e}")))?;
+    if schema.scoring.is_some() {
+        return Err(bad(
+            "a schema with [scoring] needs comparison values that token files do not carry; use one without [scoring]",
+        ));
+    }
+    Ok(schema)
+}
+
+/// Default fewest clusters in a mapping or release (DAP's minimum batch size is 10).
+pub const DEFAULT_MIN_RELEASE_CLUSTERS: u64 = 10;
+
+/// Refuses a job's output (a holder's mapping, the researcher's release) when it has fewer
+/// than `min` clusters that no opt-out excluded, so that a tiny project cannot single out
+/// people (SPEC.md §10.5). Clusters count every pseudonym, single records included.
+///
+/// # Errors
+/// [`ServiceError::FailedPrecondition`] naming both counts.
+pub fn release_size(job: &JobRow, min: u64) -> Result<(), ServiceError> {
+    let kept = job.clusters.saturating_sub(job.excluded);
+    if kept < min {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "job {} has {kept} clusters; the linkage unit releases no mapping or release below {min} (min_release_clusters)",
+            job.job_id
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -91,10 +91,18 @@ struct TestLu {
 }
 
 impl TestLu {
+    /// The suite's projects are a handful of records: no minimum release size.
     async fn start(pki: &Pki, url: &str) -> Self {
+        let settings = LuSettings {
+            min_release_clusters: 0,
+            ..LuSettings::default()
+        };
+        Self::start_with(pki, url, settings).await
+    }
+
+    async fn start_with(pki: &Pki, url: &str, settings: LuSettings) -> Self {
         let store = LuStore::connect(url).await.unwrap();
-        let service =
-            LinkageUnitService::new(store.clone(), Arc::new(SystemClock), LuSettings::default());
+        let service = LinkageUnitService::new(store.clone(), Arc::new(SystemClock), settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = TlsMaterial {
@@ -943,4 +951,62 @@ async fn job_mapping_release_traceback_and_opt_out() {
             assert!(!bytes.windows(32).any(|w| w == sk.as_slice()));
         }
     }
+}
+
+/// Minimum release size (issue 17 item 6): with the default settings, a job of fewer than 10
+/// clusters gets no mapping and no release; one of 10 gets both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_projects_get_no_mapping_or_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = backends(dir.path()).await.remove(0);
+    let pki = Pki::new();
+    let lu = TestLu::start_with(&pki, &url, LuSettings::default()).await;
+    let researcher = ResearcherKeyPair::derive(&[7u8; 32]);
+    let pk = researcher.public_key();
+    let mut admin = lu.client(&pki, Some(("admin", Role::Admin)));
+    let mut a = lu.client(&pki, Some(("holder-a", Role::DataHolder)));
+    let mut b = lu.client(&pki, Some(("holder-b", Role::DataHolder)));
+    let mut r = lu.client(&pki, Some(("researcher", Role::Researcher)));
+    let persons: Vec<String> = (0..10).map(|i| format!("person{i}")).collect();
+    // "small": 9 persons (9 clusters); "enough": 10.
+    for (project, n) in [("small", 9usize), ("enough", 10)] {
+        create(&mut admin, project, &["holder-a", "holder-b"], &pk).await;
+        for (cl, party) in [(&mut a, "holder-a"), (&mut b, "holder-b")] {
+            let ids: Vec<String> = (0..n).map(|i| format!("{party}-{i}")).collect();
+            let recs: Vec<(&str, &str, &[usize])> = (0..n)
+                .map(|i| (ids[i].as_str(), persons[i].as_str(), &[0usize][..]))
+                .collect();
+            let f = token_file(project, party, &recs);
+            assert!(
+                upload(cl, project, v1::UploadKind::Tokens, &f)
+                    .await
+                    .complete
+            );
+            let rows: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "東京都")).collect();
+            let cf = content_file(project, party, &pk, &rows);
+            assert!(
+                upload(cl, project, v1::UploadKind::Content, &cf)
+                    .await
+                    .complete
+            );
+        }
+        admin
+            .start_job(v1::StartJobRequest {
+                project: project.into(),
+            })
+            .await
+            .unwrap();
+        let job = wait_done(&mut admin, project).await;
+        assert_eq!(job.clusters, n as u64);
+    }
+    let refused = mapping(&mut a, "small").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("9 clusters"), "{refused:?}");
+    let refused = release(&mut r, "small", &researcher).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(mapping(&mut a, "enough").await.unwrap().len(), 10);
+    assert_eq!(mapping(&mut b, "enough").await.unwrap().len(), 10);
+    let (_, clusters) = release(&mut r, "enough", &researcher).await.unwrap();
+    assert_eq!(clusters.len(), 10);
+    lu.stop().await;
 }

@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| renketsu_linkage::fuzzing::clkhash_schema(data));
