@@ -84,11 +84,17 @@ pub fn score_and_cluster(
         spec.random_pairs,
         total_pairs,
         EmOptions {
-            fixed_u: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            rare_agreement: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
+            ordered: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
+            sessions: spec.training_sessions(&job.schema.recipes),
             ..EmOptions::default()
         },
     );
     let t_score = t0.elapsed();
+    for d in &scores.model.diagnostics {
+        eprintln!("renketsu link: warning: {d}");
+    }
     let (threshold, source) = match (job.threshold, spec.threshold) {
         (Some(p), _) => (scores.threshold(Some(p)), ThresholdSource::Flag),
         (None, Some(p)) => (scores.threshold(Some(p)), ThresholdSource::Schema),
@@ -380,6 +386,30 @@ impl ScoringRun {
         keys.extend(self.output_by_pair.keys().copied());
         keys.sort_unstable();
         keys.dedup();
+        // Holder pairs compared only through `rare_agreement` digests (a hash-only holder):
+        // the matches that share no digest leave no trace the model can count, so their
+        // recall is not identifiable (SPEC.md §9.4); the estimate is an upper bound.
+        let dims = self.features.dims();
+        let informative: Vec<usize> = spec
+            .comparisons
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.rare_agreement)
+            .map(|(i, _)| i)
+            .collect();
+        let mut identifiable: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+        for &(a, b) in &self.candidate_pairs {
+            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
+            let key = (ha.min(hb), ha.max(hb));
+            if identifiable.get(&key) == Some(&true) {
+                continue;
+            }
+            let code = self.features.compare(a, b).code;
+            let any = informative.iter().any(|&c| !dims.is_missing(code, c));
+            *identifiable.entry(key).or_insert(false) |= any;
+        }
+        let hidden = |i: usize, j: usize| identifiable.get(&(i, j)) == Some(&false);
+        let note = "recall not identifiable: these holders meet only through digests of rare identifiers, and matches that share no digest leave no evidence; the figure is an upper bound";
         let by_pair: Vec<Value> = keys
             .iter()
             .map(|&(i, j)| {
@@ -392,14 +422,27 @@ impl ScoringRun {
                 let total = e + self.unseen_matches * e / seen_total;
                 let p = if n == 0 { 1.0 } else { t / n as f64 };
                 let r = if total > 0.0 { t / total } else { 1.0 };
+                if hidden(i, j) {
+                    return json!({
+                        "party_a": parties[i], "party_b": parties[j],
+                        "output_pairs": n, "expected_true_pairs": round(t, 2),
+                        "expected_matches": Value::Null,
+                        "precision": round(p, 5), "recall": Value::Null, "f1": Value::Null,
+                        "recall_identifiable": false,
+                        "recall_upper_bound": round(r, 5),
+                        "recall_note": note,
+                    });
+                }
                 json!({
                     "party_a": parties[i], "party_b": parties[j],
                     "output_pairs": n, "expected_true_pairs": round(t, 2),
                     "expected_matches": round(total, 2),
                     "precision": round(p, 5), "recall": round(r, 5), "f1": round(f1(p, r), 5),
+                    "recall_identifiable": true,
                 })
             })
             .collect();
+        let any_hidden = identifiable.values().any(|&x| !x);
         // Histogram of candidate match weights, 1-bit bins.
         let mut hist: BTreeMap<i64, u64> = BTreeMap::new();
         for &w in &self.scores.weights {
@@ -432,7 +475,15 @@ impl ScoringRun {
             "comparisons": comparisons,
             "prior": model.prior,
             "prior_bits": round(model.prior_bits(), 4),
-            "em": { "iterations": model.iterations, "converged": model.converged, "patterns": self.scores.patterns.len() },
+            "em": {
+                "iterations": model.iterations, "converged": model.converged, "patterns": self.scores.patterns.len(),
+                "prior_rule": { "pairs": model.prior_rule.pairs, "assumed_recall": model.prior_rule.recall, "prior": model.prior_rule.prior },
+                "sessions": model.sessions.iter().map(|s| json!({
+                    "name": s.name, "pairs": s.pairs, "matches": round(s.matches, 2), "prior": s.prior,
+                    "iterations": s.iterations, "converged": s.converged, "accepted": s.accepted,
+                })).collect::<Vec<_>>(),
+                "diagnostics": model.diagnostics,
+            },
             "random_pairs": self.scores.random_pairs,
             "candidates": {
                 "pairs": self.candidates.pairs,
@@ -462,8 +513,11 @@ impl ScoringRun {
                 "output_pairs": out_pairs,
                 "expected_true_pairs": round(out_true, 2),
                 "precision": round(precision, 5),
-                "recall": round(recall, 5),
-                "f1": round(f1(precision, recall), 5),
+                "recall": if any_hidden { Value::Null } else { json!(round(recall, 5)) },
+                "f1": if any_hidden { Value::Null } else { json!(round(f1(precision, recall), 5)) },
+                "recall_identifiable": !any_hidden,
+                "recall_upper_bound": if any_hidden { json!(round(recall, 5)) } else { Value::Null },
+                "recall_note": if any_hidden { json!(note) } else { Value::Null },
                 "by_holder_pair": by_pair,
             },
             "weight_histogram": hist.iter().map(|(b, n)| json!([b, n])).collect::<Vec<_>>(),

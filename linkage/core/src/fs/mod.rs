@@ -22,7 +22,9 @@ pub mod spec;
 use rayon::prelude::*;
 
 pub use compare::{Compared, Dims, Features, FeaturesBuilder};
-pub use em::{EmOptions, Model, SamplePattern, WeightTerms, probability};
+pub use em::{
+    EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
+};
 pub use spec::{Clustering, ComparisonSpec, DiceSpec, ScoringSpec};
 
 use crate::token::Token;
@@ -181,7 +183,8 @@ pub fn score_compared(
     opts: EmOptions,
 ) -> Scores {
     let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-    let model = em::fit(dims, &patterns, &sample, total_pairs, opts);
+    let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
+    let model = em::fit(dims, &patterns, &groups, tf, &sample, total_pairs, opts);
     let table = model.weight_terms(dims, tf);
     let weights: Vec<f32> = compared
         .par_iter()

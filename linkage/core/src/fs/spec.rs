@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::schema::{ClkFeatureSpec, FieldSpec, RecipeSpec};
+use crate::fs::em::Session;
+use crate::schema::{ClkFeatureSpec, FieldSpec, LinkMode, RecipeSpec};
 
 /// Most comparison levels of one comparison (exact levels + Dice bands + disagree + missing).
 pub const MAX_LEVELS: usize = 16;
@@ -78,6 +79,70 @@ pub struct DiceSpec {
     pub bands: Vec<f64>,
     /// Encoded fields (SPEC.md §7.1 encoding).
     pub features: Vec<ClkFeatureSpec>,
+}
+
+impl ScoringSpec {
+    /// The training sessions of SPEC.md §9.3, derived from the comparisons: a comparison
+    /// with an exact level whose recipe is a blocking key (`direct`, `guarded` or `block`)
+    /// makes a session over the pairs at its levels `0..=b` (`b` its last such level: levels
+    /// run strongest first, so a stronger level implies the weaker keys). Comparisons that
+    /// share a recipe (e.g. `postal_code` and `postal_code_same_family`) make one session,
+    /// and all of them are switched off in it (Splink: a training rule's columns are not
+    /// compared in its session).
+    pub fn training_sessions(&self, recipes: &[RecipeSpec]) -> Vec<Session> {
+        let n = self.comparisons.len();
+        let blocking = |r: usize| {
+            matches!(
+                recipes[r].link,
+                LinkMode::Direct | LinkMode::Guarded | LinkMode::Block
+            )
+        };
+        // Group comparisons that share a recipe.
+        let mut group: Vec<usize> = (0..n).collect();
+        for a in 0..n {
+            for b in a + 1..n {
+                if self.comparisons[a]
+                    .exact
+                    .iter()
+                    .any(|r| self.comparisons[b].exact.contains(r))
+                {
+                    let (ga, gb) = (group[a], group[b]);
+                    for g in &mut group {
+                        if *g == gb {
+                            *g = ga;
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for g in 0..n {
+            let members: Vec<usize> = (0..n).filter(|&c| group[c] == g).collect();
+            let region: Vec<(usize, u32)> = members
+                .iter()
+                .filter_map(|&c| {
+                    let last = self.comparisons[c]
+                        .exact
+                        .iter()
+                        .rposition(|&r| blocking(r))?;
+                    Some((c, (1u32 << (last + 1)) - 1))
+                })
+                .collect();
+            if region.is_empty() {
+                continue;
+            }
+            out.push(Session {
+                name: members
+                    .iter()
+                    .map(|&c| self.comparisons[c].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                region,
+                off: members,
+            });
+        }
+        out
+    }
 }
 
 impl ComparisonSpec {
