@@ -86,7 +86,7 @@ pub fn score_and_cluster(
         EmOptions {
             rare_agreement: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
             exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
-            ordered: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
+            checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
             sessions: spec.training_sessions(&job.schema.recipes),
             ..EmOptions::default()
         },

@@ -70,10 +70,11 @@ pub struct EmOptions {
     pub rare_agreement: Vec<bool>,
     /// Exact levels per comparison (levels `0..exact_levels[c]`); empty: level 0 only.
     pub exact_levels: Vec<usize>,
-    /// Comparisons whose strongest level must carry at least the m of `disagree` (those
-    /// evaluated on every pair; a `when` comparison's strongest level can be rare among
-    /// matches by construction). Empty: all.
-    pub ordered: Vec<bool>,
+    /// Comparisons under the constrained-m check: those evaluated on every pair. A `when`
+    /// comparison's levels are conditional and may rightly count against a match (a family's
+    /// shared card with another 枝番; the given name where only the family name agrees).
+    /// Empty: all.
+    pub checked: Vec<bool>,
     /// Training sessions; empty: one session over all candidates with every comparison on.
     pub sessions: Vec<Session>,
     /// Assumed recall of the deterministic rule that gives the prior's centre (Splink
@@ -90,7 +91,7 @@ impl Default for EmOptions {
             tolerance: 1e-7,
             rare_agreement: Vec::new(),
             exact_levels: Vec::new(),
-            ordered: Vec::new(),
+            checked: Vec::new(),
             sessions: Vec::new(),
             rule_recall: 0.8,
             prior_weight: 0.01,
@@ -342,22 +343,23 @@ fn session_em(
 }
 
 /// The constrained-m check (fastLink orders m and u over the levels after each M-step;
-/// Winkler 1993, constrained EM): for a comparison with at least one expected match at its
-/// non-missing levels, the strongest level must carry at least the Bayes factor `m/u` of
-/// `disagree`, and, for an `ordered` comparison, at least its m. Returns the violations.
+/// Winkler 1993, constrained EM): for a `checked` comparison with at least one expected
+/// match at its non-missing levels, the strongest level must carry at least the m and the
+/// Bayes factor `m/u` of `disagree`. Returns the violations.
 fn m_violations(
     dims: &Dims,
     m: &[Vec<f64>],
     u: &[Vec<f64>],
     cs: &[usize],
-    ordered: &[bool],
+    checked: &[bool],
 ) -> Vec<usize> {
     cs.iter()
         .copied()
         .filter(|&c| {
             let d = dims.levels[c] as usize - 2;
-            let ord = ordered.get(c).copied().unwrap_or(true);
-            d > 0 && (m[c][0] / u[c][0] < m[c][d] / u[c][d] || ord && m[c][0] < m[c][d])
+            checked.get(c).copied().unwrap_or(true)
+                && d > 0
+                && (m[c][0] < m[c][d] || m[c][0] / u[c][0] < m[c][d] / u[c][d])
         })
         .collect()
 }
@@ -558,7 +560,7 @@ fn train_round(
         iterations += r.iterations;
         converged &= r.converged;
         let judged: Vec<usize> = (0..nc).filter(|&c| active[c] && r.mass[c] >= 1.0).collect();
-        let bad = m_violations(dims, &r.m, u, &judged, &opts.ordered);
+        let bad = m_violations(dims, &r.m, u, &judged, &opts.checked);
         let accepted = bad.is_empty();
         if !accepted {
             diagnostics.push(format!(
@@ -609,7 +611,7 @@ fn train_round(
             &m,
             u,
             &(0..nc).filter(|&c| sum_w[c] >= 1.0).collect::<Vec<_>>(),
-            &opts.ordered,
+            &opts.checked,
         );
         if !bad.is_empty() {
             diagnostics.push(format!(
