@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use renketsu_linkage::clk::{ClkEncoder, ClkhashSchema};
 use zeroize::Zeroizing;
 
-use crate::input::{CsvInput, EncodingArg};
+use crate::input::{EncodingArg, open_csv};
 use crate::output::PendingFile;
 
 /// `renketsu clk …` subcommands.
@@ -91,7 +91,7 @@ fn encode(args: &EncodeArgs) -> Result<()> {
     let schema = ClkhashSchema::from_json(&text)
         .with_context(|| format!("invalid clkhash schema {}", args.clkhash_schema.display()))?;
     let encoder = ClkEncoder::new(&schema, &secret).context("cannot derive the CLK keys")?;
-    let mut input = CsvInput::open(&args.input, args.encoding)?;
+    let mut input = open_csv(&args.input, args.encoding)?;
     let features: Vec<&str> = encoder.feature_identifiers().collect();
     if !args.no_header_check && input.header != features {
         bail!(

@@ -6,80 +6,17 @@ use std::path::Path;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use renketsu_linkage::eval::Evaluation;
+use renketsu_linkage::eval::{Evaluation, PairKey, by_holder_pair};
 use serde_json::{Value, json};
 
-/// A record pair, normalized so that two-party and multi-party files compare alike:
-/// `(party_a, id_a, party_b, id_b)` with empty party names for two-party files.
-type Pair = (String, String, String, String);
-
-/// Reads a pairs file: header `id_a,id_b` or `party_a,id_a,party_b,id_b`.
-/// Returns the pairs and whether the file is multi-party.
-pub fn read_pairs(path: &Path) -> Result<(HashSet<Pair>, bool)> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .from_path(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let header: Vec<String> = rdr
-        .headers()
-        .with_context(|| format!("{}: cannot read the header", path.display()))?
-        .iter()
-        .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
-        .collect();
-    let multi = match header
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["id_a", "id_b"] => false,
-        ["party_a", "id_a", "party_b", "id_b"] => true,
-        _ => bail!(
-            "{}: expected header id_a,id_b or party_a,id_a,party_b,id_b, found {}",
-            path.display(),
-            header.join(",")
-        ),
-    };
-    let mut out = HashSet::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 1))?;
-        let f = |k: usize| rec.get(k).unwrap_or("").trim().to_owned();
-        let pair = if multi {
-            let (a, b) = ((f(0), f(1)), (f(2), f(3)));
-            let (a, b) = if a <= b { (a, b) } else { (b, a) };
-            (a.0, a.1, b.0, b.1)
-        } else {
-            (String::new(), f(0), String::new(), f(1))
-        };
-        out.insert(pair);
-    }
-    Ok((out, multi))
-}
-
-/// True precision/recall per pair of parties (multi-party files), keyed `(party_a, party_b)`
-/// with `party_a < party_b`.
-fn by_party_pair(
-    predicted: &HashSet<Pair>,
-    truth: &HashSet<Pair>,
-) -> BTreeMap<(String, String), Evaluation> {
-    let mut keys: Vec<(String, String)> = predicted
-        .iter()
-        .chain(truth)
-        .map(|p| (p.0.clone(), p.2.clone()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .map(|k| {
-            let sel = |s: &HashSet<Pair>| -> HashSet<Pair> {
-                s.iter()
-                    .filter(|p| p.0 == k.0 && p.2 == k.1)
-                    .cloned()
-                    .collect()
-            };
-            let e = Evaluation::compare(&sel(predicted), &sel(truth));
-            (k, e)
-        })
-        .collect()
+/// Reads a pairs file ([`renketsu_linkage::eval::read_pairs`]).
+fn read_pairs(path: &Path) -> Result<(HashSet<PairKey>, bool)> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(renketsu_linkage::eval::read_pairs(
+        std::io::BufReader::new(file),
+        &path.display().to_string(),
+    )?)
 }
 
 fn eval_json(e: &Evaluation) -> Value {
@@ -125,7 +62,7 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
         None => None,
     };
     let per_pair = if m1 {
-        by_party_pair(&predicted, &truth_set)
+        by_holder_pair(&predicted, &truth_set)
     } else {
         BTreeMap::new()
     };

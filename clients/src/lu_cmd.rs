@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 use tonic::transport::Channel;
 
 use crate::custodian_conn::status_error;
-use crate::input::{CsvInput, EncodingArg};
+use crate::input::{EncodingArg, open_csv};
 use crate::output::PendingFile;
 use crate::tokens_file;
 
@@ -791,7 +791,7 @@ fn seal_content(
     while reader.next(&mut rec)? {
         ids.insert(std::mem::take(&mut rec.id));
     }
-    let mut input = CsvInput::open(csv, encoding)?;
+    let mut input = open_csv(csv, encoding)?;
     let id_col = input.column(&schema.id_column, "record id")?;
     let mut columns = Vec::new();
     let mut cols = Vec::new();

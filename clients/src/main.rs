@@ -12,8 +12,7 @@ mod lu_cmd;
 mod normalize_cmd;
 mod output;
 mod pki_cmd;
-mod report;
-mod scoring;
+mod progress;
 mod synth;
 mod tokenize_cmd;
 mod tokens_file;
@@ -262,6 +261,12 @@ struct LinkArgs {
     /// in summary.json (`clk.pairs_completeness`); for evaluation runs, never needed to link.
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
+    /// Print the linkage plan (ingest, encode, block, compare, score and cluster stages: the
+    /// recipes and their link modes, blocking keys, comparisons, the CLK threshold and LSH
+    /// parameters, what each stage's cost grows with) and exit without reading any record or
+    /// writing any file.
+    #[arg(long)]
+    explain: bool,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -532,8 +537,11 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         threshold: args.threshold,
         duplicates: args.duplicates.clone(),
         truth: args.truth.as_deref(),
+        explain: args.explain,
     };
-    let outcome = link::run(&job)?;
+    let Some(outcome) = link::run(&job)? else {
+        return Ok(());
+    };
     if !args.quiet {
         eprintln!(
             "renketsu link: {} links, {} clusters; wrote {} in {:.2} s",

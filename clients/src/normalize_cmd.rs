@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use renketsu_linkage::Normalizer;
 
-use crate::input::{CsvInput, EncodingArg};
+use crate::input::{EncodingArg, open_csv};
 
 /// Arguments of `renketsu normalize`.
 #[derive(clap::Args)]
@@ -73,7 +73,7 @@ pub fn run(args: &NormalizeArgs) -> Result<()> {
     let mut buf = String::new();
     match (&args.input, &args.column) {
         (Some(path), Some(column)) => {
-            let mut input = CsvInput::open(path, args.encoding)?;
+            let mut input = open_csv(path, args.encoding)?;
             let col = input.column(column, "--column")?;
             let mut rec = csv::ByteRecord::new();
             let mut row = 0u64;

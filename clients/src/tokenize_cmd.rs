@@ -29,7 +29,13 @@ use renketsu_keys::wrap::HolderKeyPair;
 use renketsu_linkage::{NormalizeContext, Schema, Tokenizer};
 
 use crate::input::EncodingArg;
-use crate::link::{Accepted, ClkEncoding, HolderRead, InputSpec, ReadOptions, read_holder};
+use renketsu_linkage::clk::holder::HolderEncoding;
+use renketsu_linkage::engine::Observer as _;
+use renketsu_linkage::ingest::{self, Accepted, HolderRead, ReadOptions};
+
+use crate::input::open_csv;
+use crate::link::{InputSpec, RejectsFile};
+use crate::progress::CliObserver;
 use crate::tokens_file::{self, Counts, Header, RecipeRef, SchemaRef};
 
 /// Arguments of `renketsu tokenize`.
@@ -260,7 +266,14 @@ struct RunSummary {
     retries: u64,
 }
 
-fn read_opts<'a>(job: &'a Job<'a>, tokenizer: &'a Tokenizer) -> Result<ReadOptions<'a>> {
+/// Reads the holder's CSV with the core's ingest stage (the same row checks and reject
+/// codes as `renketsu link`), handing each accepted record to `accept`; returns what was read
+/// and the rejects file, still to be committed.
+fn read_input(
+    job: &Job<'_>,
+    tokenizer: &Tokenizer,
+    accept: &mut dyn FnMut(Accepted<'_>) -> Result<()>,
+) -> Result<(HolderRead, RejectsFile)> {
     let rejects_dir = match job.rejects.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -277,16 +290,24 @@ fn read_opts<'a>(job: &'a Job<'a>, tokenizer: &'a Tokenizer) -> Result<ReadOptio
             job.id_column
         );
     }
-    Ok(ReadOptions {
-        schema: job.schema,
-        tokenizer,
-        id_column: &job.id_column,
-        encoding: job.encoding,
-        quiet: job.quiet,
-        rejects_dir,
-        rejects_name,
-        log_prefix: "renketsu tokenize",
-    })
+    let csv = open_csv(&job.spec.path, job.encoding)?;
+    let mut rejects = RejectsFile::create(rejects_dir, &rejects_name)?;
+    let mut observer = CliObserver::new("renketsu tokenize", job.quiet);
+    observer.holder_started(&job.spec.party, csv.len);
+    let read = ingest::read_holder(
+        &ReadOptions {
+            schema: job.schema,
+            tokenizer,
+            id_column: &job.id_column,
+        },
+        csv,
+        &mut rejects,
+        &mut |bytes| observer.holder_progress(bytes),
+        accept,
+    )?;
+    observer.holder_finished();
+    observer.log(&read.account(&job.spec.party));
+    Ok((read, rejects))
 }
 
 fn counts(schema: &Schema, read: &HolderRead, records: u64) -> Counts {
@@ -330,12 +351,12 @@ fn hmac_mode(args: &TokenizeArgs, job: &Job<'_>, ctx: NormalizeContext) -> Resul
     let ks = LocalKeyStore::open(&store, env.as_deref())?;
     let secret = ks.project_secret(&args.project)?;
     let tokenizer = Tokenizer::new(job.schema, &secret, &args.project, ctx);
-    let mut clk = ClkEncoding::from_schema(job.schema, &secret, &args.project);
-    let opts = read_opts(job, &tokenizer)?;
+    let mut clk =
+        HolderEncoding::from_schema(job.schema, &secret, &args.project, Box::new(rand::rng()));
     let mut writer = tokens_file::Writer::create(job.out, job.header.clone())?;
     let mut clk_buf = Vec::new();
     let mut tokens = 0u64;
-    let read = read_holder(&opts, &job.spec, &mut |acc: Accepted<'_>| {
+    let (read, rejects) = read_input(job, &tokenizer, &mut |acc: Accepted<'_>| {
         let filter = match clk.as_mut() {
             Some(enc) => {
                 enc.encode(acc.tokens, &mut clk_buf);
@@ -351,7 +372,7 @@ fn hmac_mode(args: &TokenizeArgs, job: &Job<'_>, ctx: NormalizeContext) -> Resul
         )
     })?;
     let c = counts(job.schema, &read, read.stats.tokenized);
-    read.rejects.commit()?;
+    rejects.commit()?;
     writer.finish(c.clone())?;
     Ok(RunSummary {
         counts: c,
@@ -426,7 +447,8 @@ fn custodian_mode<E: BatchEvaluator>(
                     .with_context(|| format!("cannot get the CLK key of field {field}"))?;
                 keys.push(key);
             }
-            ClkEncoding::from_field_keys(schema, keys)?
+            HolderEncoding::from_field_keys(schema, keys, Box::new(rand::rng()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
         }
     };
     let mut clk_buf = Vec::new();
@@ -461,7 +483,6 @@ fn custodian_mode<E: BatchEvaluator>(
         r.public_key = Some(hex::encode(k.public_key.to_bytes()));
     }
     let tokenizer = Tokenizer::preimage_mode(schema, ctx);
-    let opts = read_opts(job, &tokenizer)?;
     let mut writer = tokens_file::Writer::create(job.out, header)?;
     let n_recipes = schema.recipes.len();
     let mut chunk = Chunk {
@@ -511,7 +532,7 @@ fn custodian_mode<E: BatchEvaluator>(
         }
         Ok(())
     };
-    let read = read_holder(&opts, &job.spec, &mut |acc: Accepted<'_>| {
+    let (read, rejects) = read_input(job, &tokenizer, &mut |acc: Accepted<'_>| {
         let slots = acc
             .tokens
             .preimages()
@@ -536,7 +557,7 @@ fn custodian_mode<E: BatchEvaluator>(
     })?;
     flush(&mut chunk, &mut writer)?;
     let c = counts(schema, &read, read.stats.tokenized);
-    read.rejects.commit()?;
+    rejects.commit()?;
     writer.finish(c.clone())?;
     Ok(RunSummary {
         counts: c,

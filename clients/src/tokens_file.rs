@@ -27,6 +27,22 @@ pub fn open(path: &Path) -> Result<Reader> {
     )?)
 }
 
+/// Opens a token file for the engine (the reader's input boxed, as
+/// [`renketsu_linkage::engine::HolderInput::tokens`] takes it).
+///
+/// # Errors
+/// The file cannot be opened, or its header is not a token file's.
+pub fn open_boxed(
+    path: &Path,
+) -> Result<renketsu_linkage::token_file::Reader<Box<dyn std::io::BufRead + Send>>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let input: Box<dyn std::io::BufRead + Send> = Box::new(BufReader::with_capacity(1 << 16, f));
+    Ok(renketsu_linkage::token_file::Reader::new(
+        input,
+        &path.display().to_string(),
+    )?)
+}
+
 /// SHA-256 (lower-case hex) of a schema file's bytes: equal digests mean the same schema.
 pub fn schema_digest(path: &Path) -> Result<String> {
     let bytes =

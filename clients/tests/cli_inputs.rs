@@ -1352,3 +1352,17 @@ fn encoding_error_advice_is_accepted_by_the_cli() {
         .ok();
     check_accounting(&sb.out(), &[("x", 1), ("b", 3)]);
 }
+
+#[test]
+fn explain_prints_the_plan_and_reads_nothing() {
+    let sb = Sandbox::new();
+    let a = sb.write_lines("a.csv", HEADER, &["a1,Taro Yamada,1970-01-01,M,I10"]);
+    let b = sb.b();
+    let run = sb.link(&[("a", &a), ("b", &b)], &["--explain"]).ok();
+    let plan = run.stdout;
+    assert!(plan.contains("exact-token matching"), "{plan}");
+    assert!(plan.contains("name_dob_sex (direct)"), "{plan}");
+    assert!(plan.contains("holders: a, b"), "{plan}");
+    // Nothing was written: no output directory.
+    assert!(!sb.out().exists());
+}

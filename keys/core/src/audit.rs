@@ -161,6 +161,7 @@ impl AuditEntry {
 
 /// Why a log does not verify. Sequences are those of the log as read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     /// The entry's stored hash does not match its fields: the entry was edited.
     #[error("audit entry {sequence} was changed: its hash does not match its fields")]

@@ -30,6 +30,7 @@ const KIND_PROJECT_MASTER: &str = "project-master";
 
 /// Errors of the local key store. Messages name files and projects, never secret bytes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyStoreError {
     /// Reading or writing a store file failed.
     #[error("key store I/O on {path}: {source}")]

@@ -46,6 +46,7 @@ const SEALED_BLOB_V1: u8 = 1;
 
 /// Errors of KEK parsing and of sealing. Messages name KEK ids (public), never key bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SealError {
     /// A KEK line is not `renketsu-kek-v1:<16 hex id>:<base64 32-byte key>`; the string says
     /// which part is wrong (`prefix`, `id`, `base64`, `length`, `empty`, `duplicate id`).

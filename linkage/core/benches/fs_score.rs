@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use renketsu_linkage::fs::{Compared, Dims, EmOptions, SamplePattern, score_compared};
+use renketsu_linkage::score::{Compared, Dims, EmOptions, SamplePattern, score_compared};
 
 const PAIRS: usize = 10_000_000;
 

@@ -76,3 +76,113 @@ mod tests {
         assert_eq!((e.precision, e.recall, e.f1), (1.0, 0.0, 0.0));
     }
 }
+
+/// A record pair as pairs files name it: `(holder_a, id_a, holder_b, id_b)`, ordered so that
+/// `(holder_a, id_a) <= (holder_b, id_b)`, with empty holder names in two-holder files.
+pub type PairKey = (String, String, String, String);
+
+/// Why a pairs file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PairsError {
+    /// The CSV reader failed.
+    #[error("{input}: {what}: {source}")]
+    Csv {
+        /// The file.
+        input: String,
+        /// Where.
+        what: String,
+        /// The cause.
+        source: csv::Error,
+    },
+    /// The header is neither layout.
+    #[error("{input}: expected header id_a,id_b or party_a,id_a,party_b,id_b, found {found}")]
+    Header {
+        /// The file.
+        input: String,
+        /// The header found.
+        found: String,
+    },
+}
+
+/// Reads a pairs file (`pairs.csv`, a truth file): header `id_a,id_b` (two holders) or
+/// `party_a,id_a,party_b,id_b`. Returns the pairs and whether the file names holders.
+///
+/// # Errors
+/// [`PairsError`].
+pub fn read_pairs(
+    input: impl std::io::Read,
+    label: &str,
+) -> Result<(HashSet<PairKey>, bool), PairsError> {
+    let csv_err = |what: String| {
+        let label = label.to_owned();
+        move |source| PairsError::Csv {
+            input: label,
+            what,
+            source,
+        }
+    };
+    let mut rdr = csv::ReaderBuilder::new().from_reader(input);
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(csv_err("cannot read the header".to_owned()))?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
+        .collect();
+    let multi = match header
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["id_a", "id_b"] => false,
+        ["party_a", "id_a", "party_b", "id_b"] => true,
+        _ => {
+            return Err(PairsError::Header {
+                input: label.to_owned(),
+                found: header.join(","),
+            });
+        }
+    };
+    let mut out = HashSet::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(csv_err(format!("row {}", i + 1)))?;
+        let f = |k: usize| rec.get(k).unwrap_or("").trim().to_owned();
+        let pair = if multi {
+            let (a, b) = ((f(0), f(1)), (f(2), f(3)));
+            let (a, b) = if a <= b { (a, b) } else { (b, a) };
+            (a.0, a.1, b.0, b.1)
+        } else {
+            (String::new(), f(0), String::new(), f(1))
+        };
+        out.insert(pair);
+    }
+    Ok((out, multi))
+}
+
+/// True precision/recall per pair of holders (multi-holder files), keyed
+/// `(holder_a, holder_b)` with `holder_a < holder_b`.
+pub fn by_holder_pair(
+    predicted: &HashSet<PairKey>,
+    truth: &HashSet<PairKey>,
+) -> std::collections::BTreeMap<(String, String), Evaluation> {
+    let mut keys: Vec<(String, String)> = predicted
+        .iter()
+        .chain(truth)
+        .map(|p| (p.0.clone(), p.2.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            let sel = |s: &HashSet<PairKey>| -> HashSet<PairKey> {
+                s.iter()
+                    .filter(|p| p.0 == k.0 && p.2 == k.1)
+                    .cloned()
+                    .collect()
+            };
+            let e = Evaluation::compare(&sel(predicted), &sel(truth));
+            (k, e)
+        })
+        .collect()
+}

@@ -5,8 +5,9 @@
 //! per direct token (the join) plus a few dozen bytes per record; the token files are never
 //! held whole.
 //!
-//! Linking is `renketsu_linkage::tokenlink`, the code path of `renketsu link` on token files,
-//! so a job gives the clusters of `renketsu link` on the same files. Opt-out records are read
+//! Linking is the core engine's ([`renketsu_linkage::engine::LinkPlan::run`]), the entry
+//! point of `renketsu link`, with token-file inputs and no key, so a job gives the clusters of
+//! `renketsu link` on the same files. Opt-out records are read
 //! into the same join after the holders' records: every cluster that contains one is
 //! **excluded** (never mapped, never released).
 //!
@@ -18,16 +19,13 @@
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use rayon::prelude::*;
 use renketsu_linkage::Schema;
-use renketsu_linkage::cluster::TokenJoin;
-use renketsu_linkage::schema::LinkMode;
+use renketsu_linkage::engine::{EngineError, HolderInput, Keys, LinkOptions, LinkPlan, Observer};
 use renketsu_linkage::token_file::{Header, Reader};
-use renketsu_linkage::tokenlink::{
-    TokenLinkError, TokenParty, check_headers, cluster_token_parties, party_of, party_offsets,
-    read_token_party,
-};
+use renketsu_linkage::tokenlink::{TokenLinkError, check_headers, party_of, party_offsets};
 use sha2::{Digest as _, Sha256};
 
 use crate::members::{MemberChunk, MemberChunker, PSEUDONYM_BYTES};
@@ -45,9 +43,55 @@ pub enum JobError {
     /// An upload's header names another project or holder than the one that uploaded it.
     #[error("{0}")]
     WrongUpload(String),
+    /// The engine refused the run (e.g. the schema cannot link token files).
+    #[error(transparent)]
+    Engine(EngineError),
     /// Cancelled by an administrator.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<EngineError> for JobError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Tokens(e) => Self::Link(e),
+            EngineError::Cancelled => Self::Cancelled,
+            e => Self::Engine(e),
+        }
+    }
+}
+
+/// The engine's observer for a job: stages to the job's progress, the wall time of each
+/// stage, and the cancel flag.
+struct JobObserver<'a> {
+    progress: &'a dyn Fn(&str, f64),
+    cancel: &'a AtomicBool,
+    stage: Option<(String, Instant)>,
+    stage_seconds: Vec<(String, f64)>,
+}
+
+impl JobObserver<'_> {
+    fn lap(&mut self, next: Option<&str>) {
+        if let Some((name, t)) = self.stage.take() {
+            self.stage_seconds.push((name, t.elapsed().as_secs_f64()));
+        }
+        self.stage = next.map(|n| (n.to_owned(), Instant::now()));
+    }
+}
+
+impl Observer for JobObserver<'_> {
+    fn log(&mut self, line: &str) {
+        tracing::debug!("job: {line}");
+    }
+
+    fn stage(&mut self, stage: &str, fraction: f64) {
+        (self.progress)(stage, fraction);
+        self.lap(Some(stage));
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
 }
 
 /// One token upload: the holder (from its certificate) and the file, streamed.
@@ -132,6 +176,7 @@ pub fn run(
             Ok(())
         }
     };
+    let started = Instant::now();
     let n_holders = input.holders.len();
     let mut all: Vec<TokenUpload> = std::mem::take(&mut input.holders);
     all.append(&mut input.opt_outs);
@@ -159,49 +204,43 @@ pub fn run(
         check_headers(input.schema_digest, &named, Some(input.project))?;
     }
     let total = all.len() as f64 + 2.0;
-    let mut join = TokenJoin::new(0);
-    // Size the join from the uploads' record counts: at most one token per record and
-    // direct recipe in the usual case.
-    let direct = input
-        .schema
-        .recipes
-        .iter()
-        .filter(|r| r.link == LinkMode::Direct)
-        .count();
-    let records: u64 = all.iter().map(|u| u.records).sum();
-    join.reserve_direct(usize::try_from(records).unwrap_or(0).saturating_mul(direct));
-    let mut blocks = Vec::new();
-    let mut parties: Vec<TokenParty> = Vec::with_capacity(all.len());
-    let mut stage_seconds = Vec::new();
-    let mut clock = std::time::Instant::now();
-    let mut lap = |stage: String| {
-        stage_seconds.push((stage, clock.elapsed().as_secs_f64()));
-        clock = std::time::Instant::now();
+    let mut stage_seconds = vec![("headers".to_owned(), started.elapsed().as_secs_f64())];
+    // Opt-out uploads are holders of the run too (their records join the clusters they
+    // match); named apart from the holders' own uploads.
+    let inputs: Vec<HolderInput<'_>> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(i, reader)| {
+            let name = if i < n_holders {
+                all[i].party.clone()
+            } else {
+                format!("{}#opt-out-{}", all[i].party, i - n_holders)
+            };
+            let mut h = HolderInput::tokens(&name, reader, &names[i]);
+            h.expected_records = all[i].records;
+            h
+        })
+        .collect();
+    let mut options = LinkOptions::new(input.project, 0);
+    options.schema_path = input.schema_digest.to_owned();
+    let plan = LinkPlan::new(input.schema, Keys::TokenFiles, options)?;
+    let mut observer = JobObserver {
+        progress,
+        cancel,
+        stage: None,
+        stage_seconds: Vec::new(),
     };
-    lap("headers".to_owned());
-    for (i, mut reader) in readers.into_iter().enumerate() {
-        check()?;
-        progress(&format!("reading {}", all[i].party), i as f64 / total);
-        parties.push(read_token_party(
-            input.schema,
-            &mut reader,
-            &names[i],
-            &mut join,
-            &mut blocks,
-        )?);
-        lap(format!("reading {}", all[i].party));
-    }
-    check()?;
-    progress("clustering", (total - 2.0) / total);
-    let clusters = cluster_token_parties(input.schema, &parties, blocks, join);
-    lap("clustering".to_owned());
+    let linked = plan.run(inputs, &mut observer)?;
+    observer.lap(None);
+    stage_seconds.append(&mut observer.stage_seconds);
     check()?;
     progress("assigning pseudonyms", (total - 1.0) / total);
-
+    let clock = Instant::now();
+    let parties = linked.holders();
     let sizes: Vec<usize> = parties.iter().map(|p| p.ids.len()).collect();
     let offsets = party_offsets(&sizes);
     let holder_records: usize = sizes[..n_holders].iter().sum();
-    let labels = &clusters.labels;
+    let labels = linked.labels();
     // Labels number clusters in order of first record, and holder records come first: the
     // clusters with a holder record are 0..k.
     let k = labels[..holder_records]
@@ -265,7 +304,10 @@ pub fn run(
         })
         .collect();
     out.chunks = chunks.into_iter().flatten().collect();
-    lap("pseudonyms and results".to_owned());
+    stage_seconds.push((
+        "pseudonyms and results".to_owned(),
+        clock.elapsed().as_secs_f64(),
+    ));
     out.stage_seconds = stage_seconds;
     Ok(out)
 }

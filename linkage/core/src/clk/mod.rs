@@ -43,6 +43,7 @@ pub mod clkhash_schema;
 pub mod encode;
 
 pub mod harden;
+pub mod holder;
 pub mod native;
 
 pub use bloom::{Bloom, dice};

@@ -26,6 +26,12 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// A ratio to four places, or "not identifiable" for a withheld estimate (SPEC.md §9.4).
+fn ratio(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "not identifiable".to_owned(), |x| format!("{x:.4}"))
+}
+
 fn fmt_count(n: f64) -> String {
     let s = format!("{}", n.round() as i64);
     let mut out = String::new();
@@ -286,8 +292,15 @@ fn mu_chart(i: usize, c: &Value) -> String {
     s
 }
 
-/// The report as one HTML document.
-pub fn render(summary: &Value) -> String {
+/// The report of a scored run as one HTML document (a run without `[scoring]` has none: the
+/// page then says so).
+pub fn render(summary: &crate::engine::Summary) -> String {
+    render_json(&summary.to_json())
+}
+
+/// The report from a `summary.json` value (as [`crate::engine::Summary::to_json`] gives it, or
+/// as read back from the file).
+pub fn render_json(summary: &Value) -> String {
     let sc = &summary["scoring"];
     let est = &sc["estimated"];
     let threshold = num(&sc["threshold"]["weight"]);
@@ -306,10 +319,10 @@ pub fn render(summary: &Value) -> String {
     );
     let _ = write!(
         h,
-        r#"<h2>Estimated quality (from the model, no ground truth)</h2><table id="estimated"><tr><th>precision</th><th>recall</th><th>F1</th><th>output pairs</th><th>expected true pairs</th><th>expected matches</th></tr><tr><td class="big">{:.4}</td><td class="big">{:.4}</td><td class="big">{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>"#,
+        r#"<h2>Estimated quality (from the model, no ground truth)</h2><table id="estimated"><tr><th>precision</th><th>recall</th><th>F1</th><th>output pairs</th><th>expected true pairs</th><th>expected matches</th></tr><tr><td class="big">{:.4}</td><td class="big">{}</td><td class="big">{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>"#,
         num(&est["precision"]),
-        num(&est["recall"]),
-        num(&est["f1"]),
+        ratio(&est["recall"]),
+        ratio(&est["f1"]),
         fmt_count(num(&est["output_pairs"])),
         fmt_count(num(&est["expected_true_pairs"])),
         fmt_count(num(&est["matches"]))
@@ -341,13 +354,13 @@ pub fn render(summary: &Value) -> String {
         for p in pairs {
             let _ = write!(
                 h,
-                r#"<tr><td class="l">{} – {}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>"#,
+                r#"<tr><td class="l">{} – {}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td></tr>"#,
                 esc(p["party_a"].as_str().unwrap_or("")),
                 esc(p["party_b"].as_str().unwrap_or("")),
                 fmt_count(num(&p["output_pairs"])),
                 num(&p["precision"]),
-                num(&p["recall"]),
-                num(&p["f1"])
+                ratio(&p["recall"]),
+                ratio(&p["f1"])
             );
         }
         h.push_str("</table>");
@@ -508,7 +521,7 @@ mod tests {
             "scoring": {"threshold": {"weight": 3.0}, "estimated": {}},
             "parties": [{"party": "a&b", "read": 2, "tokenized": 1, "rejected": 1, "rejects_by_reason": {"no_token": 1}}],
         });
-        let html = render(&summary);
+        let html = render_json(&summary);
         assert!(!html.contains("<script>\""));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("a&amp;b: no_token"));

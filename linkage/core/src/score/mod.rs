@@ -16,16 +16,21 @@
 //! (1995) for error-rate estimation from the mixture.
 
 pub mod compare;
+mod decide;
 pub mod em;
-pub mod spec;
 
 use rayon::prelude::*;
 
+pub use crate::schema::scoring::{Clustering, ComparisonSpec, DiceSpec, ScoringSpec};
 pub use compare::{Compared, Dims, Features, FeaturesBuilder};
+pub use decide::{
+    CandidatesSummary, ClusteringSummary, ComparisonSummary, CurveSummary, DecideOptions,
+    EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary, ScoreError, ScoringRun,
+    ScoringSummary, ScoringTimings, ThresholdSummary, score_and_cluster,
+};
 pub use em::{
     EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
 };
-pub use spec::{Clustering, ComparisonSpec, DiceSpec, ScoringSpec};
 
 use crate::token::Token;
 

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::fs::em::Session;
 use crate::schema::{ClkFeatureSpec, FieldSpec, LinkMode, RecipeSpec};
+use crate::score::em::Session;
 
 /// Most comparison levels of one comparison (exact levels + Dice bands + disagree + missing).
 pub const MAX_LEVELS: usize = 16;
@@ -28,6 +28,9 @@ pub struct ScoringSpec {
     pub clustering: Clustering,
     /// The comparisons, in vector order.
     pub comparisons: Vec<ComparisonSpec>,
+    /// Training sessions derived from the comparisons and the recipes' link modes
+    /// ([`ScoringSpec::training_sessions`], SPEC.md §9.3).
+    pub sessions: Vec<Session>,
 }
 
 /// How scored links become clusters (SPEC.md §9.5).
@@ -427,11 +430,14 @@ pub(crate) fn parse(
             "a match probability in (0, 1)".into(),
         ));
     }
-    Ok(ScoringSpec {
+    let mut spec = ScoringSpec {
         threshold: raw.threshold.as_ref().map(|t| *t.get_ref()),
         random_pairs: raw.random_pairs.unwrap_or(2_000_000),
         max_block: raw.max_block.unwrap_or(2_000),
         clustering: raw.clustering,
         comparisons,
-    })
+        sessions: Vec::new(),
+    };
+    spec.sessions = spec.training_sessions(recipes);
+    Ok(spec)
 }

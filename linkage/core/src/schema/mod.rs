@@ -7,23 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 use toml::Spanned;
 
-impl Schema {
-    /// The identifier columns any field reads, each once, in field order: what a holder with
-    /// raw identifiers must supply (fields whose columns are absent are simply unavailable).
-    pub fn identifier_columns(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for f in &self.fields {
-            for c in &f.columns {
-                if !out.contains(&c.as_str()) {
-                    out.push(c);
-                }
-            }
-        }
-        out
-    }
-}
-
 use crate::normalize::Normalizer;
+
+pub mod scoring;
 
 /// The schema file format this build reads (`schema_format = 1`).
 pub const SCHEMA_FORMAT: u32 = 1;
@@ -46,7 +32,7 @@ pub struct Schema {
     /// Bloom-filter (CLK) matching, if configured (SPEC.md §7.1).
     pub clk: Option<ClkSpec>,
     /// Fellegi–Sunter scoring (`[scoring]`, SPEC.md §9), if configured.
-    pub scoring: Option<crate::fs::ScoringSpec>,
+    pub scoring: Option<scoring::ScoringSpec>,
 }
 
 /// How records are compared by CLK Dice similarity in addition to exact tokens.
@@ -250,6 +236,7 @@ pub struct RecipeSpec {
 
 /// Why a schema file cannot be used. Every variant names the key and the 1-based line.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemaError {
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("{0}")]
@@ -283,7 +270,7 @@ struct RawSchema {
     #[serde(default)]
     clk: Option<RawClk>,
     #[serde(default)]
-    scoring: Option<crate::fs::spec::RawScoring>,
+    scoring: Option<scoring::RawScoring>,
 }
 
 #[derive(Deserialize)]
@@ -630,7 +617,7 @@ impl Schema {
         let scoring = match &raw.scoring {
             None => None,
             Some(r) => Some(
-                crate::fs::spec::parse(r, &fields, &recipes)
+                scoring::parse(r, &fields, &recipes)
                     .map_err(|(key, span, message)| invalid(key, span, message))?,
             ),
         };
@@ -781,6 +768,22 @@ impl Schema {
             content,
             recipes,
         })
+    }
+}
+
+impl Schema {
+    /// The identifier columns any field reads, each once, in field order: what a holder with
+    /// raw identifiers must supply (fields whose columns are absent are simply unavailable).
+    pub fn identifier_columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for f in &self.fields {
+            for c in &f.columns {
+                if !out.contains(&c.as_str()) {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 }
 

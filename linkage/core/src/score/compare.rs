@@ -13,8 +13,8 @@ use rayon::prelude::*;
 use crate::clk::native::{NativeEncoder, NativeFeature, PositionCache};
 use crate::cluster::TokenHasher;
 use crate::dice::Filters;
-use crate::fs::spec::{ComparisonSpec, ScoringSpec};
 use crate::schema::Schema;
+use crate::schema::scoring::{ComparisonSpec, ScoringSpec};
 use crate::secret::ProjectSecret;
 use crate::token::Token;
 use crate::tokenizer::RecordTokens;
@@ -34,7 +34,7 @@ impl Dims {
     /// Dims of the given comparisons.
     ///
     /// # Panics
-    /// If the product of level counts exceeds [`crate::fs::spec::MAX_PATTERNS`] (the schema
+    /// If the product of level counts exceeds [`crate::schema::scoring::MAX_PATTERNS`] (the schema
     /// parser refuses such schemas).
     pub fn new(comparisons: &[ComparisonSpec]) -> Self {
         Self::from_levels(comparisons.iter().map(|c| c.levels() as u32).collect())
@@ -43,7 +43,7 @@ impl Dims {
     /// Dims from level counts (each at least 2: `disagree` and `missing`).
     ///
     /// # Panics
-    /// If the product exceeds [`crate::fs::spec::MAX_PATTERNS`] or a count is below 2.
+    /// If the product exceeds [`crate::schema::scoring::MAX_PATTERNS`] or a count is below 2.
     pub fn from_levels(levels: Vec<u32>) -> Self {
         assert!(
             levels.iter().all(|&l| l >= 2),
@@ -54,7 +54,10 @@ impl Dims {
         for &l in &levels {
             strides.push(u32::try_from(p).expect("fewer than 2^32 patterns"));
             p *= u64::from(l);
-            assert!(p <= crate::fs::spec::MAX_PATTERNS, "too many patterns");
+            assert!(
+                p <= crate::schema::scoring::MAX_PATTERNS,
+                "too many patterns"
+            );
         }
         Self {
             levels,
@@ -491,14 +494,14 @@ impl Features {
     /// sample from which u is estimated. Holder pairs are drawn in proportion to
     /// `n_i · n_j`; the generator is seeded with `seed` (deterministic). Returned as counts
     /// per pattern code, and of these the pairs that are in `candidates` (`(a, b)` with
-    /// `a < b`, sorted ascending, as [`crate::fs::candidates`] returns them): the sampled
+    /// `a < b`, sorted ascending, as [`crate::score::candidates`] returns them): the sampled
     /// pairs are sorted and merged with the candidates in one pass, not looked up one by one.
     pub fn random_pairs(
         &self,
         n: u64,
         seed: u64,
         candidates: &[(u32, u32)],
-    ) -> Vec<crate::fs::em::SamplePattern> {
+    ) -> Vec<crate::score::em::SamplePattern> {
         let mut sizes = vec![0u64; self.holders];
         for &h in &self.holder {
             sizes[usize::from(h)] += 1;
@@ -554,9 +557,9 @@ impl Features {
         }
         drop(sampled);
         codes.par_sort_unstable();
-        let mut out: Vec<crate::fs::em::SamplePattern> = Vec::new();
+        let mut out: Vec<crate::score::em::SamplePattern> = Vec::new();
         for run in codes.chunk_by(|x, y| x >> 1 == y >> 1) {
-            out.push(crate::fs::em::SamplePattern {
+            out.push(crate::score::em::SamplePattern {
                 code: run[0] >> 1,
                 count: run.len() as u64,
                 candidates: run.iter().filter(|&&c| c & 1 == 1).count() as u64,

@@ -1,0 +1,778 @@
+//! The decision stage of a scored run (SPEC.md §9): candidate pairs from blocking keys,
+//! Fellegi–Sunter scoring with EM ([`super::score`]), the threshold (a flag, the schema, or the
+//! maximum estimated F1), the given-name veto, guarded clustering with conflict closure
+//! ([`crate::cluster::cluster_scored`]), and the estimated quality of the output
+//! ([`ScoringRun::summary`]; SPEC.md §9.4, §9.6).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{
+    CandidateStats, Clustering, EmOptions, Features, Scores, ScoringSpec, free_pair_probability,
+    probability, vetoed_matches,
+};
+use crate::cluster::{ScoredClusterStats, ScoredLink, cluster_scored};
+use crate::schema::Schema;
+use crate::tokenlink::{party_of, party_offsets};
+
+/// Why a scored run could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScoreError {
+    /// Fewer than two holders have records: there is no pair to score.
+    #[error("scoring needs records from at least two holders")]
+    NoPairs,
+}
+
+/// Where the threshold came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ThresholdSource {
+    Flag,
+    Schema,
+    Auto,
+}
+
+/// State of a scored run, kept until the summary is written.
+#[derive(Debug)]
+pub struct ScoringRun {
+    features: Features,
+    scores: Scores,
+    candidates: CandidateStats,
+    threshold: f64,
+    source: ThresholdSource,
+    clustering: Clustering,
+    links_above: u64,
+    vetoed_links: u64,
+    /// Comparisons whose `disagree` level vetoes a link.
+    veto: Vec<usize>,
+    cluster_stats: ScoredClusterStats,
+    offsets: Vec<u32>,
+    /// The candidate pairs, in the order of `scores.weights`.
+    candidate_pairs: Vec<(u32, u32)>,
+    /// Holders whose records may share a cluster.
+    duplicates: Vec<bool>,
+    /// Output pairs and Σ P(M) per holder pair.
+    output_by_pair: BTreeMap<(usize, usize), (u64, f64)>,
+    /// Matches the model expects outside the candidate set.
+    unseen_matches: f64,
+    timings_ms: [f64; 3],
+}
+
+/// What a scored run needs besides the schema's `[scoring]` section.
+#[derive(Clone, Copy, Debug)]
+pub struct DecideOptions<'a> {
+    /// Match-probability threshold overriding the schema's and the automatic one.
+    pub threshold: Option<f64>,
+    /// Per holder: may its data hold several records of one person (no one-to-one guard)?
+    pub duplicates: &'a [bool],
+}
+
+/// Candidates, scores, threshold and clusters: `features` of every record (global indices,
+/// holders in order), `keys` the blocking keys `(token, record)`, `sizes` the records per
+/// holder. `log` receives one-line accounts (candidate pairs; EM and threshold). Returns dense
+/// cluster labels per record, the number of clusters and the run's state.
+///
+/// # Errors
+/// [`ScoreError::NoPairs`] when fewer than two holders have records.
+pub fn score_and_cluster(
+    spec: &ScoringSpec,
+    options: DecideOptions<'_>,
+    features: Features,
+    keys: &mut [(crate::Token, u32)],
+    sizes: &[usize],
+    log: &mut dyn FnMut(String),
+) -> Result<(Vec<u32>, usize, ScoringRun), ScoreError> {
+    let t0 = Instant::now();
+    let offsets = party_offsets(sizes);
+    let holder = |g: u32| party_of(&offsets, g) as u16;
+    let (candidates, cstats) = super::candidates(keys, holder, spec.max_block);
+    log(format!(
+        "{} candidate pairs from {} blocking keys ({} groups over {} records skipped)",
+        cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block
+    ));
+    let mut total_pairs = 0.0;
+    for i in 0..sizes.len() {
+        for j in i + 1..sizes.len() {
+            total_pairs += sizes[i] as f64 * sizes[j] as f64;
+        }
+    }
+    if total_pairs == 0.0 {
+        return Err(ScoreError::NoPairs);
+    }
+    let t_cand = t0.elapsed();
+    let scores = super::score(
+        &features,
+        &candidates,
+        spec.random_pairs,
+        total_pairs,
+        EmOptions {
+            rare_agreement: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
+            checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
+            sessions: spec.sessions.clone(),
+            ..EmOptions::default()
+        },
+    );
+    let t_score = t0.elapsed();
+    for d in &scores.model.diagnostics {
+        log(format!("warning: {d}"));
+    }
+    let (threshold, source) = match (options.threshold, spec.threshold) {
+        (Some(p), _) => (scores.threshold(Some(p)), ThresholdSource::Flag),
+        (None, Some(p)) => (scores.threshold(Some(p)), ThresholdSource::Schema),
+        (None, None) => (scores.threshold(None), ThresholdSource::Auto),
+    };
+    let veto: Vec<usize> = spec
+        .comparisons
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.veto)
+        .map(|(i, _)| i)
+        .collect();
+    let dims = features.dims().clone();
+    let vetoed = |code: u32| {
+        veto.iter()
+            .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+    };
+    let mut links = Vec::new();
+    let mut vetoed_links = 0u64;
+    for (&(a, b), &w) in candidates.iter().zip(&scores.weights) {
+        if f64::from(w) >= threshold {
+            if !veto.is_empty() && vetoed(features.compare(a, b).code) {
+                vetoed_links += 1;
+                continue;
+            }
+            links.push(ScoredLink { a, b, weight: w });
+        }
+    }
+    let unseen_matches = (scores.model.matches - scores.model.matches_in_candidates).max(0.0);
+    let links_above = links.len() as u64 + vetoed_links;
+    let duplicates: Vec<bool> = options.duplicates.to_vec();
+    let conflict_comparisons: Vec<usize> = spec
+        .comparisons
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.conflict)
+        .map(|(i, _)| i)
+        .collect();
+    let table = &scores.table;
+    let feats = &features;
+    let conflict = |x: u32, y: u32| {
+        let c = feats.compare(x, y);
+        if vetoed(c.code) {
+            return true;
+        }
+        let disagrees = conflict_comparisons
+            .iter()
+            .any(|&k| feats.dims().level(c.code, k) == feats.dims().levels[k] - 2);
+        disagrees && f64::from(table.weight(c.code) + c.tf_bits) < threshold
+    };
+    let (labels, k, cluster_stats) = cluster_scored(
+        features.len(),
+        &mut links,
+        &holder,
+        &duplicates,
+        spec.clustering == Clustering::Guarded,
+        &conflict,
+    );
+    let t_cluster = t0.elapsed();
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+    let run = ScoringRun {
+        scores,
+        candidates: cstats,
+        threshold,
+        source,
+        clustering: spec.clustering,
+        links_above,
+        vetoed_links,
+        veto: veto.clone(),
+        cluster_stats,
+        offsets: offsets.clone(),
+        candidate_pairs: candidates,
+        duplicates: duplicates.clone(),
+        output_by_pair: BTreeMap::new(),
+        unseen_matches,
+        timings_ms: [ms(t_cand), ms(t_score - t_cand), ms(t_cluster - t_score)],
+        features,
+    };
+    log(format!(
+        "EM over {} patterns ({} iterations{}); threshold {:.2} bits (match probability {:.4}, {}); {} links above it",
+        run.scores.patterns.len(),
+        run.scores.model.iterations,
+        if run.scores.model.converged {
+            ""
+        } else {
+            ", not converged"
+        },
+        threshold,
+        probability(threshold),
+        match source {
+            ThresholdSource::Flag => "--threshold",
+            ThresholdSource::Schema => "schema",
+            ThresholdSource::Auto => "maximum estimated F1",
+        },
+        links_above
+    ));
+    Ok((labels, k, run))
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+impl ScoringRun {
+    /// Records one output pair (global indices `x`, `y` of parties `px`, `py`) for the
+    /// estimated quality of `pairs.csv`.
+    /// Returns the pair's match weight (bits), match probability and comparison levels
+    /// (`l1-l2-…`, level indices in comparison order).
+    pub fn observe_output_pair(
+        &mut self,
+        x: u32,
+        y: u32,
+        px: usize,
+        py: usize,
+    ) -> (f64, f64, String) {
+        let c = self.features.compare(x, y);
+        let w = f64::from(self.scores.table.weight(c.code) + c.tf_bits);
+        let p = probability(w);
+        let key = if px < py { (px, py) } else { (py, px) };
+        let e = self.output_by_pair.entry(key).or_default();
+        e.0 += 1;
+        e.1 += p;
+        let dims = self.features.dims();
+        let levels: Vec<String> = (0..dims.levels.len())
+            .map(|k| dims.level(c.code, k).to_string())
+            .collect();
+        (w, p, levels.join("-"))
+    }
+
+    /// The `scoring` object of `summary.json` (SPEC.md §9.6).
+    pub fn summary(
+        &self,
+        schema: &Schema,
+        parties: &[&str],
+        labels: &[u32],
+        clusters: usize,
+    ) -> ScoringSummary {
+        let spec = schema.scoring.as_ref().expect("scoring");
+        let dims = self.features.dims();
+        let model = &self.scores.model;
+        // Level counts among candidates and in the random sample.
+        let mut cand_levels: Vec<Vec<u64>> =
+            dims.levels.iter().map(|&l| vec![0; l as usize]).collect();
+        for &(code, n) in &self.scores.patterns {
+            for (c, v) in cand_levels.iter_mut().enumerate() {
+                v[dims.level(code, c) as usize] += n;
+            }
+        }
+        let mut sample_levels: Vec<Vec<u64>> =
+            dims.levels.iter().map(|&l| vec![0; l as usize]).collect();
+        for p in &self.scores.sample {
+            for (c, v) in sample_levels.iter_mut().enumerate() {
+                v[dims.level(p.code, c) as usize] += p.count;
+            }
+        }
+        let comparisons: Vec<ComparisonSummary> = spec
+            .comparisons
+            .iter()
+            .enumerate()
+            .map(|(c, cs)| {
+                let levels: Vec<LevelSummary> = (0..cs.levels())
+                    .map(|l| {
+                        let missing = l + 1 == cs.levels();
+                        LevelSummary {
+                            label: cs.level_label(l, &schema.recipes),
+                            m: (!missing).then(|| model.m[c][l]),
+                            u: (!missing).then(|| model.u[c][l]),
+                            weight: round(model.level_weight(c, l), 4),
+                            candidates: cand_levels[c][l],
+                            random_pairs: sample_levels[c][l],
+                        }
+                    })
+                    .collect();
+                ComparisonSummary {
+                    name: cs.name.clone(),
+                    tf: self.features.has_tf(c),
+                    conflict: cs.conflict,
+                    levels,
+                }
+            })
+            .collect();
+        // Matches the output misses among the candidates (SPEC.md §9.4), by holder pair.
+        // Under one-to-one linkage (no holder of the pair declared with duplicates), a pair
+        // with a record already linked to the other's holder is a non-match ("taken"); a
+        // pair whose records are both "free" gains the odds 1/q, q = f_A·f_B the share of
+        // pairs with both records free; vetoed pairs are estimated by the method of moments
+        // from the free/taken split. With duplicates, free pairs count P(M) and vetoed 0.
+        let holders = parties.len();
+        let mut cluster_holders = vec![0u64; clusters];
+        for (g, &l) in labels.iter().enumerate() {
+            let h = party_of(&self.offsets, g as u32);
+            if h < 64 {
+                cluster_holders[l as usize] |= 1 << h;
+            }
+        }
+        // free_count[h][j]: records of holder h whose cluster holds no record of holder j.
+        let mut free_count = vec![vec![0u64; holders]; holders];
+        let mut holder_size = vec![0u64; holders];
+        for (g, &l) in labels.iter().enumerate() {
+            let h = party_of(&self.offsets, g as u32);
+            holder_size[h] += 1;
+            for (j, f) in free_count[h].iter_mut().enumerate() {
+                if j >= 64 || cluster_holders[l as usize] & (1 << j) == 0 {
+                    *f += 1;
+                }
+            }
+        }
+        let one_to_one = |i: usize, j: usize| !self.duplicates[i] && !self.duplicates[j];
+        let both_free = |i: usize, j: usize| {
+            if !one_to_one(i, j) || holder_size[i] == 0 || holder_size[j] == 0 {
+                return 1.0;
+            }
+            free_count[i][j] as f64 / holder_size[i] as f64 * free_count[j][i] as f64
+                / holder_size[j] as f64
+        };
+        let taken = |l: usize, h: usize| {
+            h < 64 && !self.duplicates[h] && cluster_holders[l] & (1 << h) != 0
+        };
+        let mut missed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        // (Σ P over vetoed free pairs, Σ P over vetoed taken pairs) by holder pair.
+        let mut vetoed: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
+        for (&(a, b), &w) in self.candidate_pairs.iter().zip(&self.scores.weights) {
+            let (la, lb) = (labels[a as usize] as usize, labels[b as usize] as usize);
+            if la == lb {
+                continue;
+            }
+            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
+            let key = (ha.min(hb), ha.max(hb));
+            let is_taken = taken(la, hb) || taken(lb, ha);
+            let p = probability(f64::from(w));
+            if !self.veto.is_empty() {
+                let code = self.features.compare(a, b).code;
+                let dims = self.features.dims();
+                if self
+                    .veto
+                    .iter()
+                    .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+                {
+                    let v = vetoed.entry(key).or_default();
+                    if is_taken {
+                        v.1 += p;
+                    } else {
+                        v.0 += p;
+                    }
+                    continue;
+                }
+            }
+            if is_taken {
+                continue;
+            }
+            *missed.entry(key).or_default() += free_pair_probability(p, both_free(key.0, key.1));
+        }
+        let mut missed_vetoed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        for (&(i, j), &(free, taken)) in &vetoed {
+            let e = vetoed_matches(free, taken, both_free(i, j));
+            missed_vetoed.insert((i, j), e);
+            *missed.entry((i, j)).or_default() += e;
+        }
+        let vetoed_total: f64 = missed_vetoed.values().sum();
+        let missed_total: f64 = missed.values().sum();
+        let in_output: f64 = self.output_by_pair.values().map(|v| v.1).sum();
+        let expected_total = in_output + missed_total + self.unseen_matches;
+        let (out_pairs, out_true) = self
+            .output_by_pair
+            .values()
+            .fold((0u64, 0.0f64), |(a, b), (n, e)| (a + n, b + e));
+        let f1 = |p: f64, r: f64| {
+            if p + r == 0.0 {
+                0.0
+            } else {
+                2.0 * p * r / (p + r)
+            }
+        };
+        let precision = if out_pairs == 0 {
+            1.0
+        } else {
+            out_true / out_pairs as f64
+        };
+        let recall = if expected_total > 0.0 {
+            out_true / expected_total
+        } else {
+            1.0
+        };
+        let seen_total = (in_output + missed_total).max(1e-12);
+        let mut keys: Vec<(usize, usize)> = missed.keys().copied().collect();
+        keys.extend(self.output_by_pair.keys().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        // Holder pairs compared only through `rare_agreement` digests (a hash-only holder):
+        // the matches that share no digest leave no trace the model can count, so their
+        // recall is not identifiable (SPEC.md §9.4); the estimate is an upper bound.
+        let informative: Vec<usize> = spec
+            .comparisons
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.rare_agreement)
+            .map(|(i, _)| i)
+            .collect();
+        let mut identifiable: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+        for &(a, b) in &self.candidate_pairs {
+            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
+            let key = (ha.min(hb), ha.max(hb));
+            if identifiable.get(&key) == Some(&true) {
+                continue;
+            }
+            let code = self.features.compare(a, b).code;
+            let any = informative.iter().any(|&c| !dims.is_missing(code, c));
+            *identifiable.entry(key).or_insert(false) |= any;
+        }
+        let hidden = |i: usize, j: usize| identifiable.get(&(i, j)) == Some(&false);
+        let any_hidden = identifiable.values().any(|&x| !x);
+        let by_pair: Vec<HolderPairEstimate> = keys
+            .iter()
+            .map(|&(i, j)| {
+                let (n, t) = self
+                    .output_by_pair
+                    .get(&(i, j))
+                    .copied()
+                    .unwrap_or((0, 0.0));
+                let e = t + missed.get(&(i, j)).copied().unwrap_or(0.0);
+                let total = e + self.unseen_matches * e / seen_total;
+                let p = if n == 0 { 1.0 } else { t / n as f64 };
+                let r = if total > 0.0 { t / total } else { 1.0 };
+                let known = !hidden(i, j);
+                HolderPairEstimate {
+                    party_a: parties[i].to_owned(),
+                    party_b: parties[j].to_owned(),
+                    output_pairs: n,
+                    expected_true_pairs: round(t, 2),
+                    expected_matches: known.then(|| round(total, 2)),
+                    precision: round(p, 5),
+                    recall: known.then(|| round(r, 5)),
+                    f1: known.then(|| round(f1(p, r), 5)),
+                    recall_identifiable: known,
+                    recall_upper_bound: (!known).then(|| round(r, 5)),
+                    recall_note: (!known).then_some(NOT_IDENTIFIABLE),
+                }
+            })
+            .collect();
+        // Histogram of candidate match weights, 1-bit bins.
+        let mut hist: BTreeMap<i64, u64> = BTreeMap::new();
+        for &w in &self.scores.weights {
+            *hist
+                .entry(f64::from(w).floor().clamp(-60.0, 80.0) as i64)
+                .or_default() += 1;
+        }
+        // Curve, thinned to about 200 points spread over the links.
+        let curve = self.scores.curve();
+        let step = (curve.len() / 200).max(1);
+        let curve: Vec<CurveSummary> = curve
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % step == 0 || *i + 1 == curve.len())
+            .map(|(_, p)| CurveSummary {
+                weight: round(p.weight, 3),
+                probability: p.probability,
+                links: p.links,
+                precision: round(p.precision, 6),
+                recall: round(p.recall, 6),
+            })
+            .collect();
+        let mut sizes = vec![0u32; clusters];
+        for &l in labels {
+            sizes[l as usize] += 1;
+        }
+        let mut size_hist: BTreeMap<u32, u64> = BTreeMap::new();
+        for s in sizes {
+            *size_hist.entry(s).or_default() += 1;
+        }
+        let _ = &self.offsets;
+        ScoringSummary {
+            comparisons,
+            prior: model.prior,
+            prior_bits: round(model.prior_bits(), 4),
+            em: EmSummary {
+                iterations: model.iterations,
+                converged: model.converged,
+                patterns: self.scores.patterns.len(),
+                prior_rule: model.prior_rule.clone(),
+                sessions: model.sessions.clone(),
+                diagnostics: model.diagnostics.clone(),
+            },
+            random_pairs: self.scores.random_pairs,
+            candidates: CandidatesSummary {
+                pairs: self.candidates.pairs,
+                blocking_keys: self.candidates.keys,
+                largest_group: self.candidates.largest_group,
+                skipped_groups: self.candidates.skipped_groups,
+            },
+            threshold: ThresholdSummary {
+                weight: round(self.threshold, 4),
+                probability: probability(self.threshold),
+                source: match self.source {
+                    ThresholdSource::Flag => "flag",
+                    ThresholdSource::Schema => "schema",
+                    ThresholdSource::Auto => "max_estimated_f1",
+                },
+            },
+            links_above_threshold: self.links_above,
+            clustering: ClusteringSummary {
+                mode: match self.clustering {
+                    Clustering::Guarded => "guarded",
+                    Clustering::Threshold => "threshold",
+                },
+                merges: self.cluster_stats.merges,
+                redundant: self.cluster_stats.redundant,
+                vetoed_same_holder: self.cluster_stats.vetoed_same_holder,
+                vetoed_conflict: self.cluster_stats.vetoed_conflict,
+                vetoed_by_rule: self.vetoed_links,
+            },
+            estimated: EstimatedQuality {
+                matches: round(expected_total, 2),
+                matches_outside_candidates: round(self.unseen_matches, 2),
+                matches_missed_among_candidates: round(missed_total, 2),
+                matches_missed_vetoed: round(vetoed_total, 2),
+                output_pairs: out_pairs,
+                expected_true_pairs: round(out_true, 2),
+                precision: round(precision, 5),
+                recall: (!any_hidden).then(|| round(recall, 5)),
+                f1: (!any_hidden).then(|| round(f1(precision, recall), 5)),
+                recall_identifiable: !any_hidden,
+                recall_upper_bound: any_hidden.then(|| round(recall, 5)),
+                recall_note: any_hidden.then_some(NOT_IDENTIFIABLE),
+                by_holder_pair: by_pair,
+            },
+            weight_histogram: hist.into_iter().collect(),
+            curve,
+            cluster_sizes: size_hist.into_iter().collect(),
+            timings_ms: ScoringTimings {
+                candidates: self.timings_ms[0],
+                compare_em_score: self.timings_ms[1],
+                cluster: self.timings_ms[2],
+            },
+        }
+    }
+}
+
+/// The `scoring` object of `summary.json` (SPEC.md §9.6).
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct ScoringSummary {
+    /// Per comparison: levels with m, u, weight and counts.
+    pub comparisons: Vec<ComparisonSummary>,
+    /// λ: the share of all cross-holder pairs that are matches.
+    pub prior: f64,
+    /// log2(λ / (1 − λ)).
+    pub prior_bits: f64,
+    /// EM's run.
+    pub em: EmSummary,
+    /// Random pairs sampled for u.
+    pub random_pairs: u64,
+    /// Candidate generation.
+    pub candidates: CandidatesSummary,
+    /// The threshold used.
+    pub threshold: ThresholdSummary,
+    /// Candidate pairs at or above the threshold (including vetoed ones).
+    pub links_above_threshold: u64,
+    /// Clustering.
+    pub clustering: ClusteringSummary,
+    /// The model's estimate of the output's quality (SPEC.md §9.4).
+    pub estimated: EstimatedQuality,
+    /// Candidate match weights in 1-bit bins: `(floor(weight), count)`, clamped to [−60, 80].
+    pub weight_histogram: Vec<(i64, u64)>,
+    /// Estimated precision/recall by threshold, thinned to about 200 points.
+    pub curve: Vec<CurveSummary>,
+    /// `(cluster size, clusters)`.
+    pub cluster_sizes: Vec<(u32, u64)>,
+    /// Stage wall times in milliseconds.
+    pub timings_ms: ScoringTimings,
+}
+
+/// One comparison of [`ScoringSummary`].
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct ComparisonSummary {
+    /// The comparison's name in the schema.
+    pub name: String,
+    /// Term-frequency adjustment on its exact level.
+    pub tf: bool,
+    /// Its disagreement stops a guarded merge below the threshold.
+    pub conflict: bool,
+    /// Levels, strongest agreement first; the last is "missing".
+    pub levels: Vec<LevelSummary>,
+}
+
+/// One level of a comparison.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct LevelSummary {
+    /// Human label, e.g. `exact kana_name`.
+    pub label: String,
+    /// P(level | match); `None` for "missing".
+    pub m: Option<f64>,
+    /// P(level | non-match); `None` for "missing".
+    pub u: Option<f64>,
+    /// Match weight in bits (log2 m/u), 0 for "missing".
+    pub weight: f64,
+    /// Candidate pairs at this level.
+    pub candidates: u64,
+    /// Random pairs at this level.
+    pub random_pairs: u64,
+}
+
+/// EM's run.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct EmSummary {
+    /// Iterations made.
+    pub iterations: u32,
+    /// Converged before the iteration limit.
+    pub converged: bool,
+    /// Distinct comparison patterns among the candidates.
+    pub patterns: usize,
+    /// The deterministic rule behind the prior's centre (SPEC.md §9.3).
+    pub prior_rule: super::PriorRule,
+    /// The training sessions (SPEC.md §9.3).
+    pub sessions: Vec<super::SessionFit>,
+    /// Problems of the fit (rejected sessions, an implausible prior), also logged.
+    pub diagnostics: Vec<String>,
+}
+
+/// Why a recall estimate is withheld (SPEC.md §9.4).
+pub const NOT_IDENTIFIABLE: &str = "recall not identifiable: these holders meet only through digests of rare identifiers, and matches that share no digest leave no evidence; the figure is an upper bound";
+
+/// Candidate generation.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct CandidatesSummary {
+    /// Candidate pairs.
+    pub pairs: u64,
+    /// Distinct blocking keys.
+    pub blocking_keys: usize,
+    /// Records in the largest block kept.
+    pub largest_group: usize,
+    /// Blocks skipped for exceeding `max_block`.
+    pub skipped_groups: usize,
+}
+
+/// The threshold used.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct ThresholdSummary {
+    /// Match weight in bits.
+    pub weight: f64,
+    /// Match probability.
+    pub probability: f64,
+    /// `flag`, `schema` or `max_estimated_f1`.
+    pub source: &'static str,
+}
+
+/// Clustering of a scored run.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct ClusteringSummary {
+    /// `guarded` or `threshold`.
+    pub mode: &'static str,
+    /// Links that merged two clusters.
+    pub merges: u64,
+    /// Links within one cluster already.
+    pub redundant: u64,
+    /// Merges refused: two records of one one-to-one holder.
+    pub vetoed_same_holder: u64,
+    /// Merges refused: a conflicting pair across the two clusters.
+    pub vetoed_conflict: u64,
+    /// Links refused by a veto rule (e.g. given names disagree).
+    pub vetoed_by_rule: u64,
+}
+
+/// The model's estimate of the output's quality (SPEC.md §9.4).
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct EstimatedQuality {
+    /// Expected matches in all.
+    pub matches: f64,
+    /// Expected matches that are not candidates.
+    pub matches_outside_candidates: f64,
+    /// Expected matches among candidates not in the output.
+    pub matches_missed_among_candidates: f64,
+    /// Of those, vetoed ones.
+    pub matches_missed_vetoed: f64,
+    /// Output pairs.
+    pub output_pairs: u64,
+    /// Σ P(match) over output pairs.
+    pub expected_true_pairs: f64,
+    /// Estimated precision.
+    pub precision: f64,
+    /// Estimated recall; `None` when not identifiable (a hash-only holder pair).
+    pub recall: Option<f64>,
+    /// Estimated F1; `None` with the recall.
+    pub f1: Option<f64>,
+    /// Whether the recall is identifiable for every holder pair.
+    pub recall_identifiable: bool,
+    /// Without an identifiable recall: the model's figure, an upper bound.
+    pub recall_upper_bound: Option<f64>,
+    /// Without an identifiable recall: why.
+    pub recall_note: Option<&'static str>,
+    /// The same per pair of holders.
+    pub by_holder_pair: Vec<HolderPairEstimate>,
+}
+
+/// Estimated quality for one pair of holders.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct HolderPairEstimate {
+    /// First holder.
+    pub party_a: String,
+    /// Second holder.
+    pub party_b: String,
+    /// Output pairs.
+    pub output_pairs: u64,
+    /// Σ P(match) over them.
+    pub expected_true_pairs: f64,
+    /// Expected matches between the two holders; `None` when not identifiable.
+    pub expected_matches: Option<f64>,
+    /// Estimated precision.
+    pub precision: f64,
+    /// Estimated recall; `None` when not identifiable (the holders meet only through
+    /// `rare_agreement` digests).
+    pub recall: Option<f64>,
+    /// Estimated F1; `None` with the recall.
+    pub f1: Option<f64>,
+    /// Whether the recall is identifiable.
+    pub recall_identifiable: bool,
+    /// Without an identifiable recall: the model's figure, an upper bound.
+    pub recall_upper_bound: Option<f64>,
+    /// Without an identifiable recall: why.
+    pub recall_note: Option<&'static str>,
+}
+
+/// One point of the precision/recall curve.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct CurveSummary {
+    /// Threshold (bits).
+    pub weight: f64,
+    /// Its match probability.
+    pub probability: f64,
+    /// Links at or above it.
+    pub links: u64,
+    /// Estimated precision there.
+    pub precision: f64,
+    /// Estimated recall there.
+    pub recall: f64,
+}
+
+/// Scoring stage wall times, milliseconds.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct ScoringTimings {
+    /// Candidate generation.
+    pub candidates: f64,
+    /// Comparison vectors, EM and scores.
+    pub compare_em_score: f64,
+    /// Threshold and clustering.
+    pub cluster: f64,
+}
