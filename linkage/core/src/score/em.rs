@@ -1005,7 +1005,7 @@ mod tests {
         let mut sample = Vec::new();
         for code in 0..81u32 {
             let l: Vec<usize> = (0..4).map(|c| dims.level(code, c) as usize).collect();
-            if l.iter().any(|&x| x == 2) {
+            if l.contains(&2) {
                 continue;
             }
             let pm: f64 = (0..4).map(|c| m[c][l[c]]).product();
