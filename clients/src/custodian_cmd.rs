@@ -15,7 +15,9 @@ use renketsu_keys::lifecycle::SystemClock;
 use renketsu_keys::seal::KekRing;
 use renketsu_protocol::v1;
 
-use crate::custodian_conn::{CustodianArgs, status_error};
+use renketsu_client::custodian::{EvalMode, NewProject, custodian_recipe_name};
+
+use crate::custodian_conn::{CustodianArgs, client_error};
 
 #[derive(Subcommand)]
 pub(crate) enum CustodianCommand {
@@ -396,7 +398,7 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
                     let schema = renketsu_linkage::Schema::from_toml(&text)
                         .with_context(|| format!("{}", path.display()))?;
                     for r in &schema.recipes {
-                        let name = renketsu_custodian::client::custodian_recipe_name(&r.name, r.version);
+                        let name = custodian_recipe_name(&r.name, r.version);
                         if !recipes.contains(&name) {
                             recipes.push(name);
                         }
@@ -409,24 +411,21 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
                     }
                 }
                 let mode = match mode {
-                    ModeArg::Oprf => v1::EvaluationMode::Oprf,
-                    ModeArg::Voprf => v1::EvaluationMode::Voprf,
+                    ModeArg::Oprf => EvalMode::Oprf,
+                    ModeArg::Voprf => EvalMode::Voprf,
                 };
-                let r = conn
+                let p = conn
                     .connect()?
-                    .create_project(v1::CreateProjectRequest {
+                    .create_project(NewProject {
                         project,
                         recipes,
                         clk_fields,
-                        mode: mode as i32,
+                        mode,
                         linkage_unit,
                     })
                     .await
-                    .map_err(|s| status_error("CreateProject", &s))?
-                    .into_inner();
-                if let Some(p) = r.project {
-                    print_project(&p);
-                }
+                    .map_err(client_error)?;
+                print_project(&p);
             }
             AdminCommand::Enrol {
                 project,
@@ -434,22 +433,15 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
                 declared_records,
                 conn,
             } => {
-                let r = conn
+                let h = conn
                     .connect()?
-                    .enrol_holder(v1::EnrolHolderRequest {
-                        project: project.clone(),
-                        party,
-                        declared_records,
-                    })
+                    .enrol_holder(&project, &party, declared_records)
                     .await
-                    .map_err(|s| status_error("EnrolHolder", &s))?
-                    .into_inner();
-                if let Some(h) = r.holder {
-                    println!(
-                        "enrolled {} in {project}: {} records declared, quota {} evaluations per recipe and epoch",
-                        h.party, h.declared_records, h.evaluation_quota
-                    );
-                }
+                    .map_err(client_error)?;
+                println!(
+                    "enrolled {} in {project}: {} records declared, quota {} evaluations per recipe and epoch",
+                    h.party, h.declared_records, h.evaluation_quota
+                );
             }
             AdminCommand::Rotate {
                 project,
@@ -458,13 +450,9 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
             } => {
                 let r = conn
                     .connect()?
-                    .rotate_epoch(v1::RotateEpochRequest {
-                        project: project.clone(),
-                        recipe: recipe.clone(),
-                    })
+                    .rotate_epoch(&project, &recipe)
                     .await
-                    .map_err(|s| status_error("RotateEpoch", &s))?
-                    .into_inner();
+                    .map_err(client_error)?;
                 println!(
                     "{project} {recipe}: epoch {} active (public key {}); epoch {} retired",
                     r.epoch,
@@ -480,14 +468,9 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
             } => {
                 let r = conn
                     .connect()?
-                    .revoke_epoch(v1::RevokeEpochRequest {
-                        project: project.clone(),
-                        recipe: recipe.clone(),
-                        epoch,
-                    })
+                    .revoke_epoch(&project, &recipe, epoch)
                     .await
-                    .map_err(|s| status_error("RevokeEpoch", &s))?
-                    .into_inner();
+                    .map_err(client_error)?;
                 println!("{project} {recipe}: epoch {} revoked", r.epoch);
             }
         }
@@ -498,16 +481,15 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
 /// `renketsu keys list --custodian …`: every project on the custodian.
 pub(crate) fn list_remote(conn: &CustodianArgs) -> Result<()> {
     runtime()?.block_on(async move {
-        let r = conn
+        let projects = conn
             .connect()?
-            .list_projects(v1::ListProjectsRequest {})
+            .list_projects()
             .await
-            .map_err(|s| status_error("ListProjects", &s))?
-            .into_inner();
-        if r.projects.is_empty() {
+            .map_err(client_error)?;
+        if projects.is_empty() {
             println!("no projects");
         }
-        for p in &r.projects {
+        for p in &projects {
             print_project(p);
         }
         Ok(())

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use renketsu_custodian::client::{ConnectConfig, CustodianClient};
-use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
-use tonic::transport::Channel;
+use renketsu_client::custodian::{ClientError, ConnectConfig, CustodianClient};
 
 /// `--custodian URL --ca FILE --cert FILE --key FILE`.
 #[derive(clap::Args, Clone, Debug)]
@@ -31,9 +29,9 @@ impl CustodianArgs {
         self.custodian.is_some()
     }
 
-    /// A gRPC client over mutual TLS (connected on first use), via the custodian client's
-    /// connect helper (`renketsu_custodian::client`).
-    pub fn connect(&self) -> Result<KeyCustodianClient<Channel>> {
+    /// The custodian client over mutual TLS (connected on first use), from
+    /// `renketsu_client::custodian`.
+    pub fn connect(&self) -> Result<CustodianClient> {
         let Some(url) = &self.custodian else {
             bail!("--custodian URL is required (or set RENKETSU_CUSTODIAN)");
         };
@@ -48,20 +46,18 @@ impl CustodianArgs {
             &need(&self.key, "key")?,
         );
         config.timeout = Duration::from_secs(120);
-        Ok(CustodianClient::connect(&config)?
-            .raw()
-            .max_decoding_message_size(64 * 1024 * 1024))
+        Ok(CustodianClient::connect(&config)?)
     }
 }
 
-/// A gRPC status as a one-line error: code and the custodian's message.
-pub(crate) fn status_error(what: &str, s: &tonic::Status) -> anyhow::Error {
-    let hint = match s.code() {
-        tonic::Code::Unavailable => {
+/// A client error as a one-line error, with a hint for the statuses a user can fix.
+pub(crate) fn client_error(e: ClientError) -> anyhow::Error {
+    let hint = match e.code() {
+        Some(tonic::Code::Unavailable) => {
             " (is the custodian running, and do --ca, --cert and --key belong to its PKI?)"
         }
-        tonic::Code::PermissionDenied => " (check the role and party of --cert)",
+        Some(tonic::Code::PermissionDenied) => " (check the role and party of --cert)",
         _ => "",
     };
-    anyhow::anyhow!("{what}: {:?}: {}{hint}", s.code(), s.message())
+    anyhow::anyhow!("{e}{hint}")
 }

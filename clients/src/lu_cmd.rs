@@ -2,7 +2,7 @@
 //! clients — admin (projects, jobs, re-keying), holders (uploads, mappings, opt-outs,
 //! traceback), the researcher (keys, releases) and auditors (the linkage unit's audit log).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,31 +13,23 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use renketsu_custodian::client::{ConnectConfig, tls_channel};
-use renketsu_custodian::server::TlsMaterial;
-use renketsu_keys::content::{ContentOpener, ContentSealer, ResearcherKeyPair};
-use renketsu_keys::lifecycle::SystemClock;
+use renketsu_client::linkage_unit::{
+    LinkageUnitConn, LuClientError, NewLinkageProject, SealedContentWriter, open_release,
+};
+use renketsu_keys::content::ResearcherKeyPair;
 use renketsu_keys::local::LocalKeyStore;
 use renketsu_keys::seal::{SealContext, Sealed};
 use renketsu_linkage::Schema;
-use renketsu_linkage_unit::content_file::{self, ContentHeader};
 use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_linkage_unit::store::LuStore;
 use renketsu_protocol::v1;
-use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
+use renketsu_rpc::SystemClock;
+use renketsu_rpc::tls::{ConnectConfig, TlsMaterial};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use tonic::transport::Channel;
 
-use crate::custodian_conn::status_error;
 use crate::input::{EncodingArg, open_csv};
 use crate::output::PendingFile;
 use crate::tokens_file;
-
-/// Chunk size of uploads (bytes).
-const CHUNK_BYTES: usize = 1024 * 1024;
-/// Attempts of an upload when the linkage unit is unreachable or restarts.
-const UPLOAD_ATTEMPTS: u32 = 30;
 
 /// `--lu URL --ca FILE --cert FILE --key FILE`.
 #[derive(clap::Args, Clone, Debug)]
@@ -60,13 +52,23 @@ pub(crate) struct LuArgs {
 }
 
 impl LuArgs {
-    fn connect(&self) -> Result<LinkageUnitClient<Channel>> {
+    fn connect(&self) -> Result<LinkageUnitConn> {
         let mut config = ConnectConfig::new(self.lu.clone(), &self.ca, &self.cert, &self.key);
         config.timeout = Duration::from_secs(600);
-        Ok(LinkageUnitClient::new(tls_channel(&config)?)
-            .max_decoding_message_size(renketsu_linkage_unit::server::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(renketsu_linkage_unit::server::MAX_MESSAGE_BYTES))
+        Ok(LinkageUnitConn::connect(&config, &self.project)?)
     }
+}
+
+/// A client error as a one-line error, with a hint for the statuses a user can fix.
+fn lu_error(e: LuClientError) -> anyhow::Error {
+    let hint = match e.code() {
+        Some(tonic::Code::Unavailable) => {
+            " (is the linkage unit running, and do --ca, --cert and --key belong to its PKI?)"
+        }
+        Some(tonic::Code::PermissionDenied) => " (check the role and party of --cert)",
+        _ => "",
+    };
+    anyhow::anyhow!("{e}{hint}")
 }
 
 /// `renketsu lu …`.
@@ -323,17 +325,15 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                 let pk = read_public_key(&researcher_key)?;
                 let p = conn
                     .connect()?
-                    .create_linkage_project(v1::CreateLinkageProjectRequest {
-                        project: conn.project.clone(),
+                    .create_project(NewLinkageProject {
                         holders,
                         researcher,
-                        researcher_public_key: pk.to_vec(),
+                        researcher_public_key: pk,
                         schema_toml,
                         duplicates,
                     })
                     .await
-                    .map_err(|s| status_error("CreateLinkageProject", &s))?
-                    .into_inner();
+                    .map_err(lu_error)?;
                 println!(
                     "created linkage project {}: holders {}, researcher {}, schema SHA-256 {}",
                     p.project,
@@ -344,13 +344,8 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                 Ok(())
             }
             LuCommand::List { conn } => {
-                let r = conn
-                    .connect()?
-                    .list_linkage_projects(v1::ListLinkageProjectsRequest {})
-                    .await
-                    .map_err(|s| status_error("ListLinkageProjects", &s))?
-                    .into_inner();
-                for p in r.projects {
+                let projects = conn.connect()?.list_projects().await.map_err(lu_error)?;
+                for p in projects {
                     println!(
                         "{}  holders {}  researcher {}",
                         p.project,
@@ -373,27 +368,16 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                 Ok(())
             }
             LuCommand::Delete { conn } => {
-                conn.connect()?
-                    .delete_linkage_project(v1::DeleteLinkageProjectRequest {
-                        project: conn.project.clone(),
-                    })
-                    .await
-                    .map_err(|s| status_error("DeleteLinkageProject", &s))?;
+                conn.connect()?.delete_project().await.map_err(lu_error)?;
                 println!("deleted linkage project {}", conn.project);
                 Ok(())
             }
             LuCommand::StartJob { conn, wait } => {
                 let mut client = conn.connect()?;
-                let j = client
-                    .start_job(v1::StartJobRequest {
-                        project: conn.project.clone(),
-                    })
-                    .await
-                    .map_err(|s| status_error("StartJob", &s))?
-                    .into_inner();
+                let j = client.start_job().await.map_err(lu_error)?;
                 eprintln!("renketsu lu: started job {} of {}", j.job_id, j.project);
                 if wait {
-                    wait_job(&mut client, &conn.project, j.job_id).await
+                    wait_job(&mut client, j.job_id).await
                 } else {
                     Ok(())
                 }
@@ -401,29 +385,14 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
             LuCommand::Job { conn, job, wait } => {
                 let mut client = conn.connect()?;
                 if wait {
-                    return wait_job(&mut client, &conn.project, job).await;
+                    return wait_job(&mut client, job).await;
                 }
-                let j = client
-                    .get_job(v1::GetJobRequest {
-                        project: conn.project.clone(),
-                        job_id: job,
-                    })
-                    .await
-                    .map_err(|s| status_error("GetJob", &s))?
-                    .into_inner();
+                let j = client.job(job).await.map_err(lu_error)?;
                 println!("{}", job_line(&j));
                 Ok(())
             }
             LuCommand::Cancel { conn, job } => {
-                let j = conn
-                    .connect()?
-                    .cancel_job(v1::CancelJobRequest {
-                        project: conn.project.clone(),
-                        job_id: job,
-                    })
-                    .await
-                    .map_err(|s| status_error("CancelJob", &s))?
-                    .into_inner();
+                let j = conn.connect()?.cancel_job(job).await.map_err(lu_error)?;
                 println!("{}", job_line(&j));
                 Ok(())
             }
@@ -434,14 +403,9 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
             } => {
                 let r = conn
                     .connect()?
-                    .rekey_tokens(v1::RekeyTokensRequest {
-                        project: conn.project.clone(),
-                        recipe: recipe.clone(),
-                        to_epoch,
-                    })
+                    .rekey(&recipe, to_epoch)
                     .await
-                    .map_err(|s| status_error("RekeyTokens", &s))?
-                    .into_inner();
+                    .map_err(lu_error)?;
                 println!(
                     "re-keyed {} tokens of {recipe} in {} uploads to epoch {to_epoch}",
                     r.tokens, r.uploads
@@ -453,13 +417,9 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
             LuCommand::Traceback { conn, pseudonym } => {
                 let r = conn
                     .connect()?
-                    .traceback(v1::TracebackRequest {
-                        project: conn.project.clone(),
-                        pseudonym,
-                    })
+                    .traceback(&pseudonym)
                     .await
-                    .map_err(|s| status_error("Traceback", &s))?
-                    .into_inner();
+                    .map_err(lu_error)?;
                 for id in &r.record_ids {
                     println!("{id}");
                 }
@@ -510,11 +470,7 @@ fn job_line(j: &v1::Job) -> String {
     s
 }
 
-async fn wait_job(
-    client: &mut LinkageUnitClient<Channel>,
-    project: &str,
-    job_id: u64,
-) -> Result<()> {
+async fn wait_job(client: &mut LinkageUnitConn, job_id: u64) -> Result<()> {
     let pb = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
     pb.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:40}] {msg}")
@@ -522,58 +478,35 @@ async fn wait_job(
             .progress_chars("=> "),
     );
     pb.set_prefix(format!("job {job_id}"));
-    let mut failures = 0;
-    loop {
-        let j = match client
-            .get_job(v1::GetJobRequest {
-                project: project.to_owned(),
-                job_id,
-            })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            // The linkage unit restarting: it resumes the job; keep waiting.
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable) && failures < 120 => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(s) => return Err(status_error("GetJob", &s)),
-        };
-        failures = 0;
-        pb.set_position((j.progress * 1000.0) as u64);
-        pb.set_message(j.stage.clone());
-        if j.state != v1::JobState::Running as i32 {
-            pb.finish_and_clear();
+    let outcome = client
+        .wait_job(job_id, |j| {
+            pb.set_position((j.progress * 1000.0) as u64);
+            pb.set_message(j.stage.clone());
+        })
+        .await;
+    pb.finish_and_clear();
+    match outcome {
+        Ok(j) => {
             println!("{}", job_line(&j));
-            if j.state != v1::JobState::Done as i32 {
-                bail!("job {} did not complete", j.job_id);
-            }
-            return Ok(());
+            Ok(())
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(LuClientError::JobNotDone { job, .. }) => {
+            println!("{}", job_line(&job));
+            bail!("job {} did not complete", job.job_id)
+        }
+        Err(e) => Err(lu_error(e)),
     }
 }
 
-/// Uploads `bytes` as one upload of `kind`, resuming: only chunks the linkage unit does not
-/// have are sent; transient failures (restart, network) are retried. Chunk messages are made
-/// one at a time as the stream sends them (the file is not copied whole again).
-pub(crate) async fn upload_bytes(
-    client: &mut LinkageUnitClient<Channel>,
-    project: &str,
+/// Uploads `bytes` as one upload of `kind` (resuming, retrying: the client library's
+/// `LinkageUnitConn::upload`), with a progress bar unless `quiet`.
+async fn upload_bytes(
+    client: &mut LinkageUnitConn,
     kind: v1::UploadKind,
     bytes: Arc<Vec<u8>>,
     label: &str,
     quiet: bool,
 ) -> Result<v1::UploadStatus> {
-    let upload_id = hex::encode(Sha256::digest(bytes.as_slice()));
-    // An empty file is one empty chunk.
-    let total = bytes.len().div_ceil(CHUNK_BYTES).max(1) as u32;
-    let len = bytes.len();
-    let range = move |i: u32| {
-        let start = i as usize * CHUNK_BYTES;
-        start..(start + CHUNK_BYTES).min(len)
-    };
     let pb = if quiet {
         ProgressBar::hidden()
     } else {
@@ -589,101 +522,25 @@ pub(crate) async fn upload_bytes(
         pb.set_prefix(label.to_owned());
         pb
     };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let stored: HashSet<u32> = match client
-            .get_upload_status(v1::GetUploadStatusRequest {
-                project: project.to_owned(),
-                upload_id: upload_id.clone(),
-            })
-            .await
-        {
-            Ok(s) => {
-                let s = s.into_inner();
-                if s.complete {
-                    pb.finish_and_clear();
-                    return Ok(s);
-                }
-                s.stored_chunks.into_iter().collect()
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => HashSet::new(),
-            Err(s) if retryable(&s) && attempt < UPLOAD_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
-            Err(s) => return Err(status_error("GetUploadStatus", &s)),
-        };
-        pb.set_position(stored.iter().map(|&i| range(i).len() as u64).sum());
-        // Missing chunks; if all are stored (an earlier completion was interrupted), resend
-        // the first so that the linkage unit completes the upload.
-        let mut send: Vec<u32> = (0..total).filter(|i| !stored.contains(i)).collect();
-        if send.is_empty() {
-            send.push(0);
-        }
-        let (pb2, file, project2, upload_id2) = (
-            pb.clone(),
-            Arc::clone(&bytes),
-            project.to_owned(),
-            upload_id.clone(),
-        );
-        let stream = tokio_stream::iter(send.into_iter().map(move |i| {
-            let data = &file[range(i)];
-            pb2.inc(data.len() as u64);
-            v1::UploadChunk {
-                project: project2.clone(),
-                kind: kind as i32,
-                upload_id: upload_id2.clone(),
-                total_chunks: total,
-                total_bytes: len as u64,
-                index: i,
-                data: data.to_vec(),
-                sha256: Sha256::digest(data).to_vec(),
-            }
-        }));
-        match client.upload(stream).await {
-            Ok(r) => {
-                let s = r.into_inner();
-                if s.complete {
-                    pb.finish_and_clear();
-                    return Ok(s);
-                }
-                if attempt >= UPLOAD_ATTEMPTS {
-                    bail!("upload of {label} did not complete after {attempt} attempts");
-                }
-            }
-            Err(s) if retryable(&s) && attempt < UPLOAD_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(s) => return Err(status_error("Upload", &s)),
-        }
-    }
+    let bar = pb.clone();
+    let status = client
+        .upload(kind, bytes, label, move |done| bar.set_position(done))
+        .await
+        .map_err(lu_error);
+    pb.finish_and_clear();
+    status
 }
 
 /// Reads the file at `path` and uploads it with [`upload_bytes`].
 async fn upload_file(
-    client: &mut LinkageUnitClient<Channel>,
-    project: &str,
+    client: &mut LinkageUnitConn,
     kind: v1::UploadKind,
     path: &Path,
     label: &str,
     quiet: bool,
 ) -> Result<v1::UploadStatus> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    upload_bytes(client, project, kind, Arc::new(bytes), label, quiet).await
-}
-
-fn retryable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-            // A connection cut mid-stream (the linkage unit killed) can surface as INTERNAL
-            // ("h2 protocol error"); uploads are idempotent, so retrying is safe.
-            | tonic::Code::Internal
-    )
+    upload_bytes(client, kind, Arc::new(bytes), label, quiet).await
 }
 
 async fn upload(args: UploadArgs) -> Result<()> {
@@ -695,7 +552,6 @@ async fn upload(args: UploadArgs) -> Result<()> {
     if let Some(path) = &args.tokens {
         let s = upload_file(
             &mut client,
-            &project,
             v1::UploadKind::Tokens,
             path,
             "tokens",
@@ -710,13 +566,7 @@ async fn upload(args: UploadArgs) -> Result<()> {
         );
     }
     if let Some(csv) = &args.content_from {
-        let p = client
-            .get_linkage_project(v1::GetLinkageProjectRequest {
-                project: project.clone(),
-            })
-            .await
-            .map_err(|s| status_error("GetLinkageProject", &s))?
-            .into_inner();
+        let p = client.project_info().await.map_err(lu_error)?;
         if let Some(pin) = &args.researcher_key {
             let pinned = read_public_key(pin)?;
             if p.researcher_public_key != pinned {
@@ -738,7 +588,6 @@ async fn upload(args: UploadArgs) -> Result<()> {
         )?;
         let s = upload_bytes(
             &mut client,
-            &project,
             v1::UploadKind::Content,
             Arc::new(bytes),
             "content",
@@ -755,7 +604,6 @@ async fn upload(args: UploadArgs) -> Result<()> {
     if let Some(path) = &args.opt_out {
         let s = upload_file(
             &mut client,
-            &project,
             v1::UploadKind::OptOut,
             path,
             "opt-out",
@@ -801,22 +649,8 @@ fn seal_content(
             cols.push(i);
         }
     }
-    let sealer = ContentSealer::new(researcher_public_key, project, &party)?;
-    let mut out = Vec::new();
-    content_file::encode_header(
-        &mut out,
-        &ContentHeader {
-            format: content_file::FORMAT.to_owned(),
-            version: content_file::VERSION,
-            project: project.to_owned(),
-            party: party.clone(),
-            columns,
-            researcher_public_key: hex::encode(researcher_public_key),
-            encapsulated_key: B64.encode(sealer.encapsulated_key()),
-        },
-    );
+    let mut sealed = SealedContentWriter::new(project, &party, columns, researcher_public_key)?;
     let mut row = csv::ByteRecord::new();
-    let mut n = 0u64;
     let mut done = HashSet::new();
     while input.next_row(&mut row)? {
         let Some(id) = row.get(id_col).and_then(|b| input.encoding.decode(b)) else {
@@ -835,22 +669,13 @@ fn seal_content(
                     .unwrap_or_default()
             })
             .collect();
-        content_file::encode_record(&mut out, &id, &sealer.seal(&values));
-        n += 1;
+        sealed.push(&id, &values);
     }
-    content_file::encode_trailer(&mut out, n);
-    Ok(out)
+    Ok(sealed.finish())
 }
 
 async fn mapping(conn: &LuArgs, out: &Path) -> Result<()> {
-    let mut stream = conn
-        .connect()?
-        .fetch_mapping(v1::FetchMappingRequest {
-            project: conn.project.clone(),
-        })
-        .await
-        .map_err(|s| status_error("FetchMapping", &s))?
-        .into_inner();
+    let mut client = conn.connect()?;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -862,39 +687,23 @@ async fn mapping(conn: &LuArgs, out: &Path) -> Result<()> {
     let mut f = PendingFile::create(dir, name)?.csv();
     f.row(["id", "pid"])?;
     let mut n = 0u64;
-    let mut job = 0;
-    while let Some(m) = stream
-        .message()
-        .await
-        .map_err(|s| status_error("FetchMapping", &s))?
-    {
-        job = m.job_id;
-        for (id, pid) in m.record_ids.iter().zip(&m.pseudonyms) {
-            f.row([id.as_str(), pid.as_str()])?;
+    let job = client
+        .mapping(|id, pid| -> Result<()> {
+            f.row([id, pid])?;
             n += 1;
-        }
-    }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.downcast::<LuClientError>().map_or_else(|e| e, lu_error))?;
     f.commit()?;
     println!("wrote {} ({n} records, job {job})", out.display());
     Ok(())
 }
 
 async fn audit(conn: &LuArgs, print: bool) -> Result<()> {
-    let mut stream = conn
-        .connect()?
-        .read_linkage_audit_log(v1::ReadAuditLogRequest {
-            from_sequence: 0,
-            limit: 0,
-        })
-        .await
-        .map_err(|s| status_error("ReadLinkageAuditLog", &s))?
-        .into_inner();
-    let mut entries = Vec::new();
-    while let Some(e) = stream
-        .message()
-        .await
-        .map_err(|s| status_error("ReadLinkageAuditLog", &s))?
-    {
+    let wire = conn.connect()?.audit_log().await.map_err(lu_error)?;
+    let mut entries = Vec::with_capacity(wire.len());
+    for e in &wire {
         if print {
             println!(
                 "{}",
@@ -903,24 +712,7 @@ async fn audit(conn: &LuArgs, print: bool) -> Result<()> {
                     "items": e.item_count, "status": e.status_code})
             );
         }
-        let hash =
-            |v: &[u8]| -> Result<[u8; 32]> { v.try_into().context("audit hash is not 32 bytes") };
-        entries.push(renketsu_keys::audit::AuditEntry {
-            sequence: e.sequence,
-            event: renketsu_keys::audit::AuditEvent {
-                unix_time_ms: e.unix_time_ms,
-                actor_party: e.actor_party,
-                role: e.role,
-                rpc: e.rpc,
-                project: e.project,
-                recipe: e.recipe,
-                epoch: e.epoch,
-                item_count: e.item_count,
-                status_code: e.status_code,
-            },
-            prev_hash: hash(&e.prev_hash)?,
-            entry_hash: hash(&e.entry_hash)?,
-        });
+        entries.push(renketsu_client::audit::entry_from_wire(e)?);
     }
     // The linkage unit holds no key, so there is no sealed head (unlike the custodian's log):
     // the chain is checked up to the last entry streamed.
@@ -1102,46 +894,24 @@ fn load_researcher_key(path: &Path, store: Option<&Path>) -> Result<ResearcherKe
     Ok(pair)
 }
 
-/// `renketsu fetch`: the researcher's release, opened and joined.
+/// `renketsu fetch`: the researcher's release, fetched and opened by the client library,
+/// then joined here (the full outer join per cluster moves into the core engine).
 pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
     let pair = load_researcher_key(&args.researcher_key, args.key_store.as_deref())?;
     runtime()?.block_on(async move {
-        let mut stream = args
+        let sealed = args
             .conn
             .connect()?
-            .fetch_release(v1::FetchReleaseRequest {
-                project: args.conn.project.clone(),
-            })
+            .fetch_release()
             .await
-            .map_err(|s| status_error("FetchRelease", &s))?
-            .into_inner();
-        let mut holders = Vec::new();
-        let mut openers: HashMap<u32, (ContentOpener, usize)> = HashMap::new();
-        let mut columns: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        let mut clusters = Vec::new();
-        let (mut release_id, mut job_id) = (0, 0);
-        while let Some(chunk) = stream.message().await.map_err(|s| status_error("FetchRelease", &s))? {
-            if !chunk.holders.is_empty() {
-                holders = chunk.holders.clone();
-                release_id = chunk.release_id;
-                job_id = chunk.job_id;
-                for h in &chunk.headers {
-                    let idx = holders
-                        .iter()
-                        .position(|x| x == &h.party)
-                        .context("a content header of an unknown holder")? as u32;
-                    let opener = ContentOpener::new(&pair, &h.encapsulated_key, &args.conn.project, &h.party)
-                        .with_context(|| format!("content of {}", h.party))?;
-                    openers.insert(idx, (opener, h.columns.len()));
-                    columns.insert(idx, h.columns.clone());
-                }
-            }
-            clusters.extend(chunk.clusters);
-        }
+            .map_err(lu_error)?;
+        let release = open_release(&sealed, &pair, &args.conn.project)?;
+        let (holders, columns) = (&release.holders, &release.columns);
+        let (release_id, job_id) = (release.release_id, release.job_id);
         std::fs::create_dir_all(&args.out)?;
         let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
         let mut header = vec!["pid".to_owned()];
-        for (idx, cols) in &columns {
+        for (idx, cols) in columns {
             for c in cols {
                 header.push(format!("{}.{c}", holders[*idx as usize]));
             }
@@ -1149,24 +919,17 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         joined.row(&header)?;
         let order: Vec<u32> = columns.keys().copied().collect();
         let mut rows = 0u64;
-        for c in &clusters {
+        for c in &release.clusters {
             // Per holder with content: the opened records of this cluster.
-            let mut per: Vec<Vec<Vec<String>>> = vec![Vec::new(); order.len()];
-            for r in &c.records {
-                let (opener, width) = openers.get(&r.holder).context("a record of a holder without a content header")?;
-                let values = opener
-                    .open(&r.sealed)
-                    .with_context(|| format!("a record of {} in {}", holders[r.holder as usize], c.pseudonym))?;
-                if values.len() != *width {
-                    bail!("a record of {} has {} values, its header {width} columns", holders[r.holder as usize], values.len());
-                }
-                let k = order.iter().position(|&h| h == r.holder).expect("in columns");
+            let mut per: Vec<Vec<&Vec<String>>> = vec![Vec::new(); order.len()];
+            for (holder, values) in &c.records {
+                let k = order.iter().position(|h| h == holder).expect("in columns");
                 per[k].push(values);
             }
             // Full outer join within the cluster (SPEC.md §5.3): every combination.
             let lists: Vec<Vec<Option<&Vec<String>>>> = per
                 .iter()
-                .map(|v| if v.is_empty() { vec![None] } else { v.iter().map(Some).collect() })
+                .map(|v| if v.is_empty() { vec![None] } else { v.iter().copied().map(Some).collect() })
                 .collect();
             let mut choice = vec![0usize; lists.len()];
             loop {
@@ -1198,14 +961,14 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         serde_json::to_writer_pretty(
             &mut f.writer,
             &serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
-                "holders": holders, "clusters": clusters.len(), "rows": rows}),
+                "holders": holders, "clusters": release.clusters.len(), "rows": rows}),
         )?;
         f.writer.write_all(b"\n")?;
         f.commit()?;
         println!(
             "wrote {} ({} clusters, {rows} rows; release {release_id} of job {job_id})",
             args.out.join("joined.csv").display(),
-            clusters.len()
+            release.clusters.len()
         );
         Ok(())
     })

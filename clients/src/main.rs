@@ -516,7 +516,9 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
             .context("--project (or RENKETSU_PROJECT) is required to link CSV inputs")?;
         let env = kek_env();
         let ks = LocalKeyStore::open(&args.store.key_store, env.as_deref())?;
-        secret = Some(ks.project_secret(&project)?);
+        secret = Some(renketsu_linkage::ProjectSecret::from_bytes(
+            *ks.project_secret(&project)?,
+        ));
         (project, "hmac".to_owned())
     };
     if args.out.is_file() {

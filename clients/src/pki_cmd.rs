@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use renketsu_custodian::pki;
+use renketsu_rpc::pki;
 
 #[derive(Subcommand)]
 pub(crate) enum PkiCommand {

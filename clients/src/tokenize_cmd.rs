@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use renketsu_custodian::client::{
+use renketsu_client::custodian::{
     BatchEvaluator, ConnectConfig, CustodianClient, DEFAULT_BATCH_SIZE, EpochKey, EvalJob,
     EvalMode, RetryPolicy, custodian_recipe_name, evaluate_jobs,
 };
@@ -349,7 +349,7 @@ fn hmac_mode(args: &TokenizeArgs, job: &Job<'_>, ctx: NormalizeContext) -> Resul
         .unwrap_or_else(crate::default_key_store);
     let env = crate::kek_env();
     let ks = LocalKeyStore::open(&store, env.as_deref())?;
-    let secret = ks.project_secret(&args.project)?;
+    let secret = renketsu_linkage::ProjectSecret::from_bytes(*ks.project_secret(&args.project)?);
     let tokenizer = Tokenizer::new(job.schema, &secret, &args.project, ctx);
     let mut clk =
         HolderEncoding::from_schema(job.schema, &secret, &args.project, Box::new(rand::rng()));
@@ -570,7 +570,7 @@ fn custodian_mode<E: BatchEvaluator>(
 
 #[cfg(test)]
 mod tests {
-    use renketsu_custodian::client::InProcessEvaluator;
+    use renketsu_client::custodian::InProcessEvaluator;
     use renketsu_keys::oprf::{Mode, OprfServer, SecretKey, VoprfServer};
     use renketsu_linkage::clk::native::{NativeEncoder, NativeFeature};
 

@@ -5,7 +5,11 @@
 //! (KEK) kept apart from the sealed files. For the key custodian (the `renketsu-custodian`
 //! crate adds its SQL store and gRPC service): [`oprf`] (RFC 9497), [`seal`] (the KEK ring and
 //! AAD-bound sealing both stores use), [`lifecycle`] (key states, `Clock`, epoch key
-//! derivation) and [`audit`] (the hash-chained audit log and its verification).
+//! derivation) and [`audit`] (the hash-chained audit log and its verification). For the
+//! linkage unit and its clients: [`content`] (record content sealed to the researcher) and
+//! [`content_file`] (the file format that carries it). This crate depends on no other
+//! renketsu crate: the custodian, which must never see an identifier, does not compile the
+//! linkage core through it.
 //!
 //! What the local store protects: a copy of the sealed files without the KEK reveals nothing;
 //! a sealed secret moved to another project name or file fails authentication (the AAD binds
@@ -15,6 +19,8 @@
 
 pub mod audit;
 pub mod content;
+// The sealed-content file format (`renketsu-content`) holders upload to the linkage unit.
+pub mod content_file;
 pub mod lifecycle;
 pub mod local;
 // RFC 9497 OPRF/VOPRF/POPRF over ristretto255-SHA512, for the key custodian (custodian mode).

@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use renketsu_linkage::secret::{PROJECT_SECRET_LEN, ProjectSecret};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::seal::{AEAD_NAME, Kek, KekRing, SealContext, SealError, Sealed};
+
+/// Length of a project master secret in bytes (256 bits; SPEC.md §4.2).
+pub const PROJECT_SECRET_LEN: usize = 32;
 
 /// Environment variable that supplies the KEK(s) instead of `DIR/kek`.
 pub const KEK_ENV: &str = crate::seal::KEK_ENV;
@@ -265,13 +267,14 @@ impl LocalKeyStore {
             return Err(KeyStoreError::ProjectExists(project.to_owned()));
         }
         create_private_dir(path.parent().expect("has parent"))?;
-        let secret = ProjectSecret::generate(rng);
+        let mut secret = Zeroizing::new([0u8; PROJECT_SECRET_LEN]);
+        rng.fill_bytes(&mut secret[..]);
         let parts = seal_parts(KIND_PROJECT_MASTER, project);
         let ctx = SealContext {
             domain: AAD_DOMAIN,
             parts: &parts,
         };
-        let sealed = self.keks.seal(rng, &ctx, secret.expose());
+        let sealed = self.keks.seal(rng, &ctx, &secret[..]);
         let file = SealedFile {
             format: 1,
             kind: KIND_PROJECT_MASTER.into(),
@@ -292,12 +295,17 @@ impl LocalKeyStore {
         }
     }
 
-    /// Unseals the master secret of `project`.
+    /// Unseals the master secret of `project`: 32 bytes (SPEC.md §4.2), zeroized on drop. The
+    /// linkage core wraps them as its `ProjectSecret` at the call site; this crate does not
+    /// depend on the core.
     ///
     /// # Errors
     /// [`KeyStoreError::UnknownProject`], [`KeyStoreError::MalformedSealed`],
     /// [`KeyStoreError::MissingKek`], [`KeyStoreError::Unseal`].
-    pub fn project_secret(&self, project: &str) -> Result<ProjectSecret, KeyStoreError> {
+    pub fn project_secret(
+        &self,
+        project: &str,
+    ) -> Result<Zeroizing<[u8; PROJECT_SECRET_LEN]>, KeyStoreError> {
         let path = self.project_path(project)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -345,7 +353,7 @@ impl LocalKeyStore {
                 SealError::Malformed => malformed(),
                 SealError::Open | SealError::MalformedKek(_) => KeyStoreError::Unseal(path.clone()),
             })?;
-        Ok(ProjectSecret::from_bytes(*raw))
+        Ok(raw)
     }
 
     /// Names of the projects that have a sealed secret, sorted.
@@ -392,11 +400,11 @@ mod tests {
         let a = store.project_secret("p1").unwrap();
         let again = LocalKeyStore::open(dir.path(), None).unwrap();
         let b = again.project_secret("p1").unwrap();
-        assert_eq!(a.expose(), b.expose());
+        assert_eq!(a[..], b[..]);
         assert_eq!(again.projects().unwrap(), vec!["p1".to_string()]);
         // The sealed file does not contain the secret in any obvious encoding.
         let sealed = fs::read_to_string(dir.path().join("projects/p1.json")).unwrap();
-        assert!(!sealed.contains(&B64.encode(a.expose())));
+        assert!(!sealed.contains(&B64.encode(&a[..])));
     }
 
     #[cfg(unix)]
@@ -426,7 +434,7 @@ mod tests {
             store.create_project("p", &mut rng()),
             Err(KeyStoreError::ProjectExists(_))
         ));
-        assert_eq!(store.project_secret("p").unwrap().expose(), before.expose());
+        assert_eq!(store.project_secret("p").unwrap()[..], before[..]);
     }
 
     #[test]
@@ -475,10 +483,7 @@ mod tests {
         let secret = store.project_secret("p").unwrap();
         let both = format!("{},{}", new.line().as_str(), old.line().as_str());
         let rotated = LocalKeyStore::open(dir.path(), Some(&both)).unwrap();
-        assert_eq!(
-            rotated.project_secret("p").unwrap().expose(),
-            secret.expose()
-        );
+        assert_eq!(rotated.project_secret("p").unwrap()[..], secret[..]);
         rotated.create_project("q", &mut rng()).unwrap();
         let only_new = LocalKeyStore::open(dir.path(), Some(new.line().as_str())).unwrap();
         assert!(only_new.project_secret("q").is_ok());
@@ -564,7 +569,7 @@ mod tests {
         );
         create_private_dir(&dir.path().join("projects")).unwrap();
         fs::write(dir.path().join("projects/hand.json"), json).unwrap();
-        assert_eq!(store.project_secret("hand").unwrap().expose(), &secret);
+        assert_eq!(*store.project_secret("hand").unwrap(), secret);
 
         store.create_project("made", &mut rng()).unwrap();
         let file: SealedFile =
@@ -584,6 +589,6 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(plain, store.project_secret("made").unwrap().expose());
+        assert_eq!(plain, store.project_secret("made").unwrap()[..]);
     }
 }

@@ -9,15 +9,14 @@
 //!    A project that does not exist is refused the same way, so that a holder cannot probe
 //!    which projects exist.
 //!
-//! Identity comes only from the verified client certificate ([`peer_identity`]), never from
-//! request fields.
+//! Identity comes only from the verified client certificate, never from request fields. Both
+//! checks run inside `renketsu_rpc::handle`: check 1 from [`Rpc`]'s `Method` implementation,
+//! check 2 from the service's membership rule ([`check_project`]) for the RPCs whose
+//! [`Rpc::scope`] is `Project`.
 
 use std::fmt;
 
-use tonic::Request;
-
-use crate::error::ServiceError;
-use crate::pki::{self, PeerIdentity, Role};
+use renketsu_rpc::{Method, PeerIdentity, Role, Scope, ServiceError};
 
 /// The gRPC service path prefix of `renketsu.v1.KeyCustodian`.
 pub const SERVICE_PATH: &str = "/renketsu.v1.KeyCustodian/";
@@ -101,38 +100,43 @@ impl Rpc {
             Rpc::ReadAuditLog | Rpc::GetAuditHead => Role::Auditor,
         }
     }
+
+    /// Whether the call acts on one project the caller must belong to (check 2): the
+    /// holders' and the linkage unit's calls. The admin's calls name a project too but the
+    /// admin may act on every project (the store says NOT_FOUND for one that does not exist).
+    pub const fn scope(self) -> Scope {
+        match self {
+            Rpc::GetPublicKey | Rpc::EvaluateBatch | Rpc::GetWrappedClkKey | Rpc::GetRekeyDelta => {
+                Scope::Project
+            }
+            _ => Scope::Service,
+        }
+    }
+}
+
+impl Method for Rpc {
+    fn path(self) -> String {
+        Rpc::path(self)
+    }
+
+    fn roles(self) -> &'static [Role] {
+        match self.role() {
+            Role::Admin => &[Role::Admin],
+            Role::DataHolder => &[Role::DataHolder],
+            Role::LinkageUnit => &[Role::LinkageUnit],
+            Role::Auditor => &[Role::Auditor],
+            Role::Researcher => &[Role::Researcher],
+        }
+    }
+
+    fn scope(self) -> Scope {
+        Rpc::scope(self)
+    }
 }
 
 impl fmt::Display for Rpc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// The caller's identity from its verified client certificate: the first (end-entity)
-/// certificate of the TLS peer chain. UNAUTHENTICATED when there is none (a plaintext
-/// connection) or when it does not follow the certificate convention.
-pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, ServiceError> {
-    let certs = request.peer_certs().ok_or_else(|| {
-        ServiceError::Unauthenticated("no client certificate was presented".to_owned())
-    })?;
-    let leaf = certs.first().ok_or_else(|| {
-        ServiceError::Unauthenticated("no client certificate was presented".to_owned())
-    })?;
-    pki::identity_from_der(leaf.as_ref()).map_err(|e| ServiceError::Unauthenticated(e.to_string()))
-}
-
-/// Check 1: the caller's role may make `rpc`.
-pub fn check_role(rpc: Rpc, who: &PeerIdentity) -> Result<(), ServiceError> {
-    if who.role == rpc.role() {
-        Ok(())
-    } else {
-        Err(ServiceError::PermissionDenied(format!(
-            "{rpc} is for the {} role; {} holds a {} certificate",
-            rpc.role(),
-            who.party,
-            who.role
-        )))
     }
 }
 
@@ -193,12 +197,16 @@ mod tests {
 
     #[test]
     fn each_rpc_has_exactly_one_role() {
+        use renketsu_rpc::call::check_role;
         for rpc in Rpc::ALL {
             let allowed: Vec<Role> = Role::ALL
                 .into_iter()
                 .filter(|r| check_role(rpc, &id("x", *r)).is_ok())
                 .collect();
             assert_eq!(allowed, [rpc.role()], "{rpc}");
+            // Exactly the non-admin, non-auditor calls with a project are project-scoped.
+            let member_call = matches!(rpc.role(), Role::DataHolder | Role::LinkageUnit);
+            assert_eq!(rpc.scope() == Scope::Project, member_call, "{rpc}");
         }
         assert_eq!(Rpc::EvaluateBatch.role(), Role::DataHolder);
         assert!(check_role(Rpc::EvaluateBatch, &id("lu", Role::LinkageUnit)).is_err());

@@ -1,18 +1,20 @@
 //! The gRPC service `renketsu.v1.KeyCustodian` over any [`CustodianStore`]
 //! (SPEC.md §8).
 //!
-//! Every handler follows the same steps: identity from the client certificate
-//! ([`auth::peer_identity`]), role check, project check, request validation, the work, and
-//! finally one audit entry with the status the call ends with — refused calls included. A
-//! call whose audit entry cannot be written fails with INTERNAL: nothing leaves the custodian
-//! unaudited.
+//! Every handler is a closure run by `renketsu_rpc::handle`, which reads the caller's
+//! identity from its client certificate, checks its role, makes the project-scoped handlers
+//! pass the membership check ([`Call::member`], this service's rule in
+//! [`RpcService::check_member`]) and writes one audit entry with the status the call ends
+//! with — refused calls included. A call whose audit entry cannot be written fails with
+//! INTERNAL: nothing leaves the custodian unaudited. The handlers here do request
+//! validation and the work only.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use renketsu_keys::audit::AuditEvent;
-use renketsu_keys::lifecycle::{Clock, KeyState};
+use renketsu_keys::lifecycle::KeyState;
 use renketsu_keys::oprf::{BlindedElement, Mode, OprfServer, RekeyDelta, VoprfServer};
 use renketsu_keys::wrap::{self, WrapError};
 use renketsu_protocol::v1;
@@ -20,9 +22,10 @@ use renketsu_protocol::v1::key_custodian_server::KeyCustodian;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use renketsu_rpc::call::AuditNote;
+use renketsu_rpc::{Call, Clock, PeerIdentity, Role, RpcService, ServiceError, pki};
+
 use crate::auth::{self, Membership, Rpc};
-use crate::error::ServiceError;
-use crate::pki::{self, PeerIdentity, Role};
 use crate::policy::{PolicyStore, ProjectPolicy};
 use crate::quota;
 use crate::store::{
@@ -72,26 +75,6 @@ impl<S> Clone for CustodianService<S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-        }
-    }
-}
-
-/// What an audit entry records besides caller, RPC and status.
-#[derive(Debug, Default)]
-struct AuditCtx {
-    project: String,
-    recipe: String,
-    epoch: u64,
-    items: u64,
-}
-
-impl AuditCtx {
-    fn new(project: &str, recipe: &str, epoch: u64) -> Self {
-        Self {
-            project: project.to_owned(),
-            recipe: recipe.to_owned(),
-            epoch,
-            items: 0,
         }
     }
 }
@@ -199,78 +182,6 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         &self.inner.store
     }
 
-    /// Runs the common tail of every call: writes the audit entry, then turns the result into
-    /// a tonic response. The audit entry records the final status code.
-    async fn finish<T>(
-        &self,
-        rpc: Rpc,
-        who: Option<&PeerIdentity>,
-        ctx: AuditCtx,
-        result: Result<T, ServiceError>,
-    ) -> Result<Response<T>, Status> {
-        let status_code = match &result {
-            Ok(_) => 0,
-            Err(e) => e.code() as u32,
-        };
-        let event = AuditEvent {
-            unix_time_ms: self.inner.clock.now().as_unix_ms(),
-            actor_party: who.map(|w| w.party.clone()).unwrap_or_default(),
-            role: who.map_or(v1::Role::Unspecified, |w| w.role.to_proto()) as i32,
-            rpc: rpc.path(),
-            project: ctx.project,
-            recipe: ctx.recipe,
-            epoch: ctx.epoch,
-            item_count: ctx.items,
-            status_code,
-        };
-        if let Err(e) = self.inner.store.append_audit(event).await {
-            tracing::error!(error = %e, rpc = rpc.name(), "cannot append audit entry; failing the call");
-            return Err(ServiceError::Internal(format!("audit append failed: {e}")).into());
-        }
-        match result {
-            Ok(v) => Ok(Response::new(v)),
-            Err(e) => {
-                tracing::info!(
-                    rpc = rpc.name(),
-                    party = who.map_or("", |w| w.party.as_str()),
-                    code = ?e.code(),
-                    "refused: {e}"
-                );
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Identity + role check, shared by every call.
-    fn caller<T>(
-        rpc: Rpc,
-        request: &Request<T>,
-    ) -> (Option<PeerIdentity>, Result<PeerIdentity, ServiceError>) {
-        match auth::peer_identity(request) {
-            Ok(who) => {
-                let checked = auth::check_role(rpc, &who).map(|()| who.clone());
-                (Some(who), checked)
-            }
-            Err(e) => (None, Err(e)),
-        }
-    }
-
-    /// The project check for a data holder: enrolled in `project`.
-    async fn check_holder(
-        &self,
-        rpc: Rpc,
-        who: &PeerIdentity,
-        project: &str,
-    ) -> Result<HolderRecord, ServiceError> {
-        match self.inner.store.get_holder(project, &who.party).await {
-            Ok(h) => Ok(h),
-            Err(StoreError::HolderNotFound { .. } | StoreError::ProjectNotFound(_)) => {
-                Err(auth::not_member(rpc, who, project))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The project's policy, or a membership refusal if the project does not exist.
     async fn member_policy(
         &self,
@@ -360,7 +271,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
     async fn create_project_inner(
         &self,
         req: &v1::CreateProjectRequest,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<v1::CreateProjectResponse, ServiceError> {
         nonempty("project", &req.project)?;
         if req.recipes.is_empty() {
@@ -384,7 +295,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
                 )));
             }
         };
-        ctx.items = req.recipes.len() as u64;
+        call.note(|n| n.items = req.recipes.len() as u64);
         let recipes: Vec<&str> = req.recipes.iter().map(String::as_str).collect();
         let fields: Vec<&str> = req.clk_fields.iter().map(String::as_str).collect();
         let new = NewProject::generate(
@@ -400,7 +311,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
             linkage_unit: req.linkage_unit.clone(),
         };
         self.inner.store.set_policy(&req.project, &policy).await?;
-        ctx.epoch = 1;
+        call.note(|n| n.epoch = 1);
         Ok(v1::CreateProjectResponse {
             project: Some(project_view(&record, &policy)),
         })
@@ -409,7 +320,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
     async fn enrol_holder_inner(
         &self,
         req: &v1::EnrolHolderRequest,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<v1::EnrolHolderResponse, ServiceError> {
         nonempty("project", &req.project)?;
         if !pki::is_valid_party(&req.party) {
@@ -420,7 +331,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         }
         let quota = quota::evaluation_quota(req.declared_records, self.inner.settings.quota_slack)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        ctx.items = req.declared_records;
+        call.note(|n| n.items = req.declared_records);
         let holder = self
             .inner
             .store
@@ -440,7 +351,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
     async fn rotate_inner(
         &self,
         req: &v1::RotateEpochRequest,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<v1::RotateEpochResponse, ServiceError> {
         nonempty("project", &req.project)?;
         nonempty("recipe", &req.recipe)?;
@@ -458,7 +369,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
             })
             .await?;
         self.forget_keys(&req.project, &req.recipe);
-        ctx.epoch = outcome.new.epoch;
+        call.note(|n| n.epoch = outcome.new.epoch);
         Ok(v1::RotateEpochResponse {
             previous_epoch: outcome.previous_epoch.unwrap_or(0),
             epoch: outcome.new.epoch,
@@ -487,7 +398,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
 
     async fn list_inner(
         &self,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<v1::ListProjectsResponse, ServiceError> {
         let records = self.inner.store.list_projects().await?;
         let mut projects = Vec::with_capacity(records.len());
@@ -495,7 +406,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
             let policy = self.inner.store.policy(&r.name).await?;
             projects.push(project_view(r, &policy));
         }
-        ctx.items = projects.len() as u64;
+        call.note(|n| n.items = projects.len() as u64);
         Ok(v1::ListProjectsResponse { projects })
     }
 
@@ -503,17 +414,15 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
 
     async fn public_key_inner(
         &self,
-        who: &PeerIdentity,
         req: &v1::GetPublicKeyRequest,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<v1::GetPublicKeyResponse, ServiceError> {
-        self.check_holder(Rpc::GetPublicKey, who, &req.project)
-            .await?;
+        call.member(&req.project).await?;
         if let Some(e) = req.epoch {
             nonzero_epoch("epoch", e)?;
         }
         let record = self.epoch(&req.project, &req.recipe, req.epoch).await?;
-        ctx.epoch = record.epoch;
+        call.note(|n| n.epoch = record.epoch);
         Ok(v1::GetPublicKeyResponse {
             public_key: record.public_key.to_vec(),
             epoch: record.epoch,
@@ -523,15 +432,12 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
 
     async fn evaluate_inner(
         &self,
-        who: &PeerIdentity,
         req: v1::EvaluateBatchRequest,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<v1::EvaluateBatchResponse, ServiceError> {
         let n = req.blinded_elements.len();
-        ctx.items = n as u64;
-        let policy = self
-            .member_policy(Rpc::EvaluateBatch, who, &req.project)
-            .await?;
+        let who = call.who();
+        let policy = call.member(&req.project).await?;
         nonzero_epoch("epoch", req.epoch)?;
         let mode = match v1::EvaluationMode::try_from(req.mode) {
             Ok(v1::EvaluationMode::Oprf) => Mode::Oprf,
@@ -617,11 +523,10 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
 
     async fn wrapped_clk_inner(
         &self,
-        who: &PeerIdentity,
         req: &v1::GetWrappedClkKeyRequest,
+        call: &Call<'_, Self>,
     ) -> Result<v1::GetWrappedClkKeyResponse, ServiceError> {
-        self.check_holder(Rpc::GetWrappedClkKey, who, &req.project)
-            .await?;
+        call.member(&req.project).await?;
         nonempty("field", &req.field)?;
         let key = self.inner.store.clk_key(&req.project, &req.field).await?;
         let wrapped = wrap::wrap(&req.holder_public_key, &req.project, &req.field, &key).map_err(
@@ -643,11 +548,10 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
 
     async fn rekey_inner(
         &self,
-        who: &PeerIdentity,
         req: &v1::GetRekeyDeltaRequest,
+        call: &Call<'_, Self>,
     ) -> Result<v1::GetRekeyDeltaResponse, ServiceError> {
-        self.member_policy(Rpc::GetRekeyDelta, who, &req.project)
-            .await?;
+        call.member(&req.project).await?;
         nonzero_epoch("from_epoch", req.from_epoch)?;
         nonzero_epoch("to_epoch", req.to_epoch)?;
         if req.from_epoch == req.to_epoch {
@@ -699,7 +603,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
     async fn read_audit_plan(
         &self,
         req: &v1::ReadAuditLogRequest,
-        ctx: &mut AuditCtx,
+        call: &Call<'_, Self>,
     ) -> Result<(u64, u64), ServiceError> {
         let from = req.from_sequence.max(1);
         let end = self
@@ -712,7 +616,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         if req.limit > 0 {
             last = last.min(from.saturating_add(u64::from(req.limit)) - 1);
         }
-        ctx.items = (last + 1).saturating_sub(from);
+        call.note(|n| n.items = (last + 1).saturating_sub(from));
         Ok((from, last))
     }
 }
@@ -739,146 +643,196 @@ fn evaluate(
     })
 }
 
+impl<S: CustodianStore + PolicyStore + 'static> RpcService for CustodianService<S> {
+    type Method = Rpc;
+    type Member = ProjectPolicy;
+
+    fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), String> {
+        self.inner
+            .store
+            .append_audit(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Check 2 (SPEC.md §8.3): an enrolled holder, or the project's named linkage unit;
+    /// yields the project's policy.
+    async fn check_member(
+        &self,
+        rpc: Rpc,
+        who: &PeerIdentity,
+        project: &str,
+    ) -> Result<ProjectPolicy, ServiceError> {
+        self.member_policy(rpc, who, project).await
+    }
+}
+
 #[tonic::async_trait]
 impl<S: CustodianStore + PolicyStore + 'static> KeyCustodian for CustodianService<S> {
     async fn create_project(
         &self,
         request: Request<v1::CreateProjectRequest>,
     ) -> Result<Response<v1::CreateProjectResponse>, Status> {
-        let rpc = Rpc::CreateProject;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project, "", 0);
-        let result = match checked {
-            Ok(_) => self.create_project_inner(&req, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::CreateProject,
+            request,
+            note,
+            |call, req| async move { self.create_project_inner(&req, &call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn enrol_holder(
         &self,
         request: Request<v1::EnrolHolderRequest>,
     ) -> Result<Response<v1::EnrolHolderResponse>, Status> {
-        let rpc = Rpc::EnrolHolder;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project, "", 0);
-        let result = match checked {
-            Ok(_) => self.enrol_holder_inner(&req, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::EnrolHolder,
+            request,
+            note,
+            |call, req| async move { self.enrol_holder_inner(&req, &call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn rotate_epoch(
         &self,
         request: Request<v1::RotateEpochRequest>,
     ) -> Result<Response<v1::RotateEpochResponse>, Status> {
-        let rpc = Rpc::RotateEpoch;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project, &req.recipe, 0);
-        let result = match checked {
-            Ok(_) => self.rotate_inner(&req, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let r = request.get_ref();
+        let note = AuditNote::project(&r.project).with_detail(&r.recipe);
+        renketsu_rpc::handle(
+            self,
+            Rpc::RotateEpoch,
+            request,
+            note,
+            |call, req| async move { self.rotate_inner(&req, &call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn revoke_epoch(
         &self,
         request: Request<v1::RevokeEpochRequest>,
     ) -> Result<Response<v1::RevokeEpochResponse>, Status> {
-        let rpc = Rpc::RevokeEpoch;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project, &req.recipe, req.epoch);
-        let result = match checked {
-            Ok(_) => self.revoke_inner(&req).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let r = request.get_ref();
+        let note = AuditNote::project(&r.project)
+            .with_detail(&r.recipe)
+            .with_epoch(r.epoch);
+        renketsu_rpc::handle(self, Rpc::RevokeEpoch, request, note, |_, req| async move {
+            self.revoke_inner(&req).await
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn list_projects(
         &self,
         request: Request<v1::ListProjectsRequest>,
     ) -> Result<Response<v1::ListProjectsResponse>, Status> {
-        let rpc = Rpc::ListProjects;
-        let (who, checked) = Self::caller(rpc, &request);
-        let mut ctx = AuditCtx::default();
-        let result = match checked {
-            Ok(_) => self.list_inner(&mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let note = AuditNote::default();
+        renketsu_rpc::handle(
+            self,
+            Rpc::ListProjects,
+            request,
+            note,
+            |call, _| async move { self.list_inner(&call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_public_key(
         &self,
         request: Request<v1::GetPublicKeyRequest>,
     ) -> Result<Response<v1::GetPublicKeyResponse>, Status> {
-        let rpc = Rpc::GetPublicKey;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project, &req.recipe, req.epoch.unwrap_or(0));
-        let result = match checked {
-            Ok(w) => self.public_key_inner(&w, &req, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let r = request.get_ref();
+        let note = AuditNote::project(&r.project)
+            .with_detail(&r.recipe)
+            .with_epoch(r.epoch.unwrap_or(0));
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetPublicKey,
+            request,
+            note,
+            |call, req| async move { self.public_key_inner(&req, &call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn evaluate_batch(
         &self,
         request: Request<v1::EvaluateBatchRequest>,
     ) -> Result<Response<v1::EvaluateBatchResponse>, Status> {
-        let rpc = Rpc::EvaluateBatch;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project, &req.recipe, req.epoch);
-        ctx.items = req.blinded_elements.len() as u64;
-        let result = match checked {
-            Ok(w) => self.evaluate_inner(&w, req, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let r = request.get_ref();
+        let note = AuditNote::project(&r.project)
+            .with_detail(&r.recipe)
+            .with_epoch(r.epoch)
+            .with_items(r.blinded_elements.len() as u64);
+        renketsu_rpc::handle(
+            self,
+            Rpc::EvaluateBatch,
+            request,
+            note,
+            |call, req| async move { self.evaluate_inner(req, &call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_wrapped_clk_key(
         &self,
         request: Request<v1::GetWrappedClkKeyRequest>,
     ) -> Result<Response<v1::GetWrappedClkKeyResponse>, Status> {
-        let rpc = Rpc::GetWrappedClkKey;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
+        let r = request.get_ref();
         // The field name goes where a recipe would: it says which key left the custodian.
-        let mut ctx = AuditCtx::new(&req.project, &req.field, 0);
-        let result = match checked {
-            Ok(w) => self.wrapped_clk_inner(&w, &req).await,
-            Err(e) => Err(e),
-        };
-        if result.is_ok() {
-            ctx.items = 1;
-        }
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let note = AuditNote::project(&r.project).with_detail(&r.field);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetWrappedClkKey,
+            request,
+            note,
+            |call, req| async move {
+                let wrapped = self.wrapped_clk_inner(&req, &call).await?;
+                call.note(|n| n.items = 1);
+                Ok(wrapped)
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_rekey_delta(
         &self,
         request: Request<v1::GetRekeyDeltaRequest>,
     ) -> Result<Response<v1::GetRekeyDeltaResponse>, Status> {
-        let rpc = Rpc::GetRekeyDelta;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
+        let r = request.get_ref();
         // The epoch recorded is the target; the source is in the response only.
-        let ctx = AuditCtx::new(&req.project, &req.recipe, req.to_epoch);
-        let result = match checked {
-            Ok(w) => self.rekey_inner(&w, &req).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        let note = AuditNote::project(&r.project)
+            .with_detail(&r.recipe)
+            .with_epoch(r.to_epoch);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetRekeyDelta,
+            request,
+            note,
+            |call, req| async move { self.rekey_inner(&req, &call).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     type ReadAuditLogStream = AuditStream;
@@ -887,18 +841,16 @@ impl<S: CustodianStore + PolicyStore + 'static> KeyCustodian for CustodianServic
         &self,
         request: Request<v1::ReadAuditLogRequest>,
     ) -> Result<Response<Self::ReadAuditLogStream>, Status> {
-        let rpc = Rpc::ReadAuditLog;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::default();
-        let result = match checked {
-            Ok(_) => self.read_audit_plan(&req, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        let (from, last) = self
-            .finish(rpc, who.as_ref(), ctx, result)
-            .await?
-            .into_inner();
+        let note = AuditNote::default();
+        // The entry of this call is written before the range is streamed.
+        let (from, last) = renketsu_rpc::handle(
+            self,
+            Rpc::ReadAuditLog,
+            request,
+            note,
+            |call, req| async move { self.read_audit_plan(&req, &call).await },
+        )
+        .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let this = self.clone();
         tokio::spawn(async move {
@@ -936,13 +888,14 @@ impl<S: CustodianStore + PolicyStore + 'static> KeyCustodian for CustodianServic
         &self,
         request: Request<v1::GetAuditHeadRequest>,
     ) -> Result<Response<v1::AuditHead>, Status> {
-        let rpc = Rpc::GetAuditHead;
-        let (who, checked) = Self::caller(rpc, &request);
-        let ctx = AuditCtx::default();
-        let result = match checked {
-            Ok(_) => self.head_inner().await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result).await
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetAuditHead,
+            request,
+            AuditNote::default(),
+            |_, _| async move { self.head_inner().await },
+        )
+        .await
+        .map(Response::new)
     }
 }

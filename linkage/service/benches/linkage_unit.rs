@@ -40,8 +40,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use renketsu_custodian::pki::{DevCa, Role};
-use renketsu_custodian::server::TlsMaterial;
 use renketsu_keys::lifecycle::SystemClock;
 use renketsu_linkage::Schema;
 use renketsu_linkage::schema::LinkMode;
@@ -53,6 +51,8 @@ use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_linkage_unit::store::{LuStore, ProjectRow, UploadRow};
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
+use renketsu_rpc::pki::{DevCa, Role};
+use renketsu_rpc::tls::TlsMaterial;
 use sha2::{Digest as _, Sha256};
 use sqlx::AssertSqlSafe;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};

@@ -6,13 +6,15 @@
 //!    project's researcher. A project that does not exist is refused the same way, so that
 //!    nobody can probe which projects exist.
 //!
-//! Identity comes only from the verified client certificate.
+//! Identity comes only from the verified client certificate. Both checks run inside
+//! `renketsu_rpc::handle`: check 1 from [`Rpc`]'s `Method` implementation, check 2 from the
+//! service's membership rule ([`check_project`]) for the RPCs whose [`Rpc::scope`] is
+//! `Project`.
 
 use std::fmt;
 
-use renketsu_custodian::pki::{PeerIdentity, Role};
+use renketsu_rpc::{Method, PeerIdentity, Role, Scope, ServiceError};
 
-use crate::error::ServiceError;
 use crate::store::ProjectRow;
 
 /// The gRPC service path prefix of `renketsu.v1.LinkageUnit`.
@@ -113,23 +115,37 @@ impl Rpc {
             Rpc::ReadLinkageAuditLog => &[Role::Auditor],
         }
     }
+
+    /// Whether the call acts on one project the caller must belong to (check 2). Creating,
+    /// listing and deleting projects and reading the audit log are service-wide.
+    pub const fn scope(self) -> Scope {
+        match self {
+            Rpc::CreateLinkageProject
+            | Rpc::ListLinkageProjects
+            | Rpc::DeleteLinkageProject
+            | Rpc::ReadLinkageAuditLog => Scope::Service,
+            _ => Scope::Project,
+        }
+    }
+}
+
+impl Method for Rpc {
+    fn path(self) -> String {
+        Rpc::path(self)
+    }
+
+    fn roles(self) -> &'static [Role] {
+        Rpc::roles(self)
+    }
+
+    fn scope(self) -> Scope {
+        Rpc::scope(self)
+    }
 }
 
 impl fmt::Display for Rpc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Check 1: the caller's role may make `rpc`.
-pub fn check_role(rpc: Rpc, who: &PeerIdentity) -> Result<(), ServiceError> {
-    if rpc.roles().contains(&who.role) {
-        Ok(())
-    } else {
-        Err(ServiceError::PermissionDenied(format!(
-            "{rpc} is not for the {} role ({} holds a {} certificate)",
-            who.role, who.party, who.role
-        )))
     }
 }
 
@@ -163,6 +179,7 @@ mod tests {
 
     #[test]
     fn roles_and_membership() {
+        use renketsu_rpc::call::check_role;
         let id = |party: &str, role| PeerIdentity {
             party: party.to_owned(),
             role,

@@ -1,79 +1,16 @@
-//! The linkage unit's errors and THE one place they become `tonic::Status` (SPEC.md §10.5).
-//!
-//! Messages name parties, projects, uploads and jobs; never tokens, identifiers or content.
-//! Internal failures (database) are logged on the server and reported as INTERNAL without
-//! detail.
+//! The linkage unit's store errors as service errors (SPEC.md §10.5). The error type itself,
+//! and THE one place it becomes a `tonic::Status`, is `renketsu_rpc::ServiceError`, shared
+//! with the custodian. Messages name parties, projects, uploads and jobs; never tokens,
+//! identifiers or content.
 
-use tonic::{Code, Status};
+pub use renketsu_rpc::ServiceError;
 
 use crate::store::StoreError;
 
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServiceError {
-    /// No usable client certificate. UNAUTHENTICATED.
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
-    /// Wrong role, or not part of the project. PERMISSION_DENIED.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// A malformed request. INVALID_ARGUMENT.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    /// No such project, upload or job (admin calls, or after the membership check).
-    /// NOT_FOUND.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The project exists already. ALREADY_EXISTS.
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    /// Not now: uploads missing, a job running, no completed job, opt-outs pending.
-    /// FAILED_PRECONDITION.
-    #[error("failed precondition: {0}")]
-    FailedPrecondition(String),
-    /// Stored bytes contradict the request (a chunk index with other bytes). ABORTED.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The custodian could not be reached for a re-keying delta. UNAVAILABLE.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// A storage failure; details are logged, not sent. INTERNAL.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl ServiceError {
-    /// The gRPC status code (also recorded in the audit log).
-    pub fn code(&self) -> Code {
-        match self {
-            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
-            ServiceError::PermissionDenied(_) => Code::PermissionDenied,
-            ServiceError::InvalidArgument(_) => Code::InvalidArgument,
-            ServiceError::NotFound(_) => Code::NotFound,
-            ServiceError::AlreadyExists(_) => Code::AlreadyExists,
-            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ServiceError::Conflict(_) => Code::Aborted,
-            ServiceError::Unavailable(_) => Code::Unavailable,
-            ServiceError::Internal(_) => Code::Internal,
-        }
-    }
-}
-
-impl From<ServiceError> for Status {
-    fn from(e: ServiceError) -> Self {
-        let message = match &e {
-            ServiceError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                "internal error in the linkage unit; see its log".to_owned()
-            }
-            other => other.to_string(),
-        };
-        Status::new(e.code(), message)
-    }
-}
-
 impl From<StoreError> for ServiceError {
+    /// An existing project is ALREADY_EXISTS, a missing one NOT_FOUND (reached only after
+    /// the membership check), stored bytes that contradict a chunk ABORTED, a running job
+    /// FAILED_PRECONDITION; everything about the database is INTERNAL.
     fn from(e: StoreError) -> Self {
         match e {
             e @ StoreError::ProjectExists(_) => ServiceError::AlreadyExists(e.to_string()),

@@ -10,13 +10,26 @@ use std::io::Cursor;
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::ristretto::CompressedRistretto;
+use renketsu_client::custodian::{ClientError, CustodianClient};
 use renketsu_linkage::token_file::{Reader, Record, encode_header, encode_record, encode_trailer};
 use renketsu_protocol::v1;
+use renketsu_rpc::ServiceError;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::ServiceError;
-use crate::service::{LinkageUnitService, MAX_CHUNK_BYTES};
-use crate::store::{ProjectRow, UploadRow};
+use crate::store::{LuStore, ProjectRow, UploadRow};
+
+/// What re-keying needs of the service: its store, its custodian connection (if configured),
+/// the time (milliseconds since the epoch) and the largest chunk it stores.
+pub(crate) struct RekeyContext<'a> {
+    /// The linkage unit's store.
+    pub(crate) store: &'a LuStore,
+    /// The custodian connection (`serve --custodian`).
+    pub(crate) custodian: Option<&'a renketsu_rpc::tls::ConnectConfig>,
+    /// Now, in milliseconds since the Unix epoch.
+    pub(crate) now_ms: i64,
+    /// Largest chunk stored, bytes.
+    pub(crate) max_chunk: usize,
+}
 
 fn point(bytes: &[u8; 32], what: &str) -> Result<curve25519_dalek::RistrettoPoint, ServiceError> {
     CompressedRistretto(*bytes).decompress().ok_or_else(|| {
@@ -29,7 +42,7 @@ fn point(bytes: &[u8; 32], what: &str) -> Result<curve25519_dalek::RistrettoPoin
 /// Re-keys every current token and opt-out upload of `p` for custodian recipe `recipe`
 /// (`<name>/v<version>`) to `to_epoch`.
 pub(crate) async fn rekey_project(
-    service: &LinkageUnitService,
+    cx: &RekeyContext<'_>,
     p: &ProjectRow,
     recipe: &str,
     to_epoch: u64,
@@ -39,15 +52,15 @@ pub(crate) async fn rekey_project(
             "to_epoch is 0; epochs start at 1".to_owned(),
         ));
     }
-    let config = service.settings().custodian.clone().ok_or_else(|| {
+    let config = cx.custodian.cloned().ok_or_else(|| {
         ServiceError::FailedPrecondition(
             "this linkage unit has no custodian connection configured (serve --custodian)"
                 .to_owned(),
         )
     })?;
-    let client = renketsu_custodian::client::CustodianClient::connect(&config)
+    let client = CustodianClient::connect(&config)
         .map_err(|e| ServiceError::FailedPrecondition(format!("custodian: {e}")))?;
-    let store = service.store();
+    let store = cx.store;
     let mut deltas: HashMap<u64, Scalar> = HashMap::new();
     let mut response = v1::RekeyTokensResponse {
         uploads: 0,
@@ -81,31 +94,21 @@ pub(crate) async fn rekey_project(
         let delta = match deltas.get(&from) {
             Some(d) => *d,
             None => {
-                let r = client
-                    .raw()
-                    .get_rekey_delta(v1::GetRekeyDeltaRequest {
-                        project: p.name.clone(),
-                        recipe: recipe.to_owned(),
-                        from_epoch: from,
-                        to_epoch,
-                    })
+                let bytes = client
+                    .rekey_delta(&p.name, recipe, from, to_epoch)
                     .await
-                    .map_err(|s| match s.code() {
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                            ServiceError::Unavailable(format!("custodian: {}", s.message()))
-                        }
-                        _ => ServiceError::FailedPrecondition(format!(
-                            "custodian refused the delta: {}",
-                            s.message()
-                        )),
-                    })?
-                    .into_inner();
-                let bytes: [u8; 32] = r.delta.as_slice().try_into().map_err(|_| {
-                    ServiceError::FailedPrecondition(
-                        "the custodian's delta is not 32 bytes".to_owned(),
-                    )
-                })?;
-                let d = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).ok_or_else(
+                    .map_err(|e| match e {
+                        ClientError::Status {
+                            code: tonic::Code::Unavailable | tonic::Code::DeadlineExceeded,
+                            message,
+                            ..
+                        } => ServiceError::Unavailable(format!("custodian: {message}")),
+                        ClientError::Status { message, .. } => ServiceError::FailedPrecondition(
+                            format!("custodian refused the delta: {message}"),
+                        ),
+                        other => ServiceError::FailedPrecondition(format!("custodian: {other}")),
+                    })?;
+                let d = Option::<Scalar>::from(Scalar::from_canonical_bytes(*bytes)).ok_or_else(
                     || {
                         ServiceError::FailedPrecondition(
                             "the custodian's delta is not a canonical scalar".to_owned(),
@@ -153,20 +156,20 @@ pub(crate) async fn rekey_project(
         }
         let counts = reader.counts().cloned().unwrap_or_default();
         encode_trailer(&mut out, &counts);
-        store_rewritten(service, &u, out, counts.records).await?;
+        store_rewritten(cx, &u, out, counts.records).await?;
         response.uploads += 1;
     }
     Ok(response)
 }
 
 async fn store_rewritten(
-    service: &LinkageUnitService,
+    cx: &RekeyContext<'_>,
     old: &UploadRow,
     bytes: Vec<u8>,
     records: u64,
 ) -> Result<(), ServiceError> {
-    let store = service.store();
-    let chunks: Vec<&[u8]> = bytes.chunks(MAX_CHUNK_BYTES).collect();
+    let store = cx.store;
+    let chunks: Vec<&[u8]> = bytes.chunks(cx.max_chunk).collect();
     let new = UploadRow {
         upload_id: hex::encode(Sha256::digest(&bytes)),
         total_chunks: chunks.len() as u32,
@@ -176,7 +179,7 @@ async fn store_rewritten(
         records: 0,
         ..old.clone()
     };
-    store.begin_upload(&new, service.now_ms_pub()).await?;
+    store.begin_upload(&new, cx.now_ms).await?;
     for (i, c) in chunks.iter().enumerate() {
         store
             .put_chunk(

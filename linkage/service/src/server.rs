@@ -1,18 +1,19 @@
 //! Running the linkage unit: `run(listener, tls, service, shutdown)` in the style of tokio's
 //! mini-redis (a bound listener and a shutdown future; tests bind port 0 on loopback). TLS is
-//! mandatory and mutual, as for the custodian (`renketsu_custodian::server::TlsMaterial`).
+//! mandatory and mutual, as for the custodian ([`TlsMaterial`], from `renketsu_rpc::tls`).
 
 use std::future::Future;
 
-use renketsu_custodian::server::{ServerError, TlsMaterial};
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnitServer;
+pub use renketsu_rpc::tls::{ServerError, TlsMaterial};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::service::LinkageUnitService;
 
-/// Largest gRPC message accepted or sent (a 4 MiB chunk plus framing, release pages).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest gRPC message accepted or sent (a 4 MiB chunk plus framing, release pages): the
+/// client library's limit, so that both ends agree.
+pub const MAX_MESSAGE_BYTES: usize = renketsu_client::linkage_unit::MAX_MESSAGE_BYTES;
 
 /// Serves `renketsu.v1.LinkageUnit` on `listener` with mutual TLS until `shutdown`
 /// completes. Jobs left running by an earlier process are resumed first.
@@ -31,15 +32,7 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "cannot read interrupted jobs"),
     }
     let addr = listener.local_addr().ok();
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            if let Ok(stream) = &conn {
-                let _ = stream.set_nodelay(true);
-            }
-            conn
-        },
-    );
+    let incoming = renketsu_rpc::tls::nodelay_incoming(listener);
     tracing::info!(?addr, "linkage unit serving (mutual TLS)");
     Server::builder()
         .tls_config(tls.server_config())?

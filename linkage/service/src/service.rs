@@ -1,8 +1,9 @@
 //! The gRPC service `renketsu.v1.LinkageUnit` (SPEC.md §10).
 //!
-//! Every handler: identity from the client certificate, role check, project check, request
-//! validation, the work, then one audit entry with the status the call ends with (refused
-//! calls included). The linkage unit holds no key: it never calls the custodian for anything
+//! Every handler is a closure run by `renketsu_rpc::handle`: identity from the client
+//! certificate, role check, the project check for project-scoped RPCs ([`Call::member`], this
+//! service's rule in [`RpcService::check_member`]), then one audit entry with the status the
+//! call ends with (refused calls included). The handlers here do validation and the work. The linkage unit holds no key: it never calls the custodian for anything
 //! but re-keying deltas (`RekeyTokens`), which the custodian gives to the linkage-unit role
 //! only, and it only ever sees tokens and content sealed to the researcher.
 
@@ -13,23 +14,22 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use renketsu_custodian::pki::{self, PeerIdentity, Role};
 use renketsu_keys::audit::{AuditEntry, AuditEvent};
-use renketsu_keys::lifecycle::Clock;
 use renketsu_linkage::Schema;
 use renketsu_linkage::token_file::Reader;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnit;
+use renketsu_rpc::call::AuditNote;
+use renketsu_rpc::{Call, Clock, PeerIdentity, Role, RpcService, ServiceError, pki};
 use sha2::{Digest as _, Sha256};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Rpc};
-use crate::content_file;
-use crate::error::ServiceError;
 use crate::job::{self, JobInput, TokenUpload};
 use crate::members::pseudonym_hex;
 use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
+use renketsu_keys::content_file;
 
 /// Largest chunk accepted (bytes).
 pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -47,7 +47,7 @@ pub const SELF_PARTY: &str = "linkage-unit";
 pub struct LuSettings {
     /// How to reach the custodian for re-keying deltas (with the linkage unit's own client
     /// certificate); `None`: `RekeyTokens` is refused with FAILED_PRECONDITION.
-    pub custodian: Option<renketsu_custodian::client::ConnectConfig>,
+    pub custodian: Option<renketsu_rpc::tls::ConnectConfig>,
     /// Fault-injection pause after each stored chunk and at each job stage, so that tests can
     /// kill the process mid-upload and mid-job (`renketsu lu serve` reads it from
     /// `RENKETSU_LU_TEST_PAUSE_MS`). `None` in production.
@@ -65,22 +65,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct LinkageUnitService {
     inner: Arc<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct AuditCtx {
-    project: String,
-    detail: String,
-    items: u64,
-}
-
-impl AuditCtx {
-    fn new(project: &str) -> Self {
-        Self {
-            project: project.to_owned(),
-            ..Self::default()
-        }
-    }
 }
 
 fn nonempty(what: &str, value: &str) -> Result<(), ServiceError> {
@@ -184,39 +168,12 @@ impl LinkageUnitService {
         Ok(n)
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.inner.clock.now().as_unix_ms()
-    }
-
-    pub(crate) fn now_ms_pub(&self) -> i64 {
-        self.now_ms()
     }
 
     pub(crate) fn settings(&self) -> &LuSettings {
         &self.inner.settings
-    }
-
-    fn caller<T>(
-        rpc: Rpc,
-        request: &Request<T>,
-    ) -> (Option<PeerIdentity>, Result<PeerIdentity, ServiceError>) {
-        let who = request
-            .peer_certs()
-            .and_then(|c| c.first().cloned())
-            .ok_or_else(|| {
-                ServiceError::Unauthenticated("no client certificate was presented".to_owned())
-            })
-            .and_then(|leaf| {
-                pki::identity_from_der(leaf.as_ref())
-                    .map_err(|e| ServiceError::Unauthenticated(e.to_string()))
-            });
-        match who {
-            Ok(who) => {
-                let checked = auth::check_role(rpc, &who).map(|()| who.clone());
-                (Some(who), checked)
-            }
-            Err(e) => (None, Err(e)),
-        }
     }
 
     async fn member(
@@ -233,51 +190,6 @@ impl LinkageUnitService {
         }
         auth::check_project(rpc, who, project, row.as_ref())?;
         Ok(row.expect("checked"))
-    }
-
-    async fn audit(
-        &self,
-        party: &str,
-        role: i32,
-        rpc: String,
-        ctx: AuditCtx,
-        code: tonic::Code,
-    ) -> Result<(), Status> {
-        let event = AuditEvent {
-            unix_time_ms: self.now_ms(),
-            actor_party: party.to_owned(),
-            role,
-            rpc,
-            project: ctx.project,
-            recipe: ctx.detail,
-            epoch: 0,
-            item_count: ctx.items,
-            status_code: code as u32,
-        };
-        self.inner.store.audit_append(event).await.map_err(|e| {
-            Status::from(ServiceError::Internal(format!(
-                "cannot append to the audit log: {e}"
-            )))
-        })?;
-        Ok(())
-    }
-
-    async fn finish<T>(
-        &self,
-        rpc: Rpc,
-        who: Option<&PeerIdentity>,
-        ctx: AuditCtx,
-        result: Result<T, ServiceError>,
-    ) -> Result<T, Status> {
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(e) => e.code(),
-        };
-        let (party, role) = who.map_or(("", v1::Role::Unspecified as i32), |w| {
-            (w.party.as_str(), w.role.to_proto() as i32)
-        });
-        self.audit(party, role, rpc.path(), ctx, code).await?;
-        result.map_err(Status::from)
     }
 
     fn spawn_job(&self, job: JobRow) {
@@ -442,23 +354,24 @@ impl LinkageUnitService {
         if out.excluded > 0 {
             let excluded = store.excluded_pseudonyms(&job.project, job.job_id).await?;
             for (release, n) in store.releases_containing(&job.project, &excluded).await? {
-                let ctx = AuditCtx {
+                // The linkage unit's own action, not an RPC: audited directly.
+                let event = AuditEvent {
+                    unix_time_ms: self.now_ms(),
+                    actor_party: SELF_PARTY.to_owned(),
+                    role: v1::Role::LinkageUnit as i32,
+                    rpc: format!("{}OptOutExclusion", auth::SERVICE_PATH),
                     project: job.project.clone(),
-                    detail: format!(
+                    recipe: format!(
                         "opt-out: release {release} contained excluded clusters (job {})",
                         job.job_id
                     ),
-                    items: n,
+                    epoch: 0,
+                    item_count: n,
+                    status_code: tonic::Code::Ok as u32,
                 };
-                self.audit(
-                    SELF_PARTY,
-                    v1::Role::LinkageUnit as i32,
-                    format!("{}OptOutExclusion", auth::SERVICE_PATH),
-                    ctx,
-                    tonic::Code::Ok,
-                )
-                .await
-                .map_err(|s| ServiceError::Internal(s.message().to_owned()))?;
+                store.audit_append(event).await.map_err(|e| {
+                    ServiceError::Internal(format!("cannot append to the audit log: {e}"))
+                })?;
             }
         }
         Ok(())
@@ -642,10 +555,10 @@ impl LinkageUnitService {
 
     async fn upload_inner(
         &self,
-        who: &PeerIdentity,
+        call: &Call<'_, Self>,
         mut stream: Streaming<v1::UploadChunk>,
-        ctx: &mut AuditCtx,
     ) -> Result<v1::UploadStatus, ServiceError> {
+        let who = call.who();
         let mut current: Option<(ProjectRow, UploadRow)> = None;
         let mut stored_now = 0u32;
         while let Some(chunk) = stream.next().await {
@@ -653,8 +566,7 @@ impl LinkageUnitService {
                 ServiceError::InvalidArgument(format!("upload stream: {}", s.message()))
             })?;
             if current.is_none() {
-                ctx.project.clone_from(&chunk.project);
-                let p = self.member(Rpc::Upload, who, &chunk.project).await?;
+                let p = call.member(&chunk.project).await?;
                 let kind =
                     v1::UploadKind::try_from(chunk.kind).unwrap_or(v1::UploadKind::Unspecified);
                 if kind == v1::UploadKind::Unspecified {
@@ -689,11 +601,13 @@ impl LinkageUnitService {
                     superseded: false,
                     records: 0,
                 };
-                ctx.detail = format!(
-                    "{} upload {}",
-                    kind_name(chunk.kind),
-                    &chunk.upload_id[..12]
-                );
+                call.note(|n| {
+                    n.detail = format!(
+                        "{} upload {}",
+                        kind_name(chunk.kind),
+                        &chunk.upload_id[..12]
+                    );
+                });
                 let u = self.inner.store.begin_upload(&u, self.now_ms()).await?;
                 current = Some((p, u));
             }
@@ -757,7 +671,7 @@ impl LinkageUnitService {
         let (p, u) = current.ok_or_else(|| {
             ServiceError::InvalidArgument("an upload stream without chunks".to_owned())
         })?;
-        ctx.items = u64::from(stored_now);
+        call.note(|n| n.items = u64::from(stored_now));
         let store = &self.inner.store;
         let stored = store
             .stored_chunks(&p.name, &who.party, &u.upload_id)
@@ -832,83 +746,108 @@ fn parse_schema(p: &ProjectRow) -> Result<Schema, ServiceError> {
     Schema::from_toml(text).map_err(|e| ServiceError::Internal(format!("stored schema: {e}")))
 }
 
+impl RpcService for LinkageUnitService {
+    type Method = Rpc;
+    type Member = ProjectRow;
+
+    fn clock(&self) -> &dyn Clock {
+        &*self.inner.clock
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), String> {
+        self.inner
+            .store
+            .audit_append(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Check 2 (SPEC.md §10.2): a holder of the project, or its researcher; an admin may act
+    /// on every project but gets NOT_FOUND for one that does not exist.
+    async fn check_member(
+        &self,
+        rpc: Rpc,
+        who: &PeerIdentity,
+        project: &str,
+    ) -> Result<ProjectRow, ServiceError> {
+        self.member(rpc, who, project).await
+    }
+}
+
 #[tonic::async_trait]
 impl LinkageUnit for LinkageUnitService {
     async fn create_linkage_project(
         &self,
         request: Request<v1::CreateLinkageProjectRequest>,
     ) -> Result<Response<v1::LinkageProject>, Status> {
-        let rpc = Rpc::CreateLinkageProject;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project);
-        let result = match checked {
-            Ok(_) => self.create_inner(req).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::CreateLinkageProject,
+            request,
+            note,
+            |_, req| async move { self.create_inner(req).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn list_linkage_projects(
         &self,
         request: Request<v1::ListLinkageProjectsRequest>,
     ) -> Result<Response<v1::ListLinkageProjectsResponse>, Status> {
-        let rpc = Rpc::ListLinkageProjects;
-        let (who, checked) = Self::caller(rpc, &request);
-        let mut ctx = AuditCtx::default();
-        let result = async {
-            let who = checked?;
-            let mut projects = Vec::new();
-            for p in self.inner.store.projects().await? {
-                projects.push(self.project_view(&p, &who).await?);
-            }
-            ctx.items = projects.len() as u64;
-            Ok(v1::ListLinkageProjectsResponse { projects })
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let note = AuditNote::default();
+        renketsu_rpc::handle(
+            self,
+            Rpc::ListLinkageProjects,
+            request,
+            note,
+            |call, _| async move {
+                let mut projects = Vec::new();
+                for p in self.inner.store.projects().await? {
+                    projects.push(self.project_view(&p, call.who()).await?);
+                }
+                call.note(|n| n.items = projects.len() as u64);
+                Ok(v1::ListLinkageProjectsResponse { projects })
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn delete_linkage_project(
         &self,
         request: Request<v1::DeleteLinkageProjectRequest>,
     ) -> Result<Response<v1::DeleteLinkageProjectResponse>, Status> {
-        let rpc = Rpc::DeleteLinkageProject;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project);
-        let result = async {
-            checked?;
-            nonempty("project", &req.project)?;
-            for (k, c) in self.inner.cancels.lock().expect("cancels lock").iter() {
-                if k.0 == req.project {
-                    c.store(true, Ordering::Relaxed);
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::DeleteLinkageProject,
+            request,
+            note,
+            |_, req| async move {
+                nonempty("project", &req.project)?;
+                for (k, c) in self.inner.cancels.lock().expect("cancels lock").iter() {
+                    if k.0 == req.project {
+                        c.store(true, Ordering::Relaxed);
+                    }
                 }
-            }
-            self.inner.store.delete_project(&req.project).await?;
-            Ok(v1::DeleteLinkageProjectResponse {})
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+                self.inner.store.delete_project(&req.project).await?;
+                Ok(v1::DeleteLinkageProjectResponse {})
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn start_job(
         &self,
         request: Request<v1::StartJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let rpc = Rpc::StartJob;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(self, Rpc::StartJob, request, note, |call, req| async move {
+            let p = call.member(&req.project).await?;
             let uploads = self.inner.store.current_uploads(&p.name).await?;
             let missing: Vec<&str> = p
                 .holders
@@ -927,27 +866,21 @@ impl LinkageUnit for LinkageUnitService {
                 )));
             }
             let job = self.inner.store.start_job(&p.name, self.now_ms()).await?;
-            ctx.detail = format!("job {}", job.job_id);
+            call.note(|n| n.detail = format!("job {}", job.job_id));
             self.spawn_job(job.clone());
             Ok(job_view(&job))
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn get_job(
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let rpc = Rpc::GetJob;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(self, Rpc::GetJob, request, note, |call, req| async move {
+            let p = call.member(&req.project).await?;
             let j = self
                 .inner
                 .store
@@ -960,147 +893,163 @@ impl LinkageUnit for LinkageUnitService {
                     ))
                 })?;
             Ok(job_view(&j))
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn cancel_job(
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::Job>, Status> {
-        let rpc = Rpc::CancelJob;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            let store = &self.inner.store;
-            let j = store.job(&p.name, req.job_id).await?.ok_or_else(|| {
-                ServiceError::NotFound(format!("project {:?} has no job {}", p.name, req.job_id))
-            })?;
-            if let Some(c) = self
-                .inner
-                .cancels
-                .lock()
-                .expect("cancels lock")
-                .get(&(p.name.clone(), j.job_id))
-            {
-                c.store(true, Ordering::Relaxed);
-            }
-            if !store
-                .end_job(
-                    &p.name,
-                    j.job_id,
-                    job_state::CANCELLED,
-                    "cancelled by an administrator",
-                    self.now_ms(),
-                )
-                .await?
-            {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "job {} is not running",
-                    j.job_id
-                )));
-            }
-            let j = store.job(&p.name, j.job_id).await?.unwrap_or(j);
-            Ok(job_view(&j))
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::CancelJob,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let store = &self.inner.store;
+                let j = store.job(&p.name, req.job_id).await?.ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "project {:?} has no job {}",
+                        p.name, req.job_id
+                    ))
+                })?;
+                if let Some(c) = self
+                    .inner
+                    .cancels
+                    .lock()
+                    .expect("cancels lock")
+                    .get(&(p.name.clone(), j.job_id))
+                {
+                    c.store(true, Ordering::Relaxed);
+                }
+                if !store
+                    .end_job(
+                        &p.name,
+                        j.job_id,
+                        job_state::CANCELLED,
+                        "cancelled by an administrator",
+                        self.now_ms(),
+                    )
+                    .await?
+                {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "job {} is not running",
+                        j.job_id
+                    )));
+                }
+                let j = store.job(&p.name, j.job_id).await?.unwrap_or(j);
+                Ok(job_view(&j))
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn rekey_tokens(
         &self,
         request: Request<v1::RekeyTokensRequest>,
     ) -> Result<Response<v1::RekeyTokensResponse>, Status> {
-        let rpc = Rpc::RekeyTokens;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project);
-        ctx.detail = format!("{} to epoch {}", req.recipe, req.to_epoch);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            crate::rekey::rekey_project(self, &p, &req.recipe, req.to_epoch).await
-        }
-        .await;
-        if let Ok(r) = &result {
-            ctx.items = r.tokens;
-        }
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let r = request.get_ref();
+        let note = AuditNote::project(&r.project)
+            .with_detail(format!("{} to epoch {}", r.recipe, r.to_epoch));
+        renketsu_rpc::handle(
+            self,
+            Rpc::RekeyTokens,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let r = crate::rekey::rekey_project(
+                    &crate::rekey::RekeyContext {
+                        store: self.store(),
+                        custodian: self.settings().custodian.as_ref(),
+                        now_ms: self.now_ms(),
+                        max_chunk: MAX_CHUNK_BYTES,
+                    },
+                    &p,
+                    &req.recipe,
+                    req.to_epoch,
+                )
+                .await?;
+                call.note(|n| n.items = r.tokens);
+                Ok(r)
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_linkage_project(
         &self,
         request: Request<v1::GetLinkageProjectRequest>,
     ) -> Result<Response<v1::LinkageProject>, Status> {
-        let rpc = Rpc::GetLinkageProject;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            self.project_view(&p, &who).await
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetLinkageProject,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                self.project_view(&p, call.who()).await
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn upload(
         &self,
         request: Request<Streaming<v1::UploadChunk>>,
     ) -> Result<Response<v1::UploadStatus>, Status> {
-        let rpc = Rpc::Upload;
-        let (who, checked) = Self::caller(rpc, &request);
-        let stream = request.into_inner();
-        let mut ctx = AuditCtx::default();
-        let result = match checked {
-            Ok(w) => self.upload_inner(&w, stream, &mut ctx).await,
-            Err(e) => Err(e),
-        };
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        // The project comes with the first chunk: upload_inner passes the membership check
+        // before it stores anything.
+        renketsu_rpc::handle(
+            self,
+            Rpc::Upload,
+            request,
+            AuditNote::default(),
+            |call, stream| async move { self.upload_inner(&call, stream).await },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn get_upload_status(
         &self,
         request: Request<v1::GetUploadStatusRequest>,
     ) -> Result<Response<v1::UploadStatus>, Status> {
-        let rpc = Rpc::GetUploadStatus;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            let store = &self.inner.store;
-            let u = store
-                .upload(&p.name, &who.party, &req.upload_id)
-                .await?
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!("no upload {} by {}", req.upload_id, who.party))
-                })?;
-            let stored = store
-                .stored_chunks(&p.name, &who.party, &u.upload_id)
-                .await?;
-            Ok(upload_view(&u, stored, 0))
-        }
-        .await;
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetUploadStatus,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let who = call.who();
+                let store = &self.inner.store;
+                let u = store
+                    .upload(&p.name, &who.party, &req.upload_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::NotFound(format!(
+                            "no upload {} by {}",
+                            req.upload_id, who.party
+                        ))
+                    })?;
+                let stored = store
+                    .stored_chunks(&p.name, &who.party, &u.upload_id)
+                    .await?;
+                Ok(upload_view(&u, stored, 0))
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     type FetchMappingStream = BoxStream<v1::MappingChunk>;
@@ -1109,19 +1058,21 @@ impl LinkageUnit for LinkageUnitService {
         &self,
         request: Request<v1::FetchMappingRequest>,
     ) -> Result<Response<Self::FetchMappingStream>, Status> {
-        let rpc = Rpc::FetchMapping;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            let job = self.latest_job_for_output(&p).await?;
-            ctx.detail = format!("job {}", job.job_id);
-            Ok((p.name, who.party, job.job_id))
-        }
-        .await;
-        let (project, party, job_id) = self.finish(rpc, who.as_ref(), ctx, result).await?;
+        let note = AuditNote::project(&request.get_ref().project);
+        let (project, party, job_id) = renketsu_rpc::handle(
+            self,
+            Rpc::FetchMapping,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let who = call.who();
+                let job = self.latest_job_for_output(&p).await?;
+                call.note(|n| n.detail = format!("job {}", job.job_id));
+                Ok((p.name, who.party.clone(), job.job_id))
+            },
+        )
+        .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let store = self.inner.store.clone();
         tokio::spawn(async move {
@@ -1173,52 +1124,53 @@ impl LinkageUnit for LinkageUnitService {
         &self,
         request: Request<v1::TracebackRequest>,
     ) -> Result<Response<v1::TracebackResponse>, Status> {
-        let rpc = Rpc::Traceback;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project);
-        ctx.detail = format!("pseudonym {}", req.pseudonym);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            if req.pseudonym.len() != 32 || !req.pseudonym.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ServiceError::InvalidArgument(
-                    "a pseudonym is 32 hex digits".to_owned(),
-                ));
-            }
-            let job = self
-                .inner
-                .store
-                .latest_done_job(&p.name)
-                .await?
-                .ok_or_else(|| {
-                    ServiceError::FailedPrecondition(format!(
-                        "project {:?} has no completed job",
-                        p.name
-                    ))
-                })?;
-            let ids = self
-                .inner
-                .store
-                .traceback(
-                    &p.name,
-                    job.job_id,
-                    &who.party,
-                    &req.pseudonym.to_ascii_lowercase(),
-                )
-                .await?;
-            Ok(v1::TracebackResponse {
-                job_id: job.job_id,
-                record_ids: ids,
-            })
-        }
-        .await;
-        if let Ok(r) = &result {
-            ctx.items = r.record_ids.len() as u64;
-        }
-        self.finish(rpc, who.as_ref(), ctx, result)
-            .await
-            .map(Response::new)
+        let r = request.get_ref();
+        let note = AuditNote::project(&r.project).with_detail(format!("pseudonym {}", r.pseudonym));
+        renketsu_rpc::handle(
+            self,
+            Rpc::Traceback,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let who = call.who();
+                if req.pseudonym.len() != 32
+                    || !req.pseudonym.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(ServiceError::InvalidArgument(
+                        "a pseudonym is 32 hex digits".to_owned(),
+                    ));
+                }
+                let job = self
+                    .inner
+                    .store
+                    .latest_done_job(&p.name)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::FailedPrecondition(format!(
+                            "project {:?} has no completed job",
+                            p.name
+                        ))
+                    })?;
+                let ids = self
+                    .inner
+                    .store
+                    .traceback(
+                        &p.name,
+                        job.job_id,
+                        &who.party,
+                        &req.pseudonym.to_ascii_lowercase(),
+                    )
+                    .await?;
+                call.note(|n| n.items = ids.len() as u64);
+                Ok(v1::TracebackResponse {
+                    job_id: job.job_id,
+                    record_ids: ids,
+                })
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     type FetchReleaseStream = BoxStream<v1::ReleaseChunk>;
@@ -1227,80 +1179,82 @@ impl LinkageUnit for LinkageUnitService {
         &self,
         request: Request<v1::FetchReleaseRequest>,
     ) -> Result<Response<Self::FetchReleaseStream>, Status> {
-        let rpc = Rpc::FetchRelease;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let mut ctx = AuditCtx::new(&req.project);
-        let result = async {
-            let who = checked?;
-            let p = self.member(rpc, &who, &req.project).await?;
-            let job = self.latest_job_for_output(&p).await?;
-            let store = &self.inner.store;
-            let members = store.release_members(&p.name, job.job_id).await?;
-            // Sealed content of each holder's current content upload.
-            let mut headers = Vec::new();
-            let mut sealed: HashMap<(usize, String), Vec<u8>> = HashMap::new();
-            for u in store.current_uploads(&p.name).await? {
-                if u.kind != v1::UploadKind::Content as i32 {
-                    continue;
-                }
-                let Some(h) = p.holders.iter().position(|x| x == &u.party) else {
-                    continue;
-                };
-                let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
-                let (header, records) = content_file::parse(bytes.as_slice())
-                    .map_err(|e| ServiceError::Internal(format!("stored content upload: {e}")))?;
-                headers.push(v1::SealedContentHeader {
-                    party: u.party.clone(),
-                    columns: header.columns,
-                    encapsulated_key: B64
-                        .decode(header.encapsulated_key.as_bytes())
-                        .map_err(|_| ServiceError::Internal("stored content header".to_owned()))?,
-                });
-                for (id, s) in records {
-                    sealed.insert((h, id), s);
-                }
-            }
-            let holder_index: BTreeMap<&str, usize> = p
-                .holders
-                .iter()
-                .enumerate()
-                .map(|(i, h)| (h.as_str(), i))
-                .collect();
-            let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
-            for (pid, party, id) in members {
-                if clusters.last().is_none_or(|c| c.pseudonym != pid) {
-                    clusters.push(v1::ReleasedCluster {
-                        pseudonym: pid.clone(),
-                        records: Vec::new(),
+        let note = AuditNote::project(&request.get_ref().project);
+        let (release_id, job_id, holders, headers, clusters) = renketsu_rpc::handle(
+            self,
+            Rpc::FetchRelease,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let who = call.who();
+                let job = self.latest_job_for_output(&p).await?;
+                let store = &self.inner.store;
+                let members = store.release_members(&p.name, job.job_id).await?;
+                // Sealed content of each holder's current content upload.
+                let mut headers = Vec::new();
+                let mut sealed: HashMap<(usize, String), Vec<u8>> = HashMap::new();
+                for u in store.current_uploads(&p.name).await? {
+                    if u.kind != v1::UploadKind::Content as i32 {
+                        continue;
+                    }
+                    let Some(h) = p.holders.iter().position(|x| x == &u.party) else {
+                        continue;
+                    };
+                    let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
+                    let (header, records) = content_file::parse(bytes.as_slice()).map_err(|e| {
+                        ServiceError::Internal(format!("stored content upload: {e}"))
+                    })?;
+                    headers.push(v1::SealedContentHeader {
+                        party: u.party.clone(),
+                        columns: header.columns,
+                        encapsulated_key: B64.decode(header.encapsulated_key.as_bytes()).map_err(
+                            |_| ServiceError::Internal("stored content header".to_owned()),
+                        )?,
                     });
+                    for (id, s) in records {
+                        sealed.insert((h, id), s);
+                    }
                 }
-                let h = holder_index
-                    .get(party.as_str())
-                    .copied()
-                    .unwrap_or(usize::MAX);
-                if let Some(s) = sealed.remove(&(h, id)) {
-                    clusters
-                        .last_mut()
-                        .expect("pushed")
-                        .records
-                        .push(v1::SealedRecord {
-                            holder: h as u32,
-                            sealed: s,
+                let holder_index: BTreeMap<&str, usize> = p
+                    .holders
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h.as_str(), i))
+                    .collect();
+                let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
+                for (pid, party, id) in members {
+                    if clusters.last().is_none_or(|c| c.pseudonym != pid) {
+                        clusters.push(v1::ReleasedCluster {
+                            pseudonym: pid.clone(),
+                            records: Vec::new(),
                         });
+                    }
+                    let h = holder_index
+                        .get(party.as_str())
+                        .copied()
+                        .unwrap_or(usize::MAX);
+                    if let Some(s) = sealed.remove(&(h, id)) {
+                        clusters
+                            .last_mut()
+                            .expect("pushed")
+                            .records
+                            .push(v1::SealedRecord {
+                                holder: h as u32,
+                                sealed: s,
+                            });
+                    }
                 }
-            }
-            let pids: Vec<String> = clusters.iter().map(|c| c.pseudonym.clone()).collect();
-            let release_id = store
-                .record_release(&p.name, job.job_id, &who.party, &pids, self.now_ms())
-                .await?;
-            ctx.detail = format!("release {release_id} of job {}", job.job_id);
-            ctx.items = pids.len() as u64;
-            Ok((release_id, job.job_id, p.holders.clone(), headers, clusters))
-        }
-        .await;
-        let (release_id, job_id, holders, headers, clusters) =
-            self.finish(rpc, who.as_ref(), ctx, result).await?;
+                let pids: Vec<String> = clusters.iter().map(|c| c.pseudonym.clone()).collect();
+                let release_id = store
+                    .record_release(&p.name, job.job_id, &who.party, &pids, self.now_ms())
+                    .await?;
+                call.note(|n| n.detail = format!("release {release_id} of job {}", job.job_id));
+                call.note(|n| n.items = pids.len() as u64);
+                Ok((release_id, job.job_id, p.holders.clone(), headers, clusters))
+            },
+        )
+        .await?;
         let mut chunks = Vec::new();
         let mut first = Some((holders, headers));
         let mut it = clusters.into_iter().peekable();
@@ -1330,12 +1284,14 @@ impl LinkageUnit for LinkageUnitService {
         &self,
         request: Request<v1::ReadAuditLogRequest>,
     ) -> Result<Response<Self::ReadLinkageAuditLogStream>, Status> {
-        let rpc = Rpc::ReadLinkageAuditLog;
-        let (who, checked) = Self::caller(rpc, &request);
-        let req = request.into_inner();
-        let result = checked.map(|_| ());
-        self.finish(rpc, who.as_ref(), AuditCtx::default(), result)
-            .await?;
+        let req = renketsu_rpc::handle(
+            self,
+            Rpc::ReadLinkageAuditLog,
+            request,
+            AuditNote::default(),
+            |_, req| async move { Ok(req) },
+        )
+        .await?;
         // Read up to the entry just written (this call's own).
         let store = self.inner.store.clone();
         let mut entries = Vec::new();

@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use renketsu_custodian::pki::{DevCa, IssuedCert, Role};
-use renketsu_custodian::server::TlsMaterial;
 use renketsu_keys::content::{ContentOpener, ContentSealer, ResearcherKeyPair};
 use renketsu_keys::lifecycle::SystemClock;
 use renketsu_linkage::token_file::{
@@ -29,6 +27,8 @@ use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_linkage_unit::store::LuStore;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
+use renketsu_rpc::pki::{DevCa, IssuedCert, Role};
+use renketsu_rpc::tls::TlsMaterial;
 use sha2::{Digest as _, Sha256};
 use sqlx::Connection as _;
 use tokio::sync::oneshot;

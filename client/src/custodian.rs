@@ -1,5 +1,5 @@
 //! The data holder's client of the key custodian (SPEC.md §8): a tonic channel with mutual
-//! TLS from PEM files, retries with exponential backoff and full jitter, and the holder's half
+//! TLS from PEM files (`renketsu_rpc::tls`), retries with exponential backoff and full jitter, and the holder's half
 //! of RFC 9497 (blind → `EvaluateBatch` → verify → unblind).
 //!
 //! ```text
@@ -26,10 +26,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use renketsu_keys::oprf::{
     BlindResult, BlindedElement, ELEMENT_LEN, EvaluatedElement, OprfClient, OprfError, OprfServer,
@@ -40,11 +38,12 @@ use renketsu_keys::wrap::{
 };
 use renketsu_protocol::v1::key_custodian_client::KeyCustodianClient;
 use renketsu_protocol::v1::{
-    EvaluateBatchRequest, EvaluationMode, GetPublicKeyRequest, GetWrappedClkKeyRequest,
-    GetWrappedClkKeyResponse, KeyState, WrapAlgorithm,
+    self, EvaluateBatchRequest, EvaluationMode, GetPublicKeyRequest, GetRekeyDeltaRequest,
+    GetWrappedClkKeyRequest, GetWrappedClkKeyResponse, KeyState, WrapAlgorithm,
 };
+pub use renketsu_rpc::tls::{ChannelError, ConnectConfig, RetryPolicy, tls_channel};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 /// Default number of blinded elements per `EvaluateBatch` call.
@@ -96,24 +95,10 @@ impl EvalMode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// A PEM file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
-    ReadPem {
-        /// Which file (CA certificate, client certificate, client key).
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The custodian URL or the TLS settings are not usable.
-    #[error("custodian endpoint {url}: {reason}")]
-    Endpoint {
-        /// The URL as given.
-        url: String,
-        /// Why it is refused.
-        reason: String,
-    },
+    /// The channel could not be prepared: an unreadable PEM file, or a URL that is not
+    /// `https://HOST:PORT`.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
     /// The custodian answered with a status that is not retried, or the retries ran out.
     #[error("custodian {rpc} failed after {attempts} attempt(s): {code:?}: {message}")]
     Status {
@@ -168,91 +153,6 @@ impl ClientError {
             _ => None,
         }
     }
-}
-
-/// Retry policy for transient failures (`UNAVAILABLE`, `DEADLINE_EXCEEDED`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, including the first (≥ 1).
-    pub max_attempts: u32,
-    /// Upper bound of the first delay.
-    pub initial_backoff: Duration,
-    /// Cap of the delay bound.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 6 attempts, delays bounded by 200 ms, 400 ms, 800 ms, 1.6 s, 3.2 s (cap 10 s).
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `attempt` (1 = the first retry), with `unit` uniform in
-    /// `[0, 1)`: `unit · min(max_backoff, initial_backoff · 2^(attempt−1))`.
-    pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        exp.min(self.max_backoff).mul_f64(unit.clamp(0.0, 1.0))
-    }
-
-    /// Whether a status is transient and worth retrying.
-    pub fn retryable(code: Code) -> bool {
-        matches!(code, Code::Unavailable | Code::DeadlineExceeded)
-    }
-}
-
-/// Where and how to reach the custodian: URL and PEM files.
-#[derive(Clone, Debug)]
-pub struct ConnectConfig {
-    /// `https://HOST:PORT`.
-    pub url: String,
-    /// The CA certificate that signed the custodian's (and the holder's) certificate.
-    pub ca_pem: PathBuf,
-    /// The holder's client certificate: its subject names the party, a SAN its role.
-    pub cert_pem: PathBuf,
-    /// The holder's private key (PEM).
-    pub key_pem: PathBuf,
-    /// The name to check in the custodian's certificate (default: the URL's host).
-    pub tls_domain: Option<String>,
-    /// Per-call deadline.
-    pub timeout: Duration,
-    /// TCP + TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Retries of transient failures.
-    pub retry: RetryPolicy,
-}
-
-impl ConnectConfig {
-    /// A config with default timeouts (60 s per call, 10 s to connect) and retries.
-    pub fn new(url: impl Into<String>, ca_pem: &Path, cert_pem: &Path, key_pem: &Path) -> Self {
-        Self {
-            url: url.into(),
-            ca_pem: ca_pem.to_owned(),
-            cert_pem: cert_pem.to_owned(),
-            key_pem: key_pem.to_owned(),
-            tls_domain: None,
-            timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-        }
-    }
-}
-
-fn read_pem(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|source| ClientError::ReadPem {
-            what,
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// The public key of one epoch of one recipe, as published by the custodian.
@@ -515,49 +415,14 @@ impl fmt::Debug for CustodianClient {
     }
 }
 
-/// A lazily connecting mutual-TLS channel to a renketsu server (the custodian or the linkage
-/// unit) from `config`'s URL and PEM files. Must be called within a Tokio runtime.
-///
-/// # Errors
-/// [`ClientError::ReadPem`] for an unreadable file, [`ClientError::Endpoint`] for a URL that
-/// is not `https://HOST:PORT` or TLS settings tonic refuses.
-pub fn tls_channel(config: &ConnectConfig) -> Result<Channel, ClientError> {
-    let endpoint_err = |reason: String| ClientError::Endpoint {
-        url: config.url.clone(),
-        reason,
-    };
-    if !config.url.starts_with("https://") {
-        return Err(endpoint_err(
-            "must start with https:// (renketsu servers only speak mutual TLS)".to_owned(),
-        ));
-    }
-    let ca = read_pem("CA certificate", &config.ca_pem)?;
-    let cert = read_pem("client certificate", &config.cert_pem)?;
-    let key = read_pem("client key", &config.key_pem)?;
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&*ca))
-        .identity(Identity::from_pem(&*cert, &*key));
-    if let Some(d) = &config.tls_domain {
-        tls = tls.domain_name(d.clone());
-    }
-    let endpoint = Endpoint::from_shared(config.url.clone())
-        .map_err(|e| endpoint_err(e.to_string()))?
-        .tls_config(tls)
-        .map_err(|e| endpoint_err(e.to_string()))?
-        .timeout(config.timeout)
-        .connect_timeout(config.connect_timeout)
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
-}
-
 impl CustodianClient {
     /// Reads the PEM files and prepares a channel. The connection is made lazily on the first
     /// call, so an unreachable custodian shows up as a (retried) `UNAVAILABLE`. Must be called
     /// within a Tokio runtime (`Runtime::enter` or an async context).
     ///
     /// # Errors
-    /// [`ClientError::ReadPem`] for an unreadable file, [`ClientError::Endpoint`] for a URL
-    /// that is not `https://HOST:PORT` or TLS settings tonic refuses.
+    /// [`ClientError::Channel`] for an unreadable PEM file, a URL that is not
+    /// `https://HOST:PORT` or TLS settings tonic refuses.
     pub fn connect(config: &ConnectConfig) -> Result<Self, ClientError> {
         Ok(Self::from_channel(tls_channel(config)?, config.retry))
     }
@@ -565,13 +430,14 @@ impl CustodianClient {
     /// A client over an existing channel (e.g. an in-memory transport in tests).
     pub fn from_channel(channel: Channel, retry: RetryPolicy) -> Self {
         Self {
-            inner: KeyCustodianClient::new(channel),
+            // Listings and audit pages can be large; evaluation batches stay far below.
+            inner: KeyCustodianClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
             retry,
             retries: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// The generated client, for calls this type does not wrap (admin, auditor).
+    /// The generated client, for calls this type does not wrap.
     pub fn raw(&self) -> KeyCustodianClient<Channel> {
         self.inner.clone()
     }
@@ -675,6 +541,232 @@ impl CustodianClient {
             async move { c.get_wrapped_clk_key(req).await }
         })
         .await
+    }
+}
+
+impl CustodianClient {
+    /// `GetRekeyDelta` (linkage-unit role only): the 32-byte scalar `Δ = k_to·k_from⁻¹` that
+    /// moves OPRF tokens of `recipe` from `from_epoch` to `to_epoch` (SPEC.md §10.7).
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] for a refusal (or transient failures past the retries),
+    /// [`ClientError::InvalidResponse`] for a delta that is not 32 bytes.
+    pub async fn rekey_delta(
+        &self,
+        project: &str,
+        recipe: &str,
+        from_epoch: u64,
+        to_epoch: u64,
+    ) -> Result<Zeroizing<[u8; 32]>, ClientError> {
+        let req = GetRekeyDeltaRequest {
+            project: project.to_owned(),
+            recipe: recipe.to_owned(),
+            from_epoch,
+            to_epoch,
+        };
+        let resp = self
+            .with_retries("GetRekeyDelta", |mut c| {
+                let req = req.clone();
+                async move { c.get_rekey_delta(req).await }
+            })
+            .await?;
+        let delta = Zeroizing::new(resp.delta);
+        let bytes: [u8; 32] =
+            delta
+                .as_slice()
+                .try_into()
+                .map_err(|_| ClientError::InvalidResponse {
+                    rpc: "GetRekeyDelta",
+                    what: format!("a delta of {} bytes instead of 32", delta.len()),
+                })?;
+        Ok(Zeroizing::new(bytes))
+    }
+}
+
+/// What the admin's `CreateProject` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProject {
+    /// Project name.
+    pub project: String,
+    /// Custodian recipe names ([`custodian_recipe_name`]); each gets an active epoch 1.
+    pub recipes: Vec<String>,
+    /// CLK field names; each gets a CLK key.
+    pub clk_fields: Vec<String>,
+    /// The RFC 9497 mode every holder must blind in.
+    pub mode: EvalMode,
+    /// Party name of the project's linkage unit (the only one given re-keying deltas).
+    pub linkage_unit: String,
+}
+
+/// The admin's and the auditor's calls. They are made once, not retried: a create or
+/// rotation whose answer was lost must not be repeated blindly.
+impl CustodianClient {
+    async fn once<T, F, Fut>(&self, rpc: &'static str, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(KeyCustodianClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        call(self.inner.clone())
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| ClientError::Status {
+                rpc,
+                code: s.code(),
+                message: s.message().to_owned(),
+                attempts: 1,
+            })
+    }
+
+    /// Admin: `CreateProject`.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] (ALREADY_EXISTS, INVALID_ARGUMENT, PERMISSION_DENIED, …);
+    /// [`ClientError::InvalidResponse`] without a project in the answer.
+    pub async fn create_project(&self, new: NewProject) -> Result<v1::Project, ClientError> {
+        let req = v1::CreateProjectRequest {
+            project: new.project,
+            recipes: new.recipes,
+            clk_fields: new.clk_fields,
+            mode: new.mode.to_proto() as i32,
+            linkage_unit: new.linkage_unit,
+        };
+        let r = self
+            .once("CreateProject", |mut c| async move {
+                c.create_project(req).await
+            })
+            .await?;
+        r.project.ok_or_else(|| ClientError::InvalidResponse {
+            rpc: "CreateProject",
+            what: "no project".to_owned(),
+        })
+    }
+
+    /// Admin: `EnrolHolder` with its declared record count (which sets its quota).
+    ///
+    /// # Errors
+    /// [`ClientError::Status`]; [`ClientError::InvalidResponse`] without a holder.
+    pub async fn enrol_holder(
+        &self,
+        project: &str,
+        party: &str,
+        declared_records: u64,
+    ) -> Result<v1::Holder, ClientError> {
+        let req = v1::EnrolHolderRequest {
+            project: project.to_owned(),
+            party: party.to_owned(),
+            declared_records,
+        };
+        let r = self
+            .once(
+                "EnrolHolder",
+                |mut c| async move { c.enrol_holder(req).await },
+            )
+            .await?;
+        r.holder.ok_or_else(|| ClientError::InvalidResponse {
+            rpc: "EnrolHolder",
+            what: "no holder".to_owned(),
+        })
+    }
+
+    /// Admin: `RotateEpoch`: a new active epoch of `recipe`, the previous one retired.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`].
+    pub async fn rotate_epoch(
+        &self,
+        project: &str,
+        recipe: &str,
+    ) -> Result<v1::RotateEpochResponse, ClientError> {
+        let req = v1::RotateEpochRequest {
+            project: project.to_owned(),
+            recipe: recipe.to_owned(),
+        };
+        self.once(
+            "RotateEpoch",
+            |mut c| async move { c.rotate_epoch(req).await },
+        )
+        .await
+    }
+
+    /// Admin: `RevokeEpoch`.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`].
+    pub async fn revoke_epoch(
+        &self,
+        project: &str,
+        recipe: &str,
+        epoch: u64,
+    ) -> Result<v1::RevokeEpochResponse, ClientError> {
+        let req = v1::RevokeEpochRequest {
+            project: project.to_owned(),
+            recipe: recipe.to_owned(),
+            epoch,
+        };
+        self.once(
+            "RevokeEpoch",
+            |mut c| async move { c.revoke_epoch(req).await },
+        )
+        .await
+    }
+
+    /// Admin: every project with its recipes, CLK fields and holders.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`].
+    pub async fn list_projects(&self) -> Result<Vec<v1::Project>, ClientError> {
+        let r = self
+            .once("ListProjects", |mut c| async move {
+                c.list_projects(v1::ListProjectsRequest {}).await
+            })
+            .await?;
+        Ok(r.projects)
+    }
+
+    /// Auditor: the sealed audit head (sequence 0: an empty log).
+    ///
+    /// # Errors
+    /// [`ClientError::Status`].
+    pub async fn audit_head(&self) -> Result<v1::AuditHead, ClientError> {
+        self.once("GetAuditHead", |mut c| async move {
+            c.get_audit_head(v1::GetAuditHeadRequest {}).await
+        })
+        .await
+    }
+
+    /// Auditor: entries `from_sequence..` (at most `limit`, 0: all), streamed, each passed to
+    /// `sink` in order; stops early when `sink` returns `false`.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`].
+    pub async fn read_audit_log(
+        &self,
+        from_sequence: u64,
+        limit: u32,
+        mut sink: impl FnMut(v1::AuditEntry) -> bool,
+    ) -> Result<(), ClientError> {
+        let status = |s: tonic::Status| ClientError::Status {
+            rpc: "ReadAuditLog",
+            code: s.code(),
+            message: s.message().to_owned(),
+            attempts: 1,
+        };
+        let mut stream = self
+            .inner
+            .clone()
+            .read_audit_log(v1::ReadAuditLogRequest {
+                from_sequence,
+                limit,
+            })
+            .await
+            .map_err(status)?
+            .into_inner();
+        while let Some(e) = stream.message().await.map_err(status)? {
+            if !sink(e) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -922,6 +1014,8 @@ impl BatchEvaluator for InProcessEvaluator {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn key(byte: u8) -> SecretKey {
@@ -1114,9 +1208,10 @@ mod tests {
             max_backoff: Duration::from_millis(5),
         };
         let err = block_on(async {
-            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-                .unwrap()
-                .connect_lazy();
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                    .unwrap()
+                    .connect_lazy();
             let c = CustodianClient::from_channel(channel, retry);
             let r = c.active_key("p", "r/v1").await;
             assert_eq!(c.retries(), 2);
@@ -1138,9 +1233,12 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused() {
-        let p = Path::new("/nonexistent");
+        let p = std::path::Path::new("/nonexistent");
         let err = CustodianClient::connect(&ConnectConfig::new("http://127.0.0.1:1", p, p, p))
             .unwrap_err();
-        assert!(matches!(err, ClientError::Endpoint { .. }), "{err}");
+        assert!(
+            matches!(err, ClientError::Channel(ChannelError::Endpoint { .. })),
+            "{err}"
+        );
     }
 }
