@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use renketsu_client::linkage_unit::{
-    LinkageUnitConn, LuClientError, NewLinkageProject, SealedContentWriter, open_release,
+    LinkageUnitConn, LuClientError, NewLinkageProject, SealedContentWriter,
 };
 use renketsu_keys::content::ResearcherKeyPair;
 use renketsu_keys::local::LocalKeyStore;
@@ -242,6 +242,12 @@ pub(crate) struct ServeArgs {
     /// Its private key.
     #[arg(long, requires = "custodian")]
     pub custodian_key: Option<PathBuf>,
+    /// Hours an incomplete upload is kept before it is deleted with its chunks.
+    #[arg(long, default_value_t = 24)]
+    pub upload_expiry_hours: u64,
+    /// Most bytes of incomplete uploads per holder (all projects), and the largest upload.
+    #[arg(long, default_value_t = renketsu_linkage_unit::service::DEFAULT_UPLOAD_CAP_BYTES)]
+    pub upload_cap_bytes: u64,
 }
 
 /// `renketsu lu upload`.
@@ -287,6 +293,10 @@ pub(crate) struct FetchArgs {
     /// Output directory: joined.csv and release.json.
     #[arg(long)]
     pub out: PathBuf,
+    /// Exit non-zero if any record could not be opened (the files are written either way;
+    /// records that do not open leave empty cells and are reported per holder).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -540,6 +550,8 @@ async fn upload_file(
     quiet: bool,
 ) -> Result<v1::UploadStatus> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Tokens and opt-outs are token files: checked here before anything is sent.
+    crate::upload_check::token_file(&bytes, &path.display().to_string())?;
     upload_bytes(client, kind, Arc::new(bytes), label, quiet).await
 }
 
@@ -905,71 +917,46 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             .fetch_release()
             .await
             .map_err(lu_error)?;
-        let release = open_release(&sealed, &pair, &args.conn.project)?;
-        let (holders, columns) = (&release.holders, &release.columns);
-        let (release_id, job_id) = (release.release_id, release.job_id);
+        let (holders, clusters) = (&sealed.holders, &sealed.clusters);
+        let (release_id, job_id) = (sealed.release_id, sealed.job_id);
         std::fs::create_dir_all(&args.out)?;
         let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
-        let mut header = vec!["pid".to_owned()];
-        for (idx, cols) in columns {
-            for c in cols {
-                header.push(format!("{}.{c}", holders[*idx as usize]));
-            }
-        }
-        joined.row(&header)?;
-        let order: Vec<u32> = columns.keys().copied().collect();
-        let mut rows = 0u64;
-        for c in &release.clusters {
-            // Per holder with content: the opened records of this cluster.
-            let mut per: Vec<Vec<&Vec<String>>> = vec![Vec::new(); order.len()];
-            for (holder, values) in &c.records {
-                let k = order.iter().position(|h| h == holder).expect("in columns");
-                per[k].push(values);
-            }
-            // Full outer join within the cluster (SPEC.md §5.3): every combination.
-            let lists: Vec<Vec<Option<&Vec<String>>>> = per
-                .iter()
-                .map(|v| if v.is_empty() { vec![None] } else { v.iter().copied().map(Some).collect() })
-                .collect();
-            let mut choice = vec![0usize; lists.len()];
-            loop {
-                let mut line = vec![c.pseudonym.clone()];
-                for (k, l) in lists.iter().enumerate() {
-                    match l[choice[k]] {
-                        Some(v) => line.extend(v.iter().cloned()),
-                        None => line.extend(std::iter::repeat_n(String::new(), columns[&order[k]].len())),
-                    }
-                }
-                joined.row(&line)?;
-                rows += 1;
-                let mut k = 0;
-                while k < lists.len() {
-                    choice[k] += 1;
-                    if choice[k] < lists[k].len() {
-                        break;
-                    }
-                    choice[k] = 0;
-                    k += 1;
-                }
-                if k == lists.len() {
-                    break;
-                }
-            }
-        }
+        // What opens is written; what does not leaves empty cells, reported per holder.
+        let j = crate::release_open::join(
+            &pair,
+            &args.conn.project,
+            holders,
+            &sealed.headers,
+            clusters,
+            |row| joined.row(row),
+        )?;
         joined.commit()?;
+        let rows = j.rows;
+        let unopened: BTreeMap<&str, u64> =
+            j.unopened.iter().map(|(h, (n, _))| (h.as_str(), *n)).collect();
         let mut f = PendingFile::create(&args.out, "release.json")?;
         serde_json::to_writer_pretty(
             &mut f.writer,
             &serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
-                "holders": holders, "clusters": release.clusters.len(), "rows": rows}),
+                "holders": holders, "clusters": clusters.len(), "rows": rows,
+                "unopened_records": unopened}),
         )?;
         f.writer.write_all(b"\n")?;
         f.commit()?;
         println!(
             "wrote {} ({} clusters, {rows} rows; release {release_id} of job {job_id})",
             args.out.join("joined.csv").display(),
-            release.clusters.len()
+            clusters.len()
         );
+        for (holder, (n, why)) in &j.unopened {
+            eprintln!("renketsu fetch: {holder}: {n} records could not be opened (empty cells): {why}");
+        }
+        if args.strict && !j.unopened.is_empty() {
+            bail!(
+                "--strict: records of {} could not be opened",
+                j.unopened.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(())
     })
 }
@@ -1014,6 +1001,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .map(Duration::from_millis),
+                upload_expiry: Duration::from_secs(args.upload_expiry_hours.saturating_mul(3600)),
+                upload_cap_bytes: args.upload_cap_bytes,
             },
         );
         renketsu_linkage_unit::server::run(

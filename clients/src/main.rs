@@ -13,9 +13,11 @@ mod normalize_cmd;
 mod output;
 mod pki_cmd;
 mod progress;
+mod release_open;
 mod synth;
 mod tokenize_cmd;
 mod tokens_file;
+mod upload_check;
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

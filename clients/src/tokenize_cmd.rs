@@ -145,6 +145,25 @@ fn today_string(ctx: NormalizeContext) -> String {
     format!("{:04}-{:02}-{:02}", t / 10_000, t / 100 % 100, t % 100)
 }
 
+/// Custodian mode: the header's party is the certificate's name (SPEC.md §5.5), so `--party`
+/// must be the Common Name of `cert` (the custodian counts evaluations against that name).
+///
+/// # Errors
+/// The certificate cannot be read or parsed, or names another party.
+fn check_party_is_certificate(party: &str, cert: &Path) -> Result<()> {
+    let pem = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    let id = renketsu_custodian::pki::identity_from_pem(&pem)
+        .with_context(|| format!("{} is not a renketsu client certificate", cert.display()))?;
+    if id.party != party {
+        bail!(
+            "--party {party} but the certificate {} is {}'s: in custodian mode the token file's party is the certificate's name",
+            cert.display(),
+            id.party
+        );
+    }
+    Ok(())
+}
+
 /// Runs `renketsu tokenize`.
 pub fn run(args: &TokenizeArgs) -> Result<()> {
     let t0 = Instant::now();
@@ -195,6 +214,12 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
     let summary = match &args.custodian {
         None => hmac_mode(args, &job, ctx)?,
         Some(url) => {
+            check_party_is_certificate(
+                &job.spec.party,
+                args.cert
+                    .as_deref()
+                    .context("--cert is required with --custodian")?,
+            )?;
             let mut cfg = ConnectConfig::new(
                 url.clone(),
                 args.ca
@@ -856,5 +881,62 @@ fields = ["name"]
         ] {
             assert!(parse_pins(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn custodian_mode_refuses_a_party_other_than_the_certificates() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: TokenizeArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = renketsu_custodian::pki::DevCa::generate().unwrap();
+        let ehr = ca
+            .issue_client("ehr", renketsu_custodian::pki::Role::DataHolder)
+            .unwrap();
+        let path = |n: &str| dir.path().join(n).display().to_string();
+        std::fs::write(path("ehr.pem"), &ehr.cert_pem).unwrap();
+        std::fs::write(path("ehr.key"), ehr.key_pem.as_bytes()).unwrap();
+        std::fs::write(path("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(path("schema.toml"), SCHEMA).unwrap();
+        std::fs::write(path("in.csv"), "id,name,dob\n1,a,2000-01-01\n").unwrap();
+        let run_as = |party: &str| {
+            let cli = <Cli as clap::Parser>::try_parse_from([
+                "tokenize".to_owned(),
+                "--schema".into(),
+                path("schema.toml"),
+                "--input".into(),
+                path("in.csv"),
+                "--party".into(),
+                party.into(),
+                "--out".into(),
+                path("out.tokens"),
+                "--project".into(),
+                "p".into(),
+                // Nothing listens there: the party check comes before any call.
+                "--custodian".into(),
+                "https://127.0.0.1:9".into(),
+                "--ca".into(),
+                path("ca.pem"),
+                "--cert".into(),
+                path("ehr.pem"),
+                "--key".into(),
+                path("ehr.key"),
+                "--max-attempts".into(),
+                "1".into(),
+                "--timeout-secs".into(),
+                "1".into(),
+                "--quiet".into(),
+            ])
+            .unwrap();
+            run(&cli.args).unwrap_err()
+        };
+        let err = format!("{:#}", run_as("ndb"));
+        assert!(err.contains("--party ndb") && err.contains("ehr"), "{err}");
+        assert!(!Path::new(&path("out.tokens")).exists());
+        // With its own name the run goes on to the custodian (which is not there).
+        let err = format!("{:#}", run_as("ehr"));
+        assert!(!err.contains("--party"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! is usable by `renketsu eval` and `renketsu link` (ground truth layout, jp columns).
 //!
 //! The generator's own properties (check digits, determinism, truth = same hidden person, shared
-//! family cards, NDB digests) are unit tests in `src/synth.rs`.
+//! family cards, NDB digests) are unit tests of the `renketsu-synth` crate (`synth/src/lib.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

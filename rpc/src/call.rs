@@ -301,8 +301,9 @@ where
             .as_ref()
             .map_or(v1::Role::Unspecified, |w| w.role.to_proto()) as i32,
         rpc: rpc.path(),
-        project: note.project,
-        recipe: note.detail,
+        // Bounded: a caller's oversized string never enters the chain whole.
+        project: renketsu_keys::names::audit_field(&note.project),
+        recipe: renketsu_keys::names::audit_field(&note.detail),
         epoch: note.epoch,
         item_count: note.items,
         status_code: code as u32,
@@ -316,7 +317,8 @@ where
             rpc = %rpc,
             party = who.as_ref().map_or("", |w| w.party.as_str()),
             code = ?e.code(),
-            "refused: {e}"
+            "refused: {}",
+            renketsu_keys::names::audit_field(&e.to_string())
         );
         e.into()
     })

@@ -58,6 +58,9 @@ pub enum ServiceError {
     /// Stored bytes contradict the request (a chunk index with other bytes). ABORTED.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A per-holder limit would be exceeded (bytes of incomplete uploads). RESOURCE_EXHAUSTED.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// Another service could not be reached (the custodian, for a re-keying delta).
     /// UNAVAILABLE.
     #[error("unavailable: {0}")]
@@ -79,6 +82,7 @@ impl ServiceError {
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::QuotaExhausted { .. } => Code::ResourceExhausted,
             ServiceError::Conflict(_) => Code::Aborted,
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Internal(_) => Code::Internal,
         }

@@ -162,13 +162,17 @@ pub enum PkiError {
 
 /// Whether `name` is a valid party name: 1–64 characters of `A-Z a-z 0-9 . _ -`, not
 /// starting with `.` (safe as a file name and in audit entries).
+/// The rule is [`renketsu_keys::names::is_valid_name`], the same as for project names.
 pub fn is_valid_party(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    renketsu_keys::names::is_valid_name(name)
+}
+
+/// Reads (party, role) from the first certificate of a PEM file (a client's own certificate,
+/// e.g. to learn its party name before a call). Errors as [`identity_from_der`].
+pub fn identity_from_pem(pem: &[u8]) -> Result<PeerIdentity, PkiError> {
+    let (_, p) =
+        x509_parser::pem::parse_x509_pem(pem).map_err(|e| PkiError::Parse(e.to_string()))?;
+    identity_from_der(&p.contents)
 }
 
 /// Reads (party, role) from a DER client certificate whose chain the TLS layer has already
@@ -327,8 +331,19 @@ impl DevCa {
     /// The custodian's server certificate for the given DNS names and IP addresses
     /// (EKU serverAuth, CN `renketsu custodian`).
     pub fn issue_server(&self, dns: &[&str], ips: &[IpAddr]) -> Result<IssuedCert, PkiError> {
+        self.issue_server_named("renketsu custodian", dns, ips)
+    }
+
+    /// A server certificate with Common Name `cn` for the given DNS names and IP addresses
+    /// (EKU serverAuth): each server of a deployment gets its own name.
+    pub fn issue_server_named(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        ips: &[IpAddr],
+    ) -> Result<IssuedCert, PkiError> {
         let mut params = CertificateParams::default();
-        params.distinguished_name = name("renketsu custodian");
+        params.distinguished_name = name(cn);
         let mut sans = Vec::with_capacity(dns.len() + ips.len());
         for d in dns {
             sans.push(SanType::DnsName(ia5(d)?));
@@ -436,8 +451,16 @@ pub fn dev_init(out: &Path, holders: &[String]) -> Result<Vec<WrittenCert>, PkiE
         IpAddr::from([127, 0, 0, 1]),
         IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
     ];
-    for server in ["custodian", "linkage-unit-server"] {
-        save(server, None, ca.issue_server(&["localhost"], &loopback)?)?;
+    // Distinct Common Names: a log or a TLS error says which server it was.
+    for (server, cn) in [
+        ("custodian", "renketsu custodian"),
+        ("linkage-unit-server", "renketsu linkage unit"),
+    ] {
+        save(
+            server,
+            None,
+            ca.issue_server_named(cn, &["localhost"], &loopback)?,
+        )?;
     }
     for (party, role) in DEV_FIXED_PARTIES {
         save(party, Some(role), ca.issue_client(party, role)?)?;
@@ -571,5 +594,30 @@ mod tests {
                 Err(PkiError::PartyName(_))
             ));
         }
+    }
+
+    #[test]
+    fn dev_init_gives_each_server_its_own_common_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = dev_init(&dir.path().join("pki"), &[]).unwrap();
+        let cn = |party: &str| {
+            let w = written.iter().find(|w| w.party == party).unwrap();
+            let pem = fs::read_to_string(&w.cert).unwrap();
+            let der = der_of(&pem);
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let cn = cert.subject().iter_common_name().next().unwrap();
+            cn.as_str().unwrap().to_owned()
+        };
+        let (a, b) = (cn("custodian"), cn("linkage-unit-server"));
+        assert_ne!(a, b, "both server certificates are named {a:?}");
+    }
+
+    #[test]
+    fn identity_from_pem_reads_the_party_of_a_client_certificate() {
+        let ca = DevCa::generate().unwrap();
+        let issued = ca.issue_client("ehr", Role::DataHolder).unwrap();
+        let id = identity_from_pem(issued.cert_pem.as_bytes()).unwrap();
+        assert_eq!(id.party, "ehr");
+        assert!(identity_from_pem(b"not a certificate").is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! files), and retry transient statuses by [`RetryPolicy`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +33,9 @@ pub enum ServerError {
     /// The TLS configuration or the transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS material is not usable (PEM, key, client CA).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
 }
 
 /// A server's PEM material for mutual TLS. The key is zeroized on drop and never printed by
@@ -243,6 +247,101 @@ pub fn tls_channel(config: &ConnectConfig) -> Result<Channel, ChannelError> {
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true);
     Ok(endpoint.connect_lazy())
+}
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection that completed the mutual-TLS handshake.
+pub type TlsConn = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl TlsMaterial {
+    /// The rustls server configuration: this identity, client certificates required and
+    /// verified against the client CA, ALPN `h2`.
+    ///
+    /// # Errors
+    /// [`ServerError::Tls`] for unreadable PEM, a key that does not fit, or no client CA.
+    pub fn rustls_config(&self) -> Result<rustls::ServerConfig, ServerError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let tls = |what: &str, e: &dyn std::fmt::Display| ServerError::Tls(format!("{what}: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls("server certificate", &e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| tls("server key", &e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&self.client_ca_pem) {
+            roots
+                .add(ca.map_err(|e| tls("client CA", &e))?)
+                .map_err(|e| tls("client CA", &e))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| tls("client CA", &e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls("protocol versions", &e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| tls("server certificate and key", &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+/// Accepts connections on `listener` and completes each mutual-TLS handshake (at most 10 s):
+/// the connections that pass come out of the stream; every refused handshake (no client
+/// certificate, one from another CA, an expired one, plain TCP) is logged with the peer
+/// address and rustls' reason (SPEC.md §8.2), as `server` ("key custodian", "linkage unit").
+/// The accept loop ends when the stream is dropped.
+///
+/// # Errors
+/// [`ServerError::Tls`] for unusable TLS material.
+pub fn tls_incoming(
+    listener: TcpListener,
+    tls: &TlsMaterial,
+    server: &'static str,
+) -> Result<tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>>, ServerError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.rustls_config()?));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(server, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Small request/response messages: do not let Nagle's algorithm delay them.
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(conn)) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(server, %peer, error = %e, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        tracing::warn!(server, %peer, "TLS handshake refused: timed out");
+                    }
+                }
+            });
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 /// The `format` value.
 pub const FORMAT: &str = "renketsu-content";
+/// How every content file starts (its header's first field, as [`encode_header`] writes it).
+pub const MAGIC: &[u8] = br#"{"format":"renketsu-content""#;
 /// The version written and read.
 pub const VERSION: u32 = 1;
 

@@ -23,6 +23,10 @@ pub mod content;
 pub mod content_file;
 pub mod lifecycle;
 pub mod local;
+// The one rule for project and party names; the bound on audited strings.
+pub mod names;
+// Store files created mode 0600.
+pub mod private_file;
 // RFC 9497 OPRF/VOPRF/POPRF over ristretto255-SHA512, for the key custodian (custodian mode).
 pub mod oprf;
 pub mod seal;

@@ -128,12 +128,9 @@ fn parse_kek_id(hex: &str) -> Option<[u8; 8]> {
     Some(id)
 }
 
+/// The one project-name rule ([`crate::names`]), shared with the custodian and the linkage unit.
 fn valid_project(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= 64
-        && !p.starts_with('.')
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    crate::names::is_valid_name(p)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyStoreError + '_ {

@@ -57,10 +57,10 @@ where
     S: CustodianStore + PolicyStore + 'static,
 {
     let addr = listener.local_addr().ok();
-    let incoming = tls::nodelay_incoming(listener);
+    // The handshake is done by the shared accept loop, which logs refused handshakes.
+    let incoming = tls::tls_incoming(listener, tls, "key custodian")?;
     tracing::info!(?addr, "key custodian serving (mutual TLS)");
     Server::builder()
-        .tls_config(tls.server_config())?
         .add_service(
             KeyCustodianServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use renketsu_keys::audit::AuditEvent;
 use renketsu_keys::lifecycle::KeyState;
+use renketsu_keys::names;
 use renketsu_keys::oprf::{BlindedElement, Mode, OprfServer, RekeyDelta, VoprfServer};
 use renketsu_keys::wrap::{self, WrapError};
 use renketsu_protocol::v1;
@@ -103,6 +104,12 @@ fn nonempty(what: &str, value: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// The one project-name rule ([`renketsu_keys::names`]): checked before any lookup, so a
+/// malformed name never reaches the store or a log whole.
+fn project_name(project: &str) -> Result<(), ServiceError> {
+    names::check_project_name(project).map_err(|e| ServiceError::InvalidArgument(e.to_string()))
+}
+
 fn nonzero_epoch(what: &str, epoch: u64) -> Result<(), ServiceError> {
     if epoch == 0 {
         Err(ServiceError::InvalidArgument(format!(
@@ -189,6 +196,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         who: &PeerIdentity,
         project: &str,
     ) -> Result<ProjectPolicy, ServiceError> {
+        project_name(project)?;
         match self.inner.store.get_project(project).await {
             Ok(_) => {}
             Err(StoreError::ProjectNotFound(_)) => return Err(auth::not_member(rpc, who, project)),
@@ -273,7 +281,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::CreateProjectRequest,
         call: &Call<'_, Self>,
     ) -> Result<v1::CreateProjectResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         if req.recipes.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "a project needs at least one recipe".to_owned(),
@@ -322,7 +330,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::EnrolHolderRequest,
         call: &Call<'_, Self>,
     ) -> Result<v1::EnrolHolderResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         if !pki::is_valid_party(&req.party) {
             return Err(ServiceError::InvalidArgument(format!(
                 "party {:?} is not a valid party name (1-64 characters of A-Z a-z 0-9 . _ -)",
@@ -353,7 +361,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         req: &v1::RotateEpochRequest,
         call: &Call<'_, Self>,
     ) -> Result<v1::RotateEpochResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         nonempty("recipe", &req.recipe)?;
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
         rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
@@ -381,7 +389,7 @@ impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
         &self,
         req: &v1::RevokeEpochRequest,
     ) -> Result<v1::RevokeEpochResponse, ServiceError> {
-        nonempty("project", &req.project)?;
+        project_name(&req.project)?;
         nonempty("recipe", &req.recipe)?;
         nonzero_epoch("epoch", req.epoch)?;
         let record = self

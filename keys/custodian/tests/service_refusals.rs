@@ -414,3 +414,71 @@ async fn wrapped_clk_keys_open_only_for_the_holder_project_and_field() {
     assert_eq!(err.code(), Code::InvalidArgument);
     server.stop().await;
 }
+
+/// Project names follow the one rule of `renketsu_keys::names` (as in the linkage unit and
+/// the key store), and a huge name is refused without being audited or echoed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_names_are_checked_and_audited_strings_are_bounded() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki, ServiceSettings::default()).await;
+    let mut admin = server.client(&pki, "admin", Role::Admin);
+    let huge = "x".repeat(3 << 20);
+    for name in ["../x", "a b", "プロジェクト", huge.as_str()] {
+        let e = admin
+            .create_project(v1::CreateProjectRequest {
+                project: name.into(),
+                recipes: vec!["r1".into()],
+                clk_fields: vec![],
+                mode: v1::EvaluationMode::Voprf as i32,
+                linkage_unit: "lu".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{name:.20}: {e:?}");
+        assert!(
+            e.message().len() < 1000,
+            "{} bytes echoed",
+            e.message().len()
+        );
+    }
+    let mut holder = server.client(&pki, "holder-a", Role::DataHolder);
+    let e = holder
+        .evaluate_batch(request(&huge, 1, inputs(1)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let audit = server.audit().await;
+    assert_eq!(audit.len(), 5);
+    for entry in &audit {
+        assert!(
+            entry.event.project.len() <= 300,
+            "{} bytes audited",
+            entry.event.project.len()
+        );
+    }
+    server.stop().await;
+}
+
+/// The custodian's SQLite store (sealed keys, audit log) is created readable by its owner
+/// only; SQLite gives its -wal and -shm files the same mode.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_is_created_0600() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("custodian.db");
+    let store = renketsu_custodian::store::SqliteStore::connect(
+        &format!("sqlite://{}", path.display()),
+        renketsu_keys::seal::KekRing::generate(&mut rand::rng()),
+    )
+    .await
+    .unwrap();
+    store.audit_head().await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = format!("{}{suffix}", path.display());
+        if let Ok(m) = std::fs::metadata(&p) {
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{p}");
+        }
+    }
+    store.close().await;
+}

@@ -40,10 +40,11 @@
 //! ```
 //!
 //! First, `RENKETSU_DICE_RUNS` (default 3) single runs of each of `auto/no_pruning` (the
-//! kernel [`Kernel::Auto`] picks: AVX2 where the CPU has it), `auto/pruned` and
-//! `portable/no_pruning` print wall and CPU seconds and comparisons per second of each (CPU
-//! seconds are robust to other processes on a shared machine); then criterion, unless
-//! `RENKETSU_DICE_SKIP_CRITERION` is set.
+//! kernel [`Kernel::Auto`] picks: AVX-512 where the CPU has VPOPCNTDQ, else AVX2),
+//! `auto/pruned`, `avx2/no_pruning` and `avx2/pruned` (the AVX2 kernel forced, when it is not
+//! the one `auto` picks) and `portable/no_pruning` print wall and CPU seconds and comparisons
+//! per second of each (CPU seconds are robust to other processes on a shared machine); then
+//! criterion, unless `RENKETSU_DICE_SKIP_CRITERION` is set.
 //!
 //! `RENKETSU_DICE_THRESHOLD` overrides the threshold (default 0.75: the peers' FEBRL4
 //! best-greedy threshold, which their scale run uses). Before timing, the bench prints the
@@ -178,8 +179,16 @@ fn main() {
     for (name, kernel, pruning) in [
         ("auto/no_pruning", Kernel::Auto, Pruning::None),
         ("auto/pruned", Kernel::Auto, Pruning::PopcountBound),
+        ("avx2/no_pruning", Kernel::Avx2, Pruning::None),
+        ("avx2/pruned", Kernel::Avx2, Pruning::PopcountBound),
         ("portable/no_pruning", Kernel::Portable, Pruning::None),
     ] {
+        if !kernel.is_available(a.words())
+            || (kernel != Kernel::Auto && Kernel::auto_name(a.words()) == kernel.name())
+        {
+            // Not on this CPU, or the same kernel as `auto` (timed above).
+            continue;
+        }
         for _ in 0..runs {
             let (w0, c0) = (std::time::Instant::now(), cpu_seconds());
             let n = pool.install(|| {
@@ -194,7 +203,7 @@ fn main() {
                 if kernel == Kernel::Auto {
                     Kernel::auto_name(a.words())
                 } else {
-                    "portable"
+                    kernel.name()
                 },
                 pairs as f64 / wall,
                 pairs as f64 / cpu,

@@ -1,11 +1,14 @@
 //! Dice similarity of Bloom-filter encodings (CLK, Schnell et al. 2009) at the hardware limit.
 //!
 //! `Dice(A, B) = 2·|A ∧ B| / (|A| + |B|)`, with `|·|` the number of set bits. Filters are stored
-//! contiguously as `u64` words ([`Filters`]). Two all-pairs kernels ([`Kernel`]), chosen at run
-//! time: on CPUs with AVX2, for 512-, 1024- and 2048-bit filters, a `vpshufb` nibble-table
-//! popcount over query rows × L1-resident blocks of targets (`dice/avx2.rs`); otherwise, and as
-//! the reference, AND + POPCNT word by word (the POPCNT instruction when the CPU has it, else
-//! `count_ones`). Both return the same pairs with bit-identical scores (tested).
+//! contiguously as `u64` words ([`Filters`]). Three all-pairs kernels ([`Kernel`]), the fastest
+//! the CPU has chosen at run time: on CPUs with AVX-512F and VPOPCNTDQ, for filters of any
+//! length, `vpopcntq` over the targets transposed into groups of 8 (one target per 64-bit lane,
+//! the query broadcast), in L1-resident blocks (`dice/avx512.rs`); else on CPUs with AVX2, for
+//! 512-, 1024- and 2048-bit filters, a `vpshufb` nibble-table popcount over query rows ×
+//! L1-resident blocks of targets (`dice/avx2.rs`); otherwise, and as the reference, AND +
+//! POPCNT word by word (the POPCNT instruction when the CPU has it, else `count_ones`). All
+//! return the same pairs with bit-identical scores (tested); [`pairs_above_kernel`] forces one.
 //!
 //! **Pruning by popcount**: `Dice ≤ 2·min(x, y)/(x + y)` for popcounts `x`, `y`, so with the
 //! second set sorted by popcount only `y ∈ [x·t/(2−t), x·(2−t)/t]` can reach threshold `t`;
@@ -17,6 +20,8 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// A set of equal-length Bloom filters, stored contiguously with their popcounts.
 #[derive(Clone, Debug, Default)]
@@ -117,26 +122,63 @@ fn count_window(x: u32, t: f64) -> (u32, u32) {
     (lo.max(0.0) as u32, hi.min(f64::from(u32::MAX)) as u32)
 }
 
+/// `need[d]` for `d = |a| + |b|` in `0..=2·bits`: the least integer `c` with
+/// `c as f64 ≥ t/2 · d as f64`, the portable kernel's test (`u32::MAX` for `d = 0`, which it
+/// never keeps, and for a NaN threshold); and its suffix minimum capped at `bits + 1`.
+#[cfg(target_arch = "x86_64")]
+fn need_tables(bits: usize, threshold: f64) -> (Vec<u32>, Vec<u32>) {
+    let half_t = threshold / 2.0;
+    let need: Vec<u32> = (0..=2 * bits as u32)
+        .map(|d| {
+            let x = half_t * f64::from(d);
+            if d == 0 || x.is_nan() {
+                u32::MAX
+            } else if x <= 0.0 {
+                0
+            } else {
+                x.ceil().min(f64::from(u32::MAX)) as u32
+            }
+        })
+        .collect();
+    let mut floor = need.clone();
+    let cap = bits as u32 + 1;
+    let mut m = cap;
+    for f in floor.iter_mut().rev() {
+        m = m.min(*f);
+        *f = m;
+    }
+    (need, floor)
+}
+
 /// The second set in ascending popcount order, copied contiguously so that the scan over a
-/// popcount window reads memory sequentially.
+/// popcount window reads memory sequentially: row by row for the portable and AVX2 kernels,
+/// transposed into groups of 8 for the AVX-512 kernel (which then needs no row copy).
 struct Sorted {
     words: usize,
     data: Vec<u64>,
     counts: Vec<u32>,
     index: Vec<u32>,
+    #[cfg(target_arch = "x86_64")]
+    lanes: Option<avx512::Lanes>,
 }
 
 impl Sorted {
-    fn new(b: &Filters) -> Self {
+    /// `b` sorted for `kernel` (one of the concrete kernels, not [`Kernel::Auto`]).
+    fn new(b: &Filters, kernel: Kernel) -> Self {
         let mut index: Vec<u32> = (0..b.len() as u32).collect();
         index.sort_unstable_by_key(|&i| (b.counts[i as usize], i));
-        let mut data = Vec::with_capacity(b.data.len());
-        for &i in &index {
-            data.extend_from_slice(b.get(i as usize));
+        let mut data = Vec::new();
+        if kernel != Kernel::Avx512 {
+            data.reserve_exact(b.data.len());
+            for &i in &index {
+                data.extend_from_slice(b.get(i as usize));
+            }
         }
         let counts = index.iter().map(|&i| b.counts[i as usize]).collect();
         Self {
             words: b.words,
+            #[cfg(target_arch = "x86_64")]
+            lanes: (kernel == Kernel::Avx512).then(|| avx512::Lanes::new(b, &index)),
             data,
             counts,
             index,
@@ -228,6 +270,8 @@ fn score_rows_popcnt(
     score_rows_impl(a, rows, b, threshold, window, out)
 }
 
+/// Scores a range of rows of the first set with `kernel`, a concrete kernel available for the
+/// filters' length ([`Kernel::resolve`]).
 fn score_rows(
     a: &Filters,
     rows: std::ops::Range<usize>,
@@ -243,10 +287,14 @@ fn score_rows(
         0.0
     };
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Auto && avx2::available(a.words) {
-        return avx2::score_rows(a, rows, b, threshold, window, out);
+    match (kernel, &b.lanes) {
+        (Kernel::Avx512, Some(lanes)) => {
+            return avx512::score_rows(a, rows, b, lanes, threshold, window, out);
+        }
+        (Kernel::Avx2, _) => return avx2::score_rows(a, rows, b, threshold, window, out),
+        _ => {}
     }
-    let _ = kernel;
+    debug_assert_eq!(kernel, Kernel::Portable);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU supports POPCNT (checked just above), the only requirement of a
@@ -278,28 +326,90 @@ pub enum Pruning {
     None,
 }
 
-/// Which all-pairs kernel to run. Both return the same pairs with bit-identical scores.
+/// Which all-pairs kernel to run. All return the same pairs with bit-identical scores and the
+/// same count of pairs compared; they differ only in speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Kernel {
-    /// The fastest kernel this CPU has for the filter length: AVX2 (nibble-table popcount,
-    /// L1 tiling) for 512-, 1024- and 2048-bit filters when the CPU has AVX2, else
-    /// [`Kernel::Portable`].
+    /// The fastest kernel this CPU has for the filter length: [`Kernel::Avx512`] when the CPU
+    /// has it, else [`Kernel::Avx2`] when available for the length, else
+    /// [`Kernel::Portable`]. Detected at every call (`is_x86_feature_detected!` caches).
+    /// [`KERNEL_ENV`] can cap the choice (for benchmarks).
     Auto,
+    /// AVX-512F + VPOPCNTDQ: `vpopcntq` on 8 targets at once (transposed layout, L1 tiling),
+    /// any filter length; x86-64 CPUs with those features only (Ice Lake, Zen 4 and later).
+    Avx512,
+    /// AVX2: nibble-table (`vpshufb`) popcount, L1 tiling; 512-, 1024- and 2048-bit filters
+    /// on x86-64 CPUs with AVX2 only.
+    Avx2,
     /// AND + POPCNT word by word (the POPCNT instruction when the CPU has it, else
-    /// `count_ones`); the reference.
+    /// `count_ones`); every CPU and length, the reference.
     Portable,
 }
 
+/// Environment variable, read once per process, that caps the kernel [`Kernel::Auto`] picks and
+/// the instructions of pair-by-pair scoring ([`score_candidates`], Hamming-LSH candidates), to
+/// measure the slower kernels in place: `avx2` (no AVX-512), `portable` (neither AVX-512 nor
+/// AVX2; POPCNT stays), or `auto`, unset or any other value (no cap). Results never change:
+/// every kernel returns the same pairs and scores.
+pub const KERNEL_ENV: &str = "RENKETSU_DICE_KERNEL";
+
+/// The cap set by [`KERNEL_ENV`] (`None`: none).
+fn kernel_cap() -> Option<Kernel> {
+    static CAP: std::sync::OnceLock<Option<Kernel>> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| match std::env::var(KERNEL_ENV).ok()?.as_str() {
+        "avx2" => Some(Kernel::Avx2),
+        "portable" => Some(Kernel::Portable),
+        _ => None,
+    })
+}
+
 impl Kernel {
-    /// The name of the kernel [`Kernel::Auto`] picks for filters of `words` 64-bit words on
-    /// this CPU: `"avx2"` or `"portable"`.
-    pub fn auto_name(words: usize) -> &'static str {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available(words) {
-            return "avx2";
+    /// The kernel's name: `"auto"`, `"avx512"`, `"avx2"` or `"portable"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Auto => "auto",
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
         }
-        let _ = words;
-        "portable"
+    }
+
+    /// Whether this kernel runs on this CPU for filters of `words` 64-bit words
+    /// ([`Kernel::Auto`] and [`Kernel::Portable`] always do).
+    pub fn is_available(self, words: usize) -> bool {
+        match self {
+            Kernel::Auto | Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::available(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::available(words),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512 | Kernel::Avx2 => {
+                let _ = words;
+                false
+            }
+        }
+    }
+
+    /// The concrete kernel that runs for filters of `words` words: for [`Kernel::Auto`] the
+    /// first available of AVX-512, AVX2 and portable (from the cap of [`KERNEL_ENV`] down, if
+    /// set); any other kernel itself when available, else `None`.
+    pub fn resolve(self, words: usize) -> Option<Kernel> {
+        match self {
+            Kernel::Auto => [Kernel::Avx512, Kernel::Avx2]
+                .into_iter()
+                .skip_while(|&k| kernel_cap().is_some_and(|cap| cap != k))
+                .find(|k| k.is_available(words))
+                .or(Some(Kernel::Portable)),
+            k => k.is_available(words).then_some(k),
+        }
+    }
+
+    /// The name of the kernel [`Kernel::Auto`] picks for filters of `words` 64-bit words on
+    /// this CPU: `"avx512"`, `"avx2"` or `"portable"`.
+    pub fn auto_name(words: usize) -> &'static str {
+        Kernel::Auto.resolve(words).map_or("portable", Kernel::name)
     }
 }
 
@@ -317,7 +427,12 @@ pub fn pairs_above_with(a: &Filters, b: &Filters, threshold: f64, pruning: Pruni
     pairs_above_kernel(a, b, threshold, pruning, Kernel::Auto)
 }
 
-/// [`pairs_above`] with a choice of [`Pruning`] and [`Kernel`].
+/// [`pairs_above`] with a choice of [`Pruning`] and [`Kernel`] (for tests and benchmarks:
+/// every kernel gives the same result).
+///
+/// # Panics
+/// If the two sets have different filter lengths, or `kernel` is not available on this CPU
+/// for their length ([`Kernel::is_available`]).
 pub fn pairs_above_kernel(
     a: &Filters,
     b: &Filters,
@@ -326,7 +441,14 @@ pub fn pairs_above_kernel(
     kernel: Kernel,
 ) -> PairScores {
     assert_eq!(a.words, b.words, "filters of equal length");
-    let sorted = Sorted::new(b);
+    let kernel = kernel.resolve(a.words).unwrap_or_else(|| {
+        panic!(
+            "the {} Dice kernel is not available on this CPU for {}-bit filters",
+            kernel.name(),
+            a.words * 64
+        )
+    });
+    let sorted = Sorted::new(b, kernel);
     const CHUNK: usize = 256;
     let chunks: Vec<(Vec<Candidate>, u64)> = (0..a.len().div_ceil(CHUNK))
         .into_par_iter()
@@ -357,17 +479,27 @@ pub fn score_candidates(
         .map(|chunk| {
             let mut out = Vec::new();
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("popcnt") {
-                // SAFETY: the CPU supports POPCNT (checked just above), the only requirement
-                // of a `#[target_feature(enable = "popcnt")]` function; it is safe code.
+            match PairIsa::detect() {
+                // SAFETY: the CPU supports the features of the `#[target_feature]` function
+                // called (`PairIsa::detect` checked them); the function is safe code.
                 #[allow(
                     unsafe_code,
                     reason = "calling a target_feature function after detection"
                 )]
-                unsafe {
-                    score_chunk_popcnt(a, b, chunk, threshold, &mut out)
-                };
-                return out;
+                PairIsa::Avx512 => unsafe {
+                    score_chunk_avx512(a, b, chunk, threshold, &mut out);
+                    return out;
+                },
+                // SAFETY: as above, for POPCNT.
+                #[allow(
+                    unsafe_code,
+                    reason = "calling a target_feature function after detection"
+                )]
+                PairIsa::Popcnt => unsafe {
+                    score_chunk_popcnt(a, b, chunk, threshold, &mut out);
+                    return out;
+                },
+                PairIsa::Plain => {}
             }
             score_chunk(a, b, chunk, threshold, &mut out);
             out
@@ -434,6 +566,51 @@ fn score_chunk_popcnt(
     out: &mut Vec<Candidate>,
 ) {
     score_chunk(a, b, chunk, threshold, out);
+}
+
+/// The same, compiled for AVX-512 VPOPCNTDQ (the compiler counts a 1024-bit pair with two
+/// `vpopcntq`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt,avx512f,avx512vpopcntdq")]
+fn score_chunk_avx512(
+    a: &Filters,
+    b: &Filters,
+    chunk: &[(u32, u32)],
+    threshold: f64,
+    out: &mut Vec<Candidate>,
+) {
+    score_chunk(a, b, chunk, threshold, out);
+}
+
+/// The instructions pair-by-pair scoring ([`score_pair`]: blocking and Hamming-LSH candidates)
+/// is compiled for, the best the CPU has: the same code, so the same scores, in each case.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PairIsa {
+    /// AVX-512F + VPOPCNTDQ (and POPCNT).
+    Avx512,
+    /// POPCNT.
+    Popcnt,
+    /// Neither: `count_ones` in plain x86-64.
+    Plain,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PairIsa {
+    /// The best of the three on this CPU (`is_x86_feature_detected!` caches its answer); no
+    /// AVX-512 under a [`KERNEL_ENV`] cap.
+    pub(crate) fn detect() -> Self {
+        if avx512::available()
+            && std::arch::is_x86_feature_detected!("popcnt")
+            && kernel_cap().is_none()
+        {
+            PairIsa::Avx512
+        } else if std::arch::is_x86_feature_detected!("popcnt") {
+            PairIsa::Popcnt
+        } else {
+            PairIsa::Plain
+        }
+    }
 }
 
 /// Greedy 1:1 matching: pairs by descending score (ties by `(a, b)`), each taken if neither
@@ -545,41 +722,76 @@ mod tests {
         f
     }
 
-    /// The two kernels agree exactly: same pairs in the same order, bit-identical scores,
-    /// same number of pairs compared.
-    fn assert_kernels_agree(a: &Filters, b: &Filters, t: f64, pruning: Pruning) {
-        let auto = pairs_above_kernel(a, b, t, pruning, Kernel::Auto);
+    /// Every kernel available on this CPU for the length (and `Auto`) agrees exactly with
+    /// the portable one: same pairs in the same order, bit-identical scores, same number of
+    /// pairs compared. Returns how many kernels other than the portable one were compared.
+    fn assert_kernels_agree(a: &Filters, b: &Filters, t: f64, pruning: Pruning) -> usize {
         let portable = pairs_above_kernel(a, b, t, pruning, Kernel::Portable);
-        assert_eq!(auto.compared, portable.compared, "pairs compared");
-        assert_eq!(auto.pairs.len(), portable.pairs.len(), "pairs found");
-        for (x, y) in auto.pairs.iter().zip(&portable.pairs) {
-            assert_eq!((x.a, x.b), (y.a, y.b));
-            assert_eq!(
-                x.score.to_bits(),
-                y.score.to_bits(),
-                "score of {:?}",
-                (x.a, x.b)
-            );
+        let others = [Kernel::Auto, Kernel::Avx512, Kernel::Avx2]
+            .into_iter()
+            .filter(|k| k.is_available(a.words()));
+        let mut n = 0;
+        for kernel in others {
+            let got = pairs_above_kernel(a, b, t, pruning, kernel);
+            let name = kernel.name();
+            assert_eq!(got.compared, portable.compared, "{name}: pairs compared");
+            assert_eq!(got.pairs.len(), portable.pairs.len(), "{name}: pairs found");
+            for (x, y) in got.pairs.iter().zip(&portable.pairs) {
+                assert_eq!((x.a, x.b), (y.a, y.b), "{name}");
+                assert_eq!(
+                    x.score.to_bits(),
+                    y.score.to_bits(),
+                    "{name}: score of {:?}",
+                    (x.a, x.b)
+                );
+            }
+            n += 1;
         }
+        n
     }
 
     #[test]
-    fn auto_kernel_is_avx2_where_the_cpu_has_it() {
+    fn auto_kernel_is_the_fastest_the_cpu_has() {
         // Otherwise the agreement tests below would compare the portable kernel with itself.
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            for words in [8, 16, 32] {
-                assert_eq!(Kernel::auto_name(words), "avx2");
+        if kernel_cap().is_none() {
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vpopcntdq");
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            for words in [1, 4, 5, 8, 16, 17, 32] {
+                let want = if avx512 {
+                    "avx512"
+                } else if avx2 && matches!(words, 8 | 16 | 32) {
+                    "avx2"
+                } else {
+                    "portable"
+                };
+                assert_eq!(Kernel::auto_name(words), want, "{words} words");
+                assert_eq!(Kernel::Avx512.is_available(words), avx512);
+                assert_eq!(
+                    Kernel::Avx2.is_available(words),
+                    avx2 && matches!(words, 8 | 16 | 32)
+                );
             }
         }
-        assert_eq!(Kernel::auto_name(4), "portable");
+        assert!(Kernel::Portable.is_available(3));
+        assert_eq!(Kernel::Portable.resolve(3), Some(Kernel::Portable));
+        assert_eq!(Kernel::Avx2.resolve(5), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "not available")]
+    fn a_forced_kernel_that_cannot_run_is_refused() {
+        // AVX2 has no kernel for 320-bit filters on any CPU.
+        let f = random_filters(&[(1, 100), (2, 100)], 5);
+        pairs_above_kernel(&f, &f, 0.5, Pruning::None, Kernel::Avx2);
     }
 
     #[test]
     fn kernels_agree_on_clk_like_filters() {
         // 1024-bit filters of several densities (sparse to the 68 % of the FEBRL CLKs) and
         // near-duplicates, more than one L1 block (64) and not a multiple of 4 targets.
-        for words in [8, 16, 32] {
+        for words in [1, 5, 8, 16, 17, 32] {
             let mut specs: Vec<(u64, u8)> =
                 (0..150).map(|i| (i, 40 + (i % 7) as u8 * 20)).collect();
             specs.extend([(0, 0), (1, 255), (2, 255)]);
@@ -588,7 +800,7 @@ mod tests {
             // Near-duplicates of rows of `a`: a few bits flipped.
             for i in 0..40 {
                 let mut v = a.get(i).to_vec();
-                v[i % words] ^= 0b1011 << (i % 50);
+                v[i % words] ^= 0b1011u64 << (i % 50);
                 b.push(&v);
             }
             // All-ones: the largest byte and lane sums.
@@ -605,7 +817,13 @@ mod tests {
         fn kernels_agree(
             a in proptest::collection::vec((proptest::num::u64::ANY, proptest::num::u8::ANY), 1..90),
             b in proptest::collection::vec((proptest::num::u64::ANY, proptest::num::u8::ANY), 1..90),
-            words in proptest::sample::select(vec![8usize, 16, 32]),
+            // Every length: the AVX2 ones (8, 16, 32 words), the AVX-512 kernel's unrolled
+            // ones (the same) and its run-time word loop (the others), with target counts
+            // that leave partial groups of 8 and blocks.
+            words in proptest::prop_oneof![
+                proptest::sample::select(vec![8usize, 16, 32]),
+                1usize..=36,
+            ],
             t in 0.0f64..1.0,
         ) {
             let fa = random_filters(&a, words);

@@ -15,7 +15,8 @@
 //! - [`secret`], [`token`], [`tokenizer`]: recipe keys (HKDF) and exact tokens (HMAC-SHA256, or
 //!   OPRF preimages for the key custodian), §4;
 //! - [`clk`]: CLKs (clkhash-compatible and native), hardening, the holder's encoding, §7;
-//! - [`dice`], [`lsh`]: Dice coefficients (AVX2 / portable) and Hamming-LSH blocking, §7.4;
+//! - [`dice`], [`lsh`]: Dice coefficients (AVX-512 / AVX2 / portable kernels, §7.1) and
+//!   Hamming-LSH blocking, §7.4;
 //! - [`score`]: Fellegi–Sunter comparisons, EM, match weights, threshold, veto and the
 //!   estimated quality, §9;
 //! - [`cluster`]: the token join and union-find clustering (plain and guarded), §5.1;

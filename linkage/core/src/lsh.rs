@@ -32,6 +32,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::dice::PairIsa;
 use crate::dice::{Candidate, Filters, score_pair};
 
 /// Parameters of Hamming-LSH blocking.
@@ -721,15 +723,44 @@ impl LshBands {
         out: &mut Vec<Candidate>,
     ) -> u64 {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the CPU supports POPCNT (checked just above), the only requirement of
-            // a `#[target_feature(enable = "popcnt")]` function; the function is safe code.
+        match PairIsa::detect() {
+            // SAFETY: the CPU supports the features of the `#[target_feature]` function called
+            // (`PairIsa::detect` checked them); the function is safe code.
             #[allow(
                 unsafe_code,
                 reason = "calling a target_feature function after detection"
             )]
-            return unsafe { self.score_bucket_popcnt(k, a, b, ra, rb, threshold, out) };
+            PairIsa::Avx512 => {
+                return unsafe { self.score_bucket_avx512(k, a, b, ra, rb, threshold, out) };
+            }
+            // SAFETY: as above, for POPCNT.
+            #[allow(
+                unsafe_code,
+                reason = "calling a target_feature function after detection"
+            )]
+            PairIsa::Popcnt => {
+                return unsafe { self.score_bucket_popcnt(k, a, b, ra, rb, threshold, out) };
+            }
+            PairIsa::Plain => {}
         }
+        self.score_bucket_impl(k, a, b, ra, rb, threshold, out)
+    }
+
+    /// The same, compiled for AVX-512 (the band-mask test and the AND + popcount of a
+    /// 1024-bit pair each become a few 512-bit instructions).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt,avx512f,avx512vpopcntdq")]
+    #[allow(clippy::too_many_arguments, reason = "internal hot loop")]
+    fn score_bucket_avx512(
+        &self,
+        k: usize,
+        a: &Filters,
+        b: &Filters,
+        ra: &[(u64, u32)],
+        rb: &[(u64, u32)],
+        threshold: f64,
+        out: &mut Vec<Candidate>,
+    ) -> u64 {
         self.score_bucket_impl(k, a, b, ra, rb, threshold, out)
     }
 

@@ -89,9 +89,14 @@ pub fn check_headers(
         }
         for (a, b) in h.recipes.iter().zip(&first.recipes) {
             if (a.epoch, &a.public_key) != (b.epoch, &b.public_key) {
+                // Epochs as numbers ("1"), not Rust's `Some(1)`.
+                let epoch = |e: Option<u64>| e.map_or_else(|| "none".to_owned(), |e| e.to_string());
                 return bad(format!(
-                    "recipe {}/v{}: {name} has epoch {:?}, {first_name} has epoch {:?} (or another public key): re-key one of them to the other's epoch first",
-                    a.name, a.version, a.epoch, b.epoch
+                    "recipe {}/v{}: {name} has epoch {}, {first_name} has epoch {} (or another public key): re-key one of them to the other's epoch first",
+                    a.name,
+                    a.version,
+                    epoch(a.epoch),
+                    epoch(b.epoch)
                 ));
             }
         }
@@ -561,5 +566,49 @@ pub fn cluster_token_parties(
         clusters,
         join,
         clk,
+    }
+}
+
+#[cfg(test)]
+mod epoch_message_tests {
+    use super::*;
+    use crate::token_file::{FORMAT, MODE_OPRF, RecipeRef, SchemaRef, VERSION};
+
+    fn header(party: &str, epoch: u64) -> Header {
+        Header {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            project: "p".to_owned(),
+            party: party.to_owned(),
+            schema: SchemaRef {
+                name: "s".to_owned(),
+                version: 1,
+                digest: "d".to_owned(),
+            },
+            mode: MODE_OPRF.to_owned(),
+            oprf_mode: Some("voprf".to_owned()),
+            recipes: vec![RecipeRef {
+                name: "r".to_owned(),
+                version: 1,
+                epoch: Some(epoch),
+                public_key: Some(format!("{epoch:064}")),
+            }],
+            clk_bits: None,
+            today: "2026-11-22".to_owned(),
+            created_by: "test".to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_epoch_mismatch_names_both_inputs_and_plain_epochs() {
+        let (a, b) = (header("ehr", 1), header("ndb", 2));
+        let msg = check_headers("d", &[("ehr's upload", &a), ("ndb's upload", &b)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("ndb's upload has epoch 2") && msg.contains("ehr's upload has epoch 1"),
+            "{msg}"
+        );
+        assert!(!msg.contains("Some("), "{msg}");
     }
 }

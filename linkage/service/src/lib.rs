@@ -32,3 +32,4 @@ mod rekey;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod validate;

@@ -71,8 +71,19 @@ pub(crate) async fn rekey_project(
             continue;
         }
         let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
-        let mut reader = Reader::new(Cursor::new(bytes.as_slice()), "stored token upload")
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // Errors name the holder, the upload and the line.
+        let name = format!(
+            "{}'s {} upload {}",
+            u.party,
+            if u.kind == v1::UploadKind::OptOut as i32 {
+                "opt-out"
+            } else {
+                "token"
+            },
+            &u.upload_id[..12]
+        );
+        let mut reader = Reader::new(Cursor::new(bytes.as_slice()), &name)
+            .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?;
         let mut header = reader.header().clone();
         let Some(index) = header
             .recipes
@@ -130,20 +141,25 @@ pub(crate) async fn rekey_project(
             })?;
         header.recipes[index].epoch = Some(to_epoch);
         header.recipes[index].public_key = Some(hex::encode(
-            (delta * point(&pk, "the public key")?)
+            (delta * point(&pk, &format!("{name}: the public key"))?)
                 .compress()
                 .as_bytes(),
         ));
         let mut out = Vec::with_capacity(bytes.len());
         encode_header(&mut out, &header);
         let mut rec = Record::default();
+        // The header is line 1; record k (0-based) is on line k + 2.
+        let mut line = 1u64;
         while reader
             .next(&mut rec)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .map_err(|e| ServiceError::FailedPrecondition(e.to_string()))?
         {
+            line += 1;
             for (r, t) in &mut rec.tokens {
                 if *r == index {
-                    *t = *(delta * point(t, "a token")?).compress().as_bytes();
+                    *t = *(delta * point(t, &format!("{name} line {line}: the token"))?)
+                        .compress()
+                        .as_bytes();
                     response.tokens += 1;
                 }
             }

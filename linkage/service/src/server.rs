@@ -32,10 +32,10 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "cannot read interrupted jobs"),
     }
     let addr = listener.local_addr().ok();
-    let incoming = renketsu_rpc::tls::nodelay_incoming(listener);
+    // The handshake is done by the shared accept loop, which logs refused handshakes.
+    let incoming = renketsu_rpc::tls::tls_incoming(listener, tls, "linkage unit")?;
     tracing::info!(?addr, "linkage unit serving (mutual TLS)");
     Server::builder()
-        .tls_config(tls.server_config())?
         .add_service(
             LinkageUnitServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use renketsu_keys::audit::{AuditEntry, AuditEvent};
+use renketsu_keys::names;
 use renketsu_linkage::Schema;
-use renketsu_linkage::token_file::Reader;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnit;
 use renketsu_rpc::call::AuditNote;
-use renketsu_rpc::{Call, Clock, PeerIdentity, Role, RpcService, ServiceError, pki};
+use renketsu_rpc::{Call, Clock, PeerIdentity, Role, RpcService, ServiceError};
 use sha2::{Digest as _, Sha256};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
@@ -29,6 +29,7 @@ use crate::auth::{self, Rpc};
 use crate::job::{self, JobInput, TokenUpload};
 use crate::members::pseudonym_hex;
 use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
+use crate::validate;
 use renketsu_keys::content_file;
 
 /// Largest chunk accepted (bytes).
@@ -42,8 +43,14 @@ const AUDIT_PAGE: u32 = 1_000;
 /// The party name the linkage unit records its own actions under (opt-out exclusions).
 pub const SELF_PARTY: &str = "linkage-unit";
 
+/// How long an incomplete upload is kept (from its first chunk) before it is deleted.
+pub const DEFAULT_UPLOAD_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Bytes of incomplete uploads one holder may have at a time (all projects), and the largest
+/// single upload.
+pub const DEFAULT_UPLOAD_CAP_BYTES: u64 = 16 << 30;
+
 /// Settings of the service.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LuSettings {
     /// How to reach the custodian for re-keying deltas (with the linkage unit's own client
     /// certificate); `None`: `RekeyTokens` is refused with FAILED_PRECONDITION.
@@ -52,6 +59,22 @@ pub struct LuSettings {
     /// kill the process mid-upload and mid-job (`renketsu lu serve` reads it from
     /// `RENKETSU_LU_TEST_PAUSE_MS`). `None` in production.
     pub test_pause: Option<std::time::Duration>,
+    /// Incomplete uploads older than this (from registration) are deleted, with their chunks.
+    pub upload_expiry: std::time::Duration,
+    /// Most bytes of incomplete uploads per holder (all projects together); also the largest
+    /// single upload.
+    pub upload_cap_bytes: u64,
+}
+
+impl Default for LuSettings {
+    fn default() -> Self {
+        Self {
+            custodian: None,
+            test_pause: None,
+            upload_expiry: DEFAULT_UPLOAD_EXPIRY,
+            upload_cap_bytes: DEFAULT_UPLOAD_CAP_BYTES,
+        }
+    }
 }
 
 struct Inner {
@@ -65,14 +88,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct LinkageUnitService {
     inner: Arc<Inner>,
-}
-
-fn nonempty(what: &str, value: &str) -> Result<(), ServiceError> {
-    if value.is_empty() {
-        Err(ServiceError::InvalidArgument(format!("{what} is empty")))
-    } else {
-        Ok(())
-    }
 }
 
 fn kind_name(kind: i32) -> &'static str {
@@ -92,7 +107,9 @@ fn upload_view(u: &UploadRow, stored: Vec<u32>, now: u32) -> v1::UploadStatus {
         upload_id: u.upload_id.clone(),
         total_chunks: u.total_chunks,
         stored_chunks: stored,
-        complete: u.complete,
+        // A superseded upload is not complete as far as the holder is concerned: sending it
+        // again makes it current again (its chunks were dropped, so they are sent again).
+        complete: u.complete && !u.superseded,
         records: u.records,
         chunks_stored_now: now,
     }
@@ -153,12 +170,19 @@ impl LinkageUnitService {
         &self.inner.store
     }
 
-    /// Restarts every job left RUNNING by a previous process (after a crash): each is run
-    /// again from its uploads and writes its results once. Returns how many.
+    /// Deletes expired incomplete uploads, then restarts every job left RUNNING by a previous
+    /// process (after a crash): each is run again from its uploads and writes its results
+    /// once. Returns how many jobs.
     ///
     /// # Errors
     /// [`StoreError`] reading the jobs.
     pub async fn resume_jobs(&self) -> Result<usize, StoreError> {
+        let expiry =
+            i64::try_from(self.inner.settings.upload_expiry.as_millis()).unwrap_or(i64::MAX);
+        self.inner
+            .store
+            .expire_uploads(self.now_ms().saturating_sub(expiry))
+            .await?;
         let jobs = self.inner.store.running_jobs().await?;
         let n = jobs.len();
         for j in jobs {
@@ -182,7 +206,7 @@ impl LinkageUnitService {
         who: &PeerIdentity,
         project: &str,
     ) -> Result<ProjectRow, ServiceError> {
-        nonempty("project", project)?;
+        validate::project_name(project)?;
         let row = self.inner.store.project(project).await?;
         if who.role == Role::Admin {
             return row
@@ -230,6 +254,10 @@ impl LinkageUnitService {
                         )
                         .await;
                 }
+            }
+            // Uploads superseded while the job read them were pinned until now.
+            if let Err(e) = store.purge_superseded(&job.project).await {
+                tracing::warn!(project = %job.project, error = %e, "cannot drop superseded uploads");
             }
             // Opt-outs that arrived while the job ran: run again.
             if let Ok(Some(p)) = store.project(&job.project).await
@@ -425,13 +453,7 @@ impl LinkageUnitService {
         &self,
         req: v1::CreateLinkageProjectRequest,
     ) -> Result<v1::LinkageProject, ServiceError> {
-        nonempty("project", &req.project)?;
-        if !pki::is_valid_party(&req.project) {
-            return Err(ServiceError::InvalidArgument(format!(
-                "project name {:?}: 1-64 characters of A-Z a-z 0-9 _ - .",
-                req.project
-            )));
-        }
+        validate::project_name(&req.project)?;
         if req.holders.len() < 2 {
             return Err(ServiceError::InvalidArgument(
                 "a linkage project needs at least two holders".to_owned(),
@@ -439,11 +461,8 @@ impl LinkageUnitService {
         }
         let mut seen = std::collections::HashSet::new();
         for h in req.holders.iter().chain(std::iter::once(&req.researcher)) {
-            if !pki::is_valid_party(h) {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "party name {h:?} is not valid"
-                )));
-            }
+            names::check_name("party", h)
+                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
             if !seen.insert(h) {
                 return Err(ServiceError::InvalidArgument(format!(
                     "party {h:?} is named twice"
@@ -500,59 +519,6 @@ impl LinkageUnitService {
         })
     }
 
-    /// Checks a complete upload's file and returns its record count.
-    fn check_file(
-        p: &ProjectRow,
-        who: &PeerIdentity,
-        kind: i32,
-        bytes: impl std::io::BufRead,
-    ) -> Result<u64, ServiceError> {
-        let bad = |m: String| ServiceError::InvalidArgument(m);
-        match v1::UploadKind::try_from(kind) {
-            Ok(v1::UploadKind::Tokens | v1::UploadKind::OptOut) => {
-                let mut r = Reader::new(bytes, "the uploaded token file")
-                    .map_err(|e| bad(e.to_string()))?;
-                let h = r.header();
-                if h.project != p.name || h.party != who.party {
-                    return Err(bad(format!(
-                        "the token file is of project {:?} by {:?}; upload your own tokens of {:?}",
-                        h.project, h.party, p.name
-                    )));
-                }
-                if h.schema.digest != p.schema_digest {
-                    return Err(bad(format!(
-                        "the token file was made with schema SHA-256 {}; the project's schema is {}",
-                        h.schema.digest, p.schema_digest
-                    )));
-                }
-                // Every line parsed and checked (in parallel batches).
-                let mut batches = Vec::new();
-                while r
-                    .next_batches(&mut batches)
-                    .map_err(|e| bad(e.to_string()))?
-                {}
-                Ok(r.counts().map_or(0, |c| c.records))
-            }
-            Ok(v1::UploadKind::Content) => {
-                let (h, records) = content_file::parse(bytes).map_err(|e| bad(e.to_string()))?;
-                if h.project != p.name || h.party != who.party {
-                    return Err(bad(format!(
-                        "the content file is of project {:?} by {:?}",
-                        h.project, h.party
-                    )));
-                }
-                if h.researcher_public_key != hex::encode(&p.researcher_public_key) {
-                    return Err(bad(
-                        "the content is sealed to another researcher key than the project's"
-                            .to_owned(),
-                    ));
-                }
-                Ok(records.len() as u64)
-            }
-            _ => Err(bad("upload kind is not set".to_owned())),
-        }
-    }
-
     async fn upload_inner(
         &self,
         call: &Call<'_, Self>,
@@ -560,55 +526,16 @@ impl LinkageUnitService {
     ) -> Result<v1::UploadStatus, ServiceError> {
         let who = call.who();
         let mut current: Option<(ProjectRow, UploadRow)> = None;
+        // Chunk 0 is stored (before this stream, or checked and stored in it).
+        let mut has_first = false;
         let mut stored_now = 0u32;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|s| {
                 ServiceError::InvalidArgument(format!("upload stream: {}", s.message()))
             })?;
             if current.is_none() {
-                let p = call.member(&chunk.project).await?;
-                let kind =
-                    v1::UploadKind::try_from(chunk.kind).unwrap_or(v1::UploadKind::Unspecified);
-                if kind == v1::UploadKind::Unspecified {
-                    return Err(ServiceError::InvalidArgument(
-                        "upload kind is not set".to_owned(),
-                    ));
-                }
-                if chunk.upload_id.len() != 64
-                    || !chunk
-                        .upload_id
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
-                    return Err(ServiceError::InvalidArgument(
-                        "upload_id must be 64 lower-case hex digits (SHA-256 of the file)"
-                            .to_owned(),
-                    ));
-                }
-                if chunk.total_chunks == 0 {
-                    return Err(ServiceError::InvalidArgument(
-                        "total_chunks is 0".to_owned(),
-                    ));
-                }
-                let u = UploadRow {
-                    project: p.name.clone(),
-                    party: who.party.clone(),
-                    upload_id: chunk.upload_id.clone(),
-                    kind: chunk.kind,
-                    total_chunks: chunk.total_chunks,
-                    total_bytes: chunk.total_bytes,
-                    complete: false,
-                    superseded: false,
-                    records: 0,
-                };
-                call.note(|n| {
-                    n.detail = format!(
-                        "{} upload {}",
-                        kind_name(chunk.kind),
-                        &chunk.upload_id[..12]
-                    );
-                });
-                let u = self.inner.store.begin_upload(&u, self.now_ms()).await?;
+                let (p, u, first) = self.begin_upload(call, &chunk).await?;
+                has_first = first;
                 current = Some((p, u));
             }
             let (p, u) = current.as_ref().expect("set above");
@@ -649,6 +576,13 @@ impl LinkageUnitService {
             if u.complete {
                 continue; // the whole upload is stored already
             }
+            if chunk.index == 0 && !has_first {
+                validate::first_chunk(u.kind, &chunk.data)?;
+            } else if !has_first {
+                return Err(ServiceError::InvalidArgument(
+                    "chunk 0 first: the linkage unit checks how a file starts before it stores any of it".to_owned(),
+                ));
+            }
             if self
                 .inner
                 .store
@@ -667,6 +601,7 @@ impl LinkageUnitService {
                     tokio::time::sleep(p).await;
                 }
             }
+            has_first |= chunk.index == 0;
         }
         let (p, u) = current.ok_or_else(|| {
             ServiceError::InvalidArgument("an upload stream without chunks".to_owned())
@@ -681,26 +616,17 @@ impl LinkageUnitService {
             .await?
             .unwrap_or(u);
         if !u.complete && stored.len() as u32 == u.total_chunks {
-            // The file is streamed from the store once, hashed and parsed on a blocking
-            // thread (never held whole).
-            let mut reader = store
-                .upload_reader(&p.name, &who.party, &u.upload_id)
-                .hashing();
-            let (pc, whoc, kind) = (p.clone(), who.clone(), u.kind);
-            let (checked, size, digest) = tokio::task::spawn_blocking(move || {
-                let checked = Self::check_file(&pc, &whoc, kind, &mut reader);
-                let (size, digest) = reader.finish()?;
-                Ok::<_, std::io::Error>((checked, size, digest))
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(format!("upload check thread: {e}")))?
-            .map_err(|e| ServiceError::Internal(format!("reading the stored upload: {e}")))?;
-            if size != u.total_bytes || hex::encode(digest) != u.upload_id {
-                return Err(ServiceError::InvalidArgument(
-                    "the stored chunks do not make the file named by upload_id (size or SHA-256 differ)".to_owned(),
-                ));
-            }
-            let records = checked?;
+            let records = match self.check_stored_upload(&p, who, &u).await {
+                Ok(records) => records,
+                Err(e) => {
+                    // What is refused is not kept: the upload and its chunks go now.
+                    store
+                        .delete_upload(&p.name, &who.party, &u.upload_id)
+                        .await?;
+                    call.note(|n| n.detail.push_str(": refused and deleted"));
+                    return Err(e);
+                }
+            };
             let opt_out = u.kind == v1::UploadKind::OptOut as i32;
             store.complete_upload(&u, records, opt_out).await?;
             u.complete = true;
@@ -718,6 +644,106 @@ impl LinkageUnitService {
             }
         }
         Ok(upload_view(&u, stored, stored_now))
+    }
+
+    /// The first chunk message of an upload stream: project membership, the upload's shape,
+    /// expiry of old incomplete uploads, the holder's cap, then the upload registered (or
+    /// found). Returns the project, the upload and whether its chunk 0 is stored already.
+    /// Nothing is stored for a refused request.
+    async fn begin_upload(
+        &self,
+        call: &Call<'_, Self>,
+        chunk: &v1::UploadChunk,
+    ) -> Result<(ProjectRow, UploadRow, bool), ServiceError> {
+        let who = call.who();
+        let p = call.member(&chunk.project).await?;
+        let settings = &self.inner.settings;
+        validate::upload_shape(
+            chunk.kind,
+            &chunk.upload_id,
+            chunk.total_chunks,
+            chunk.total_bytes,
+            MAX_CHUNK_BYTES,
+            settings.upload_cap_bytes,
+        )?;
+        call.note(|n| {
+            n.detail = format!(
+                "{} upload {}",
+                kind_name(chunk.kind),
+                &chunk.upload_id[..12]
+            );
+        });
+        let store = &self.inner.store;
+        let expiry = i64::try_from(settings.upload_expiry.as_millis()).unwrap_or(i64::MAX);
+        store
+            .expire_uploads(self.now_ms().saturating_sub(expiry))
+            .await?;
+        let known = store.upload(&p.name, &who.party, &chunk.upload_id).await?;
+        if known.is_none() {
+            let pending = store.incomplete_bytes(&who.party, &chunk.upload_id).await?;
+            if pending.saturating_add(chunk.total_bytes) > settings.upload_cap_bytes {
+                return Err(ServiceError::ResourceExhausted(format!(
+                    "{} has {pending} bytes of incomplete uploads; with this one ({} bytes) that is over the cap of {} bytes: finish or wait for them to expire",
+                    who.party, chunk.total_bytes, settings.upload_cap_bytes
+                )));
+            }
+            if chunk.index != 0 {
+                return Err(ServiceError::InvalidArgument(
+                    "a new upload starts with chunk 0".to_owned(),
+                ));
+            }
+            // A raw file sent by mistake is refused before it is registered.
+            validate::first_chunk(chunk.kind, &chunk.data)?;
+        }
+        let u = UploadRow {
+            project: p.name.clone(),
+            party: who.party.clone(),
+            upload_id: chunk.upload_id.clone(),
+            kind: chunk.kind,
+            total_chunks: chunk.total_chunks,
+            total_bytes: chunk.total_bytes,
+            complete: false,
+            superseded: false,
+            records: 0,
+        };
+        let u = store.begin_upload(&u, self.now_ms()).await?;
+        let first = store
+            .stored_chunks(&p.name, &who.party, &u.upload_id)
+            .await?
+            .first()
+            == Some(&0);
+        Ok((p, u, first))
+    }
+
+    /// Reads a stored upload whose chunks are all in, once, on a blocking thread (never held
+    /// whole): it must make the file named by its id, and pass [`validate::upload_file`].
+    /// Returns its record count.
+    async fn check_stored_upload(
+        &self,
+        p: &ProjectRow,
+        who: &PeerIdentity,
+        u: &UploadRow,
+    ) -> Result<u64, ServiceError> {
+        let mut reader = self
+            .inner
+            .store
+            .upload_reader(&p.name, &who.party, &u.upload_id)
+            .hashing();
+        let (pc, whoc, kind) = (p.clone(), who.clone(), u.kind);
+        let (checked, size, digest) = tokio::task::spawn_blocking(move || {
+            let checked = validate::upload_file(&pc, &whoc, kind, &mut reader);
+            let (size, digest) = reader.finish()?;
+            Ok::<_, std::io::Error>((checked, size, digest))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("upload check thread: {e}")))?
+        .map_err(|e| ServiceError::Internal(format!("reading the stored upload: {e}")))?;
+        if size != u.total_bytes || hex::encode(digest) != u.upload_id {
+            return Err(ServiceError::InvalidArgument(
+                "the stored chunks do not make the file named by upload_id (size or SHA-256 differ)".to_owned(),
+            ));
+        }
+        checked
     }
 
     async fn latest_job_for_output(&self, p: &ProjectRow) -> Result<JobRow, ServiceError> {
@@ -827,7 +853,7 @@ impl LinkageUnit for LinkageUnitService {
             request,
             note,
             |_, req| async move {
-                nonempty("project", &req.project)?;
+                validate::project_name(&req.project)?;
                 for (k, c) in self.inner.cancels.lock().expect("cancels lock").iter() {
                     if k.0 == req.project {
                         c.store(true, Ordering::Relaxed);
@@ -1223,6 +1249,8 @@ impl LinkageUnit for LinkageUnitService {
                     .map(|(i, h)| (h.as_str(), i))
                     .collect();
                 let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
+                // Sealed records sent per holder (recorded with the release).
+                let mut delivered = vec![0u64; p.holders.len()];
                 for (pid, party, id) in members {
                     if clusters.last().is_none_or(|c| c.pseudonym != pid) {
                         clusters.push(v1::ReleasedCluster {
@@ -1235,6 +1263,9 @@ impl LinkageUnit for LinkageUnitService {
                         .copied()
                         .unwrap_or(usize::MAX);
                     if let Some(s) = sealed.remove(&(h, id)) {
+                        if let Some(n) = delivered.get_mut(h) {
+                            *n += 1;
+                        }
                         clusters
                             .last_mut()
                             .expect("pushed")
@@ -1249,7 +1280,19 @@ impl LinkageUnit for LinkageUnitService {
                 let release_id = store
                     .record_release(&p.name, job.job_id, &who.party, &pids, self.now_ms())
                     .await?;
-                call.note(|n| n.detail = format!("release {release_id} of job {}", job.job_id));
+                let per_holder: Vec<String> = p
+                    .holders
+                    .iter()
+                    .zip(&delivered)
+                    .map(|(h, n)| format!("{h} {n}"))
+                    .collect();
+                call.note(|n| {
+                    n.detail = format!(
+                        "release {release_id} of job {}: sealed records {}",
+                        job.job_id,
+                        per_holder.join(", ")
+                    );
+                });
                 call.note(|n| n.items = pids.len() as u64);
                 Ok((release_id, job.job_id, p.holders.clone(), headers, clusters))
             },

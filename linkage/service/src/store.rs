@@ -297,6 +297,13 @@ fn audit_row(t: AuditTuple) -> Result<AuditEntry, StoreError> {
     })
 }
 
+/// The first statement of a transaction that reads and then writes a project's rows: a
+/// no-op write of the project row. On SQLite it takes the write lock up front (a deferred
+/// transaction that reads first can fail with "database is locked" when it tries to write);
+/// on PostgreSQL it locks the row, so that starting a job and completing an upload of the
+/// same project are serialized.
+const LOCK_PROJECT: &str = "UPDATE lu_projects SET stale = stale WHERE name = $1";
+
 /// Pseudonyms per multi-row INSERT into `lu_release_pseudonyms`.
 const MEMBER_BATCH: usize = 2_000;
 
@@ -409,7 +416,15 @@ impl LuStore {
                 } else {
                     SqliteJournalMode::Wal
                 })
-                .synchronous(SqliteSynchronous::Full);
+                .synchronous(SqliteSynchronous::Full)
+                // Deleted rows (a refused upload) are overwritten with zeros, not left in
+                // free pages.
+                .pragma("secure_delete", "ON");
+            if !memory {
+                // Created 0600 before SQLite opens it (its -wal and -shm files take this
+                // mode); a failure here (no such directory) is reported by the connect below.
+                let _ = renketsu_keys::private_file::create_private(opts.get_filename());
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(if memory { 1 } else { 4 })
                 .min_connections(if memory { 1 } else { 0 })
@@ -537,7 +552,8 @@ impl LuStore {
     }
 
     /// Registers an upload (or finds it): the same id with another kind or size is a
-    /// [`StoreError::Conflict`].
+    /// [`StoreError::Conflict`]. A superseded upload sent again is reset to incomplete (its
+    /// chunks are received again and it becomes current when complete).
     pub async fn begin_upload(&self, u: &UploadRow, now_ms: i64) -> Result<UploadRow, StoreError> {
         on_db!(self, pool => sqlx::query(
             "INSERT INTO lu_uploads (project, party, upload_id, kind, total_chunks, total_bytes,
@@ -555,10 +571,29 @@ impl LuStore {
         .execute(pool)
         .await?
         .rows_affected());
-        let stored = self
+        let mut stored = self
             .upload(&u.project, &u.party, &u.upload_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("an upload row vanished".to_owned()))?;
+        if stored.superseded && (stored.kind, stored.total_bytes) == (u.kind, u.total_bytes) {
+            // The holder sends a file it had replaced: it is received (and checked) again
+            // and becomes current when complete. Its chunks were dropped when superseded
+            // (or are still pinned by a job: kept, they count as stored).
+            on_db!(self, pool => sqlx::query(
+                "UPDATE lu_uploads SET complete = 0, superseded = 0, records = 0, created_unix_ms = $1
+                 WHERE project = $2 AND party = $3 AND upload_id = $4 AND superseded = 1",
+            )
+            .bind(now_ms)
+            .bind(&u.project)
+            .bind(&u.party)
+            .bind(&u.upload_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            stored.complete = false;
+            stored.superseded = false;
+            stored.records = 0;
+        }
         if (stored.kind, stored.total_chunks, stored.total_bytes)
             != (u.kind, u.total_chunks, u.total_bytes)
         {
@@ -741,8 +776,9 @@ impl LuStore {
     }
 
     /// Marks an upload complete with its record count; for tokens and content, the holder's
-    /// earlier complete uploads of the same kind are superseded and their chunks dropped.
-    /// Opt-out uploads accumulate.
+    /// earlier complete uploads of the same kind are superseded and their chunks dropped —
+    /// unless a job of the project is running: it may be reading them, so they are pinned
+    /// until [`Self::purge_superseded`] after the job. Opt-out uploads accumulate.
     pub async fn complete_upload(
         &self,
         u: &UploadRow,
@@ -751,6 +787,16 @@ impl LuStore {
     ) -> Result<(), StoreError> {
         on_db!(self, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query(LOCK_PROJECT).bind(&u.project).execute(&mut *tx).await?;
+            // A running job may be reading the uploads this one supersedes: their chunks stay
+            // until the job ends ([`Self::purge_superseded`]).
+            let running: Option<i64> = sqlx::query_scalar(
+                "SELECT job_id FROM lu_jobs WHERE project = $1 AND state = $2 LIMIT 1",
+            )
+            .bind(&u.project)
+            .bind(i64::from(job_state::RUNNING))
+            .fetch_optional(&mut *tx)
+            .await?;
             if !accumulate {
                 let old: Vec<String> = sqlx::query_scalar(
                     "SELECT upload_id FROM lu_uploads WHERE project = $1 AND party = $2 AND kind = $3
@@ -769,12 +815,14 @@ impl LuStore {
                         .bind(&id)
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query("DELETE FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3")
-                        .bind(&u.project)
-                        .bind(&u.party)
-                        .bind(&id)
-                        .execute(&mut *tx)
-                        .await?;
+                    if running.is_none() {
+                        sqlx::query("DELETE FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3")
+                            .bind(&u.project)
+                            .bind(&u.party)
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
             }
             sqlx::query(
@@ -790,6 +838,112 @@ impl LuStore {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// Deletes an upload and its chunks in one transaction (a refused or expired upload);
+    /// `true` if it existed. On SQLite the deleted bytes are zeroed (`secure_delete`) and the
+    /// WAL is checkpointed and truncated afterwards, so they are in no file of the store.
+    pub async fn delete_upload(
+        &self,
+        project: &str,
+        party: &str,
+        upload_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM lu_chunks WHERE project = $1 AND party = $2 AND upload_id = $3")
+                .bind(project)
+                .bind(party)
+                .bind(upload_id)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query("DELETE FROM lu_uploads WHERE project = $1 AND party = $2 AND upload_id = $3")
+                .bind(project)
+                .bind(party)
+                .bind(upload_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            n
+        });
+        self.checkpoint().await;
+        Ok(n > 0)
+    }
+
+    /// SQLite: copies the WAL into the database file and truncates it (best effort: a
+    /// reader in progress can keep frames until the next checkpoint). PostgreSQL: nothing.
+    pub async fn checkpoint(&self) {
+        if let Db::Sqlite(pool) = &self.db
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+
+    /// Deletes every incomplete upload (of any project and holder) registered before
+    /// `before_ms`, with its chunks; returns how many.
+    pub async fn expire_uploads(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let old: Vec<(String, String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT project, party, upload_id FROM lu_uploads WHERE complete = 0 AND created_unix_ms < $1",
+        )
+        .bind(before_ms)
+        .fetch_all(pool)
+        .await?);
+        let mut n = 0;
+        for (project, party, id) in old {
+            if self.delete_upload(&project, &party, &id).await? {
+                tracing::info!(project = %project, party = %party, upload = %&id[..id.len().min(12)], "incomplete upload expired");
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Bytes announced by `party`'s incomplete uploads in every project, except `upload_id`
+    /// (for the per-holder cap).
+    pub async fn incomplete_bytes(&self, party: &str, upload_id: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT CAST(SUM(total_bytes) AS BIGINT) FROM lu_uploads WHERE party = $1 AND complete = 0 AND upload_id <> $2",
+        )
+        .bind(party)
+        .bind(upload_id)
+        .fetch_one(pool)
+        .await?);
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Drops the chunks of `project`'s superseded uploads once no job of the project runs
+    /// (they were pinned for the job that read them); returns how many chunks were dropped.
+    pub async fn purge_superseded(&self, project: &str) -> Result<u64, StoreError> {
+        let n = on_db!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(LOCK_PROJECT).bind(project).execute(&mut *tx).await?;
+            let running: Option<i64> = sqlx::query_scalar(
+                "SELECT job_id FROM lu_jobs WHERE project = $1 AND state = $2 LIMIT 1",
+            )
+            .bind(project)
+            .bind(i64::from(job_state::RUNNING))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let n = if running.is_none() {
+                sqlx::query(
+                    "DELETE FROM lu_chunks WHERE project = $1 AND (party, upload_id) IN
+                         (SELECT party, upload_id FROM lu_uploads WHERE project = $1 AND superseded = 1)",
+                )
+                .bind(project)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            } else {
+                0
+            };
+            tx.commit().await?;
+            n
+        });
+        Ok(n)
     }
 
     /// Marks one upload superseded and drops its chunks.
@@ -832,6 +986,20 @@ impl LuStore {
         Ok(rows.into_iter().map(upload_row).collect())
     }
 
+    /// Every upload of a project (complete or not, superseded or not), by party, kind,
+    /// registration time.
+    pub async fn all_uploads(&self, project: &str) -> Result<Vec<UploadRow>, StoreError> {
+        let sql = format!(
+            "SELECT {UPLOAD_COLS} FROM lu_uploads WHERE project = $1
+             ORDER BY party, kind, created_unix_ms, upload_id"
+        );
+        let rows: Vec<UploadTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
+            .bind(project)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(upload_row).collect())
+    }
+
     /// Starts a new job (id = last + 1) unless one is running.
     ///
     /// # Errors
@@ -839,6 +1007,7 @@ impl LuStore {
     pub async fn start_job(&self, project: &str, now_ms: i64) -> Result<JobRow, StoreError> {
         let (running, last): (Option<i64>, Option<i64>) = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query(LOCK_PROJECT).bind(project).execute(&mut *tx).await?;
             let running: Option<i64> = sqlx::query_scalar(
                 "SELECT job_id FROM lu_jobs WHERE project = $1 AND state = $2",
             )
@@ -1166,6 +1335,7 @@ impl LuStore {
     ) -> Result<u64, StoreError> {
         let id = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query(LOCK_PROJECT).bind(project).execute(&mut *tx).await?;
             let last: Option<i64> =
                 sqlx::query_scalar("SELECT MAX(release_id) FROM lu_releases WHERE project = $1")
                     .bind(project)
@@ -1240,13 +1410,18 @@ impl LuStore {
 
     /// Appends one audit entry (chained to the last) and returns it.
     pub async fn audit_append(&self, event: AuditEvent) -> Result<AuditEntry, StoreError> {
+        // Two appends must never read the same head. SQLite: the write lock is taken by the
+        // first write of the transaction, so take it up front with a no-op write. PostgreSQL:
+        // a no-op UPDATE locks nothing, so lock the table against other appenders (SHARE ROW
+        // EXCLUSIVE conflicts with itself and with inserts, not with readers); the head is
+        // read after the lock is granted, with a snapshot that sees the previous append.
+        let serialize = match &self.db {
+            Db::Sqlite(_) => "UPDATE lu_audit SET sequence = sequence WHERE sequence = -1",
+            Db::Pg(_) => "LOCK TABLE lu_audit IN SHARE ROW EXCLUSIVE MODE",
+        };
         let entry = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
-            // SQLite: the write lock is taken by the first write of the transaction; take it
-            // up front with a no-op write so that two appends cannot read the same head.
-            sqlx::query("UPDATE lu_audit SET sequence = sequence WHERE sequence = -1")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(serialize).execute(&mut *tx).await?;
             let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
                 "SELECT sequence, entry_hash FROM lu_audit ORDER BY sequence DESC LIMIT 1",
             )

@@ -58,6 +58,11 @@ impl SqliteStore {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Full);
+        if !memory {
+            // Created 0600 before SQLite opens it (its -wal and -shm files take this mode); a
+            // failure here (no such directory) is reported by the connect below.
+            let _ = renketsu_keys::private_file::create_private(opts.get_filename());
+        }
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection: keep exactly one.
             .max_connections(if memory { 1 } else { 8 })

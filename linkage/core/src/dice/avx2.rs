@@ -1,6 +1,7 @@
 //! The AVX2 all-pairs kernel behind [`super::pairs_above`] for filters of 512, 1024 or 2048
-//! bits, selected at run time when the CPU has AVX2 (the portable kernel serves every other
-//! case and is the reference the tests compare this one with).
+//! bits, selected at run time when the CPU has AVX2 but not the AVX-512 kernel's features
+//! (`avx512.rs`); the portable kernel serves every other case and is the reference the tests
+//! compare this one with.
 //!
 //! **Popcount.** `|a ∧ b|` by the nibble-table method (Muła, Kurz and Lemire, "Faster
 //! population counts using AVX2 instructions", 2018): `vpshufb` looks up the popcount of each
@@ -25,11 +26,9 @@
 //! popcount, the need of a group's first target bounds the whole group (`floor`, the suffix
 //! minimum of the table), so a group is looked at pair by pair only if some count reaches it.
 //!
-//! The module holds the crate's only `unsafe` for Dice: the call of the
-//! `#[target_feature(enable = "avx2")]` entry point after run-time detection. The kernel
-//! itself is safe code (no raw pointers: filters are copied into `__m256i` arrays).
-
-#![allow(unsafe_code)]
+//! The module's one `unsafe` block is the call of the `#[target_feature(enable = "avx2")]`
+//! entry point after run-time detection. The kernel itself is safe code (no raw pointers:
+//! filters are copied into `__m256i` arrays).
 
 use std::arch::x86_64::{
     __m128i, __m256i, _mm_add_epi32, _mm_add_epi64, _mm_cmpgt_epi32, _mm_cvtsi128_si64,
@@ -41,7 +40,7 @@ use std::arch::x86_64::{
 };
 use std::ops::Range;
 
-use super::{Candidate, Filters, Sorted, count_window};
+use super::{Candidate, Filters, Sorted, count_window, need_tables};
 
 /// Targets per L1 block: 64 filters of 1024 bits, nibble-split, are 16 KiB.
 const BLOCK: usize = 64;
@@ -67,6 +66,10 @@ pub(super) fn score_rows(
     assert!(available(a.words), "AVX2 kernel unavailable");
     // SAFETY: `available` just checked that the CPU supports AVX2, the only requirement of
     // the `#[target_feature(enable = "avx2")]` functions; they are safe code otherwise.
+    #[allow(
+        unsafe_code,
+        reason = "calling a target_feature function after run-time detection"
+    )]
     unsafe {
         match a.words {
             8 => tile::<2>(a, rows, b, threshold, window, out),
@@ -236,33 +239,6 @@ impl<const V: usize> Scan<'_, V> {
             self.keep(c, counts[j], index[j], out);
         }
     }
-}
-
-/// `need[d]` for `d = |a| + |b|` in `0..=2·bits`: the least integer `c` with
-/// `c as f64 ≥ t/2 · d as f64`, the portable kernel's test (`u32::MAX` for `d = 0`, which it
-/// never keeps, and for a NaN threshold); and its suffix minimum capped at `bits + 1`.
-fn need_tables(bits: usize, threshold: f64) -> (Vec<u32>, Vec<u32>) {
-    let half_t = threshold / 2.0;
-    let need: Vec<u32> = (0..=2 * bits as u32)
-        .map(|d| {
-            let x = half_t * f64::from(d);
-            if d == 0 || x.is_nan() {
-                u32::MAX
-            } else if x <= 0.0 {
-                0
-            } else {
-                x.ceil().min(f64::from(u32::MAX)) as u32
-            }
-        })
-        .collect();
-    let mut floor = need.clone();
-    let cap = bits as u32 + 1;
-    let mut m = cap;
-    for f in floor.iter_mut().rev() {
-        m = m.min(*f);
-        *f = m;
-    }
-    (need, floor)
 }
 
 #[target_feature(enable = "avx2")]

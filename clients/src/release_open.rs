@@ -1,0 +1,226 @@
+//! Opening a researcher's release (`renketsu fetch`): every record that opens is written;
+//! what does not open (one holder's content sealed to another key, a corrupt record) leaves
+//! empty cells and is counted per holder, so one bad upload does not cost the whole release.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use renketsu_keys::content::{ContentOpener, ResearcherKeyPair};
+use renketsu_protocol::v1;
+
+/// Per holder: records that could not be opened, and the first reason.
+pub(crate) type Unopened = BTreeMap<String, (u64, String)>;
+
+/// The joined release: rows emitted (after the header row: `pid` then `<holder>.<column>`
+/// for every holder with a content header), and what could not be opened.
+pub(crate) struct Joined {
+    /// Rows written (not counting the header row).
+    pub rows: u64,
+    /// Holders whose records (some or all) could not be opened.
+    pub unopened: Unopened,
+}
+
+fn note(unopened: &mut Unopened, holder: &str, n: u64, why: impl FnOnce() -> String) {
+    let e = unopened
+        .entry(holder.to_owned())
+        .or_insert_with(|| (0, why()));
+    e.0 += n;
+}
+
+/// Opens and joins `clusters` of `project` (SPEC.md §5.3: a full outer join within each
+/// cluster, one row per combination of its holders' records), calling `emit` with the header
+/// row first and then each row. A holder whose header does not open, or a record that does
+/// not open or has the wrong number of values, gives empty cells and an entry in
+/// [`Joined::unopened`].
+///
+/// # Errors
+/// Only `emit`'s errors, and a record naming a holder index outside `holders`.
+pub(crate) fn join(
+    pair: &ResearcherKeyPair,
+    project: &str,
+    holders: &[String],
+    headers: &[v1::SealedContentHeader],
+    clusters: &[v1::ReleasedCluster],
+    mut emit: impl FnMut(&[String]) -> Result<()>,
+) -> Result<Joined> {
+    let mut unopened = Unopened::new();
+    // Holder index → (opener if its header opened, columns).
+    let mut content: BTreeMap<u32, (Option<ContentOpener>, Vec<String>)> = BTreeMap::new();
+    for h in headers {
+        let Some(idx) = holders.iter().position(|x| x == &h.party) else {
+            note(&mut unopened, &h.party, 0, || {
+                "a content header of a party that is not a holder".to_owned()
+            });
+            continue;
+        };
+        let opener = match ContentOpener::new(pair, &h.encapsulated_key, project, &h.party) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                note(&mut unopened, &h.party, 0, || {
+                    format!("its content header does not open: {e}")
+                });
+                None
+            }
+        };
+        content.insert(idx as u32, (opener, h.columns.clone()));
+    }
+    let order: Vec<u32> = content.keys().copied().collect();
+    let mut header = vec!["pid".to_owned()];
+    for idx in &order {
+        for c in &content[idx].1 {
+            header.push(format!("{}.{c}", holders[*idx as usize]));
+        }
+    }
+    emit(&header)?;
+    let mut rows = 0u64;
+    for c in clusters {
+        // Per holder with content: the opened records of this cluster.
+        let mut per: Vec<Vec<Vec<String>>> = vec![Vec::new(); order.len()];
+        for r in &c.records {
+            let holder = holders
+                .get(r.holder as usize)
+                .ok_or_else(|| anyhow::anyhow!("a record of holder index {}", r.holder))?;
+            let Some(k) = order.iter().position(|&h| h == r.holder) else {
+                note(&mut unopened, holder, 1, || {
+                    "records without a content header".to_owned()
+                });
+                continue;
+            };
+            let (opener, columns) = &content[&r.holder];
+            let Some(opener) = opener else {
+                // Its header did not open (the reason is noted already).
+                note(&mut unopened, holder, 1, String::new);
+                continue;
+            };
+            match opener.open(&r.sealed) {
+                Ok(values) if values.len() == columns.len() => per[k].push(values),
+                Ok(values) => note(&mut unopened, holder, 1, || {
+                    format!(
+                        "a record has {} values, its header {} columns",
+                        values.len(),
+                        columns.len()
+                    )
+                }),
+                Err(e) => note(&mut unopened, holder, 1, || {
+                    format!("a record does not open: {e}")
+                }),
+            }
+        }
+        let lists: Vec<Vec<Option<&Vec<String>>>> = per
+            .iter()
+            .map(|v| {
+                if v.is_empty() {
+                    vec![None]
+                } else {
+                    v.iter().map(Some).collect()
+                }
+            })
+            .collect();
+        let mut choice = vec![0usize; lists.len()];
+        loop {
+            let mut line = vec![c.pseudonym.clone()];
+            for (k, l) in lists.iter().enumerate() {
+                match l[choice[k]] {
+                    Some(v) => line.extend(v.iter().cloned()),
+                    None => line.extend(std::iter::repeat_n(
+                        String::new(),
+                        content[&order[k]].1.len(),
+                    )),
+                }
+            }
+            emit(&line)?;
+            rows += 1;
+            let mut k = 0;
+            while k < lists.len() {
+                choice[k] += 1;
+                if choice[k] < lists[k].len() {
+                    break;
+                }
+                choice[k] = 0;
+                k += 1;
+            }
+            if k == lists.len() {
+                break;
+            }
+        }
+    }
+    Ok(Joined { rows, unopened })
+}
+
+#[cfg(test)]
+mod tests {
+    use renketsu_keys::content::ContentSealer;
+
+    use super::*;
+
+    fn header(
+        pk: &[u8; 32],
+        project: &str,
+        party: &str,
+    ) -> (v1::SealedContentHeader, ContentSealer) {
+        let sealer = ContentSealer::new(pk, project, party).unwrap();
+        (
+            v1::SealedContentHeader {
+                party: party.to_owned(),
+                columns: vec!["prefecture".to_owned()],
+                encapsulated_key: sealer.encapsulated_key().to_vec(),
+            },
+            sealer,
+        )
+    }
+
+    #[test]
+    fn what_opens_is_written_and_what_does_not_is_counted_per_holder() {
+        let researcher = ResearcherKeyPair::derive(&[7u8; 32]);
+        let other = ResearcherKeyPair::derive(&[8u8; 32]);
+        let holders = vec!["ehr".to_owned(), "ndb".to_owned()];
+        let (h_ehr, s_ehr) = header(&researcher.public_key(), "p", "ehr");
+        // ndb sealed its content to another researcher key.
+        let (h_ndb, s_ndb) = header(&other.public_key(), "p", "ndb");
+        let seal = |s: &ContentSealer, v: &str| s.seal(&[v.to_owned()]);
+        let mut corrupt = seal(&s_ehr, "Osaka");
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let clusters = vec![
+            v1::ReleasedCluster {
+                pseudonym: "a".repeat(32),
+                records: vec![
+                    v1::SealedRecord {
+                        holder: 0,
+                        sealed: seal(&s_ehr, "Tokyo"),
+                    },
+                    v1::SealedRecord {
+                        holder: 1,
+                        sealed: seal(&s_ndb, "Tokyo"),
+                    },
+                ],
+            },
+            v1::ReleasedCluster {
+                pseudonym: "b".repeat(32),
+                records: vec![v1::SealedRecord {
+                    holder: 0,
+                    sealed: corrupt,
+                }],
+            },
+        ];
+        let mut out = Vec::new();
+        let j = join(
+            &researcher,
+            "p",
+            &holders,
+            &[h_ehr, h_ndb],
+            &clusters,
+            |row| {
+                out.push(row.to_vec());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(out[0], ["pid", "ehr.prefecture", "ndb.prefecture"]);
+        assert_eq!(out[1], ["a".repeat(32), "Tokyo".to_owned(), String::new()]);
+        assert_eq!(out[2], ["b".repeat(32), String::new(), String::new()]);
+        assert_eq!(j.rows, 2);
+        assert_eq!(j.unopened.get("ehr").map(|u| u.0), Some(1));
+        assert_eq!(j.unopened.get("ndb").map(|u| u.0), Some(1));
+    }
+}
