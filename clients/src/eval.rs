@@ -87,6 +87,9 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
                 "matches_missed_among_candidates": est["matches_missed_among_candidates"],
                 "matches_missed_vetoed": est["matches_missed_vetoed"],
                 "matches_outside_candidates": est["matches_outside_candidates"],
+                "recall_identifiable": est["recall_identifiable"],
+                "recall_upper_bound": est["recall_upper_bound"],
+                "recall_note": est["recall_note"],
             });
         }
         if m1 {
@@ -97,7 +100,8 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
                     v["party_a"] = json!(a);
                     v["party_b"] = json!(b);
                     if let Some(ep) = est_pair(a, b) {
-                        v["estimated"] = json!({"precision": ep["precision"], "recall": ep["recall"], "f1": ep["f1"]});
+                        v["estimated"] = json!({"precision": ep["precision"], "recall": ep["recall"], "f1": ep["f1"],
+                            "recall_identifiable": ep["recall_identifiable"], "recall_upper_bound": ep["recall_upper_bound"]});
                     }
                     v
                 })
@@ -137,6 +141,12 @@ pub fn run(pairs: &Path, truth: &Path, summary: Option<&Path>, as_json: bool) ->
             "{:<24} {:>10.4} {:>10.4} {:>10.4}",
             "true (against --truth)", e.precision, e.recall, e.f1
         );
+        if let Some(note) = est["recall_note"].as_str() {
+            println!(
+                "estimated recall ≤ {}: {note}",
+                f(&est["recall_upper_bound"])
+            );
+        }
     }
     if m1 {
         println!();

@@ -164,6 +164,23 @@ fn jp_ins_scored_raw_and_hash_only() {
         f(&ndb, "recall") > 0.663 && f(&ndb, "precision") >= 0.995,
         "{ndb}"
     );
+    // Issue 14: matches that share no digest are invisible, so the recall estimate is not a
+    // number but an upper bound with its reason (it used to claim 0.95 for a true 0.68).
+    let est = &ndb["estimated"];
+    assert!(est["recall"].is_null(), "{ndb}");
+    assert_eq!(
+        est["recall_identifiable"],
+        serde_json::json!(false),
+        "{ndb}"
+    );
+    assert!(f(est, "recall_upper_bound") >= f(&ndb, "recall"), "{ndb}");
+    assert!(est["recall_note"].is_string(), "{ndb}");
+    // The raw pair's recall stays identifiable.
+    assert_eq!(
+        raw["estimated"]["recall_identifiable"],
+        serde_json::json!(true),
+        "{raw}"
+    );
 }
 
 #[test]

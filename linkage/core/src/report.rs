@@ -26,6 +26,12 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// A ratio to four places, or "not identifiable" for a withheld estimate (SPEC.md §9.4).
+fn ratio(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "not identifiable".to_owned(), |x| format!("{x:.4}"))
+}
+
 fn fmt_count(n: f64) -> String {
     let s = format!("{}", n.round() as i64);
     let mut out = String::new();
@@ -313,10 +319,10 @@ pub fn render_json(summary: &Value) -> String {
     );
     let _ = write!(
         h,
-        r#"<h2>Estimated quality (from the model, no ground truth)</h2><table id="estimated"><tr><th>precision</th><th>recall</th><th>F1</th><th>output pairs</th><th>expected true pairs</th><th>expected matches</th></tr><tr><td class="big">{:.4}</td><td class="big">{:.4}</td><td class="big">{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>"#,
+        r#"<h2>Estimated quality (from the model, no ground truth)</h2><table id="estimated"><tr><th>precision</th><th>recall</th><th>F1</th><th>output pairs</th><th>expected true pairs</th><th>expected matches</th></tr><tr><td class="big">{:.4}</td><td class="big">{}</td><td class="big">{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>"#,
         num(&est["precision"]),
-        num(&est["recall"]),
-        num(&est["f1"]),
+        ratio(&est["recall"]),
+        ratio(&est["f1"]),
         fmt_count(num(&est["output_pairs"])),
         fmt_count(num(&est["expected_true_pairs"])),
         fmt_count(num(&est["matches"]))
@@ -348,13 +354,13 @@ pub fn render_json(summary: &Value) -> String {
         for p in pairs {
             let _ = write!(
                 h,
-                r#"<tr><td class="l">{} – {}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>"#,
+                r#"<tr><td class="l">{} – {}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td></tr>"#,
                 esc(p["party_a"].as_str().unwrap_or("")),
                 esc(p["party_b"].as_str().unwrap_or("")),
                 fmt_count(num(&p["output_pairs"])),
                 num(&p["precision"]),
-                num(&p["recall"]),
-                num(&p["f1"])
+                ratio(&p["recall"]),
+                ratio(&p["f1"])
             );
         }
         h.push_str("</table>");

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::schema::{ClkFeatureSpec, FieldSpec, RecipeSpec};
+use crate::schema::{ClkFeatureSpec, FieldSpec, LinkMode, RecipeSpec};
+use crate::score::em::Session;
 
 /// Most comparison levels of one comparison (exact levels + Dice bands + disagree + missing).
 pub const MAX_LEVELS: usize = 16;
@@ -27,6 +28,9 @@ pub struct ScoringSpec {
     pub clustering: Clustering,
     /// The comparisons, in vector order.
     pub comparisons: Vec<ComparisonSpec>,
+    /// Training sessions derived from the comparisons and the recipes' link modes
+    /// ([`ScoringSpec::training_sessions`], SPEC.md §9.3).
+    pub sessions: Vec<Session>,
 }
 
 /// How scored links become clusters (SPEC.md §9.5).
@@ -78,6 +82,70 @@ pub struct DiceSpec {
     pub bands: Vec<f64>,
     /// Encoded fields (SPEC.md §7.1 encoding).
     pub features: Vec<ClkFeatureSpec>,
+}
+
+impl ScoringSpec {
+    /// The training sessions of SPEC.md §9.3, derived from the comparisons: a comparison
+    /// with an exact level whose recipe is a blocking key (`direct`, `guarded` or `block`)
+    /// makes a session over the pairs at its levels `0..=b` (`b` its last such level: levels
+    /// run strongest first, so a stronger level implies the weaker keys). Comparisons that
+    /// share a recipe (e.g. `postal_code` and `postal_code_same_family`) make one session,
+    /// and all of them are switched off in it (Splink: a training rule's columns are not
+    /// compared in its session).
+    pub fn training_sessions(&self, recipes: &[RecipeSpec]) -> Vec<Session> {
+        let n = self.comparisons.len();
+        let blocking = |r: usize| {
+            matches!(
+                recipes[r].link,
+                LinkMode::Direct | LinkMode::Guarded | LinkMode::Block
+            )
+        };
+        // Group comparisons that share a recipe.
+        let mut group: Vec<usize> = (0..n).collect();
+        for a in 0..n {
+            for b in a + 1..n {
+                if self.comparisons[a]
+                    .exact
+                    .iter()
+                    .any(|r| self.comparisons[b].exact.contains(r))
+                {
+                    let (ga, gb) = (group[a], group[b]);
+                    for g in &mut group {
+                        if *g == gb {
+                            *g = ga;
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for g in 0..n {
+            let members: Vec<usize> = (0..n).filter(|&c| group[c] == g).collect();
+            let region: Vec<(usize, u32)> = members
+                .iter()
+                .filter_map(|&c| {
+                    let last = self.comparisons[c]
+                        .exact
+                        .iter()
+                        .rposition(|&r| blocking(r))?;
+                    Some((c, (1u32 << (last + 1)) - 1))
+                })
+                .collect();
+            if region.is_empty() {
+                continue;
+            }
+            out.push(Session {
+                name: members
+                    .iter()
+                    .map(|&c| self.comparisons[c].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                region,
+                off: members,
+            });
+        }
+        out
+    }
 }
 
 impl ComparisonSpec {
@@ -362,11 +430,14 @@ pub(crate) fn parse(
             "a match probability in (0, 1)".into(),
         ));
     }
-    Ok(ScoringSpec {
+    let mut spec = ScoringSpec {
         threshold: raw.threshold.as_ref().map(|t| *t.get_ref()),
         random_pairs: raw.random_pairs.unwrap_or(2_000_000),
         max_block: raw.max_block.unwrap_or(2_000),
         clustering: raw.clustering,
         comparisons,
-    })
+        sessions: Vec::new(),
+    };
+    spec.sessions = spec.training_sessions(recipes);
+    Ok(spec)
 }

@@ -108,11 +108,17 @@ pub fn score_and_cluster(
         spec.random_pairs,
         total_pairs,
         EmOptions {
-            fixed_u: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            rare_agreement: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
+            checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
+            sessions: spec.sessions.clone(),
             ..EmOptions::default()
         },
     );
     let t_score = t0.elapsed();
+    for d in &scores.model.diagnostics {
+        log(format!("warning: {d}"));
+    }
     let (threshold, source) = match (options.threshold, spec.threshold) {
         (Some(p), _) => (scores.threshold(Some(p)), ThresholdSource::Flag),
         (None, Some(p)) => (scores.threshold(Some(p)), ThresholdSource::Schema),
@@ -402,6 +408,29 @@ impl ScoringRun {
         keys.extend(self.output_by_pair.keys().copied());
         keys.sort_unstable();
         keys.dedup();
+        // Holder pairs compared only through `rare_agreement` digests (a hash-only holder):
+        // the matches that share no digest leave no trace the model can count, so their
+        // recall is not identifiable (SPEC.md §9.4); the estimate is an upper bound.
+        let informative: Vec<usize> = spec
+            .comparisons
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.rare_agreement)
+            .map(|(i, _)| i)
+            .collect();
+        let mut identifiable: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+        for &(a, b) in &self.candidate_pairs {
+            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
+            let key = (ha.min(hb), ha.max(hb));
+            if identifiable.get(&key) == Some(&true) {
+                continue;
+            }
+            let code = self.features.compare(a, b).code;
+            let any = informative.iter().any(|&c| !dims.is_missing(code, c));
+            *identifiable.entry(key).or_insert(false) |= any;
+        }
+        let hidden = |i: usize, j: usize| identifiable.get(&(i, j)) == Some(&false);
+        let any_hidden = identifiable.values().any(|&x| !x);
         let by_pair: Vec<HolderPairEstimate> = keys
             .iter()
             .map(|&(i, j)| {
@@ -414,15 +443,19 @@ impl ScoringRun {
                 let total = e + self.unseen_matches * e / seen_total;
                 let p = if n == 0 { 1.0 } else { t / n as f64 };
                 let r = if total > 0.0 { t / total } else { 1.0 };
+                let known = !hidden(i, j);
                 HolderPairEstimate {
                     party_a: parties[i].to_owned(),
                     party_b: parties[j].to_owned(),
                     output_pairs: n,
                     expected_true_pairs: round(t, 2),
-                    expected_matches: round(total, 2),
+                    expected_matches: known.then(|| round(total, 2)),
                     precision: round(p, 5),
-                    recall: round(r, 5),
-                    f1: round(f1(p, r), 5),
+                    recall: known.then(|| round(r, 5)),
+                    f1: known.then(|| round(f1(p, r), 5)),
+                    recall_identifiable: known,
+                    recall_upper_bound: (!known).then(|| round(r, 5)),
+                    recall_note: (!known).then_some(NOT_IDENTIFIABLE),
                 }
             })
             .collect();
@@ -465,6 +498,9 @@ impl ScoringRun {
                 iterations: model.iterations,
                 converged: model.converged,
                 patterns: self.scores.patterns.len(),
+                prior_rule: model.prior_rule.clone(),
+                sessions: model.sessions.clone(),
+                diagnostics: model.diagnostics.clone(),
             },
             random_pairs: self.scores.random_pairs,
             candidates: CandidatesSummary {
@@ -502,8 +538,11 @@ impl ScoringRun {
                 output_pairs: out_pairs,
                 expected_true_pairs: round(out_true, 2),
                 precision: round(precision, 5),
-                recall: round(recall, 5),
-                f1: round(f1(precision, recall), 5),
+                recall: (!any_hidden).then(|| round(recall, 5)),
+                f1: (!any_hidden).then(|| round(f1(precision, recall), 5)),
+                recall_identifiable: !any_hidden,
+                recall_upper_bound: any_hidden.then(|| round(recall, 5)),
+                recall_note: any_hidden.then_some(NOT_IDENTIFIABLE),
                 by_holder_pair: by_pair,
             },
             weight_histogram: hist.into_iter().collect(),
@@ -594,7 +633,16 @@ pub struct EmSummary {
     pub converged: bool,
     /// Distinct comparison patterns among the candidates.
     pub patterns: usize,
+    /// The deterministic rule behind the prior's centre (SPEC.md §9.3).
+    pub prior_rule: super::PriorRule,
+    /// The training sessions (SPEC.md §9.3).
+    pub sessions: Vec<super::SessionFit>,
+    /// Problems of the fit (rejected sessions, an implausible prior), also logged.
+    pub diagnostics: Vec<String>,
 }
+
+/// Why a recall estimate is withheld (SPEC.md §9.4).
+pub const NOT_IDENTIFIABLE: &str = "recall not identifiable: these holders meet only through digests of rare identifiers, and matches that share no digest leave no evidence; the figure is an upper bound";
 
 /// Candidate generation.
 #[derive(Clone, Debug, Serialize)]
@@ -658,10 +706,16 @@ pub struct EstimatedQuality {
     pub expected_true_pairs: f64,
     /// Estimated precision.
     pub precision: f64,
-    /// Estimated recall.
-    pub recall: f64,
-    /// Estimated F1.
-    pub f1: f64,
+    /// Estimated recall; `None` when not identifiable (a hash-only holder pair).
+    pub recall: Option<f64>,
+    /// Estimated F1; `None` with the recall.
+    pub f1: Option<f64>,
+    /// Whether the recall is identifiable for every holder pair.
+    pub recall_identifiable: bool,
+    /// Without an identifiable recall: the model's figure, an upper bound.
+    pub recall_upper_bound: Option<f64>,
+    /// Without an identifiable recall: why.
+    pub recall_note: Option<&'static str>,
     /// The same per pair of holders.
     pub by_holder_pair: Vec<HolderPairEstimate>,
 }
@@ -678,14 +732,21 @@ pub struct HolderPairEstimate {
     pub output_pairs: u64,
     /// Σ P(match) over them.
     pub expected_true_pairs: f64,
-    /// Expected matches between the two holders.
-    pub expected_matches: f64,
+    /// Expected matches between the two holders; `None` when not identifiable.
+    pub expected_matches: Option<f64>,
     /// Estimated precision.
     pub precision: f64,
-    /// Estimated recall.
-    pub recall: f64,
-    /// Estimated F1.
-    pub f1: f64,
+    /// Estimated recall; `None` when not identifiable (the holders meet only through
+    /// `rare_agreement` digests).
+    pub recall: Option<f64>,
+    /// Estimated F1; `None` with the recall.
+    pub f1: Option<f64>,
+    /// Whether the recall is identifiable.
+    pub recall_identifiable: bool,
+    /// Without an identifiable recall: the model's figure, an upper bound.
+    pub recall_upper_bound: Option<f64>,
+    /// Without an identifiable recall: why.
+    pub recall_note: Option<&'static str>,
 }
 
 /// One point of the precision/recall curve.

@@ -28,7 +28,9 @@ pub use decide::{
     EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary, ScoreError, ScoringRun,
     ScoringSummary, ScoringTimings, ThresholdSummary, score_and_cluster,
 };
-pub use em::{EmOptions, Model, SamplePattern, WeightTerms, probability};
+pub use em::{
+    EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
+};
 
 use crate::token::Token;
 
@@ -186,7 +188,8 @@ pub fn score_compared(
     opts: EmOptions,
 ) -> Scores {
     let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-    let model = em::fit(dims, &patterns, &sample, total_pairs, opts);
+    let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
+    let model = em::fit(dims, &patterns, &groups, tf, &sample, total_pairs, opts);
     let table = model.weight_terms(dims, tf);
     let weights: Vec<f32> = compared
         .par_iter()
