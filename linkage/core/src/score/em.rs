@@ -33,21 +33,7 @@ pub struct SamplePattern {
     pub candidates: u64,
 }
 
-/// A training session (SPEC.md §9.3): EM over the candidate pairs of one blocking region
-/// with the comparisons of that region switched off (Splink `EMTrainingSession`, whose
-/// `comparisons_to_deactivate` drops the comparisons of the training blocking rule; NHS
-/// England averages m over such sessions). A session blocked on names never sees the name
-/// comparison, so namesakes are judged on birth date, sex and address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
-    /// Name (shown in summaries).
-    pub name: String,
-    /// `(comparison, level bit set)`: a pattern belongs to the session when any of these
-    /// comparisons is at one of the listed levels.
-    pub region: Vec<(usize, u32)>,
-    /// Comparisons switched off in the session.
-    pub off: Vec<usize>,
-}
+pub use crate::schema::scoring::Session;
 
 impl Session {
     /// Whether pattern `code` lies in the session's region.
