@@ -324,6 +324,24 @@ where
     })
 }
 
+/// An audit entry as the wire carries it (ReadAuditLog of both services, SPEC.md §8.5).
+pub fn audit_entry_to_wire(e: &renketsu_keys::audit::AuditEntry) -> v1::AuditEntry {
+    v1::AuditEntry {
+        sequence: e.sequence,
+        unix_time_ms: e.event.unix_time_ms,
+        actor_party: e.event.actor_party.clone(),
+        role: e.event.role,
+        rpc: e.event.rpc.clone(),
+        project: e.event.project.clone(),
+        recipe: e.event.recipe.clone(),
+        epoch: e.event.epoch,
+        item_count: e.event.item_count,
+        status_code: e.event.status_code,
+        prev_hash: e.prev_hash.to_vec(),
+        entry_hash: e.entry_hash.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -154,23 +154,6 @@ pub type AuditStream = Pin<Box<dyn Stream<Item = Result<v1::AuditEntry, Status>>
 /// Entries read from the store per page while streaming the audit log.
 const AUDIT_PAGE: u64 = 1000;
 
-fn audit_entry_view(e: &renketsu_keys::audit::AuditEntry) -> v1::AuditEntry {
-    v1::AuditEntry {
-        sequence: e.sequence,
-        unix_time_ms: e.event.unix_time_ms,
-        actor_party: e.event.actor_party.clone(),
-        role: e.event.role,
-        rpc: e.event.rpc.clone(),
-        project: e.event.project.clone(),
-        recipe: e.event.recipe.clone(),
-        epoch: e.event.epoch,
-        item_count: e.event.item_count,
-        status_code: e.event.status_code,
-        prev_hash: e.prev_hash.to_vec(),
-        entry_hash: e.entry_hash.to_vec(),
-    }
-}
-
 impl<S: CustodianStore + PolicyStore + 'static> CustodianService<S> {
     /// A service over `store`, with time from `clock`.
     pub fn new(store: S, clock: Arc<dyn Clock>, settings: ServiceSettings) -> Self {
@@ -887,7 +870,11 @@ impl<S: CustodianStore + PolicyStore + 'static> KeyCustodian for CustodianServic
                             if e.sequence > last {
                                 return;
                             }
-                            if tx.send(Ok(audit_entry_view(e))).await.is_err() {
+                            if tx
+                                .send(Ok(renketsu_rpc::call::audit_entry_to_wire(e)))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }

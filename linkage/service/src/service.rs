@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use renketsu_keys::audit::{AuditEntry, AuditEvent};
+use renketsu_keys::audit::AuditEvent;
 use renketsu_linkage::Schema;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_server::LinkageUnit;
@@ -133,24 +133,6 @@ fn job_view(j: &JobRow) -> v1::Job {
         clusters: j.clusters,
         excluded_clusters: j.excluded,
         links: j.links,
-    }
-}
-
-/// The wire form of an audit entry.
-pub fn audit_entry_view(e: &AuditEntry) -> v1::AuditEntry {
-    v1::AuditEntry {
-        sequence: e.sequence,
-        unix_time_ms: e.event.unix_time_ms,
-        actor_party: e.event.actor_party.clone(),
-        role: e.event.role,
-        rpc: e.event.rpc.clone(),
-        project: e.event.project.clone(),
-        recipe: e.event.recipe.clone(),
-        epoch: e.event.epoch,
-        item_count: e.event.item_count,
-        status_code: e.event.status_code,
-        prev_hash: e.prev_hash.to_vec(),
-        entry_hash: e.entry_hash.to_vec(),
     }
 }
 
@@ -1326,7 +1308,7 @@ impl LinkageUnit for LinkageUnitService {
                 if entries.len() as u64 >= limit {
                     break;
                 }
-                entries.push(Ok(audit_entry_view(e)));
+                entries.push(Ok(renketsu_rpc::call::audit_entry_to_wire(e)));
             }
             if entries.len() as u64 >= limit || (page.len() as u32) < AUDIT_PAGE {
                 break;
