@@ -278,8 +278,9 @@ pub(crate) enum AdminCommand {
         /// Project name.
         #[arg(long)]
         project: String,
-        /// Take every recipe (`name/vN`) and every `[clk]` field from this linkage schema, the
-        /// one the holders will tokenize with (in addition to any --recipe / --clk-field).
+        /// Take every recipe (`name/vN`), every `[clk]` field and every field a `[scoring]` Dice
+        /// comparison encodes from this linkage schema, the one the holders will tokenize with
+        /// (in addition to any --recipe / --clk-field).
         #[arg(long, required_unless_present = "recipes")]
         schema: Option<PathBuf>,
         /// A recipe name, e.g. id4-kana-dob-sex/v1 (repeat for several).
@@ -407,6 +408,13 @@ pub(crate) fn admin(command: AdminCommand) -> Result<()> {
                         let name = &schema.fields[f.field].name;
                         if !clk_fields.contains(name) {
                             clk_fields.push(name.clone());
+                        }
+                    }
+                    // The per-comparison CLKs of [scoring] use the same field keys
+                    // (SPEC.md §5.5, version 2).
+                    for name in renketsu_linkage::score::ComparisonEncoder::key_fields(&schema) {
+                        if !clk_fields.contains(&name) {
+                            clk_fields.push(name);
                         }
                     }
                 }

@@ -32,6 +32,8 @@ use crate::input::EncodingArg;
 use renketsu_linkage::clk::holder::HolderEncoding;
 use renketsu_linkage::engine::Observer as _;
 use renketsu_linkage::ingest::{self, Accepted, HolderRead, ReadOptions};
+use renketsu_linkage::score::{ComparisonEncoder, EncodedFilters};
+use renketsu_linkage::token_file::DiceRef;
 
 use crate::input::open_csv;
 use crate::link::{InputSpec, RejectsFile};
@@ -181,9 +183,10 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
         s.push(".rejects.csv");
         PathBuf::from(s)
     });
+    let dice = DiceRef::of_schema(&schema);
     let header = Header {
         format: tokens_file::FORMAT.to_owned(),
-        version: tokens_file::VERSION,
+        version: renketsu_linkage::token_file::version_for(&dice),
         project: args.project.clone(),
         party: spec.party.clone(),
         schema: SchemaRef {
@@ -197,6 +200,7 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
         clk_bits: schema.clk.as_ref().map(|c| c.filter_bits()),
         today: today_string(ctx),
         created_by: format!("renketsu {}", env!("CARGO_PKG_VERSION")),
+        dice,
     };
     let job = Job {
         schema: &schema,
@@ -378,6 +382,7 @@ fn hmac_mode(args: &TokenizeArgs, job: &Job<'_>, ctx: NormalizeContext) -> Resul
     let tokenizer = Tokenizer::new(job.schema, &secret, &args.project, ctx);
     let mut clk =
         HolderEncoding::from_schema(job.schema, &secret, &args.project, Box::new(rand::rng()));
+    let mut compare = ComparisonEncoder::new(job.schema, &secret, &args.project);
     let mut writer = tokens_file::Writer::create(job.out, job.header.clone())?;
     let mut clk_buf = Vec::new();
     let mut tokens = 0u64;
@@ -390,10 +395,12 @@ fn hmac_mode(args: &TokenizeArgs, job: &Job<'_>, ctx: NormalizeContext) -> Resul
             None => None,
         };
         tokens += acc.tokens.tokens.len() as u64;
+        let dice = compare.encode(acc.tokens);
         writer.record(
             &acc.id,
             acc.tokens.tokens.iter().map(|(r, t)| (*r, t)),
             filter,
+            &dice,
         )
     })?;
     let c = counts(job.schema, &read, read.stats.tokenized);
@@ -436,6 +443,8 @@ struct PendingRecord {
     /// `(recipe, index into the chunk's per-recipe preimage list)`.
     slots: Vec<(usize, usize)>,
     clk: Option<Vec<u64>>,
+    /// Per-comparison filters (version 2).
+    dice: EncodedFilters,
 }
 
 /// Records accumulated until one batch's worth, then evaluated recipe by recipe.
@@ -476,6 +485,26 @@ fn custodian_mode<E: BatchEvaluator>(
                 .map_err(|e| anyhow::anyhow!("{e}"))?
         }
     };
+    // Per-comparison CLKs of a scored schema: the same custodian field keys (SPEC.md §5.5,
+    // version 2), fetched once per distinct field.
+    let compare_fields = ComparisonEncoder::key_fields(schema);
+    let mut compare_keys = BTreeMap::new();
+    if !compare_fields.is_empty() {
+        let holder = HolderKeyPair::generate();
+        for field in &compare_fields {
+            let key = rt
+                .block_on(evaluator.clk_key(project, field, &holder))
+                .with_context(|| {
+                    format!(
+                        "cannot get the CLK key of field {field} (a Dice comparison encodes it)"
+                    )
+                })?;
+            compare_keys.insert(field.clone(), key);
+        }
+    }
+    let mut compare = ComparisonEncoder::with_field_keys(schema, &|f| compare_keys.get(f).cloned())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(compare_keys);
     let mut clk_buf = Vec::new();
     let batch_size = batch_size.clamp(1, 65_536);
     // The key of each recipe's active epoch, fetched (or pinned) before anything is sent.
@@ -553,6 +582,7 @@ fn custodian_mode<E: BatchEvaluator>(
                 &rec.id,
                 rec.slots.iter().map(|&(r, i)| (r, &out[r][i])),
                 rec.clk.as_deref(),
+                &rec.dice,
             )?;
         }
         Ok(())
@@ -574,6 +604,7 @@ fn custodian_mode<E: BatchEvaluator>(
             id: acc.id,
             slots,
             clk: filter,
+            dice: compare.encode(acc.tokens),
         });
         if chunk.preimages.iter().any(|p| p.len() >= batch_size) {
             flush(&mut chunk, &mut writer)?;
@@ -651,7 +682,7 @@ fields = ["name"]
             quiet: true,
             header: Header {
                 format: tokens_file::FORMAT.to_owned(),
-                version: tokens_file::VERSION,
+                version: renketsu_linkage::token_file::VERSION,
                 project: "p".to_owned(),
                 party: "a".to_owned(),
                 schema: SchemaRef {
@@ -665,6 +696,7 @@ fields = ["name"]
                 clk_bits: None,
                 today: "2026-11-22".to_owned(),
                 created_by: "test".to_owned(),
+                dice: Vec::new(),
             },
         }
     }

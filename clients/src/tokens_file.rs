@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 pub use renketsu_linkage::token_file::{
-    Counts, FORMAT, Header, MAGIC, MODE_HMAC, MODE_OPRF, RecipeRef, SchemaRef, VERSION,
+    Counts, FORMAT, Header, MAGIC, MODE_HMAC, MODE_OPRF, RecipeRef, SchemaRef,
 };
-use renketsu_linkage::token_file::{encode_header, encode_record, encode_trailer};
+use renketsu_linkage::token_file::{encode_header, encode_record_features, encode_trailer};
 use sha2::{Digest as _, Sha256};
 
 use crate::output::PendingFile;
@@ -79,16 +79,22 @@ impl Writer {
         })
     }
 
-    /// Appends one record: its id, `(recipe index, 32-byte token)` pairs, and its CLK when the
-    /// header has `clk_bits`.
+    /// Appends one record: its id, `(recipe index, 32-byte token)` pairs, its CLK when the
+    /// header has `clk_bits`, and its per-comparison filters (version 2: `(index into the
+    /// header's dice, field mask, words)`; empty otherwise).
     pub fn record<'t>(
         &mut self,
         id: &str,
         tokens: impl Iterator<Item = (usize, &'t [u8; 32])>,
         clk: Option<&[u64]>,
+        dice: &[(usize, u32, Vec<u64>)],
     ) -> Result<()> {
         self.line.clear();
-        encode_record(&mut self.line, id, tokens, clk);
+        let dice: Vec<(usize, u32, &[u64])> = dice
+            .iter()
+            .map(|(i, m, w)| (*i, *m, w.as_slice()))
+            .collect();
+        encode_record_features(&mut self.line, id, tokens, clk, &dice);
         self.file.writer.write_all(&self.line)?;
         self.records += 1;
         Ok(())
@@ -127,7 +133,7 @@ mod tests {
     fn header(mode: &str, clk: Option<u32>) -> Header {
         Header {
             format: FORMAT.to_owned(),
-            version: VERSION,
+            version: renketsu_linkage::token_file::VERSION,
             project: "p".to_owned(),
             party: "a".to_owned(),
             schema: SchemaRef {
@@ -146,6 +152,7 @@ mod tests {
             clk_bits: clk,
             today: "2026-11-22".to_owned(),
             created_by: "test".to_owned(),
+            dice: Vec::new(),
         }
     }
 
@@ -159,9 +166,11 @@ mod tests {
             "x,\"1\"",
             [(0usize, &[7u8; 32])].into_iter(),
             Some(&[1, 1 << 63]),
+            &[],
         )
         .unwrap();
-        w.record("日本", std::iter::empty(), Some(&[0, 0])).unwrap();
+        w.record("日本", std::iter::empty(), Some(&[0, 0]), &[])
+            .unwrap();
         let counts = Counts {
             read: 3,
             tokenized: 2,
@@ -190,7 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.tokens");
         let mut w = Writer::create(&path, header(MODE_HMAC, None)).unwrap();
-        w.record("1", [(0usize, &[1u8; 32])].into_iter(), None)
+        w.record("1", [(0usize, &[1u8; 32])].into_iter(), None, &[])
             .unwrap();
         w.finish(Counts {
             read: 1,

@@ -70,6 +70,7 @@ fn token_file(schema: &Schema, n: usize) -> Vec<u8> {
         clk_bits: None,
         today: "2026-11-22".to_owned(),
         created_by: "bench".to_owned(),
+        dice: Vec::new(),
     };
     let mut out = Vec::with_capacity(n * 400);
     encode_header(&mut out, &header);

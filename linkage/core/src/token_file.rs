@@ -1,4 +1,4 @@
-//! Token files (`renketsu-tokens` version 1, SPEC.md §5.5): what a holder hands to the
+//! Token files (`renketsu-tokens` versions 1 and 2, SPEC.md §5.5): what a holder hands to the
 //! linkage unit instead of identifiers. JSON Lines, UTF-8, one object per line:
 //!
 //! ```text
@@ -6,6 +6,11 @@
 //! {"id":"17","t":[[0,"<base64 32 bytes>"],[3,"…"]],"clk":"<base64>"}                   one per record
 //! {"end":{"records":9990,"read":10000,"tokenized":9990,"rejected":10,…}}                trailer
 //! ```
+//!
+//! Version 2 adds the **comparison filters** of a scored schema (SPEC.md §9.1): the header
+//! lists the schema's Dice comparisons (`"dice":[{"comparison":"name","bits":512,…}]`) and a
+//! record carries `"d":[[i,mask,"<base64>"],…]`, the filter of the header's `i`-th Dice
+//! comparison with the bit set of its fields present.
 //!
 //! This module is the format only, over any [`BufRead`] (a file for `renketsu link`, stored
 //! upload chunks in the linkage unit): [`Reader`] checks a file as it streams it (one record in
@@ -21,8 +26,11 @@ use serde::{Deserialize, Serialize};
 
 /// The `format` value of every token file.
 pub const FORMAT: &str = "renketsu-tokens";
-/// The version this code writes and reads.
+/// The version of files without comparison filters (written whenever a schema has no Dice
+/// comparison, so that such files stay readable by older readers).
 pub const VERSION: u32 = 1;
+/// The version of files with comparison filters (`dice` in the header, `d` in records).
+pub const VERSION_FEATURES: u32 = 2;
 /// `mode` of HMAC-SHA256 tokens (SPEC.md §4.2, embedded mode).
 pub const MODE_HMAC: &str = "hmac";
 /// `mode` of RFC 9497 ristretto255-SHA512 elements `k·H(preimage)` (custodian mode).
@@ -36,7 +44,7 @@ pub const MAGIC: &[u8] = br#"{"format":"renketsu-tokens""#;
 pub struct Header {
     /// Always [`FORMAT`].
     pub format: String,
-    /// Always [`VERSION`].
+    /// [`VERSION`], or [`VERSION_FEATURES`] when `dice` is not empty.
     pub version: u32,
     /// Project the tokens are keyed for.
     pub project: String,
@@ -58,6 +66,55 @@ pub struct Header {
     pub today: String,
     /// The writing program, e.g. `renketsu 0.1.0`.
     pub created_by: String,
+    /// Version 2: the schema's Dice comparisons, in comparison order; records refer to them
+    /// by index (`d`). Empty in version 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dice: Vec<DiceRef>,
+}
+
+/// One per-comparison CLK of a version-2 token file (SPEC.md §5.5, §9.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiceRef {
+    /// The `[[scoring.comparisons]]` name.
+    pub comparison: String,
+    /// Filter length in bits (a power of two, 64 to 4,096).
+    pub bits: u32,
+    /// The schema fields encoded, in order: bit `i` of a record's mask says field `i` had a
+    /// value.
+    pub fields: Vec<String>,
+}
+
+impl DiceRef {
+    /// The Dice comparisons of `schema`'s `[scoring]` section, in comparison order (empty
+    /// without scoring).
+    pub fn of_schema(schema: &crate::Schema) -> Vec<Self> {
+        schema
+            .scoring
+            .iter()
+            .flat_map(|s| &s.comparisons)
+            .filter_map(|c| {
+                c.dice.as_ref().map(|d| Self {
+                    comparison: c.name.clone(),
+                    bits: d.bits,
+                    fields: d
+                        .features
+                        .iter()
+                        .map(|f| schema.fields[f.field].name.clone())
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The version a file with these Dice comparisons is written in.
+pub fn version_for(dice: &[DiceRef]) -> u32 {
+    if dice.is_empty() {
+        VERSION
+    } else {
+        VERSION_FEATURES
+    }
 }
 
 impl Header {
@@ -143,6 +200,8 @@ struct RecordOut<'a> {
     t: Vec<(u32, String)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     clk: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    d: Vec<(u32, u32, String)>,
 }
 
 #[derive(Serialize)]
@@ -159,6 +218,8 @@ struct LineIn {
     t: Option<Vec<(u32, String)>>,
     #[serde(default)]
     clk: Option<String>,
+    #[serde(default)]
+    d: Option<Vec<(u32, u32, String)>>,
     #[serde(default)]
     end: Option<Counts>,
 }
@@ -199,10 +260,27 @@ pub fn encode_record<'t>(
     tokens: impl Iterator<Item = (usize, &'t [u8; 32])>,
     clk: Option<&[u64]>,
 ) {
+    encode_record_features(out, id, tokens, clk, &[]);
+}
+
+/// [`encode_record`] with the record's comparison filters (version 2): `(index into the
+/// header's dice, field mask, filter words)`, indices ascending, masks not zero (a comparison
+/// none of whose fields has a value is left out).
+pub fn encode_record_features<'t>(
+    out: &mut Vec<u8>,
+    id: &str,
+    tokens: impl Iterator<Item = (usize, &'t [u8; 32])>,
+    clk: Option<&[u64]>,
+    dice: &[(usize, u32, &[u64])],
+) {
     let rec = RecordOut {
         id,
         t: tokens.map(|(r, t)| (r as u32, B64.encode(t))).collect(),
         clk: clk.map(|w| B64.encode(clk_bytes(w))),
+        d: dice
+            .iter()
+            .map(|(i, m, w)| (*i as u32, *m, B64.encode(clk_bytes(w))))
+            .collect(),
     };
     serde_json::to_writer(&mut *out, &rec).expect("serializing to a Vec cannot fail");
     out.push(b'\n');
@@ -230,6 +308,8 @@ pub struct Record {
     pub tokens: Vec<(usize, [u8; 32])>,
     /// The CLK as 64-bit words (when the header has `clk_bits`).
     pub clk: Option<Vec<u64>>,
+    /// Version 2: `(index into the header's dice, field mask, filter words)`.
+    pub dice: Vec<(usize, u32, Vec<u64>)>,
 }
 
 /// Records of consecutive lines of a token file, stored flat (no allocation per record):
@@ -242,6 +322,12 @@ pub struct RecordBatch {
     token_ends: Vec<usize>,
     clks: Vec<u64>,
     clk_words: usize,
+    /// `(dice index, mask, start in dice_words)` of every record's comparison filters.
+    dice: Vec<(u32, u32, usize)>,
+    dice_ends: Vec<usize>,
+    dice_words: Vec<u64>,
+    /// Words of each of the header's dice filters.
+    dice_len: Vec<usize>,
 }
 
 impl RecordBatch {
@@ -283,6 +369,22 @@ impl RecordBatch {
         (self.clk_words > 0).then(|| &self.clks[i * self.clk_words..(i + 1) * self.clk_words])
     }
 
+    /// Record `i`'s comparison filters: `(index into the header's dice, field mask, words)`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn dice(&self, i: usize) -> impl Iterator<Item = (usize, u32, &[u64])> + '_ {
+        self.dice[Self::start(&self.dice_ends, i)..self.dice_ends[i]]
+            .iter()
+            .map(|&(d, m, at)| {
+                (
+                    d as usize,
+                    m,
+                    &self.dice_words[at..at + self.dice_len[d as usize]],
+                )
+            })
+    }
+
     /// Every token of the batch with its record's index in the batch: `(record, recipe,
     /// token)`, records in order.
     pub fn all_tokens(&self) -> impl Iterator<Item = (usize, u32, &[u8; 32])> + '_ {
@@ -295,6 +397,9 @@ impl RecordBatch {
         self.tokens.clear();
         self.token_ends.clear();
         self.clks.clear();
+        self.dice.clear();
+        self.dice_ends.clear();
+        self.dice_words.clear();
     }
 
     /// Copies one record's fields in (the slow path's [`Record`]).
@@ -307,6 +412,11 @@ impl RecordBatch {
         if let Some(c) = &rec.clk {
             self.clks.extend_from_slice(c);
         }
+        for (d, m, w) in &rec.dice {
+            self.dice.push((*d as u32, *m, self.dice_words.len()));
+            self.dice_words.extend_from_slice(w);
+        }
+        self.dice_ends.push(self.dice.len());
     }
 }
 
@@ -333,6 +443,8 @@ const BATCH_BYTES: usize = 1 << 20;
 struct LineRules {
     recipes: usize,
     clk_bits: Option<u32>,
+    /// Version 2: bits of each Dice filter, and the mask of its fields.
+    dice: Vec<(u32, u32)>,
 }
 
 impl LineRules {
@@ -361,7 +473,11 @@ impl LineRules {
         let parsed: LineIn =
             serde_json::from_slice(line).map_err(|e| LineError::Message(e.to_string()))?;
         if let Some(end) = parsed.end {
-            if parsed.id.is_some() || parsed.t.is_some() || parsed.clk.is_some() {
+            if parsed.id.is_some()
+                || parsed.t.is_some()
+                || parsed.clk.is_some()
+                || parsed.d.is_some()
+            {
                 return Err(LineError::Message(
                     "a trailer with record fields".to_owned(),
                 ));
@@ -377,12 +493,16 @@ impl LineRules {
             id,
             tokens: Vec::with_capacity(t.len()),
             clk: None,
+            dice: Vec::new(),
         };
         for (r, b64) in t {
             rec.tokens
                 .push((r as usize, self.token(r, b64.as_bytes())?));
         }
         rec.clk = self.clk(parsed.clk.as_deref().map(str::as_bytes))?;
+        if let Some(d) = parsed.d {
+            rec.dice = self.dice(d)?;
+        }
         out.push_record(&rec);
         Ok(Line::Record)
     }
@@ -413,6 +533,50 @@ impl LineRules {
             Ok(_) => Err(LineError::Message("a token is 32 bytes".to_owned())),
             Err(_) => Err(LineError::Message("token is not base64".to_owned())),
         }
+    }
+
+    /// A record's `d`: indices ascending and in range, masks not zero and within the
+    /// comparison's fields, filters of the header's length.
+    #[allow(clippy::type_complexity, reason = "the record's own field type")]
+    fn dice(&self, d: Vec<(u32, u32, String)>) -> Result<Vec<(usize, u32, Vec<u64>)>, LineError> {
+        if self.dice.is_empty() {
+            return Err(LineError::Message(
+                "comparison filters (\"d\") but the header lists no dice comparison".to_owned(),
+            ));
+        }
+        let mut out = Vec::with_capacity(d.len());
+        let mut last: Option<u32> = None;
+        for (i, mask, b64) in d {
+            let Some(&(bits, fields)) = self.dice.get(i as usize) else {
+                return Err(LineError::Message(format!("dice index {i} out of range")));
+            };
+            if last.is_some_and(|l| l >= i) {
+                return Err(LineError::Message(
+                    "dice indices must be ascending and distinct".to_owned(),
+                ));
+            }
+            last = Some(i);
+            if mask == 0 || mask & !fields != 0 {
+                return Err(LineError::Message(format!(
+                    "dice {i}: field mask {mask} outside 1..={fields}"
+                )));
+            }
+            let bytes = B64
+                .decode(b64.as_bytes())
+                .map_err(|_| LineError::Message("a dice filter is not base64".to_owned()))?;
+            if bytes.len() * 8 != bits as usize {
+                return Err(LineError::Message(format!(
+                    "dice {i}: a filter of {} bits, the header says {bits}",
+                    bytes.len() * 8
+                )));
+            }
+            let words = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect();
+            out.push((i as usize, mask, words));
+        }
+        Ok(out)
     }
 
     fn clk(&self, b64: Option<&[u8]>) -> Result<Option<Vec<u64>>, LineError> {
@@ -540,6 +704,7 @@ impl LineRules {
         out.ids.push_str(id);
         out.id_ends.push(out.ids.len());
         out.token_ends.push(out.tokens.len());
+        out.dice_ends.push(out.dice.len());
         if let Some(c) = clk {
             out.clks.extend_from_slice(&c);
         }
@@ -679,7 +844,7 @@ impl<R: BufRead> Reader<R> {
     /// Reads and checks the header of `input`; `name` (a path, an upload) names it in errors.
     ///
     /// # Errors
-    /// [`TokenFileError::Format`] for a first line that is not a version-1 header with a known
+    /// [`TokenFileError::Format`] for a first line that is not a version-1 or -2 header with a known
     /// token mode; [`TokenFileError::Io`] if reading fails.
     pub fn new(mut input: R, name: &str) -> Result<Self, TokenFileError> {
         let mut line = Vec::new();
@@ -698,11 +863,31 @@ impl<R: BufRead> Reader<R> {
         if header.format != FORMAT {
             return Err(bad(format!("format {:?}, not {FORMAT:?}", header.format)));
         }
-        if header.version != VERSION {
-            return Err(bad(format!(
-                "token file version {}; this renketsu reads version {VERSION}",
-                header.version
-            )));
+        match header.version {
+            VERSION if !header.dice.is_empty() => {
+                return Err(bad(
+                    "a version-1 token file has no dice comparisons (version 2 has)".to_owned(),
+                ));
+            }
+            VERSION | VERSION_FEATURES => {}
+            v => {
+                return Err(bad(format!(
+                    "token file version {v}; this renketsu reads versions {VERSION} and {VERSION_FEATURES}"
+                )));
+            }
+        }
+        for d in &header.dice {
+            if !(d.bits.is_power_of_two() && (64..=65_536).contains(&d.bits))
+                || d.fields.is_empty()
+                || d.fields.len() > 8
+            {
+                return Err(bad(format!(
+                    "dice comparison {:?}: {} bits over {} fields (a power of two from 64, 1 to 8 fields)",
+                    d.comparison,
+                    d.bits,
+                    d.fields.len()
+                )));
+            }
         }
         match header.mode.as_str() {
             MODE_HMAC if header.oprf_mode.is_none() => {}
@@ -723,9 +908,15 @@ impl<R: BufRead> Reader<R> {
         let rules = LineRules {
             recipes: header.recipes.len(),
             clk_bits: header.clk_bits,
+            dice: header
+                .dice
+                .iter()
+                .map(|d| (d.bits, (1u32 << d.fields.len()) - 1))
+                .collect(),
         };
         let one = RecordBatch {
             clk_words: header.clk_bits.map_or(0, |b| b as usize / 64),
+            dice_len: header.dice.iter().map(|d| d.bits as usize / 64).collect(),
             ..RecordBatch::default()
         };
         Ok(Self {
@@ -821,6 +1012,9 @@ impl<R: BufRead> Reader<R> {
                 rec.tokens
                     .extend(b.tokens(0).iter().map(|(r, t)| (*r as usize, *t)));
                 rec.clk = b.clk(0).map(<[u64]>::to_vec);
+                rec.dice.clear();
+                rec.dice
+                    .extend(b.dice(0).map(|(d, m, w)| (d, m, w.to_vec())));
                 self.records += 1;
                 Ok(true)
             }
@@ -865,6 +1059,7 @@ impl<R: BufRead> Reader<R> {
         }
         out.resize_with(raw.len(), RecordBatch::default);
         let words = self.one.clk_words;
+        let dice_len = &self.one.dice_len;
         let rules = &self.rules;
         // Per batch: Ok(trailer found at line index) or Err(line number, message).
         let parsed: Vec<BatchOutcome> = raw
@@ -873,6 +1068,7 @@ impl<R: BufRead> Reader<R> {
             .map(|((first, buf), batch)| {
                 batch.clear();
                 batch.clk_words = words;
+                batch.dice_len.clone_from(dice_len);
                 let mut trailer = None;
                 let (mut pos, mut k) = (0usize, 0usize);
                 while pos < buf.len() {
@@ -932,7 +1128,172 @@ mod tests {
         LineRules {
             recipes: 6,
             clk_bits: Some(128),
+            dice: Vec::new(),
         }
+    }
+
+    /// A version-2 file: two Dice comparisons (128 bits over 2 fields, 64 bits over 1).
+    fn v2_file(lines: &[Vec<u8>]) -> Vec<u8> {
+        let header = Header {
+            format: FORMAT.to_owned(),
+            version: VERSION_FEATURES,
+            project: "p".to_owned(),
+            party: "a".to_owned(),
+            schema: SchemaRef {
+                name: "s".to_owned(),
+                version: 1,
+                digest: "00".repeat(32),
+            },
+            mode: MODE_HMAC.to_owned(),
+            oprf_mode: None,
+            recipes: vec![RecipeRef {
+                name: "r".to_owned(),
+                version: 1,
+                epoch: None,
+                public_key: None,
+            }],
+            clk_bits: None,
+            today: "2026-11-22".to_owned(),
+            created_by: "test".to_owned(),
+            dice: vec![
+                DiceRef {
+                    comparison: "name".to_owned(),
+                    bits: 128,
+                    fields: vec!["kana".to_owned(), "kanji".to_owned()],
+                },
+                DiceRef {
+                    comparison: "dob".to_owned(),
+                    bits: 64,
+                    fields: vec!["birth_date".to_owned()],
+                },
+            ],
+        };
+        let mut out = Vec::new();
+        encode_header(&mut out, &header);
+        for l in lines {
+            out.extend_from_slice(l);
+        }
+        encode_trailer(
+            &mut out,
+            &Counts {
+                records: lines.len() as u64,
+                read: lines.len() as u64,
+                tokenized: lines.len() as u64,
+                ..Counts::default()
+            },
+        );
+        out
+    }
+
+    /// Version 2 records round-trip their comparison filters through both readers, records
+    /// without filters included; a version-1 header with dice is refused.
+    #[test]
+    fn version_2_filters_round_trip() {
+        let t = [3u8; 32];
+        let mut a = Vec::new();
+        encode_record_features(
+            &mut a,
+            "a",
+            [(0usize, &t)].into_iter(),
+            None,
+            &[(0, 0b10, &[7, 8]), (1, 1, &[u64::MAX])],
+        );
+        let mut b = Vec::new();
+        encode_record_features(&mut b, "b", [(0usize, &t)].into_iter(), None, &[]);
+        let mut c = Vec::new();
+        encode_record_features(&mut c, "c", std::iter::empty(), None, &[(1, 1, &[42])]);
+        let bytes = v2_file(&[a, b, c]);
+        let mut r = Reader::new(&bytes[..], "f").unwrap();
+        assert_eq!(r.header().version, VERSION_FEATURES);
+        let mut rec = Record::default();
+        let mut got = Vec::new();
+        while r.next(&mut rec).unwrap() {
+            got.push((rec.id.clone(), rec.dice.clone()));
+        }
+        let want = vec![
+            (
+                "a".to_owned(),
+                vec![(0, 0b10, vec![7, 8]), (1, 1, vec![u64::MAX])],
+            ),
+            ("b".to_owned(), vec![]),
+            ("c".to_owned(), vec![(1, 1, vec![42])]),
+        ];
+        assert_eq!(got, want);
+        let mut r = Reader::new(&bytes[..], "f").unwrap();
+        let mut batches = Vec::new();
+        let mut got = Vec::new();
+        while r.next_batches(&mut batches).unwrap() {
+            for bt in &batches {
+                for i in 0..bt.len() {
+                    let d: Vec<(usize, u32, Vec<u64>)> =
+                        bt.dice(i).map(|(k, m, w)| (k, m, w.to_vec())).collect();
+                    got.push((bt.id(i).to_owned(), d));
+                }
+            }
+        }
+        assert_eq!(got, want);
+        // The same header claiming version 1 is refused.
+        let text = String::from_utf8(bytes).unwrap();
+        let v1 = text.replacen("\"version\":2", "\"version\":1", 1);
+        let err = Reader::new(v1.as_bytes(), "f").err().unwrap().to_string();
+        assert!(err.contains("version-1 token file has no dice"), "{err}");
+    }
+
+    #[test]
+    fn version_2_refuses_bad_filters() {
+        let t = B64.encode([1u8; 32]);
+        let f128 = B64.encode([0u8; 16]);
+        let f64b = B64.encode([0u8; 8]);
+        let cases = [
+            (
+                format!(r#"{{"id":"a","t":[[0,"{t}"]],"d":[[2,1,"{f64b}"]]}}"#),
+                "dice index 2 out of range",
+            ),
+            (
+                format!(r#"{{"id":"a","t":[[0,"{t}"]],"d":[[0,4,"{f128}"]]}}"#),
+                "dice 0: field mask 4 outside 1..=3",
+            ),
+            (
+                format!(r#"{{"id":"a","t":[[0,"{t}"]],"d":[[0,0,"{f128}"]]}}"#),
+                "dice 0: field mask 0 outside 1..=3",
+            ),
+            (
+                format!(r#"{{"id":"a","t":[[0,"{t}"]],"d":[[1,1,"{f128}"]]}}"#),
+                "dice 1: a filter of 128 bits, the header says 64",
+            ),
+            (
+                format!(r#"{{"id":"a","t":[[0,"{t}"]],"d":[[1,1,"{f64b}"],[0,1,"{f128}"]]}}"#),
+                "dice indices must be ascending and distinct",
+            ),
+            (
+                format!(r#"{{"id":"a","t":[[0,"{t}"]],"d":[[0,1,"!!"]]}}"#),
+                "a dice filter is not base64",
+            ),
+        ];
+        for (line, want) in cases {
+            let bytes = v2_file(&[format!("{line}\n").into_bytes()]);
+            let mut r = Reader::new(&bytes[..], "f").unwrap();
+            let err = r.next(&mut Record::default()).err().unwrap().to_string();
+            assert!(err.ends_with(want), "{line}: {err}");
+            let mut r = Reader::new(&bytes[..], "f").unwrap();
+            let err = r.next_batches(&mut Vec::new()).err().unwrap().to_string();
+            assert!(err.ends_with(want), "{line}: {err}");
+        }
+        // Filters in a file whose header lists no dice comparison.
+        let bytes = file(0, 0);
+        let mut text = String::from_utf8(bytes).unwrap();
+        let at = text.find('\n').unwrap() + 1;
+        text.insert_str(
+            at,
+            &format!("{{\"id\":\"a\",\"t\":[],\"d\":[[0,1,\"{f64b}\"]]}}\n"),
+        );
+        let text = text.replace(
+            "\"records\":0,\"read\":0,\"tokenized\":0",
+            "\"records\":1,\"read\":1,\"tokenized\":1",
+        );
+        let mut r = Reader::new(text.as_bytes(), "f").unwrap();
+        let err = r.next(&mut Record::default()).err().unwrap().to_string();
+        assert!(err.contains("header lists no dice"), "{err}");
     }
 
     fn batch() -> RecordBatch {
@@ -1064,6 +1425,7 @@ mod tests {
             clk_bits: None,
             today: "2026-11-22".to_owned(),
             created_by: "test".to_owned(),
+            dice: Vec::new(),
         };
         let mut out = Vec::new();
         encode_header(&mut out, &header);
@@ -1107,6 +1469,7 @@ mod tests {
                         id: b.id(i).to_owned(),
                         tokens: b.tokens(i).iter().map(|(r, t)| (*r as usize, *t)).collect(),
                         clk: b.clk(i).map(<[u64]>::to_vec),
+                        dice: b.dice(i).map(|(d, m, w)| (d, m, w.to_vec())).collect(),
                     });
                 }
             }

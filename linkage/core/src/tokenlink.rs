@@ -226,6 +226,30 @@ pub fn read_token_party<R: BufRead + Send>(
     join: &mut TokenJoin,
     blocks: &mut Vec<(Token, u32)>,
 ) -> Result<TokenParty, TokenLinkError> {
+    read_token_party_with(schema, reader, name, join, blocks, None)
+}
+
+/// Called for every record of a scored read ([`read_token_party_with`]): the record's batch,
+/// its index in the batch, and the map from the header's recipe indices to the schema's
+/// (`None`: not in the schema). An `Err` message stops the read, naming the input.
+pub type RecordHook<'h> =
+    &'h mut (dyn FnMut(&RecordBatch, usize, &[Option<usize>]) -> Result<(), String> + Send);
+
+/// [`read_token_party`] for a scored schema (SPEC.md §9.2) when `hook` is given: every token
+/// of a direct, guarded or block recipe becomes a blocking key in `blocks` instead of joining
+/// or vetoing, and `hook` sees every record (to build its comparison features).
+///
+/// # Errors
+/// As [`read_token_party`], and [`TokenLinkError::Input`] with the hook's message.
+pub fn read_token_party_with<R: BufRead + Send>(
+    schema: &Schema,
+    reader: &mut Reader<R>,
+    name: &str,
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(Token, u32)>,
+    mut hook: Option<RecordHook<'_>>,
+) -> Result<TokenParty, TokenLinkError> {
+    let scoring = hook.is_some();
     let header = reader.header().clone();
     let input_err = |message: String| TokenLinkError::Input {
         input: name.to_owned(),
@@ -266,8 +290,12 @@ pub fn read_token_party<R: BufRead + Send>(
                 let g = join.push_record();
                 for &(r, ref t) in batch.tokens(i) {
                     if let Some(s) = map[r as usize] {
-                        add_token(join, blocks, schema.recipes[s].link, false, s, g, t);
+                        add_token(join, blocks, schema.recipes[s].link, scoring, s, g, t);
                     }
+                }
+                if let Some(h) = hook.as_mut() {
+                    h(batch, i, &map)
+                        .map_err(|m| input_err(format!("record {}: {m}", ids.len() + 1)))?;
                 }
                 if let (Some(f), Some(clk)) = (filters.as_mut(), batch.clk(i)) {
                     f.push(clk);
@@ -596,6 +624,7 @@ mod epoch_message_tests {
             clk_bits: None,
             today: "2026-11-22".to_owned(),
             created_by: "test".to_owned(),
+            dice: Vec::new(),
         }
     }
 

@@ -132,6 +132,7 @@ impl TokenFile {
             clk_bits: None,
             today: "2026-11-22".to_owned(),
             created_by: "renketsu linkage_unit bench".to_owned(),
+            dice: Vec::new(),
         };
         let mut buf = Vec::with_capacity(2 * CHUNK);
         token_file::encode_header(&mut buf, &header);

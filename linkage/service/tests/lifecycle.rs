@@ -172,6 +172,7 @@ fn header(project: &str, party: &str, oprf: bool) -> Header {
         clk_bits: None,
         today: "2026-11-22".to_owned(),
         created_by: "test".to_owned(),
+        dice: Vec::new(),
     }
 }
 

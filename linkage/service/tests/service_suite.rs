@@ -189,6 +189,7 @@ fn token_file(project: &str, party: &str, records: &[(&str, &str, &[usize])]) ->
         clk_bits: None,
         today: "2026-11-22".to_owned(),
         created_by: "test".to_owned(),
+        dice: Vec::new(),
     };
     let mut out = Vec::new();
     encode_header(&mut out, &header);

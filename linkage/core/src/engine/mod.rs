@@ -109,11 +109,12 @@ pub enum EngineError {
     /// CSV inputs need the project secret ([`Keys::Hmac`]).
     #[error("CSV inputs need the project key; only token files link without one")]
     CsvWithoutKey,
-    /// A scored schema on token files (they carry no comparison values yet).
+    /// A scored schema on token files that lack its comparison filters (version 1, or made
+    /// for other Dice comparisons).
     #[error(
-        "a schema with [scoring] needs the holders' CSVs: token files carry no comparison values yet (link them with a schema without [scoring])"
+        "{0}: the schema's [scoring] compares per-comparison CLKs ({1}) but the token file carries {2}; tokenize again with this schema (token file version 2, SPEC.md §5.5)"
     )]
-    ScoringNeedsCsv,
+    ScoringNeedsFeatures(String, String, String),
     /// Pairs completeness (`truth`) needs a CLK schema without scoring.
     #[error(
         "--truth reports the pairs completeness of CLK candidates: the schema needs [clk] and no [scoring] (use renketsu eval for the output's quality)"
@@ -333,7 +334,7 @@ impl<'a> LinkPlan<'a> {
     /// Checks the combination of schema, keys and options.
     ///
     /// # Errors
-    /// [`EngineError::ScoringNeedsCsv`], [`EngineError::TruthNeedsClk`],
+    /// [`EngineError::TruthNeedsClk`],
     /// [`EngineError::Ingest`] ([`IngestError::IdIsContent`]).
     pub fn new(
         schema: &'a Schema,
@@ -346,9 +347,6 @@ impl<'a> LinkPlan<'a> {
         }
         if options.truth.is_some() && (schema.clk.is_none() || schema.scoring.is_some()) {
             return Err(EngineError::TruthNeedsClk);
-        }
-        if schema.scoring.is_some() && matches!(keys, Keys::TokenFiles) {
-            return Err(EngineError::ScoringNeedsCsv);
         }
         let matcher = match (&schema.scoring, &schema.clk) {
             (Some(_), _) => Matcher::Scored,

@@ -19,6 +19,7 @@ use crate::token::Token;
 use crate::tokenizer::Tokenizer;
 use crate::tokenlink::{
     ClkStats, RecordIds, TokenParty, add_token, clk_links, party_offsets, read_token_party,
+    read_token_party_with,
 };
 
 /// One holder's records after a run.
@@ -154,11 +155,12 @@ impl<'a> LinkPlan<'a> {
             }
         };
         let tokenizer = secret.map(|s| Tokenizer::new(schema, s, &opts.project, opts.today));
-        let mut features = schema
-            .scoring
-            .as_ref()
-            .zip(secret)
-            .map(|(_, s)| FeaturesBuilder::new(schema, s, &opts.project));
+        // Comparison features: encoded here from the CSVs with the project secret, or read
+        // as the holders encoded them (token files, version 2).
+        let mut features = schema.scoring.as_ref().map(|_| match secret {
+            Some(s) => FeaturesBuilder::new(schema, s, &opts.project),
+            None => FeaturesBuilder::encoded(schema),
+        });
         let mut join = TokenJoin::new(0);
         let direct = schema
             .recipes
@@ -204,8 +206,20 @@ impl<'a> LinkPlan<'a> {
                     )?
                 }
                 HolderSource::Tokens { mut reader, label } => {
-                    let party =
-                        read_token_party(schema, &mut reader, &label, &mut join, &mut blocks)?;
+                    let party = match features.as_mut() {
+                        None => {
+                            read_token_party(schema, &mut reader, &label, &mut join, &mut blocks)?
+                        }
+                        Some(f) => read_scored_tokens(
+                            schema,
+                            &mut reader,
+                            &label,
+                            holder as u16,
+                            f,
+                            &mut join,
+                            &mut blocks,
+                        )?,
+                    };
                     token_holder(&input.name, label, party, schema, observer)?
                 }
             };
@@ -362,6 +376,63 @@ fn read_csv_holder(
         stats: read.stats,
         filters,
     })
+}
+
+/// Reads a token file for a scored schema: its blocking keys into `blocks`, its tokens and
+/// per-comparison filters into `features`. The header must list exactly the schema's Dice
+/// comparisons (SPEC.md §5.5, version 2).
+fn read_scored_tokens<R: std::io::BufRead + Send>(
+    schema: &crate::schema::Schema,
+    reader: &mut crate::token_file::Reader<R>,
+    label: &str,
+    holder: u16,
+    features: &mut FeaturesBuilder,
+    join: &mut TokenJoin,
+    blocks: &mut Vec<(Token, u32)>,
+) -> Result<TokenParty, EngineError> {
+    let want = crate::token_file::DiceRef::of_schema(schema);
+    let have = &reader.header().dice;
+    if *have != want {
+        let list = |d: &[crate::token_file::DiceRef]| {
+            if d.is_empty() {
+                "none".to_owned()
+            } else {
+                d.iter()
+                    .map(|d| format!("{} {} bits", d.comparison, d.bits))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        return Err(EngineError::ScoringNeedsFeatures(
+            label.to_owned(),
+            list(&want),
+            list(have),
+        ));
+    }
+    let mut tokens: Vec<(usize, Token)> = Vec::new();
+    let mut hook = |batch: &crate::token_file::RecordBatch,
+                    i: usize,
+                    map: &[Option<usize>]|
+     -> Result<(), String> {
+        tokens.clear();
+        tokens.extend(
+            batch
+                .tokens(i)
+                .iter()
+                .filter_map(|(r, t)| map[*r as usize].map(|s| (s, *t))),
+        );
+        features
+            .push_encoded(holder, tokens.iter().map(|(r, t)| (*r, t)), batch.dice(i))
+            .map(|_| ())
+    };
+    Ok(read_token_party_with(
+        schema,
+        reader,
+        label,
+        join,
+        blocks,
+        Some(&mut hook),
+    )?)
 }
 
 fn token_holder(

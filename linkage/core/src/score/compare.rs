@@ -83,13 +83,169 @@ impl Dims {
 /// Per-comparison filters (when the comparison has Dice bands).
 #[derive(Debug)]
 struct DiceData {
+    bands: Vec<f64>,
+    filters: Filters,
+    masks: Vec<u8>,
+}
+
+/// One Dice comparison's keyed encoder.
+#[derive(Debug)]
+struct DiceEncoder {
     encoder: NativeEncoder,
     /// Positions of short tokens, hashed once (same bits as without; SPEC.md §7.1).
     cache: PositionCache,
     fields: Vec<usize>,
-    bands: Vec<f64>,
-    filters: Filters,
-    masks: Vec<u8>,
+}
+
+/// Why a [`ComparisonEncoder`] cannot be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComparisonKeyError {
+    /// No key was given for a field a Dice comparison encodes.
+    #[error("no CLK key for field {0:?}, which a Dice comparison of the schema encodes")]
+    MissingFieldKey(String),
+}
+
+/// The holder's side of the per-comparison CLKs (SPEC.md §9.1, §5.5 version 2): one keyed
+/// encoder per `[scoring.comparisons.dice]`, in comparison order. `renketsu tokenize` writes
+/// what it makes into version-2 token files; [`FeaturesBuilder::push`] uses the same code, so
+/// that embedded runs and token files carry the same bits for the same keys.
+///
+/// Keys: `K_field` per (project, field), as CLKs (SPEC.md §7.1): derived from the project
+/// secret ([`Self::new`], embedded mode) or issued by the key custodian
+/// ([`Self::with_field_keys`], custodian mode). The linkage unit never makes one. Not `Sync`
+/// (position caches).
+#[derive(Debug)]
+pub struct ComparisonEncoder {
+    /// Per comparison: its encoder, if it has Dice bands.
+    encoders: Vec<Option<DiceEncoder>>,
+    buf: Vec<u64>,
+}
+
+/// One record's per-comparison filters: `(index among the Dice comparisons, field mask,
+/// filter words)`, only for comparisons with at least one field present.
+pub type EncodedFilters = Vec<(usize, u32, Vec<u64>)>;
+
+impl ComparisonEncoder {
+    /// Encoders with keys derived from the project secret (embedded mode). Encodes nothing
+    /// for a schema without Dice comparisons.
+    pub fn new(schema: &Schema, secret: &ProjectSecret, project: &str) -> Self {
+        Self::make(schema, |bits, features| {
+            Ok(NativeEncoder::new(secret, project, bits, features))
+        })
+        .expect("derived keys exist for every field")
+    }
+
+    /// Encoders with the custodian's field keys (custodian mode): `key(field)` is the 32-byte
+    /// `K_field` of a field name listed by [`Self::key_fields`].
+    ///
+    /// # Errors
+    /// [`ComparisonKeyError::MissingFieldKey`] when `key` has none for a field.
+    pub fn with_field_keys(
+        schema: &Schema,
+        key: &dyn Fn(&str) -> Option<zeroize::Zeroizing<[u8; 32]>>,
+    ) -> Result<Self, ComparisonKeyError> {
+        Self::make(schema, |bits, features| {
+            let keyed = features
+                .into_iter()
+                .map(|f| {
+                    let k = key(&f.field)
+                        .ok_or_else(|| ComparisonKeyError::MissingFieldKey(f.field.clone()))?;
+                    Ok((f, k))
+                })
+                .collect::<Result<Vec<_>, ComparisonKeyError>>()?;
+            Ok(NativeEncoder::with_field_keys(bits, keyed))
+        })
+    }
+
+    /// The distinct field names whose CLK keys the Dice comparisons need, in first-use order.
+    pub fn key_fields(schema: &Schema) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in schema.scoring.iter().flat_map(|s| &s.comparisons) {
+            for f in c.dice.iter().flat_map(|d| &d.features) {
+                let name = &schema.fields[f.field].name;
+                if !out.contains(name) {
+                    out.push(name.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn make(
+        schema: &Schema,
+        mut encoder: impl FnMut(u32, Vec<NativeFeature>) -> Result<NativeEncoder, ComparisonKeyError>,
+    ) -> Result<Self, ComparisonKeyError> {
+        let mut encoders = Vec::new();
+        for c in schema.scoring.iter().flat_map(|s| &s.comparisons) {
+            encoders.push(match &c.dice {
+                None => None,
+                Some(d) => {
+                    let features = d
+                        .features
+                        .iter()
+                        .map(|f| NativeFeature {
+                            field: schema.fields[f.field].name.clone(),
+                            q: f.q,
+                            positional: f.positional,
+                            k: f.k,
+                        })
+                        .collect();
+                    let encoder = encoder(d.bits, features)?;
+                    Some(DiceEncoder {
+                        cache: encoder.position_cache(),
+                        encoder,
+                        fields: d.features.iter().map(|f| f.field).collect(),
+                    })
+                }
+            });
+        }
+        Ok(Self {
+            encoders,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Whether the schema has any Dice comparison.
+    pub fn is_empty(&self) -> bool {
+        self.encoders.iter().all(Option::is_none)
+    }
+
+    /// Calls `each(index among the Dice comparisons, field mask, filter)` for every Dice
+    /// comparison of an accepted record, in order (mask 0 and an empty filter when none of
+    /// its fields has a value).
+    pub fn encode_each(&mut self, rt: &RecordTokens, mut each: impl FnMut(usize, u32, &[u64])) {
+        for (k, d) in self.encoders.iter_mut().flatten().enumerate() {
+            let mut mask = 0u32;
+            let values: Vec<Option<&str>> = d
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, &fi)| {
+                    let ok = matches!(rt.status.get(fi), Some(Some(Ok(()))));
+                    if ok {
+                        mask |= 1 << i;
+                    }
+                    ok.then(|| rt.values[fi].as_str())
+                })
+                .collect();
+            d.encoder
+                .encode_cached(&mut d.cache, &values, &mut self.buf);
+            each(k, mask, &self.buf);
+        }
+    }
+
+    /// A record's filters, as a version-2 token file carries them (comparisons with no field
+    /// present left out).
+    pub fn encode(&mut self, rt: &RecordTokens) -> EncodedFilters {
+        let mut out = Vec::new();
+        self.encode_each(rt, |k, mask, w| {
+            if mask != 0 {
+                out.push((k, mask, w.to_vec()));
+            }
+        });
+        out
+    }
 }
 
 /// Term frequencies of one exact level's recipe, counted within each holder (the count of
@@ -133,10 +289,14 @@ pub struct Features {
 #[derive(Debug)]
 pub struct FeaturesBuilder {
     f: Features,
+    /// Embedded mode: the encoders of the per-comparison filters. `None` when records
+    /// arrive encoded ([`Self::encoded`], token files).
+    encoder: Option<ComparisonEncoder>,
+    /// Comparison index of each Dice comparison, in order.
+    dice_comparisons: Vec<usize>,
     /// Slots fed by recipe `r`.
     recipe_slots: Vec<Vec<usize>>,
     intern: HashMap<Token, u32, BuildHasherDefault<TokenHasher>>,
-    buf: Vec<u64>,
     scratch: Vec<Vec<u32>>,
 }
 
@@ -147,6 +307,17 @@ impl FeaturesBuilder {
     /// # Panics
     /// If the schema has no `[scoring]` section.
     pub fn new(schema: &Schema, secret: &ProjectSecret, project: &str) -> Self {
+        let mut b = Self::encoded(schema);
+        b.encoder = Some(ComparisonEncoder::new(schema, secret, project));
+        b
+    }
+
+    /// A builder for records that arrive encoded (token files, SPEC.md §5.5 version 2): no
+    /// key; [`Self::push_encoded`] takes each record's tokens and per-comparison filters.
+    ///
+    /// # Panics
+    /// If the schema has no `[scoring]` section.
+    pub fn encoded(schema: &Schema) -> Self {
         let spec: &ScoringSpec = schema.scoring.as_ref().expect("a [scoring] section");
         let dims = Dims::new(&spec.comparisons);
         let mut slot_base = Vec::new();
@@ -165,29 +336,19 @@ impl FeaturesBuilder {
             .comparisons
             .iter()
             .map(|c| {
-                c.dice.as_ref().map(|d| {
-                    let features = d
-                        .features
-                        .iter()
-                        .map(|f| NativeFeature {
-                            field: schema.fields[f.field].name.clone(),
-                            q: f.q,
-                            positional: f.positional,
-                            k: f.k,
-                        })
-                        .collect();
-                    let encoder = NativeEncoder::new(secret, project, d.bits, features);
-                    let words = encoder.words();
-                    DiceData {
-                        cache: encoder.position_cache(),
-                        encoder,
-                        fields: d.features.iter().map(|f| f.field).collect(),
-                        bands: d.bands.clone(),
-                        filters: Filters::new(words),
-                        masks: Vec::new(),
-                    }
+                c.dice.as_ref().map(|d| DiceData {
+                    bands: d.bands.clone(),
+                    filters: Filters::new(d.bits as usize / 64),
+                    masks: Vec::new(),
                 })
             })
+            .collect();
+        let dice_comparisons = spec
+            .comparisons
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.dice.is_some())
+            .map(|(i, _)| i)
             .collect();
         let tf = spec
             .comparisons
@@ -217,9 +378,10 @@ impl FeaturesBuilder {
                 holders: 0,
                 distinct_tokens: 0,
             },
+            encoder: None,
+            dice_comparisons,
             recipe_slots,
             intern: HashMap::default(),
-            buf: Vec::new(),
             scratch: vec![Vec::new(); n],
         }
     }
@@ -227,7 +389,76 @@ impl FeaturesBuilder {
     /// Adds the next record (global index = records pushed so far), of holder `holder`
     /// (holders numbered from 0, records pushed holder by holder), with its tokens and field
     /// values as made by [`crate::Tokenizer::tokenize`]. Returns its global index.
+    ///
+    /// # Panics
+    /// If the builder was made by [`Self::encoded`] (it has no key to encode filters with).
     pub fn push(&mut self, holder: u16, rt: &RecordTokens) -> u32 {
+        let g = self.push_tokens(holder, rt.tokens.iter().map(|(r, t)| (*r, t)));
+        let mut enc = self
+            .encoder
+            .take()
+            .expect("push needs a keyed builder (FeaturesBuilder::new)");
+        let f = &mut self.f;
+        let dice = &self.dice_comparisons;
+        enc.encode_each(rt, |k, mask, words| {
+            let d = f.dice[dice[k]].as_mut().expect("a Dice comparison");
+            d.filters.push(words);
+            d.masks.push(mask as u8);
+        });
+        self.encoder = Some(enc);
+        g
+    }
+
+    /// Adds the next record as a token file carries it (SPEC.md §5.5): `(schema recipe index,
+    /// token)` pairs, and `(index among the schema's Dice comparisons, field mask, filter
+    /// words)` for the comparisons with a field present (any order; the others are missing).
+    /// Returns its global index.
+    ///
+    /// # Errors
+    /// A message when a filter has another length than its comparison's bits, a mask has
+    /// bits beyond the comparison's fields, or an index is out of range.
+    pub fn push_encoded<'t>(
+        &mut self,
+        holder: u16,
+        tokens: impl Iterator<Item = (usize, &'t Token)>,
+        dice: impl Iterator<Item = (usize, u32, &'t [u64])>,
+    ) -> Result<u32, String> {
+        let g = self.push_tokens(holder, tokens);
+        let n = self.f.holder.len();
+        for (k, mask, words) in dice {
+            let d = self
+                .dice_comparisons
+                .get(k)
+                .and_then(|&c| self.f.dice[c].as_mut())
+                .ok_or_else(|| format!("dice comparison {k} out of range"))?;
+            if words.len() != d.filters.words() || mask > u32::from(u8::MAX) || mask == 0 {
+                return Err(format!(
+                    "dice comparison {k}: a filter of {} words, mask {mask}",
+                    words.len()
+                ));
+            }
+            if d.masks.len() + 1 != n {
+                return Err(format!("dice comparison {k} given twice"));
+            }
+            d.filters.push(words);
+            d.masks.push(mask as u8);
+        }
+        for d in self.f.dice.iter_mut().flatten() {
+            if d.masks.len() + 1 == n {
+                let zero = vec![0u64; d.filters.words()];
+                d.filters.push(&zero);
+                d.masks.push(0);
+            }
+        }
+        Ok(g)
+    }
+
+    /// Adds a record's tokens (and its holder); filters are pushed by the caller.
+    fn push_tokens<'t>(
+        &mut self,
+        holder: u16,
+        tokens: impl Iterator<Item = (usize, &'t Token)>,
+    ) -> u32 {
         let f = &mut self.f;
         let g = u32::try_from(f.holder.len()).expect("fewer than 2^32 records");
         f.holder.push(holder);
@@ -235,13 +466,13 @@ impl FeaturesBuilder {
         for s in &mut self.scratch {
             s.clear();
         }
-        for (r, t) in &rt.tokens {
-            if self.recipe_slots[*r].is_empty() {
+        for (r, t) in tokens {
+            if self.recipe_slots[r].is_empty() {
                 continue;
             }
             let next = self.intern.len() as u32;
             let id = *self.intern.entry(*t).or_insert(next);
-            for &s in &self.recipe_slots[*r] {
+            for &s in &self.recipe_slots[r] {
                 self.scratch[s].push(id);
             }
         }
@@ -266,25 +497,6 @@ impl FeaturesBuilder {
                     tf.with_token[usize::from(holder)] += 1;
                 }
             }
-        }
-        for d in f.dice.iter_mut().flatten() {
-            let mut mask = 0u8;
-            let values: Vec<Option<&str>> = d
-                .fields
-                .iter()
-                .enumerate()
-                .map(|(i, &fi)| {
-                    let ok = matches!(rt.status.get(fi), Some(Some(Ok(()))));
-                    if ok {
-                        mask |= 1 << i;
-                    }
-                    ok.then(|| rt.values[fi].as_str())
-                })
-                .collect();
-            d.encoder
-                .encode_cached(&mut d.cache, &values, &mut self.buf);
-            d.filters.push(&self.buf);
-            d.masks.push(mask);
         }
         g
     }

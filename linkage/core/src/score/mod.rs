@@ -22,7 +22,10 @@ pub mod em;
 use rayon::prelude::*;
 
 pub use crate::schema::scoring::{Clustering, ComparisonSpec, DiceSpec, ScoringSpec};
-pub use compare::{Compared, Dims, Features, FeaturesBuilder};
+pub use compare::{
+    Compared, ComparisonEncoder, ComparisonKeyError, Dims, EncodedFilters, Features,
+    FeaturesBuilder,
+};
 pub use decide::{
     CandidatesSummary, ClusteringSummary, ComparisonSummary, CurveSummary, DecideOptions,
     EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary, ScoreError, ScoringRun,
