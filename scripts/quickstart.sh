@@ -11,7 +11,9 @@
 #   4. the admin creates the linkage project (holders, schema, researcher's public key);
 #   5. each holder tokenizes with the custodian's VOPRF (never holding a key) and uploads its
 #      token file and its content columns sealed to the researcher;
-#   6. the linkage unit runs the job; each holder fetches its record -> pseudonym mapping;
+#   6. the linkage unit runs the scored job (schemas/ndb.toml: Fellegi-Sunter on the holders'
+#      tokens and per-comparison CLKs, token files version 2); the admin fetches the quality
+#      report; each holder fetches its record -> pseudonym mapping;
 #   7. the researcher fetches the release and opens it: joined.csv (pseudonym + content);
 #   8. evaluation against the sample's ground truth (possible only because the data are
 #      synthetic) and the audit logs of both servers verified.
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p renketsu-cli --bin renketsu
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/renketsu"
 OUT=quickstart-out
-SCHEMA="$PWD/schemas/ndb-exact.toml"
+SCHEMA="$PWD/schemas/ndb.toml"
 SAMPLES="$PWD/samples/multi"
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -95,8 +97,10 @@ for h in ehr ndb kaigo; do
         --researcher-key researcher.pub --quiet
 done
 
-step "linkage unit: matching job"
+step "linkage unit: matching job (Fellegi-Sunter scoring on the holders' comparison features)"
 as_lu admin lu start-job --wait
+# The admin's quality report (no identifier, no token): summary.json and report.html.
+as_lu admin lu report --out report
 
 step "holders: their own record -> pseudonym mappings"
 for h in ehr ndb kaigo; do
@@ -110,7 +114,8 @@ head -3 release/joined.csv
 step "linkage quality against samples/multi/truth.csv (synthetic data only)"
 r lu pairs --mapping ehr=ehr-mapping.csv --mapping ndb=ndb-mapping.csv \
     --mapping kaigo=kaigo-mapping.csv --out pairs.csv >/dev/null
-r eval --pairs pairs.csv --truth "$SAMPLES/truth.csv"
+# True quality beside the model's estimates (est. P / est. R), per pair of holders.
+r eval --pairs pairs.csv --truth "$SAMPLES/truth.csv" --summary report/summary.json
 
 step "auditors: both audit logs verify"
 as_custodian auditor audit verify
@@ -118,4 +123,5 @@ as_lu auditor lu audit
 
 echo
 echo "outputs in $OUT/: release/joined.csv (researcher), *-mapping.csv (holders), *.tokens,"
-echo "linkage-unit.db and custodian.db (SQLite), *.log (server logs), pairs.csv (evaluation)"
+echo "linkage-unit.db and custodian.db (SQLite), *.log (server logs), pairs.csv (evaluation),"
+echo "report/report.html and report/summary.json (the admin's quality report)"

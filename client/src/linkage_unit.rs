@@ -307,6 +307,26 @@ impl LinkageUnitConn {
         }
     }
 
+    /// Admin: the quality report of a scored job (`job_id` 0: the latest DONE job):
+    /// `summary.json` and `report.html` (SPEC.md §9.6, §9.7).
+    ///
+    /// # Errors
+    /// [`LuClientError::Status`] (NOT_FOUND for a job without a report).
+    pub async fn quality_report(
+        &mut self,
+        job_id: u64,
+    ) -> Result<v1::QualityReport, LuClientError> {
+        let r = self
+            .inner
+            .get_quality_report(v1::GetQualityReportRequest {
+                project: self.project.clone(),
+                job_id,
+            })
+            .await
+            .map_err(status("GetQualityReport"))?;
+        Ok(r.into_inner())
+    }
+
     /// Admin: cancels a running job.
     ///
     /// # Errors

@@ -89,7 +89,8 @@ Example (development PKI from `renketsu pki dev-init --out pki`):
     CreateProject {
         #[command(flatten)]
         conn: LuArgs,
-        /// The linkage schema every holder tokenizes with (without [scoring]).
+        /// The linkage schema every holder tokenizes with (a [scoring] schema needs token
+        /// files of version 2, SPEC.md §5.5).
         #[arg(long)]
         schema: PathBuf,
         /// A holder's party name (its certificate's CN); two or more, in order.
@@ -133,6 +134,17 @@ Example (development PKI from `renketsu pki dev-init --out pki`):
         /// Wait until it is no longer running.
         #[arg(long)]
         wait: bool,
+    },
+    /// Admin: fetch the quality report of a scored job (summary.json, report.html).
+    Report {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// Job id (0: the latest DONE job).
+        #[arg(long, default_value_t = 0)]
+        job: u64,
+        /// Directory to write summary.json and report.html to.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Admin: cancel a running job.
     Cancel {
@@ -403,6 +415,30 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                 }
                 let j = client.job(job).await.map_err(lu_error)?;
                 println!("{}", job_line(&j));
+                print_estimates(&mut client, &j).await
+            }
+            LuCommand::Report { conn, job, out } => {
+                let r = conn
+                    .connect()?
+                    .quality_report(job)
+                    .await
+                    .map_err(lu_error)?;
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?;
+                for (name, text) in [
+                    ("summary.json", &r.summary_json),
+                    ("report.html", &r.report_html),
+                ] {
+                    let path = out.join(name);
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                println!(
+                    "job {} of {}: wrote {}/summary.json and report.html",
+                    r.job_id,
+                    r.project,
+                    out.display()
+                );
                 Ok(())
             }
             LuCommand::Cancel { conn, job } => {
@@ -502,7 +538,7 @@ async fn wait_job(client: &mut LinkageUnitConn, job_id: u64) -> Result<()> {
     match outcome {
         Ok(j) => {
             println!("{}", job_line(&j));
-            Ok(())
+            print_estimates(client, &j).await
         }
         Err(LuClientError::JobNotDone { job, .. }) => {
             println!("{}", job_line(&job));
@@ -510,6 +546,57 @@ async fn wait_job(client: &mut LinkageUnitConn, job_id: u64) -> Result<()> {
         }
         Err(e) => Err(lu_error(e)),
     }
+}
+
+/// After a DONE job of a scored schema: the model's estimated precision and recall, overall
+/// and per pair of holders (from the quality report; nothing for unscored schemas).
+async fn print_estimates(client: &mut LinkageUnitConn, j: &v1::Job) -> Result<()> {
+    if j.state != v1::JobState::Done as i32 {
+        return Ok(());
+    }
+    let r = match client.quality_report(j.job_id).await {
+        Ok(r) => r,
+        Err(LuClientError::Status {
+            code: tonic::Code::NotFound,
+            ..
+        }) => return Ok(()),
+        Err(e) => return Err(lu_error(e)),
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&r.summary_json).context("the quality report is not JSON")?;
+    for line in estimate_lines(&v) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The estimate lines of a scored `summary.json`: overall, then one per pair of holders
+/// (`–` where the recall is not identifiable).
+fn estimate_lines(summary: &serde_json::Value) -> Vec<String> {
+    let e = &summary["scoring"]["estimated"];
+    if e.is_null() {
+        return Vec::new();
+    }
+    let f = |x: &serde_json::Value| x.as_f64().map_or("–".to_owned(), |v| format!("{v:.4}"));
+    let mut out = vec![format!(
+        "estimated (Fellegi–Sunter model): precision {} recall {} F1 {}; {} output pairs",
+        f(&e["precision"]),
+        f(&e["recall"]),
+        f(&e["f1"]),
+        e["output_pairs"]
+    )];
+    for p in e["by_holder_pair"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "  {} × {}: precision {} recall {} F1 {}; {} pairs",
+            p["party_a"].as_str().unwrap_or("?"),
+            p["party_b"].as_str().unwrap_or("?"),
+            f(&p["precision"]),
+            f(&p["recall"]),
+            f(&p["f1"]),
+            p["output_pairs"]
+        ));
+    }
+    out
 }
 
 /// Uploads `bytes` as one upload of `kind` (resuming, retrying: the client library's

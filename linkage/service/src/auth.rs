@@ -36,6 +36,8 @@ pub enum Rpc {
     /// Admin.
     CancelJob,
     /// Admin.
+    GetQualityReport,
+    /// Admin.
     RekeyTokens,
     /// Holder or researcher.
     GetLinkageProject,
@@ -55,13 +57,14 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC, in `.proto` order.
-    pub const ALL: [Rpc; 14] = [
+    pub const ALL: [Rpc; 15] = [
         Rpc::CreateLinkageProject,
         Rpc::ListLinkageProjects,
         Rpc::DeleteLinkageProject,
         Rpc::StartJob,
         Rpc::GetJob,
         Rpc::CancelJob,
+        Rpc::GetQualityReport,
         Rpc::RekeyTokens,
         Rpc::GetLinkageProject,
         Rpc::Upload,
@@ -81,6 +84,7 @@ impl Rpc {
             Rpc::StartJob => "StartJob",
             Rpc::GetJob => "GetJob",
             Rpc::CancelJob => "CancelJob",
+            Rpc::GetQualityReport => "GetQualityReport",
             Rpc::RekeyTokens => "RekeyTokens",
             Rpc::GetLinkageProject => "GetLinkageProject",
             Rpc::Upload => "Upload",
@@ -106,6 +110,7 @@ impl Rpc {
             | Rpc::StartJob
             | Rpc::GetJob
             | Rpc::CancelJob
+            | Rpc::GetQualityReport
             | Rpc::RekeyTokens => &[Role::Admin],
             Rpc::GetLinkageProject => &[Role::DataHolder, Role::Researcher],
             Rpc::Upload | Rpc::GetUploadStatus | Rpc::FetchMapping | Rpc::Traceback => {

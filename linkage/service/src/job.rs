@@ -137,6 +137,59 @@ pub struct JobOutput {
     pub links: u64,
     /// Wall time of each stage, in seconds, in order (for the log).
     pub stage_seconds: Vec<(String, f64)>,
+    /// Scored schemas (SPEC.md §9): the quality report, for the admin.
+    pub quality: Option<QualityReport>,
+}
+
+/// A scored job's quality report (SPEC.md §9.6, §9.7): `summary.json` and `report.html` as
+/// `renketsu link` writes them. Neither holds an identifier, a token or a record id: per-holder
+/// counts, m/u per comparison level, the weight histogram, the estimated precision and recall
+/// (overall and per pair of holders), cluster sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QualityReport {
+    /// `summary.json` (UTF-8 JSON).
+    pub summary_json: String,
+    /// `report.html` (standalone HTML).
+    pub report_html: String,
+    /// Estimated precision of the output.
+    pub precision: f64,
+    /// Estimated recall; `None` when not identifiable (a hash-only holder).
+    pub recall: Option<f64>,
+}
+
+/// An output sink that keeps nothing: the job's pairs and clusters (with record ids) are not
+/// written anywhere; only the summary the engine returns is kept.
+struct Discard;
+
+struct DiscardFile;
+
+impl std::io::Write for DiscardFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl renketsu_linkage::engine::OutputFile for DiscardFile {
+    fn commit(self: Box<Self>) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl renketsu_linkage::engine::OutputSink for Discard {
+    fn create(
+        &mut self,
+        _name: &str,
+    ) -> std::io::Result<Box<dyn renketsu_linkage::engine::OutputFile>> {
+        Ok(Box::new(DiscardFile))
+    }
+
+    fn remove(&mut self, _name: &str) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The pseudonym (16 bytes) of a cluster whose first holder record is `(party, record_id)`.
@@ -230,8 +283,26 @@ pub fn run(
         stage: None,
         stage_seconds: Vec::new(),
     };
-    let linked = plan.run(inputs, &mut observer)?;
+    let mut linked = plan.run(inputs, &mut observer)?;
     observer.lap(None);
+    // A scored run's estimates come from the output pairs (SPEC.md §9.4): the engine's writer
+    // counts them; its files are discarded.
+    let quality = if linked.scoring().is_some() {
+        let blank = vec![String::new(); linked.clusters()];
+        let summary = linked.write(&blank, &mut Discard)?;
+        let scoring = summary.scoring.as_ref().expect("a scored run");
+        Some(QualityReport {
+            summary_json: format!(
+                "{}\n",
+                serde_json::to_string_pretty(&summary.to_json()).expect("JSON serializes")
+            ),
+            report_html: renketsu_linkage::report::render(&summary),
+            precision: scoring.estimated.precision,
+            recall: scoring.estimated.recall,
+        })
+    } else {
+        None
+    };
     stage_seconds.append(&mut observer.stage_seconds);
     check()?;
     progress("assigning pseudonyms", (total - 1.0) / total);
@@ -278,6 +349,7 @@ pub fn run(
     let mut out = JobOutput {
         records: holder_records as u64,
         clusters: k as u64,
+        quality,
         ..JobOutput::default()
     };
     for (l, counts) in per_holder.chunks_exact(n_holders.max(1)).enumerate() {

@@ -350,7 +350,14 @@ impl LinkageUnitService {
         };
         let link_s = t_link.elapsed().as_secs_f64();
         let t_store = std::time::Instant::now();
-        if !store.finish_job(&done, &out.chunks, self.now_ms()).await? {
+        let report = out
+            .quality
+            .as_ref()
+            .map(|q| (q.summary_json.as_str(), q.report_html.as_str()));
+        if !store
+            .finish_job(&done, &out.chunks, report, self.now_ms())
+            .await?
+        {
             return Ok(()); // cancelled meanwhile
         }
         let store_s = t_store.elapsed().as_secs_f64();
@@ -870,6 +877,57 @@ impl LinkageUnit for LinkageUnitService {
                 })?;
             Ok(job_view(&j))
         })
+        .await
+        .map(Response::new)
+    }
+
+    async fn get_quality_report(
+        &self,
+        request: Request<v1::GetQualityReportRequest>,
+    ) -> Result<Response<v1::QualityReport>, Status> {
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetQualityReport,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let store = &self.inner.store;
+                let job = if req.job_id == 0 {
+                    store.latest_done_job(&p.name).await?
+                } else {
+                    store.job(&p.name, req.job_id).await?
+                }
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "project {:?} has no {}",
+                        p.name,
+                        if req.job_id == 0 {
+                            "DONE job".to_owned()
+                        } else {
+                            format!("job {}", req.job_id)
+                        }
+                    ))
+                })?;
+                let (summary_json, report_html) = store
+                    .job_report(&p.name, job.job_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::NotFound(format!(
+                            "job {} of {:?} has no quality report (not DONE, or its schema has no [scoring])",
+                            job.job_id, p.name
+                        ))
+                    })?;
+                call.note(|n| n.detail = format!("job {}", job.job_id));
+                Ok(v1::QualityReport {
+                    project: p.name.clone(),
+                    job_id: job.job_id,
+                    summary_json,
+                    report_html,
+                })
+            },
+        )
         .await
         .map(Response::new)
     }

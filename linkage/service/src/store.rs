@@ -516,6 +516,7 @@ impl LuStore {
             for table in [
                 "lu_release_pseudonyms",
                 "lu_releases",
+                "lu_job_reports",
                 "lu_member_chunks",
                 "lu_jobs",
                 "lu_chunks",
@@ -1134,12 +1135,14 @@ impl LuStore {
     }
 
     /// Writes a job's results and marks it DONE, in one transaction (chunks of an earlier
-    /// attempt of the same job are replaced). `false` if the job was no longer running
-    /// (cancelled): nothing is written.
+    /// attempt of the same job are replaced). `report`: a scored job's `(summary.json,
+    /// report.html)`. `false` if the job was no longer running (cancelled): nothing is
+    /// written.
     pub async fn finish_job(
         &self,
         job: &JobRow,
         chunks: &[MemberChunk],
+        report: Option<(&str, &str)>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let project = job.project.as_str();
@@ -1169,6 +1172,23 @@ impl LuStore {
                     .bind(job_id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM lu_job_reports WHERE project = $1 AND job_id = $2")
+                    .bind(project)
+                    .bind(job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some((summary, html)) = report {
+                    sqlx::query(
+                        "INSERT INTO lu_job_reports (project, job_id, summary_json, report_html)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(project)
+                    .bind(job_id)
+                    .bind(summary)
+                    .bind(html)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for c in chunks {
                     sqlx::query(
                         "INSERT INTO lu_member_chunks (project, job_id, party, first_position, records, data)
@@ -1190,6 +1210,23 @@ impl LuStore {
             n == 1
         });
         Ok(done)
+    }
+
+    /// A scored job's quality report `(summary.json, report.html)`; `None` for a job without
+    /// one (unscored schema, not DONE).
+    pub async fn job_report(
+        &self,
+        project: &str,
+        job_id: u64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT summary_json, report_html FROM lu_job_reports WHERE project = $1 AND job_id = $2",
+        )
+        .bind(project)
+        .bind(job_id as i64)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row)
     }
 
     /// The chunk of a holder's results of a job that holds position `after + 1` onwards

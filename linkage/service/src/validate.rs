@@ -206,7 +206,7 @@ pub fn upload_file(
 
 /// Checks a `CreateLinkageProject` request (SPEC.md §10.1): a valid project name, at least two
 /// holders, distinct valid party names, duplicates among the holders, a 32-byte X25519
-/// researcher key, and a UTF-8 schema that parses and has no `[scoring]`. Returns the schema.
+/// researcher key, and a UTF-8 schema that parses. Returns the schema.
 ///
 /// # Errors
 /// [`ServiceError::InvalidArgument`] naming the first problem.
@@ -236,11 +236,6 @@ pub fn create_request(
         std::str::from_utf8(&req.schema_toml).map_err(|_| bad("schema_toml is not UTF-8"))?;
     let schema =
         renketsu_linkage::Schema::from_toml(text).map_err(|e| bad(format!("schema: {e}")))?;
-    if schema.scoring.is_some() {
-        return Err(bad(
-            "a schema with [scoring] needs comparison values that token files do not carry; use one without [scoring]",
-        ));
-    }
     Ok(schema)
 }
 

@@ -418,6 +418,7 @@ impl Caller {
             | Rpc::StartJob
             | Rpc::GetJob
             | Rpc::CancelJob
+            | Rpc::GetQualityReport
             | Rpc::RekeyTokens => self == Caller::Admin,
             Rpc::GetLinkageProject => matches!(self, Caller::Holder | Caller::Researcher),
             Rpc::Upload | Rpc::GetUploadStatus | Rpc::FetchMapping | Rpc::Traceback => {
@@ -472,6 +473,13 @@ async fn call(
             .map(|_| ()),
         Rpc::CancelJob => c
             .cancel_job(v1::CancelJobRequest {
+                project: p,
+                job_id: 0,
+            })
+            .await
+            .map(|_| ()),
+        Rpc::GetQualityReport => c
+            .get_quality_report(v1::GetQualityReportRequest {
                 project: p,
                 job_id: 0,
             })

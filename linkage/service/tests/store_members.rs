@@ -203,7 +203,10 @@ async fn check(db: &Db) {
     let job = store.start_job("p", 10).await.unwrap();
     assert_eq!(job.state, job_state::RUNNING);
     let stale = members(5);
-    let done = store.finish_job(&job, &chunks(&stale), 11).await.unwrap();
+    let done = store
+        .finish_job(&job, &chunks(&stale), None, 11)
+        .await
+        .unwrap();
     assert!(done);
     // (a committed result marks the job DONE: put it back to RUNNING with rows left behind,
     // as a crash between an earlier commit and a later restart of the same job would look)
@@ -214,7 +217,7 @@ async fn check(db: &Db) {
     assert!(written.len() >= 4, "several chunks: {}", written.len());
     let mut j = job.clone();
     j.records = rows.len() as u64;
-    assert!(store.finish_job(&j, &written, 12).await.unwrap());
+    assert!(store.finish_job(&j, &written, None, 12).await.unwrap());
     let stored_job = store.job("p", job.job_id).await.unwrap().unwrap();
     assert_eq!(stored_job.state, job_state::DONE);
     assert_eq!(stored_job.records, 60_000);
@@ -275,7 +278,7 @@ async fn check(db: &Db) {
     // A finished job is not written again.
     assert!(
         !store
-            .finish_job(&j, &chunks(&members(3)), 13)
+            .finish_job(&j, &chunks(&members(3)), None, 13)
             .await
             .unwrap()
     );
