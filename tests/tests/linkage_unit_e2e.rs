@@ -1059,3 +1059,395 @@ fn rekeyed_tokens_match_uploads_of_the_new_epoch() {
     drop(lu);
     drop(custodian);
 }
+
+/// F1 of `pairs` against the synthetic truth (pairs of named parties, unordered).
+fn f1(
+    pairs: &BTreeSet<(String, String, String, String)>,
+    truth: &BTreeSet<(String, String, String, String)>,
+) -> f64 {
+    let norm = |p: &(String, String, String, String)| {
+        if (p.0.as_str(), p.1.as_str()) <= (p.2.as_str(), p.3.as_str()) {
+            p.clone()
+        } else {
+            (p.2.clone(), p.3.clone(), p.0.clone(), p.1.clone())
+        }
+    };
+    let pairs: BTreeSet<_> = pairs.iter().map(norm).collect();
+    let truth: BTreeSet<_> = truth.iter().map(norm).collect();
+    let tp = pairs.intersection(&truth).count() as f64;
+    let (p, r) = (tp / pairs.len() as f64, tp / truth.len() as f64);
+    2.0 * p * r / (p + r)
+}
+
+/// Every `[i, mask, filter]` of a token file's records (version 2), by record id.
+fn comparison_filters(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(id) = v["id"].as_str() {
+            let d = v["d"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| e[2].as_str().unwrap().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(id.to_owned(), d);
+        }
+    }
+    out
+}
+
+/// Scored linkage in the multi-party flow (issue 15): three holders (one hash-only) tokenize
+/// `schemas/ndb.toml` through the custodian (tokens of every recipe and per-comparison CLKs,
+/// token files version 2); the linkage unit's scored job links exactly like `renketsu link` on
+/// the same token files and within 0.002 F1 of embedded `renketsu link` on the CSVs; the admin
+/// fetches the quality report, nobody else can; the separation holds for the new features.
+#[test]
+fn scored_job_through_the_custodian_and_the_linkage_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let schema = repo().join("schemas/ndb.toml");
+    let schema_s = schema.to_str().unwrap();
+    ok(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "data",
+            "--holders",
+            "3",
+            "--records",
+            "800",
+            "--ndb-view",
+            "b",
+            "--seed",
+            "11",
+            "--quiet",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "pki", "dev-init", "--out", "pki", "--holder", "a", "--holder", "b", "--holder", "c",
+            "--holder", "outsider",
+        ],
+    );
+    let custodian = start_custodian(dir);
+    let lu = start_lu(dir, "127.0.0.1:0", &[]);
+    let (cu, lu_url) = (custodian.url(), lu.url());
+    let admin_c = [
+        "--custodian",
+        cu.as_str(),
+        "--ca",
+        "pki/ca.pem",
+        "--cert",
+        "pki/admin.pem",
+        "--key",
+        "pki/admin.key",
+    ];
+    // Two custodian projects: the same person's comparison features must differ between them.
+    for project in ["sc", "sc2"] {
+        let mut create = vec![
+            "keys",
+            "create-project",
+            "--project",
+            project,
+            "--linkage-unit",
+            "linkage-unit",
+            "--schema",
+            schema_s,
+        ];
+        create.extend(admin_c);
+        ok(dir, &create);
+        for party in ["a", "b", "c"] {
+            let mut enrol = vec![
+                "keys",
+                "enrol",
+                "--project",
+                project,
+                "--party",
+                party,
+                "--declared-records",
+                "20000",
+            ];
+            enrol.extend(admin_c);
+            ok(dir, &enrol);
+        }
+    }
+    let holders = [
+        ("a", "data/synth_a.csv"),
+        ("b", "data/synth_b_ndb.csv"),
+        ("c", "data/synth_c.csv"),
+    ];
+    let tokenize = |project: &str, party: &str, csv: &str, out: &str| {
+        ok(
+            dir,
+            &[
+                "tokenize",
+                "--custodian",
+                &cu,
+                "--ca",
+                "pki/ca.pem",
+                "--cert",
+                &format!("pki/{party}.pem"),
+                "--key",
+                &format!("pki/{party}.key"),
+                "--project",
+                project,
+                "--schema",
+                schema_s,
+                "--input",
+                csv,
+                "--party",
+                party,
+                "--out",
+                out,
+                "--today",
+                TODAY,
+                "--quiet",
+            ],
+        );
+    };
+    for (party, csv) in holders {
+        tokenize("sc", party, csv, &format!("{party}.tokens"));
+    }
+    tokenize("sc2", "a", "data/synth_a.csv", "a-other-project.tokens");
+    // Version 2: per-comparison CLKs from the raw holders, none from the hash-only one.
+    let a_filters = comparison_filters(&dir.join("a.tokens"));
+    assert!(a_filters.values().filter(|d| !d.is_empty()).count() > 700);
+    assert!(
+        comparison_filters(&dir.join("b.tokens"))
+            .values()
+            .all(Vec::is_empty)
+    );
+    // Comparison features of one person differ across projects.
+    let other = comparison_filters(&dir.join("a-other-project.tokens"));
+    let mut compared = 0;
+    for (id, d) in &a_filters {
+        for f in d {
+            assert!(!other[id].contains(f), "record {id}: a filter equal in two projects");
+            compared += 1;
+        }
+    }
+    assert!(compared > 1000, "{compared}");
+    let tokens_of = |path: &str| -> HashSet<String> {
+        std::fs::read_to_string(dir.join(path))
+            .unwrap()
+            .split('"')
+            .filter(|s| s.len() == 44 && s.ends_with('='))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        tokens_of("a.tokens").is_disjoint(&tokens_of("a-other-project.tokens")),
+        "a token equal in two projects"
+    );
+
+    ok(
+        dir,
+        &[
+            "lu",
+            "keygen",
+            "--out",
+            "researcher",
+            "--key-store",
+            "researcher-keys",
+        ],
+    );
+    run(
+        dir,
+        &["lu", "create-project"],
+        &lu_args(&lu_url, "admin", "sc"),
+        &[
+            "--schema",
+            schema_s,
+            "--holder",
+            "a",
+            "--holder",
+            "b",
+            "--holder",
+            "c",
+            "--researcher",
+            "researcher",
+            "--researcher-key",
+            "researcher.pub",
+        ],
+    );
+    for (party, csv) in holders {
+        run(
+            dir,
+            &["lu", "upload"],
+            &lu_args(&lu_url, party, "sc"),
+            &[
+                "--tokens",
+                &format!("{party}.tokens"),
+                "--content-from",
+                csv,
+                "--schema",
+                schema_s,
+                "--researcher-key",
+                "researcher.pub",
+                "--quiet",
+            ],
+        );
+    }
+    let out = run(
+        dir,
+        &["lu", "start-job"],
+        &lu_args(&lu_url, "admin", "sc"),
+        &["--wait"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("done"), "{stdout}");
+    // The estimates, overall and per pair of holders.
+    assert!(
+        stdout.contains("estimated (Fellegi–Sunter model): precision 0."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  a × c: precision 0."), "{stdout}");
+    let mut maps = Vec::new();
+    for (party, _) in holders {
+        let f = dir.join(format!("{party}-map.csv"));
+        run(
+            dir,
+            &["lu", "mapping"],
+            &lu_args(&lu_url, party, "sc"),
+            &["--out", f.to_str().unwrap()],
+        );
+        maps.push((party, f));
+    }
+    let lu_pairs = mapping_pairs(&maps);
+
+    // The same pairs as `renketsu link` on the same token files.
+    ok(
+        dir,
+        &[
+            "link",
+            "--schema",
+            schema_s,
+            "--input",
+            "a.tokens",
+            "--input",
+            "b.tokens",
+            "--input",
+            "c.tokens",
+            "--out",
+            "local",
+            "--quiet",
+        ],
+    );
+    let local = link_pairs(&dir.join("local/pairs.csv"), &["a", "b", "c"]);
+    assert!(local.len() > 300, "{} local pairs", local.len());
+    assert_eq!(lu_pairs, local, "the scored job must link like renketsu link");
+    // Within 0.002 F1 of embedded `renketsu link` on the CSVs (one operator with every key).
+    ok(dir, &["keys", "init", "--project", "sc"]);
+    ok(
+        dir,
+        &[
+            "link",
+            "--project",
+            "sc",
+            "--schema",
+            schema_s,
+            "--today",
+            TODAY,
+            "--input",
+            "a=data/synth_a.csv",
+            "--input",
+            "b=data/synth_b_ndb.csv",
+            "--input",
+            "c=data/synth_c.csv",
+            "--out",
+            "embedded",
+            "--quiet",
+        ],
+    );
+    let embedded = link_pairs(&dir.join("embedded/pairs.csv"), &["a", "b", "c"]);
+    let truth = link_pairs(&dir.join("data/synth_truth.csv"), &["a", "b", "c"]);
+    let (f_lu, f_emb) = (f1(&lu_pairs, &truth), f1(&embedded, &truth));
+    eprintln!("scored synth: linkage unit F1 {f_lu:.4}, embedded F1 {f_emb:.4}");
+    assert!(f_lu > 0.9, "{f_lu}");
+    assert!((f_lu - f_emb).abs() <= 0.002, "LU {f_lu} vs embedded {f_emb}");
+
+    // The admin fetches the quality report; it holds no token and no record id.
+    run(
+        dir,
+        &["lu", "report"],
+        &lu_args(&lu_url, "admin", "sc"),
+        &["--out", "report"],
+    );
+    let summary = std::fs::read_to_string(dir.join("report/summary.json")).unwrap();
+    let html = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(v["inputs"], "tokens");
+    assert_eq!(
+        v["scoring"]["estimated"]["by_holder_pair"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(html.contains("<svg"));
+    let all_tokens: HashSet<String> = ["a.tokens", "b.tokens", "c.tokens"]
+        .iter()
+        .flat_map(|f| tokens_of(f))
+        .collect();
+    for text in [&summary, &html] {
+        for s in text.split('"') {
+            assert!(!all_tokens.contains(s), "a token in the quality report");
+        }
+    }
+    assert!(!summary.contains("pair_scores") && !summary.contains("\"id\""));
+    // Nobody but the admin gets it: holders of the project, a holder of no project, the
+    // researcher.
+    for who in ["a", "outsider", "researcher"] {
+        let mut args = vec!["lu".to_owned(), "report".to_owned()];
+        args.extend(lu_args(&lu_url, who, "sc"));
+        args.extend(["--out".to_owned(), format!("stolen-{who}")]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cmd(dir, &refs).output().unwrap();
+        assert!(!out.status.success(), "{who} fetched the report");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"),
+            "{who}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dir.join(format!("stolen-{who}")).exists());
+    }
+    drop(lu);
+    drop(custodian);
+
+    // Separation: the linkage unit's database and log hold no identifier, key or plaintext
+    // content, the quality report included.
+    let stored = lu_files(dir);
+    let runs = suspicious_runs(&stored);
+    let mut checked = 0;
+    for csv in ["data/synth_a.csv", "data/synth_c.csv"] {
+        let values = telltale_values(
+            &dir.join(csv),
+            &[
+                "last_name",
+                "first_name",
+                "last_name_kana",
+                "first_name_kana",
+                "birth_date",
+                "prefecture",
+                "city",
+            ],
+        );
+        for v in &values {
+            assert!(
+                !runs.iter().any(|r| r.contains(v.as_str())),
+                "{v:?} from {csv} is in the linkage unit's database or log"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked} values checked");
+    for secret in ["renketsu-kek-v1", "PRIVATE KEY"] {
+        assert!(!contains(&stored, secret));
+    }
+}
