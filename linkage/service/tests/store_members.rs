@@ -204,7 +204,7 @@ async fn check(db: &Db) {
     assert_eq!(job.state, job_state::RUNNING);
     let stale = members(5);
     let done = store
-        .finish_job(&job, &chunks(&stale), None, 11)
+        .finish_job(&job, &chunks(&stale), Some(("{\"old\":1}", "<p>old</p>")), 11)
         .await
         .unwrap();
     assert!(done);
@@ -217,10 +217,21 @@ async fn check(db: &Db) {
     assert!(written.len() >= 4, "several chunks: {}", written.len());
     let mut j = job.clone();
     j.records = rows.len() as u64;
-    assert!(store.finish_job(&j, &written, None, 12).await.unwrap());
+    assert!(
+        store
+            .finish_job(&j, &written, Some(("{\"new\":2}", "<p>new</p>")), 12)
+            .await
+            .unwrap()
+    );
     let stored_job = store.job("p", job.job_id).await.unwrap().unwrap();
     assert_eq!(stored_job.state, job_state::DONE);
     assert_eq!(stored_job.records, 60_000);
+    // The quality report of the attempt that finished replaces the earlier one.
+    assert_eq!(
+        store.job_report("p", job.job_id).await.unwrap(),
+        Some(("{\"new\":2}".to_owned(), "<p>new</p>".to_owned()))
+    );
+    assert_eq!(store.job_report("p", job.job_id + 1).await.unwrap(), None);
 
     // Every row exactly once, byte for byte.
     for party in ["a", "b"] {
@@ -286,6 +297,9 @@ async fn check(db: &Db) {
         stored(&store, job.job_id, "a").await.len(),
         rows.iter().filter(|m| m.party == "a").count()
     );
+    // Deleting the project removes its quality reports.
+    store.delete_project("p").await.unwrap();
+    assert_eq!(store.job_report("p", job.job_id).await.unwrap(), None);
     store.close().await;
 }
 
