@@ -553,6 +553,8 @@ impl LinkageUnitConn {
                 release.headers = chunk.headers;
                 release.release_id = chunk.release_id;
                 release.job_id = chunk.job_id;
+                release.estimated_precision = chunk.estimated_precision;
+                release.estimated_recall = chunk.estimated_recall;
             }
             release.clusters.extend(chunk.clusters);
         }
@@ -598,8 +600,13 @@ pub struct SealedRelease {
     pub holders: Vec<String>,
     /// One header per holder that uploaded content: its columns and HPKE encapsulated key.
     pub headers: Vec<v1::SealedContentHeader>,
-    /// Clusters, each a pseudonym with its sealed records.
+    /// Clusters, each a pseudonym with its sealed records (and, from a scored job, its
+    /// weakest link probability).
     pub clusters: Vec<v1::ReleasedCluster>,
+    /// Scored jobs: the model's estimated precision of the job's links.
+    pub estimated_precision: Option<f64>,
+    /// Scored jobs: the estimated recall, when identifiable.
+    pub estimated_recall: Option<f64>,
 }
 
 /// A release opened with the researcher's key.
@@ -813,8 +820,11 @@ mod tests {
                 .map(|(i, (_, sealed))| v1::ReleasedCluster {
                     pseudonym: format!("{i:032x}"),
                     records: vec![v1::SealedRecord { holder: 1, sealed }],
+                    weakest_link_probability: None,
                 })
                 .collect(),
+            estimated_precision: None,
+            estimated_recall: None,
         }
     }
 

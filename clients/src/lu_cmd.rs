@@ -306,7 +306,8 @@ pub(crate) struct FetchArgs {
     /// Local key store whose KEK sealed it (RENKETSU_KEK overrides).
     #[arg(long, env = "RENKETSU_KEY_STORE")]
     pub key_store: Option<PathBuf>,
-    /// Output directory: joined.csv and release.json.
+    /// Output directory: joined.csv and release.json (and, from a scored job,
+    /// link_probability.csv: per pseudonym the weakest link probability of its cluster).
     #[arg(long)]
     pub out: PathBuf,
     /// Exit non-zero if any record could not be opened (the files are written either way;
@@ -1025,12 +1026,30 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         let rows = j.rows;
         let unopened: BTreeMap<&str, u64> =
             j.unopened.iter().map(|(h, (n, _))| (h.as_str(), *n)).collect();
+        // Scored jobs: how sure each link is (per pseudonym, the weakest link of its
+        // cluster), for sensitivity analyses on the surest links only.
+        let scored = clusters
+            .iter()
+            .any(|c| c.weakest_link_probability.is_some());
+        if scored {
+            let mut links = PendingFile::create(&args.out, "link_probability.csv")?.csv();
+            links.row(["pid", "weakest_link_probability"])?;
+            for c in clusters {
+                if let Some(p) = c.weakest_link_probability {
+                    links.row([c.pseudonym.as_str(), &format!("{p:.6}")])?;
+                }
+            }
+            links.commit()?;
+        }
         let mut f = PendingFile::create(&args.out, "release.json")?;
         serde_json::to_writer_pretty(
             &mut f.writer,
             &serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
                 "holders": holders, "clusters": clusters.len(), "rows": rows,
-                "unopened_records": unopened}),
+                "unopened_records": unopened,
+                "estimated_precision": sealed.estimated_precision,
+                "estimated_recall": sealed.estimated_recall,
+                "link_probability_csv": scored}),
         )?;
         f.writer.write_all(b"\n")?;
         f.commit()?;

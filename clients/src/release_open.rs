@@ -178,6 +178,7 @@ mod tests {
         corrupt[last] ^= 1;
         let clusters = vec![
             v1::ReleasedCluster {
+                weakest_link_probability: None,
                 pseudonym: "a".repeat(32),
                 records: vec![
                     v1::SealedRecord {
@@ -191,6 +192,7 @@ mod tests {
                 ],
             },
             v1::ReleasedCluster {
+                weakest_link_probability: None,
                 pseudonym: "b".repeat(32),
                 records: vec![v1::SealedRecord {
                     holder: 0,

@@ -1228,7 +1228,10 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
     let mut compared = 0;
     for (id, d) in &a_filters {
         for f in d {
-            assert!(!other[id].contains(f), "record {id}: a filter equal in two projects");
+            assert!(
+                !other[id].contains(f),
+                "record {id}: a filter equal in two projects"
+            );
             compared += 1;
         }
     }
@@ -1321,27 +1324,77 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
     }
     let lu_pairs = mapping_pairs(&maps);
 
+    // The release says how sure each link is: per pseudonym of a multi-holder cluster its
+    // weakest link probability, and the model's estimates in release.json.
+    run(
+        dir,
+        &["fetch"],
+        &lu_args(&lu_url, "researcher", "sc"),
+        &[
+            "--researcher-key",
+            "researcher.key",
+            "--key-store",
+            "researcher-keys",
+            "--out",
+            "release",
+        ],
+    );
+    let release: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("release/release.json")).unwrap())
+            .unwrap();
+    let est = release["estimated_precision"].as_f64().unwrap();
+    assert!(est > 0.5 && est <= 1.0, "{release}");
+    let mut r = csv::Reader::from_path(dir.join("release/link_probability.csv")).unwrap();
+    assert_eq!(
+        r.headers().unwrap(),
+        vec!["pid", "weakest_link_probability"]
+    );
+    let probs: BTreeMap<String, f64> = r
+        .records()
+        .map(|x| {
+            let x = x.unwrap();
+            (x[0].to_owned(), x[1].parse().unwrap())
+        })
+        .collect();
+    // Exactly the pseudonyms of clusters with records of two or more holders.
+    let mut holders_of: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for (party, f) in &maps {
+        let mut r = csv::Reader::from_path(f).unwrap();
+        for x in r.records() {
+            holders_of
+                .entry(x.unwrap()[1].to_owned())
+                .or_default()
+                .insert(party);
+        }
+    }
+    let multi: BTreeSet<&String> = holders_of
+        .iter()
+        .filter(|(_, h)| h.len() > 1)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(probs.keys().collect::<BTreeSet<_>>(), multi);
+    assert!(probs.values().all(|p| (0.0..=1.0).contains(p)));
+    let sure = probs.values().filter(|&&p| p >= 0.9).count();
+    assert!(
+        sure * 10 >= probs.len() * 8,
+        "{sure} of {} sure",
+        probs.len()
+    );
+
     // The same pairs as `renketsu link` on the same token files.
     ok(
         dir,
         &[
-            "link",
-            "--schema",
-            schema_s,
-            "--input",
-            "a.tokens",
-            "--input",
-            "b.tokens",
-            "--input",
-            "c.tokens",
-            "--out",
-            "local",
-            "--quiet",
+            "link", "--schema", schema_s, "--input", "a.tokens", "--input", "b.tokens", "--input",
+            "c.tokens", "--out", "local", "--quiet",
         ],
     );
     let local = link_pairs(&dir.join("local/pairs.csv"), &["a", "b", "c"]);
     assert!(local.len() > 300, "{} local pairs", local.len());
-    assert_eq!(lu_pairs, local, "the scored job must link like renketsu link");
+    assert_eq!(
+        lu_pairs, local,
+        "the scored job must link like renketsu link"
+    );
     // Within 0.002 F1 of embedded `renketsu link` on the CSVs (one operator with every key).
     ok(dir, &["keys", "init", "--project", "sc"]);
     ok(
@@ -1370,7 +1423,10 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
     let (f_lu, f_emb) = (f1(&lu_pairs, &truth), f1(&embedded, &truth));
     eprintln!("scored synth: linkage unit F1 {f_lu:.4}, embedded F1 {f_emb:.4}");
     assert!(f_lu > 0.9, "{f_lu}");
-    assert!((f_lu - f_emb).abs() <= 0.002, "LU {f_lu} vs embedded {f_emb}");
+    assert!(
+        (f_lu - f_emb).abs() <= 0.002,
+        "LU {f_lu} vs embedded {f_emb}"
+    );
 
     // The admin fetches the quality report; it holds no token and no record id.
     run(

@@ -155,6 +155,10 @@ pub struct QualityReport {
     pub precision: f64,
     /// Estimated recall; `None` when not identifiable (a hash-only holder).
     pub recall: Option<f64>,
+    /// Per cluster of records of two or more holders (opt-outs not counted): its pseudonym
+    /// and the smallest match probability of its cross-holder record pairs, as rows of 16
+    /// bytes and an `f32` little-endian (SPEC.md §10.5).
+    pub weakest_links: Vec<u8>,
 }
 
 /// An output sink that keeps nothing: the job's pairs and clusters (with record ids) are not
@@ -299,6 +303,7 @@ pub fn run(
             report_html: renketsu_linkage::report::render(&summary),
             precision: scoring.estimated.precision,
             recall: scoring.estimated.recall,
+            weakest_links: Vec::new(),
         })
     } else {
         None
@@ -346,6 +351,10 @@ pub fn run(
             pseudonym_bytes(input.pid_salt, &party_names[h], parties[h].ids.get(i))
         })
         .collect();
+    let mut quality = quality;
+    if let (Some(q), Some(run)) = (quality.as_mut(), linked.scoring()) {
+        q.weakest_links = weakest_links(run, labels, &offsets, holder_records, &pids);
+    }
     let mut out = JobOutput {
         records: holder_records as u64,
         clusters: k as u64,
@@ -384,6 +393,92 @@ pub fn run(
     Ok(out)
 }
 
+/// The largest `p` such that the cross-holder pairs of probability ≥ `p` still connect all
+/// `n` records (the weakest edge of a maximum spanning tree, Kruskal); `None` when the
+/// edges do not connect them (a cluster of one holder's records).
+fn bottleneck(n: usize, edges: &mut [(f64, usize, usize)]) -> Option<f64> {
+    edges.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    let mut components = n;
+    for &(p, i, j) in edges.iter() {
+        let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+        if ri != rj {
+            parent[ri] = rj;
+            components -= 1;
+            if components == 1 {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The weakest link of every cluster with records of two or more holders, as rows of the
+/// cluster's pseudonym (16 bytes) and a probability (`f32` little-endian), in label order:
+/// the largest match probability `P(M | γ)` at which the cluster's cross-holder record pairs
+/// (holder records only) still connect all its records ([`bottleneck`]), so that a cluster
+/// chained through a third holder is as sure as its surest chain, not as its direct pair.
+fn weakest_links(
+    run: &renketsu_linkage::score::ScoringRun,
+    labels: &[u32],
+    offsets: &[u32],
+    holder_records: usize,
+    pids: &[[u8; PSEUDONYM_BYTES]],
+) -> Vec<u8> {
+    let mut members: Vec<(u32, u32)> = (0..holder_records as u32)
+        .map(|g| (labels[g as usize], g))
+        .collect();
+    members.par_sort_unstable();
+    let groups: Vec<&[(u32, u32)]> = members.chunk_by(|x, y| x.0 == y.0).collect();
+    let rows: Vec<Option<(u32, f32)>> = groups
+        .par_iter()
+        .map(|g| {
+            let mut edges: Vec<(f64, usize, usize)> = Vec::new();
+            for (i, &(_, a)) in g.iter().enumerate() {
+                for (j, &(_, b)) in g.iter().enumerate().skip(i + 1) {
+                    if party_of(offsets, a) != party_of(offsets, b) {
+                        edges.push((run.pair_probability(a, b), i, j));
+                    }
+                }
+            }
+            bottleneck(g.len(), &mut edges).map(|w| (g[0].0, w as f32))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (l, p) in rows.into_iter().flatten() {
+        out.extend_from_slice(&pids[l as usize]);
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    out
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bottleneck;
+
+    #[test]
+    fn the_weakest_link_is_that_of_the_surest_chain() {
+        // a-b 0.99, b-c 0.9, a-c 0.01 (a and c compared directly look unlike): the chain
+        // a-b-c holds at 0.9.
+        let mut e = vec![(0.01, 0, 2), (0.99, 0, 1), (0.9, 1, 2)];
+        assert_eq!(bottleneck(3, &mut e), Some(0.9));
+        // Two records: their one pair.
+        assert_eq!(bottleneck(2, &mut [(0.42, 0, 1)]), Some(0.42));
+        // Not connected (no cross-holder pair to c).
+        assert_eq!(bottleneck(3, &mut [(0.8, 0, 1)]), None);
+        // A star through one record: the weaker spoke.
+        let mut e = vec![(0.97, 0, 1), (0.6, 0, 2), (0.3, 1, 2)];
+        assert_eq!(bottleneck(3, &mut e), Some(0.6));
+    }
 }

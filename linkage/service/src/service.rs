@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Rpc};
 use crate::job::{self, JobInput, TokenUpload};
-use crate::members::pseudonym_hex;
+use crate::members::{PSEUDONYM_BYTES, pseudonym_hex};
 use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
 use crate::validate;
 use renketsu_keys::content_file;
@@ -350,10 +350,13 @@ impl LinkageUnitService {
         };
         let link_s = t_link.elapsed().as_secs_f64();
         let t_store = std::time::Instant::now();
-        let report = out
-            .quality
-            .as_ref()
-            .map(|q| (q.summary_json.as_str(), q.report_html.as_str()));
+        let report = out.quality.as_ref().map(|q| {
+            (
+                q.summary_json.as_str(),
+                q.report_html.as_str(),
+                q.weakest_links.as_slice(),
+            )
+        });
         if !store
             .finish_job(&done, &out.chunks, report, self.now_ms())
             .await?
@@ -1215,7 +1218,7 @@ impl LinkageUnit for LinkageUnitService {
         request: Request<v1::FetchReleaseRequest>,
     ) -> Result<Response<Self::FetchReleaseStream>, Status> {
         let note = AuditNote::project(&request.get_ref().project);
-        let (release_id, job_id, holders, headers, clusters) = renketsu_rpc::handle(
+        let (release_id, job_id, holders, headers, clusters, estimated) = renketsu_rpc::handle(
             self,
             Rpc::FetchRelease,
             request,
@@ -1258,12 +1261,34 @@ impl LinkageUnit for LinkageUnitService {
                     .enumerate()
                     .map(|(i, h)| (h.as_str(), i))
                     .collect();
+                // Scored jobs: each cluster's weakest link and the model's estimates.
+                let weakest: HashMap<String, f64> = store
+                    .job_weakest_links(&p.name, job.job_id)
+                    .await?
+                    .unwrap_or_default()
+                    .chunks_exact(PSEUDONYM_BYTES + 4)
+                    .map(|r| {
+                        let p =
+                            f32::from_le_bytes(r[PSEUDONYM_BYTES..].try_into().expect("4 bytes"));
+                        (hex::encode(&r[..PSEUDONYM_BYTES]), f64::from(p))
+                    })
+                    .collect();
+                let estimated = match store.job_report(&p.name, job.job_id).await? {
+                    Some((summary, _)) => {
+                        let v: serde_json::Value = serde_json::from_str(&summary)
+                            .map_err(|e| ServiceError::Internal(format!("stored report: {e}")))?;
+                        let e = &v["scoring"]["estimated"];
+                        (e["precision"].as_f64(), e["recall"].as_f64())
+                    }
+                    None => (None, None),
+                };
                 let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
                 // Sealed records sent per holder (recorded with the release).
                 let mut delivered = vec![0u64; p.holders.len()];
                 for (pid, party, id) in members {
                     if clusters.last().is_none_or(|c| c.pseudonym != pid) {
                         clusters.push(v1::ReleasedCluster {
+                            weakest_link_probability: weakest.get(&pid).copied(),
                             pseudonym: pid.clone(),
                             records: Vec::new(),
                         });
@@ -1304,7 +1329,14 @@ impl LinkageUnit for LinkageUnitService {
                     );
                 });
                 call.note(|n| n.items = pids.len() as u64);
-                Ok((release_id, job.job_id, p.holders.clone(), headers, clusters))
+                Ok((
+                    release_id,
+                    job.job_id,
+                    p.holders.clone(),
+                    headers,
+                    clusters,
+                    estimated,
+                ))
             },
         )
         .await?;
@@ -1313,6 +1345,7 @@ impl LinkageUnit for LinkageUnitService {
         let mut it = clusters.into_iter().peekable();
         loop {
             let page: Vec<_> = it.by_ref().take(RELEASE_PAGE).collect();
+            let head = first.is_some();
             let (holders, headers) = first.take().unwrap_or_default();
             if page.is_empty() && !chunks.is_empty() {
                 break;
@@ -1323,6 +1356,8 @@ impl LinkageUnit for LinkageUnitService {
                 holders,
                 headers,
                 clusters: page,
+                estimated_precision: if head { estimated.0 } else { None },
+                estimated_recall: if head { estimated.1 } else { None },
             }));
             if it.peek().is_none() {
                 break;

@@ -1136,13 +1136,14 @@ impl LuStore {
 
     /// Writes a job's results and marks it DONE, in one transaction (chunks of an earlier
     /// attempt of the same job are replaced). `report`: a scored job's `(summary.json,
-    /// report.html)`. `false` if the job was no longer running (cancelled): nothing is
-    /// written.
+    /// report.html, weakest links)` (the links: rows of a 16-byte pseudonym and an `f32`
+    /// little-endian probability). `false` if the job was no longer running (cancelled):
+    /// nothing is written.
     pub async fn finish_job(
         &self,
         job: &JobRow,
         chunks: &[MemberChunk],
-        report: Option<(&str, &str)>,
+        report: Option<(&str, &str, &[u8])>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let project = job.project.as_str();
@@ -1177,15 +1178,16 @@ impl LuStore {
                     .bind(job_id)
                     .execute(&mut *tx)
                     .await?;
-                if let Some((summary, html)) = report {
+                if let Some((summary, html, links)) = report {
                     sqlx::query(
-                        "INSERT INTO lu_job_reports (project, job_id, summary_json, report_html)
-                         VALUES ($1, $2, $3, $4)",
+                        "INSERT INTO lu_job_reports (project, job_id, summary_json, report_html, weakest_links)
+                         VALUES ($1, $2, $3, $4, $5)",
                     )
                     .bind(project)
                     .bind(job_id)
                     .bind(summary)
                     .bind(html)
+                    .bind(links)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1227,6 +1229,23 @@ impl LuStore {
         .fetch_optional(pool)
         .await?);
         Ok(row)
+    }
+
+    /// A scored job's weakest links (rows of a 16-byte pseudonym and an `f32` little-endian
+    /// probability); `None` for a job without a report.
+    pub async fn job_weakest_links(
+        &self,
+        project: &str,
+        job_id: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Vec<u8>,)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT weakest_links FROM lu_job_reports WHERE project = $1 AND job_id = $2",
+        )
+        .bind(project)
+        .bind(job_id as i64)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.map(|r| r.0))
     }
 
     /// The chunk of a holder's results of a job that holds position `after + 1` onwards

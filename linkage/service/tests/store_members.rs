@@ -204,7 +204,12 @@ async fn check(db: &Db) {
     assert_eq!(job.state, job_state::RUNNING);
     let stale = members(5);
     let done = store
-        .finish_job(&job, &chunks(&stale), Some(("{\"old\":1}", "<p>old</p>")), 11)
+        .finish_job(
+            &job,
+            &chunks(&stale),
+            Some(("{\"old\":1}", "<p>old</p>", &[1u8; 20][..])),
+            11,
+        )
         .await
         .unwrap();
     assert!(done);
@@ -219,7 +224,12 @@ async fn check(db: &Db) {
     j.records = rows.len() as u64;
     assert!(
         store
-            .finish_job(&j, &written, Some(("{\"new\":2}", "<p>new</p>")), 12)
+            .finish_job(
+                &j,
+                &written,
+                Some(("{\"new\":2}", "<p>new</p>", &[2u8; 40][..])),
+                12
+            )
             .await
             .unwrap()
     );
@@ -232,6 +242,10 @@ async fn check(db: &Db) {
         Some(("{\"new\":2}".to_owned(), "<p>new</p>".to_owned()))
     );
     assert_eq!(store.job_report("p", job.job_id + 1).await.unwrap(), None);
+    assert_eq!(
+        store.job_weakest_links("p", job.job_id).await.unwrap(),
+        Some(vec![2u8; 40])
+    );
 
     // Every row exactly once, byte for byte.
     for party in ["a", "b"] {

@@ -224,6 +224,14 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl ScoringRun {
+    /// The model's match probability `P(M | γ)` (term-frequency terms included) of records
+    /// `a` and `b` (global indices, any holders; no side effect, unlike
+    /// [`Self::observe_output_pair`]).
+    pub fn pair_probability(&self, a: u32, b: u32) -> f64 {
+        let c = self.features.compare(a, b);
+        probability(f64::from(self.scores.table.weight(c.code) + c.tf_bits))
+    }
+
     /// Records one output pair (global indices `x`, `y` of parties `px`, `py`) for the
     /// estimated quality of `pairs.csv`.
     /// Returns the pair's match weight (bits), match probability and comparison levels
