@@ -234,9 +234,11 @@ mod tests {
         std::fs::write(&path, "id,name\n1,x\n").unwrap();
         assert!(!is_token_file(&path).unwrap());
         assert!(open(&path).is_err());
-        // Another version.
+        // Version 2 (comparison filters, none here) reads; an unknown version does not.
         let v2 = lines[0].replace("\"version\":1", "\"version\":2");
-        let err = read_all(format!("{v2}\n{}\n{}\n", lines[1], lines[2])).unwrap_err();
-        assert!(err.to_string().contains("version 2"), "{err:#}");
+        read_all(format!("{v2}\n{}\n{}\n", lines[1], lines[2])).unwrap();
+        let v3 = lines[0].replace("\"version\":1", "\"version\":3");
+        let err = read_all(format!("{v3}\n{}\n{}\n", lines[1], lines[2])).unwrap_err();
+        assert!(err.to_string().contains("version 3"), "{err:#}");
     }
 }
