@@ -115,11 +115,20 @@ pub enum ComparisonKeyError {
 /// secret ([`Self::new`], embedded mode) or issued by the key custodian
 /// ([`Self::with_field_keys`], custodian mode). The linkage unit never makes one. Not `Sync`
 /// (position caches).
-#[derive(Debug)]
 pub struct ComparisonEncoder {
     /// Per comparison: its encoder, if it has Dice bands.
     encoders: Vec<Option<DiceEncoder>>,
+    /// The last filter made (a record's CLK).
     buf: Vec<u64>,
+}
+
+impl std::fmt::Debug for ComparisonEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Encoders redact their keys; the last filter is not shown.
+        f.debug_struct("ComparisonEncoder")
+            .field("encoders", &self.encoders)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One record's per-comparison filters: `(index among the Dice comparisons, field mask,
