@@ -478,6 +478,31 @@ mod tests {
         );
     }
 
+    /// Sampling every holder's records independently keeps λ, the share of matches among
+    /// the cross-holder pairs: 20,000 matches among 50,000 × 40,000 records (λ = 10^-5),
+    /// samples of 10,000 records per holder keep about 1,000 of them among 10^8 pairs.
+    #[test]
+    fn training_sample_keeps_the_prior() {
+        let sizes = [50_000usize, 40_000];
+        let offsets = crate::tokenlink::party_offsets(&sizes);
+        let lambda = 20_000.0 / (50_000.0 * 40_000.0);
+        for seed in 1..4 {
+            let s = decide::training_sample(&sizes, &offsets, 10_000, seed).expect("sampled");
+            let b: std::collections::HashSet<u32> = s[1].iter().copied().collect();
+            // Record g of a matches record 50,000 + g of b for g < 20,000.
+            let matches = s[0]
+                .iter()
+                .filter(|&&g| g < 20_000 && b.contains(&(50_000 + g)))
+                .count() as f64;
+            let pairs = s[0].len() as f64 * s[1].len() as f64;
+            // Binomial(20,000, 0.05): relative sd ≈ 3 %.
+            assert!(
+                (matches / pairs / lambda - 1.0).abs() < 0.12,
+                "{matches} {pairs}"
+            );
+        }
+    }
+
     #[test]
     fn free_pairs_gain_the_odds_of_one_to_one_linkage() {
         // Odds 1/9 and q = 1/4: odds 4/9, probability 4/13.
