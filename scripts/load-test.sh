@@ -34,11 +34,14 @@ now_ms() { date +%s%3N; }
 letters=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 parties=("${letters[@]:0:holders}")
 
-serve() { # serve LOG ARGS...: start a server, wait for "listening on ADDR", print ADDR
+serve() { # serve LOG ARGS...: start a server in this shell (so cleanup can stop it)
     local log=$1
     shift
     "$bin" "$@" >"$log.out" 2>"$log.err" &
     pids+=($!)
+}
+address() { # address LOG: wait for the server's "listening on ADDR", print ADDR
+    local log=$1
     for _ in $(seq 600); do
         if grep -q "listening on" "$log.out" 2>/dev/null; then
             sed -n 's/.*listening on //p' "$log.out" | head -n 1
@@ -46,7 +49,7 @@ serve() { # serve LOG ARGS...: start a server, wait for "listening on ADDR", pri
         fi
         sleep 0.1
     done
-    echo "$* did not start" >&2
+    echo "$log did not start" >&2
     cat "$log.err" >&2
     return 1
 }
@@ -55,10 +58,12 @@ holder_flags=()
 for p in "${parties[@]}"; do holder_flags+=(--holder "$p"); done
 "$bin" pki dev-init --out pki "${holder_flags[@]}" >/dev/null
 "$bin" custodian init-config --pki pki --out custodian.toml --listen 127.0.0.1:0 >/dev/null
-cu="https://$(serve custodian custodian serve --config custodian.toml)"
-lu="https://$(serve lu lu serve --db sqlite:lu.db --listen 127.0.0.1:0 \
+serve custodian custodian serve --config custodian.toml
+serve lu lu serve --db sqlite:lu.db --listen 127.0.0.1:0 \
     --tls-cert pki/linkage-unit-server.pem --tls-key pki/linkage-unit-server.key \
-    --client-ca pki/ca.pem)"
+    --client-ca pki/ca.pem
+cu="https://$(address custodian)"
+lu="https://$(address lu)"
 admin_cu=(--custodian "$cu" --ca pki/ca.pem --cert pki/admin.pem --key pki/admin.key)
 lu_conn() { echo --lu "$lu" --ca pki/ca.pem --cert "pki/$1.pem" --key "pki/$1.key" --project "$2"; }
 "$bin" synth --out data --holders "$holders" --records "$records" --seed 17 >/dev/null
