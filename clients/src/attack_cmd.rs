@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -50,7 +50,7 @@ pub struct AttackArgs {
     json: bool,
 }
 
-fn read_csv(path: &PathBuf, mut row: impl FnMut(&[String], &[&str]) -> Result<()>) -> Result<()> {
+fn read_csv(path: &Path, mut row: impl FnMut(&[String], &[&str]) -> Result<()>) -> Result<()> {
     let mut input = open_csv(path, EncodingArg::Auto)?;
     let header = input.header.clone();
     let mut rec = csv::ByteRecord::new();
@@ -66,7 +66,7 @@ fn read_csv(path: &PathBuf, mut row: impl FnMut(&[String], &[&str]) -> Result<()
     Ok(())
 }
 
-fn plains(schema: &Schema, ctx: NormalizeContext, path: &PathBuf) -> Result<Vec<(String, Plain)>> {
+fn plains(schema: &Schema, ctx: NormalizeContext, path: &Path) -> Result<Vec<(String, Plain)>> {
     let mut maker: Option<(PlainMaker, usize)> = None;
     let mut out = Vec::new();
     read_csv(path, |header, row| {
@@ -84,7 +84,7 @@ fn plains(schema: &Schema, ctx: NormalizeContext, path: &PathBuf) -> Result<Vec<
     Ok(out)
 }
 
-fn clkhash_plains(model: &Model, path: &PathBuf) -> Result<Vec<Plain>> {
+fn clkhash_plains(model: &Model, path: &Path) -> Result<Vec<Plain>> {
     let mut out = Vec::new();
     let mut cols: Option<Vec<Option<usize>>> = None;
     read_csv(path, |header, row| {
