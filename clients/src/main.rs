@@ -1,6 +1,7 @@
 //! `renketsu`: the command line of renketsu, privacy-preserving record linkage for Japanese
 //! medical data. See `renketsu --help` and README.md.
 
+mod attack_cmd;
 mod audit_cmd;
 mod clk_cmd;
 mod custodian_cmd;
@@ -134,6 +135,16 @@ Example:
         #[command(subcommand)]
         command: clk_cmd::ClkCommand,
     },
+    /// The attack self-test: what a curious linkage unit learns from the token files (or
+    /// CLKs) it receives, given a reference plaintext, scored with --truth (SPEC.md §7.5).
+    #[command(long_about = "\
+The attack self-test (SPEC.md §7.5): from the linkage unit's view (token files + schema, or \
+`renketsu clk encode` output + clkhash schema) and an attacker's reference plaintext CSV: \
+frequency alignment per recipe, undoing balance, pattern mining of CLK columns, and \
+re-identification by set consistency. With --truth (the holders' CSVs) it scores itself.
+  renketsu attack --schema schemas/jp-person-clk.toml --tokens a.tokens --tokens b.tokens \\
+      --reference ref.csv --truth a.csv --truth b.csv --json")]
+    Attack(attack_cmd::AttackArgs),
     /// Check a linkage schema and print its fields and recipes.
     Schema {
         /// The schema TOML file.
@@ -334,6 +345,7 @@ fn main() -> Result<()> {
         Command::Schema { path } => print_schema(&load_schema(&path)?),
         Command::Normalize(args) => normalize_cmd::run(&args),
         Command::Clk { command } => clk_cmd::run(&command),
+        Command::Attack(args) => attack_cmd::run(&args),
         Command::Custodian { command } => custodian_cmd::run(command),
         Command::Pki { command } => pki_cmd::run(command),
         Command::Lu { command } => lu_cmd::run(command),

@@ -24,6 +24,7 @@
 //! - [`engine`]: plan, run, write, summary; [`report`]: `report.html`; [`eval`]: quality
 //!   against ground truth.
 
+pub mod attack;
 pub mod clk;
 pub mod cluster;
 pub mod dice;
