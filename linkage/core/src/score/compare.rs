@@ -88,8 +88,54 @@ struct DiceData {
     cache: PositionCache,
     fields: Vec<usize>,
     bands: Vec<f64>,
-    filters: Filters,
+    /// One set of filters per feature when the comparison has several (each encodes that
+    /// field alone, so a pair is compared on the fields both records hold), else one.
+    filters: Vec<Filters>,
     masks: Vec<u8>,
+}
+
+/// Widest filter in 64-bit words (4,096 bits, the schema's upper bound).
+const MAX_WORDS: usize = 64;
+
+impl DiceData {
+    /// Dice coefficient of records `a` and `b` over the features in bit set `common` (both
+    /// records encode them). A record that lacks a field another holds (a kanji given name
+    /// left empty) is thus not penalised for the other's extra q-grams: the union filter of
+    /// the two fields against one field alone would put a true pair below every band.
+    #[inline]
+    fn dice(&self, a: usize, b: usize, common: u8) -> f64 {
+        if let [f] = self.filters.as_slice() {
+            let (ca, cb) = (f.count(a), f.count(b));
+            let both: u32 = f
+                .get(a)
+                .iter()
+                .zip(f.get(b))
+                .map(|(x, y)| (x & y).count_ones())
+                .sum();
+            return 2.0 * f64::from(both) / f64::from((ca + cb).max(1));
+        }
+        let words = self.filters[0].get(a).len();
+        let (mut xa, mut xb) = ([0u64; MAX_WORDS], [0u64; MAX_WORDS]);
+        for (i, f) in self.filters.iter().enumerate() {
+            if common & (1 << i) != 0 {
+                for ((x, y), (p, q)) in xa
+                    .iter_mut()
+                    .zip(xb.iter_mut())
+                    .zip(f.get(a).iter().zip(f.get(b)))
+                {
+                    *x |= p;
+                    *y |= q;
+                }
+            }
+        }
+        let (mut ca, mut cb, mut both) = (0u32, 0u32, 0u32);
+        for (x, y) in xa[..words].iter().zip(&xb[..words]) {
+            ca += x.count_ones();
+            cb += y.count_ones();
+            both += (x & y).count_ones();
+        }
+        2.0 * f64::from(both) / f64::from((ca + cb).max(1))
+    }
 }
 
 /// Term frequencies of one exact level's recipe, counted within each holder (the count of
@@ -123,6 +169,9 @@ pub struct Features {
     tf: Vec<Option<TfData>>,
     /// Per comparison: evaluated only when comparison `.0` is at a level in bit set `.1`.
     when: Vec<Option<(usize, u32)>>,
+    /// Per comparison: a `veto` comparison with several Dice features, whose disagreement
+    /// counts only when the pair is compared on at least two of them.
+    veto_forms: Vec<bool>,
     tf_comparison: Vec<bool>,
     holder: Vec<u16>,
     holders: usize,
@@ -156,8 +205,11 @@ impl FeaturesBuilder {
         for c in &spec.comparisons {
             slot_base.push(n);
             exact_len.push(c.exact.len());
-            for &r in &c.exact {
+            for (&r, also) in c.exact.iter().zip(&c.also) {
                 recipe_slots[r].push(n);
+                for &a in also {
+                    recipe_slots[a].push(n);
+                }
                 n += 1;
             }
         }
@@ -178,12 +230,18 @@ impl FeaturesBuilder {
                         .collect();
                     let encoder = NativeEncoder::new(secret, project, d.bits, features);
                     let words = encoder.words();
+                    assert!(words <= MAX_WORDS, "at most 4,096 bits");
+                    let parts = if d.features.len() > 1 {
+                        d.features.len()
+                    } else {
+                        1
+                    };
                     DiceData {
                         cache: encoder.position_cache(),
                         encoder,
                         fields: d.features.iter().map(|f| f.field).collect(),
                         bands: d.bands.clone(),
-                        filters: Filters::new(words),
+                        filters: (0..parts).map(|_| Filters::new(words)).collect(),
                         masks: Vec::new(),
                     }
                 })
@@ -195,6 +253,11 @@ impl FeaturesBuilder {
             .flat_map(|c| c.exact.iter().map(|_| c.tf.then(TfData::default)))
             .collect();
         let when = spec.comparisons.iter().map(|c| c.when).collect();
+        let veto_forms = spec
+            .comparisons
+            .iter()
+            .map(|c| c.veto && c.dice.as_ref().is_some_and(|d| d.features.len() > 1))
+            .collect();
         let tf_comparison = spec
             .comparisons
             .iter()
@@ -212,6 +275,7 @@ impl FeaturesBuilder {
                 dice,
                 tf,
                 when,
+                veto_forms,
                 tf_comparison,
                 holder: Vec::new(),
                 holders: 0,
@@ -281,9 +345,19 @@ impl FeaturesBuilder {
                     ok.then(|| rt.values[fi].as_str())
                 })
                 .collect();
-            d.encoder
-                .encode_cached(&mut d.cache, &values, &mut self.buf);
-            d.filters.push(&self.buf);
+            if let [f] = d.filters.as_mut_slice() {
+                d.encoder
+                    .encode_cached(&mut d.cache, &values, &mut self.buf);
+                f.push(&self.buf);
+            } else {
+                let mut one: Vec<Option<&str>> = vec![None; values.len()];
+                for (i, f) in d.filters.iter_mut().enumerate() {
+                    one[i] = values[i];
+                    d.encoder.encode_cached(&mut d.cache, &one, &mut self.buf);
+                    f.push(&self.buf);
+                    one[i] = None;
+                }
+            }
             d.masks.push(mask);
         }
         g
@@ -411,20 +485,19 @@ impl Features {
         if let Some(d) = &self.dice[c] {
             let (ma, mb) = (d.masks[a as usize], d.masks[b as usize]);
             if ma & mb != 0 {
-                let (ca, cb) = (d.filters.count(a as usize), d.filters.count(b as usize));
-                let common: u32 = d
-                    .filters
-                    .get(a as usize)
-                    .iter()
-                    .zip(d.filters.get(b as usize))
-                    .map(|(x, y)| (x & y).count_ones())
-                    .sum();
-                let score = 2.0 * f64::from(common) / f64::from((ca + cb).max(1));
+                let score = d.dice(a as usize, b as usize, ma & mb);
                 let e = self.exact_len[c] as u32;
                 for (i, &band) in d.bands.iter().enumerate() {
                     if score >= band {
                         return (e + i as u32, None);
                     }
+                }
+                // A veto is absolute (no weight outvotes it), so it needs the given name
+                // to disagree in two written forms (kanji and kana): one typo in a two- or
+                // three-kana name leaves no common bigram, and a record whose kanji given
+                // name is empty would otherwise be vetoed on its kana alone (SPEC.md §9.5).
+                if self.veto_forms[c] && (ma & mb).count_ones() < 2 {
+                    return (levels - 1, None);
                 }
                 return (levels - 2, None);
             }
@@ -478,6 +551,76 @@ impl Features {
             .with_min_len(4096)
             .map(|&(a, b)| self.compare(a, b))
             .collect()
+    }
+
+    /// Chance agreement of comparison `c` from pairs of records **within** each holder
+    /// (SPEC.md §9.3, `rare_agreement`): per exact level `l`, the share of within-holder record
+    /// pairs (both records holding tokens of the comparison) that share a token at level `l`
+    /// and at no stronger level. Within one holder the records are other persons (holders in
+    /// `skip`, declared to hold duplicates, are left out), so these are non-matches, and a
+    /// holder of `n` records gives `n(n − 1)/2` pairs: agreement rates near `10⁻⁹`, which a
+    /// sample of `10⁶` random pairs cannot resolve (its half observation puts `u` near
+    /// `2.5·10⁻⁷`, so a digest that agrees looked ten thousand times likelier by chance than
+    /// it is). `None` when fewer than `10⁷` such pairs exist. Shape: `exact_levels(c)` rates.
+    pub fn within_holder_agreement(&self, c: usize, skip: &[bool]) -> Option<Vec<f64>> {
+        let (base, e) = (self.slot_base[c], self.exact_len[c]);
+        if e == 0 {
+            return None;
+        }
+        let mut with = vec![0u64; self.holders];
+        // (holder, level, token) per record and level; a record's tokens at a stronger level
+        // are kept with it, to leave out pairs that already agree there.
+        let mut keys: Vec<(u16, u16, u32, u32)> = Vec::new();
+        for r in 0..self.holder.len() {
+            let h = self.holder[r];
+            if skip.get(usize::from(h)).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut any = false;
+            for l in 0..e {
+                let (ids, _) = self.slot(r as u32, base + l);
+                any |= !ids.is_empty();
+                for &id in ids {
+                    keys.push((h, l as u16, id, r as u32));
+                }
+            }
+            with[usize::from(h)] += u64::from(any);
+        }
+        let pairs: f64 = with
+            .iter()
+            .map(|&n| (n as f64) * (n.saturating_sub(1)) as f64 / 2.0)
+            .sum();
+        if pairs < 1e7 {
+            return None;
+        }
+        keys.par_sort_unstable();
+        keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3);
+        let mut agree: Vec<std::collections::HashSet<(u32, u32)>> =
+            vec![std::collections::HashSet::new(); e];
+        // A token held by very many records is no rare identifier: its pairs are counted,
+        // not listed (nor checked against stronger levels).
+        let mut bulk = vec![0.0f64; e];
+        for run in keys.chunk_by(|x, y| (x.0, x.1, x.2) == (y.0, y.1, y.2)) {
+            let l = usize::from(run[0].1);
+            if run.len() > 64 {
+                let n = run.len() as f64;
+                bulk[l] += n * (n - 1.0) / 2.0;
+                continue;
+            }
+            for (i, x) in run.iter().enumerate() {
+                for y in &run[i + 1..] {
+                    agree[l].insert((x.3.min(y.3), x.3.max(y.3)));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(e);
+        let mut stronger: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
+        for (set, bulk) in agree.into_iter().zip(bulk) {
+            let n = set.iter().filter(|p| !stronger.contains(p)).count();
+            out.push((n as f64 + bulk) / pairs);
+            stronger.extend(set);
+        }
+        Some(out)
     }
 
     /// Whether comparison `c` uses term-frequency adjustment.
