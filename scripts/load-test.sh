@@ -18,8 +18,8 @@ records="${2:-2000}"
 rounds="${3:-4}"
 job_records="${4:-50000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
-cargo build --quiet -p renketsu-cli
-bin="$CARGO_TARGET_DIR/debug/renketsu"
+cargo build --release --quiet -p renketsu-cli
+bin="$CARGO_TARGET_DIR/release/renketsu"
 schema="$repo/schemas/jp-person-exact.toml"
 today=2026-11-22
 work=$(mktemp -d)
