@@ -725,3 +725,139 @@ fn splitmix(state: &mut u64) -> u64 {
 fn bounded(state: &mut u64, n: u64) -> u64 {
     ((u128::from(splitmix(state)) * u128::from(n)) >> 64) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::NormalizeContext;
+    use crate::tokenizer::Tokenizer;
+
+    const SCHEMA: &str = r#"
+schema_format = 1
+name = "t"
+version = 1
+[fields.kanji_given]
+columns = ["family", "given"]
+normalizer = "kanji_name"
+part = "given"
+[fields.kana_given]
+columns = ["family_kana", "given_kana"]
+normalizer = "kana_name_fuzzy"
+part = "given"
+[fields.card]
+column = "card"
+normalizer = "digits"
+[[recipes]]
+name = "block_card"
+version = 1
+fields = ["card"]
+link = "block"
+[[recipes]]
+name = "cmp_kanji_given"
+version = 1
+fields = ["kanji_given"]
+link = "compare"
+[[recipes]]
+name = "cmp_kana_given"
+version = 1
+fields = ["kana_given"]
+link = "compare"
+[scoring]
+[[scoring.comparisons]]
+name = "card"
+exact = ["block_card"]
+rare_agreement = true
+[[scoring.comparisons]]
+name = "given_name"
+exact = ["cmp_kanji_given", "cmp_kana_given"]
+veto = true
+[scoring.comparisons.dice]
+bits = 256
+bands = [0.7]
+[[scoring.comparisons.dice.features]]
+field = "kana_given"
+k = 20
+[[scoring.comparisons.dice.features]]
+field = "kanji_given"
+k = 20
+"#;
+
+    /// Features of `rows` (`holder, family, given, family_kana, given_kana, card`).
+    fn features(rows: &[(u16, &str, &str, &str, &str, &str)]) -> Features {
+        let schema = Schema::from_toml(SCHEMA).unwrap();
+        let secret = ProjectSecret::from_bytes([5; 32]);
+        let t = Tokenizer::new(
+            &schema,
+            &secret,
+            "p",
+            NormalizeContext { today: 20_261_122 },
+        );
+        let header = ["family", "given", "family_kana", "given_kana", "card"];
+        let b = t.bind(&header);
+        let mut fb = FeaturesBuilder::new(&schema, &secret, "p");
+        let mut out = RecordTokens::default();
+        for &(h, f, g, fk, gk, c) in rows {
+            let row = [f, g, fk, gk, c];
+            let raw: Vec<&str> = b.columns.iter().map(|&i| row[i]).collect();
+            t.tokenize(&b, &raw, &mut out);
+            fb.push(h, &out);
+        }
+        fb.finish()
+    }
+
+    #[test]
+    fn the_given_name_veto_needs_two_forms() {
+        let f = features(&[
+            (0, "山田", "太郎", "ヤマダ", "タロウ", "1"),
+            (1, "山田", "花子", "ヤマダ", "ハナコ", "1"),
+            (1, "山田", "", "ヤマダ", "タノウ", "1"),
+            (1, "山田", "", "ヤマダ", "ハナコ", "1"),
+        ]);
+        let given = |a, b| f.dims().level(f.compare(a, b).code, 1);
+        // Levels: 0 kanji, 1 kana, 2 Dice, 3 disagree (the veto), 4 missing. Both forms on
+        // both sides and neither agrees: disagree.
+        assert_eq!(given(0, 1), 3);
+        // Only the kana compared (a kanji given name left empty): missing, never a veto,
+        // whether the kana is a typo of the same name or another name.
+        assert_eq!(given(0, 2), 4);
+        assert_eq!(given(0, 3), 4);
+    }
+
+    #[test]
+    fn dice_compares_the_fields_both_records_hold() {
+        let f = features(&[
+            (0, "山田", "", "ヤマダ", "ミナコ", "1"),
+            (1, "山田", "美奈子", "ヤマダ", "ミナコト", "2"),
+        ]);
+        let d = f.dice[1].as_ref().unwrap();
+        let (ma, mb) = (d.masks[0], d.masks[1]);
+        assert_eq!((ma, mb), (0b01, 0b11));
+        // Over the kana alone the typo keeps most bigrams; over the union of kana and
+        // kanji filters the kanji bits of one side alone would pull the score down.
+        let common = d.dice(0, 1, ma & mb);
+        let union = d.dice(0, 1, 0b11);
+        assert!(common >= 0.7 && union < common, "{common} {union}");
+        assert_eq!(f.dims().level(f.compare(0, 1).code, 1), 2);
+    }
+
+    #[test]
+    fn within_holder_agreement_counts_pairs_of_other_persons() {
+        // 5,000 records per holder: two pairs within holder 0 share a card, none in 1.
+        let mut rows: Vec<(u16, String)> = (0..10_000u32)
+            .map(|i| ((i / 5_000) as u16, format!("{}", 100_000 + i)))
+            .collect();
+        rows[1].1 = rows[0].1.clone();
+        rows[3].1 = rows[2].1.clone();
+        let rows: Vec<(u16, &str, &str, &str, &str, &str)> = rows
+            .iter()
+            .map(|(h, c)| (*h, "山田", "太郎", "ヤマダ", "タロウ", c.as_str()))
+            .collect();
+        let f = features(&rows);
+        let pairs = 2.0 * 5_000.0 * 4_999.0 / 2.0;
+        let r = f.within_holder_agreement(0, &[]).unwrap();
+        assert_eq!(r, vec![2.0 / pairs]);
+        // A holder declared to hold duplicates is left out.
+        let r = f.within_holder_agreement(0, &[true, false]).unwrap();
+        assert_eq!(r, vec![0.0]);
+    }
+}
