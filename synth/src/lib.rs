@@ -2255,4 +2255,28 @@ mod tests {
             assert!(e.to_string().ends_with(message), "{e} for {a:?}");
         }
     }
+
+    #[test]
+    fn one_name_field_joins_the_split_names_with_each_separator() {
+        let f: Vec<String> = ["0", "山田", "太郎", "ヤマダ", "タロウ"]
+            .iter()
+            .map(|x| (*x).to_owned())
+            .collect();
+        let seen: BTreeSet<String> = (0..200u64)
+            .map(|k| one_name_field(&f, key(1, T_ONE_FIELD, 0, k))[0].clone())
+            .collect();
+        let want: BTreeSet<String> = ["山田\u{3000}太郎", "山田 太郎", "山田太郎"]
+            .iter()
+            .map(|x| (*x).to_owned())
+            .collect();
+        assert_eq!(seen, want);
+        // An empty part leaves no separator: a family name alone stays as it is.
+        let mut g = f.clone();
+        g[2].clear();
+        g[4].clear();
+        assert_eq!(
+            one_name_field(&g, 0),
+            ["山田".to_owned(), "ヤマダ".to_owned()]
+        );
+    }
 }
