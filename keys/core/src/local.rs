@@ -52,11 +52,10 @@ pub enum KeyStoreError {
         "malformed key-encryption key ({0}): expected renketsu-kek-v1:<16 hex id>:<base64 32-byte key>"
     )]
     MalformedKek(&'static str),
-    /// Project names are 1–64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`.
-    #[error(
-        "invalid project name {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with .)"
-    )]
-    InvalidProject(String),
+    /// Project names are 1–64 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`
+    /// ([`crate::names`]); the message shows only the first characters of the name.
+    #[error("{0}")]
+    InvalidProject(#[from] crate::names::NameError),
     /// `create_project` on a project that already has a secret.
     #[error("project {0:?} already has a master secret in this store; refusing to overwrite it")]
     ProjectExists(String),
@@ -243,9 +242,7 @@ impl LocalKeyStore {
     }
 
     fn project_path(&self, project: &str) -> Result<PathBuf, KeyStoreError> {
-        if !valid_project(project) {
-            return Err(KeyStoreError::InvalidProject(project.to_owned()));
-        }
+        crate::names::check_project_name(project)?;
         Ok(self.dir.join("projects").join(format!("{project}.json")))
     }
 
@@ -507,6 +504,13 @@ mod tests {
                 "{bad}"
             );
         }
+        // A long name is refused without being echoed whole.
+        let long = "y".repeat(4096);
+        let shown = store
+            .create_project(&long, &mut rng())
+            .unwrap_err()
+            .to_string();
+        assert!(shown.len() < 200 && shown.contains("4096 bytes"), "{shown}");
         assert!(matches!(
             store.project_secret("nope"),
             Err(KeyStoreError::UnknownProject { .. })

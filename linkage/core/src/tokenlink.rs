@@ -118,13 +118,31 @@ pub fn add_token(
     t: &Token,
 ) {
     match link {
-        LinkMode::Direct | LinkMode::Guarded | LinkMode::Block if scoring => blocks.push((*t, g)),
+        LinkMode::Direct | LinkMode::Guarded | LinkMode::Block if scoring => {
+            blocks.push((block_key(t, recipe), g));
+        }
         LinkMode::Compare => {}
         LinkMode::Direct => join.add(g, t),
         LinkMode::Guarded => join.add_guarded(g, t),
         LinkMode::Guard => join.add_guard(g, recipe as u16, t),
         LinkMode::Block => blocks.push((*t, g)),
     }
+}
+
+/// A scored run's blocking key of token `t` of recipe `recipe`: the token with its last byte
+/// replaced by the recipe's index (mod 256), so that candidate generation can say which
+/// recipe a capped block came from ([`block_key_recipe`]). Tokens of different recipes never
+/// agree anyway (each recipe has its own key, SPEC.md §4), and 31 bytes of a keyed hash
+/// leave collisions at 2^-248.
+pub fn block_key(t: &Token, recipe: usize) -> Token {
+    let mut k = *t;
+    k[k.len() - 1] = recipe as u8;
+    k
+}
+
+/// The recipe index (mod 256) of a key made by [`block_key`].
+pub fn block_key_recipe(k: &Token) -> u8 {
+    k[k.len() - 1]
 }
 
 /// Record ids of one token set, in record order, stored in one buffer (no allocation per

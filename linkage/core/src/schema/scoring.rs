@@ -12,6 +12,11 @@ pub const MAX_LEVELS: usize = 16;
 /// are counted in a dense table of this many entries.
 pub const MAX_PATTERNS: u64 = 1 << 31;
 
+/// Default [`ScoringSpec::max_block_pairs`].
+pub const DEFAULT_MAX_BLOCK_PAIRS: u64 = 400;
+/// Default [`ScoringSpec::train_records`].
+pub const DEFAULT_TRAIN_RECORDS: usize = 100_000;
+
 /// Fellegi–Sunter scoring, from `[scoring]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScoringSpec {
@@ -23,6 +28,20 @@ pub struct ScoringSpec {
     /// Block-token groups with more records than this are not expanded into candidate pairs
     /// (default 2,000): a key shared by thousands of records carries no linkage evidence.
     pub max_block: usize,
+    /// Block-token groups whose cross-holder pairs `Σ_{i<j} n_i·n_j` exceed this are not
+    /// expanded either (default 400), and are accounted per recipe in `summary.json`
+    /// (`scoring.candidates.dropped`): a single common field (a birth date, a frequent name)
+    /// makes blocks that grow with the data, so its candidates grow quadratically; capped, the
+    /// candidates of every key are at most `max_block_pairs` per distinct key value, linear in
+    /// the records (SPEC.md §9.2; Christen 2012, *Data Matching*, §4.3 on block-size limits).
+    pub max_block_pairs: u64,
+    /// Records per holder on which the model is trained (default 100,000): above it, EM,
+    /// u and the prior are fitted on a seeded random sample of each holder's records (the
+    /// candidates and random pairs among the sampled records) and the fitted model scores
+    /// every candidate (fastLink `estimate.only` on a sample, Splink `max_pairs`; SPEC.md
+    /// §9.3). λ, m and u are properties of the population, so they do not depend on the
+    /// sample's size (`scoring.training` in `summary.json` gives the sample and its seed).
+    pub train_records: usize,
     /// How links above the threshold become clusters.
     pub clustering: Clustering,
     /// The comparisons, in vector order.
@@ -193,6 +212,10 @@ pub(crate) struct RawScoring {
     random_pairs: Option<u64>,
     #[serde(default)]
     max_block: Option<usize>,
+    #[serde(default)]
+    max_block_pairs: Option<u64>,
+    #[serde(default)]
+    train_records: Option<usize>,
     #[serde(default)]
     clustering: Clustering,
     comparisons: Spanned<Vec<RawComparison>>,
@@ -460,6 +483,14 @@ pub(crate) fn parse(
         threshold: raw.threshold.as_ref().map(|t| *t.get_ref()),
         random_pairs: raw.random_pairs.unwrap_or(2_000_000),
         max_block: raw.max_block.unwrap_or(2_000),
+        max_block_pairs: raw
+            .max_block_pairs
+            .unwrap_or(DEFAULT_MAX_BLOCK_PAIRS)
+            .max(1),
+        train_records: raw
+            .train_records
+            .unwrap_or(DEFAULT_TRAIN_RECORDS)
+            .max(1_000),
         clustering: raw.clustering,
         comparisons,
         sessions: Vec::new(),

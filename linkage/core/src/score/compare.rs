@@ -645,14 +645,42 @@ impl Features {
         seed: u64,
         candidates: &[(u32, u32)],
     ) -> Vec<crate::score::em::SamplePattern> {
+        self.random_pairs_among(n, seed, candidates, None)
+    }
+
+    /// [`Features::random_pairs`] among a subset of the records: `members[h]` lists the
+    /// global indices of holder `h`'s records in the subset, ascending (`None`: every
+    /// record). Used to estimate u on the record sample a model is trained on (SPEC.md §9.3).
+    pub fn random_pairs_among(
+        &self,
+        n: u64,
+        seed: u64,
+        candidates: &[(u32, u32)],
+        members: Option<&[Vec<u32>]>,
+    ) -> Vec<crate::score::em::SamplePattern> {
         let mut sizes = vec![0u64; self.holders];
-        for &h in &self.holder {
-            sizes[usize::from(h)] += 1;
+        match members {
+            Some(m) => {
+                for (h, s) in sizes.iter_mut().enumerate() {
+                    *s = m.get(h).map_or(0, |v| v.len() as u64);
+                }
+            }
+            None => {
+                for &h in &self.holder {
+                    sizes[usize::from(h)] += 1;
+                }
+            }
         }
         let mut starts = vec![0u64; self.holders];
         for h in 1..self.holders {
             starts[h] = starts[h - 1] + sizes[h - 1];
         }
+        let pick = |h: usize, i: u64| -> u32 {
+            match members {
+                Some(m) => m[h][i as usize],
+                None => (starts[h] + i) as u32,
+            }
+        };
         let mut hp = Vec::new();
         let mut acc = 0u128;
         for i in 0..self.holders {
@@ -668,7 +696,7 @@ impl Features {
             return Vec::new();
         }
         let chunks = n.div_ceil(65_536);
-        let (hp, starts, sizes) = (&hp, &starts, &sizes);
+        let (hp, sizes, pick) = (&hp, &sizes, &pick);
         // (pair key a·2^32 + b with a < b, pattern code), sorted by pair.
         let mut sampled: Vec<(u64, u32)> = (0..chunks)
             .into_par_iter()
@@ -678,8 +706,8 @@ impl Features {
                 (0..take).map(move |_| {
                     let r = (u128::from(splitmix(&mut state)) * acc) >> 64;
                     let (_, i, j) = hp[hp.partition_point(|&(c, _, _)| c <= r)];
-                    let a = (starts[i] + bounded(&mut state, sizes[i])) as u32;
-                    let b = (starts[j] + bounded(&mut state, sizes[j])) as u32;
+                    let a = pick(i, bounded(&mut state, sizes[i]));
+                    let b = pick(j, bounded(&mut state, sizes[j]));
                     let code = self.compare(a, b).code;
                     (u64::from(a.min(b)) << 32 | u64::from(a.max(b)), code)
                 })

@@ -57,6 +57,8 @@ pub struct ScoringRun {
     output_by_pair: BTreeMap<(usize, usize), (u64, f64)>,
     /// Matches the model expects outside the candidate set.
     unseen_matches: f64,
+    /// The record sample the model was trained on, if any.
+    training: Option<TrainingSummary>,
     timings_ms: [f64; 3],
 }
 
@@ -87,10 +89,11 @@ pub fn score_and_cluster(
     let t0 = Instant::now();
     let offsets = party_offsets(sizes);
     let holder = |g: u32| party_of(&offsets, g) as u16;
-    let (candidates, cstats) = super::candidates(keys, holder, spec.max_block);
+    let (candidates, cstats) =
+        super::candidates(keys, holder, spec.max_block, spec.max_block_pairs);
     log(format!(
-        "{} candidate pairs from {} blocking keys ({} groups over {} records skipped)",
-        cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block
+        "{} candidate pairs from {} blocking keys ({} groups over {} records or {} pairs skipped)",
+        cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block, spec.max_block_pairs
     ));
     let mut total_pairs = 0.0;
     for i in 0..sizes.len() {
@@ -100,6 +103,41 @@ pub fn score_and_cluster(
     }
     if total_pairs == 0.0 {
         return Err(ScoreError::NoPairs);
+    }
+    // The training sample (SPEC.md §9.3): above `train_records` records in a holder, each
+    // holder's records are kept with probability `train_records / n_h` (seeded), and the
+    // model is fitted on the candidates and random pairs among the kept records.
+    let sample = training_sample(sizes, &offsets, spec.train_records, TRAIN_SEED);
+    let train = sample.map(|members| {
+        let mut kept = vec![false; sizes.iter().sum::<usize>()];
+        for m in &members {
+            for &g in m {
+                kept[g as usize] = true;
+            }
+        }
+        let mut tkeys: Vec<(crate::Token, u32)> = keys
+            .iter()
+            .filter(|k| kept[k.1 as usize])
+            .copied()
+            .collect();
+        let (tc, _) = super::candidates(&mut tkeys, holder, spec.max_block, spec.max_block_pairs);
+        let mut pairs = 0.0;
+        for i in 0..members.len() {
+            for j in i + 1..members.len() {
+                pairs += members[i].len() as f64 * members[j].len() as f64;
+            }
+        }
+        (members, tc, pairs)
+    });
+    if let Some((m, tc, _)) = &train {
+        log(format!(
+            "training on a sample of {} records per holder ({} candidate pairs among them, seed {TRAIN_SEED:#x})",
+            m.iter()
+                .map(|v| v.len().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            tc.len()
+        ));
     }
     let t_cand = t0.elapsed();
     let scores = super::score(
@@ -124,7 +162,20 @@ pub fn score_and_cluster(
             sessions: spec.sessions.clone(),
             ..EmOptions::default()
         },
+        train.as_ref().map(|(members, tc, pairs)| super::Training {
+            candidates: tc,
+            members,
+            total_pairs: *pairs,
+        }),
     );
+    let training = train.map(|(members, tc, pairs)| TrainingSummary {
+        records: members.iter().map(|m| m.len() as u64).collect(),
+        population: sizes.iter().map(|&n| n as u64).collect(),
+        records_per_holder: spec.train_records,
+        seed: TRAIN_SEED,
+        candidates: tc.len() as u64,
+        pairs,
+    });
     let t_score = t0.elapsed();
     for d in &scores.model.diagnostics {
         log(format!("warning: {d}"));
@@ -148,9 +199,9 @@ pub fn score_and_cluster(
     };
     let mut links = Vec::new();
     let mut vetoed_links = 0u64;
-    for (&(a, b), &w) in candidates.iter().zip(&scores.weights) {
+    for ((&(a, b), &w), &code) in candidates.iter().zip(&scores.weights).zip(&scores.codes) {
         if f64::from(w) >= threshold {
-            if !veto.is_empty() && vetoed(features.compare(a, b).code) {
+            if !veto.is_empty() && vetoed(code) {
                 vetoed_links += 1;
                 continue;
             }
@@ -204,6 +255,7 @@ pub fn score_and_cluster(
         duplicates: duplicates.clone(),
         output_by_pair: BTreeMap::new(),
         unseen_matches,
+        training,
         timings_ms: [ms(t_cand), ms(t_score - t_cand), ms(t_cluster - t_score)],
         features,
     };
@@ -351,7 +403,12 @@ impl ScoringRun {
         let mut missed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
         // (Σ P over vetoed free pairs, Σ P over vetoed taken pairs) by holder pair.
         let mut vetoed: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
-        for (&(a, b), &w) in self.candidate_pairs.iter().zip(&self.scores.weights) {
+        for ((&(a, b), &w), &code) in self
+            .candidate_pairs
+            .iter()
+            .zip(&self.scores.weights)
+            .zip(&self.scores.codes)
+        {
             let (la, lb) = (labels[a as usize] as usize, labels[b as usize] as usize);
             if la == lb {
                 continue;
@@ -361,7 +418,6 @@ impl ScoringRun {
             let is_taken = taken(la, hb) || taken(lb, ha);
             let p = probability(f64::from(w));
             if !self.veto.is_empty() {
-                let code = self.features.compare(a, b).code;
                 let dims = self.features.dims();
                 if self
                     .veto
@@ -429,13 +485,12 @@ impl ScoringRun {
             .map(|(i, _)| i)
             .collect();
         let mut identifiable: BTreeMap<(usize, usize), bool> = BTreeMap::new();
-        for &(a, b) in &self.candidate_pairs {
+        for (&(a, b), &code) in self.candidate_pairs.iter().zip(&self.scores.codes) {
             let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
             let key = (ha.min(hb), ha.max(hb));
             if identifiable.get(&key) == Some(&true) {
                 continue;
             }
-            let code = self.features.compare(a, b).code;
             let any = informative.iter().any(|&c| !dims.is_missing(code, c));
             *identifiable.entry(key).or_insert(false) |= any;
         }
@@ -518,7 +573,26 @@ impl ScoringRun {
                 blocking_keys: self.candidates.keys,
                 largest_group: self.candidates.largest_group,
                 skipped_groups: self.candidates.skipped_groups,
+                max_block_pairs: spec.max_block_pairs,
+                dropped: self
+                    .candidates
+                    .dropped
+                    .iter()
+                    .map(|&(r, groups, pairs)| DroppedBlocks {
+                        recipe: schema
+                            .recipes
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i as u8 == r)
+                            .map(|(_, x)| x.name.clone())
+                            .collect::<Vec<_>>()
+                            .join("|"),
+                        groups,
+                        pairs,
+                    })
+                    .collect(),
             },
+            training: self.training.clone(),
             threshold: ThresholdSummary {
                 weight: round(self.threshold, 4),
                 probability: probability(self.threshold),
@@ -583,6 +657,9 @@ pub struct ScoringSummary {
     pub random_pairs: u64,
     /// Candidate generation.
     pub candidates: CandidatesSummary,
+    /// The record sample the model was trained on (absent: every record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingSummary>,
     /// The threshold used.
     pub threshold: ThresholdSummary,
     /// Candidate pairs at or above the threshold (including vetoed ones).
@@ -664,8 +741,87 @@ pub struct CandidatesSummary {
     pub blocking_keys: usize,
     /// Records in the largest block kept.
     pub largest_group: usize,
-    /// Blocks skipped for exceeding `max_block`.
+    /// Blocks skipped for exceeding `max_block` records or `max_block_pairs` pairs.
     pub skipped_groups: usize,
+    /// Most cross-holder pairs of a block that is expanded.
+    pub max_block_pairs: u64,
+    /// Skipped blocks by recipe.
+    pub dropped: Vec<DroppedBlocks>,
+}
+
+/// The blocks of one recipe that were too large to expand (SPEC.md §9.2).
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct DroppedBlocks {
+    /// Recipe name (names joined by `|` if the schema has more than 256 recipes).
+    pub recipe: String,
+    /// Key groups skipped.
+    pub groups: u64,
+    /// Cross-holder pairs those groups hold (not made from this key; a pair may still be
+    /// a candidate through another key).
+    pub pairs: u64,
+}
+
+/// The record sample a scored run trained its model on (SPEC.md §9.3).
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct TrainingSummary {
+    /// Sampled records per holder.
+    pub records: Vec<u64>,
+    /// Records per holder in the run.
+    pub population: Vec<u64>,
+    /// The schema's `train_records` (expected sampled records per holder).
+    pub records_per_holder: usize,
+    /// Seed of the record sample.
+    pub seed: u64,
+    /// Candidate pairs among the sampled records (EM ran on these).
+    pub candidates: u64,
+    /// Cross-holder pairs among the sampled records.
+    pub pairs: f64,
+}
+
+/// Seed of the training record sample: fixed, so that runs are reproducible.
+pub const TRAIN_SEED: u64 = 0x7472_6169_6e69_6e67; // "training"
+
+/// The training sample: `None` if no holder has more than `per_holder` records; else per
+/// holder the global indices of the records kept, each with probability
+/// `min(1, per_holder / n_h)` by a hash of `(seed, index)` (independent of the order of
+/// other records), ascending. Sampling records of every holder independently keeps the
+/// share of matches among cross-holder pairs (λ) unchanged: a match survives with
+/// probability `f_i·f_j`, as any pair does.
+pub fn training_sample(
+    sizes: &[usize],
+    offsets: &[u32],
+    per_holder: usize,
+    seed: u64,
+) -> Option<Vec<Vec<u32>>> {
+    if sizes.iter().all(|&n| n <= per_holder) {
+        return None;
+    }
+    Some(
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(h, &n)| {
+                let start = offsets[h];
+                if n <= per_holder {
+                    return (start..start + n as u32).collect();
+                }
+                let cut = (per_holder as f64 / n as f64 * 2f64.powi(64)) as u64;
+                (start..start + n as u32)
+                    .filter(|&g| mix(seed ^ u64::from(g)) < cut)
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// A 64-bit finalizer (SplitMix64's, Steele, Lea and Flood 2014).
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The threshold used.

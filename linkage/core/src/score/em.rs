@@ -800,6 +800,18 @@ fn outside_share(dims: &Dims, m: &[Vec<f64>], sample: &[SamplePattern]) -> f64 {
 }
 
 impl Model {
+    /// Re-bases a model fitted on a record sample on the candidates it scores (SPEC.md §9.3):
+    /// `seen` is `Σ P(M | γ)` over those candidates, `total_pairs` their population's
+    /// cross-holder pairs, `sample` random pairs of that population (with their candidate
+    /// flags); the matches outside the candidates are re-estimated from it (capped at
+    /// [`MAX_UNSEEN_SHARE`]). m, u and λ are kept.
+    pub fn rebase(&mut self, dims: &Dims, sample: &[SamplePattern], seen: f64, total_pairs: f64) {
+        let unseen = outside_share(dims, &self.m, sample).min(MAX_UNSEEN_SHARE);
+        self.matches_in_candidates = seen;
+        self.matches = seen / (1.0 - unseen);
+        self.total_pairs = total_pairs;
+    }
+
     /// Match weight in bits of each level: `log2(m/u)` (0 for `missing`).
     pub fn level_weight(&self, c: usize, l: usize) -> f64 {
         if l + 1 == self.m[c].len() {

@@ -25,8 +25,9 @@ pub use crate::schema::scoring::{Clustering, ComparisonSpec, DiceSpec, ScoringSp
 pub use compare::{Compared, Dims, Features, FeaturesBuilder};
 pub use decide::{
     CandidatesSummary, ClusteringSummary, ComparisonSummary, CurveSummary, DecideOptions,
-    EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary, ScoreError, ScoringRun,
-    ScoringSummary, ScoringTimings, ThresholdSummary, score_and_cluster,
+    DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary, ScoreError,
+    ScoringRun, ScoringSummary, ScoringTimings, ThresholdSummary, TrainingSummary,
+    score_and_cluster,
 };
 pub use em::{
     EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
@@ -35,40 +36,79 @@ pub use em::{
 use crate::token::Token;
 
 /// Counts of candidate-pair generation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CandidateStats {
     /// Distinct blocking keys.
     pub keys: usize,
     /// Largest key group (records sharing one key).
     pub largest_group: usize,
-    /// Key groups larger than `max_block`, not expanded.
+    /// Key groups larger than `max_block` records or `max_block_pairs` pairs, not expanded.
     pub skipped_groups: usize,
     /// Distinct candidate pairs.
     pub pairs: u64,
+    /// Per recipe (index mod 256, from [`crate::tokenlink::block_key_recipe`]) whose groups
+    /// were capped: `(recipe, groups skipped, cross-holder pairs not made)`, by recipe. The
+    /// pairs are counted per group (a pair dropped from one key may still come from another).
+    pub dropped: Vec<(u8, u64, u64)>,
 }
 
 /// Candidate pairs: records of different holders sharing a blocking key (any token of a
-/// direct, guarded or block recipe), as `(a, b)` global indices with `a < b`, sorted and
-/// deduplicated. Groups of more than `max_block` records are skipped.
+/// direct, guarded or block recipe, as [`crate::tokenlink::block_key`] makes them), as
+/// `(a, b)` global indices with `a < b`, sorted and deduplicated. Groups of more than
+/// `max_block` records, or whose cross-holder pairs `Σ_{i<j} n_i·n_j` exceed
+/// `max_block_pairs`, are skipped and accounted per recipe ([`CandidateStats::dropped`]):
+/// the pairs made are then at most `max_block_pairs` per key group, so they grow at most
+/// linearly with the records (SPEC.md §9.2).
 pub fn candidates(
     keys: &mut [(Token, u32)],
     holder: impl Fn(u32) -> u16 + Sync,
     max_block: usize,
+    max_block_pairs: u64,
 ) -> (Vec<(u32, u32)>, CandidateStats) {
     let mut stats = CandidateStats::default();
     keys.par_sort_unstable();
     let groups: Vec<&[(Token, u32)]> = keys.chunk_by(|x, y| x.0 == y.0).collect();
     stats.keys = groups.len();
-    for g in &groups {
+    // Cross-holder pairs of a group: ((Σ n_i)² − Σ n_i²) / 2 over its holders.
+    let cross = |g: &[(Token, u32)]| -> u64 {
+        if g.len() < 2 {
+            return 0;
+        }
+        let mut per: Vec<(u16, u64)> = Vec::new();
+        for &(_, x) in g {
+            let h = holder(x);
+            match per.iter_mut().find(|p| p.0 == h) {
+                Some(p) => p.1 += 1,
+                None => per.push((h, 1)),
+            }
+        }
+        let n: u64 = per.iter().map(|p| p.1).sum();
+        let sq: u64 = per.iter().map(|p| p.1 * p.1).sum();
+        (n * n - sq) / 2
+    };
+    let keep: Vec<bool> = groups
+        .par_iter()
+        .map(|g| g.len() >= 2 && (g.len() > max_block || cross(g) > max_block_pairs))
+        .map(|skip| !skip)
+        .collect();
+    let mut dropped: std::collections::BTreeMap<u8, (u64, u64)> = Default::default();
+    for (g, &k) in groups.iter().zip(&keep) {
         stats.largest_group = stats.largest_group.max(g.len());
-        if g.len() > max_block {
+        if !k {
             stats.skipped_groups += 1;
+            let e = dropped
+                .entry(crate::tokenlink::block_key_recipe(&g[0].0))
+                .or_default();
+            e.0 += 1;
+            e.1 += cross(g);
         }
     }
+    stats.dropped = dropped.into_iter().map(|(r, (g, p))| (r, g, p)).collect();
     let mut pairs: Vec<u64> = groups
         .par_iter()
-        .filter(|g| g.len() >= 2 && g.len() <= max_block)
-        .flat_map_iter(|g| {
+        .zip(keep.par_iter())
+        .filter(|(g, k)| **k && g.len() >= 2)
+        .flat_map_iter(|(g, _)| {
             let mut out = Vec::new();
             for (i, &(_, x)) in g.iter().enumerate() {
                 for &(_, y) in &g[i + 1..] {
@@ -128,6 +168,8 @@ pub struct Scores {
     pub patterns: Vec<(u32, u64)>,
     /// Match weight terms (bits) of the pattern codes, before term-frequency terms.
     pub table: WeightTerms,
+    /// Pattern code per candidate, in candidate order.
+    pub codes: Vec<u32>,
     /// Match weight (bits) per candidate, in candidate order.
     pub weights: Vec<f32>,
     /// Estimated matches among the candidates: `Σ P(M)` with term-frequency terms.
@@ -141,27 +183,106 @@ pub struct Scores {
 /// Seed of the u sample: fixed, so that runs are reproducible.
 pub const SAMPLE_SEED: u64 = 0x7265_6e6b_6574_7375; // "renketsu"
 
+/// The record sample a model is trained on (SPEC.md §9.3), for [`score`].
+#[derive(Clone, Copy, Debug)]
+pub struct Training<'a> {
+    /// Candidate pairs among the sampled records (as [`candidates`] returns them).
+    pub candidates: &'a [(u32, u32)],
+    /// Per holder, the global indices of its sampled records, ascending.
+    pub members: &'a [Vec<u32>],
+    /// Cross-holder pairs among the sampled records, `Σ_{i<j} m_i·m_j`.
+    pub total_pairs: f64,
+}
+
 /// Compares every candidate, fits the model and scores the candidates (SPEC.md §9.3).
 /// `candidates` are `(a, b)` with `a < b`, sorted ascending and distinct (as [`candidates`]
 /// returns them); `total_pairs` is the number of cross-holder pairs `Σ_{i<j} n_i·n_j`.
+/// With `train`, the model (u, m, λ) is fitted on the record sample's candidates and random
+/// pairs and then scores every candidate; the matches outside the candidate set are
+/// re-estimated from random pairs of all records ([`em::Model::rebase`]).
 pub fn score(
     features: &Features,
     candidates: &[(u32, u32)],
     random_pairs: u64,
     total_pairs: f64,
     opts: EmOptions,
+    train: Option<Training<'_>>,
 ) -> Scores {
+    let tf = tf_mask(features);
+    let model = train.map(|t| {
+        let compared = features.compare_all(t.candidates);
+        let sample =
+            features.random_pairs_among(random_pairs, SAMPLE_SEED, t.candidates, Some(t.members));
+        let patterns = em::count_patterns(compared.iter().map(|c| c.code));
+        let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
+        em::fit(
+            features.dims(),
+            &patterns,
+            &groups,
+            &tf,
+            &sample,
+            t.total_pairs,
+            opts.clone(),
+        )
+    });
     let compared = features.compare_all(candidates);
     let sample = features.random_pairs(random_pairs, SAMPLE_SEED, candidates);
-    score_compared(
-        features.dims(),
-        &compared,
-        &tf_mask(features),
-        sample,
+    match model {
+        None => score_compared(
+            features.dims(),
+            &compared,
+            &tf,
+            sample,
+            random_pairs,
+            total_pairs,
+            opts,
+        ),
+        Some(model) => apply(
+            features.dims(),
+            &compared,
+            &tf,
+            sample,
+            random_pairs,
+            total_pairs,
+            model,
+        ),
+    }
+}
+
+/// Scores comparison vectors with a model fitted elsewhere (on a record sample) and
+/// re-bases its match counts on these candidates and `total_pairs`.
+fn apply(
+    dims: &Dims,
+    compared: &[Compared],
+    tf: &[usize],
+    sample: Vec<SamplePattern>,
+    random_pairs: u64,
+    total_pairs: f64,
+    mut model: Model,
+) -> Scores {
+    let patterns = em::count_patterns(compared.iter().map(|c| c.code));
+    let table = model.weight_terms(dims, tf);
+    let weights: Vec<f32> = compared
+        .par_iter()
+        .with_min_len(8192)
+        .map(|c| table.weight(c.code) + c.tf_bits)
+        .collect();
+    let expected_matches = weights
+        .par_iter()
+        .with_min_len(8192)
+        .map(|&w| probability(f64::from(w)))
+        .sum();
+    model.rebase(dims, &sample, expected_matches, total_pairs);
+    Scores {
+        model,
+        patterns,
+        table,
+        codes: compared.iter().map(|c| c.code).collect(),
+        weights,
+        expected_matches,
         random_pairs,
-        total_pairs,
-        opts,
-    )
+        sample,
+    }
 }
 
 /// Number of term-frequency adjusted levels per comparison (its exact levels, or 0).
@@ -205,6 +326,7 @@ pub fn score_compared(
         model,
         patterns,
         table,
+        codes: compared.iter().map(|c| c.code).collect(),
         weights,
         expected_matches,
         random_pairs,
@@ -305,6 +427,81 @@ pub fn vetoed_matches(free: f64, taken: f64, both_free: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokenlink::block_key;
+
+    /// Blocks over the pair cap are skipped and accounted to their recipe; the others are
+    /// expanded, and the pairs made stay below the cap per key (linear in the records).
+    #[test]
+    fn capped_blocks_are_skipped_and_accounted_by_recipe() {
+        let holder = |g: u32| u16::from(g >= 1_000);
+        let common = block_key(&[7u8; crate::token::TOKEN_LEN], 3);
+        let rare = block_key(&[9u8; crate::token::TOKEN_LEN], 5);
+        let mut keys: Vec<(Token, u32)> = Vec::new();
+        // 30 × 30 records share the common key: 900 cross-holder pairs.
+        for i in 0..30 {
+            keys.push((common, i));
+            keys.push((common, 1_000 + i));
+        }
+        // 2 × 3 share the rare one: 6 pairs.
+        for g in [100, 101, 1_100, 1_101, 1_102] {
+            keys.push((rare, g));
+        }
+        let (pairs, stats) = candidates(&mut keys.clone(), holder, 2_000, 400);
+        assert_eq!(pairs.len(), 6);
+        assert_eq!(stats.skipped_groups, 1);
+        assert_eq!(stats.dropped, vec![(3, 1, 900)]);
+        // Under a cap of 900 pairs both blocks are expanded.
+        let (pairs, stats) = candidates(&mut keys, holder, 2_000, 900);
+        assert_eq!(pairs.len(), 906);
+        assert!(stats.dropped.is_empty());
+    }
+
+    /// The training sample keeps about `per_holder` records of each larger holder, the same
+    /// ones on every run, inside the holder's index range; small holders are kept whole.
+    #[test]
+    fn training_sample_is_seeded_and_sized() {
+        let sizes = [50_000usize, 4_000];
+        let offsets = crate::tokenlink::party_offsets(&sizes);
+        assert!(decide::training_sample(&sizes, &offsets, 50_000, 1).is_none());
+        let s = decide::training_sample(&sizes, &offsets, 10_000, 1).expect("sampled");
+        assert_eq!(
+            s,
+            decide::training_sample(&sizes, &offsets, 10_000, 1).expect("again")
+        );
+        // Binomial(50,000, 0.2): sd ≈ 89.
+        assert!((s[0].len() as i64 - 10_000).abs() < 500, "{}", s[0].len());
+        assert!(s[0].windows(2).all(|w| w[0] < w[1]) && s[0].iter().all(|&g| g < 50_000));
+        assert_eq!(s[1], (50_000..54_000).collect::<Vec<u32>>());
+        assert_ne!(
+            s,
+            decide::training_sample(&sizes, &offsets, 10_000, 2).expect("seed 2")
+        );
+    }
+
+    /// Sampling every holder's records independently keeps λ, the share of matches among
+    /// the cross-holder pairs: 20,000 matches among 50,000 × 40,000 records (λ = 10^-5),
+    /// samples of 10,000 records per holder keep about 1,000 of them among 10^8 pairs.
+    #[test]
+    fn training_sample_keeps_the_prior() {
+        let sizes = [50_000usize, 40_000];
+        let offsets = crate::tokenlink::party_offsets(&sizes);
+        let lambda = 20_000.0 / (50_000.0 * 40_000.0);
+        for seed in 1..4 {
+            let s = decide::training_sample(&sizes, &offsets, 10_000, seed).expect("sampled");
+            let b: std::collections::HashSet<u32> = s[1].iter().copied().collect();
+            // Record g of a matches record 50,000 + g of b for g < 20,000.
+            let matches = s[0]
+                .iter()
+                .filter(|&&g| g < 20_000 && b.contains(&(50_000 + g)))
+                .count() as f64;
+            let pairs = s[0].len() as f64 * s[1].len() as f64;
+            // Binomial(20,000, 0.05): relative sd ≈ 3 %.
+            assert!(
+                (matches / pairs / lambda - 1.0).abs() < 0.12,
+                "{matches} {pairs}"
+            );
+        }
+    }
 
     #[test]
     fn free_pairs_gain_the_odds_of_one_to_one_linkage() {
