@@ -366,8 +366,20 @@ fn print_schema(s: &Schema) -> Result<()> {
     );
     println!("identifier fields:");
     for f in &s.fields {
+        let full = match (&f.full_column, f.part) {
+            (Some(c), Some(p)) => {
+                let p = if p == renketsu_linkage::schema::NamePart::Family {
+                    "family"
+                } else {
+                    "given"
+                };
+                format!(" (or the {p} name part of {c})")
+            }
+            (Some(c), None) => format!(" (or the whole name in {c})"),
+            _ => String::new(),
+        };
         println!(
-            "  {:<24} {:<36} normalizer {}{}",
+            "  {:<24} {:<36} normalizer {}{}{full}",
             f.name,
             f.columns.join(" + "),
             f.normalizer.name(),

@@ -52,6 +52,11 @@ pub struct SynthArgs {
     /// (id, id1, id1_branch, id4 as SHA-256 hex of the legacy preimages, then content columns).
     #[arg(long, value_name = "LETTER")]
     pub ndb_view: Option<String>,
+    /// Holder LETTER writes names in one field, as claims data carry 氏名: columns full_name and
+    /// full_name_kana (family and given name joined by a full-width space, an ASCII space or
+    /// nothing) instead of last_name, first_name, last_name_kana, first_name_kana
+    #[arg(long, value_name = "LETTER")]
+    pub one_name_field: Option<String>,
     /// "Today" (YYYY-MM-DD): ages (0-100) and service months are relative to it.
     #[arg(long, default_value = "2026-11-22")]
     pub today: String,
@@ -72,6 +77,7 @@ impl SynthArgs {
         o.insurer_change_rate = self.insurer_change_rate;
         o.corruption = self.corruption;
         o.ndb_view.clone_from(&self.ndb_view);
+        o.one_name_field.clone_from(&self.one_name_field);
         o.today.clone_from(&self.today);
         o
     }

@@ -54,6 +54,11 @@ use unicode_normalization::UnicodeNormalization;
 pub const HEADER: &str = "id,last_name,first_name,last_name_kana,first_name_kana,sex,birth_date,postcode,\
     prefecture,city,insurer_number,insured_symbol,insured_number,branch,care_insured_number,\
     service_ym,claim_count,main_diagnosis,total_points";
+/// Header of a holder that writes names in one field (`one_name_field`): 氏名 and 氏名カナ
+/// as `full_name` and `full_name_kana` in place of the four split name columns.
+pub const HEADER_ONE_NAME_FIELD: &str = "id,full_name,full_name_kana,sex,birth_date,postcode,\
+    prefecture,city,insurer_number,insured_symbol,insured_number,branch,care_insured_number,\
+    service_ym,claim_count,main_diagnosis,total_points";
 /// Header of the NDB-style hash-only view.
 pub const NDB_HEADER: &str =
     "id,id1,id1_branch,id4,service_ym,claim_count,main_diagnosis,total_points";
@@ -93,6 +98,12 @@ pub struct SynthOptions {
     /// sees it (id, id1, id1_branch, id4 as SHA-256 hex of the legacy preimages, then content
     /// columns).
     pub ndb_view: Option<String>,
+    /// Holder `letter` writes each name in one field, as claims data (レセプト) carry 氏名:
+    /// `full_name` = family and given name joined by a full-width space (U+3000; 70 %), an
+    /// ASCII space (15 %) or nothing (15 %), `full_name_kana` likewise (header
+    /// [`HEADER_ONE_NAME_FIELD`]). The values are the split columns' (with their
+    /// corruptions), so the two forms of one record always agree.
+    pub one_name_field: Option<String>,
     /// "Today" (YYYY-MM-DD, years 1990-2200): ages (0-100) and service months are relative to
     /// it. Default 2026-11-22.
     pub today: String,
@@ -111,6 +122,7 @@ impl SynthOptions {
             insurer_change_rate: 0.11,
             corruption: 1.0,
             ndb_view: None,
+            one_name_field: None,
             today: "2026-11-22".into(),
         }
     }
@@ -141,6 +153,14 @@ pub enum SynthError {
     /// `today` is not a date YYYY-MM-DD of the years 1990-2200.
     #[error("--today {0:?}: expected YYYY-MM-DD")]
     Today(String),
+    /// `one_name_field` is not the letter of one of the holders.
+    #[error("--one-name-field {view:?}: expected a holder letter a-{last}")]
+    OneNameField {
+        /// The value given.
+        view: String,
+        /// The last holder's letter.
+        last: char,
+    },
     /// `ndb_view` is not the letter of one of the holders.
     #[error("--ndb-view {view:?}: expected a holder letter a-{last}")]
     NdbView {
@@ -237,6 +257,23 @@ const T_CARE: u64 = 5;
 const T_RECORD: u64 = 6;
 const T_IDS: u64 = 7;
 const T_OVERLAP: u64 = 8;
+const T_ONE_FIELD: u64 = 9;
+
+/// The split name columns of a row (`fields[1..5]`: family, given, family kana, given kana)
+/// as two whole-name fields, joined by a separator drawn from `k` (SPEC.md §2.2 reads them
+/// back). Empty parts leave no separator.
+fn one_name_field(fields: &[String], k: u64) -> [String; 2] {
+    let sep = match k % 20 {
+        0..14 => "\u{3000}",
+        14..17 => " ",
+        _ => "",
+    };
+    let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
+        (false, false) => format!("{a}{sep}{b}"),
+        _ => format!("{a}{b}"),
+    };
+    [join(&fields[1], &fields[2]), join(&fields[3], &fields[4])]
+}
 
 struct Rng(u64);
 
@@ -1552,6 +1589,18 @@ fn run_observed(
         },
         None => None,
     };
+    let one_field_holder = match &args.one_name_field {
+        Some(l) => match (0..holders).find(|&i| letter(i) == l.to_ascii_lowercase()) {
+            Some(i) => Some(i),
+            None => {
+                return Err(SynthError::OneNameField {
+                    view: l.clone(),
+                    last: char::from(b'a' + (holders - 1) as u8),
+                });
+            }
+        },
+        None => None,
+    };
     if args.out.is_file() {
         return Err(SynthError::OutIsFile(args.out.clone()));
     }
@@ -1577,7 +1626,15 @@ fn run_observed(
     for i in 0..holders {
         progress(char::from(b'a' + i as u8), done, total);
         let path = file(letter(i));
-        let mut w = Out::create(&path, HEADER)?;
+        let one_field = one_field_holder == Some(i);
+        let mut w = Out::create(
+            &path,
+            if one_field {
+                HEADER_ONE_NAME_FIELD
+            } else {
+                HEADER
+            },
+        )?;
         finals.push((part(&path), path.clone()));
         let mut ndb = match ndb_holder {
             Some(h) if h == i => {
@@ -1599,7 +1656,13 @@ fn run_observed(
                 shared += 1;
                 changed += u64::from(row.version > 0);
             }
-            w.write(&row.fields)?;
+            if one_field {
+                let f = &row.fields;
+                let [name, kana] = one_name_field(f, key(args.seed, T_ONE_FIELD, i as u64, id));
+                w.write(std::iter::once(&f[0]).chain([&name, &kana]).chain(&f[5..]))?;
+            } else {
+                w.write(&row.fields)?;
+            }
             if let Some(nw) = ndb.as_mut() {
                 let [id1, id1_branch, id4] = ndb_digests(&row);
                 let f = &row.fields;
@@ -1673,6 +1736,7 @@ mod tests {
             insurer_change_rate: 0.11,
             corruption,
             ndb_view: None,
+            one_name_field: None,
             today: "2026-11-22".into(),
         }
     }
@@ -2190,5 +2254,29 @@ mod tests {
             let e = run(&a).expect_err(message);
             assert!(e.to_string().ends_with(message), "{e} for {a:?}");
         }
+    }
+
+    #[test]
+    fn one_name_field_joins_the_split_names_with_each_separator() {
+        let f: Vec<String> = ["0", "山田", "太郎", "ヤマダ", "タロウ"]
+            .iter()
+            .map(|x| (*x).to_owned())
+            .collect();
+        let seen: BTreeSet<String> = (0..200u64)
+            .map(|k| one_name_field(&f, key(1, T_ONE_FIELD, 0, k))[0].clone())
+            .collect();
+        let want: BTreeSet<String> = ["山田\u{3000}太郎", "山田 太郎", "山田太郎"]
+            .iter()
+            .map(|x| (*x).to_owned())
+            .collect();
+        assert_eq!(seen, want);
+        // An empty part leaves no separator: a family name alone stays as it is.
+        let mut g = f.clone();
+        g[2].clear();
+        g[4].clear();
+        assert_eq!(
+            one_name_field(&g, 0),
+            ["山田".to_owned(), "ヤマダ".to_owned()]
+        );
     }
 }

@@ -32,6 +32,16 @@ fn ratio(v: &Value) -> String {
         .map_or_else(|| "not identifiable".to_owned(), |x| format!("{x:.4}"))
 }
 
+/// The recall of an estimate object (`estimated` or one `by_holder_pair[]` entry): the
+/// figure, or "not identifiable (≤ upper bound)" where the model cannot see the matches.
+fn recall_cell(est: &Value) -> String {
+    match (est["recall"].as_f64(), est["recall_upper_bound"].as_f64()) {
+        (Some(x), _) => format!("{x:.4}"),
+        (None, Some(b)) => format!("not identifiable (≤ {b:.4})"),
+        (None, None) => "not identifiable".to_owned(),
+    }
+}
+
 fn fmt_count(n: f64) -> String {
     let s = format!("{}", n.round() as i64);
     let mut out = String::new();
@@ -321,12 +331,19 @@ pub fn render_json(summary: &Value) -> String {
         h,
         r#"<h2>Estimated quality (from the model, no ground truth)</h2><table id="estimated"><tr><th>precision</th><th>recall</th><th>F1</th><th>output pairs</th><th>expected true pairs</th><th>expected matches</th></tr><tr><td class="big">{:.4}</td><td class="big">{}</td><td class="big">{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>"#,
         num(&est["precision"]),
-        ratio(&est["recall"]),
+        recall_cell(est),
         ratio(&est["f1"]),
         fmt_count(num(&est["output_pairs"])),
         fmt_count(num(&est["expected_true_pairs"])),
         fmt_count(num(&est["matches"]))
     );
+    if let Some(note) = est["recall_note"].as_str() {
+        let _ = write!(
+            h,
+            r#"<p class="note" id="recall-note">Recall: {}.</p>"#,
+            esc(note)
+        );
+    }
     let _ = write!(
         h,
         r#"<p>Threshold <b>{:.2} bits</b> (match probability {:.4}; {}). Prior log-odds {:.2} bits; EM {} iterations over {} patterns{}; u from {} random pairs; {} candidate pairs, {} above the threshold; clustering {} ({} merges, {} vetoed: same holder, {} vetoed: conflict).</p>"#,
@@ -359,7 +376,7 @@ pub fn render_json(summary: &Value) -> String {
                 esc(p["party_b"].as_str().unwrap_or("")),
                 fmt_count(num(&p["output_pairs"])),
                 num(&p["precision"]),
-                ratio(&p["recall"]),
+                recall_cell(p),
                 ratio(&p["f1"])
             );
         }
@@ -526,5 +543,27 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("a&amp;b: no_token"));
         assert_eq!(fmt_count(1234567.0), "1,234,567");
+    }
+
+    #[test]
+    fn a_recall_that_is_not_identifiable_shows_its_bound_and_reason() {
+        let pair = serde_json::json!({"party_a": "a", "party_b": "b", "output_pairs": 10,
+            "precision": 0.99, "recall": null, "f1": null, "recall_identifiable": false,
+            "recall_upper_bound": 0.9497, "recall_note": "matches that share no digest leave no evidence"});
+        let mut est = pair.clone();
+        est["by_holder_pair"] = serde_json::json!([pair]);
+        let summary = serde_json::json!({
+            "project": "p", "schema": {"name": "s", "version": 1},
+            "scoring": {"threshold": {"weight": 3.0}, "estimated": est}, "parties": [],
+        });
+        let html = render_json(&summary);
+        assert_eq!(
+            html.matches("not identifiable (≤ 0.9497)").count(),
+            2,
+            "{html}"
+        );
+        assert!(html.contains(r#"id="recall-note">Recall: matches that share no digest"#));
+        let known = serde_json::json!({"recall": 0.97, "recall_upper_bound": null});
+        assert_eq!(recall_cell(&known), "0.9700");
     }
 }

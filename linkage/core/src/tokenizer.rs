@@ -8,7 +8,7 @@
 use sha2::{Digest as _, Sha256};
 
 use crate::normalize::{FieldReject, NormalizeContext, Normalizer, is_space, kana};
-use crate::schema::{PrehashVariant, Schema};
+use crate::schema::{NamePart, PrehashVariant, Schema};
 use crate::secret::ProjectSecret;
 use crate::token::{KeyedRecipe, RecipeKey, Token, preimage_head, put_value};
 
@@ -60,6 +60,9 @@ pub struct Binding {
     /// Per schema field: positions in `columns` of its source columns, or `None` when the
     /// input lacks one of them.
     pub fields: Vec<Option<Vec<usize>>>,
+    /// Per schema field: whether it reads its `full_column` (the input lacks the split
+    /// columns; SPEC.md §2.2).
+    pub from_full: Vec<bool>,
     /// Per recipe: where its tokens come from.
     pub recipes: Vec<RecipeSource>,
 }
@@ -208,12 +211,19 @@ impl Tokenizer {
                 columns.len() - 1
             }
         };
+        let mut from_full = vec![false; self.schema.fields.len()];
         let fields: Vec<Option<Vec<usize>>> = self
             .schema
             .fields
             .iter()
-            .map(|f| {
+            .zip(&mut from_full)
+            .map(|(f, full)| {
                 let hs: Option<Vec<usize>> = f.columns.iter().map(|c| pos(c)).collect();
+                let hs = hs.or_else(|| {
+                    let h = pos(f.full_column.as_deref()?)?;
+                    *full = true;
+                    Some(vec![h])
+                });
                 hs.map(|hs| hs.into_iter().map(&mut slot).collect())
             })
             .collect();
@@ -237,6 +247,7 @@ impl Tokenizer {
         Binding {
             columns,
             fields,
+            from_full,
             recipes,
         }
     }
@@ -265,7 +276,16 @@ impl Tokenizer {
                 out.status.push(None);
                 continue;
             };
-            let st = if f.any_order {
+            let st = if let Some(part) = f.part {
+                name_part(
+                    f.normalizer,
+                    part,
+                    slots,
+                    raw,
+                    &self.ctx,
+                    &mut out.values[i],
+                )
+            } else if f.any_order {
                 normalize_any_order(
                     f.normalizer,
                     slots,
@@ -484,6 +504,50 @@ impl Tokenizer {
             put_value(&mut out.tail, &out.joined);
             self.emit(r, out);
         }
+    }
+}
+
+/// One part of a name (SPEC.md §2.2): `slots` are the family and given columns, or the one
+/// whole-name column. With both columns filled, the part's own column; with one of them
+/// blank, the filled one holds the whole name, split at its first white space (family name
+/// first); a whole name without white space is the family name when it sits in the family
+/// column, and otherwise leaves the part missing (the split is unknown).
+fn name_part(
+    norm: Normalizer,
+    part: NamePart,
+    slots: &[usize],
+    raw: &[&str],
+    ctx: &NormalizeContext,
+    out: &mut String,
+) -> Result<(), FieldReject> {
+    out.clear();
+    fn split(whole: &str, part: NamePart) -> Option<&str> {
+        whole
+            .split_once(is_space)
+            .map(|(family, given)| match part {
+                NamePart::Family => family,
+                NamePart::Given => given.trim_matches(is_space),
+            })
+    }
+    let trim = |s: usize| raw[s].trim_matches(is_space);
+    let value = match slots {
+        [whole] => split(trim(*whole), part),
+        [family, given] => {
+            let (f, g) = (trim(*family), trim(*given));
+            match (f.is_empty(), g.is_empty(), part) {
+                (false, false, NamePart::Family) => Some(f),
+                (false, false, NamePart::Given) => Some(g),
+                (true, true, _) => None,
+                (false, true, NamePart::Family) => Some(split(f, part).unwrap_or(f)),
+                (false, true, NamePart::Given) => split(f, part),
+                (true, false, _) => split(g, part),
+            }
+        }
+        _ => None,
+    };
+    match value {
+        Some(v) => norm.apply(v, ctx, out),
+        None => Err(FieldReject::Missing),
     }
 }
 

@@ -149,6 +149,23 @@ pub struct FieldSpec {
     /// normalized one by one, sorted and joined with one space, so that swapped family and
     /// given names give the same value.
     pub any_order: bool,
+    /// `full_column = "…"`: the column holding the whole name (氏名 in one field, as claims
+    /// data carry it), read when the input lacks one of `columns` (SPEC.md §2.2).
+    pub full_column: Option<String>,
+    /// `part = "family" | "given"`: which part of the name a two-column field (family, given)
+    /// takes: its own column when both are filled, else the part of the whole name (in the
+    /// filled column or `full_column`) before or after the first white space (SPEC.md §2.2).
+    pub part: Option<NamePart>,
+}
+
+/// The part of a whole name (family name first, as Japanese names are written) that a
+/// field reads from its `full_column` (SPEC.md §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamePart {
+    /// Before the first white space: 氏.
+    Family,
+    /// After the first white space: 名.
+    Given,
 }
 
 /// How a recipe's tokens are used by the join (SPEC.md §5.1).
@@ -339,6 +356,10 @@ struct RawField {
     #[serde(default)]
     order: Option<Spanned<String>>,
     #[serde(default)]
+    full_column: Option<Spanned<String>>,
+    #[serde(default)]
+    part: Option<Spanned<String>>,
+    #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
     description: Option<String>,
 }
@@ -459,12 +480,52 @@ impl Schema {
                     ));
                 }
             };
+            let part = match &f.part {
+                None => None,
+                Some(p) if p.get_ref() == "family" => Some(NamePart::Family),
+                Some(p) if p.get_ref() == "given" => Some(NamePart::Given),
+                Some(p) => {
+                    return Err(invalid(
+                        format!("{key}.part"),
+                        p.span(),
+                        format!("part is \"family\" or \"given\", not {:?}", p.get_ref()),
+                    ));
+                }
+            };
+            let full_column = f.full_column.as_ref().map(|c| c.get_ref().clone());
+            match (&f.full_column, &f.part) {
+                (_, Some(p)) if columns.len() != 2 => {
+                    return Err(invalid(
+                        format!("{key}.part"),
+                        p.span(),
+                        "`part` is for a field of two columns, family and given name".into(),
+                    ));
+                }
+                (Some(c), None) if columns.len() == 1 => {
+                    return Err(invalid(
+                        format!("{key}.full_column"),
+                        c.span(),
+                        "a one-column field cannot read a whole name; give `columns = [family, given]` and `part`".into(),
+                    ));
+                }
+                (Some(c), _) if columns.contains(c.get_ref()) => {
+                    return Err(invalid(
+                        format!("{key}.full_column"),
+                        c.span(),
+                        "the full_column must differ from the field's own columns".into(),
+                    ));
+                }
+                _ => {}
+            }
             identifier_columns.extend(columns.iter().cloned());
+            identifier_columns.extend(full_column.iter().cloned());
             fields.push(FieldSpec {
                 name: name.get_ref().clone(),
                 columns,
                 normalizer: f.normalizer,
                 any_order,
+                full_column,
+                part,
             });
         }
         let id_column = raw.input.id_column.clone().unwrap_or_else(|| "id".into());
@@ -777,7 +838,7 @@ impl Schema {
     pub fn identifier_columns(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for f in &self.fields {
-            for c in &f.columns {
+            for c in f.columns.iter().chain(&f.full_column) {
                 if !out.contains(&c.as_str()) {
                     out.push(c);
                 }
@@ -998,5 +1059,43 @@ variants = ["kana_script"]
         let bad = GOOD.replace(r#"normalizer = "date""#, r#"normalizer = "dat""#);
         let err = Schema::from_toml(&bad).unwrap_err().to_string();
         assert!(err.contains("dat") && err.contains("line 12"), "{err}");
+    }
+
+    #[test]
+    fn full_column_and_part_are_checked() {
+        let with = |field: &str| GOOD.replace("[fields.dob]", &format!("{field}\n\n[fields.dob]"));
+        let ok = with(
+            "[fields.given]\ncolumns = [\"f\", \"g\"]\nnormalizer = \"kana_name\"\nfull_column = \"whole\"\npart = \"given\"\n[fields.full]\ncolumns = [\"f\", \"g\"]\nnormalizer = \"kana_name\"\nfull_column = \"whole\"",
+        );
+        let s = Schema::from_toml(&ok).unwrap();
+        let given = s.fields.iter().find(|f| f.name == "given").unwrap();
+        assert_eq!(given.part, Some(NamePart::Given));
+        assert_eq!(given.full_column.as_deref(), Some("whole"));
+        assert!(s.identifier_columns().contains(&"whole"));
+        for (field, want) in [
+            (
+                "[fields.given]\ncolumn = \"g\"\nnormalizer = \"kana_name\"\nfull_column = \"whole\"",
+                "`part`",
+            ),
+            (
+                "[fields.given]\ncolumn = \"g\"\nnormalizer = \"kana_name\"\npart = \"given\"",
+                "two columns",
+            ),
+            (
+                "[fields.given]\ncolumns = [\"f\", \"g\"]\nnormalizer = \"kana_name\"\npart = \"middle\"",
+                "\"middle\"",
+            ),
+            (
+                "[fields.given]\ncolumns = [\"f\", \"g\"]\nnormalizer = \"kana_name\"\nfull_column = \"f\"\npart = \"given\"",
+                "must differ",
+            ),
+        ] {
+            let err = Schema::from_toml(&with(field)).unwrap_err().to_string();
+            assert!(err.contains(want), "{field}: {err}");
+        }
+        // A content column may not be the whole-name column.
+        let bad = ok.replace(r#"columns = ["diagnosis"]"#, r#"columns = ["whole"]"#);
+        let err = Schema::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.contains("identifier"), "{err}");
     }
 }

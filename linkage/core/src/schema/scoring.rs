@@ -71,6 +71,10 @@ pub struct ComparisonSpec {
     /// Recipes (indices into the schema's recipes) whose token agreement makes levels
     /// `0..exact.len()`, strongest first.
     pub exact: Vec<usize>,
+    /// Per exact level, further recipes whose agreement also makes that level (`also`): the
+    /// same name in another written form, e.g. the whole name without its family/given split
+    /// beside the either-order form (SPEC.md §2.2, §9.1). Empty for most levels.
+    pub also: Vec<Vec<usize>>,
     /// Term-frequency adjustment of the exact levels.
     pub tf: bool,
     /// A disagreement of this comparison between two records of one cluster is a conflict.
@@ -224,6 +228,8 @@ struct RawComparison {
     #[serde(default)]
     exact: Vec<Spanned<String>>,
     #[serde(default)]
+    also: Option<Spanned<std::collections::BTreeMap<String, Vec<String>>>>,
+    #[serde(default)]
     tf: bool,
     #[serde(default)]
     conflict: bool,
@@ -317,6 +323,26 @@ pub(crate) fn parse(
                 ));
             }
             exact.push(k);
+        }
+        let mut also = vec![Vec::new(); exact.len()];
+        if let Some(a) = &c.also {
+            let bad = |msg: String| Err((format!("{key}.also"), a.span(), msg));
+            for (level, alts) in a.get_ref() {
+                let Some(l) = exact.iter().position(|&k| recipes[k].name == *level) else {
+                    return bad(format!(
+                        "`{level}` is not one of this comparison's exact recipes"
+                    ));
+                };
+                for r in alts {
+                    let Some(k) = recipes.iter().position(|x| &x.name == r) else {
+                        return bad(format!("`{r}` is not a recipe of the schema"));
+                    };
+                    if exact.contains(&k) || also.iter().any(|x: &Vec<usize>| x.contains(&k)) {
+                        return bad(format!("recipe `{r}` is listed twice"));
+                    }
+                    also[l].push(k);
+                }
+            }
         }
         let dice = match &c.dice {
             None => None,
@@ -417,6 +443,7 @@ pub(crate) fn parse(
         let spec = ComparisonSpec {
             name: name.clone(),
             exact,
+            also,
             tf: c.tf,
             conflict: c.conflict,
             rare_agreement: c.rare_agreement,

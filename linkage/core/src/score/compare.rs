@@ -257,6 +257,23 @@ impl ComparisonEncoder {
     }
 }
 
+impl DiceData {
+    /// Dice coefficient of records `a` and `b`'s filters (one filter per record over every
+    /// field of the comparison it holds: SPEC.md §9.1, Schnell et al. 2009).
+    #[inline]
+    fn dice(&self, a: usize, b: usize) -> f64 {
+        let (ca, cb) = (self.filters.count(a), self.filters.count(b));
+        let both: u32 = self
+            .filters
+            .get(a)
+            .iter()
+            .zip(self.filters.get(b))
+            .map(|(x, y)| (x & y).count_ones())
+            .sum();
+        2.0 * f64::from(both) / f64::from((ca + cb).max(1))
+    }
+}
+
 /// Term frequencies of one exact level's recipe, counted within each holder (the count of
 /// each token is kept next to it in `Features::rec_tf`).
 #[derive(Clone, Debug, Default)]
@@ -288,6 +305,9 @@ pub struct Features {
     tf: Vec<Option<TfData>>,
     /// Per comparison: evaluated only when comparison `.0` is at a level in bit set `.1`.
     when: Vec<Option<(usize, u32)>>,
+    /// Per comparison: a `veto` comparison with several Dice features, whose disagreement
+    /// counts only when the pair is compared on at least two of them.
+    veto_forms: Vec<bool>,
     tf_comparison: Vec<bool>,
     holder: Vec<u16>,
     holders: usize,
@@ -336,8 +356,11 @@ impl FeaturesBuilder {
         for c in &spec.comparisons {
             slot_base.push(n);
             exact_len.push(c.exact.len());
-            for &r in &c.exact {
+            for (&r, also) in c.exact.iter().zip(&c.also) {
                 recipe_slots[r].push(n);
+                for &a in also {
+                    recipe_slots[a].push(n);
+                }
                 n += 1;
             }
         }
@@ -365,6 +388,11 @@ impl FeaturesBuilder {
             .flat_map(|c| c.exact.iter().map(|_| c.tf.then(TfData::default)))
             .collect();
         let when = spec.comparisons.iter().map(|c| c.when).collect();
+        let veto_forms = spec
+            .comparisons
+            .iter()
+            .map(|c| c.veto && c.dice.as_ref().is_some_and(|d| d.features.len() > 1))
+            .collect();
         let tf_comparison = spec
             .comparisons
             .iter()
@@ -382,6 +410,7 @@ impl FeaturesBuilder {
                 dice,
                 tf,
                 when,
+                veto_forms,
                 tf_comparison,
                 holder: Vec::new(),
                 holders: 0,
@@ -632,20 +661,19 @@ impl Features {
         if let Some(d) = &self.dice[c] {
             let (ma, mb) = (d.masks[a as usize], d.masks[b as usize]);
             if ma & mb != 0 {
-                let (ca, cb) = (d.filters.count(a as usize), d.filters.count(b as usize));
-                let common: u32 = d
-                    .filters
-                    .get(a as usize)
-                    .iter()
-                    .zip(d.filters.get(b as usize))
-                    .map(|(x, y)| (x & y).count_ones())
-                    .sum();
-                let score = 2.0 * f64::from(common) / f64::from((ca + cb).max(1));
+                let score = d.dice(a as usize, b as usize);
                 let e = self.exact_len[c] as u32;
                 for (i, &band) in d.bands.iter().enumerate() {
                     if score >= band {
                         return (e + i as u32, None);
                     }
+                }
+                // A veto is absolute (no weight outvotes it), so it needs the given name
+                // to disagree in two written forms (kanji and kana): one typo in a two- or
+                // three-kana name leaves no common bigram, and a record whose kanji given
+                // name is empty would otherwise be vetoed on its kana alone (SPEC.md §9.5).
+                if self.veto_forms[c] && (ma & mb).count_ones() < 2 {
+                    return (levels - 1, None);
                 }
                 return (levels - 2, None);
             }
@@ -699,6 +727,76 @@ impl Features {
             .with_min_len(4096)
             .map(|&(a, b)| self.compare(a, b))
             .collect()
+    }
+
+    /// Chance agreement of comparison `c` from pairs of records **within** each holder
+    /// (SPEC.md §9.3, `rare_agreement`): per exact level `l`, the share of within-holder record
+    /// pairs (both records holding tokens of the comparison) that share a token at level `l`
+    /// and at no stronger level. Within one holder the records are other persons (holders in
+    /// `skip`, declared to hold duplicates, are left out), so these are non-matches, and a
+    /// holder of `n` records gives `n(n − 1)/2` pairs: agreement rates near `10⁻⁹`, which a
+    /// sample of `10⁶` random pairs cannot resolve (its half observation puts `u` near
+    /// `2.5·10⁻⁷`, so a digest that agrees looked ten thousand times likelier by chance than
+    /// it is). `None` when fewer than `10⁷` such pairs exist. Shape: `exact_levels(c)` rates.
+    pub fn within_holder_agreement(&self, c: usize, skip: &[bool]) -> Option<Vec<f64>> {
+        let (base, e) = (self.slot_base[c], self.exact_len[c]);
+        if e == 0 {
+            return None;
+        }
+        let mut with = vec![0u64; self.holders];
+        // (holder, level, token) per record and level; a record's tokens at a stronger level
+        // are kept with it, to leave out pairs that already agree there.
+        let mut keys: Vec<(u16, u16, u32, u32)> = Vec::new();
+        for r in 0..self.holder.len() {
+            let h = self.holder[r];
+            if skip.get(usize::from(h)).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut any = false;
+            for l in 0..e {
+                let (ids, _) = self.slot(r as u32, base + l);
+                any |= !ids.is_empty();
+                for &id in ids {
+                    keys.push((h, l as u16, id, r as u32));
+                }
+            }
+            with[usize::from(h)] += u64::from(any);
+        }
+        let pairs: f64 = with
+            .iter()
+            .map(|&n| (n as f64) * (n.saturating_sub(1)) as f64 / 2.0)
+            .sum();
+        if pairs < 1e7 {
+            return None;
+        }
+        keys.par_sort_unstable();
+        keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3);
+        let mut agree: Vec<std::collections::HashSet<(u32, u32)>> =
+            vec![std::collections::HashSet::new(); e];
+        // A token held by very many records is no rare identifier: its pairs are counted,
+        // not listed (nor checked against stronger levels).
+        let mut bulk = vec![0.0f64; e];
+        for run in keys.chunk_by(|x, y| (x.0, x.1, x.2) == (y.0, y.1, y.2)) {
+            let l = usize::from(run[0].1);
+            if run.len() > 64 {
+                let n = run.len() as f64;
+                bulk[l] += n * (n - 1.0) / 2.0;
+                continue;
+            }
+            for (i, x) in run.iter().enumerate() {
+                for y in &run[i + 1..] {
+                    agree[l].insert((x.3.min(y.3), x.3.max(y.3)));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(e);
+        let mut stronger: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
+        for (set, bulk) in agree.into_iter().zip(bulk) {
+            let n = set.iter().filter(|p| !stronger.contains(p)).count();
+            out.push((n as f64 + bulk) / pairs);
+            stronger.extend(set);
+        }
+        Some(out)
     }
 
     /// Whether comparison `c` uses term-frequency adjustment.
@@ -830,4 +928,123 @@ fn splitmix(state: &mut u64) -> u64 {
 /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
 fn bounded(state: &mut u64, n: u64) -> u64 {
     ((u128::from(splitmix(state)) * u128::from(n)) >> 64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::NormalizeContext;
+    use crate::tokenizer::Tokenizer;
+
+    const SCHEMA: &str = r#"
+schema_format = 1
+name = "t"
+version = 1
+[fields.kanji_given]
+columns = ["family", "given"]
+normalizer = "kanji_name"
+part = "given"
+[fields.kana_given]
+columns = ["family_kana", "given_kana"]
+normalizer = "kana_name_fuzzy"
+part = "given"
+[fields.card]
+column = "card"
+normalizer = "digits"
+[[recipes]]
+name = "block_card"
+version = 1
+fields = ["card"]
+link = "block"
+[[recipes]]
+name = "cmp_kanji_given"
+version = 1
+fields = ["kanji_given"]
+link = "compare"
+[[recipes]]
+name = "cmp_kana_given"
+version = 1
+fields = ["kana_given"]
+link = "compare"
+[scoring]
+[[scoring.comparisons]]
+name = "card"
+exact = ["block_card"]
+rare_agreement = true
+[[scoring.comparisons]]
+name = "given_name"
+exact = ["cmp_kanji_given", "cmp_kana_given"]
+veto = true
+[scoring.comparisons.dice]
+bits = 256
+bands = [0.7]
+[[scoring.comparisons.dice.features]]
+field = "kana_given"
+k = 20
+[[scoring.comparisons.dice.features]]
+field = "kanji_given"
+k = 20
+"#;
+
+    /// Features of `rows` (`holder, family, given, family_kana, given_kana, card`).
+    fn features(rows: &[(u16, &str, &str, &str, &str, &str)]) -> Features {
+        let schema = Schema::from_toml(SCHEMA).unwrap();
+        let secret = ProjectSecret::from_bytes([5; 32]);
+        let t = Tokenizer::new(
+            &schema,
+            &secret,
+            "p",
+            NormalizeContext { today: 20_261_122 },
+        );
+        let header = ["family", "given", "family_kana", "given_kana", "card"];
+        let b = t.bind(&header);
+        let mut fb = FeaturesBuilder::new(&schema, &secret, "p");
+        let mut out = RecordTokens::default();
+        for &(h, f, g, fk, gk, c) in rows {
+            let row = [f, g, fk, gk, c];
+            let raw: Vec<&str> = b.columns.iter().map(|&i| row[i]).collect();
+            t.tokenize(&b, &raw, &mut out);
+            fb.push(h, &out);
+        }
+        fb.finish()
+    }
+
+    #[test]
+    fn the_given_name_veto_needs_two_forms() {
+        let f = features(&[
+            (0, "山田", "太郎", "ヤマダ", "タロウ", "1"),
+            (1, "山田", "花子", "ヤマダ", "ハナコ", "1"),
+            (1, "山田", "", "ヤマダ", "タノウ", "1"),
+            (1, "山田", "", "ヤマダ", "ハナコ", "1"),
+        ]);
+        let given = |a, b| f.dims().level(f.compare(a, b).code, 1);
+        // Levels: 0 kanji, 1 kana, 2 Dice, 3 disagree (the veto), 4 missing. Both forms on
+        // both sides and neither agrees: disagree.
+        assert_eq!(given(0, 1), 3);
+        // Only the kana compared (a kanji given name left empty): missing, never a veto,
+        // whether the kana is a typo of the same name or another name.
+        assert_eq!(given(0, 2), 4);
+        assert_eq!(given(0, 3), 4);
+    }
+
+    #[test]
+    fn within_holder_agreement_counts_pairs_of_other_persons() {
+        // 5,000 records per holder: two pairs within holder 0 share a card, none in 1.
+        let mut rows: Vec<(u16, String)> = (0..10_000u32)
+            .map(|i| ((i / 5_000) as u16, format!("{}", 100_000 + i)))
+            .collect();
+        rows[1].1 = rows[0].1.clone();
+        rows[3].1 = rows[2].1.clone();
+        let rows: Vec<(u16, &str, &str, &str, &str, &str)> = rows
+            .iter()
+            .map(|(h, c)| (*h, "山田", "太郎", "ヤマダ", "タロウ", c.as_str()))
+            .collect();
+        let f = features(&rows);
+        let pairs = 2.0 * 5_000.0 * 4_999.0 / 2.0;
+        let r = f.within_holder_agreement(0, &[]).unwrap();
+        assert_eq!(r, vec![2.0 / pairs]);
+        // A holder declared to hold duplicates is left out.
+        let r = f.within_holder_agreement(0, &[true, false]).unwrap();
+        assert_eq!(r, vec![0.0]);
+    }
 }

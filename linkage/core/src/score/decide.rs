@@ -147,6 +147,16 @@ pub fn score_and_cluster(
         total_pairs,
         EmOptions {
             rare_agreement: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
+            rare_u: spec
+                .comparisons
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.rare_agreement
+                        .then(|| features.within_holder_agreement(i, options.duplicates))
+                        .flatten()
+                })
+                .collect(),
             exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
             checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
             sessions: spec.sessions.clone(),

@@ -54,6 +54,10 @@ pub struct EmOptions {
     /// `rare_agreement` comparisons: u from the sampled pairs that are **not** candidates
     /// (for the others, from every sampled pair outside the deterministic rule).
     pub rare_agreement: Vec<bool>,
+    /// Per `rare_agreement` comparison, its chance agreement per exact level from pairs within
+    /// each holder ([`crate::score::Features::within_holder_agreement`]); where given, it
+    /// replaces the sampled u of those levels. Empty or `None`: the sample alone.
+    pub rare_u: Vec<Option<Vec<f64>>>,
     /// Exact levels per comparison (levels `0..exact_levels[c]`); empty: level 0 only.
     pub exact_levels: Vec<usize>,
     /// Comparisons under the constrained-m check: those evaluated on every pair. A `when`
@@ -76,6 +80,7 @@ impl Default for EmOptions {
             max_iterations: 5_000,
             tolerance: 1e-7,
             rare_agreement: Vec::new(),
+            rare_u: Vec::new(),
             exact_levels: Vec::new(),
             checked: Vec::new(),
             sessions: Vec::new(),
@@ -218,11 +223,41 @@ fn u_fixed(dims: &Dims, sample: &[SamplePattern], opts: &EmOptions) -> Vec<Vec<f
             uc[dims.level(p.code, c) as usize] += w;
         }
     }
-    for uc in &mut u {
+    for (c, uc) in u.iter_mut().enumerate() {
         let k = uc.len();
         let s: f64 = uc[..k - 1].iter().sum();
         uc[..k - 1].iter_mut().for_each(|x| *x /= s);
         uc[k - 1] = 1.0;
+        // Within-holder agreement resolves rates the sample cannot: its exact levels take
+        // those rates (a level no within pair reached keeps half a pair of the count), and
+        // the other non-missing levels share the rest in their sampled proportions.
+        if let Some(Some(r)) = opts.rare_u.get(c)
+            && opts.rare_agreement.get(c).copied().unwrap_or(false)
+        {
+            let e = r.len().min(k - 1);
+            let rest: f64 = uc[e..k - 1].iter().sum();
+            let floor = r
+                .iter()
+                .copied()
+                .filter(|&x| x > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            let floor = if floor.is_finite() {
+                floor / 2.0
+            } else {
+                1e-12
+            };
+            let agree: Vec<f64> = r[..e].iter().map(|&x| x.max(floor)).collect();
+            let left = (1.0 - agree.iter().sum::<f64>()).max(0.0);
+            for (l, x) in uc[..k - 1].iter_mut().enumerate() {
+                *x = if l < e {
+                    agree[l]
+                } else if rest > 0.0 {
+                    *x / rest * left
+                } else {
+                    left / (k - 1 - e) as f64
+                };
+            }
+        }
     }
     u
 }
@@ -491,11 +526,41 @@ fn u_weighted(
             uc[dims.level(p.code, c) as usize] += x;
         }
     }
-    for uc in &mut u {
+    for (c, uc) in u.iter_mut().enumerate() {
         let k = uc.len();
         let s: f64 = uc[..k - 1].iter().sum();
         uc[..k - 1].iter_mut().for_each(|x| *x /= s);
         uc[k - 1] = 1.0;
+        // Within-holder agreement resolves rates the sample cannot: its exact levels take
+        // those rates (a level no within pair reached keeps half a pair of the count), and
+        // the other non-missing levels share the rest in their sampled proportions.
+        if let Some(Some(r)) = opts.rare_u.get(c)
+            && opts.rare_agreement.get(c).copied().unwrap_or(false)
+        {
+            let e = r.len().min(k - 1);
+            let rest: f64 = uc[e..k - 1].iter().sum();
+            let floor = r
+                .iter()
+                .copied()
+                .filter(|&x| x > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            let floor = if floor.is_finite() {
+                floor / 2.0
+            } else {
+                1e-12
+            };
+            let agree: Vec<f64> = r[..e].iter().map(|&x| x.max(floor)).collect();
+            let left = (1.0 - agree.iter().sum::<f64>()).max(0.0);
+            for (l, x) in uc[..k - 1].iter_mut().enumerate() {
+                *x = if l < e {
+                    agree[l]
+                } else if rest > 0.0 {
+                    *x / rest * left
+                } else {
+                    left / (k - 1 - e) as f64
+                };
+            }
+        }
     }
     u
 }

@@ -207,3 +207,92 @@ fields = ["full", "dob"]
     let f = run(&t, &h, &["ヤ マダ", "タロウ", "1970-03-15", "", ""]);
     assert_eq!(full(&f), full(&a));
 }
+
+#[test]
+fn a_whole_name_in_one_field_gives_the_full_name_form_and_its_parts() {
+    let extra = r#"
+[fields.joined]
+columns = ["f", "g"]
+normalizer = "kana_name"
+full_column = "whole"
+[fields.sorted]
+columns = ["f", "g"]
+normalizer = "kana_name"
+order = "any"
+full_column = "whole"
+[fields.given]
+columns = ["f", "g"]
+normalizer = "kana_name"
+full_column = "whole"
+part = "given"
+[fields.family]
+columns = ["f", "g"]
+normalizer = "kana_name"
+full_column = "whole"
+part = "family"
+"#;
+    let t = Tokenizer::new(
+        &schema(extra),
+        &ProjectSecret::from_bytes([2; 32]),
+        "p",
+        CTX,
+    );
+    let field = |name: &str| {
+        t.schema()
+            .fields
+            .iter()
+            .position(|f| f.name == name)
+            .unwrap()
+    };
+    let (joined, sorted, given, family) = (
+        field("joined"),
+        field("sorted"),
+        field("given"),
+        field("family"),
+    );
+    let split = run(&t, &["f", "g", "d"], &["ヤマダ", "タロウ", "1970-03-15"]);
+    assert!(!t.bind(&["f", "g", "d"]).from_full.iter().any(|&x| x));
+    // Full-width space, ASCII space, half-width kana, no space: the full-name form agrees.
+    for whole in [
+        "ヤマダ　タロウ",
+        "ヤマダ タロウ",
+        "ﾔﾏﾀﾞ ﾀﾛｳ",
+        "ヤマダタロウ",
+        "やまだ\u{3000}たろう",
+    ] {
+        let one = run(&t, &["whole", "d"], &[whole, "1970-03-15"]);
+        assert_eq!(one.values[joined], split.values[joined], "{whole}");
+        assert_eq!(one.values[joined], "ヤマダタロウ");
+        if whole.chars().any(char::is_whitespace) {
+            // With a space: the either-order form and the parts, as from split columns.
+            assert_eq!(one.values[sorted], split.values[sorted], "{whole}");
+            assert_eq!(one.values[given], "タロウ", "{whole}");
+            assert_eq!(one.values[family], "ヤマダ", "{whole}");
+        } else {
+            // Without: the split is unknown, so the parts are missing, never guessed.
+            assert_eq!(one.status[given], Some(Err(FieldReject::Missing)));
+            assert_eq!(one.status[family], Some(Err(FieldReject::Missing)));
+            assert_ne!(one.values[sorted], split.values[sorted]);
+        }
+    }
+    // The split columns win when present, even next to a whole-name column.
+    let h = ["f", "g", "whole", "d"];
+    let both = run(&t, &h, &["ヤマダ", "タロウ", "サトウハナコ", "1970-03-15"]);
+    assert_eq!(both.values[joined], "ヤマダタロウ");
+    // A whole name typed into one split column, the other empty: split at its space.
+    for row in [["ヤマダ　タロウ", ""], ["", "ヤマダ タロウ"]] {
+        let r = run(&t, &h, &[row[0], row[1], "", "1970-03-15"]);
+        assert_eq!(
+            (r.values[family].as_str(), r.values[given].as_str()),
+            ("ヤマダ", "タロウ"),
+            "{row:?}"
+        );
+    }
+    // A family name alone is the family name; the given name is missing.
+    let r = run(&t, &h, &["ヤマダ", "", "", "1970-03-15"]);
+    assert_eq!(r.values[family], "ヤマダ");
+    assert_eq!(r.status[given], Some(Err(FieldReject::Missing)));
+    // A stray space inside a filled column is not a split.
+    let r = run(&t, &h, &["ヤ マダ", "タロウ", "", "1970-03-15"]);
+    assert_eq!(r.values[family], "ヤマダ");
+}
