@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use renketsu_linkage::attack::{self, AttackReport, Model, Plain, PlainMaker, View};
-use renketsu_linkage::clk::ClkhashSchema;
+use renketsu_linkage::clk::{Bloom, ClkhashSchema};
 use renketsu_linkage::token_file::{Reader, Record};
 use renketsu_linkage::{NormalizeContext, Schema};
 
@@ -215,16 +215,16 @@ pub fn run(args: &AttackArgs) -> Result<()> {
                         bytes.len() * 8
                     );
                 }
-                clks.push(
-                    bytes
-                        .chunks(8)
-                        .map(|c| {
-                            let mut w = [0u8; 8];
-                            w[..c.len()].copy_from_slice(c);
-                            u64::from_le_bytes(w)
-                        })
-                        .collect(),
-                );
+                // clkhash's byte layout (most significant bit first) back to bit positions, so
+                // that a token's bits are where the hashing put them.
+                let filter = Bloom::from_clkhash_bytes(&bytes, bits).with_context(|| {
+                    format!(
+                        "{} line {}: not a {bits}-bit filter",
+                        p.display(),
+                        line_no + 1
+                    )
+                })?;
+                clks.push(filter.words().to_vec());
                 if let Some(rows) = &rows {
                     let Some(r) = rows.get(line_no) else {
                         bail!(

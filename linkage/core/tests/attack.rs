@@ -61,16 +61,20 @@ fn weak_clkhash_names_are_reidentified() {
     };
     let report = attack::run(&model, &view, &reference, Some(&truth)).unwrap();
     let clk = report.clk.as_ref().unwrap();
-    // Column cliques are grown, every one pure, and mostly aligned correctly.
+    // Double hashing: every token found as an arithmetic progression of set bits (at least
+    // 98 % of them one true q-gram), and mostly aligned correctly.
     assert!(clk.cliques >= 50, "{clk:?}");
-    assert_eq!(clk.pure_cliques, Some(clk.cliques), "{clk:?}");
+    assert!(
+        clk.pure_cliques.unwrap() * 100 >= clk.cliques * 98,
+        "{clk:?}"
+    );
     assert!(
         clk.aligned_correct.unwrap() * 100 >= clk.aligned * 85,
         "{clk:?}"
     );
     let share = report.reidentified_share.unwrap();
-    // Measured here: see the assertion message. The 10k figure is in SPEC.md §7.5.
-    assert!(share >= 0.10, "re-identified {share}");
+    // The calibration gate of SPEC.md §7.5 (measured: 0.2837 on these 10k records).
+    assert!(share >= 0.20, "re-identified {share}");
     // Without truth the report has no scores.
     let blind = attack::run(&model, &view, &reference, None).unwrap();
     assert_eq!(blind.reidentified, None);

@@ -167,11 +167,110 @@ fn clique_records(cols: &[u32], columns: &[Vec<u64>], nw: usize, one_missing: bo
     all
 }
 
+/// Stage C for clkhash's double hashing: a token sets bits `a + i·b mod l`, `i = 0 … k−1`,
+/// an arithmetic progression; the attacker enumerates, in every received filter, each
+/// progression of length `k` whose bits are all set (Kroll and Steinmetzer, "Automated
+/// cryptanalysis of Bloom filter encryptions of databases with several personal identifiers",
+/// BIOSTEC 2015). With `s` of `l` bits set, a progression of unrelated bits is all set with
+/// probability `(s/l)^k` (about 10⁻¹⁰ for `s/l = 0.1`, `k = 10`), so the progressions found
+/// are the record's tokens, exactly; the same token gives the same progression in every
+/// record. Returns them as cliques (columns = the progression, records = where it is found)
+/// with at least `min_support` records. Progressions with a repeated bit (`i·b ≡ 0 mod l`
+/// for some `0 < i < k`) are not searched.
+fn progression_atoms(
+    clks: &[Vec<u64>],
+    bits: usize,
+    ks: &[usize],
+    min_support: u32,
+) -> Vec<Clique> {
+    let n = clks.len();
+    let nw = words(n);
+    let set = |clk: &[u64], p: usize| clk[p / 64] >> (p % 64) & 1 == 1;
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let kmax = ks.iter().copied().max().unwrap_or(0);
+    // Steps whose first k multiples are distinct mod l; each progression is found once, from
+    // its orientation with step < l/2.
+    let steps: Vec<usize> = (1..bits.div_ceil(2))
+        .filter(|&d| bits / gcd(d, bits) >= kmax)
+        .collect();
+    let per_record: Vec<Vec<Vec<u32>>> = clks
+        .par_iter()
+        .map(|clk| {
+            let ones: Vec<usize> = (0..bits).filter(|&p| set(clk, p)).collect();
+            let mut found: Vec<Vec<u32>> = Vec::new();
+            for &k in ks {
+                for &p0 in &ones {
+                    for &d in &steps {
+                        if (1..k).all(|i| set(clk, (p0 + i * d) % bits)) {
+                            let mut cols: Vec<u32> =
+                                (0..k).map(|i| ((p0 + i * d) % bits) as u32).collect();
+                            cols.sort_unstable();
+                            found.push(cols);
+                        }
+                    }
+                }
+            }
+            found.sort_unstable();
+            found.dedup();
+            found
+        })
+        .collect();
+    let mut index: HashMap<Vec<u32>, Vec<u32>> = HashMap::new();
+    for (r, atoms) in per_record.into_iter().enumerate() {
+        for a in atoms {
+            index.entry(a).or_default().push(r as u32);
+        }
+    }
+    let mut out: Vec<Clique> = index
+        .into_iter()
+        .filter(|(_, recs)| recs.len() as u32 >= min_support)
+        .map(|(cols, recs)| {
+            let mut records = vec![0u64; nw];
+            for r in &recs {
+                records[*r as usize / 64] |= 1 << (r % 64);
+            }
+            Clique {
+                cols,
+                records,
+                support: recs.len() as u32,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.support.cmp(&a.support).then(a.cols.cmp(&b.cols)));
+    out
+}
+
 /// Stage C: grows cliques of co-occurring columns and aligns them with reference tokens.
 pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> Mined {
     let n = clks.len();
     let nw = words(n);
     let m = model.bits;
+    if model.double_hash && !model.xor_fold && !model.balance && model.blip_epsilon.is_none() {
+        let mut ks: Vec<usize> = model.features.iter().map(|f| f.k as usize).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        let min_support = ((n as f64 * 0.0005) as u32).max(3);
+        let cliques = progression_atoms(clks, m, &ks, min_support);
+        let tokens = reference_tokens(
+            model,
+            reference,
+            2.0 * f64::from(min_support) * reference.len() as f64 / n.max(1) as f64,
+        );
+        let aligned = align(model, &cliques, &tokens, n, reference.len());
+        return Mined {
+            columns: m,
+            complementary_pairs: 0,
+            mined_columns: m,
+            cliques,
+            tokens,
+            aligned,
+        };
+    }
     let mut last_mask = u64::MAX;
     if !n.is_multiple_of(64) {
         last_mask = (1u64 << (n % 64)) - 1;

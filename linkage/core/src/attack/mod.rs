@@ -18,7 +18,9 @@
 //!   character), then aligned with the reference's q-grams, first by frequency alone where it
 //!   is unambiguous, then by their co-occurrence profiles with the q-grams already aligned
 //!   (the conditional frequencies that the partition recursion of the published attack uses),
-//!   which also labels tokens of equal frequency (sex, by the names that go with it).
+//!   which also labels tokens of equal frequency (sex, by the names that go with it). With
+//!   clkhash double hashing the tokens are read off each filter instead, as the arithmetic
+//!   progressions of set bits that double hashing makes (Kroll and Steinmetzer, BIOSTEC 2015).
 //! - **D. Re-identification by set consistency** ([`reident`]): a record's value of a field
 //!   is guessed when exactly one distinct reference value has the record's pattern of present
 //!   and absent aligned q-grams (1-to-1), or from a labelled recipe token.
@@ -40,7 +42,7 @@ use serde::Serialize;
 
 use crate::NormalizeContext;
 use crate::clk::ClkhashSchema;
-use crate::clk::clkhash_schema::{Comparison, Strategy};
+use crate::clk::clkhash_schema::{Comparison, HashFunction, Strategy};
 use crate::normalize::Normalizer;
 use crate::schema::{LinkMode, Schema};
 use crate::tokenizer::{RecordTokens, Tokenizer};
@@ -84,6 +86,9 @@ pub struct ClkModel {
     pub balance: bool,
     /// BLIP's ε, if any (decoding then tolerates one missing column per clique).
     pub blip_epsilon: Option<f64>,
+    /// Every feature is hashed by clkhash's double hashing (`(a + i·b) mod l`, SPEC.md §7.1):
+    /// a token's bits form an arithmetic progression, which stage C finds record by record.
+    pub double_hash: bool,
 }
 
 /// One exact-token recipe as the attacker models it.
@@ -166,6 +171,8 @@ impl Model {
                 xor_fold: c.hardening.xor_fold,
                 balance: c.hardening.balance,
                 blip_epsilon: c.hardening.blip_epsilon,
+                // Native CLKs place each token's bits by a keyed PRF: no progression.
+                double_hash: false,
             }
         });
         let of_kind = |k: Normalizer| {
@@ -264,6 +271,12 @@ impl Model {
             .collect();
         let identity = (0..attributes.len()).collect();
         let folds = schema.clk_config.xor_folds;
+        let double_hash = schema
+            .features
+            .iter()
+            .filter(|f| !f.ignored)
+            .filter_map(|f| f.hashing.as_ref())
+            .all(|h| matches!(h.hash, HashFunction::DoubleHash { .. }));
         Ok(Self {
             slots,
             recipes: Vec::new(),
@@ -273,6 +286,7 @@ impl Model {
                 xor_fold: folds > 0,
                 balance: false,
                 blip_epsilon: None,
+                double_hash,
             }),
             attributes,
             identity,
