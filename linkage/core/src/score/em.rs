@@ -207,6 +207,47 @@ fn strict(dims: &Dims, exact: &[usize], code: u32) -> bool {
 /// a non-match (true matches in the sample, rate `π`, are removed by the rule rather than by
 /// EM feedback); for `rare_agreement` comparisons, only sampled pairs that are not
 /// candidates. Half an observation is added per level.
+/// Turns comparison `c`'s sampled non-match counts `uc` (levels, the last = missing) into u:
+/// the non-missing levels sum to 1, the missing level is 1. Within-holder agreement
+/// (`opts.rare_u`, SPEC.md §9.3) resolves rates the sample cannot: its exact levels take
+/// those rates (a level no within pair reached keeps half a pair of the count), and the other
+/// non-missing levels share the rest in their sampled proportions.
+fn normalize_u(uc: &mut [f64], c: usize, opts: &EmOptions) {
+    let k = uc.len();
+    let s: f64 = uc[..k - 1].iter().sum();
+    uc[..k - 1].iter_mut().for_each(|x| *x /= s);
+    uc[k - 1] = 1.0;
+    let Some(Some(r)) = opts.rare_u.get(c) else {
+        return;
+    };
+    if !opts.rare_agreement.get(c).copied().unwrap_or(false) {
+        return;
+    }
+    let e = r.len().min(k - 1);
+    let rest: f64 = uc[e..k - 1].iter().sum();
+    let floor = r
+        .iter()
+        .copied()
+        .filter(|&x| x > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let floor = if floor.is_finite() {
+        floor / 2.0
+    } else {
+        1e-12
+    };
+    let agree: Vec<f64> = r[..e].iter().map(|&x| x.max(floor)).collect();
+    let left = (1.0 - agree.iter().sum::<f64>()).max(0.0);
+    for (l, x) in uc[..k - 1].iter_mut().enumerate() {
+        *x = if l < e {
+            agree[l]
+        } else if rest > 0.0 {
+            *x / rest * left
+        } else {
+            left / (k - 1 - e) as f64
+        };
+    }
+}
+
 fn u_fixed(dims: &Dims, sample: &[SamplePattern], opts: &EmOptions) -> Vec<Vec<f64>> {
     let mut u: Vec<Vec<f64>> = dims.levels.iter().map(|&l| vec![0.5; l as usize]).collect();
     for p in sample {
@@ -224,40 +265,7 @@ fn u_fixed(dims: &Dims, sample: &[SamplePattern], opts: &EmOptions) -> Vec<Vec<f
         }
     }
     for (c, uc) in u.iter_mut().enumerate() {
-        let k = uc.len();
-        let s: f64 = uc[..k - 1].iter().sum();
-        uc[..k - 1].iter_mut().for_each(|x| *x /= s);
-        uc[k - 1] = 1.0;
-        // Within-holder agreement resolves rates the sample cannot: its exact levels take
-        // those rates (a level no within pair reached keeps half a pair of the count), and
-        // the other non-missing levels share the rest in their sampled proportions.
-        if let Some(Some(r)) = opts.rare_u.get(c)
-            && opts.rare_agreement.get(c).copied().unwrap_or(false)
-        {
-            let e = r.len().min(k - 1);
-            let rest: f64 = uc[e..k - 1].iter().sum();
-            let floor = r
-                .iter()
-                .copied()
-                .filter(|&x| x > 0.0)
-                .fold(f64::INFINITY, f64::min);
-            let floor = if floor.is_finite() {
-                floor / 2.0
-            } else {
-                1e-12
-            };
-            let agree: Vec<f64> = r[..e].iter().map(|&x| x.max(floor)).collect();
-            let left = (1.0 - agree.iter().sum::<f64>()).max(0.0);
-            for (l, x) in uc[..k - 1].iter_mut().enumerate() {
-                *x = if l < e {
-                    agree[l]
-                } else if rest > 0.0 {
-                    *x / rest * left
-                } else {
-                    left / (k - 1 - e) as f64
-                };
-            }
-        }
+        normalize_u(uc, c, opts);
     }
     u
 }
@@ -527,40 +535,7 @@ fn u_weighted(
         }
     }
     for (c, uc) in u.iter_mut().enumerate() {
-        let k = uc.len();
-        let s: f64 = uc[..k - 1].iter().sum();
-        uc[..k - 1].iter_mut().for_each(|x| *x /= s);
-        uc[k - 1] = 1.0;
-        // Within-holder agreement resolves rates the sample cannot: its exact levels take
-        // those rates (a level no within pair reached keeps half a pair of the count), and
-        // the other non-missing levels share the rest in their sampled proportions.
-        if let Some(Some(r)) = opts.rare_u.get(c)
-            && opts.rare_agreement.get(c).copied().unwrap_or(false)
-        {
-            let e = r.len().min(k - 1);
-            let rest: f64 = uc[e..k - 1].iter().sum();
-            let floor = r
-                .iter()
-                .copied()
-                .filter(|&x| x > 0.0)
-                .fold(f64::INFINITY, f64::min);
-            let floor = if floor.is_finite() {
-                floor / 2.0
-            } else {
-                1e-12
-            };
-            let agree: Vec<f64> = r[..e].iter().map(|&x| x.max(floor)).collect();
-            let left = (1.0 - agree.iter().sum::<f64>()).max(0.0);
-            for (l, x) in uc[..k - 1].iter_mut().enumerate() {
-                *x = if l < e {
-                    agree[l]
-                } else if rest > 0.0 {
-                    *x / rest * left
-                } else {
-                    left / (k - 1 - e) as f64
-                };
-            }
-        }
+        normalize_u(uc, c, opts);
     }
     u
 }

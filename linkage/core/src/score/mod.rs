@@ -252,6 +252,29 @@ pub fn score(
     }
 }
 
+/// The model's weight table, the match weight of every compared pair (log2 units, with its
+/// term-frequency adjustment) and the expected number of matches among them (the sum of
+/// their match probabilities).
+fn weigh(
+    model: &Model,
+    dims: &Dims,
+    tf: &[usize],
+    compared: &[Compared],
+) -> (WeightTerms, Vec<f32>, f64) {
+    let table = model.weight_terms(dims, tf);
+    let weights: Vec<f32> = compared
+        .par_iter()
+        .with_min_len(8192)
+        .map(|c| table.weight(c.code) + c.tf_bits)
+        .collect();
+    let expected_matches = weights
+        .par_iter()
+        .with_min_len(8192)
+        .map(|&w| probability(f64::from(w)))
+        .sum();
+    (table, weights, expected_matches)
+}
+
 /// Scores comparison vectors with a model fitted elsewhere (on a record sample) and
 /// re-bases its match counts on these candidates and `total_pairs`.
 fn apply(
@@ -264,17 +287,7 @@ fn apply(
     mut model: Model,
 ) -> Scores {
     let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-    let table = model.weight_terms(dims, tf);
-    let weights: Vec<f32> = compared
-        .par_iter()
-        .with_min_len(8192)
-        .map(|c| table.weight(c.code) + c.tf_bits)
-        .collect();
-    let expected_matches = weights
-        .par_iter()
-        .with_min_len(8192)
-        .map(|&w| probability(f64::from(w)))
-        .sum();
+    let (table, weights, expected_matches) = weigh(&model, dims, tf, compared);
     model.rebase(dims, &sample, expected_matches, total_pairs);
     Scores {
         model,
@@ -314,17 +327,7 @@ pub fn score_compared(
     let patterns = em::count_patterns(compared.iter().map(|c| c.code));
     let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
     let model = em::fit(dims, &patterns, &groups, tf, &sample, total_pairs, opts);
-    let table = model.weight_terms(dims, tf);
-    let weights: Vec<f32> = compared
-        .par_iter()
-        .with_min_len(8192)
-        .map(|c| table.weight(c.code) + c.tf_bits)
-        .collect();
-    let expected_matches = weights
-        .par_iter()
-        .with_min_len(8192)
-        .map(|&w| probability(f64::from(w)))
-        .sum();
+    let (table, weights, expected_matches) = weigh(&model, dims, tf, compared);
     Scores {
         model,
         patterns,
