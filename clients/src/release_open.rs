@@ -179,6 +179,7 @@ mod tests {
         let clusters = vec![
             v1::ReleasedCluster {
                 weakest_link_probability: None,
+                changed: false,
                 pseudonym: "a".repeat(32),
                 records: vec![
                     v1::SealedRecord {
@@ -193,6 +194,7 @@ mod tests {
             },
             v1::ReleasedCluster {
                 weakest_link_probability: None,
+                changed: false,
                 pseudonym: "b".repeat(32),
                 records: vec![v1::SealedRecord {
                     holder: 0,

@@ -334,6 +334,7 @@ async fn release(
     let mut s = c
         .fetch_release(v1::FetchReleaseRequest {
             project: project.to_owned(),
+            since_release: 0,
         })
         .await?
         .into_inner();
@@ -527,7 +528,10 @@ async fn call(
             .await
             .map(|_| ()),
         Rpc::FetchRelease => c
-            .fetch_release(v1::FetchReleaseRequest { project: p })
+            .fetch_release(v1::FetchReleaseRequest {
+                project: p,
+                since_release: 0,
+            })
             .await
             .map(|_| ()),
         Rpc::ReadLinkageAuditLog => c
