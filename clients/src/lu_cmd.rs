@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -322,6 +322,10 @@ pub(crate) struct FetchArgs {
     /// applied to it and the updated files written to --out (crosswalk.csv too).
     #[arg(long, value_name = "DIR")]
     pub previous: Option<PathBuf>,
+    /// Also write long.csv: one row per released holder record (pid, holder, that holder's
+    /// content columns), for holders with many records per person.
+    #[arg(long)]
+    pub long: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -1065,6 +1069,41 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         }
         joined.commit()?;
         let n_clusters = clusters.len() as u64 + sealed.unchanged_clusters;
+        // The long form (one row per record), updated like joined.csv for a delta.
+        let long_written = if args.long {
+            let mut fresh: Vec<Vec<String>> = Vec::new();
+            crate::release_open::long_rows(
+                &pair,
+                &args.conn.project,
+                holders,
+                &sealed.headers,
+                clusters,
+                |row| {
+                    fresh.push(row.iter().map(|c| (*c).to_owned()).collect());
+                    Ok(())
+                },
+            )?;
+            let all = match &previous {
+                None => fresh,
+                Some(prev) => {
+                    let old = prev.long.as_ref().ok_or_else(|| {
+                        anyhow!("--long: {} has no long.csv to update", args.previous.as_ref().map_or_else(String::new, |p| p.display().to_string()))
+                    })?;
+                    if old.first() != fresh.first() {
+                        bail!("release {release_id} has other columns than release {}: fetch it whole", args.since_release);
+                    }
+                    merge_rows(old, fresh.get(1..).unwrap_or_default(), &dropped)
+                }
+            };
+            let mut f = PendingFile::create(&args.out, "long.csv")?.csv();
+            for row in &all {
+                f.row(row)?;
+            }
+            f.commit()?;
+            Some(all.len().saturating_sub(1))
+        } else {
+            None
+        };
         let rows = if previous.is_some() {
             joined_rows.len().saturating_sub(1) as u64
         } else {
@@ -1116,6 +1155,9 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
                 "estimated_precision": sealed.estimated_precision,
                 "estimated_recall": sealed.estimated_recall,
                 "link_probability_csv": scored});
+        if let Some(n) = long_written {
+            meta["long_csv_rows"] = serde_json::json!(n);
+        }
         if previous.is_some() {
             meta["delta"] = serde_json::json!({"since_release": args.since_release,
                 "new_clusters": clusters.iter().filter(|c| !c.changed).count(),
@@ -1151,6 +1193,8 @@ struct PreviousRelease {
     joined: Vec<Vec<String>>,
     /// link_probability.csv, header row first, if it was written.
     links: Option<Vec<Vec<String>>>,
+    /// long.csv, header row first, if it was written.
+    long: Option<Vec<Vec<String>>>,
 }
 
 fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
@@ -1181,7 +1225,13 @@ fn read_previous(dir: &Path, project: &str, release: u64) -> Result<PreviousRele
         );
     }
     let links = dir.join("link_probability.csv");
+    let long = dir.join("long.csv");
     Ok(PreviousRelease {
+        long: if long.exists() {
+            Some(read_csv(&long)?)
+        } else {
+            None
+        },
         joined: read_csv(&dir.join("joined.csv"))?,
         links: if links.exists() {
             Some(read_csv(&links)?)
