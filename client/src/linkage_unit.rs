@@ -579,6 +579,28 @@ impl LinkageUnitConn {
         Ok(release)
     }
 
+    /// Researcher: the crosswalk events between two of its releases (`since_release` 0:
+    /// from the first job; `until_release` 0: the latest release), SPEC.md §10.5.1.
+    ///
+    /// # Errors
+    /// [`LuClientError::Status`].
+    pub async fn crosswalk(
+        &mut self,
+        since_release: u64,
+        until_release: u64,
+    ) -> Result<v1::GetCrosswalkResponse, LuClientError> {
+        Ok(self
+            .inner
+            .get_crosswalk(v1::GetCrosswalkRequest {
+                project: self.project.clone(),
+                since_release,
+                until_release,
+            })
+            .await
+            .map_err(status("GetCrosswalk"))?
+            .into_inner())
+    }
+
     // ------------------------------------------------------------------ auditor
 
     /// Auditor: the whole audit log, in order (verify it with [`crate::audit`]).

@@ -1574,6 +1574,74 @@ impl LinkageUnit for LinkageUnitService {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
+    async fn get_crosswalk(
+        &self,
+        request: Request<v1::GetCrosswalkRequest>,
+    ) -> Result<Response<v1::GetCrosswalkResponse>, Status> {
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetCrosswalk,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let store = &self.inner.store;
+                let name = p.name.as_str();
+                let job_of = |release: u64| async move {
+                    store
+                        .release(name, release)
+                        .await?
+                        .map(|(job, _)| job)
+                        .ok_or_else(|| {
+                            ServiceError::NotFound(format!(
+                                "project {name:?} has no release {release}"
+                            ))
+                        })
+                };
+                let until = match req.until_release {
+                    0 => store.latest_release(&p.name).await?.ok_or_else(|| {
+                        ServiceError::NotFound(format!("project {:?} has no release", p.name))
+                    })?,
+                    n => n,
+                };
+                if req.since_release > until {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "release {} is after release {until}",
+                        req.since_release
+                    )));
+                }
+                let until_job = job_of(until).await?;
+                let since_job = match req.since_release {
+                    0 => 0,
+                    m => job_of(m).await?,
+                };
+                let events: Vec<v1::CrosswalkEvent> = store
+                    .crosswalk(&p.name, since_job, until_job)
+                    .await?
+                    .into_iter()
+                    .map(|e| v1::CrosswalkEvent {
+                        job_id: e.job_id,
+                        kind: e.kind,
+                        old_pseudonym: e.old,
+                        new_pseudonym: e.new,
+                    })
+                    .collect();
+                call.note(|n| {
+                    n.detail = format!("releases {} to {until}", req.since_release);
+                    n.items = events.len() as u64;
+                });
+                Ok(v1::GetCrosswalkResponse {
+                    since_job,
+                    until_job,
+                    events,
+                })
+            },
+        )
+        .await
+        .map(Response::new)
+    }
+
     type ReadLinkageAuditLogStream = BoxStream<v1::AuditEntry>;
 
     async fn read_linkage_audit_log(

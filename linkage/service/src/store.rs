@@ -1632,6 +1632,17 @@ impl LuStore {
         Ok(Some((job as u64, rows)))
     }
 
+    /// The latest release of a project, if any.
+    pub async fn latest_release(&self, project: &str) -> Result<Option<u64>, StoreError> {
+        let id: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT MAX(release_id) FROM lu_releases WHERE project = $1",
+        )
+        .bind(project)
+        .fetch_one(pool)
+        .await?);
+        Ok(id.map(|i| i as u64))
+    }
+
     /// Every pseudonym issued in a project.
     pub async fn pseudonyms(&self, project: &str) -> Result<Vec<PseudonymRow>, StoreError> {
         let rows: Vec<(String, i64, i64, i64)> = on_db!(self, pool => sqlx::query_as(

@@ -678,6 +678,29 @@ async fn pseudonyms_persist_across_jobs_and_deltas_update_releases() {
                 .collect::<Vec<_>>(),
             [(2, "new"), (3, "merge"), (3, "split"), (3, "withdraw")]
         );
+        // The same events from GetCrosswalk, between releases 1 and 2.
+        let cw = r
+            .get_crosswalk(v1::GetCrosswalkRequest {
+                project: project.to_owned(),
+                since_release: 1,
+                until_release: 2,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((cw.since_job, cw.until_job), (1, 3));
+        assert_eq!(
+            cw.events
+                .iter()
+                .map(|e| (
+                    e.job_id,
+                    e.kind.clone(),
+                    e.old_pseudonym.clone(),
+                    e.new_pseudonym.clone()
+                ))
+                .collect::<Vec<_>>(),
+            delta.crosswalk
+        );
         let whole = release(&mut r, project, &researcher, 0).await.unwrap();
         assert_eq!(whole.release_id, 3);
         assert_eq!(apply(&rel1.clusters, &delta), whole.clusters);

@@ -425,7 +425,7 @@ impl Caller {
             Rpc::Upload | Rpc::GetUploadStatus | Rpc::FetchMapping | Rpc::Traceback => {
                 self == Caller::Holder
             }
-            Rpc::FetchRelease => self == Caller::Researcher,
+            Rpc::FetchRelease | Rpc::GetCrosswalk => self == Caller::Researcher,
             Rpc::ReadLinkageAuditLog => self == Caller::Auditor,
         }
     }
@@ -531,6 +531,14 @@ async fn call(
             .fetch_release(v1::FetchReleaseRequest {
                 project: p,
                 since_release: 0,
+            })
+            .await
+            .map(|_| ()),
+        Rpc::GetCrosswalk => c
+            .get_crosswalk(v1::GetCrosswalkRequest {
+                project: p,
+                since_release: 0,
+                until_release: 0,
             })
             .await
             .map(|_| ()),
