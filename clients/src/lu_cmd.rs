@@ -192,6 +192,22 @@ excluded from every later mapping and release")]
         #[arg(long)]
         pseudonym: String,
     },
+    /// Researcher: the crosswalk between two of your releases (how the pseudonyms of one
+    /// map to the other's: merges, splits, retirements, withdrawals), as CSV
+    /// `job,kind,old_pid,new_pid`.
+    Crosswalk {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// The earlier release (0: from the first job).
+        #[arg(long, default_value_t = 0)]
+        since_release: u64,
+        /// The later release (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        until_release: u64,
+        /// Output CSV file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Researcher: make the key pair content is sealed to (`PREFIX.pub`, `PREFIX.key`).
     Keygen {
         /// Output prefix.
@@ -490,6 +506,42 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                     "renketsu lu: {} of your records (job {}); this traceback is in the audit log",
                     r.record_ids.len(),
                     r.job_id
+                );
+                Ok(())
+            }
+            LuCommand::Crosswalk {
+                conn,
+                since_release,
+                until_release,
+                out,
+            } => {
+                let r = conn
+                    .connect()?
+                    .crosswalk(since_release, until_release)
+                    .await
+                    .map_err(lu_error)?;
+                let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+                let name = out
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("--out names a file")?;
+                let mut f = PendingFile::create(dir.unwrap_or(Path::new(".")), name)?.csv();
+                f.row(["job", "kind", "old_pid", "new_pid"])?;
+                for e in &r.events {
+                    f.row([
+                        e.job_id.to_string().as_str(),
+                        &e.kind,
+                        &e.old_pseudonym,
+                        &e.new_pseudonym,
+                    ])?;
+                }
+                f.commit()?;
+                println!(
+                    "wrote {} ({} events, jobs {} to {})",
+                    out.display(),
+                    r.events.len(),
+                    r.since_job + 1,
+                    r.until_job
                 );
                 Ok(())
             }

@@ -648,6 +648,23 @@ fn three_holders_and_a_researcher_over_mutual_tls() {
     assert_eq!(meta["delta"]["unchanged_clusters"], meta["clusters"]);
     let crosswalk = std::fs::read_to_string(dir.join("release-2/crosswalk.csv")).unwrap();
     assert_eq!(crosswalk.trim_end(), "job,kind,old_pid,new_pid");
+    // Job 1 issued every pseudonym (one `new` each); job 2 changed none.
+    run(
+        dir,
+        &["lu", "crosswalk"],
+        &lu_args(&lu_url, "researcher", "e2e"),
+        &["--until-release", "2", "--out", "crosswalk-all.csv"],
+    );
+    let mut events = csv::Reader::from_path(dir.join("crosswalk-all.csv")).unwrap();
+    let born: BTreeSet<String> = events
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            assert_eq!((&r[0], &r[1], &r[2]), ("1", "new", ""));
+            r[3].to_owned()
+        })
+        .collect();
+    assert_eq!(born, pids);
 
     // A holder outside the project gets no mapping; the researcher none either.
     for who in ["outsider", "researcher"] {
