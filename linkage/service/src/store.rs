@@ -1273,6 +1273,7 @@ impl LuStore {
                         }
                         sql.push_str(&format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3));
                     }
+                    sql.push_str(" ON CONFLICT (project, pseudonym) DO NOTHING");
                     let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project);
                     for (p, born) in batch {
                         q = q.bind(p).bind(*born as i64);
