@@ -1081,6 +1081,8 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         let (release_id, job_id) = (sealed.release_id, sealed.job_id);
         std::fs::create_dir_all(&args.out)?;
         // What opens is written; what does not leaves empty cells, reported per holder.
+        // A whole release is written as it is opened; a delta's rows are kept to be merged.
+        let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
         let mut fresh: Vec<Vec<String>> = Vec::new();
         let j = crate::release_open::join(
             &pair,
@@ -1089,8 +1091,12 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             &sealed.headers,
             clusters,
             |row| {
-                fresh.push(row.iter().map(|c| (*c).to_owned()).collect());
-                Ok(())
+                if previous.is_none() {
+                    joined.row(row)
+                } else {
+                    fresh.push(row.iter().map(|c| (*c).to_owned()).collect());
+                    Ok(())
+                }
             },
         )?;
         // A delta: the earlier release's rows of pseudonyms neither dropped nor sent again,
@@ -1102,23 +1108,25 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             .map(String::as_str)
             .chain(clusters.iter().map(|c| c.pseudonym.as_str()))
             .collect();
-        let joined_rows = match &previous {
-            None => fresh,
+        let rows = match &previous {
+            None => j.rows,
             Some(prev) => {
-                let (header, rows) = fresh.split_first().map_or((Vec::new(), &[][..]), |(h, r)| (h.clone(), r));
+                let (header, sent) = fresh
+                    .split_first()
+                    .map_or((Vec::new(), &[][..]), |(h, r)| (h.clone(), r));
                 if prev.joined.first() != Some(&header) {
                     bail!(
                         "release {release_id} has other columns than release {}: fetch it whole",
                         args.since_release
                     );
                 }
-                merge_rows(&prev.joined, rows, &dropped)
+                let merged = merge_rows(&prev.joined, sent, &dropped);
+                for row in &merged {
+                    joined.row(row)?;
+                }
+                merged.len().saturating_sub(1) as u64
             }
         };
-        let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
-        for row in &joined_rows {
-            joined.row(row)?;
-        }
         joined.commit()?;
         let n_clusters = clusters.len() as u64 + sealed.unchanged_clusters;
         // The long form (one row per record), updated like joined.csv for a delta.
@@ -1138,9 +1146,10 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             let all = match &previous {
                 None => fresh,
                 Some(prev) => {
-                    let old = prev.long.as_ref().ok_or_else(|| {
-                        anyhow!("--long: {} has no long.csv to update", args.previous.as_ref().map_or_else(String::new, |p| p.display().to_string()))
-                    })?;
+                    let old = prev
+                        .long
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("--long: the earlier release has no long.csv"))?;
                     if old.first() != fresh.first() {
                         bail!("release {release_id} has other columns than release {}: fetch it whole", args.since_release);
                     }
@@ -1155,11 +1164,6 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
             Some(all.len().saturating_sub(1))
         } else {
             None
-        };
-        let rows = if previous.is_some() {
-            joined_rows.len().saturating_sub(1) as u64
-        } else {
-            j.rows
         };
         let unopened: BTreeMap<&str, u64> =
             j.unopened.iter().map(|(h, (n, _))| (h.as_str(), *n)).collect();
