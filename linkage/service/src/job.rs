@@ -27,6 +27,7 @@ use renketsu_linkage::engine::{EngineError, HolderInput, Keys, LinkOptions, Link
 use renketsu_linkage::persist::{self, Assignment, Previous};
 use renketsu_linkage::token_file::{Header, Reader};
 use renketsu_linkage::tokenlink::{TokenLinkError, check_headers, party_of, party_offsets};
+use sha2::{Digest as _, Sha256};
 
 use crate::members::{MemberChunk, MemberChunker, PSEUDONYM_BYTES};
 
@@ -111,9 +112,9 @@ pub struct JobInput<'a> {
     pub schema: &'a Schema,
     /// Hex SHA-256 of the schema file.
     pub schema_digest: &'a str,
-    /// The previous DONE job's records `(holder index in project order, record id)` with
-    /// their pseudonyms, and every pseudonym issued in the project.
-    pub previous: &'a Previous<(u32, String)>,
+    /// The previous DONE job's records (as [`record_key`]s) with their pseudonyms, and every
+    /// pseudonym issued in the project.
+    pub previous: &'a Previous<RecordKey>,
     /// One token upload per holder, in project order.
     pub holders: Vec<TokenUpload>,
     /// Opt-out uploads, any number.
@@ -194,6 +195,21 @@ impl renketsu_linkage::engine::OutputSink for Discard {
     fn remove(&mut self, _name: &str) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A record as persistent pseudonyms know it (SPEC.md §10.5.1): the first 16 bytes of
+/// `SHA-256("renketsu/record-key/v1" || holder index (4 bytes, big-endian) || record id)`,
+/// holders in project order. 16 bytes per record whatever the id's length; two records
+/// share a key with probability about n²/2^129.
+pub type RecordKey = [u8; 16];
+
+/// The [`RecordKey`] of record `record_id` of holder `holder` (index in project order).
+pub fn record_key(holder: u32, record_id: &str) -> RecordKey {
+    let mut h = Sha256::new();
+    h.update(b"renketsu/record-key/v1");
+    h.update(holder.to_be_bytes());
+    h.update(record_id.as_bytes());
+    h.finalize()[..16].try_into().expect("16 bytes")
 }
 
 /// A fresh random pseudonym.
@@ -323,13 +339,13 @@ pub fn run(
     }
     let party_names: Vec<String> = all.iter().map(|u| u.party.clone()).collect();
     drop(all);
-    // Persistent pseudonyms: the holder records as (holder, record id), in label order.
-    let keys: Vec<(u32, String)> = (0..n_holders)
+    // Persistent pseudonyms: the holder records' keys, in label order.
+    let keys: Vec<RecordKey> = (0..n_holders)
         .flat_map(|h| {
-            parties[h]
-                .ids
-                .iter()
-                .map(move |id| (h as u32, id.to_owned()))
+            let ids: Vec<&str> = parties[h].ids.iter().collect();
+            ids.par_iter()
+                .map(|id| record_key(h as u32, id))
+                .collect::<Vec<_>>()
         })
         .collect();
     let assignment = persist::assign(

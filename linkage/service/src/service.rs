@@ -322,20 +322,20 @@ impl LinkageUnitService {
             );
         }
         if let Some(prev) = store.latest_done_job(&project.name).await? {
-            for (key, p) in store
-                .job_members(&project.name, prev.job_id, &project.holders)
-                .await?
-            {
-                // Pseudonyms of jobs made before the registry: born with that job.
-                if let std::collections::hash_map::Entry::Vacant(e) = previous.issued.entry(p) {
-                    e.insert(Issued {
-                        born_job: prev.job_id,
-                        withdrawn: false,
-                    });
-                    legacy.push((pseudonym_hex(&p), prev.job_id));
-                }
-                previous.members.insert(key, p);
-            }
+            store
+                .for_each_job_member(&project.name, prev.job_id, &project.holders, |h, id, p| {
+                    // Pseudonyms of jobs made before the registry: born with that job.
+                    if let std::collections::hash_map::Entry::Vacant(e) = previous.issued.entry(*p)
+                    {
+                        e.insert(Issued {
+                            born_job: prev.job_id,
+                            withdrawn: false,
+                        });
+                        legacy.push((pseudonym_hex(p), prev.job_id));
+                    }
+                    previous.members.insert(job::record_key(h, id), *p);
+                })
+                .await?;
         }
         let cancel2 = Arc::clone(cancel);
         let digest = project.schema_digest.clone();

@@ -1695,22 +1695,23 @@ impl LuStore {
             .collect())
     }
 
-    /// Every record of a job's results (excluded clusters included): `((holder index in
-    /// `holders`, record id), pseudonym)`; holders not in `holders` are left out.
-    pub async fn job_members(
+    /// Calls `f(holder index in `holders`, record id, pseudonym)` for every record of a job's
+    /// results (excluded clusters included), holder by holder, one chunk in memory at a time;
+    /// holders not in `holders` are left out.
+    pub async fn for_each_job_member(
         &self,
         project: &str,
         job_id: u64,
         holders: &[String],
-    ) -> Result<Vec<((u32, String), [u8; PSEUDONYM_BYTES])>, StoreError> {
-        let mut out = Vec::new();
+        mut f: impl FnMut(u32, &str, &[u8; PSEUDONYM_BYTES]),
+    ) -> Result<(), StoreError> {
         for (h, party) in holders.iter().enumerate() {
             self.for_each_member(project, job_id, party, |m| {
-                out.push(((h as u32, m.record_id.to_owned()), m.pseudonym));
+                f(h as u32, m.record_id, &m.pseudonym);
             })
             .await?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Appends one audit entry (chained to the last) and returns it.
