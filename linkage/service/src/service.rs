@@ -433,6 +433,42 @@ impl LinkageUnitService {
         Ok(())
     }
 
+    /// The crosswalk events a researcher is shown: those naming a pseudonym that was in one
+    /// of the project's releases up to `up_to_release` or is in `releasing` (the release being
+    /// made). Events only about pseudonyms never released (a person who opted out before any
+    /// release) are left out (SPEC.md §10.5.1).
+    async fn researcher_events(
+        &self,
+        project: &str,
+        events: Vec<CrosswalkRow>,
+        up_to_release: u64,
+        releasing: &HashSet<&str>,
+    ) -> Result<Vec<v1::CrosswalkEvent>, ServiceError> {
+        let mut named: Vec<&str> = events
+            .iter()
+            .flat_map(|e| [e.old.as_str(), e.new.as_str()])
+            .filter(|p| !p.is_empty() && !releasing.contains(p))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let released = self
+            .inner
+            .store
+            .released_among(project, up_to_release, &named)
+            .await?;
+        let shown = |p: &str| releasing.contains(p) || released.contains(p);
+        Ok(events
+            .iter()
+            .filter(|e| shown(&e.old) || shown(&e.new))
+            .map(|e| v1::CrosswalkEvent {
+                job_id: e.job_id,
+                kind: e.kind.clone(),
+                old_pseudonym: e.old.clone(),
+                new_pseudonym: e.new.clone(),
+            })
+            .collect())
+    }
+
     async fn project_view(
         &self,
         p: &ProjectRow,
@@ -1454,17 +1490,9 @@ impl LinkageUnit for LinkageUnitService {
                         gone.sort();
                         let (w, r): (Vec<String>, Vec<String>) =
                             gone.into_iter().partition(|k| withdrawn.contains(k));
-                        let crosswalk = store
-                            .crosswalk(&p.name, since_job, job.job_id)
-                            .await?
-                            .into_iter()
-                            .map(|e| v1::CrosswalkEvent {
-                                job_id: e.job_id,
-                                kind: e.kind,
-                                old_pseudonym: e.old,
-                                new_pseudonym: e.new,
-                            })
-                            .collect();
+                        let events = store.crosswalk(&p.name, since_job, job.job_id).await?;
+                        let last = store.latest_release(&p.name).await?.unwrap_or(0);
+                        let crosswalk = self.researcher_events(&p.name, events, last, &now).await?;
                         Some(Delta {
                             since_release: req.since_release,
                             before,
@@ -1616,17 +1644,10 @@ impl LinkageUnit for LinkageUnitService {
                     0 => 0,
                     m => job_of(m).await?,
                 };
-                let events: Vec<v1::CrosswalkEvent> = store
-                    .crosswalk(&p.name, since_job, until_job)
-                    .await?
-                    .into_iter()
-                    .map(|e| v1::CrosswalkEvent {
-                        job_id: e.job_id,
-                        kind: e.kind,
-                        old_pseudonym: e.old,
-                        new_pseudonym: e.new,
-                    })
-                    .collect();
+                let all = store.crosswalk(&p.name, since_job, until_job).await?;
+                let events = self
+                    .researcher_events(&p.name, all, until, &HashSet::new())
+                    .await?;
                 call.note(|n| {
                     n.detail = format!("releases {} to {until}", req.since_release);
                     n.items = events.len() as u64;

@@ -1575,6 +1575,40 @@ impl LuStore {
         Ok(id as u64)
     }
 
+    /// Which of `pseudonyms` were in any release `1..=up_to_release` of the project.
+    pub async fn released_among(
+        &self,
+        project: &str,
+        up_to_release: u64,
+        pseudonyms: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for batch in pseudonyms.chunks(MEMBER_BATCH) {
+            let mut sql = String::from(
+                "SELECT DISTINCT pseudonym FROM lu_release_pseudonyms
+                 WHERE project = $1 AND release_id <= $2 AND pseudonym IN (",
+            );
+            for i in 0..batch.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", i + 3));
+            }
+            sql.push(')');
+            let found: Vec<String> = on_db!(self, pool => {
+                let mut q = sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+                    .bind(project)
+                    .bind(up_to_release as i64);
+                for p in batch {
+                    q = q.bind(*p);
+                }
+                q.fetch_all(pool).await?
+            });
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
     /// Earlier releases that contained any of `pseudonyms`: `(release id, how many)`.
     pub async fn releases_containing(
         &self,

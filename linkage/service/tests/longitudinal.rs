@@ -592,13 +592,14 @@ async fn pseudonyms_persist_across_jobs_and_deltas_update_releases() {
         // Job 3: b3 corrected (carol's token: carol's and karol's clusters merge, the older
         // pseudonym survives); b6 deleted (gina+hank splits: hank's two records keep the
         // pseudonym, gina gets a new one); dave opts out at holder-a (the opt-out starts
-        // the job).
+        // the job); zoe, new at holder-b, opts out before any release.
         let b3: Vec<(&str, &[(&str, usize)])> = vec![
             ("b1", &[("alice", 0)]),
             ("b2", &[("bob", 0)]),
             ("b3", &[("carol", 0)]),
             ("b4", &[("dave", 0)]),
             ("b5", &[("ivy", 0)]),
+            ("b7", &[("zoe", 0)]),
         ];
         upload(
             &mut b,
@@ -607,14 +608,18 @@ async fn pseudonyms_persist_across_jobs_and_deltas_update_releases() {
             &token_file(project, "holder-b", &b3),
         )
         .await;
-        let oo = token_file(project, "holder-a", &[("oo-1", &[("dave", 0)])]);
+        let oo = token_file(
+            project,
+            "holder-a",
+            &[("oo-1", &[("dave", 0)]), ("oo-2", &[("zoe", 0)])],
+        );
         assert!(
             upload(&mut a, project, v1::UploadKind::OptOut, &oo)
                 .await
                 .complete
         );
         let j3 = wait_done(&mut admin, project).await;
-        assert_eq!((j3.job_id, j3.clusters, j3.excluded_clusters), (3, 7, 1));
+        assert_eq!((j3.job_id, j3.clusters, j3.excluded_clusters), (3, 8, 2));
         let (ma3, mb3) = (
             mapping(&mut a, project).await.unwrap(),
             mapping(&mut b, project).await.unwrap(),
@@ -638,18 +643,30 @@ async fn pseudonyms_persist_across_jobs_and_deltas_update_releases() {
             !ma3.contains_key("a4") && !mb3.contains_key("b4"),
             "withdrawn"
         );
+        assert!(!mb3.contains_key("b7"), "withdrawn");
         let cw3 = lu.store.crosswalk(project, 2, 3).await.unwrap();
-        let events: Vec<(&str, &str, &str)> = cw3
+        let events: BTreeSet<(&str, &str, &str)> = cw3
             .iter()
             .map(|e| (e.kind.as_str(), e.old.as_str(), e.new.as_str()))
             .collect();
+        // zoe's cluster: born and withdrawn in job 3, its pseudonym in no mapping.
+        let zoe = cw3
+            .iter()
+            .find(|e| e.kind == "new")
+            .map(|e| e.new.clone())
+            .unwrap();
+        assert_eq!(cw3.len(), 5);
         assert_eq!(
             events,
             [
+                ("new", "", zoe.as_str()),
                 ("merge", karol.as_str(), carol.as_str()),
                 ("split", gh.as_str(), gina.as_str()),
                 ("withdraw", dave.as_str(), ""),
+                ("withdraw", zoe.as_str(), ""),
             ]
+            .into_iter()
+            .collect()
         );
 
         // Release 2, a delta against release 1; applied to release 1 it is release 3 (the
@@ -676,8 +693,10 @@ async fn pseudonyms_persist_across_jobs_and_deltas_update_releases() {
                 .iter()
                 .map(|e| (e.0, e.1.as_str()))
                 .collect::<Vec<_>>(),
-            [(2, "new"), (3, "merge"), (3, "split"), (3, "withdraw")]
+            [(3, "merge"), (3, "split"), (3, "withdraw")],
+            "karol's birth and zoe's birth and withdrawal name no released pseudonym: not shown"
         );
+        assert_eq!(delta.crosswalk[2].2, dave);
         // The same events from GetCrosswalk, between releases 1 and 2.
         let cw = r
             .get_crosswalk(v1::GetCrosswalkRequest {
