@@ -538,10 +538,23 @@ impl LinkageUnitConn {
     /// # Errors
     /// [`LuClientError::Status`].
     pub async fn fetch_release(&mut self) -> Result<SealedRelease, LuClientError> {
+        self.fetch_release_since(0).await
+    }
+
+    /// Researcher: the release of the latest job, whole (`since_release` 0) or as a delta
+    /// against the caller's earlier release `since_release` (SPEC.md §10.5.2), still sealed.
+    ///
+    /// # Errors
+    /// [`LuClientError::Status`].
+    pub async fn fetch_release_since(
+        &mut self,
+        since_release: u64,
+    ) -> Result<SealedRelease, LuClientError> {
         let mut stream = self
             .inner
             .fetch_release(v1::FetchReleaseRequest {
                 project: self.project.clone(),
+                since_release,
             })
             .await
             .map_err(status("FetchRelease"))?
@@ -555,10 +568,37 @@ impl LinkageUnitConn {
                 release.job_id = chunk.job_id;
                 release.estimated_precision = chunk.estimated_precision;
                 release.estimated_recall = chunk.estimated_recall;
+                release.since_release = chunk.since_release;
+                release.withdrawn = chunk.withdrawn;
+                release.removed = chunk.removed;
+                release.unchanged_clusters = chunk.unchanged_clusters;
+                release.crosswalk = chunk.crosswalk;
             }
             release.clusters.extend(chunk.clusters);
         }
         Ok(release)
+    }
+
+    /// Researcher: the crosswalk events between two of its releases (`since_release` 0:
+    /// from the first job; `until_release` 0: the latest release), SPEC.md §10.5.1.
+    ///
+    /// # Errors
+    /// [`LuClientError::Status`].
+    pub async fn crosswalk(
+        &mut self,
+        since_release: u64,
+        until_release: u64,
+    ) -> Result<v1::GetCrosswalkResponse, LuClientError> {
+        Ok(self
+            .inner
+            .get_crosswalk(v1::GetCrosswalkRequest {
+                project: self.project.clone(),
+                since_release,
+                until_release,
+            })
+            .await
+            .map_err(status("GetCrosswalk"))?
+            .into_inner())
     }
 
     // ------------------------------------------------------------------ auditor
@@ -607,6 +647,17 @@ pub struct SealedRelease {
     pub estimated_precision: Option<f64>,
     /// Scored jobs: the estimated recall, when identifiable.
     pub estimated_recall: Option<f64>,
+    /// A delta: the earlier release it is against (0: a whole release). `clusters` then
+    /// holds only new and changed clusters (`changed` set on the latter).
+    pub since_release: u64,
+    /// A delta: pseudonyms of the earlier release withdrawn since (opt-outs).
+    pub withdrawn: Vec<String>,
+    /// A delta: other pseudonyms of the earlier release no longer released.
+    pub removed: Vec<String>,
+    /// A delta: clusters of the earlier release released again unchanged.
+    pub unchanged_clusters: u64,
+    /// A delta: the crosswalk events between the two releases' jobs.
+    pub crosswalk: Vec<v1::CrosswalkEvent>,
 }
 
 /// A release opened with the researcher's key.
@@ -821,10 +872,12 @@ mod tests {
                     pseudonym: format!("{i:032x}"),
                     records: vec![v1::SealedRecord { holder: 1, sealed }],
                     weakest_link_probability: None,
+                    changed: false,
                 })
                 .collect(),
             estimated_precision: None,
             estimated_recall: None,
+            ..SealedRelease::default()
         }
     }
 

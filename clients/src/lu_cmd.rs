@@ -2,14 +2,14 @@
 //! clients — admin (projects, jobs, re-keying), holders (uploads, mappings, opt-outs,
 //! traceback), the researcher (keys, releases) and auditors (the linkage unit's audit log).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -192,6 +192,22 @@ excluded from every later mapping and release")]
         #[arg(long)]
         pseudonym: String,
     },
+    /// Researcher: the crosswalk between two of your releases (how the pseudonyms of one
+    /// map to the other's: merges, splits, retirements, withdrawals), as CSV
+    /// `job,kind,old_pid,new_pid`.
+    Crosswalk {
+        #[command(flatten)]
+        conn: LuArgs,
+        /// The earlier release (0: from the first job).
+        #[arg(long, default_value_t = 0)]
+        since_release: u64,
+        /// The later release (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        until_release: u64,
+        /// Output CSV file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Researcher: make the key pair content is sealed to (`PREFIX.pub`, `PREFIX.key`).
     Keygen {
         /// Output prefix.
@@ -314,6 +330,18 @@ pub(crate) struct FetchArgs {
     /// records that do not open leave empty cells and are reported per holder).
     #[arg(long)]
     pub strict: bool,
+    /// Fetch only what changed since your release M (SPEC.md §10.5.2): new and changed
+    /// clusters, withdrawn and removed pseudonyms, the crosswalk. Needs --previous.
+    #[arg(long, value_name = "M", default_value_t = 0, requires = "previous")]
+    pub since_release: u64,
+    /// The output directory of release M (its joined.csv and release.json): the delta is
+    /// applied to it and the updated files written to --out (crosswalk.csv too).
+    #[arg(long, value_name = "DIR")]
+    pub previous: Option<PathBuf>,
+    /// Also write long.csv: one row per released holder record (pid, holder, that holder's
+    /// content columns), for holders with many records per person.
+    #[arg(long)]
+    pub long: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -478,6 +506,42 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                     "renketsu lu: {} of your records (job {}); this traceback is in the audit log",
                     r.record_ids.len(),
                     r.job_id
+                );
+                Ok(())
+            }
+            LuCommand::Crosswalk {
+                conn,
+                since_release,
+                until_release,
+                out,
+            } => {
+                let r = conn
+                    .connect()?
+                    .crosswalk(since_release, until_release)
+                    .await
+                    .map_err(lu_error)?;
+                let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+                let name = out
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("--out names a file")?;
+                let mut f = PendingFile::create(dir.unwrap_or(Path::new(".")), name)?.csv();
+                f.row(["job", "kind", "old_pid", "new_pid"])?;
+                for e in &r.events {
+                    f.row([
+                        e.job_id.to_string().as_str(),
+                        &e.kind,
+                        &e.old_pseudonym,
+                        &e.new_pseudonym,
+                    ])?;
+                }
+                f.commit()?;
+                println!(
+                    "wrote {} ({} events, jobs {} to {})",
+                    out.display(),
+                    r.events.len(),
+                    r.since_job + 1,
+                    r.until_job
                 );
                 Ok(())
             }
@@ -1003,27 +1067,104 @@ fn load_researcher_key(path: &Path, store: Option<&Path>) -> Result<ResearcherKe
 pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
     let pair = load_researcher_key(&args.researcher_key, args.key_store.as_deref())?;
     runtime()?.block_on(async move {
+        let previous = match &args.previous {
+            Some(dir) if args.since_release > 0 => Some(read_previous(dir, &args.conn.project, args.since_release)?),
+            _ => None,
+        };
         let sealed = args
             .conn
             .connect()?
-            .fetch_release()
+            .fetch_release_since(args.since_release)
             .await
             .map_err(lu_error)?;
         let (holders, clusters) = (&sealed.holders, &sealed.clusters);
         let (release_id, job_id) = (sealed.release_id, sealed.job_id);
         std::fs::create_dir_all(&args.out)?;
-        let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
         // What opens is written; what does not leaves empty cells, reported per holder.
+        // A whole release is written as it is opened; a delta's rows are kept to be merged.
+        let mut joined = PendingFile::create(&args.out, "joined.csv")?.csv();
+        let mut fresh: Vec<Vec<String>> = Vec::new();
         let j = crate::release_open::join(
             &pair,
             &args.conn.project,
             holders,
             &sealed.headers,
             clusters,
-            |row| joined.row(row),
+            |row| {
+                if previous.is_none() {
+                    joined.row(row)
+                } else {
+                    fresh.push(row.iter().map(|c| (*c).to_owned()).collect());
+                    Ok(())
+                }
+            },
         )?;
+        // A delta: the earlier release's rows of pseudonyms neither dropped nor sent again,
+        // and the rows sent, in pseudonym order (as the whole release would be).
+        let dropped: BTreeSet<&str> = sealed
+            .withdrawn
+            .iter()
+            .chain(&sealed.removed)
+            .map(String::as_str)
+            .chain(clusters.iter().map(|c| c.pseudonym.as_str()))
+            .collect();
+        let rows = match &previous {
+            None => j.rows,
+            Some(prev) => {
+                let (header, sent) = fresh
+                    .split_first()
+                    .map_or((Vec::new(), &[][..]), |(h, r)| (h.clone(), r));
+                if prev.joined.first() != Some(&header) {
+                    bail!(
+                        "release {release_id} has other columns than release {}: fetch it whole",
+                        args.since_release
+                    );
+                }
+                let merged = merge_rows(&prev.joined, sent, &dropped);
+                for row in &merged {
+                    joined.row(row)?;
+                }
+                merged.len().saturating_sub(1) as u64
+            }
+        };
         joined.commit()?;
-        let rows = j.rows;
+        let n_clusters = clusters.len() as u64 + sealed.unchanged_clusters;
+        // The long form (one row per record), updated like joined.csv for a delta.
+        let long_written = if args.long {
+            let mut fresh: Vec<Vec<String>> = Vec::new();
+            crate::release_open::long_rows(
+                &pair,
+                &args.conn.project,
+                holders,
+                &sealed.headers,
+                clusters,
+                |row| {
+                    fresh.push(row.iter().map(|c| (*c).to_owned()).collect());
+                    Ok(())
+                },
+            )?;
+            let all = match &previous {
+                None => fresh,
+                Some(prev) => {
+                    let old = prev
+                        .long
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("--long: the earlier release has no long.csv"))?;
+                    if old.first() != fresh.first() {
+                        bail!("release {release_id} has other columns than release {}: fetch it whole", args.since_release);
+                    }
+                    merge_rows(old, fresh.get(1..).unwrap_or_default(), &dropped)
+                }
+            };
+            let mut f = PendingFile::create(&args.out, "long.csv")?.csv();
+            for row in &all {
+                f.row(row)?;
+            }
+            f.commit()?;
+            Some(all.len().saturating_sub(1))
+        } else {
+            None
+        };
         let unopened: BTreeMap<&str, u64> =
             j.unopened.iter().map(|(h, (n, _))| (h.as_str(), *n)).collect();
         // Scored jobs: how sure each link is (per pseudonym, the weakest link of its
@@ -1031,32 +1172,63 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         let scored = clusters
             .iter()
             .any(|c| c.weakest_link_probability.is_some());
+        let scored = scored || previous.as_ref().is_some_and(|p| p.links.is_some());
         if scored {
+            let header = vec!["pid".to_owned(), "weakest_link_probability".to_owned()];
+            let sent: Vec<Vec<String>> = clusters
+                .iter()
+                .filter_map(|c| {
+                    c.weakest_link_probability
+                        .map(|p| vec![c.pseudonym.clone(), format!("{p:.6}")])
+                })
+                .collect();
+            let all = match previous.as_ref().and_then(|p| p.links.as_ref()) {
+                Some(prev) => merge_rows(prev, &sent, &dropped),
+                None => std::iter::once(header).chain(sent).collect(),
+            };
             let mut links = PendingFile::create(&args.out, "link_probability.csv")?.csv();
-            links.row(["pid", "weakest_link_probability"])?;
-            for c in clusters {
-                if let Some(p) = c.weakest_link_probability {
-                    links.row([c.pseudonym.as_str(), &format!("{p:.6}")])?;
-                }
+            for row in &all {
+                links.row(row)?;
             }
             links.commit()?;
         }
-        let mut f = PendingFile::create(&args.out, "release.json")?;
-        serde_json::to_writer_pretty(
-            &mut f.writer,
-            &serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
-                "holders": holders, "clusters": clusters.len(), "rows": rows,
+        if previous.is_some() {
+            let mut cw = PendingFile::create(&args.out, "crosswalk.csv")?.csv();
+            cw.row(["job", "kind", "old_pid", "new_pid"])?;
+            for e in &sealed.crosswalk {
+                cw.row([
+                    e.job_id.to_string().as_str(),
+                    &e.kind,
+                    &e.old_pseudonym,
+                    &e.new_pseudonym,
+                ])?;
+            }
+            cw.commit()?;
+        }
+        let mut meta = serde_json::json!({"project": args.conn.project, "release_id": release_id, "job_id": job_id,
+                "holders": holders, "clusters": n_clusters, "rows": rows,
                 "unopened_records": unopened,
                 "estimated_precision": sealed.estimated_precision,
                 "estimated_recall": sealed.estimated_recall,
-                "link_probability_csv": scored}),
-        )?;
+                "link_probability_csv": scored});
+        if let Some(n) = long_written {
+            meta["long_csv_rows"] = serde_json::json!(n);
+        }
+        if previous.is_some() {
+            meta["delta"] = serde_json::json!({"since_release": args.since_release,
+                "new_clusters": clusters.iter().filter(|c| !c.changed).count(),
+                "changed_clusters": clusters.iter().filter(|c| c.changed).count(),
+                "unchanged_clusters": sealed.unchanged_clusters,
+                "withdrawn": sealed.withdrawn, "removed": sealed.removed,
+                "crosswalk_csv": true});
+        }
+        let mut f = PendingFile::create(&args.out, "release.json")?;
+        serde_json::to_writer_pretty(&mut f.writer, &meta)?;
         f.writer.write_all(b"\n")?;
         f.commit()?;
         println!(
-            "wrote {} ({} clusters, {rows} rows; release {release_id} of job {job_id})",
+            "wrote {} ({n_clusters} clusters, {rows} rows; release {release_id} of job {job_id})",
             args.out.join("joined.csv").display(),
-            clusters.len()
         );
         for (holder, (n, why)) in &j.unopened {
             eprintln!("renketsu fetch: {holder}: {n} records could not be opened (empty cells): {why}");
@@ -1069,6 +1241,80 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The output of an earlier release that a delta is applied to.
+struct PreviousRelease {
+    /// joined.csv, header row first.
+    joined: Vec<Vec<String>>,
+    /// link_probability.csv, header row first, if it was written.
+    links: Option<Vec<Vec<String>>>,
+    /// long.csv, header row first, if it was written.
+    long: Option<Vec<Vec<String>>>,
+}
+
+fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.with_context(|| format!("{}: not CSV", path.display()))?;
+        rows.push(rec.iter().map(str::to_owned).collect());
+    }
+    Ok(rows)
+}
+
+fn read_previous(dir: &Path, project: &str, release: u64) -> Result<PreviousRelease> {
+    let path = dir.join("release.json");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", path.display()))?;
+    if meta["project"].as_str() != Some(project) || meta["release_id"].as_u64() != Some(release) {
+        bail!(
+            "{} is not release {release} of project {project}",
+            dir.display()
+        );
+    }
+    let links = dir.join("link_probability.csv");
+    let long = dir.join("long.csv");
+    Ok(PreviousRelease {
+        long: if long.exists() {
+            Some(read_csv(&long)?)
+        } else {
+            None
+        },
+        joined: read_csv(&dir.join("joined.csv"))?,
+        links: if links.exists() {
+            Some(read_csv(&links)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// `previous` (header row first) without the rows of `dropped` pseudonyms, plus `sent`, in
+/// pseudonym order (a stable sort: a pseudonym's rows keep their order).
+fn merge_rows(
+    previous: &[Vec<String>],
+    sent: &[Vec<String>],
+    dropped: &BTreeSet<&str>,
+) -> Vec<Vec<String>> {
+    let Some((header, rows)) = previous.split_first() else {
+        return sent.to_vec();
+    };
+    let mut body: Vec<Vec<String>> = rows
+        .iter()
+        .filter(|r| r.first().is_none_or(|p| !dropped.contains(p.as_str())))
+        .chain(sent)
+        .cloned()
+        .collect();
+    body.sort_by(|a, b| a.first().cmp(&b.first()));
+    std::iter::once(header.clone()).chain(body).collect()
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {

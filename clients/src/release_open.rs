@@ -142,6 +142,69 @@ pub(crate) fn join(
     Ok(Joined { rows, unopened })
 }
 
+/// The long form of a release (issue 16 item 5): a header row `pid, holder, <holder>.<column>…`
+/// (every holder with a content header, in holder order, as in `joined.csv`), then one row
+/// per released record with content: its cluster's pseudonym, its holder, and its values
+/// under its holder's columns (other holders' cells empty). Clusters in release (pseudonym)
+/// order, records in release order. A record that does not open gives empty cells (it is
+/// reported by [`join`]).
+///
+/// # Errors
+/// Only `emit`'s errors.
+pub(crate) fn long_rows(
+    pair: &ResearcherKeyPair,
+    project: &str,
+    holders: &[String],
+    headers: &[v1::SealedContentHeader],
+    clusters: &[v1::ReleasedCluster],
+    mut emit: impl FnMut(&[&str]) -> Result<()>,
+) -> Result<u64> {
+    // Holder index → (opener, first column, width).
+    let mut content: BTreeMap<u32, (Option<ContentOpener>, Vec<String>)> = BTreeMap::new();
+    for h in headers {
+        if let Some(idx) = holders.iter().position(|x| x == &h.party) {
+            let opener = ContentOpener::new(pair, &h.encapsulated_key, project, &h.party).ok();
+            content.insert(idx as u32, (opener, h.columns.clone()));
+        }
+    }
+    let mut header = vec!["pid".to_owned(), "holder".to_owned()];
+    let mut first = BTreeMap::new();
+    for (idx, (_, columns)) in &content {
+        first.insert(*idx, header.len());
+        header.extend(
+            columns
+                .iter()
+                .map(|c| format!("{}.{c}", holders[*idx as usize])),
+        );
+    }
+    emit(&header.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let width = header.len();
+    let mut rows = 0u64;
+    for c in clusters {
+        for r in &c.records {
+            let (Some((opener, columns)), Some(holder)) =
+                (content.get(&r.holder), holders.get(r.holder as usize))
+            else {
+                continue;
+            };
+            let mut row = vec![String::new(); width];
+            row[0].clone_from(&c.pseudonym);
+            row[1].clone_from(holder);
+            if let Some(values) = opener.as_ref().and_then(|o| o.open(&r.sealed).ok())
+                && values.len() == columns.len()
+            {
+                let at = first[&r.holder];
+                for (k, v) in values.into_iter().enumerate() {
+                    row[at + k] = v;
+                }
+            }
+            emit(&row.iter().map(String::as_str).collect::<Vec<_>>())?;
+            rows += 1;
+        }
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use renketsu_keys::content::ContentSealer;
@@ -179,6 +242,7 @@ mod tests {
         let clusters = vec![
             v1::ReleasedCluster {
                 weakest_link_probability: None,
+                changed: false,
                 pseudonym: "a".repeat(32),
                 records: vec![
                     v1::SealedRecord {
@@ -193,6 +257,7 @@ mod tests {
             },
             v1::ReleasedCluster {
                 weakest_link_probability: None,
+                changed: false,
                 pseudonym: "b".repeat(32),
                 records: vec![v1::SealedRecord {
                     holder: 0,
@@ -219,5 +284,53 @@ mod tests {
         assert_eq!(j.rows, 2);
         assert_eq!(j.unopened.get("ehr").map(|u| u.0), Some(1));
         assert_eq!(j.unopened.get("ndb").map(|u| u.0), Some(1));
+    }
+
+    #[test]
+    fn the_long_form_has_one_row_per_released_record() {
+        let researcher = ResearcherKeyPair::derive(&[7u8; 32]);
+        let holders = vec!["ehr".to_owned(), "claims".to_owned()];
+        let (h_ehr, s_ehr) = header(&researcher.public_key(), "p", "ehr");
+        let (h_cl, s_cl) = header(&researcher.public_key(), "p", "claims");
+        let seal = |s: &ContentSealer, v: &str| s.seal(&[v.to_owned()]);
+        let rec = |holder: u32, sealed: Vec<u8>| v1::SealedRecord { holder, sealed };
+        // One person: one EHR record and three receipts (the wide join would give 3 rows;
+        // with two EHR records, 6).
+        let clusters = vec![v1::ReleasedCluster {
+            pseudonym: "a".repeat(32),
+            records: vec![
+                rec(0, seal(&s_ehr, "Tokyo")),
+                rec(1, seal(&s_cl, "2026-01")),
+                rec(1, seal(&s_cl, "2026-02")),
+                rec(1, seal(&s_cl, "2026-03")),
+            ],
+            weakest_link_probability: None,
+            changed: false,
+        }];
+        let mut out = Vec::new();
+        let n = long_rows(
+            &researcher,
+            "p",
+            &holders,
+            &[h_ehr, h_cl],
+            &clusters,
+            |row| {
+                out.push(row.join(","));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(n, 4);
+        let a = "a".repeat(32);
+        assert_eq!(
+            out,
+            [
+                "pid,holder,ehr.prefecture,claims.prefecture".to_owned(),
+                format!("{a},ehr,Tokyo,"),
+                format!("{a},claims,,2026-01"),
+                format!("{a},claims,,2026-02"),
+                format!("{a},claims,,2026-03"),
+            ]
+        );
     }
 }

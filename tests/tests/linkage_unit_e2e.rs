@@ -544,6 +544,128 @@ fn three_holders_and_a_researcher_over_mutual_tls() {
     // Content was opened: prefectures from the holders' CSVs appear.
     assert!(joined.contains("都") || joined.contains("県") || joined.contains("府"));
 
+    // A second job over the same uploads (issue 16): every pseudonym persists, and release 2
+    // fetched as a delta against release 1 and applied by `renketsu fetch` is the whole
+    // release 3 of the same job, byte for byte.
+    let out = run(
+        dir,
+        &["lu", "start-job"],
+        &lu_args(&lu_url, "admin", "e2e"),
+        &["--wait"],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    for (party, f) in &maps {
+        let again = dir.join(format!("{party}-map-2.csv"));
+        run(
+            dir,
+            &["lu", "mapping"],
+            &lu_args(&lu_url, party, "e2e"),
+            &["--out", again.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read(f).unwrap(),
+            std::fs::read(&again).unwrap(),
+            "{party}: pseudonyms persist across jobs"
+        );
+    }
+    let researcher_args = [
+        "--researcher-key",
+        "researcher.key",
+        "--key-store",
+        "researcher-keys",
+    ];
+    run(
+        dir,
+        &["fetch"],
+        &lu_args(&lu_url, "researcher", "e2e"),
+        &[
+            &researcher_args[..],
+            &[
+                "--since-release",
+                "1",
+                "--previous",
+                "release",
+                "--out",
+                "release-2",
+            ],
+        ]
+        .concat(),
+    );
+    run(
+        dir,
+        &["fetch"],
+        &lu_args(&lu_url, "researcher", "e2e"),
+        &[&researcher_args[..], &["--long", "--out", "release-3"]].concat(),
+    );
+    // The long form: one row per released record (every record here has content).
+    let mut records = 0;
+    for (_, f) in &maps {
+        records += csv::Reader::from_path(f).unwrap().records().count();
+    }
+    let mut long = csv::Reader::from_path(dir.join("release-3/long.csv")).unwrap();
+    let long_header = long.headers().unwrap().clone();
+    assert_eq!(&long_header[0], "pid");
+    assert_eq!(&long_header[1], "holder");
+    let long_rows: Vec<csv::StringRecord> = long.records().map(|r| r.unwrap()).collect();
+    assert_eq!(long_rows.len(), records);
+    assert!(long_rows.iter().all(|r| pids.contains(&r[0])));
+    // A delta applied to the long form too.
+    run(
+        dir,
+        &["fetch"],
+        &lu_args(&lu_url, "researcher", "e2e"),
+        &[
+            &researcher_args[..],
+            &[
+                "--long",
+                "--since-release",
+                "3",
+                "--previous",
+                "release-3",
+                "--out",
+                "release-4",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        std::fs::read(dir.join("release-4/long.csv")).unwrap(),
+        std::fs::read(dir.join("release-3/long.csv")).unwrap()
+    );
+    let delta_joined = std::fs::read_to_string(dir.join("release-2/joined.csv")).unwrap();
+    assert_eq!(delta_joined, joined);
+    assert_eq!(
+        delta_joined,
+        std::fs::read_to_string(dir.join("release-3/joined.csv")).unwrap()
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("release-2/release.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["release_id"], 2);
+    assert_eq!(meta["delta"]["since_release"], 1);
+    assert_eq!(meta["delta"]["new_clusters"], 0);
+    assert_eq!(meta["delta"]["changed_clusters"], 0);
+    assert_eq!(meta["delta"]["unchanged_clusters"], meta["clusters"]);
+    let crosswalk = std::fs::read_to_string(dir.join("release-2/crosswalk.csv")).unwrap();
+    assert_eq!(crosswalk.trim_end(), "job,kind,old_pid,new_pid");
+    // Job 1 issued every pseudonym (one `new` each); job 2 changed none.
+    run(
+        dir,
+        &["lu", "crosswalk"],
+        &lu_args(&lu_url, "researcher", "e2e"),
+        &["--until-release", "2", "--out", "crosswalk-all.csv"],
+    );
+    let mut events = csv::Reader::from_path(dir.join("crosswalk-all.csv")).unwrap();
+    let born: BTreeSet<String> = events
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            assert_eq!((&r[0], &r[1], &r[2]), ("1", "new", ""));
+            r[3].to_owned()
+        })
+        .collect();
+    assert_eq!(born, pids);
+
     // A holder outside the project gets no mapping; the researcher none either.
     for who in ["outsider", "researcher"] {
         let mut args = vec!["lu".to_owned(), "mapping".to_owned()];
@@ -804,9 +926,48 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
         );
         let a_rows = std::fs::read_to_string(&fa).unwrap().lines().count() - 1;
         assert_eq!(a_rows, a_records, "rep {rep}: every record mapped once");
+        let before = (std::fs::read(&fa).unwrap(), std::fs::read(&fb).unwrap());
         let pairs = mapping_pairs(&[("holder-a", fa), ("holder-b", fb)]);
         assert_eq!(pairs, local, "rep {rep}: same links as renketsu link");
-        drop(lu3);
+        // A second job, killed too: the restarted job changes no pseudonym (the assignment
+        // is committed with the job's results, SPEC.md §10.5.1).
+        let mut lu3 = lu3;
+        lu3.kill9();
+        let mut lu4 = start_lu(&dir, &addr, &pause);
+        run(
+            &dir,
+            &["lu", "start-job"],
+            &lu_args(&url, "admin", "fault"),
+            &[],
+        );
+        std::thread::sleep(Duration::from_millis(next(100, 600)));
+        lu4.kill9();
+        let lu5 = start_lu(&dir, &addr, &[]);
+        let out = run(
+            &dir,
+            &["lu", "job"],
+            &lu_args(&url, "admin", "fault"),
+            &["--wait"],
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("done"),
+            "rep {rep}"
+        );
+        let (fa2, fb2) = (dir.join("a-map-2.csv"), dir.join("b-map-2.csv"));
+        for (party, f) in [("holder-a", &fa2), ("holder-b", &fb2)] {
+            run(
+                &dir,
+                &["lu", "mapping"],
+                &lu_args(&url, party, "fault"),
+                &["--out", f.to_str().unwrap()],
+            );
+        }
+        assert_eq!(
+            (std::fs::read(&fa2).unwrap(), std::fs::read(&fb2).unwrap()),
+            before,
+            "rep {rep}: pseudonyms persist through a killed job"
+        );
+        drop(lu5);
     }
 }
 

@@ -35,6 +35,7 @@ pub mod fuzzing;
 pub mod ingest;
 pub mod lsh;
 pub mod normalize;
+pub mod persist;
 pub mod report;
 pub mod schema;
 pub mod score;

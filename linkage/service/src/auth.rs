@@ -51,13 +51,15 @@ pub enum Rpc {
     Traceback,
     /// Researcher.
     FetchRelease,
+    /// Researcher.
+    GetCrosswalk,
     /// Auditor.
     ReadLinkageAuditLog,
 }
 
 impl Rpc {
     /// Every RPC, in `.proto` order.
-    pub const ALL: [Rpc; 15] = [
+    pub const ALL: [Rpc; 16] = [
         Rpc::CreateLinkageProject,
         Rpc::ListLinkageProjects,
         Rpc::DeleteLinkageProject,
@@ -72,6 +74,7 @@ impl Rpc {
         Rpc::FetchMapping,
         Rpc::Traceback,
         Rpc::FetchRelease,
+        Rpc::GetCrosswalk,
         Rpc::ReadLinkageAuditLog,
     ];
 
@@ -92,6 +95,7 @@ impl Rpc {
             Rpc::FetchMapping => "FetchMapping",
             Rpc::Traceback => "Traceback",
             Rpc::FetchRelease => "FetchRelease",
+            Rpc::GetCrosswalk => "GetCrosswalk",
             Rpc::ReadLinkageAuditLog => "ReadLinkageAuditLog",
         }
     }
@@ -116,7 +120,7 @@ impl Rpc {
             Rpc::Upload | Rpc::GetUploadStatus | Rpc::FetchMapping | Rpc::Traceback => {
                 &[Role::DataHolder]
             }
-            Rpc::FetchRelease => &[Role::Researcher],
+            Rpc::FetchRelease | Rpc::GetCrosswalk => &[Role::Researcher],
             Rpc::ReadLinkageAuditLog => &[Role::Auditor],
         }
     }
@@ -197,6 +201,8 @@ mod tests {
             );
         }
         assert!(check_role(Rpc::FetchRelease, &id("h", Role::DataHolder)).is_err());
+        assert!(check_role(Rpc::GetCrosswalk, &id("h", Role::DataHolder)).is_err());
+        assert!(check_role(Rpc::GetCrosswalk, &id("a", Role::Admin)).is_err());
         assert!(check_role(Rpc::FetchMapping, &id("r", Role::Researcher)).is_err());
         let p = ProjectRow {
             name: "p".into(),

@@ -11,11 +11,11 @@
 //! into the same join after the holders' records: every cluster that contains one is
 //! **excluded** (never mapped, never released).
 //!
-//! Pseudonyms: a cluster's pseudonym is the first 16 bytes (32 hex digits) of
-//! `SHA-256("renketsu/pseudonym/v1" || salt || LP(party) || LP(record id))` of its first
-//! holder record (holders in project order, records in upload order), with the project's
-//! random 32-byte salt. So pseudonyms are stable across jobs while that record stays first in
-//! its cluster, and unlinkable across projects (different salts).
+//! Pseudonyms persist (SPEC.md §10.5.1): the clusters are matched to the previous DONE job's
+//! by the records they share ([`renketsu_linkage::persist::assign`]); a cluster keeps, inherits
+//! or gets a fresh random pseudonym, and every change is a crosswalk event. The assignment is
+//! part of the job's output and is stored in the transaction that marks the job DONE, so a
+//! job that crashes changes no pseudonym.
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,14 +24,12 @@ use std::time::Instant;
 use rayon::prelude::*;
 use renketsu_linkage::Schema;
 use renketsu_linkage::engine::{EngineError, HolderInput, Keys, LinkOptions, LinkPlan, Observer};
+use renketsu_linkage::persist::{self, Assignment, Previous};
 use renketsu_linkage::token_file::{Header, Reader};
 use renketsu_linkage::tokenlink::{TokenLinkError, check_headers, party_of, party_offsets};
 use sha2::{Digest as _, Sha256};
 
 use crate::members::{MemberChunk, MemberChunker, PSEUDONYM_BYTES};
-
-/// Domain of pseudonym derivation.
-pub const PSEUDONYM_DOMAIN: &[u8] = b"renketsu/pseudonym/v1";
 
 /// Why a job failed. Messages name uploads and rules, never tokens or identifiers.
 #[derive(Debug, thiserror::Error)]
@@ -114,8 +112,9 @@ pub struct JobInput<'a> {
     pub schema: &'a Schema,
     /// Hex SHA-256 of the schema file.
     pub schema_digest: &'a str,
-    /// The project's pseudonym salt.
-    pub pid_salt: &'a [u8],
+    /// The previous DONE job's records (as [`record_key`]s) with their pseudonyms, and every
+    /// pseudonym issued in the project.
+    pub previous: &'a Previous<RecordKey>,
     /// One token upload per holder, in project order.
     pub holders: Vec<TokenUpload>,
     /// Opt-out uploads, any number.
@@ -139,6 +138,8 @@ pub struct JobOutput {
     pub stage_seconds: Vec<(String, f64)>,
     /// Scored schemas (SPEC.md §9): the quality report, for the admin.
     pub quality: Option<QualityReport>,
+    /// Each cluster's pseudonym, the fresh ones and the crosswalk events.
+    pub assignment: Assignment,
 }
 
 /// A scored job's quality report (SPEC.md §9.6, §9.7): `summary.json` and `report.html` as
@@ -196,24 +197,24 @@ impl renketsu_linkage::engine::OutputSink for Discard {
     }
 }
 
-/// The pseudonym (16 bytes) of a cluster whose first holder record is `(party, record_id)`.
-pub fn pseudonym_bytes(salt: &[u8], party: &str, record_id: &str) -> [u8; PSEUDONYM_BYTES] {
+/// A record as persistent pseudonyms know it (SPEC.md §10.5.1): the first 16 bytes of
+/// `SHA-256("renketsu/record-key/v1" || holder index (4 bytes, big-endian) || record id)`,
+/// holders in project order. 16 bytes per record whatever the id's length; two records
+/// share a key with probability about n²/2^129.
+pub type RecordKey = [u8; 16];
+
+/// The [`RecordKey`] of record `record_id` of holder `holder` (index in project order).
+pub fn record_key(holder: u32, record_id: &str) -> RecordKey {
     let mut h = Sha256::new();
-    h.update(PSEUDONYM_DOMAIN);
-    h.update(salt);
-    for part in [party, record_id] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    h.finalize()[..PSEUDONYM_BYTES]
-        .try_into()
-        .expect("16 bytes")
+    h.update(b"renketsu/record-key/v1");
+    h.update(holder.to_be_bytes());
+    h.update(record_id.as_bytes());
+    h.finalize()[..16].try_into().expect("16 bytes")
 }
 
-/// The pseudonym of a cluster whose first holder record is `(party, record_id)`, as 32
-/// lower-case hex digits.
-pub fn pseudonym(salt: &[u8], party: &str, record_id: &str) -> String {
-    hex::encode(pseudonym_bytes(salt, party, record_id))
+/// A fresh random pseudonym.
+pub fn random_pseudonym() -> [u8; PSEUDONYM_BYTES] {
+    rand::random()
 }
 
 /// Runs a job. `progress(stage, fraction)` is called between stages; `cancel` is checked
@@ -329,31 +330,36 @@ pub fn run(
             *e = true;
         }
     }
-    // First holder record of each cluster, and members per holder per cluster.
-    let mut first = vec![u32::MAX; k];
+    // Members per holder per cluster.
     let mut per_holder = vec![0u32; k * n_holders];
     for h in 0..n_holders {
         for g in offsets[h]..offsets[h] + sizes[h] as u32 {
-            let l = labels[g as usize] as usize;
-            if first[l] == u32::MAX {
-                first[l] = g;
-            }
-            per_holder[l * n_holders + h] += 1;
+            per_holder[labels[g as usize] as usize * n_holders + h] += 1;
         }
     }
     let party_names: Vec<String> = all.iter().map(|u| u.party.clone()).collect();
     drop(all);
-    let pids: Vec<[u8; PSEUDONYM_BYTES]> = first
-        .par_iter()
-        .map(|&g| {
-            let h = party_of(&offsets, g);
-            let i = (g - offsets[h]) as usize;
-            pseudonym_bytes(input.pid_salt, &party_names[h], parties[h].ids.get(i))
+    // Persistent pseudonyms: the holder records' keys, in label order.
+    let keys: Vec<RecordKey> = (0..n_holders)
+        .flat_map(|h| {
+            let ids: Vec<&str> = parties[h].ids.iter().collect();
+            ids.par_iter()
+                .map(|id| record_key(h as u32, id))
+                .collect::<Vec<_>>()
         })
         .collect();
+    let assignment = persist::assign(
+        input.previous,
+        &keys,
+        &labels[..holder_records],
+        &excluded,
+        &mut random_pseudonym,
+    );
+    drop(keys);
+    let pids = &assignment.pseudonyms;
     let mut quality = quality;
     if let (Some(q), Some(run)) = (quality.as_mut(), linked.scoring()) {
-        q.weakest_links = weakest_links(run, labels, &offsets, holder_records, &pids);
+        q.weakest_links = weakest_links(run, labels, &offsets, holder_records, pids);
     }
     let mut out = JobOutput {
         records: holder_records as u64,
@@ -361,6 +367,7 @@ pub fn run(
         quality,
         ..JobOutput::default()
     };
+    out.assignment = assignment;
     for (l, counts) in per_holder.chunks_exact(n_holders.max(1)).enumerate() {
         if excluded[l] {
             out.excluded += 1;
@@ -379,7 +386,7 @@ pub fn run(
             let mut c = MemberChunker::new(&party_names[h]);
             for (i, id) in parties[h].ids.iter().enumerate() {
                 let l = labels[offsets[h] as usize + i] as usize;
-                c.push(id, &pids[l], excluded[l]);
+                c.push(id, &out.assignment.pseudonyms[l], excluded[l]);
             }
             c.finish()
         })

@@ -7,7 +7,7 @@
 //! but re-keying deltas (`RekeyTokens`), which the custodian gives to the linkage-unit role
 //! only, and it only ever sees tokens and content sealed to the researcher.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,9 +27,12 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{self, Rpc};
 use crate::job::{self, JobInput, TokenUpload};
 use crate::members::{PSEUDONYM_BYTES, pseudonym_hex};
-use crate::store::{JobRow, LuStore, ProjectRow, StoreError, UploadRow, job_state};
+use crate::store::{
+    CrosswalkRow, JobRow, LuStore, ProjectRow, PseudonymChanges, StoreError, UploadRow, job_state,
+};
 use crate::validate;
 use renketsu_keys::content_file;
+use renketsu_linkage::persist::{Assignment, EventKind, Issued, Previous};
 
 /// Largest chunk accepted (bytes).
 pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -305,8 +308,36 @@ impl LinkageUnitService {
                 let _ = progress_store.job_progress(&pname, pjob, &stage, f).await;
             }
         });
+        // Persistent pseudonyms (SPEC.md §10.5.1): the previous DONE job's members and every
+        // pseudonym issued so far.
+        let mut previous = Previous::default();
+        let mut legacy = Vec::new();
+        for row in store.pseudonyms(&project.name).await? {
+            previous.issued.insert(
+                row.pseudonym,
+                Issued {
+                    born_job: row.born_job,
+                    withdrawn: row.withdrawn_job != 0,
+                },
+            );
+        }
+        if let Some(prev) = store.latest_done_job(&project.name).await? {
+            store
+                .for_each_job_member(&project.name, prev.job_id, &project.holders, |h, id, p| {
+                    // Pseudonyms of jobs made before the registry: born with that job.
+                    if let std::collections::hash_map::Entry::Vacant(e) = previous.issued.entry(*p)
+                    {
+                        e.insert(Issued {
+                            born_job: prev.job_id,
+                            withdrawn: false,
+                        });
+                        legacy.push((pseudonym_hex(p), prev.job_id));
+                    }
+                    previous.members.insert(job::record_key(h, id), *p);
+                })
+                .await?;
+        }
         let cancel2 = Arc::clone(cancel);
-        let salt = project.pid_salt.clone();
         let digest = project.schema_digest.clone();
         let name = project.name.clone();
         let pause = self.inner.settings.test_pause;
@@ -316,7 +347,7 @@ impl LinkageUnitService {
                 project: &name,
                 schema: &schema,
                 schema_digest: &digest,
-                pid_salt: &salt,
+                previous: &previous,
                 holders,
                 opt_outs,
             };
@@ -357,8 +388,9 @@ impl LinkageUnitService {
                 q.weakest_links.as_slice(),
             )
         });
+        let changes = pseudonym_changes(&out.assignment, legacy, job.job_id);
         if !store
-            .finish_job(&done, &out.chunks, report, self.now_ms())
+            .finish_job_with(&done, &out.chunks, report, &changes, self.now_ms())
             .await?
         {
             return Ok(()); // cancelled meanwhile
@@ -399,6 +431,42 @@ impl LinkageUnitService {
             }
         }
         Ok(())
+    }
+
+    /// The crosswalk events a researcher is shown: those naming a pseudonym that was in one
+    /// of the project's releases up to `up_to_release` or is in `releasing` (the release being
+    /// made). Events only about pseudonyms never released (a person who opted out before any
+    /// release) are left out (SPEC.md §10.5.1).
+    async fn researcher_events(
+        &self,
+        project: &str,
+        events: Vec<CrosswalkRow>,
+        up_to_release: u64,
+        releasing: &HashSet<&str>,
+    ) -> Result<Vec<v1::CrosswalkEvent>, ServiceError> {
+        let mut named: Vec<&str> = events
+            .iter()
+            .flat_map(|e| [e.old.as_str(), e.new.as_str()])
+            .filter(|p| !p.is_empty() && !releasing.contains(p))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let released = self
+            .inner
+            .store
+            .released_among(project, up_to_release, &named)
+            .await?;
+        let shown = |p: &str| releasing.contains(p) || released.contains(p);
+        Ok(events
+            .iter()
+            .filter(|e| shown(&e.old) || shown(&e.new))
+            .map(|e| v1::CrosswalkEvent {
+                job_id: e.job_id,
+                kind: e.kind.clone(),
+                old_pseudonym: e.old.clone(),
+                new_pseudonym: e.new.clone(),
+            })
+            .collect())
     }
 
     async fn project_view(
@@ -724,6 +792,69 @@ impl LinkageUnitService {
                 ))
             })
     }
+}
+
+/// What a delta release is against (SPEC.md §10.5.2).
+struct Delta {
+    since_release: u64,
+    /// The earlier release's pseudonyms and digests.
+    before: HashMap<String, String>,
+    withdrawn: Vec<String>,
+    removed: Vec<String>,
+    crosswalk: Vec<v1::CrosswalkEvent>,
+}
+
+/// The digest recorded per released pseudonym: SHA-256 of its sealed records (holder index
+/// and bytes, sorted) and its weakest link, so that a later release sends it again only if
+/// any of these changed.
+fn cluster_digest(c: &v1::ReleasedCluster) -> String {
+    let mut records: Vec<(u32, &[u8])> = c
+        .records
+        .iter()
+        .map(|r| (r.holder, r.sealed.as_slice()))
+        .collect();
+    records.sort_unstable();
+    let mut h = Sha256::new();
+    h.update(b"renketsu/release-cluster/v1");
+    for (holder, sealed) in records {
+        h.update(holder.to_be_bytes());
+        h.update((sealed.len() as u64).to_be_bytes());
+        h.update(sealed);
+    }
+    if let Some(p) = c.weakest_link_probability {
+        h.update(p.to_bits().to_be_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// What a job's assignment changes in the store: fresh (and legacy) pseudonyms registered,
+/// retired and withdrawn ones marked, the events in order.
+fn pseudonym_changes(
+    a: &Assignment,
+    mut registered: Vec<(String, u64)>,
+    job_id: u64,
+) -> PseudonymChanges {
+    registered.extend(a.born.iter().map(|p| (pseudonym_hex(p), job_id)));
+    let hex_of =
+        |p: &Option<[u8; PSEUDONYM_BYTES]>| p.as_ref().map(pseudonym_hex).unwrap_or_default();
+    let mut changes = PseudonymChanges {
+        registered,
+        ..PseudonymChanges::default()
+    };
+    for e in &a.events {
+        match e.kind {
+            EventKind::Merge | EventKind::Retire => changes.retired.push(hex_of(&e.old)),
+            EventKind::Withdraw => changes.withdrawn.push(hex_of(&e.old)),
+            EventKind::New | EventKind::Split => {}
+        }
+        changes.events.push(CrosswalkRow {
+            job_id,
+            kind: e.kind.as_str().to_owned(),
+            old: hex_of(&e.old),
+            new: hex_of(&e.new),
+        });
+    }
+    changes
 }
 
 fn parse_schema(p: &ProjectRow) -> Result<Schema, ServiceError> {
@@ -1218,138 +1349,238 @@ impl LinkageUnit for LinkageUnitService {
         request: Request<v1::FetchReleaseRequest>,
     ) -> Result<Response<Self::FetchReleaseStream>, Status> {
         let note = AuditNote::project(&request.get_ref().project);
-        let (release_id, job_id, holders, headers, clusters, estimated) = renketsu_rpc::handle(
-            self,
-            Rpc::FetchRelease,
-            request,
-            note,
-            |call, req| async move {
-                let p = call.member(&req.project).await?;
-                let who = call.who();
-                let job = self.latest_job_for_output(&p).await?;
-                validate::release_size(&job, self.inner.settings.min_release_clusters)?;
-                let store = &self.inner.store;
-                let members = store.release_members(&p.name, job.job_id).await?;
-                // Sealed content of each holder's current content upload.
-                let mut headers = Vec::new();
-                let mut sealed: HashMap<(usize, String), Vec<u8>> = HashMap::new();
-                for u in store.current_uploads(&p.name).await? {
-                    if u.kind != v1::UploadKind::Content as i32 {
-                        continue;
-                    }
-                    let Some(h) = p.holders.iter().position(|x| x == &u.party) else {
-                        continue;
-                    };
-                    let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
-                    let (header, records) = content_file::parse(bytes.as_slice()).map_err(|e| {
-                        ServiceError::Internal(format!("stored content upload: {e}"))
-                    })?;
-                    headers.push(v1::SealedContentHeader {
-                        party: u.party.clone(),
-                        columns: header.columns,
-                        encapsulated_key: B64.decode(header.encapsulated_key.as_bytes()).map_err(
-                            |_| ServiceError::Internal("stored content header".to_owned()),
-                        )?,
-                    });
-                    for (id, s) in records {
-                        sealed.insert((h, id), s);
-                    }
-                }
-                let holder_index: BTreeMap<&str, usize> = p
-                    .holders
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| (h.as_str(), i))
-                    .collect();
-                // Scored jobs: each cluster's weakest link and the model's estimates.
-                let weakest: HashMap<String, f64> = store
-                    .job_weakest_links(&p.name, job.job_id)
-                    .await?
-                    .unwrap_or_default()
-                    .chunks_exact(PSEUDONYM_BYTES + 4)
-                    .map(|r| {
-                        let p =
-                            f32::from_le_bytes(r[PSEUDONYM_BYTES..].try_into().expect("4 bytes"));
-                        (hex::encode(&r[..PSEUDONYM_BYTES]), f64::from(p))
-                    })
-                    .collect();
-                let estimated = match store.job_report(&p.name, job.job_id).await? {
-                    Some((summary, _)) => {
-                        let v: serde_json::Value = serde_json::from_str(&summary)
-                            .map_err(|e| ServiceError::Internal(format!("stored report: {e}")))?;
-                        let e = &v["scoring"]["estimated"];
-                        (e["precision"].as_f64(), e["recall"].as_f64())
-                    }
-                    None => (None, None),
-                };
-                let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
-                // Sealed records sent per holder (recorded with the release).
-                let mut delivered = vec![0u64; p.holders.len()];
-                for (pid, party, id) in members {
-                    if clusters.last().is_none_or(|c| c.pseudonym != pid) {
-                        clusters.push(v1::ReleasedCluster {
-                            weakest_link_probability: weakest.get(&pid).copied(),
-                            pseudonym: pid.clone(),
-                            records: Vec::new(),
-                        });
-                    }
-                    let h = holder_index
-                        .get(party.as_str())
-                        .copied()
-                        .unwrap_or(usize::MAX);
-                    if let Some(s) = sealed.remove(&(h, id)) {
-                        if let Some(n) = delivered.get_mut(h) {
-                            *n += 1;
+        let (release_id, job_id, holders, headers, clusters, estimated, delta) =
+            renketsu_rpc::handle(
+                self,
+                Rpc::FetchRelease,
+                request,
+                note,
+                |call, req| async move {
+                    let p = call.member(&req.project).await?;
+                    let who = call.who();
+                    let job = self.latest_job_for_output(&p).await?;
+                    validate::release_size(&job, self.inner.settings.min_release_clusters)?;
+                    let store = &self.inner.store;
+                    let members = store.release_members(&p.name, job.job_id).await?;
+                    // Sealed content of each holder's current content upload.
+                    let mut headers = Vec::new();
+                    let mut sealed: HashMap<(usize, String), Vec<u8>> = HashMap::new();
+                    for u in store.current_uploads(&p.name).await? {
+                        if u.kind != v1::UploadKind::Content as i32 {
+                            continue;
                         }
-                        clusters
-                            .last_mut()
-                            .expect("pushed")
-                            .records
-                            .push(v1::SealedRecord {
-                                holder: h as u32,
-                                sealed: s,
-                            });
+                        let Some(h) = p.holders.iter().position(|x| x == &u.party) else {
+                            continue;
+                        };
+                        let bytes = store.upload_bytes(&p.name, &u.party, &u.upload_id).await?;
+                        let (header, records) =
+                            content_file::parse(bytes.as_slice()).map_err(|e| {
+                                ServiceError::Internal(format!("stored content upload: {e}"))
+                            })?;
+                        headers.push(v1::SealedContentHeader {
+                            party: u.party.clone(),
+                            columns: header.columns,
+                            encapsulated_key: B64
+                                .decode(header.encapsulated_key.as_bytes())
+                                .map_err(|_| {
+                                    ServiceError::Internal("stored content header".to_owned())
+                                })?,
+                        });
+                        for (id, s) in records {
+                            sealed.insert((h, id), s);
+                        }
                     }
-                }
-                let pids: Vec<String> = clusters.iter().map(|c| c.pseudonym.clone()).collect();
-                let release_id = store
-                    .record_release(&p.name, job.job_id, &who.party, &pids, self.now_ms())
-                    .await?;
-                let per_holder: Vec<String> = p
-                    .holders
-                    .iter()
-                    .zip(&delivered)
-                    .map(|(h, n)| format!("{h} {n}"))
-                    .collect();
-                call.note(|n| {
-                    n.detail = format!(
-                        "release {release_id} of job {}: sealed records {}",
+                    let holder_index: BTreeMap<&str, usize> = p
+                        .holders
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| (h.as_str(), i))
+                        .collect();
+                    // Scored jobs: each cluster's weakest link and the model's estimates.
+                    let weakest: HashMap<String, f64> = store
+                        .job_weakest_links(&p.name, job.job_id)
+                        .await?
+                        .unwrap_or_default()
+                        .chunks_exact(PSEUDONYM_BYTES + 4)
+                        .map(|r| {
+                            let p = f32::from_le_bytes(
+                                r[PSEUDONYM_BYTES..].try_into().expect("4 bytes"),
+                            );
+                            (hex::encode(&r[..PSEUDONYM_BYTES]), f64::from(p))
+                        })
+                        .collect();
+                    let estimated = match store.job_report(&p.name, job.job_id).await? {
+                        Some((summary, _)) => {
+                            let v: serde_json::Value =
+                                serde_json::from_str(&summary).map_err(|e| {
+                                    ServiceError::Internal(format!("stored report: {e}"))
+                                })?;
+                            let e = &v["scoring"]["estimated"];
+                            (e["precision"].as_f64(), e["recall"].as_f64())
+                        }
+                        None => (None, None),
+                    };
+                    let mut clusters: Vec<v1::ReleasedCluster> = Vec::new();
+                    // Sealed records sent per holder (recorded with the release).
+                    let mut delivered = vec![0u64; p.holders.len()];
+                    for (pid, party, id) in members {
+                        if clusters.last().is_none_or(|c| c.pseudonym != pid) {
+                            clusters.push(v1::ReleasedCluster {
+                                weakest_link_probability: weakest.get(&pid).copied(),
+                                pseudonym: pid.clone(),
+                                records: Vec::new(),
+                                changed: false,
+                            });
+                        }
+                        let h = holder_index
+                            .get(party.as_str())
+                            .copied()
+                            .unwrap_or(usize::MAX);
+                        if let Some(s) = sealed.remove(&(h, id)) {
+                            if let Some(n) = delivered.get_mut(h) {
+                                *n += 1;
+                            }
+                            clusters
+                                .last_mut()
+                                .expect("pushed")
+                                .records
+                                .push(v1::SealedRecord {
+                                    holder: h as u32,
+                                    sealed: s,
+                                });
+                        }
+                    }
+                    let rows: Vec<(String, String)> = clusters
+                        .iter()
+                        .map(|c| (c.pseudonym.clone(), cluster_digest(c)))
+                        .collect();
+                    // A delta against the caller's earlier release (SPEC.md §10.5.2).
+                    let delta = if req.since_release == 0 {
+                        None
+                    } else {
+                        let (since_job, before) = store
+                            .release(&p.name, req.since_release)
+                            .await?
+                            .ok_or_else(|| {
+                                ServiceError::NotFound(format!(
+                                    "project {:?} has no release {}",
+                                    p.name, req.since_release
+                                ))
+                            })?;
+                        if before.iter().any(|(_, d)| d.is_empty()) {
+                            return Err(ServiceError::FailedPrecondition(format!(
+                                "release {} was made before deltas: fetch the whole release",
+                                req.since_release
+                            )));
+                        }
+                        let before: HashMap<String, String> = before.into_iter().collect();
+                        let now: HashSet<&str> = rows.iter().map(|(p, _)| p.as_str()).collect();
+                        let withdrawn: HashSet<String> = store
+                            .pseudonyms(&p.name)
+                            .await?
+                            .iter()
+                            .filter(|r| r.withdrawn_job != 0)
+                            .map(|r| pseudonym_hex(&r.pseudonym))
+                            .collect();
+                        let mut gone: Vec<String> = before
+                            .keys()
+                            .filter(|k| !now.contains(k.as_str()))
+                            .cloned()
+                            .collect();
+                        gone.sort();
+                        let (w, r): (Vec<String>, Vec<String>) =
+                            gone.into_iter().partition(|k| withdrawn.contains(k));
+                        let events = store.crosswalk(&p.name, since_job, job.job_id).await?;
+                        let last = store.latest_release(&p.name).await?.unwrap_or(0);
+                        let crosswalk = self.researcher_events(&p.name, events, last, &now).await?;
+                        Some(Delta {
+                            since_release: req.since_release,
+                            before,
+                            withdrawn: w,
+                            removed: r,
+                            crosswalk,
+                        })
+                    };
+                    let pids: Vec<String> = rows.iter().map(|(p, _)| p.clone()).collect();
+                    let release_id = store
+                        .record_release_digests(
+                            &p.name,
+                            job.job_id,
+                            &who.party,
+                            &rows,
+                            self.now_ms(),
+                        )
+                        .await?;
+                    // The delta: only new and changed clusters are sent.
+                    let mut unchanged = 0u64;
+                    if let Some(d) = &delta {
+                        let mut kept = Vec::with_capacity(clusters.len());
+                        for (mut c, (_, digest)) in clusters.into_iter().zip(&rows) {
+                            match d.before.get(&c.pseudonym) {
+                                Some(b) if b == digest => unchanged += 1,
+                                Some(_) => {
+                                    c.changed = true;
+                                    kept.push(c);
+                                }
+                                None => kept.push(c),
+                            }
+                        }
+                        clusters = kept;
+                        // Sealed records counted below are those sent.
+                        delivered.iter_mut().for_each(|n| *n = 0);
+                        for c in &clusters {
+                            for r in &c.records {
+                                if let Some(n) = delivered.get_mut(r.holder as usize) {
+                                    *n += 1;
+                                }
+                            }
+                        }
+                    }
+                    let per_holder: Vec<String> = p
+                        .holders
+                        .iter()
+                        .zip(&delivered)
+                        .map(|(h, n)| format!("{h} {n}"))
+                        .collect();
+                    let since = delta
+                        .as_ref()
+                        .map(|d| format!(" (delta against release {})", d.since_release))
+                        .unwrap_or_default();
+                    call.note(|n| {
+                        n.detail = format!(
+                            "release {release_id} of job {}{since}: sealed records {}",
+                            job.job_id,
+                            per_holder.join(", ")
+                        );
+                    });
+                    call.note(|n| n.items = pids.len() as u64);
+                    Ok((
+                        release_id,
                         job.job_id,
-                        per_holder.join(", ")
-                    );
-                });
-                call.note(|n| n.items = pids.len() as u64);
-                Ok((
-                    release_id,
-                    job.job_id,
-                    p.holders.clone(),
-                    headers,
-                    clusters,
-                    estimated,
-                ))
-            },
-        )
-        .await?;
+                        p.holders.clone(),
+                        headers,
+                        clusters,
+                        estimated,
+                        delta.map(|d| (d, unchanged)),
+                    ))
+                },
+            )
+            .await?;
         let mut chunks = Vec::new();
-        let mut first = Some((holders, headers));
+        let mut first = Some((holders, headers, delta));
         let mut it = clusters.into_iter().peekable();
         loop {
             let page: Vec<_> = it.by_ref().take(RELEASE_PAGE).collect();
             let head = first.is_some();
-            let (holders, headers) = first.take().unwrap_or_default();
+            let (holders, headers, delta) = first.take().unwrap_or_default();
             if page.is_empty() && !chunks.is_empty() {
                 break;
             }
+            let since_release = delta.as_ref().map_or(0, |(d, _)| d.since_release);
+            let (withdrawn, removed, unchanged_clusters, crosswalk) = match delta {
+                Some((d, unchanged)) => (d.withdrawn, d.removed, unchanged, d.crosswalk),
+                None => Default::default(),
+            };
             chunks.push(Ok(v1::ReleaseChunk {
                 release_id,
                 job_id,
@@ -1358,12 +1589,78 @@ impl LinkageUnit for LinkageUnitService {
                 clusters: page,
                 estimated_precision: if head { estimated.0 } else { None },
                 estimated_recall: if head { estimated.1 } else { None },
+                since_release,
+                withdrawn,
+                removed,
+                unchanged_clusters,
+                crosswalk,
             }));
             if it.peek().is_none() {
                 break;
             }
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn get_crosswalk(
+        &self,
+        request: Request<v1::GetCrosswalkRequest>,
+    ) -> Result<Response<v1::GetCrosswalkResponse>, Status> {
+        let note = AuditNote::project(&request.get_ref().project);
+        renketsu_rpc::handle(
+            self,
+            Rpc::GetCrosswalk,
+            request,
+            note,
+            |call, req| async move {
+                let p = call.member(&req.project).await?;
+                let store = &self.inner.store;
+                let name = p.name.as_str();
+                let job_of = |release: u64| async move {
+                    store
+                        .release(name, release)
+                        .await?
+                        .map(|(job, _)| job)
+                        .ok_or_else(|| {
+                            ServiceError::NotFound(format!(
+                                "project {name:?} has no release {release}"
+                            ))
+                        })
+                };
+                let until = match req.until_release {
+                    0 => store.latest_release(&p.name).await?.ok_or_else(|| {
+                        ServiceError::NotFound(format!("project {:?} has no release", p.name))
+                    })?,
+                    n => n,
+                };
+                if req.since_release > until {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "release {} is after release {until}",
+                        req.since_release
+                    )));
+                }
+                let until_job = job_of(until).await?;
+                let since_job = match req.since_release {
+                    0 => 0,
+                    m => job_of(m).await?,
+                };
+                let all = store.crosswalk(&p.name, since_job, until_job).await?;
+                let events = self
+                    .researcher_events(&p.name, all, until, &HashSet::new())
+                    .await?;
+                call.note(|n| {
+                    n.detail = format!("releases {} to {until}", req.since_release);
+                    n.items = events.len() as u64;
+                });
+                Ok(v1::GetCrosswalkResponse {
+                    since_job,
+                    until_job,
+                    events,
+                })
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     type ReadLinkageAuditLogStream = BoxStream<v1::AuditEntry>;

@@ -307,6 +307,56 @@ const LOCK_PROJECT: &str = "UPDATE lu_projects SET stale = stale WHERE name = $1
 /// Pseudonyms per multi-row INSERT into `lu_release_pseudonyms`.
 const MEMBER_BATCH: usize = 2_000;
 
+/// One issued pseudonym (`lu_pseudonyms`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PseudonymRow {
+    /// The pseudonym.
+    pub pseudonym: [u8; PSEUDONYM_BYTES],
+    /// The job that issued it.
+    pub born_job: u64,
+    /// The job that retired it (0: it names a cluster).
+    pub retired_job: u64,
+    /// The job that withdrew it (0: not withdrawn).
+    pub withdrawn_job: u64,
+}
+
+impl std::fmt::Debug for PseudonymRow {
+    /// The pseudonym is left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PseudonymRow")
+            .field("born_job", &self.born_job)
+            .field("retired_job", &self.retired_job)
+            .field("withdrawn_job", &self.withdrawn_job)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One crosswalk event (`lu_crosswalk`); pseudonyms as 32 hex digits, `""` for none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrosswalkRow {
+    /// The job.
+    pub job_id: u64,
+    /// `new`, `merge`, `split`, `retire` or `withdraw`.
+    pub kind: String,
+    /// The pseudonym before.
+    pub old: String,
+    /// The pseudonym after.
+    pub new: String,
+}
+
+/// What a job changes in the pseudonym registry and the crosswalk (pseudonyms as hex).
+#[derive(Clone, Debug, Default)]
+pub struct PseudonymChanges {
+    /// Pseudonyms to register, with the job that issued them.
+    pub registered: Vec<(String, u64)>,
+    /// Pseudonyms retired by the job.
+    pub retired: Vec<String>,
+    /// Pseudonyms withdrawn by the job.
+    pub withdrawn: Vec<String>,
+    /// The job's events, in order (`job_id` unused).
+    pub events: Vec<CrosswalkRow>,
+}
+
 /// Upload chunks a job's reader fetches ahead of the parser.
 const READ_AHEAD: usize = 4;
 
@@ -514,6 +564,8 @@ impl LuStore {
         let n = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             for table in [
+                "lu_crosswalk",
+                "lu_pseudonyms",
                 "lu_release_pseudonyms",
                 "lu_releases",
                 "lu_job_reports",
@@ -1146,6 +1198,21 @@ impl LuStore {
         report: Option<(&str, &str, &[u8])>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.finish_job_with(job, chunks, report, &PseudonymChanges::default(), now_ms)
+            .await
+    }
+
+    /// [`Self::finish_job`] with the job's pseudonym changes (SPEC.md §10.5.1): fresh
+    /// pseudonyms registered, retired and withdrawn ones marked, the crosswalk events of the
+    /// job written, all in the transaction that marks the job DONE.
+    pub async fn finish_job_with(
+        &self,
+        job: &JobRow,
+        chunks: &[MemberChunk],
+        report: Option<(&str, &str, &[u8])>,
+        changes: &PseudonymChanges,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let project = job.project.as_str();
         let job_id = job.job_id as i64;
         let done = on_db!(self, pool => {
@@ -1190,6 +1257,64 @@ impl LuStore {
                     .bind(links)
                     .execute(&mut *tx)
                     .await?;
+                }
+                sqlx::query("DELETE FROM lu_crosswalk WHERE project = $1 AND job_id = $2")
+                    .bind(project)
+                    .bind(job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for batch in changes.registered.chunks(MEMBER_BATCH) {
+                    let mut sql = String::from(
+                        "INSERT INTO lu_pseudonyms (project, pseudonym, born_job) VALUES ",
+                    );
+                    for i in 0..batch.len() {
+                        if i > 0 {
+                            sql.push(',');
+                        }
+                        sql.push_str(&format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3));
+                    }
+                    sql.push_str(" ON CONFLICT (project, pseudonym) DO NOTHING");
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project);
+                    for (p, born) in batch {
+                        q = q.bind(p).bind(*born as i64);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                for (column, list) in [
+                    ("retired_job", &changes.retired),
+                    ("withdrawn_job", &changes.withdrawn),
+                ] {
+                    for p in list {
+                        sqlx::query(AssertSqlSafe(format!(
+                            "UPDATE lu_pseudonyms SET {column} = $1 WHERE project = $2 AND pseudonym = $3"
+                        )))
+                        .bind(job_id)
+                        .bind(project)
+                        .bind(p)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                for (seq0, batch) in changes.events.chunks(MEMBER_BATCH / 2).enumerate() {
+                    let mut sql = String::from(
+                        "INSERT INTO lu_crosswalk (project, job_id, seq, kind, old_pseudonym, new_pseudonym) VALUES ",
+                    );
+                    for i in 0..batch.len() {
+                        if i > 0 {
+                            sql.push(',');
+                        }
+                        let b = 4 * i + 3;
+                        sql.push_str(&format!("($1, $2, ${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3));
+                    }
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project).bind(job_id);
+                    for (i, e) in batch.iter().enumerate() {
+                        q = q
+                            .bind((seq0 * (MEMBER_BATCH / 2) + i) as i64)
+                            .bind(&e.kind)
+                            .bind(&e.old)
+                            .bind(&e.new);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
                 for c in chunks {
                     sqlx::query(
@@ -1389,6 +1514,24 @@ impl LuStore {
         pseudonyms: &[String],
         now_ms: i64,
     ) -> Result<u64, StoreError> {
+        let rows: Vec<(String, String)> = pseudonyms
+            .iter()
+            .map(|p| (p.clone(), String::new()))
+            .collect();
+        self.record_release_digests(project, job_id, researcher, &rows, now_ms)
+            .await
+    }
+
+    /// Records a release of `(pseudonym, digest of what was sent for it)` rows from `job_id`
+    /// to `researcher` (SPEC.md §10.5.2); returns its id.
+    pub async fn record_release_digests(
+        &self,
+        project: &str,
+        job_id: u64,
+        researcher: &str,
+        pseudonyms: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
         let id = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(LOCK_PROJECT).bind(project).execute(&mut *tx).await?;
@@ -1410,19 +1553,19 @@ impl LuStore {
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
-            for batch in pseudonyms.chunks(MEMBER_BATCH) {
+            for batch in pseudonyms.chunks(MEMBER_BATCH / 2) {
                 let mut sql = String::from(
-                    "INSERT INTO lu_release_pseudonyms (project, release_id, pseudonym) VALUES ",
+                    "INSERT INTO lu_release_pseudonyms (project, release_id, pseudonym, digest) VALUES ",
                 );
                 for i in 0..batch.len() {
                     if i > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("($1, $2, ${})", i + 3));
+                    sql.push_str(&format!("($1, $2, ${}, ${})", 2 * i + 3, 2 * i + 4));
                 }
                 let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(project).bind(id);
-                for p in batch {
-                    q = q.bind(p);
+                for (p, d) in batch {
+                    q = q.bind(p).bind(d);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -1430,6 +1573,40 @@ impl LuStore {
             id
         });
         Ok(id as u64)
+    }
+
+    /// Which of `pseudonyms` were in any release `1..=up_to_release` of the project.
+    pub async fn released_among(
+        &self,
+        project: &str,
+        up_to_release: u64,
+        pseudonyms: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for batch in pseudonyms.chunks(MEMBER_BATCH) {
+            let mut sql = String::from(
+                "SELECT DISTINCT pseudonym FROM lu_release_pseudonyms
+                 WHERE project = $1 AND release_id <= $2 AND pseudonym IN (",
+            );
+            for i in 0..batch.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", i + 3));
+            }
+            sql.push(')');
+            let found: Vec<String> = on_db!(self, pool => {
+                let mut q = sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+                    .bind(project)
+                    .bind(up_to_release as i64);
+                for p in batch {
+                    q = q.bind(*p);
+                }
+                q.fetch_all(pool).await?
+            });
+            out.extend(found);
+        }
+        Ok(out)
     }
 
     /// Earlier releases that contained any of `pseudonyms`: `(release id, how many)`.
@@ -1462,6 +1639,113 @@ impl LuStore {
             }
         }
         Ok(counts.into_iter().collect())
+    }
+
+    /// A release: its job and its `(pseudonym, digest)` rows sorted by pseudonym; `None` if
+    /// there is no such release.
+    pub async fn release(
+        &self,
+        project: &str,
+        release_id: u64,
+    ) -> Result<Option<(u64, Vec<(String, String)>)>, StoreError> {
+        let job: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT job_id FROM lu_releases WHERE project = $1 AND release_id = $2",
+        )
+        .bind(project)
+        .bind(release_id as i64)
+        .fetch_optional(pool)
+        .await?);
+        let Some(job) = job else { return Ok(None) };
+        let rows: Vec<(String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT pseudonym, digest FROM lu_release_pseudonyms WHERE project = $1 AND release_id = $2
+             ORDER BY pseudonym",
+        )
+        .bind(project)
+        .bind(release_id as i64)
+        .fetch_all(pool)
+        .await?);
+        Ok(Some((job as u64, rows)))
+    }
+
+    /// The latest release of a project, if any.
+    pub async fn latest_release(&self, project: &str) -> Result<Option<u64>, StoreError> {
+        let id: Option<i64> = on_db!(self, pool => sqlx::query_scalar(
+            "SELECT MAX(release_id) FROM lu_releases WHERE project = $1",
+        )
+        .bind(project)
+        .fetch_one(pool)
+        .await?);
+        Ok(id.map(|i| i as u64))
+    }
+
+    /// Every pseudonym issued in a project.
+    pub async fn pseudonyms(&self, project: &str) -> Result<Vec<PseudonymRow>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT pseudonym, born_job, retired_job, withdrawn_job FROM lu_pseudonyms
+             WHERE project = $1 ORDER BY pseudonym",
+        )
+        .bind(project)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(p, born, retired, withdrawn)| {
+                let mut pseudonym = [0u8; PSEUDONYM_BYTES];
+                hex::decode_to_slice(&p, &mut pseudonym)
+                    .map_err(|_| StoreError::Corrupt("a stored pseudonym is not hex".to_owned()))?;
+                Ok(PseudonymRow {
+                    pseudonym,
+                    born_job: born as u64,
+                    retired_job: retired as u64,
+                    withdrawn_job: withdrawn as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// The crosswalk events of jobs `after_job + 1 ..= up_to_job`, in job and event order.
+    pub async fn crosswalk(
+        &self,
+        project: &str,
+        after_job: u64,
+        up_to_job: u64,
+    ) -> Result<Vec<CrosswalkRow>, StoreError> {
+        let rows: Vec<(i64, String, String, String)> = on_db!(self, pool => sqlx::query_as(
+            "SELECT job_id, kind, old_pseudonym, new_pseudonym FROM lu_crosswalk
+             WHERE project = $1 AND job_id > $2 AND job_id <= $3 ORDER BY job_id, seq",
+        )
+        .bind(project)
+        .bind(after_job as i64)
+        .bind(up_to_job as i64)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(job, kind, old, new)| CrosswalkRow {
+                job_id: job as u64,
+                kind,
+                old,
+                new,
+            })
+            .collect())
+    }
+
+    /// Calls `f(holder index in `holders`, record id, pseudonym)` for every record of a job's
+    /// results (excluded clusters included), holder by holder, one chunk in memory at a time;
+    /// holders not in `holders` are left out.
+    pub async fn for_each_job_member(
+        &self,
+        project: &str,
+        job_id: u64,
+        holders: &[String],
+        mut f: impl FnMut(u32, &str, &[u8; PSEUDONYM_BYTES]),
+    ) -> Result<(), StoreError> {
+        for (h, party) in holders.iter().enumerate() {
+            self.for_each_member(project, job_id, party, |m| {
+                f(h as u32, m.record_id, &m.pseudonym);
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Appends one audit entry (chained to the last) and returns it.

@@ -334,6 +334,7 @@ async fn release(
     let mut s = c
         .fetch_release(v1::FetchReleaseRequest {
             project: project.to_owned(),
+            since_release: 0,
         })
         .await?
         .into_inner();
@@ -424,7 +425,7 @@ impl Caller {
             Rpc::Upload | Rpc::GetUploadStatus | Rpc::FetchMapping | Rpc::Traceback => {
                 self == Caller::Holder
             }
-            Rpc::FetchRelease => self == Caller::Researcher,
+            Rpc::FetchRelease | Rpc::GetCrosswalk => self == Caller::Researcher,
             Rpc::ReadLinkageAuditLog => self == Caller::Auditor,
         }
     }
@@ -527,7 +528,18 @@ async fn call(
             .await
             .map(|_| ()),
         Rpc::FetchRelease => c
-            .fetch_release(v1::FetchReleaseRequest { project: p })
+            .fetch_release(v1::FetchReleaseRequest {
+                project: p,
+                since_release: 0,
+            })
+            .await
+            .map(|_| ()),
+        Rpc::GetCrosswalk => c
+            .get_crosswalk(v1::GetCrosswalkRequest {
+                project: p,
+                since_release: 0,
+                until_release: 0,
+            })
             .await
             .map(|_| ()),
         Rpc::ReadLinkageAuditLog => c

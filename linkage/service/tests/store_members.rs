@@ -5,7 +5,9 @@
 //! from them; uploads read back from their chunks in order, whole and streamed.
 
 use renketsu_linkage_unit::members::{MemberChunk, MemberChunker};
-use renketsu_linkage_unit::store::{LuStore, ProjectRow, UploadRow, job_state};
+use renketsu_linkage_unit::store::{
+    CrosswalkRow, LuStore, ProjectRow, PseudonymChanges, UploadRow, job_state,
+};
 use sqlx::{AssertSqlSafe, Connection as _};
 
 struct Db {
@@ -203,11 +205,24 @@ async fn check(db: &Db) {
     let job = store.start_job("p", 10).await.unwrap();
     assert_eq!(job.state, job_state::RUNNING);
     let stale = members(5);
+    let event = |kind: &str, old: &str, new: &str| CrosswalkRow {
+        job_id: job.job_id,
+        kind: kind.to_owned(),
+        old: old.to_owned(),
+        new: new.to_owned(),
+    };
+    let (aa, bb) = ("aa".repeat(16), "bb".repeat(16));
+    let stale_changes = PseudonymChanges {
+        registered: vec![(aa.clone(), job.job_id)],
+        events: vec![event("new", "", &aa), event("merge", &aa, &bb)],
+        ..PseudonymChanges::default()
+    };
     let done = store
-        .finish_job(
+        .finish_job_with(
             &job,
             &chunks(&stale),
             Some(("{\"old\":1}", "<p>old</p>", &[1u8; 20][..])),
+            &stale_changes,
             11,
         )
         .await
@@ -222,16 +237,45 @@ async fn check(db: &Db) {
     assert!(written.len() >= 4, "several chunks: {}", written.len());
     let mut j = job.clone();
     j.records = rows.len() as u64;
+    let changes = PseudonymChanges {
+        registered: vec![(aa.clone(), job.job_id), (bb.clone(), job.job_id)],
+        withdrawn: vec![bb.clone()],
+        events: vec![
+            event("new", "", &aa),
+            event("new", "", &bb),
+            event("withdraw", &bb, ""),
+        ],
+        ..PseudonymChanges::default()
+    };
     assert!(
         store
-            .finish_job(
+            .finish_job_with(
                 &j,
                 &written,
                 Some(("{\"new\":2}", "<p>new</p>", &[2u8; 40][..])),
+                &changes,
                 12
             )
             .await
             .unwrap()
+    );
+    // The crosswalk of the attempt that finished replaces the earlier one's; the registry
+    // holds each pseudonym once.
+    assert_eq!(
+        store.crosswalk("p", 0, job.job_id).await.unwrap(),
+        changes.events
+    );
+    let issued = store.pseudonyms("p").await.unwrap();
+    assert_eq!(issued.len(), 2);
+    assert_eq!(
+        issued
+            .iter()
+            .map(|r| (hex::encode(r.pseudonym), r.born_job, r.withdrawn_job))
+            .collect::<Vec<_>>(),
+        [
+            (aa.clone(), job.job_id, 0),
+            (bb.clone(), job.job_id, job.job_id)
+        ]
     );
     let stored_job = store.job("p", job.job_id).await.unwrap().unwrap();
     assert_eq!(stored_job.state, job_state::DONE);
@@ -300,13 +344,24 @@ async fn check(db: &Db) {
     want.dedup();
     assert_eq!(store.release_members("p", job.job_id).await.unwrap(), want);
 
-    // A finished job is not written again.
+    // A finished job is not written again: neither results nor pseudonym changes.
+    let late = PseudonymChanges {
+        registered: vec![("cc".repeat(16), job.job_id)],
+        retired: vec![aa.clone()],
+        events: vec![event("retire", &aa, "")],
+        ..PseudonymChanges::default()
+    };
     assert!(
         !store
-            .finish_job(&j, &chunks(&members(3)), None, 13)
+            .finish_job_with(&j, &chunks(&members(3)), None, &late, 13)
             .await
             .unwrap()
     );
+    assert_eq!(
+        store.crosswalk("p", 0, job.job_id).await.unwrap(),
+        changes.events
+    );
+    assert_eq!(store.pseudonyms("p").await.unwrap(), issued);
     assert_eq!(
         stored(&store, job.job_id, "a").await.len(),
         rows.iter().filter(|m| m.party == "a").count()
@@ -314,6 +369,14 @@ async fn check(db: &Db) {
     // Deleting the project removes its quality reports.
     store.delete_project("p").await.unwrap();
     assert_eq!(store.job_report("p", job.job_id).await.unwrap(), None);
+    assert!(
+        store
+            .crosswalk("p", 0, u64::MAX >> 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.pseudonyms("p").await.unwrap().is_empty());
     store.close().await;
 }
 
