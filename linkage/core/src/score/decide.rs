@@ -538,6 +538,41 @@ impl ScoringRun {
         }
         let hidden = |i: usize, j: usize| identifiable.get(&(i, j)) == Some(&false);
         let any_hidden = identifiable.values().any(|&x| !x);
+        // The matches outside the candidates, split between the holder pairs that meet only
+        // through `rare_agreement` digests and the others by the sampled patterns they lie
+        // at (SPEC.md §9.4); spread within each class in proportion to its expected matches.
+        let seen_of = |i: usize, j: usize| {
+            self.output_by_pair.get(&(i, j)).map_or(0.0, |v| v.1)
+                + missed.get(&(i, j)).copied().unwrap_or(0.0)
+        };
+        let (mut seen_hidden, mut seen_known) = (0.0, 0.0);
+        for &(i, j) in &keys {
+            if hidden(i, j) {
+                seen_hidden += seen_of(i, j);
+            } else {
+                seen_known += seen_of(i, j);
+            }
+        }
+        let unseen_hidden = if any_hidden && seen_hidden > 0.0 && seen_known > 0.0 {
+            let all =
+                crate::score::em::outside_share_where(dims, &model.m, &self.scores.sample, |_| {
+                    true
+                });
+            let part = crate::score::em::outside_share_where(
+                dims,
+                &model.m,
+                &self.scores.sample,
+                |code| informative.iter().all(|&c| dims.is_missing(code, c)),
+            );
+            (all > 0.0).then(|| self.unseen_matches * (part / all).clamp(0.0, 1.0))
+        } else {
+            None
+        };
+        let unseen_of = |i: usize, j: usize, e: f64| match unseen_hidden {
+            Some(h) if hidden(i, j) => h * e / seen_hidden,
+            Some(h) => (self.unseen_matches - h) * e / seen_known,
+            None => self.unseen_matches * e / seen_total,
+        };
         let by_pair: Vec<HolderPairEstimate> = keys
             .iter()
             .map(|&(i, j)| {
@@ -547,7 +582,7 @@ impl ScoringRun {
                     .copied()
                     .unwrap_or((0, 0.0));
                 let e = t + missed.get(&(i, j)).copied().unwrap_or(0.0);
-                let total = e + self.unseen_matches * e / seen_total;
+                let total = e + unseen_of(i, j, e);
                 let p = if n == 0 { 1.0 } else { t / n as f64 };
                 let r = if total > 0.0 { t / total } else { 1.0 };
                 let known = !hidden(i, j);
