@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fault test of the linkage unit, 20 repetitions (issue 7): SIGKILL during an upload and during
-# a job, restart, and check that everything completes without lost or duplicated rows
+# Fault test of the linkage unit, 20 repetitions (issues 7, 15): SIGKILL during an upload, during
+# a job and during a scored job, restart, and check that everything completes without lost or
+# duplicated rows and with the links of `renketsu link`
 # (tests/tests/linkage_unit_e2e.rs, linkage_unit_killed_during_upload_and_job_recovers).
 set -euo pipefail
 cd "$(dirname "$0")/.."

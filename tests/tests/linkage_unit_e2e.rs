@@ -12,8 +12,9 @@
 //!    and no plaintext content; the researcher's output holds no token and no record id; a
 //!    holder outside the project gets no mapping.
 //!
-//! Also a fault test: the linkage unit is killed (SIGKILL) during an upload and during a job,
-//! restarted, and everything completes without lost or duplicated rows
+//! Also a fault test: the linkage unit is killed (SIGKILL) during an upload, during a job and
+//! during a scored job (Fellegi–Sunter), restarted, and everything completes without lost or
+//! duplicated rows and with the links of `renketsu link`
 //! (`RENKETSU_FAULT_REPS` repetitions, default 2; `scripts/lu-fault.sh` runs 20).
 
 use renketsu_e2e::{cmd, ok, repo};
@@ -801,6 +802,79 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
         ],
     );
     let local = link_pairs(&base.join("local/pairs.csv"), &["holder-a", "holder-b"]);
+    // A scored project too (issue 15): Fellegi–Sunter on version-2 token files, whose job the
+    // linkage unit is killed during as well. Its own smaller data, so that a rep stays short.
+    let scored = repo().join("schemas/jp-person.toml");
+    let scored_s = scored.to_str().unwrap();
+    ok(
+        base,
+        &[
+            "synth",
+            "--out",
+            "sdata",
+            "--holders",
+            "2",
+            "--records",
+            "3000",
+            "--seed",
+            "12",
+            "--quiet",
+        ],
+    );
+    ok(base, &["keys", "init", "--project", "fault-scored"]);
+    for (p, csv) in [
+        ("holder-a", "sdata/synth_a.csv"),
+        ("holder-b", "sdata/synth_b.csv"),
+    ] {
+        ok(
+            base,
+            &[
+                "tokenize",
+                "--project",
+                "fault-scored",
+                "--schema",
+                scored_s,
+                "--input",
+                csv,
+                "--party",
+                p,
+                "--out",
+                &format!("{p}.scored-tokens"),
+                "--today",
+                TODAY,
+                "--quiet",
+            ],
+        );
+    }
+    ok(
+        base,
+        &[
+            "link",
+            "--schema",
+            scored_s,
+            "--input",
+            "holder-a.scored-tokens",
+            "--input",
+            "holder-b.scored-tokens",
+            "--out",
+            "local-scored",
+            "--quiet",
+        ],
+    );
+    let local_scored = link_pairs(
+        &base.join("local-scored/pairs.csv"),
+        &["holder-a", "holder-b"],
+    );
+    assert!(
+        local_scored.len() > 1000,
+        "{} scored pairs",
+        local_scored.len()
+    );
+    let a_scored_records = std::fs::read_to_string(base.join("holder-a.scored-tokens"))
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
     let a_records = std::fs::read_to_string(base.join("holder-a.tokens"))
         .unwrap()
         .lines()
@@ -829,6 +903,8 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
             "keys",
             "holder-a.tokens",
             "holder-b.tokens",
+            "holder-a.scored-tokens",
+            "holder-b.scored-tokens",
             "researcher.pub",
         ] {
             std::os::unix::fs::symlink(base.join(f), dir.join(f)).unwrap();
@@ -968,6 +1044,104 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
             "rep {rep}: pseudonyms persist through a killed job"
         );
         drop(lu5);
+
+        // The scored project: kill while the job links (scores), restart, same links.
+        let mut lu6 = start_lu(&dir, &addr, &pause);
+        run(
+            &dir,
+            &["lu", "create-project"],
+            &lu_args(&url, "admin", "fault-scored"),
+            &[
+                "--schema",
+                scored_s,
+                "--holder",
+                "holder-a",
+                "--holder",
+                "holder-b",
+                "--researcher",
+                "researcher",
+                "--researcher-key",
+                "researcher.pub",
+            ],
+        );
+        for p in ["holder-a", "holder-b"] {
+            run(
+                &dir,
+                &["lu", "upload"],
+                &lu_args(&url, p, "fault-scored"),
+                &["--tokens", &format!("{p}.scored-tokens"), "--quiet"],
+            );
+        }
+        run(
+            &dir,
+            &["lu", "start-job"],
+            &lu_args(&url, "admin", "fault-scored"),
+            &[],
+        );
+        // Wait until the job is in its linking stage (candidates, EM, clustering), then kill
+        // at a random moment of it.
+        let t = Instant::now();
+        loop {
+            let out = run(
+                &dir,
+                &["lu", "job"],
+                &lu_args(&url, "admin", "fault-scored"),
+                &[],
+            );
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                !line.contains("done"),
+                "rep {rep}: job done before the kill"
+            );
+            if line.contains("running: linking") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "rep {rep}: {line}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(next(0, 300)));
+        lu6.kill9();
+        let lu7 = start_lu(&dir, &addr, &[]);
+        let out = run(
+            &dir,
+            &["lu", "job"],
+            &lu_args(&url, "admin", "fault-scored"),
+            &["--wait"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("done"), "rep {rep}: {stdout}");
+        assert!(
+            stdout.contains("estimated (Fellegi–Sunter model): precision 0."),
+            "rep {rep}: {stdout}"
+        );
+        // The restarted linkage unit ran the interrupted job again (it was not done when
+        // killed).
+        let log = std::fs::read_to_string(dir.join("lu.stderr")).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("resuming a job interrupted") && l.contains("fault-scored")),
+            "rep {rep}: the scored job was not interrupted"
+        );
+        let (fa, fb) = (dir.join("a-scored.csv"), dir.join("b-scored.csv"));
+        for (p, f) in [("holder-a", &fa), ("holder-b", &fb)] {
+            run(
+                &dir,
+                &["lu", "mapping"],
+                &lu_args(&url, p, "fault-scored"),
+                &["--out", f.to_str().unwrap()],
+            );
+        }
+        let a_rows = std::fs::read_to_string(&fa).unwrap().lines().count() - 1;
+        assert_eq!(
+            a_rows, a_scored_records,
+            "rep {rep}: every record mapped once"
+        );
+        let pairs = mapping_pairs(&[("holder-a", fa), ("holder-b", fb)]);
+        assert_eq!(
+            pairs, local_scored,
+            "rep {rep}: same scored links as renketsu link"
+        );
+        drop(lu7);
     }
 }
 

@@ -269,15 +269,36 @@ impl Linked<'_> {
                 continue;
             }
             multi_party += 1;
+            // Scored: the surest chain of every pair of a small cluster, for the estimated
+            // quality (SPEC.md §9.4); a larger cluster's pairs count their own probability.
+            let n = m.len();
+            let mut chain = Vec::new();
+            if let Some(run) = self.scoring.as_ref()
+                && n <= crate::score::MAX_CHAIN_CLUSTER
+            {
+                chain = vec![0.0; n * n];
+                for (i, &x) in m.iter().enumerate() {
+                    for (j, &y) in m.iter().enumerate().skip(i + 1) {
+                        if party_of(x) != party_of(y) {
+                            let p = run.pair_probability(x, y);
+                            chain[i * n + j] = p;
+                            chain[j * n + i] = p;
+                        }
+                    }
+                }
+                crate::score::chain_probabilities(n, &mut chain);
+            }
             for (i, &x) in m.iter().enumerate() {
-                for &y in &m[i + 1..] {
+                for (j, &y) in m.iter().enumerate().skip(i + 1) {
                     let (px, py) = (party_of(x), party_of(y));
                     if px == py {
                         continue;
                     }
                     let (ix, iy) = (holders[px].ids.get(local(x)), holders[py].ids.get(local(y)));
                     if let (Some(run), Some(sc)) = (self.scoring.as_mut(), scores_csv.as_mut()) {
-                        let (w, p, levels) = run.observe_output_pair(x, y, px, py);
+                        let (w, p, levels) = run.score_output_pair(x, y);
+                        let surest = chain.get(i * n + j).map_or(p, |&c| c.max(p));
+                        run.observe_output_pair(px, py, surest);
                         sc.row([
                             holders[px].name.as_str(),
                             ix,

@@ -280,6 +280,42 @@ pub fn score_and_cluster(
     Ok((labels, k, run))
 }
 
+/// Clusters larger than this are not searched for chains (O(n³)); their pairs keep their
+/// own probability.
+pub const MAX_CHAIN_CLUSTER: usize = 64;
+
+/// The probability of the surest chain between every two records of one cluster (SPEC.md
+/// §9.4): `p` is the `n × n` matrix (row-major) of the direct match probabilities of its
+/// cross-holder record pairs (0 where there is none: same holder); on return `p[i·n + j]` is
+/// the largest product of direct probabilities along a path from `i` to `j` (the path of one
+/// edge included). A pair linked only through a third holder's record (two digests that
+/// disagree, both agreeing with a third record) is as sure as the two links that carry it
+/// are together, not as its own comparison, which looks like a non-match. Clusters of more
+/// than [`MAX_CHAIN_CLUSTER`] records are left as they are.
+pub fn chain_probabilities(n: usize, p: &mut [f64]) {
+    assert_eq!(p.len(), n * n, "an n × n matrix");
+    if n > MAX_CHAIN_CLUSTER {
+        return;
+    }
+    for k in 0..n {
+        for i in 0..n {
+            let pik = p[i * n + k];
+            if i == k || pik == 0.0 {
+                continue;
+            }
+            for j in 0..n {
+                if j == i || j == k {
+                    continue;
+                }
+                let v = pik * p[k * n + j];
+                if v > p[i * n + j] {
+                    p[i * n + j] = v;
+                }
+            }
+        }
+    }
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
@@ -294,29 +330,27 @@ impl ScoringRun {
         probability(f64::from(self.scores.table.weight(c.code) + c.tf_bits))
     }
 
-    /// Records one output pair (global indices `x`, `y` of parties `px`, `py`) for the
-    /// estimated quality of `pairs.csv`.
-    /// Returns the pair's match weight (bits), match probability and comparison levels
-    /// (`l1-l2-…`, level indices in comparison order).
-    pub fn observe_output_pair(
-        &mut self,
-        x: u32,
-        y: u32,
-        px: usize,
-        py: usize,
-    ) -> (f64, f64, String) {
+    /// Scores one output pair (global indices `x`, `y`): its match weight (bits), match
+    /// probability `P(M | γ)` and comparison levels (`l1-l2-…`, level indices in comparison
+    /// order). No side effect; [`Self::observe_output_pair`] counts the pair.
+    pub fn score_output_pair(&self, x: u32, y: u32) -> (f64, f64, String) {
         let c = self.features.compare(x, y);
         let w = f64::from(self.scores.table.weight(c.code) + c.tf_bits);
-        let p = probability(w);
-        let key = if px < py { (px, py) } else { (py, px) };
-        let e = self.output_by_pair.entry(key).or_default();
-        e.0 += 1;
-        e.1 += p;
         let dims = self.features.dims();
         let levels: Vec<String> = (0..dims.levels.len())
             .map(|k| dims.level(c.code, k).to_string())
             .collect();
-        (w, p, levels.join("-"))
+        (w, probability(w), levels.join("-"))
+    }
+
+    /// Counts one output pair of parties `px`, `py` with match probability `p` for the
+    /// estimated quality of `pairs.csv` (SPEC.md §9.4: the larger of the pair's own
+    /// probability and that of its surest chain in the cluster, [`chain_probabilities`]).
+    pub fn observe_output_pair(&mut self, px: usize, py: usize, p: f64) {
+        let key = if px < py { (px, py) } else { (py, px) };
+        let e = self.output_by_pair.entry(key).or_default();
+        e.0 += 1;
+        e.1 += p;
     }
 
     /// The `scoring` object of `summary.json` (SPEC.md §9.6).
@@ -504,6 +538,41 @@ impl ScoringRun {
         }
         let hidden = |i: usize, j: usize| identifiable.get(&(i, j)) == Some(&false);
         let any_hidden = identifiable.values().any(|&x| !x);
+        // The matches outside the candidates, split between the holder pairs that meet only
+        // through `rare_agreement` digests and the others by the sampled patterns they lie
+        // at (SPEC.md §9.4); spread within each class in proportion to its expected matches.
+        let seen_of = |i: usize, j: usize| {
+            self.output_by_pair.get(&(i, j)).map_or(0.0, |v| v.1)
+                + missed.get(&(i, j)).copied().unwrap_or(0.0)
+        };
+        let (mut seen_hidden, mut seen_known) = (0.0, 0.0);
+        for &(i, j) in &keys {
+            if hidden(i, j) {
+                seen_hidden += seen_of(i, j);
+            } else {
+                seen_known += seen_of(i, j);
+            }
+        }
+        let unseen_hidden = if any_hidden && seen_hidden > 0.0 && seen_known > 0.0 {
+            let all =
+                crate::score::em::outside_share_where(dims, &model.m, &self.scores.sample, |_| {
+                    true
+                });
+            let part = crate::score::em::outside_share_where(
+                dims,
+                &model.m,
+                &self.scores.sample,
+                |code| informative.iter().all(|&c| dims.is_missing(code, c)),
+            );
+            (all > 0.0).then(|| self.unseen_matches * (part / all).clamp(0.0, 1.0))
+        } else {
+            None
+        };
+        let unseen_of = |i: usize, j: usize, e: f64| match unseen_hidden {
+            Some(h) if hidden(i, j) => h * e / seen_hidden,
+            Some(h) => (self.unseen_matches - h) * e / seen_known,
+            None => self.unseen_matches * e / seen_total,
+        };
         let by_pair: Vec<HolderPairEstimate> = keys
             .iter()
             .map(|&(i, j)| {
@@ -513,7 +582,7 @@ impl ScoringRun {
                     .copied()
                     .unwrap_or((0, 0.0));
                 let e = t + missed.get(&(i, j)).copied().unwrap_or(0.0);
-                let total = e + self.unseen_matches * e / seen_total;
+                let total = e + unseen_of(i, j, e);
                 let p = if n == 0 { 1.0 } else { t / n as f64 };
                 let r = if total > 0.0 { t / total } else { 1.0 };
                 let known = !hidden(i, j);

@@ -745,6 +745,18 @@ fn weight_terms_of(dims: &Dims, m: &[Vec<f64>], u: &[Vec<f64>], tf: &[usize]) ->
 /// sampled pairs, `r(γ)` the share of such pairs that are candidates (EM for truncated data;
 /// Murray 2016), with the missing levels at their sampled rate.
 fn outside_share(dims: &Dims, m: &[Vec<f64>], sample: &[SamplePattern]) -> f64 {
+    outside_share_where(dims, m, sample, |_| true)
+}
+
+/// The part of [`Model::matches`]' share outside the candidate set (SPEC.md §9.3) that lies at
+/// the sampled patterns `keep` accepts (e.g. the patterns of pairs that meet only through
+/// `rare_agreement` digests, SPEC.md §9.4).
+pub fn outside_share_where(
+    dims: &Dims,
+    m: &[Vec<f64>],
+    sample: &[SamplePattern],
+    keep: impl Fn(u32) -> bool,
+) -> f64 {
     let sampled: f64 = sample.iter().map(|p| p.count as f64).sum::<f64>().max(1.0);
     let miss: Vec<f64> = (0..dims.levels.len())
         .map(|c| {
@@ -758,7 +770,7 @@ fn outside_share(dims: &Dims, m: &[Vec<f64>], sample: &[SamplePattern]) -> f64 {
         .collect();
     sample
         .iter()
-        .filter(|p| p.candidates < p.count)
+        .filter(|p| p.candidates < p.count && keep(p.code))
         .map(|p| {
             let mut x = 1.0 - p.candidates as f64 / p.count as f64;
             for (c, mc) in m.iter().enumerate() {
@@ -982,6 +994,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The share of matches outside the candidates splits over the sampled patterns: the part
+    /// at patterns with comparison 0 missing plus the rest is the whole, and each part is
+    /// `Σ m(γ)·(1 − r(γ))` over its own patterns.
+    #[test]
+    fn outside_share_splits_by_pattern() {
+        let dims = Dims::from_levels(vec![3, 3]); // agree, disagree, missing
+        let m = vec![vec![0.9, 0.1, 1.0], vec![0.8, 0.2, 1.0]];
+        let sample = vec![
+            // comparison 0 missing, 1 agrees; never a candidate
+            SamplePattern {
+                code: 2,
+                count: 10,
+                candidates: 0,
+            },
+            // both disagree; never a candidate
+            SamplePattern {
+                code: 1 + 3,
+                count: 80,
+                candidates: 0,
+            },
+            // both agree; always a candidate (not outside)
+            SamplePattern {
+                code: 0,
+                count: 10,
+                candidates: 10,
+            },
+        ];
+        let all = outside_share(&dims, &m, &sample);
+        let missing0 = outside_share_where(&dims, &m, &sample, |c| dims.is_missing(c, 0));
+        let rest = outside_share_where(&dims, &m, &sample, |c| !dims.is_missing(c, 0));
+        // miss rate of comparison 0: 10 %; 0.1 · 0.8 and 0.9 · 0.1 · 0.2.
+        assert!((missing0 - 0.08).abs() < 1e-12, "{missing0}");
+        assert!((rest - 0.018).abs() < 1e-12, "{rest}");
+        assert!((all - missing0 - rest).abs() < 1e-12, "{all}");
     }
 
     #[test]

@@ -28,9 +28,9 @@ pub use compare::{
 };
 pub use decide::{
     CandidatesSummary, ClusteringSummary, ComparisonSummary, CurveSummary, DecideOptions,
-    DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary, ScoreError,
-    ScoringRun, ScoringSummary, ScoringTimings, ThresholdSummary, TrainingSummary,
-    score_and_cluster,
+    DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary,
+    MAX_CHAIN_CLUSTER, ScoreError, ScoringRun, ScoringSummary, ScoringTimings, ThresholdSummary,
+    TrainingSummary, chain_probabilities, score_and_cluster,
 };
 pub use em::{
     EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
@@ -434,6 +434,44 @@ pub fn vetoed_matches(free: f64, taken: f64, both_free: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::tokenlink::block_key;
+
+    /// A pair linked through a third holder's record is as sure as its surest chain (the
+    /// product along it), never less than its own probability; same-holder pairs (0) stay
+    /// unconnected unless a chain joins them; big clusters are left alone.
+    #[test]
+    fn chain_probabilities_take_the_surest_chain() {
+        // a–c compared directly look unlike (0.01); a–b 0.99, b–c 0.9: chain 0.891.
+        let mut p = vec![0.0, 0.99, 0.01, 0.99, 0.0, 0.9, 0.01, 0.9, 0.0];
+        chain_probabilities(3, &mut p);
+        assert!(
+            (p[2] - 0.891).abs() < 1e-12 && (p[6] - 0.891).abs() < 1e-12,
+            "{p:?}"
+        );
+        assert_eq!((p[1], p[5]), (0.99, 0.9), "direct links unchanged");
+        // A direct pair surer than the chain keeps its own probability.
+        let mut p = vec![0.0, 0.5, 0.95, 0.5, 0.0, 0.5, 0.95, 0.5, 0.0];
+        chain_probabilities(3, &mut p);
+        assert_eq!(p[2], 0.95);
+        assert_eq!(p[1], 0.5, "0.95 × 0.5 < 0.5 is no better");
+        // Two chains: the surer one wins (a–b–d 0.9·0.9 vs a–c–d 0.6·0.99).
+        let mut p = vec![0.0; 16];
+        for (i, j, v) in [(0, 1, 0.9), (1, 3, 0.9), (0, 2, 0.6), (2, 3, 0.99)] {
+            p[i * 4 + j] = v;
+            p[j * 4 + i] = v;
+        }
+        chain_probabilities(4, &mut p);
+        assert!((p[3] - 0.81).abs() < 1e-12, "{}", p[3]);
+        // Over the size limit: unchanged.
+        let n = MAX_CHAIN_CLUSTER + 1;
+        let mut p = vec![0.0; n * n];
+        p[1] = 0.9;
+        p[n] = 0.9;
+        p[n + 2] = 0.9;
+        p[2 * n + 1] = 0.9;
+        let before = p.clone();
+        chain_probabilities(n, &mut p);
+        assert_eq!(p, before);
+    }
 
     /// Blocks over the pair cap are skipped and accounted to their recipe; the others are
     /// expanded, and the pairs made stay below the cap per key (linear in the records).
