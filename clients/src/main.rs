@@ -283,6 +283,11 @@ struct LinkArgs {
     /// writing any file.
     #[arg(long)]
     explain: bool,
+    /// Also write pairs.parquet, clusters.parquet and joined.parquet (the same tables, string
+    /// columns, Snappy) next to the CSVs; needs a renketsu built with the cargo feature
+    /// `parquet`.
+    #[arg(long)]
+    parquet_out: bool,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -569,6 +574,7 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         duplicates: args.duplicates.clone(),
         truth: args.truth.as_deref(),
         explain: args.explain,
+        parquet_out: args.parquet_out,
     };
     let Some(outcome) = link::run(&job)? else {
         return Ok(());

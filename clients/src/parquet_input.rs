@@ -8,6 +8,10 @@
 //! are read one record batch at a time: memory does not grow with the file. Compression:
 //! uncompressed or Snappy (pyarrow's and pandas' default); zstd, gzip, brotli and lz4 are
 //! left out of the build to keep it slim.
+//!
+//! Outputs: [`csv_to_parquet`] copies an output CSV (`pairs.csv`, `clusters.csv`,
+//! `joined.csv`) into a Parquet file of string columns (Snappy), for `renketsu link
+//! --parquet-out`.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -188,6 +192,68 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Writes the CSV `src` (UTF-8, header row) as the Parquet file `dst`: one nullable string
+/// column per CSV column, every value as its text (empty stays empty), Snappy, row groups of
+/// at most 65,536 rows. Written under a temporary name and renamed into place.
+///
+/// # Errors
+/// The CSV cannot be read or the Parquet file cannot be written.
+pub fn csv_to_parquet(src: &Path, dst: &Path) -> Result<()> {
+    use std::sync::Arc;
+
+    use arrow_array::ArrayRef;
+    use arrow_array::builder::StringBuilder;
+    use arrow_schema::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+
+    const BATCH: usize = 65_536;
+    let mut rdr =
+        csv::Reader::from_path(src).with_context(|| format!("cannot open {}", src.display()))?;
+    let names: Vec<String> = rdr.headers()?.iter().map(str::to_owned).collect();
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let tmp = dst.with_extension("parquet.tmp");
+    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let mut builders: Vec<StringBuilder> = names.iter().map(|_| StringBuilder::new()).collect();
+    let mut rows = 0;
+    let flush = |builders: &mut [StringBuilder], w: &mut ArrowWriter<File>| -> Result<()> {
+        let cols: Vec<ArrayRef> = builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+        Ok(())
+    };
+    let mut rec = csv::StringRecord::new();
+    while rdr.read_record(&mut rec)? {
+        for (b, v) in builders.iter_mut().zip(rec.iter()) {
+            b.append_value(v);
+        }
+        rows += 1;
+        if rows == BATCH {
+            flush(&mut builders, &mut w)?;
+            rows = 0;
+        }
+    }
+    if rows > 0 || w.flushed_row_groups().is_empty() {
+        flush(&mut builders, &mut w)?;
+    }
+    w.close()?;
+    std::fs::rename(&tmp, dst)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dst.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -212,6 +212,104 @@ fn parquet_links_as_the_csv_jp() {
     );
 }
 
+/// The rows of a Parquet file of string columns (nulls as empty), header first.
+fn parquet_rows(path: &Path) -> Vec<Vec<String>> {
+    use arrow_array::Array as _;
+    use arrow_array::cast::AsArray;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap();
+    let mut out = vec![
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>(),
+    ];
+    for batch in b.build().unwrap() {
+        let batch = batch.unwrap();
+        for r in 0..batch.num_rows() {
+            out.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        if s.is_null(r) {
+                            String::new()
+                        } else {
+                            s.value(r).to_owned()
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn parquet_out_holds_the_csv_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = d.join("keys");
+    renketsu(&[
+        "keys",
+        "init",
+        "--project",
+        "p",
+        "--key-store",
+        keys.to_str().unwrap(),
+    ]);
+    let s = repo().join("samples");
+    let out = d.join("o");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "link",
+            "-q",
+            "--project",
+            "p",
+            "--key-store",
+            keys.to_str().unwrap(),
+            "--today",
+            "2026-11-22",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let schema = repo().join("schemas/jp-person.toml");
+        let (a, b) = (
+            format!("a={}", s.join("jp_a.csv").display()),
+            format!("b={}", s.join("jp_b.csv").display()),
+        );
+        args.extend([
+            "--schema",
+            schema.to_str().unwrap(),
+            "--input",
+            &a,
+            "--input",
+            &b,
+        ]);
+        args.extend(extra);
+        renketsu(&args);
+    };
+    run(&["--parquet-out"]);
+    for name in ["pairs", "clusters", "joined"] {
+        let (header, rows) = read_csv(&out.join(format!("{name}.csv")));
+        let mut want = vec![header];
+        want.extend(rows);
+        assert!(want.len() > 100, "{name}");
+        assert_eq!(
+            parquet_rows(&out.join(format!("{name}.parquet"))),
+            want,
+            "{name}"
+        );
+    }
+    // A run without the flag leaves no Parquet copy of an earlier run behind.
+    run(&[]);
+    assert!(!out.join("pairs.parquet").exists());
+}
+
 #[test]
 fn unsupported_column_types_are_named() {
     let dir = tempfile::tempdir().unwrap();
