@@ -28,6 +28,11 @@ def test_schema_from_path_and_text():
     assert s.name in repr(s)
 
 
+def test_schema_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        renketsu.Schema.from_toml(str(tmp_path / "missing.toml"))
+
+
 def test_schema_errors_name_the_line():
     with pytest.raises(renketsu.RenketsuError, match="line 2"):
         renketsu.Schema.from_toml("schema_format = 1\nname = = 3\n")

@@ -75,15 +75,15 @@ class Schema:
     def from_toml(cls, source: Union[str, "os.PathLike[str]"]) -> "Schema":
         """Reads a schema from a TOML file path or from TOML text.
 
-        ``source`` is taken as a path when it names an existing file (or is a
-        :class:`os.PathLike`), else as TOML text.
+        ``source`` is taken as a path when it is a :class:`os.PathLike`, or a one-line string
+        that names an existing file or ends in ``.toml``; else as TOML text.
 
         Raises :class:`RenketsuError` for a TOML syntax or type error (the message names the
         line and column) or a rule violation (unknown field in a recipe, duplicate names, ...),
         and :class:`OSError` when a path cannot be read.
         """
         if isinstance(source, os.PathLike) or (
-            "\n" not in source and "=" not in source and Path(source).is_file()
+            "\n" not in source and (source.endswith(".toml") or Path(source).is_file())
         ):
             path = os.fspath(source)
             text = Path(path).read_text(encoding="utf-8")
