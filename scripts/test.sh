@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace (unit, property, test-vector, CLI and end-to-end tests).
+# Runs every test of the workspace (unit, property, test-vector, CLI and end-to-end tests),
+# then the Python package's pytest suite (scripts/python.sh: wheel, venv, pytest).
 # End-to-end tests read the shared data sets in ../shared (beside the repository).
 # The custodian store suite also runs on PostgreSQL: scripts/postgres.sh starts (or reuses) a
 # local server and we export its URL as RENKETSU_TEST_PG_URL (set it yourself to use another
@@ -18,4 +19,9 @@ if [[ -z "${RENKETSU_TEST_PG_URL:-}" ]]; then
 fi
 # The report test looks at report.html in headless Chromium (installed if missing).
 ./scripts/chromium.sh >/dev/null
-cargo test --workspace --locked "$@"
+# The Python package is built by maturin (scripts/python.sh), not as a cargo test target.
+cargo test --workspace --exclude renketsu-python --locked "$@"
+# Parquet inputs (the CLI's off-by-default cargo feature `parquet`): link on Parquet equals
+# link on the same CSVs.
+cargo test -p renketsu-cli --features parquet --locked --test parquet_input "$@"
+./scripts/python.sh

@@ -37,6 +37,9 @@ impl From<EncodingArg> for EncodingChoice {
 /// The file cannot be opened or read, or its header is not usable
 /// ([`renketsu_linkage::ingest::IngestError`]).
 pub fn open_csv(path: &Path, encoding: EncodingArg) -> Result<CsvSource<'static>> {
+    if is_parquet(path) {
+        return open_parquet(path);
+    }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(CsvSource::new(
@@ -45,4 +48,31 @@ pub fn open_csv(path: &Path, encoding: EncodingArg) -> Result<CsvSource<'static>
         len,
         encoding.into(),
     )?)
+}
+
+/// Whether `path` names a Parquet file (by its extension, case-insensitive).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// A `.parquet` input as the CSV the engine reads (UTF-8).
+#[cfg(feature = "parquet")]
+fn open_parquet(path: &Path) -> Result<CsvSource<'static>> {
+    let reader = crate::parquet_input::ParquetCsv::open(path)?;
+    Ok(CsvSource::new(
+        Box::new(reader),
+        &path.display().to_string(),
+        0,
+        EncodingChoice::Utf8,
+    )?)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn open_parquet(path: &Path) -> Result<CsvSource<'static>> {
+    anyhow::bail!(
+        "{}: this renketsu was built without Parquet support (cargo feature `parquet`)",
+        path.display()
+    )
 }

@@ -92,6 +92,8 @@ pub struct LinkJob<'a> {
     pub truth: Option<&'a Path>,
     /// Print the plan and stop.
     pub explain: bool,
+    /// Also write the Parquet copies of pairs, clusters and joined.
+    pub parquet_out: bool,
 }
 
 /// Result of a link run, for the caller's message.
@@ -200,6 +202,20 @@ pub fn run(job: &LinkJob<'_>) -> Result<Option<LinkOutcome>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).context("cannot remove the previous summary.json"),
     }
+    // Parquet copies of an earlier run would not match this run's CSVs.
+    for name in ["pairs.parquet", "clusters.parquet", "joined.parquet"] {
+        match std::fs::remove_file(job.out.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove the previous {name}")),
+        }
+    }
+    #[cfg(not(feature = "parquet"))]
+    if job.parquet_out {
+        bail!(
+            "--parquet-out: this renketsu was built without Parquet support (cargo feature `parquet`)"
+        );
+    }
     let plan = LinkPlan::new(job.schema, keys, options)?;
 
     let mut rejects: Vec<RejectsFile> = Vec::new();
@@ -235,6 +251,15 @@ pub fn run(job: &LinkJob<'_>) -> Result<Option<LinkOutcome>> {
     let summary = linked.write(&pids, &mut OutputDir(job.out))?;
     for r in rejects {
         r.commit()?;
+    }
+    #[cfg(feature = "parquet")]
+    if job.parquet_out {
+        for name in ["pairs", "clusters", "joined"] {
+            crate::parquet_input::csv_to_parquet(
+                &job.out.join(format!("{name}.csv")),
+                &job.out.join(format!("{name}.parquet")),
+            )?;
+        }
     }
     let summary_json = summary.to_json();
     if summary.scoring.is_some() {

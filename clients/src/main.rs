@@ -12,6 +12,8 @@ mod link;
 mod lu_cmd;
 mod normalize_cmd;
 mod output;
+#[cfg(feature = "parquet")]
+mod parquet_input;
 mod pki_cmd;
 mod progress;
 mod release_open;
@@ -232,7 +234,8 @@ struct LinkArgs {
     schema: PathBuf,
     /// One holder's CSV or token file (from `renketsu tokenize`, recognised by its header), as
     /// NAME=PATH or PATH (a CSV's party is named after the file stem, a token file's after its
-    /// header). Give two or more, all CSVs or all token files.
+    /// header). Give two or more, all CSVs or all token files. A `.parquet` file is read as the
+    /// same table in CSV would be (builds with the cargo feature `parquet`).
     #[arg(long = "input", required = true, value_name = "[NAME=]PATH")]
     inputs: Vec<String>,
     /// Output directory (created if missing; existing output files are replaced).
@@ -280,6 +283,11 @@ struct LinkArgs {
     /// writing any file.
     #[arg(long)]
     explain: bool,
+    /// Also write pairs.parquet, clusters.parquet and joined.parquet (the same tables, string
+    /// columns, Snappy) next to the CSVs; needs a renketsu built with the cargo feature
+    /// `parquet`.
+    #[arg(long)]
+    parquet_out: bool,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -566,6 +574,7 @@ fn link_cmd(args: LinkArgs) -> Result<()> {
         duplicates: args.duplicates.clone(),
         truth: args.truth.as_deref(),
         explain: args.explain,
+        parquet_out: args.parquet_out,
     };
     let Some(outcome) = link::run(&job)? else {
         return Ok(());

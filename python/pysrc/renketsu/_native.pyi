@@ -1,0 +1,63 @@
+"""Type stubs of the renketsu._native extension module (python/src/lib.rs).
+
+Use the wrappers in :mod:`renketsu`; these take CSV bytes and columns of strings.
+"""
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+class RenketsuError(Exception):
+    """A schema, key store, input or run error of the renketsu engine. Messages name inputs,
+    columns, rows and rules, never a record's values, a token or a key."""
+
+class Schema:
+    @staticmethod
+    def from_toml_text(text: str) -> Schema: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def id_column(self) -> str: ...
+    @property
+    def content(self) -> List[str]: ...
+    @property
+    def recipes(self) -> List[str]: ...
+    @property
+    def matcher(self) -> str: ...
+    def explain(self, project: str) -> str: ...
+
+class ProjectKey:
+    @staticmethod
+    def from_key_store(project: str, dir: str, kek: Optional[str] = None) -> ProjectKey: ...
+    @property
+    def project(self) -> str: ...
+
+def link_csv(
+    schema: Schema,
+    key: ProjectKey,
+    inputs: Sequence[Tuple[str, str, bytes]],
+    *,
+    today: Optional[int] = None,
+    threshold: Optional[float] = None,
+    duplicates: Sequence[str] = ...,
+    id_column: Optional[str] = None,
+    encoding: str = "auto",
+    schema_path: str = "",
+) -> Dict[str, Any]: ...
+def tokenize_columns(
+    schema: Schema,
+    key: ProjectKey,
+    header: Sequence[str],
+    columns: Sequence[Sequence[Optional[str]]],
+    *,
+    today: Optional[int] = None,
+) -> Tuple[List[int], List[str], List[bytes]]: ...
+def encode_clk_columns(
+    schema: Schema,
+    key: ProjectKey,
+    header: Sequence[str],
+    columns: Sequence[Sequence[Optional[str]]],
+    *,
+    today: Optional[int] = None,
+) -> Tuple[int, List[bytes]]: ...
+def evaluate_csv(pairs: bytes, truth: bytes) -> Dict[str, Any]: ...

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the renketsu Python package (python/, PyO3 + maturin) into a wheel, installs it into a
+# project venv and runs its pytest suite: the API on samples/ and equality with `renketsu link`
+# on ../shared/data. The venv lives under the cargo target directory and is rebuilt only when
+# python/requirements-test.txt changes (pip from PyPI; no manual set-up). Extra arguments go to
+# pytest. Called by scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+venv="$target/py-venv"
+req=python/requirements-test.txt
+stamp="$(sha256sum "$req" | cut -d' ' -f1)"
+if [[ "$(cat "$venv/.requirements" 2>/dev/null)" != "$stamp" ]]; then
+    rm -rf "$venv"
+    "${PYTHON:-python3}" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    echo "$stamp" >"$venv/.requirements"
+fi
+# The CLI the tests compare with (already built by `cargo test`; a no-op then).
+cargo build --locked --quiet -p renketsu-cli
+rm -rf "$target/wheels"
+"$venv/bin/maturin" build --quiet --locked -m python/Cargo.toml -i "$venv/bin/python" \
+    -o "$target/wheels"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+    "$target"/wheels/renketsu-*.whl
+RENKETSU_BIN="$target/debug/renketsu" "$venv/bin/python" -m pytest -q python/tests "$@"
