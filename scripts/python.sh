@@ -16,8 +16,9 @@ if [[ "$(cat "$venv/.requirements" 2>/dev/null)" != "$stamp" ]]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
     echo "$stamp" >"$venv/.requirements"
 fi
-# The CLI the tests compare with (already built by `cargo test`; a no-op then).
-cargo build --locked --quiet -p renketsu-cli
+# The CLI the tests compare with, with the feature set of scripts/test.sh's `cargo test` (a
+# no-op after it).
+cargo build --locked --quiet --workspace --exclude renketsu-python --features renketsu-cli/parquet
 rm -rf "$target/wheels"
 "$venv/bin/maturin" build --quiet --locked -m python/Cargo.toml -i "$venv/bin/python" \
     -o "$target/wheels"

@@ -20,8 +20,8 @@ fi
 # The report test looks at report.html in headless Chromium (installed if missing).
 ./scripts/chromium.sh >/dev/null
 # The Python package is built by maturin (scripts/python.sh), not as a cargo test target.
-cargo test --workspace --exclude renketsu-python --locked "$@"
-# Parquet inputs (the CLI's off-by-default cargo feature `parquet`): link on Parquet equals
-# link on the same CSVs.
-cargo test -p renketsu-cli --features parquet --locked --test parquet_input "$@"
+# The CLI's off-by-default `parquet` feature is on, so that clients/tests/parquet_input.rs
+# (link on Parquet equals link on the same CSVs) runs in the same build: one feature set,
+# shared dependencies built once.
+cargo test --workspace --exclude renketsu-python --features renketsu-cli/parquet --locked "$@"
 ./scripts/python.sh
