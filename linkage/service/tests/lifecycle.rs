@@ -13,139 +13,29 @@
 //! - a huge project name is refused and never audited whole.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use renketsu_keys::content::ResearcherKeyPair;
-use renketsu_keys::lifecycle::SystemClock;
 use renketsu_linkage::token_file::{
     Counts, FORMAT, Header, MODE_HMAC, MODE_OPRF, RecipeRef, SchemaRef, VERSION, encode_header,
     encode_record, encode_trailer,
 };
-use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
+use renketsu_linkage_unit::service::LuSettings;
 use renketsu_linkage_unit::store::{LuStore, ProjectRow, UploadRow, job_state};
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
-use renketsu_rpc::pki::{DevCa, IssuedCert, Role};
-use renketsu_rpc::tls::TlsMaterial;
+use renketsu_rpc::pki::Role;
 use sha2::{Digest as _, Sha256};
 use sqlx::Connection as _;
-use tokio::sync::oneshot;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
-const SCHEMA: &str = include_str!("../../../schemas/jp-person-exact.toml");
 const RAW_CSV: &str = include_str!("../../../samples/multi/ehr.csv");
-const RECIPES: [(&str, u32); 4] = [
-    ("kana_name_dob_sex", 2),
-    ("kana_fuzzy_dob_sex", 1),
-    ("kanji_name_dob_sex", 2),
-    ("kana_fuzzy_postal", 1),
-];
 
-/// Store URLs: a fresh SQLite file, and a fresh PostgreSQL database if configured.
-async fn backends(dir: &std::path::Path) -> Vec<String> {
-    let mut urls = vec![format!("sqlite://{}", dir.join("lu.db").display())];
-    if let Ok(base) = std::env::var("RENKETSU_TEST_PG_URL") {
-        let name = format!("lu_test_{}", hex::encode(rand::random::<[u8; 6]>()));
-        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let (head, tail) = base.rsplit_once('/').unwrap();
-        let query = tail
-            .split_once('?')
-            .map(|(_, q)| format!("?{q}"))
-            .unwrap_or_default();
-        urls.push(format!("{head}/{name}{query}"));
-    } else if std::env::var_os("CI").is_some() {
-        panic!("CI runs the linkage-unit suite on PostgreSQL too: set RENKETSU_TEST_PG_URL");
-    }
-    urls
-}
-
-struct Pki {
-    ca: DevCa,
-    server: IssuedCert,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let ca = DevCa::generate().unwrap();
-        let server = ca
-            .issue_server(&["localhost"], &["127.0.0.1".parse().unwrap()])
-            .unwrap();
-        Self { ca, server }
-    }
-}
-
-struct TestLu {
-    addr: SocketAddr,
-    store: LuStore,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl TestLu {
-    async fn start(pki: &Pki, url: &str, settings: LuSettings) -> Self {
-        let store = LuStore::connect(url).await.unwrap();
-        let service = LinkageUnitService::new(store.clone(), Arc::new(SystemClock), settings);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tls = TlsMaterial {
-            cert_pem: pki.server.cert_pem.clone().into_bytes(),
-            key_pem: zeroize::Zeroizing::new(pki.server.key_pem.as_bytes().to_vec()),
-            client_ca_pem: pki.ca.cert_pem().into_bytes(),
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            renketsu_linkage_unit::server::run(listener, &tls, service, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self {
-            addr,
-            store,
-            shutdown: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    fn client(&self, pki: &Pki, party: &str, role: Role) -> LinkageUnitClient<Channel> {
-        let c = pki.ca.issue_client(party, role).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pki.ca.cert_pem()))
-            .identity(Identity::from_pem(&c.cert_pem, c.key_pem.as_bytes()));
-        let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .timeout(Duration::from_secs(60));
-        LinkageUnitClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.unwrap();
-        }
-        self.store.close().await;
-    }
-}
-
-fn schema_digest() -> String {
-    hex::encode(Sha256::digest(SCHEMA.as_bytes()))
-}
+mod support;
+use support::*;
 
 fn header(project: &str, party: &str, oprf: bool) -> Header {
     Header {
@@ -278,7 +168,7 @@ async fn client_upload(
 
 async fn create(lu: &TestLu, pki: &Pki, project: &str) {
     let pk = ResearcherKeyPair::derive(&[3u8; 32]).public_key();
-    lu.client(pki, "admin", Role::Admin)
+    lu.client(pki, Some(("admin", Role::Admin)))
         .create_linkage_project(v1::CreateLinkageProjectRequest {
             project: project.to_owned(),
             holders: vec!["ehr".into(), "ndb".into()],
@@ -411,9 +301,9 @@ async fn a_raw_csv_uploaded_by_mistake_leaves_no_trace_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()).await {
         let pki = Pki::new();
-        let lu = TestLu::start(&pki, &url, LuSettings::default()).await;
+        let lu = TestLu::start_with(&pki, &url, LuSettings::default()).await;
         create(&lu, &pki, "p").await;
-        let mut ehr = lu.client(&pki, "ehr", Role::DataHolder);
+        let mut ehr = lu.client(&pki, Some(("ehr", Role::DataHolder)));
         // 1. The CSV itself (`renketsu lu upload --tokens ehr.csv`), in 64 KiB chunks.
         let e = ehr
             .upload(tokio_stream::iter(chunks_of(
@@ -466,9 +356,9 @@ async fn refused_uploads_are_deleted_incomplete_ones_expire_and_are_capped() {
             upload_cap_bytes: 30_000,
             ..LuSettings::default()
         };
-        let lu = TestLu::start(&pki, &url, settings).await;
+        let lu = TestLu::start_with(&pki, &url, settings).await;
         create(&lu, &pki, "p").await;
-        let mut ehr = lu.client(&pki, "ehr", Role::DataHolder);
+        let mut ehr = lu.client(&pki, Some(("ehr", Role::DataHolder)));
         // A file refused when complete (truncated: no trailer line): deleted, not kept.
         let mut bad = token_file("p", "ehr", "x", 20);
         let last_line = bad[..bad.len() - 1]
@@ -533,9 +423,9 @@ async fn a_superseded_file_sent_again_becomes_current_again() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()).await {
         let pki = Pki::new();
-        let lu = TestLu::start(&pki, &url, LuSettings::default()).await;
+        let lu = TestLu::start_with(&pki, &url, LuSettings::default()).await;
         create(&lu, &pki, "p").await;
-        let mut ehr = lu.client(&pki, "ehr", Role::DataHolder);
+        let mut ehr = lu.client(&pki, Some(("ehr", Role::DataHolder)));
         let a = token_file("p", "ehr", "a", 30);
         let b = token_file("p", "ehr", "b", 40);
         let sa = client_upload(&mut ehr, "p", &a).await.unwrap();
@@ -569,9 +459,9 @@ async fn duplicate_ids_and_non_canonical_tokens_are_refused_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()).await {
         let pki = Pki::new();
-        let lu = TestLu::start(&pki, &url, LuSettings::default()).await;
+        let lu = TestLu::start_with(&pki, &url, LuSettings::default()).await;
         create(&lu, &pki, "p").await;
-        let mut ehr = lu.client(&pki, "ehr", Role::DataHolder);
+        let mut ehr = lu.client(&pki, Some(("ehr", Role::DataHolder)));
         let good = token_file("p", "ehr", "g", 10);
         let sg = client_upload(&mut ehr, "p", &good).await.unwrap();
         // Record id "2" twice (lines 4 and 5): refused, the good upload stays current.
@@ -625,9 +515,9 @@ async fn a_huge_project_name_is_refused_and_never_audited_whole() {
     let dir = tempfile::tempdir().unwrap();
     for url in backends(dir.path()).await {
         let pki = Pki::new();
-        let lu = TestLu::start(&pki, &url, LuSettings::default()).await;
+        let lu = TestLu::start_with(&pki, &url, LuSettings::default()).await;
         let huge = "x".repeat(4 << 20);
-        let mut ehr = lu.client(&pki, "ehr", Role::DataHolder);
+        let mut ehr = lu.client(&pki, Some(("ehr", Role::DataHolder)));
         let e = ehr
             .get_linkage_project(v1::GetLinkageProjectRequest {
                 project: huge.clone(),
@@ -637,7 +527,7 @@ async fn a_huge_project_name_is_refused_and_never_audited_whole() {
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().len() < 1000, "{} bytes", e.message().len());
         // Wrong role too: refused, and the audit entry keeps a bounded name.
-        let mut admin = lu.client(&pki, "admin", Role::Admin);
+        let mut admin = lu.client(&pki, Some(("admin", Role::Admin)));
         for name in [huge.as_str(), "../x", "a b", "プロジェクト"] {
             let e = admin
                 .create_linkage_project(v1::CreateLinkageProjectRequest {

@@ -1,0 +1,142 @@
+//! Set-up shared by the linkage unit's service-level suites (service_suite.rs, lifecycle.rs,
+//! longitudinal.rs): the store backends to run on, a development PKI, and a linkage unit
+//! served over loopback with mutual TLS.
+#![allow(dead_code, reason = "each suite uses part of the set-up")]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use renketsu_keys::lifecycle::SystemClock;
+use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
+use renketsu_linkage_unit::store::LuStore;
+use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
+use renketsu_rpc::pki::{DevCa, IssuedCert, Role};
+use renketsu_rpc::tls::TlsMaterial;
+use sha2::{Digest as _, Sha256};
+use sqlx::Connection as _;
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub const SCHEMA: &str = include_str!("../../../../schemas/jp-person-exact.toml");
+pub const RECIPES: [(&str, u32); 4] = [
+    ("kana_name_dob_sex", 2),
+    ("kana_fuzzy_dob_sex", 1),
+    ("kanji_name_dob_sex", 2),
+    ("kana_fuzzy_postal", 1),
+];
+
+/// Store URLs to run on: a fresh SQLite file, and a fresh PostgreSQL database if configured.
+pub async fn backends(dir: &std::path::Path) -> Vec<String> {
+    let mut urls = vec![format!("sqlite://{}", dir.join("lu.db").display())];
+    if let Ok(base) = std::env::var("RENKETSU_TEST_PG_URL") {
+        let name = format!("lu_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (head, _) = base.rsplit_once('/').unwrap();
+        let tail = base.rsplit_once('/').unwrap().1;
+        let query = tail
+            .split_once('?')
+            .map(|(_, q)| format!("?{q}"))
+            .unwrap_or_default();
+        urls.push(format!("{head}/{name}{query}"));
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "CI runs the linkage-unit suite on PostgreSQL too: set RENKETSU_TEST_PG_URL (scripts/test.sh does)"
+        );
+    }
+    urls
+}
+
+pub struct Pki {
+    pub ca: DevCa,
+    pub server: IssuedCert,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let ca = DevCa::generate().unwrap();
+        let server = ca
+            .issue_server(&["localhost"], &["127.0.0.1".parse().unwrap()])
+            .unwrap();
+        Self { ca, server }
+    }
+}
+
+pub struct TestLu {
+    pub addr: SocketAddr,
+    pub store: LuStore,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestLu {
+    /// The suite's projects are a handful of records: no minimum release size.
+    pub async fn start(pki: &Pki, url: &str) -> Self {
+        let settings = LuSettings {
+            min_release_clusters: 0,
+            ..LuSettings::default()
+        };
+        Self::start_with(pki, url, settings).await
+    }
+
+    pub async fn start_with(pki: &Pki, url: &str, settings: LuSettings) -> Self {
+        let store = LuStore::connect(url).await.unwrap();
+        let service = LinkageUnitService::new(store.clone(), Arc::new(SystemClock), settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = TlsMaterial {
+            cert_pem: pki.server.cert_pem.clone().into_bytes(),
+            key_pem: zeroize::Zeroizing::new(pki.server.key_pem.as_bytes().to_vec()),
+            client_ca_pem: pki.ca.cert_pem().into_bytes(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            renketsu_linkage_unit::server::run(listener, &tls, service, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            store,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn client(&self, pki: &Pki, who: Option<(&str, Role)>) -> LinkageUnitClient<Channel> {
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pki.ca.cert_pem()));
+        if let Some((party, role)) = who {
+            let c = pki.ca.issue_client(party, role).unwrap();
+            tls = tls.identity(Identity::from_pem(&c.cert_pem, c.key_pem.as_bytes()));
+        }
+        let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .timeout(Duration::from_secs(60));
+        LinkageUnitClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+        self.store.close().await;
+    }
+}
+
+pub fn schema_digest() -> String {
+    hex::encode(Sha256::digest(SCHEMA.as_bytes()))
+}
