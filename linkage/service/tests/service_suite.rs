@@ -9,17 +9,13 @@
 //! - separation: the database holds no plaintext content.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use renketsu_keys::content::{ContentOpener, ContentSealer, ResearcherKeyPair};
+use renketsu_keys::content::{ContentOpener, ResearcherKeyPair};
 use renketsu_linkage::token_file::{
     Counts, FORMAT, Header, MODE_HMAC, RecipeRef, SchemaRef, VERSION, encode_header, encode_record,
     encode_trailer,
 };
 use renketsu_linkage_unit::auth::Rpc;
-use renketsu_linkage_unit::content_file::{self, ContentHeader};
 use renketsu_linkage_unit::service::LuSettings;
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
@@ -30,11 +26,6 @@ use tonic::transport::Channel;
 
 mod support;
 use support::*;
-
-/// The token of `person` for recipe `r`: what any holder of that person makes.
-fn token(person: &str, r: usize) -> [u8; 32] {
-    Sha256::digest(format!("{person}/{r}").as_bytes()).into()
-}
 
 /// A token file for `party` of `project`: `(record id, person, recipes present)`.
 fn token_file(project: &str, party: &str, records: &[(&str, &str, &[usize])]) -> Vec<u8> {
@@ -81,121 +72,6 @@ fn token_file(project: &str, party: &str, records: &[(&str, &str, &[usize])]) ->
         },
     );
     out
-}
-
-fn content_file(project: &str, party: &str, pk: &[u8; 32], rows: &[(&str, &str)]) -> Vec<u8> {
-    let sealer = ContentSealer::new(pk, project, party).unwrap();
-    let mut out = Vec::new();
-    content_file::encode_header(
-        &mut out,
-        &ContentHeader {
-            format: content_file::FORMAT.to_owned(),
-            version: content_file::VERSION,
-            project: project.to_owned(),
-            party: party.to_owned(),
-            columns: vec!["prefecture".to_owned()],
-            researcher_public_key: hex::encode(pk),
-            encapsulated_key: B64.encode(sealer.encapsulated_key()),
-        },
-    );
-    for (id, v) in rows {
-        content_file::encode_record(&mut out, id, &sealer.seal(&[(*v).to_owned()]));
-    }
-    content_file::encode_trailer(&mut out, rows.len() as u64);
-    out
-}
-
-fn chunks_of(
-    project: &str,
-    kind: v1::UploadKind,
-    bytes: &[u8],
-    size: usize,
-) -> Vec<v1::UploadChunk> {
-    let id = hex::encode(Sha256::digest(bytes));
-    let parts: Vec<&[u8]> = bytes.chunks(size).collect();
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, d)| v1::UploadChunk {
-            project: project.to_owned(),
-            kind: kind as i32,
-            upload_id: id.clone(),
-            total_chunks: parts.len() as u32,
-            total_bytes: bytes.len() as u64,
-            index: i as u32,
-            data: d.to_vec(),
-            sha256: Sha256::digest(d).to_vec(),
-        })
-        .collect()
-}
-
-async fn upload(
-    c: &mut LinkageUnitClient<Channel>,
-    project: &str,
-    kind: v1::UploadKind,
-    bytes: &[u8],
-) -> v1::UploadStatus {
-    c.upload(tokio_stream::iter(chunks_of(project, kind, bytes, 700)))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn create(
-    admin: &mut LinkageUnitClient<Channel>,
-    project: &str,
-    holders: &[&str],
-    pk: &[u8; 32],
-) {
-    admin
-        .create_linkage_project(v1::CreateLinkageProjectRequest {
-            project: project.to_owned(),
-            holders: holders.iter().map(|h| (*h).to_owned()).collect(),
-            researcher: "researcher".to_owned(),
-            researcher_public_key: pk.to_vec(),
-            schema_toml: SCHEMA.as_bytes().to_vec(),
-            duplicates: vec![],
-        })
-        .await
-        .unwrap();
-}
-
-async fn wait_done(admin: &mut LinkageUnitClient<Channel>, project: &str) -> v1::Job {
-    for _ in 0..600 {
-        let j = admin
-            .get_job(v1::GetJobRequest {
-                project: project.to_owned(),
-                job_id: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if j.state != v1::JobState::Running as i32 {
-            assert_eq!(j.state, v1::JobState::Done as i32, "{j:?}");
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("job of {project} did not finish");
-}
-
-async fn mapping(
-    c: &mut LinkageUnitClient<Channel>,
-    project: &str,
-) -> Result<BTreeMap<String, String>, tonic::Status> {
-    let mut s = c
-        .fetch_mapping(v1::FetchMappingRequest {
-            project: project.to_owned(),
-        })
-        .await?
-        .into_inner();
-    let mut out = BTreeMap::new();
-    while let Some(m) = s.message().await? {
-        for (id, pid) in m.record_ids.into_iter().zip(m.pseudonyms) {
-            assert!(out.insert(id, pid).is_none(), "a record twice in a mapping");
-        }
-    }
-    Ok(out)
 }
 
 /// The researcher's view: pseudonym → sorted opened values of every member.

@@ -1,15 +1,22 @@
 //! Set-up shared by the linkage unit's service-level suites (service_suite.rs, lifecycle.rs,
-//! longitudinal.rs): the store backends to run on, a development PKI, and a linkage unit
-//! served over loopback with mutual TLS.
+//! longitudinal.rs): the store backends to run on, a development PKI, a linkage unit served
+//! over loopback with mutual TLS, and the calls the suites make of it (upload, create, wait,
+//! mapping).
 #![allow(dead_code, reason = "each suite uses part of the set-up")]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use renketsu_keys::content::ContentSealer;
 use renketsu_keys::lifecycle::SystemClock;
+use renketsu_linkage_unit::content_file::{self, ContentHeader};
 use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_linkage_unit::store::LuStore;
+use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
 use renketsu_rpc::pki::{DevCa, IssuedCert, Role};
 use renketsu_rpc::tls::TlsMaterial;
@@ -139,4 +146,124 @@ impl TestLu {
 
 pub fn schema_digest() -> String {
     hex::encode(Sha256::digest(SCHEMA.as_bytes()))
+}
+
+/// The token of `person` for recipe `r`: what any holder of that person makes.
+pub fn token(person: &str, r: usize) -> [u8; 32] {
+    Sha256::digest(format!("{person}/{r}").as_bytes()).into()
+}
+
+pub fn content_file(project: &str, party: &str, pk: &[u8; 32], rows: &[(&str, &str)]) -> Vec<u8> {
+    let sealer = ContentSealer::new(pk, project, party).unwrap();
+    let mut out = Vec::new();
+    content_file::encode_header(
+        &mut out,
+        &ContentHeader {
+            format: content_file::FORMAT.to_owned(),
+            version: content_file::VERSION,
+            project: project.to_owned(),
+            party: party.to_owned(),
+            columns: vec!["prefecture".to_owned()],
+            researcher_public_key: hex::encode(pk),
+            encapsulated_key: B64.encode(sealer.encapsulated_key()),
+        },
+    );
+    for (id, v) in rows {
+        content_file::encode_record(&mut out, id, &sealer.seal(&[(*v).to_owned()]));
+    }
+    content_file::encode_trailer(&mut out, rows.len() as u64);
+    out
+}
+
+pub fn chunks_of(
+    project: &str,
+    kind: v1::UploadKind,
+    bytes: &[u8],
+    size: usize,
+) -> Vec<v1::UploadChunk> {
+    let id = hex::encode(Sha256::digest(bytes));
+    let parts: Vec<&[u8]> = bytes.chunks(size).collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, d)| v1::UploadChunk {
+            project: project.to_owned(),
+            kind: kind as i32,
+            upload_id: id.clone(),
+            total_chunks: parts.len() as u32,
+            total_bytes: bytes.len() as u64,
+            index: i as u32,
+            data: d.to_vec(),
+            sha256: Sha256::digest(d).to_vec(),
+        })
+        .collect()
+}
+
+pub async fn upload(
+    c: &mut LinkageUnitClient<Channel>,
+    project: &str,
+    kind: v1::UploadKind,
+    bytes: &[u8],
+) -> v1::UploadStatus {
+    c.upload(tokio_stream::iter(chunks_of(project, kind, bytes, 700)))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn create(
+    admin: &mut LinkageUnitClient<Channel>,
+    project: &str,
+    holders: &[&str],
+    pk: &[u8; 32],
+) {
+    admin
+        .create_linkage_project(v1::CreateLinkageProjectRequest {
+            project: project.to_owned(),
+            holders: holders.iter().map(|h| (*h).to_owned()).collect(),
+            researcher: "researcher".to_owned(),
+            researcher_public_key: pk.to_vec(),
+            schema_toml: SCHEMA.as_bytes().to_vec(),
+            duplicates: vec![],
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn wait_done(admin: &mut LinkageUnitClient<Channel>, project: &str) -> v1::Job {
+    for _ in 0..600 {
+        let j = admin
+            .get_job(v1::GetJobRequest {
+                project: project.to_owned(),
+                job_id: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if j.state != v1::JobState::Running as i32 {
+            assert_eq!(j.state, v1::JobState::Done as i32, "{j:?}");
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job of {project} did not finish");
+}
+
+pub async fn mapping(
+    c: &mut LinkageUnitClient<Channel>,
+    project: &str,
+) -> Result<BTreeMap<String, String>, tonic::Status> {
+    let mut s = c
+        .fetch_mapping(v1::FetchMappingRequest {
+            project: project.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut out = BTreeMap::new();
+    while let Some(m) = s.message().await? {
+        for (id, pid) in m.record_ids.into_iter().zip(m.pseudonyms) {
+            assert!(out.insert(id, pid).is_none(), "a record twice in a mapping");
+        }
+    }
+    Ok(out)
 }
