@@ -20,6 +20,12 @@
 //!    before `StartJob`, so it is the job's peak (the PostgreSQL server is a separate process,
 //!    not included). Cluster and link counts are checked against the generated overlap.
 //!
+//! 3. **Scored job** (issue 15: within 2× the time of `renketsu link` on the same data), only
+//!    when `LU_BENCH_SCORED_SCHEMA` and `LU_BENCH_SCORED_INPUTS` are set: the holders' real
+//!    token files (e.g. `renketsu tokenize --schema schemas/jp-person.toml` of `renketsu synth`
+//!    data, one project) are streamed into the store as complete uploads and the linkage unit
+//!    runs its full Fellegi–Sunter job on them, timed and measured as the job above.
+//!
 //! Sizes default to small (CI-friendly); set them for the issue's figures:
 //!
 //! ```text
@@ -34,7 +40,9 @@
 //! | `LU_BENCH_TOKENS` | 7 | tokens per record (direct recipes of ndb-exact, 1–12) |
 //! | `LU_BENCH_LARGE` / `LU_BENCH_SMALL` | 100000 / 10000 | records of the job's holders |
 //! | `LU_BENCH_OVERLAP` | 0.5 | share of the small holder's records linked to the large |
-//! | `LU_BENCH_JOB_SQLITE` | 1 | also run the job on SQLite (0: PostgreSQL only) |
+//! | `LU_BENCH_JOB_SQLITE` | 1 | also run the jobs on SQLite (0: PostgreSQL only) |
+//! | `LU_BENCH_SCORED_SCHEMA` | unset | scored job: the schema (TOML) the token files follow |
+//! | `LU_BENCH_SCORED_INPUTS` | unset | scored job: token files, comma separated (≥ 2) |
 //! | `RENKETSU_TEST_PG_URL` | unset | PostgreSQL server; unset: PostgreSQL parts skipped |
 
 use std::sync::Arc;
@@ -298,13 +306,18 @@ impl Backend {
 }
 
 fn project_row(holders: &[&str]) -> ProjectRow {
+    project_row_with(PROJECT, holders, SCHEMA)
+}
+
+/// A project `name` of `holders` linked with the schema `schema_toml`.
+fn project_row_with(name: &str, holders: &[&str], schema_toml: &str) -> ProjectRow {
     ProjectRow {
-        name: PROJECT.to_owned(),
+        name: name.to_owned(),
         holders: holders.iter().map(|h| (*h).to_owned()).collect(),
         researcher: "researcher".to_owned(),
         researcher_public_key: vec![9u8; 32],
-        schema_toml: SCHEMA.as_bytes().to_vec(),
-        schema_digest: schema_digest(),
+        schema_toml: schema_toml.as_bytes().to_vec(),
+        schema_digest: hex::encode(Sha256::digest(schema_toml.as_bytes())),
         duplicates: Vec::new(),
         pid_salt: vec![7u8; 32],
         stale: false,
@@ -514,6 +527,38 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
         bytes as f64 / 1e9,
         t.elapsed().as_secs_f64()
     );
+    let timed = time_job(&backend, store, PROJECT).await;
+    let records = large + small;
+    assert_eq!(timed.job.records, records);
+    assert_eq!(timed.job.clusters, records - shared, "clusters");
+    assert_eq!(timed.job.links, shared, "cross-holder links");
+    assert_eq!(timed.rows, records, "one stored result row per record");
+    println!(
+        "  job, {:<10} wall {:.1} s (job stamps {:.1} s), {}; {} clusters, {} links, {} rows (target <= 60 s, <= 8 GiB)",
+        backend.name,
+        timed.wall,
+        timed.stamps,
+        timed.peak,
+        timed.job.clusters,
+        timed.job.links,
+        timed.rows,
+    );
+    backend.drop_db().await;
+}
+
+/// One job's figures: the final `GetJob`, wall seconds from `StartJob` to the poll that saw it
+/// end, the job's own start–finish stamps (s), the peak RSS line and the stored result rows.
+struct TimedJob {
+    job: v1::Job,
+    wall: f64,
+    stamps: f64,
+    peak: String,
+    rows: u64,
+}
+
+/// Starts a linkage unit on `store`, has an admin start a job of `project` and polls it every
+/// 100 ms until it ends; panics unless it ends DONE.
+async fn time_job(backend: &Backend, store: LuStore, project: &str) -> TimedJob {
     let lu = Lu::start(store.clone()).await;
     let mut admin = lu.client("admin", Role::Admin).await;
     let before = peak_rss_bytes();
@@ -521,7 +566,7 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
     let start = Instant::now();
     let job = admin
         .start_job(v1::StartJobRequest {
-            project: PROJECT.to_owned(),
+            project: project.to_owned(),
         })
         .await
         .expect("StartJob")
@@ -530,7 +575,7 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
         tokio::time::sleep(Duration::from_millis(100)).await;
         let j = admin
             .get_job(v1::GetJobRequest {
-                project: PROJECT.to_owned(),
+                project: project.to_owned(),
                 job_id: job.job_id,
             })
             .await
@@ -548,12 +593,7 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
         "job failed: {}",
         job.error
     );
-    let records = large + small;
-    assert_eq!(job.records, records);
-    assert_eq!(job.clusters, records - shared, "clusters");
-    assert_eq!(job.links, shared, "cross-holder links");
-    let rows = on_rows(&backend.url).await;
-    assert_eq!(rows, records, "one stored result row per record");
+    let rows = on_rows(&backend.url, project).await;
     let peak = match (peak, reset) {
         (Some(p), true) => format!("peak RSS {:.2} GiB", gib(p)),
         (Some(p), false) => format!(
@@ -563,23 +603,160 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
         ),
         (None, _) => "peak RSS unavailable (no /proc)".to_owned(),
     };
-    println!(
-        "  job, {:<10} wall {wall:.1} s (job stamps {:.1} s), {peak}; {} clusters, {} links, {rows} rows (target <= 60 s, <= 8 GiB)",
-        backend.name,
-        (job.finished_unix_ms - job.started_unix_ms) as f64 / 1000.0,
-        job.clusters,
-        job.links,
-    );
     drop(admin);
     lu.stop().await;
+    TimedJob {
+        stamps: (job.finished_unix_ms - job.started_unix_ms) as f64 / 1000.0,
+        job,
+        wall,
+        peak,
+        rows,
+    }
+}
+
+/// Streams one holder's token file (a real one, e.g. from `renketsu tokenize`) into the store
+/// as a complete upload of 1 MiB chunks, read twice from disk (digest, then chunks) so the
+/// bench never holds the file; returns (party, records, bytes).
+async fn store_token_file(store: &LuStore, project: &str, path: &str) -> (String, u64, u64) {
+    use std::io::Read as _;
+    let open = || std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let reader = token_file::Reader::new(std::io::BufReader::new(open()), path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let party = reader.header().party.clone();
+    assert_eq!(
+        reader.header().project,
+        project,
+        "{path}: every token file of the scored bench must be made for one project"
+    );
+    drop(reader);
+    let chunks = |f: &mut std::fs::File, buf: &mut Vec<u8>| -> usize {
+        buf.clear();
+        f.by_ref()
+            .take(CHUNK as u64)
+            .read_to_end(buf)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let (mut hasher, mut bytes, mut total) = (Sha256::new(), 0u64, 0u32);
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut f = open();
+    while chunks(&mut f, &mut buf) > 0 {
+        hasher.update(&buf);
+        bytes += buf.len() as u64;
+        total += 1;
+    }
+    let u = UploadRow {
+        project: project.to_owned(),
+        party: party.clone(),
+        upload_id: hex::encode(hasher.finalize()),
+        kind: v1::UploadKind::Tokens as i32,
+        total_chunks: total,
+        total_bytes: bytes,
+        complete: false,
+        superseded: false,
+        records: 0,
+    };
+    let u = store.begin_upload(&u, 0).await.expect("begin upload");
+    let mut f = open();
+    let mut i = 0u32;
+    while chunks(&mut f, &mut buf) > 0 {
+        let digest = Sha256::digest(&buf);
+        store
+            .put_chunk(project, &party, &u.upload_id, i, &digest, &buf)
+            .await
+            .expect("put chunk");
+        i += 1;
+    }
+    let records = {
+        let mut r = token_file::Reader::new(std::io::BufReader::new(open()), path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut batches = Vec::new();
+        while r
+            .next_batches(&mut batches)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+        {}
+        r.counts().expect("trailer").records
+    };
+    store
+        .complete_upload(&u, records, false)
+        .await
+        .expect("complete upload");
+    (party, records, bytes)
+}
+
+/// The scored job (issue 15): the holders' real token files (`LU_BENCH_SCORED_INPUTS`, comma
+/// separated paths) linked with their schema (`LU_BENCH_SCORED_SCHEMA`) by the linkage unit's
+/// full Fellegi–Sunter job: candidates, comparison vectors, training, thresholds, guarded
+/// clustering. Compare the wall time with `renketsu link` on the same token files.
+async fn bench_scored_job(backend: Backend, schema_path: &str, inputs: &[String]) {
+    let schema_toml =
+        std::fs::read_to_string(schema_path).unwrap_or_else(|e| panic!("{schema_path}: {e}"));
+    let project = {
+        let r = token_file::Reader::new(
+            std::io::BufReader::new(std::fs::File::open(&inputs[0]).expect("token file")),
+            &inputs[0],
+        )
+        .expect("token file header");
+        r.header().project.clone()
+    };
+    let store = LuStore::connect(&backend.url).await.expect("store");
+    let t = Instant::now();
+    let mut parties = Vec::new();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    // The project row first (uploads refer to it), with the parties read from the headers.
+    let headers: Vec<String> = inputs
+        .iter()
+        .map(|p| {
+            token_file::Reader::new(
+                std::io::BufReader::new(std::fs::File::open(p).expect("token file")),
+                p,
+            )
+            .expect("token file header")
+            .header()
+            .party
+            .clone()
+        })
+        .collect();
+    let holders: Vec<&str> = headers.iter().map(String::as_str).collect();
+    store
+        .create_project(&project_row_with(&project, &holders, &schema_toml))
+        .await
+        .expect("project");
+    for p in inputs {
+        let (party, n, b) = store_token_file(&store, &project, p).await;
+        parties.push(format!("{party} {n}"));
+        records += n;
+        bytes += b;
+    }
+    println!(
+        "  scored job, {:<10} {} records ({}), {:.2} GB of token files stored in {:.0} s",
+        backend.name,
+        records,
+        parties.join(" + "),
+        bytes as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    );
+    let timed = time_job(&backend, store, &project).await;
+    assert_eq!(timed.job.records, records, "every stored record in the job");
+    assert_eq!(timed.rows, records, "one stored result row per record");
+    println!(
+        "  scored job, {:<10} wall {:.1} s (job stamps {:.1} s), {}; {} clusters, {} links, {} rows",
+        backend.name,
+        timed.wall,
+        timed.stamps,
+        timed.peak,
+        timed.job.clusters,
+        timed.job.links,
+        timed.rows,
+    );
     backend.drop_db().await;
 }
 
-async fn on_rows(url: &str) -> u64 {
-    let sql = "SELECT CAST(SUM(records) AS BIGINT) FROM lu_member_chunks WHERE project = 'bench'";
+async fn on_rows(url: &str, project: &str) -> u64 {
+    let sql = "SELECT CAST(SUM(records) AS BIGINT) FROM lu_member_chunks WHERE project = $1";
     let n: i64 = if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
         let n = sqlx::query_scalar(sql)
+            .bind(project)
             .fetch_one(&pool)
             .await
             .expect("count");
@@ -588,6 +765,7 @@ async fn on_rows(url: &str) -> u64 {
     } else {
         let pool = sqlx::PgPool::connect(url).await.expect("connect");
         let n = sqlx::query_scalar(sql)
+            .bind(project)
             .fetch_one(&pool)
             .await
             .expect("count");
@@ -610,6 +788,10 @@ fn main() {
     let overlap: f64 = env_num("LU_BENCH_OVERLAP", 0.5);
     let job_sqlite: u8 = env_num("LU_BENCH_JOB_SQLITE", 1);
     let recipes = direct_recipes(tokens);
+    let scored_schema = std::env::var("LU_BENCH_SCORED_SCHEMA").ok();
+    let scored_inputs: Vec<String> = std::env::var("LU_BENCH_SCORED_INPUTS")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -628,6 +810,18 @@ fn main() {
         }
         if let Some(pg) = Backend::postgres("job").await {
             bench_job(pg, large, small, overlap, &recipes).await;
+        }
+        if let Some(schema) = &scored_schema {
+            assert!(
+                scored_inputs.len() >= 2,
+                "LU_BENCH_SCORED_INPUTS: at least two token files, comma separated"
+            );
+            if job_sqlite != 0 {
+                bench_scored_job(Backend::sqlite(), schema, &scored_inputs).await;
+            }
+            if let Some(pg) = Backend::postgres("scored").await {
+                bench_scored_job(pg, schema, &scored_inputs).await;
+            }
         }
         println!("load average at end: {}", load());
     });
