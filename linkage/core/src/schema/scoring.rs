@@ -171,9 +171,29 @@ impl ScoringSpec {
 }
 
 impl ComparisonSpec {
-    /// Number of levels: exact levels, Dice bands, `disagree`, `missing`.
+    /// Number of levels: exact levels, Dice bands, `disagrees in one form` (only a `veto`
+    /// comparison written in several forms, see [`Self::one_form_disagree`]), `disagree`,
+    /// `missing`.
     pub fn levels(&self) -> usize {
-        self.exact.len() + self.dice.as_ref().map_or(0, |d| d.bands.len()) + 2
+        self.exact.len()
+            + self.dice.as_ref().map_or(0, |d| d.bands.len())
+            + usize::from(self.vetoes_on_two_forms())
+            + 2
+    }
+
+    /// Whether this is a `veto` comparison whose Dice encodes several written forms (kanji and
+    /// kana given names): its veto needs the pair to disagree in two forms (SPEC.md §9.5).
+    pub fn vetoes_on_two_forms(&self) -> bool {
+        self.veto && self.dice.as_ref().is_some_and(|d| d.features.len() > 1)
+    }
+
+    /// Index of the `disagrees in one form` level of a [`Self::vetoes_on_two_forms`]
+    /// comparison: the pair is compared on one written form only (the other is empty on a
+    /// side) and that form disagrees. No veto (one typo in a short kana name leaves no common
+    /// bigram), but evidence against a match with its own m and u, learnt like every level:
+    /// household members who share a family name and an address differ here (SPEC.md §9.5).
+    pub fn one_form_disagree(&self) -> Option<usize> {
+        self.vetoes_on_two_forms().then(|| self.levels() - 3)
     }
 
     /// Index of the `disagree` level.
@@ -195,7 +215,9 @@ impl ComparisonSpec {
         } else if l < e + b {
             let d = self.dice.as_ref().expect("bands");
             format!("Dice ≥ {}", d.bands[l - e])
-        } else if l == e + b {
+        } else if Some(l) == self.one_form_disagree() {
+            "disagree in one written form".into()
+        } else if l == self.disagree() {
             "disagree".into()
         } else {
             "missing".into()

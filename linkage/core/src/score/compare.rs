@@ -391,7 +391,7 @@ impl FeaturesBuilder {
         let veto_forms = spec
             .comparisons
             .iter()
-            .map(|c| c.veto && c.dice.as_ref().is_some_and(|d| d.features.len() > 1))
+            .map(ComparisonSpec::vetoes_on_two_forms)
             .collect();
         let tf_comparison = spec
             .comparisons
@@ -671,9 +671,11 @@ impl Features {
                 // A veto is absolute (no weight outvotes it), so it needs the given name
                 // to disagree in two written forms (kanji and kana): one typo in a two- or
                 // three-kana name leaves no common bigram, and a record whose kanji given
-                // name is empty would otherwise be vetoed on its kana alone (SPEC.md §9.5).
+                // name is empty would otherwise be vetoed on its kana alone. Disagreeing in
+                // the one form both hold is a level of its own, weighed, not vetoed
+                // (SPEC.md §9.5).
                 if self.veto_forms[c] && (ma & mb).count_ones() < 2 {
-                    return (levels - 1, None);
+                    return (levels - 3, None);
                 }
                 return (levels - 2, None);
             }
@@ -1018,13 +1020,14 @@ k = 20
             (1, "山田", "", "ヤマダ", "ハナコ", "1"),
         ]);
         let given = |a, b| f.dims().level(f.compare(a, b).code, 1);
-        // Levels: 0 kanji, 1 kana, 2 Dice, 3 disagree (the veto), 4 missing. Both forms on
-        // both sides and neither agrees: disagree.
-        assert_eq!(given(0, 1), 3);
-        // Only the kana compared (a kanji given name left empty): missing, never a veto,
-        // whether the kana is a typo of the same name or another name.
-        assert_eq!(given(0, 2), 4);
-        assert_eq!(given(0, 3), 4);
+        // Levels: 0 kanji, 1 kana, 2 Dice, 3 disagree in one form, 4 disagree (the veto),
+        // 5 missing. Both forms on both sides and neither agrees: disagree.
+        assert_eq!(f.dims().levels[1], 6);
+        assert_eq!(given(0, 1), 4);
+        // Only the kana compared (a kanji given name left empty): never a veto, whether the
+        // kana is a typo of the same name or another name, but not missing either.
+        assert_eq!(given(0, 2), 3);
+        assert_eq!(given(0, 3), 3);
     }
 
     #[test]
