@@ -722,13 +722,70 @@ impl Features {
         Compared { code, tf_bits }
     }
 
-    /// Comparison vectors of many pairs, spread over rayon's threads.
+    /// Comparison vectors of many pairs, spread over rayon's threads. The records of the
+    /// pairs a few places ahead are brought into the cache while a pair is compared: random
+    /// pairs (the u sample, and the `b` side of candidates) otherwise wait on main memory for
+    /// each record's slot offsets, token ids and filters in turn.
     pub fn compare_all(&self, pairs: &[(u32, u32)]) -> Vec<Compared> {
-        pairs
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&(a, b)| self.compare(a, b))
-            .collect()
+        /// Pairs between the prefetch of a record's data and its use; its offsets are
+        /// fetched twice as far ahead, since the data's address depends on them.
+        const AHEAD: usize = 8;
+        let mut out = vec![
+            Compared {
+                code: 0,
+                tf_bits: 0.0
+            };
+            pairs.len()
+        ];
+        out.par_chunks_mut(4096)
+            .zip(pairs.par_chunks(4096))
+            .for_each(|(out, pairs)| {
+                for (i, (o, &(a, b))) in out.iter_mut().zip(pairs).enumerate() {
+                    if let Some(&(x, y)) = pairs.get(i + 2 * AHEAD) {
+                        self.prefetch_offsets(x, y);
+                    }
+                    if let Some(&(x, y)) = pairs.get(i + AHEAD) {
+                        self.prefetch_records(x, y);
+                    }
+                    *o = self.compare(a, b);
+                }
+            });
+        out
+    }
+
+    /// Hints the CPU to load the slot offsets of records `a` and `b` (x86-64; a no-op
+    /// elsewhere). Never changes a result.
+    #[inline]
+    fn prefetch_offsets(&self, a: u32, b: u32) {
+        for r in [a, b] {
+            if let Some(o) = self.rec_offsets.get(r as usize) {
+                prefetch(std::ptr::from_ref(o).cast());
+            }
+        }
+    }
+
+    /// Hints the CPU to load what [`Self::compare`] reads of records `a` and `b`: the head of
+    /// their token ids (and term frequencies) and their per-comparison filters.
+    #[inline]
+    fn prefetch_records(&self, a: u32, b: u32) {
+        for r in [a, b] {
+            let r = r as usize;
+            let Some(&o) = self.rec_offsets.get(r) else {
+                continue;
+            };
+            let o = o as usize;
+            if let Some(x) = self.rec_data.get(o) {
+                prefetch(std::ptr::from_ref(x).cast());
+            }
+            if let Some(x) = self.rec_tf.get(o + self.n_slots) {
+                prefetch(std::ptr::from_ref(x).cast());
+            }
+            for d in self.dice.iter().flatten() {
+                if r < d.filters.len() {
+                    prefetch(d.filters.get(r).as_ptr().cast());
+                }
+            }
+        }
     }
 
     /// Chance agreement of comparison `c` from pairs of records **within** each holder
@@ -875,8 +932,8 @@ impl Features {
         }
         let chunks = n.div_ceil(65_536);
         let (hp, sizes, pick) = (&hp, &sizes, &pick);
-        // (pair key a·2^32 + b with a < b, pattern code), sorted by pair.
-        let mut sampled: Vec<(u64, u32)> = (0..chunks)
+        // The sampled pairs, then their comparison vectors (prefetched, in order).
+        let pairs: Vec<(u32, u32)> = (0..chunks)
             .into_par_iter()
             .flat_map_iter(|k| {
                 let mut state = seed ^ (k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -886,10 +943,15 @@ impl Features {
                     let (_, i, j) = hp[hp.partition_point(|&(c, _, _)| c <= r)];
                     let a = pick(i, bounded(&mut state, sizes[i]));
                     let b = pick(j, bounded(&mut state, sizes[j]));
-                    let code = self.compare(a, b).code;
-                    (u64::from(a.min(b)) << 32 | u64::from(a.max(b)), code)
+                    (a, b)
                 })
             })
+            .collect();
+        // (pair key a·2^32 + b with a < b, pattern code), sorted by pair.
+        let mut sampled: Vec<(u64, u32)> = pairs
+            .iter()
+            .zip(self.compare_all(&pairs))
+            .map(|(&(a, b), c)| (u64::from(a.min(b)) << 32 | u64::from(a.max(b)), c.code))
             .collect();
         sampled.par_sort_unstable();
         // Codes with the candidate flag in the low bit, sorted and counted: memory grows with
@@ -930,6 +992,21 @@ fn splitmix(state: &mut u64) -> u64 {
 /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
 fn bounded(state: &mut u64, n: u64) -> u64 {
     ((u128::from(splitmix(state)) * u128::from(n)) >> 64) as u64
+}
+
+/// A hint to load the cache line at `p` (x86-64 `PREFETCHT0`); nothing elsewhere. A prefetch
+/// never faults and never changes a result.
+#[inline]
+fn prefetch(p: *const i8) {
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has (the target's baseline);
+    // a prefetch of any address, even an invalid one, is only a hint and never faults.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code, reason = "a cache hint; SSE is baseline on x86-64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]
