@@ -291,6 +291,27 @@ impl std::fmt::Debug for ReadOptions<'_> {
     }
 }
 
+/// Rows read and checked before their records are tokenized in parallel ([`read_holder`]).
+const BATCH: usize = 1024;
+
+/// A row of the current batch: rejected by the checks before tokenization, or waiting for
+/// its tokens.
+enum Pending {
+    Reject {
+        row: u64,
+        id: String,
+        why: RowReject,
+        detail: String,
+    },
+    Row {
+        row: u64,
+        id: String,
+        /// Decoded values of the bound columns, in `Binding::columns` order.
+        raw: Vec<String>,
+        content: Vec<String>,
+    },
+}
+
 /// Reads one holder's CSV: checks every row (SPEC.md §3.3, in order), tokenizes it and hands
 /// each accepted record to `accept`; rejected rows go to `rejects` with their reason.
 /// `progress(bytes)` is called every 4,096 rows with the bytes consumed so far.
@@ -376,148 +397,209 @@ pub fn read_holder<E: From<IngestError>>(
         .map(|c| c.features.iter().map(|f| f.field).collect())
         .unwrap_or_default();
     let mut rec = csv::ByteRecord::new();
-    let mut rt = RecordTokens::default();
     let mut row: u64 = 0;
     let sink_error = |e| IngestError::Rejects {
         input: label.clone(),
         source: e,
     };
-    while input.next_row(&mut rec)? {
-        row += 1;
-        stats.read += 1;
-        if row.is_multiple_of(4096) {
-            progress(input.position());
-        }
-        let mut reject = |stats: &mut HolderStats, id: &str, why: RowReject, detail: &str| {
-            *stats.rejects.entry(why).or_default() += 1;
-            rejects.reject(row, id, why, detail).map_err(sink_error)
-        };
-        if rec.len() != width {
-            if rec.iter().any(|f| f.contains(&b'\n')) {
-                return Err(IngestError::UnterminatedQuote {
-                    input: label.clone(),
-                    row,
-                    fields: rec.len(),
-                    width,
-                }
-                .into());
+    // Rows are read and checked in order, `BATCH` at a time; the batch's records are then
+    // tokenized in parallel (normalization and keyed hashing are most of the work), and
+    // every row is settled in row order: rejects and accepted records come out exactly as
+    // from a row-by-row loop.
+    let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
+    let mut rts: Vec<RecordTokens> = Vec::new();
+    let mut fatal: Option<IngestError> = None;
+    loop {
+        batch.clear();
+        let mut eof = false;
+        while batch.len() < BATCH {
+            if !input.next_row(&mut rec)? {
+                eof = true;
+                break;
             }
-            let detail = format!("expected {width} fields, found {}", rec.len());
-            let id = rec
-                .get(id_col)
-                .and_then(|b| input.encoding.decode(b))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default();
-            reject(&mut stats, &id, RowReject::RaggedRow, &detail)?;
-            continue;
-        }
-        let Some(id) = input.encoding.decode(&rec[id_col]) else {
-            reject(
-                &mut stats,
-                "",
-                RowReject::InvalidEncoding,
-                &format!("column {id_column}"),
-            )?;
-            continue;
-        };
-        let id = id.trim().to_owned();
-        if id.is_empty() {
-            reject(&mut stats, "", RowReject::MissingId, "")?;
-            continue;
-        }
-        if !seen_ids.insert(id.clone()) {
-            reject(&mut stats, &id, RowReject::DuplicateId, "")?;
-            continue;
-        }
-        let mut raw = Vec::with_capacity(binding.columns.len());
-        let mut bad_column = None;
-        for &c in &binding.columns {
-            match input.encoding.decode(&rec[c]) {
-                Some(v) => raw.push(v),
-                None => {
-                    bad_column = Some(input.header[c].as_str());
+            row += 1;
+            stats.read += 1;
+            if row.is_multiple_of(4096) {
+                progress(input.position());
+            }
+            let reject = |id: String, why: RowReject, detail: String| Pending::Reject {
+                row,
+                id,
+                why,
+                detail,
+            };
+            if rec.len() != width {
+                if rec.iter().any(|f| f.contains(&b'\n')) {
+                    fatal = Some(IngestError::UnterminatedQuote {
+                        input: label.clone(),
+                        row,
+                        fields: rec.len(),
+                        width,
+                    });
+                    eof = true;
                     break;
                 }
+                let detail = format!("expected {width} fields, found {}", rec.len());
+                let id = rec
+                    .get(id_col)
+                    .and_then(|b| input.encoding.decode(b))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default();
+                batch.push(reject(id, RowReject::RaggedRow, detail));
+                continue;
             }
-        }
-        let mut row_content = Vec::with_capacity(content_cols.len());
-        if bad_column.is_none() {
-            for (name, &c) in content_columns.iter().zip(&content_cols) {
+            let Some(id) = input.encoding.decode(&rec[id_col]) else {
+                batch.push(reject(
+                    String::new(),
+                    RowReject::InvalidEncoding,
+                    format!("column {id_column}"),
+                ));
+                continue;
+            };
+            let id = id.trim().to_owned();
+            if id.is_empty() {
+                batch.push(reject(String::new(), RowReject::MissingId, String::new()));
+                continue;
+            }
+            if !seen_ids.insert(id.clone()) {
+                batch.push(reject(id, RowReject::DuplicateId, String::new()));
+                continue;
+            }
+            let mut raw = Vec::with_capacity(binding.columns.len());
+            let mut bad_column = None;
+            for &c in &binding.columns {
                 match input.encoding.decode(&rec[c]) {
-                    Some(v) => row_content.push(v.into_owned()),
+                    Some(v) => raw.push(v.into_owned()),
                     None => {
-                        bad_column = Some(name.as_str());
+                        bad_column = Some(input.header[c].as_str());
                         break;
                     }
                 }
             }
-        }
-        if let Some(col) = bad_column {
-            reject(
-                &mut stats,
-                &id,
-                RowReject::InvalidEncoding,
-                &format!("column {col}"),
-            )?;
-            continue;
-        }
-        let refs: Vec<&str> = raw.iter().map(|c| c.as_ref()).collect();
-        tokenizer.tokenize(&binding, &refs, &mut rt);
-        let mut detail = String::new();
-        for (f, st) in schema.fields.iter().zip(&rt.status) {
-            if let Some(Err(e)) = st {
-                *stats
-                    .field_rejects
-                    .entry(f.name.clone())
-                    .or_default()
-                    .entry(e.code())
-                    .or_default() += 1;
-                if !detail.is_empty() {
-                    detail.push(';');
+            let mut content = Vec::with_capacity(content_cols.len());
+            if bad_column.is_none() {
+                for (name, &c) in content_columns.iter().zip(&content_cols) {
+                    match input.encoding.decode(&rec[c]) {
+                        Some(v) => content.push(v.into_owned()),
+                        None => {
+                            bad_column = Some(name.as_str());
+                            break;
+                        }
+                    }
                 }
-                detail.push_str(&f.name);
-                detail.push('=');
-                detail.push_str(e.code());
             }
-        }
-        // Tokenized: some linking token, or (with CLK) something to compare by similarity.
-        let links_by_token = rt
-            .recipes_made()
-            .any(|r| matches!(schema.recipes[r].link, LinkMode::Direct | LinkMode::Guarded));
-        let has_clk_bits = clk_fields
-            .iter()
-            .any(|&i| matches!(rt.status[i], Some(Ok(()))));
-        // Scored (SPEC.md §9): any token that blocks or is compared, or bits in a
-        // comparison's filter.
-        let scored = schema.scoring.as_ref().is_some_and(|s| {
-            rt.recipes_made()
-                .any(|r| schema.recipes[r].link != LinkMode::Guard)
-                || s.comparisons
-                    .iter()
-                    .filter_map(|c| c.dice.as_ref())
-                    .any(|d| {
-                        d.features
-                            .iter()
-                            .any(|f| matches!(rt.status[f.field], Some(Ok(()))))
-                    })
-        });
-        if !links_by_token && !has_clk_bits && !scored {
-            reject(&mut stats, &id, RowReject::NoToken, &detail)?;
-            continue;
-        }
-        let mut last_recipe = usize::MAX;
-        for r in rt.recipes_made() {
-            if r != last_recipe {
-                stats.tokens_by_recipe[r] += 1;
-                last_recipe = r;
+            if let Some(col) = bad_column {
+                batch.push(reject(
+                    id,
+                    RowReject::InvalidEncoding,
+                    format!("column {col}"),
+                ));
+                continue;
             }
+            batch.push(Pending::Row {
+                row,
+                id,
+                raw,
+                content,
+            });
         }
-        stats.tokenized += 1;
-        accept(Accepted {
-            id,
-            tokens: &rt,
-            content: row_content,
-        })?;
+        if rts.len() < batch.len() {
+            rts.resize_with(batch.len(), RecordTokens::default);
+        }
+        {
+            use rayon::prelude::*;
+            batch
+                .par_iter()
+                .zip(rts.par_iter_mut())
+                .with_min_len(64)
+                .for_each(|(p, rt)| {
+                    if let Pending::Row { raw, .. } = p {
+                        let refs: Vec<&str> = raw.iter().map(String::as_str).collect();
+                        tokenizer.tokenize(&binding, &refs, rt);
+                    }
+                });
+        }
+        for (p, rt) in batch.drain(..).zip(&rts) {
+            let (row, id, content) = match p {
+                Pending::Reject {
+                    row,
+                    id,
+                    why,
+                    detail,
+                } => {
+                    *stats.rejects.entry(why).or_default() += 1;
+                    rejects.reject(row, &id, why, &detail).map_err(sink_error)?;
+                    continue;
+                }
+                Pending::Row {
+                    row, id, content, ..
+                } => (row, id, content),
+            };
+            let mut detail = String::new();
+            for (f, st) in schema.fields.iter().zip(&rt.status) {
+                if let Some(Err(e)) = st {
+                    *stats
+                        .field_rejects
+                        .entry(f.name.clone())
+                        .or_default()
+                        .entry(e.code())
+                        .or_default() += 1;
+                    if !detail.is_empty() {
+                        detail.push(';');
+                    }
+                    detail.push_str(&f.name);
+                    detail.push('=');
+                    detail.push_str(e.code());
+                }
+            }
+            // Tokenized: some linking token, or (with CLK) something to compare by similarity.
+            let links_by_token = rt
+                .recipes_made()
+                .any(|r| matches!(schema.recipes[r].link, LinkMode::Direct | LinkMode::Guarded));
+            let has_clk_bits = clk_fields
+                .iter()
+                .any(|&i| matches!(rt.status[i], Some(Ok(()))));
+            // Scored (SPEC.md §9): any token that blocks or is compared, or bits in a
+            // comparison's filter.
+            let scored = schema.scoring.as_ref().is_some_and(|s| {
+                rt.recipes_made()
+                    .any(|r| schema.recipes[r].link != LinkMode::Guard)
+                    || s.comparisons
+                        .iter()
+                        .filter_map(|c| c.dice.as_ref())
+                        .any(|d| {
+                            d.features
+                                .iter()
+                                .any(|f| matches!(rt.status[f.field], Some(Ok(()))))
+                        })
+            });
+            if !links_by_token && !has_clk_bits && !scored {
+                *stats.rejects.entry(RowReject::NoToken).or_default() += 1;
+                rejects
+                    .reject(row, &id, RowReject::NoToken, &detail)
+                    .map_err(sink_error)?;
+                continue;
+            }
+            let mut last_recipe = usize::MAX;
+            for r in rt.recipes_made() {
+                if r != last_recipe {
+                    stats.tokens_by_recipe[r] += 1;
+                    last_recipe = r;
+                }
+            }
+            stats.tokenized += 1;
+            accept(Accepted {
+                id,
+                tokens: rt,
+                content,
+            })?;
+        }
+        if let Some(e) = fatal {
+            return Err(e.into());
+        }
+        if eof {
+            break;
+        }
     }
     debug_assert_eq!(stats.read, stats.tokenized + stats.rejected());
     Ok(HolderRead {
