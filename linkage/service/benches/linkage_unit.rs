@@ -487,6 +487,7 @@ async fn store_tokens(store: &LuStore, make: impl Fn() -> TokenFile) -> u64 {
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
     };
     let u = store.begin_upload(&u, 0).await.expect("begin upload");
     let mut f = make();

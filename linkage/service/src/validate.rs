@@ -47,7 +47,13 @@ pub fn upload_shape(
     max_upload_bytes: u64,
 ) -> Result<(), ServiceError> {
     match v1::UploadKind::try_from(kind) {
-        Ok(v1::UploadKind::Tokens | v1::UploadKind::Content | v1::UploadKind::OptOut) => {}
+        Ok(
+            v1::UploadKind::Tokens
+            | v1::UploadKind::Content
+            | v1::UploadKind::OptOut
+            | v1::UploadKind::TokenBatch
+            | v1::UploadKind::Deletions,
+        ) => {}
         _ => return Err(bad("upload kind is not set")),
     }
     if upload_id.len() != 64
@@ -198,7 +204,12 @@ pub fn upload_file(
     bytes: impl std::io::BufRead,
 ) -> Result<u64, ServiceError> {
     match v1::UploadKind::try_from(kind) {
-        Ok(v1::UploadKind::Tokens | v1::UploadKind::OptOut) => token_file(p, who, bytes),
+        Ok(
+            v1::UploadKind::Tokens
+            | v1::UploadKind::OptOut
+            | v1::UploadKind::TokenBatch
+            | v1::UploadKind::Deletions,
+        ) => token_file(p, who, bytes),
         Ok(v1::UploadKind::Content) => content_file(p, who, bytes),
         _ => Err(bad("upload kind is not set")),
     }
