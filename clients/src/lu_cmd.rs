@@ -874,7 +874,7 @@ fn deletion_batch(ids: &Path, like: &Path) -> Result<Vec<u8>> {
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.is_empty())
         .collect();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     if let Some(dup) = list.iter().find(|id| !seen.insert(**id)) {
         bail!("{}: record id {dup:?} is listed twice", ids.display());
     }

@@ -456,3 +456,160 @@ impl BufRead for MergedState {
         self.pos = (self.pos + n).min(self.out.len());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use renketsu_linkage::token_file::{
+        FORMAT, MODE_HMAC, Reader, RecipeRef, Record, SchemaRef, VERSION, encode_deletions,
+        encode_header, encode_record,
+    };
+
+    use super::*;
+
+    fn header(party: &str) -> Header {
+        Header {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            project: "p".to_owned(),
+            party: party.to_owned(),
+            schema: SchemaRef {
+                name: "s".to_owned(),
+                version: 1,
+                digest: "d".repeat(64),
+            },
+            mode: MODE_HMAC.to_owned(),
+            oprf_mode: None,
+            recipes: vec![RecipeRef {
+                name: "r0".to_owned(),
+                version: 1,
+                epoch: None,
+                public_key: None,
+            }],
+            clk_bits: None,
+            today: "2026-12-07".to_owned(),
+            created_by: "test".to_owned(),
+            dice: Vec::new(),
+        }
+    }
+
+    /// A token file of `(id, token byte)` records (one token of recipe 0 each).
+    fn file(h: &Header, recs: &[(&str, u8)], rejected: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_header(&mut out, h);
+        for (id, t) in recs {
+            encode_record(&mut out, id, std::iter::once((0, &[*t; 32])), None);
+        }
+        let n = recs.len() as u64;
+        encode_trailer(
+            &mut out,
+            &Counts {
+                records: n,
+                read: n + rejected,
+                tokenized: n,
+                rejected,
+                encoding: "utf-8".to_owned(),
+                ..Counts::default()
+            },
+        );
+        out
+    }
+
+    fn batch(kind: BatchKind, bytes: Vec<u8>) -> Batch {
+        Batch {
+            kind,
+            name: "batch".to_owned(),
+            input: Box::new(std::io::Cursor::new(bytes)),
+        }
+    }
+
+    /// The merged file read back with the token-file reader: `(id, token byte)` in order.
+    fn read(m: MergedState) -> Result<(Vec<(String, u8)>, Counts), String> {
+        let mut r = Reader::new(m, "merged").map_err(|e| e.to_string())?;
+        let mut rec = Record::default();
+        let mut out = Vec::new();
+        while r.next(&mut rec).map_err(|e| e.to_string())? {
+            out.push((rec.id.clone(), rec.tokens[0].1[0]));
+        }
+        Ok((out, r.counts().unwrap().clone()))
+    }
+
+    #[test]
+    fn batches_replace_add_and_delete_in_order() {
+        let h = header("ehr");
+        let base = file(&h, &[("a", 1), ("b", 2), ("c", 3), ("d", 4)], 2);
+        let batches = vec![
+            // b corrected, e new.
+            batch(BatchKind::Records, file(&h, &[("b", 20), ("e", 5)], 1)),
+            // c and e deleted, x unknown.
+            batch(BatchKind::Deletions, encode_deletions(&h, ["c", "e", "x"])),
+            // e comes back, b corrected again.
+            batch(BatchKind::Records, file(&h, &[("e", 50), ("b", 21)], 0)),
+        ];
+        let m = MergedState::new(Box::new(std::io::Cursor::new(base)), "base", batches);
+        let (recs, counts) = read(m).unwrap();
+        let want: Vec<(String, u8)> = [("a", 1), ("d", 4), ("e", 50), ("b", 21)]
+            .iter()
+            .map(|(i, t)| ((*i).to_owned(), *t))
+            .collect();
+        assert_eq!(recs, want);
+        assert_eq!((counts.records, counts.rejected, counts.read), (4, 3, 7));
+        assert_eq!(counts.tokens_by_recipe.get("r0"), Some(&4));
+    }
+
+    #[test]
+    fn merge_counts_say_what_changed() {
+        let h = header("ehr");
+        let base = file(&h, &[("a", 1), ("b", 2)], 0);
+        let batches = vec![
+            batch(BatchKind::Records, file(&h, &[("b", 20), ("e", 5)], 0)),
+            batch(BatchKind::Deletions, encode_deletions(&h, ["a", "x"])),
+        ];
+        let mut m = MergedState::new(Box::new(std::io::Cursor::new(base)), "base", batches);
+        assert_eq!(m.counts(), None);
+        let mut all = Vec::new();
+        m.read_to_end(&mut all).unwrap();
+        assert_eq!(
+            m.counts(),
+            Some(MergeCounts {
+                base_records: 2,
+                records: 2,
+                replaced: 1,
+                added: 1,
+                deleted: 1,
+                deleted_unknown: 1,
+            })
+        );
+    }
+
+    #[test]
+    fn a_batch_made_unlike_the_base_is_refused() {
+        let h = header("ehr");
+        let mut other = header("ehr");
+        other.mode = "oprf-ristretto255".to_owned();
+        let base = file(&h, &[("a", 1)], 0);
+        let m = MergedState::new(
+            Box::new(std::io::Cursor::new(base)),
+            "base",
+            vec![batch(BatchKind::Records, file(&other, &[("b", 2)], 0))],
+        );
+        let e = read(m).unwrap_err();
+        assert!(e.contains("made with other settings than base"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_base_is_an_error() {
+        let h = header("ehr");
+        let mut base = file(&h, &[("a", 1), ("b", 2)], 0);
+        // Without its trailer line.
+        base.pop();
+        let cut = base.iter().rposition(|&c| c == b'\n').unwrap();
+        base.truncate(cut + 1);
+        let m = MergedState::new(
+            Box::new(std::io::Cursor::new(base)),
+            "base",
+            vec![batch(BatchKind::Deletions, encode_deletions(&h, ["a"]))],
+        );
+        let e = read(m).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}
