@@ -1476,3 +1476,64 @@ fn serve(args: &ServeArgs) -> Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use renketsu_linkage::token_file::{
+        Counts, FORMAT, Header, MODE_HMAC, Reader, Record, SchemaRef, VERSION, encode_header,
+        encode_trailer,
+    };
+
+    /// A token file of no record with a header of project `p`, holder `ehr`, 128-bit CLKs.
+    fn like() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_header(
+            &mut out,
+            &Header {
+                format: FORMAT.to_owned(),
+                version: VERSION,
+                project: "p".to_owned(),
+                party: "ehr".to_owned(),
+                schema: SchemaRef {
+                    name: "s".to_owned(),
+                    version: 1,
+                    digest: "d".repeat(64),
+                },
+                mode: MODE_HMAC.to_owned(),
+                oprf_mode: None,
+                recipes: Vec::new(),
+                clk_bits: Some(128),
+                today: "2026-12-07".to_owned(),
+                created_by: "test".to_owned(),
+                dice: Vec::new(),
+            },
+        );
+        encode_trailer(&mut out, &Counts::default());
+        out
+    }
+
+    #[test]
+    fn a_deletion_batch_names_the_ids_under_the_header_of_a_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, tokens) = (dir.path().join("ids.txt"), dir.path().join("t.jsonl"));
+        std::fs::write(&tokens, like()).unwrap();
+        std::fs::write(&ids, "a1\r\n\nb 2\n").unwrap();
+        let bytes = super::deletion_batch(&ids, &tokens).unwrap();
+        let mut r = Reader::new(bytes.as_slice(), "deletions").unwrap();
+        assert_eq!(
+            (r.header().party.as_str(), r.header().clk_bits),
+            ("ehr", Some(128))
+        );
+        let mut rec = Record::default();
+        let mut got = Vec::new();
+        while r.next(&mut rec).unwrap() {
+            assert!(rec.tokens.is_empty());
+            got.push(rec.id.clone());
+        }
+        assert_eq!(got, ["a1", "b 2"]);
+        // An id twice is refused before anything is sent.
+        std::fs::write(&ids, "a1\na1\n").unwrap();
+        let e = format!("{:#}", super::deletion_batch(&ids, &tokens).unwrap_err());
+        assert!(e.contains("listed twice"), "{e}");
+    }
+}

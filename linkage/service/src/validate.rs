@@ -289,6 +289,14 @@ mod tests {
         assert!(upload_shape(k, &id, 1, 2000, mb, 1999).is_err());
         assert!(upload_shape(k, "A".repeat(64).as_str(), 1, 1, mb, u64::MAX).is_err());
         assert!(upload_shape(0, &id, 1, 1, mb, u64::MAX).is_err());
+        // Token and deletion batches are uploads like the others; unknown kinds are not.
+        let batch = v1::UploadKind::TokenBatch as i32;
+        let deletions = v1::UploadKind::Deletions as i32;
+        assert!(upload_shape(batch, &id, 1, 10, mb, u64::MAX).is_ok());
+        assert!(upload_shape(deletions, &id, 1, 10, mb, u64::MAX).is_ok());
+        assert!(upload_shape(deletions + 1, &id, 1, 10, mb, u64::MAX).is_err());
+        assert!(first_chunk(batch, b"id,name\n").is_err());
+        assert!(first_chunk(deletions, token_file::MAGIC).is_ok());
     }
 
     #[test]

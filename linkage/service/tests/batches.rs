@@ -294,11 +294,11 @@ async fn start_job(admin: &mut LinkageUnitClient<Channel>, project: &str) -> v1:
     wait_done(admin, project).await
 }
 
-/// Every holder's mapping: (holder, record id) → pseudonym.
-async fn mappings(
-    holders: &mut [LinkageUnitClient<Channel>],
-    project: &str,
-) -> BTreeMap<(usize, String), String> {
+/// Every holder's mapping: (holder index, record id) → pseudonym.
+type Mapping = BTreeMap<(usize, String), String>;
+
+/// Every holder's mapping.
+async fn mappings(holders: &mut [LinkageUnitClient<Channel>], project: &str) -> Mapping {
     let mut out = BTreeMap::new();
     for (h, c) in holders.iter_mut().enumerate() {
         for (id, pid) in mapping(c, project).await.unwrap() {
@@ -376,8 +376,8 @@ async fn monthly_batches_link_like_whole_files_and_keep_pseudonyms() {
         create(&mut admin, inc, &HOLDERS, &pk).await;
         create(&mut admin, full, &HOLDERS, &pk).await;
         let mut world = World::new();
-        let mut previous: Option<BTreeMap<(usize, String), String>> = None;
-        let mut first: Option<(BTreeMap<(usize, String), String>, BTreeSet<String>)> = None;
+        let mut previous: Option<Mapping> = None;
+        let mut first: Option<(Mapping, BTreeSet<String>)> = None;
         let mut issued: HashSet<String> = HashSet::new();
         let (mut kept, mut merged_events, mut split_events) = (0usize, 0usize, 0usize);
         let mut batch_seq = [0u64; 3];
