@@ -655,6 +655,7 @@ async fn store_token_file(store: &LuStore, project: &str, path: &str) -> (String
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
     };
     let u = store.begin_upload(&u, 0).await.expect("begin upload");
     let mut f = open();
