@@ -1115,7 +1115,22 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
             &lu_args(&url, "admin", "fault"),
             &[],
         );
-        std::thread::sleep(Duration::from_millis(next(100, 600)));
+        // Kill while the job runs (it reads the merged state, then links).
+        let t = Instant::now();
+        loop {
+            let out = run(&dir, &["lu", "job"], &lu_args(&url, "admin", "fault"), &[]);
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                !line.contains("done"),
+                "rep {rep}: batch job done before the kill"
+            );
+            if line.contains("job 3 running: reading") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "rep {rep}: {line}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(next(0, 300)));
         lu_c.kill9();
         let lu_d = start_lu(&dir, &addr, &[]);
         let out = run(
@@ -1163,6 +1178,14 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
             );
         }
         assert!(!was_b.is_empty());
+        let log = std::fs::read_to_string(dir.join("lu.stderr")).unwrap();
+        assert!(
+            log.lines()
+                .map(plain)
+                .any(|l| l.contains("resuming a job interrupted")
+                    && l.contains("project=fault job=3")),
+            "rep {rep}: the batch job was not interrupted"
+        );
         drop(lu_d);
 
         // The scored project: kill while the job links (scores), restart, same links.
@@ -1263,6 +1286,21 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
         );
         drop(lu7);
     }
+}
+
+/// A log line without its ANSI colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut escape = false;
+    for c in line.chars() {
+        match (escape, c) {
+            (_, '\x1b') => escape = true,
+            (true, 'm') => escape = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
 }
 
 /// A holder's `id,pid` mapping file as a map.
