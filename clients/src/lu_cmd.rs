@@ -174,7 +174,24 @@ same command after a crash and only missing chunks are sent.
   --content-from CSV    seal the content columns of CSV (the schema's [content]) to the \
 project's researcher and upload them; only records of --tokens are sealed
   --opt-out FILE        a token file of persons who opted out (提供停止): their clusters are \
-excluded from every later mapping and release")]
+excluded from every later mapping and release
+
+Incremental uploads (SPEC.md §10.3.2): after one --tokens upload, send each month's change \
+instead of the whole file again:
+  --batch FILE          a token file of this month's new records and corrected records (an id \
+you uploaded before: its record is replaced), tokenized like the --tokens file
+  --delete IDS          a text file of record ids to delete, one per line (sent before --batch, \
+so an id in both is replaced); its header is copied from --batch, or from --like FILE
+A batch is applied once: sending the same file again (e.g. after a crash) changes nothing. \
+Batches apply in the order they complete, on top of your latest --tokens upload; a new --tokens \
+upload starts your state afresh and drops them. The next job (`renketsu lu start-job`) links \
+the state with the batches applied; persons keep their pseudonyms (SPEC.md §10.5.1). Content \
+is not batched: send the whole content file again with --tokens FILE --content-from CSV of \
+the whole state when it changes.
+
+Examples:
+  renketsu lu upload ... --tokens ehr-2026-01.tokens.jsonl --content-from ehr-2026-01.csv --schema s.toml
+  renketsu lu upload ... --batch ehr-2026-02.batch.tokens.jsonl --delete ehr-2026-02.deleted.txt")]
     Upload(UploadArgs),
     /// Holder: fetch your record id -> pseudonym mapping of the latest job.
     Mapping {
@@ -306,6 +323,18 @@ pub(crate) struct UploadArgs {
     /// Token file of opted-out persons to upload.
     #[arg(long)]
     pub opt_out: Option<PathBuf>,
+    /// Token batch to apply on top of your token upload: new records and corrected records
+    /// (an id uploaded before is replaced), tokenized like it.
+    #[arg(long, conflicts_with = "tokens")]
+    pub batch: Option<PathBuf>,
+    /// Record ids to delete from your state at the linkage unit: a text file, one id per
+    /// line (blank lines skipped); sent as a deletion batch before --batch.
+    #[arg(long, conflicts_with = "tokens")]
+    pub delete: Option<PathBuf>,
+    /// For --delete without --batch: one of your token files of this project, whose header
+    /// the deletion batch copies (project, holder, schema).
+    #[arg(long, requires = "delete")]
+    pub like: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -555,6 +584,8 @@ fn kind_label(kind: i32) -> &'static str {
         Ok(v1::UploadKind::Tokens) => "tokens",
         Ok(v1::UploadKind::Content) => "content",
         Ok(v1::UploadKind::OptOut) => "opt-out",
+        Ok(v1::UploadKind::TokenBatch) => "token batch",
+        Ok(v1::UploadKind::Deletions) => "deletions",
         _ => "?",
     }
 }
@@ -712,8 +743,14 @@ async fn upload_file(
 }
 
 async fn upload(args: UploadArgs) -> Result<()> {
-    if args.tokens.is_none() && args.opt_out.is_none() {
-        bail!("nothing to upload: give --tokens (and --content-from) or --opt-out");
+    if args.tokens.is_none()
+        && args.opt_out.is_none()
+        && args.batch.is_none()
+        && args.delete.is_none()
+    {
+        bail!(
+            "nothing to upload: give --tokens (and --content-from), --batch and/or --delete, or --opt-out"
+        );
     }
     let mut client = args.conn.connect()?;
     let project = args.conn.project.clone();
@@ -769,6 +806,46 @@ async fn upload(args: UploadArgs) -> Result<()> {
             s.records
         );
     }
+    if let Some(ids) = &args.delete {
+        let like = args.like.as_ref().or(args.batch.as_ref()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--delete needs a token file to copy its header from: --batch FILE or --like FILE"
+            )
+        })?;
+        let bytes = deletion_batch(ids, like)?;
+        let s = upload_bytes(
+            &mut client,
+            v1::UploadKind::Deletions,
+            Arc::new(bytes),
+            "deletions",
+            args.quiet,
+        )
+        .await?;
+        println!(
+            "uploaded deletions {} ({} ids, batch {}, upload {}…)",
+            ids.display(),
+            s.records,
+            s.batch_seq,
+            &s.upload_id[..12]
+        );
+    }
+    if let Some(path) = &args.batch {
+        let s = upload_file(
+            &mut client,
+            v1::UploadKind::TokenBatch,
+            path,
+            "batch",
+            args.quiet,
+        )
+        .await?;
+        println!(
+            "uploaded batch {} ({} records, batch {}, upload {}…): the next job links it",
+            path.display(),
+            s.records,
+            s.batch_seq,
+            &s.upload_id[..12]
+        );
+    }
     if let Some(path) = &args.opt_out {
         let s = upload_file(
             &mut client,
@@ -785,6 +862,32 @@ async fn upload(args: UploadArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The deletion batch of the ids in `ids` (one per line, blank lines skipped; an id twice
+/// is refused), with the header of the token file `like`.
+fn deletion_batch(ids: &Path, like: &Path) -> Result<Vec<u8>> {
+    let text =
+        std::fs::read_to_string(ids).with_context(|| format!("cannot read {}", ids.display()))?;
+    let list: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut seen = HashSet::new();
+    if let Some(dup) = list.iter().find(|id| !seen.insert(**id)) {
+        bail!("{}: record id {dup:?} is listed twice", ids.display());
+    }
+    let file =
+        std::fs::File::open(like).with_context(|| format!("cannot read {}", like.display()))?;
+    let reader = renketsu_linkage::token_file::Reader::new(
+        std::io::BufReader::new(file),
+        &like.display().to_string(),
+    )?;
+    Ok(renketsu_linkage::token_file::encode_deletions(
+        reader.header(),
+        list,
+    ))
 }
 
 /// The sealed content file of `csv`'s content columns for the records of `tokens`.
@@ -1372,4 +1475,65 @@ fn serve(args: &ServeArgs) -> Result<()> {
         store.close().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use renketsu_linkage::token_file::{
+        Counts, FORMAT, Header, MODE_HMAC, Reader, Record, SchemaRef, VERSION, encode_header,
+        encode_trailer,
+    };
+
+    /// A token file of no record with a header of project `p`, holder `ehr`, 128-bit CLKs.
+    fn like() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_header(
+            &mut out,
+            &Header {
+                format: FORMAT.to_owned(),
+                version: VERSION,
+                project: "p".to_owned(),
+                party: "ehr".to_owned(),
+                schema: SchemaRef {
+                    name: "s".to_owned(),
+                    version: 1,
+                    digest: "d".repeat(64),
+                },
+                mode: MODE_HMAC.to_owned(),
+                oprf_mode: None,
+                recipes: Vec::new(),
+                clk_bits: Some(128),
+                today: "2026-12-07".to_owned(),
+                created_by: "test".to_owned(),
+                dice: Vec::new(),
+            },
+        );
+        encode_trailer(&mut out, &Counts::default());
+        out
+    }
+
+    #[test]
+    fn a_deletion_batch_names_the_ids_under_the_header_of_a_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, tokens) = (dir.path().join("ids.txt"), dir.path().join("t.jsonl"));
+        std::fs::write(&tokens, like()).unwrap();
+        std::fs::write(&ids, "a1\r\n\nb 2\n").unwrap();
+        let bytes = super::deletion_batch(&ids, &tokens).unwrap();
+        let mut r = Reader::new(bytes.as_slice(), "deletions").unwrap();
+        assert_eq!(
+            (r.header().party.as_str(), r.header().clk_bits),
+            ("ehr", Some(128))
+        );
+        let mut rec = Record::default();
+        let mut got = Vec::new();
+        while r.next(&mut rec).unwrap() {
+            assert!(rec.tokens.is_empty());
+            got.push(rec.id.clone());
+        }
+        assert_eq!(got, ["a1", "b 2"]);
+        // An id twice is refused before anything is sent.
+        std::fs::write(&ids, "a1\na1\n").unwrap();
+        let e = format!("{:#}", super::deletion_batch(&ids, &tokens).unwrap_err());
+        assert!(e.contains("listed twice"), "{e}");
+    }
 }

@@ -12,8 +12,9 @@
 //!    and no plaintext content; the researcher's output holds no token and no record id; a
 //!    holder outside the project gets no mapping.
 //!
-//! Also a fault test: the linkage unit is killed (SIGKILL) during an upload, during a job and
-//! during a scored job (Fellegi–Sunter), restarted, and everything completes without lost or
+//! Also a fault test: the linkage unit is killed (SIGKILL) during an upload, during a job,
+//! during a token/deletion batch upload and the job that applies it (issue 16), and during a
+//! scored job (Fellegi–Sunter), restarted, and everything completes without lost or
 //! duplicated rows and with the links of `renketsu link`
 //! (`RENKETSU_FAULT_REPS` repetitions, default 2; `scripts/lu-fault.sh` runs 20).
 
@@ -1043,7 +1044,149 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
             before,
             "rep {rep}: pseudonyms persist through a killed job"
         );
-        drop(lu5);
+        let mut lu5 = lu5;
+        lu5.kill9();
+
+        // Incremental uploads (issue 16 item 1, SPEC.md §10.3.2): holder-a sends a deletion
+        // batch (500 ids) and a token batch (8,000 repeat records of known persons, new ids);
+        // the linkage unit is killed during the upload and during the job that applies them.
+        let mut lu_b = start_lu(&dir, &addr, &pause);
+        let (copied, deleted) = write_batch(
+            &base.join("holder-a.tokens"),
+            &dir.join("a-batch.tokens"),
+            &dir.join("a-deleted.txt"),
+            8000,
+            500,
+        );
+        let mut args = vec!["lu".to_owned(), "upload".to_owned()];
+        args.extend(lu_args(&url, "holder-a", "fault"));
+        args.extend(
+            [
+                "--batch",
+                "a-batch.tokens",
+                "--delete",
+                "a-deleted.txt",
+                "--quiet",
+            ]
+            .map(str::to_owned),
+        );
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let uploader = cmd(&dir, &refs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(next(100, 700)));
+        lu_b.kill9();
+        std::thread::sleep(Duration::from_millis(next(0, 500)));
+        let mut lu_c = start_lu(&dir, &addr, &pause);
+        let out = uploader.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "rep {rep}: batch upload after restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("(500 ids, batch 1,") && stdout.contains("(8000 records, batch 2,"),
+            "rep {rep}: {stdout}"
+        );
+        // Sent again by a holder unsure it arrived: the same places, applied once.
+        let again = run(
+            &dir,
+            &["lu", "upload"],
+            &lu_args(&url, "holder-a", "fault"),
+            &[
+                "--batch",
+                "a-batch.tokens",
+                "--delete",
+                "a-deleted.txt",
+                "--quiet",
+            ],
+        );
+        let again = String::from_utf8_lossy(&again.stdout);
+        assert!(
+            again.contains("batch 1,") && again.contains("batch 2,"),
+            "rep {rep}: {again}"
+        );
+        run(
+            &dir,
+            &["lu", "start-job"],
+            &lu_args(&url, "admin", "fault"),
+            &[],
+        );
+        // Kill while the job runs (it reads the merged state, then links).
+        let t = Instant::now();
+        loop {
+            let out = run(&dir, &["lu", "job"], &lu_args(&url, "admin", "fault"), &[]);
+            let line = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                !line.contains("done"),
+                "rep {rep}: batch job done before the kill"
+            );
+            if line.contains("job 3 running: reading") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "rep {rep}: {line}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(next(0, 300)));
+        lu_c.kill9();
+        let lu_d = start_lu(&dir, &addr, &[]);
+        let out = run(
+            &dir,
+            &["lu", "job"],
+            &lu_args(&url, "admin", "fault"),
+            &["--wait"],
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("done"),
+            "rep {rep}"
+        );
+        let fa3 = dir.join("a-map-3.csv");
+        run(
+            &dir,
+            &["lu", "mapping"],
+            &lu_args(&url, "holder-a", "fault"),
+            &["--out", fa3.to_str().unwrap()],
+        );
+        let now = read_mapping(&fa3);
+        assert_eq!(
+            std::fs::read_to_string(&fa3).unwrap().lines().count() - 1,
+            a_records - 500 + 8000,
+            "rep {rep}: every record of the state mapped once"
+        );
+        let was = read_mapping(&fa2);
+        let was_b = read_mapping(&fb2);
+        // Clusters that lost a deleted record may change; every other record keeps its
+        // pseudonym, and each repeat record is in its original's cluster.
+        let touched: HashSet<&String> = deleted.iter().map(|id| &was[id]).collect();
+        let mut kept = 0;
+        for (id, p) in &was {
+            if deleted.contains(id) {
+                assert!(!now.contains_key(id), "rep {rep}: deleted {id} mapped");
+            } else if !touched.contains(p) {
+                assert_eq!(&now[id], p, "rep {rep}: record {id}");
+                kept += 1;
+            }
+        }
+        assert!(kept > a_records / 2, "rep {rep}: {kept}");
+        for (new, orig) in &copied {
+            assert_eq!(
+                now[new], now[orig],
+                "rep {rep}: {new} is a repeat of {orig}"
+            );
+        }
+        assert!(!was_b.is_empty());
+        let log = std::fs::read_to_string(dir.join("lu.stderr")).unwrap();
+        assert!(
+            log.lines()
+                .map(plain)
+                .any(|l| l.contains("resuming a job interrupted")
+                    && l.contains("project=fault job=3")),
+            "rep {rep}: the batch job was not interrupted"
+        );
+        drop(lu_d);
 
         // The scored project: kill while the job links (scores), restart, same links.
         let mut lu6 = start_lu(&dir, &addr, &pause);
@@ -1143,6 +1286,76 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
         );
         drop(lu7);
     }
+}
+
+/// A log line without its ANSI colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut escape = false;
+    for c in line.chars() {
+        match (escape, c) {
+            (_, '\x1b') => escape = true,
+            (true, 'm') => escape = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// A holder's `id,pid` mapping file as a map.
+fn read_mapping(path: &Path) -> BTreeMap<String, String> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records()
+        .map(|row| {
+            let row = row.unwrap();
+            (row[0].to_owned(), row[1].to_owned())
+        })
+        .collect()
+}
+
+/// From the token file `tokens`: a token batch `batch` of its first `copies` records under
+/// new ids (`new-<id>`: repeat records of the same persons) and a deletion list `deleted` of
+/// the next `deletes` ids. Returns `(new id, original id)` pairs and the deleted ids.
+fn write_batch(
+    tokens: &Path,
+    batch: &Path,
+    deleted: &Path,
+    copies: usize,
+    deletes: usize,
+) -> (Vec<(String, String)>, HashSet<String>) {
+    let text = std::fs::read_to_string(tokens).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let records = &lines[1..lines.len() - 1];
+    let mut out = format!("{}\n", lines[0]);
+    let mut copied = Vec::new();
+    for line in &records[..copies] {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let new = format!("new-{id}");
+        v["id"] = serde_json::Value::String(new.clone());
+        out.push_str(&serde_json::to_string(&v).unwrap());
+        out.push('\n');
+        copied.push((new, id));
+    }
+    let end = serde_json::json!({"end": {
+        "records": copies, "read": copies, "tokenized": copies, "rejected": 0,
+        "rejects_by_reason": {}, "field_rejects": {}, "tokens_by_recipe": {},
+        "encoding": "utf-8"
+    }});
+    out.push_str(&format!("{end}\n"));
+    std::fs::write(batch, out).unwrap();
+    let gone: Vec<String> = records[copies..copies + deletes]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    std::fs::write(deleted, gone.join("\n") + "\n").unwrap();
+    (copied, gone.into_iter().collect())
 }
 
 #[test]

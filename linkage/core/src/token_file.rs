@@ -299,6 +299,33 @@ pub fn encode_trailer(out: &mut Vec<u8>, counts: &Counts) {
     out.push(b'\n');
 }
 
+/// A deletion batch of the linkage unit (SPEC.md §10.3.2): a token file with `header` (that
+/// of one of the holder's token files of the project, so that it names the same project,
+/// holder and schema) and one record per id of `ids`, in order, with no token (and an
+/// all-zero CLK when the header has `clk_bits`): only the ids are read.
+pub fn encode_deletions<'i>(header: &Header, ids: impl IntoIterator<Item = &'i str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_header(&mut out, header);
+    let zeros = vec![0u64; header.clk_bits.map_or(0, |b| b as usize / 64)];
+    let clk = header.clk_bits.map(|_| zeros.as_slice());
+    let mut n = 0u64;
+    for id in ids {
+        encode_record(&mut out, id, std::iter::empty(), clk);
+        n += 1;
+    }
+    encode_trailer(
+        &mut out,
+        &Counts {
+            records: n,
+            read: n,
+            tokenized: n,
+            encoding: "utf-8".to_owned(),
+            ..Counts::default()
+        },
+    );
+    out
+}
+
 /// One record read back.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Record {

@@ -26,6 +26,12 @@
 //!    data, one project) are streamed into the store as complete uploads and the linkage unit
 //!    runs its full Fellegi–Sunter job on them, timed and measured as the job above.
 //!
+//! 4. **Job with a token batch** (issue 16), only when `LU_BENCH_BATCH_PERCENT` > 0: the job
+//!    above, then a token batch of that percentage of the large holder's records (new records
+//!    of new persons) stored on top of its upload, and the job that applies it, both timed.
+//!    Every job still re-links the whole state (incremental jobs are not built), so this
+//!    measures what a monthly batch costs today: the full job plus reading the batches.
+//!
 //! Sizes default to small (CI-friendly); set them for the issue's figures:
 //!
 //! ```text
@@ -41,6 +47,7 @@
 //! | `LU_BENCH_LARGE` / `LU_BENCH_SMALL` | 100000 / 10000 | records of the job's holders |
 //! | `LU_BENCH_OVERLAP` | 0.5 | share of the small holder's records linked to the large |
 //! | `LU_BENCH_JOB_SQLITE` | 1 | also run the jobs on SQLite (0: PostgreSQL only) |
+//! | `LU_BENCH_BATCH_PERCENT` | 0 | job with a token batch of this % of the large holder (0: skipped) |
 //! | `LU_BENCH_SCORED_SCHEMA` | unset | scored job: the schema (TOML) the token files follow |
 //! | `LU_BENCH_SCORED_INPUTS` | unset | scored job: token files, comma separated (≥ 2) |
 //! | `RENKETSU_TEST_PG_URL` | unset | PostgreSQL server; unset: PostgreSQL parts skipped |
@@ -116,6 +123,8 @@ struct TokenFile {
     /// Small holder: records `0..shared` share tokens with large record `i * stride`.
     shared: u64,
     stride: u64,
+    /// Record `i` of the file is record `first + i` of the holder (a batch of new records).
+    first: u64,
     next: u64,
     buf: Vec<u8>,
     done: bool,
@@ -150,10 +159,17 @@ impl TokenFile {
             recipes: recipes.to_vec(),
             shared,
             stride,
+            first: 0,
             next: 0,
             buf,
             done: false,
         }
+    }
+
+    /// The holder's records `first..first + records` (a batch of new records).
+    fn starting_at(mut self, first: u64) -> Self {
+        self.first = first;
+        self
     }
 
     fn record(&self, i: u64, out: &mut Vec<u8>) {
@@ -187,7 +203,7 @@ impl TokenFile {
         while self.buf.len() < CHUNK && !self.done {
             if self.next < self.records {
                 let mut line = std::mem::take(&mut self.buf);
-                self.record(self.next, &mut line);
+                self.record(self.first + self.next, &mut line);
                 self.buf = line;
                 self.next += 1;
             } else {
@@ -469,6 +485,11 @@ async fn bench_upload(backend: Backend, records: u64, recipes: &[usize]) {
 
 /// Streams one generated token file into the store as a complete upload; its size in bytes.
 async fn store_tokens(store: &LuStore, make: impl Fn() -> TokenFile) -> u64 {
+    store_upload(store, v1::UploadKind::Tokens, make).await
+}
+
+/// [`store_tokens`] as an upload of `kind` (a token batch accumulates).
+async fn store_upload(store: &LuStore, kind: v1::UploadKind, make: impl Fn() -> TokenFile) -> u64 {
     let mut hasher = Sha256::new();
     let (mut bytes, mut chunks) = (0u64, 0u32);
     let mut f = make();
@@ -481,12 +502,13 @@ async fn store_tokens(store: &LuStore, make: impl Fn() -> TokenFile) -> u64 {
         project: PROJECT.to_owned(),
         party: f.party.to_owned(),
         upload_id: hex::encode(hasher.finalize()),
-        kind: v1::UploadKind::Tokens as i32,
+        kind: kind as i32,
         total_chunks: chunks,
         total_bytes: bytes,
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
     };
     let u = store.begin_upload(&u, 0).await.expect("begin upload");
     let mut f = make();
@@ -500,7 +522,7 @@ async fn store_tokens(store: &LuStore, make: impl Fn() -> TokenFile) -> u64 {
         i += 1;
     }
     store
-        .complete_upload(&u, f.records, false)
+        .complete_upload(&u, f.records, kind == v1::UploadKind::TokenBatch)
         .await
         .expect("complete upload");
     bytes
@@ -542,6 +564,59 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
         timed.job.clusters,
         timed.job.links,
         timed.rows,
+    );
+    backend.drop_db().await;
+}
+
+/// A job, then a token batch of `batch` new records on top of the large holder's upload and
+/// the job that applies it (SPEC.md §10.3.2): what a monthly batch costs while every job
+/// re-links the whole state (incremental jobs are not built).
+async fn bench_batch_job(
+    backend: Backend,
+    large: u64,
+    small: u64,
+    batch: u64,
+    overlap: f64,
+    recipes: &[usize],
+) {
+    let store = LuStore::connect(&backend.url).await.expect("store");
+    store
+        .create_project(&project_row(&[LARGE, SMALL]))
+        .await
+        .expect("project");
+    let shared = ((small as f64 * overlap) as u64).min(large);
+    let stride = (large / shared.max(1)).max(1);
+    store_tokens(&store, || TokenFile::new(LARGE, large, recipes, 0, 1)).await;
+    store_tokens(&store, || {
+        TokenFile::new(SMALL, small, recipes, shared, stride)
+    })
+    .await;
+    let full = time_job(&backend, store.clone(), PROJECT).await;
+    assert_eq!(full.job.records, large + small);
+    // The timed linkage unit closed its pool.
+    let store = LuStore::connect(&backend.url).await.expect("store");
+    let t = Instant::now();
+    store_upload(&store, v1::UploadKind::TokenBatch, || {
+        TokenFile::new(LARGE, batch, recipes, 0, 1).starting_at(large)
+    })
+    .await;
+    let stored = t.elapsed().as_secs_f64();
+    let with_batch = time_job(&backend, store, PROJECT).await;
+    assert_eq!(with_batch.job.records, large + small + batch);
+    assert_eq!(
+        with_batch.job.clusters,
+        full.job.clusters + batch,
+        "new records of new persons"
+    );
+    println!(
+        "  batch, {:<9} {large} + {small} records: job wall {:.1} s (stamps {:.1} s); a batch of {batch} new records (stored in {stored:.1} s), the job applying it wall {:.1} s (stamps {:.1} s; {:.2}x of the stamps; {})",
+        backend.name,
+        full.wall,
+        full.stamps,
+        with_batch.wall,
+        with_batch.stamps,
+        with_batch.stamps / full.stamps,
+        with_batch.peak,
     );
     backend.drop_db().await;
 }
@@ -654,6 +729,7 @@ async fn store_token_file(store: &LuStore, project: &str, path: &str) -> (String
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
     };
     let u = store.begin_upload(&u, 0).await.expect("begin upload");
     let mut f = open();
@@ -787,6 +863,7 @@ fn main() {
     let small: u64 = env_num("LU_BENCH_SMALL", 10_000);
     let overlap: f64 = env_num("LU_BENCH_OVERLAP", 0.5);
     let job_sqlite: u8 = env_num("LU_BENCH_JOB_SQLITE", 1);
+    let batch_percent: f64 = env_num("LU_BENCH_BATCH_PERCENT", 0.0);
     let recipes = direct_recipes(tokens);
     let scored_schema = std::env::var("LU_BENCH_SCORED_SCHEMA").ok();
     let scored_inputs: Vec<String> = std::env::var("LU_BENCH_SCORED_INPUTS")
@@ -810,6 +887,15 @@ fn main() {
         }
         if let Some(pg) = Backend::postgres("job").await {
             bench_job(pg, large, small, overlap, &recipes).await;
+        }
+        if batch_percent > 0.0 {
+            let batch = ((large as f64) * batch_percent / 100.0).round().max(1.0) as u64;
+            if job_sqlite != 0 {
+                bench_batch_job(Backend::sqlite(), large, small, batch, overlap, &recipes).await;
+            }
+            if let Some(pg) = Backend::postgres("batch").await {
+                bench_batch_job(pg, large, small, batch, overlap, &recipes).await;
+            }
         }
         if let Some(schema) = &scored_schema {
             assert!(

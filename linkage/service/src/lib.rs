@@ -17,11 +17,13 @@
 //!   `renketsu_rpc::handle` (identity, role, membership, audit entry), and the background
 //!   jobs; `rekey` re-keys stored tokens with the custodian's delta.
 //! - [`job`]: the pure matching job over token uploads; [`members`]: the stored
-//!   record → pseudonym chunks.
+//!   record → pseudonym chunks; [`batches`]: a holder's token upload with its token and
+//!   deletion batches read as one token file.
 //! - [`store`]: SQLite or PostgreSQL; [`server`]: `run(listener, tls, service, shutdown)`.
 //! - [`error`]: store errors as `renketsu_rpc::ServiceError`.
 
 pub mod auth;
+pub mod batches;
 /// The sealed-content file format, now in `renketsu-keys` (holders write it with the client
 /// library; the linkage unit parses it).
 pub use renketsu_keys::content_file;

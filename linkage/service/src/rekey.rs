@@ -66,7 +66,19 @@ pub(crate) async fn rekey_project(
         uploads: 0,
         tokens: 0,
     };
-    for u in store.current_uploads(&p.name).await? {
+    let current = store.current_uploads(&p.name).await?;
+    // Batches are applied to the token upload they were made on top of; re-keying the one and
+    // not the others would unlink them.
+    if let Some(b) = current
+        .iter()
+        .find(|u| crate::store::upload_kind::is_batch(u.kind))
+    {
+        return Err(ServiceError::FailedPrecondition(format!(
+            "{} has token or deletion batches on top of its token upload; re-keying them is not built: the holders upload full token files first (SPEC.md §10.3.2)",
+            b.party
+        )));
+    }
+    for u in current {
         if u.kind != v1::UploadKind::Tokens as i32 && u.kind != v1::UploadKind::OptOut as i32 {
             continue;
         }
@@ -193,6 +205,7 @@ async fn store_rewritten(
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
         ..old.clone()
     };
     store.begin_upload(&new, cx.now_ms).await?;

@@ -25,10 +25,12 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Rpc};
+use crate::batches::{Batch, BatchKind, MergedState};
 use crate::job::{self, JobInput, TokenUpload};
 use crate::members::{PSEUDONYM_BYTES, pseudonym_hex};
 use crate::store::{
     CrosswalkRow, JobRow, LuStore, ProjectRow, PseudonymChanges, StoreError, UploadRow, job_state,
+    upload_kind,
 };
 use crate::validate;
 use renketsu_keys::content_file;
@@ -102,6 +104,8 @@ fn kind_name(kind: i32) -> &'static str {
         Ok(v1::UploadKind::Tokens) => "tokens",
         Ok(v1::UploadKind::Content) => "content",
         Ok(v1::UploadKind::OptOut) => "opt-out",
+        Ok(v1::UploadKind::TokenBatch) => "token batch",
+        Ok(v1::UploadKind::Deletions) => "deletion batch",
         _ => "unknown",
     }
 }
@@ -119,6 +123,7 @@ fn upload_view(u: &UploadRow, stored: Vec<u32>, now: u32) -> v1::UploadStatus {
         complete: u.complete && !u.superseded,
         records: u.records,
         chunks_stored_now: now,
+        batch_seq: u.batch_seq,
     }
 }
 
@@ -281,11 +286,42 @@ impl LinkageUnitService {
                 })?;
             let reader = store.upload_reader(&project.name, h, &u.upload_id);
             waits.push((h.clone(), reader.waited_nanos()));
+            // Incremental uploads (SPEC.md §10.3.2): the token upload with the holder's
+            // batches applied in order, read as one token file.
+            let mut batches = Vec::new();
+            let mut records = u.records;
+            for b in uploads
+                .iter()
+                .filter(|b| &b.party == h && upload_kind::is_batch(b.kind))
+            {
+                let kind = if b.kind == upload_kind::TOKEN_BATCH {
+                    records += b.records;
+                    BatchKind::Records
+                } else {
+                    BatchKind::Deletions
+                };
+                batches.push((b.batch_seq, b.upload_id.clone(), kind));
+            }
+            batches.sort_by_key(|b| b.0);
+            let input: Box<dyn std::io::BufRead + Send> = if batches.is_empty() {
+                Box::new(reader)
+            } else {
+                let base_name = format!("upload {} of {h}", short_id(&u.upload_id));
+                let batches = batches
+                    .into_iter()
+                    .map(|(seq, id, kind)| Batch {
+                        kind,
+                        name: format!("upload {} of {h} (batch {seq})", short_id(&id)),
+                        input: Box::new(store.upload_reader(&project.name, h, &id)),
+                    })
+                    .collect();
+                Box::new(MergedState::new(Box::new(reader), &base_name, batches))
+            };
             holders.push(TokenUpload {
                 party: h.clone(),
                 upload_id: u.upload_id.clone(),
-                records: u.records,
-                input: Box::new(reader),
+                records,
+                input,
             });
         }
         let mut opt_outs = Vec::new();
@@ -656,9 +692,13 @@ impl LinkageUnitService {
                 }
             };
             let opt_out = u.kind == v1::UploadKind::OptOut as i32;
-            store.complete_upload(&u, records, opt_out).await?;
-            u.complete = true;
-            u.records = records;
+            store
+                .complete_upload(&u, records, opt_out || upload_kind::is_batch(u.kind))
+                .await?;
+            u = store
+                .upload(&p.name, &who.party, &u.upload_id)
+                .await?
+                .ok_or_else(|| ServiceError::Internal("a completed upload vanished".to_owned()))?;
             if opt_out {
                 // Exclude the opted-out clusters from every later mapping and release: re-run.
                 store.set_stale(&p.name, true).await?;
@@ -733,6 +773,7 @@ impl LinkageUnitService {
             complete: false,
             superseded: false,
             records: 0,
+            batch_seq: 0,
         };
         let u = store.begin_upload(&u, self.now_ms()).await?;
         let first = store
@@ -792,6 +833,11 @@ impl LinkageUnitService {
                 ))
             })
     }
+}
+
+/// The first 12 hex digits of an upload id (for messages).
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// What a delta release is against (SPEC.md §10.5.2).

@@ -128,6 +128,9 @@ pub struct UploadRow {
     pub superseded: bool,
     /// Records in the file (once complete).
     pub records: u64,
+    /// Token and deletion batches (SPEC.md §10.3.2), once complete: their place `1, 2, …` in
+    /// the holder's sequence of batches; 0 otherwise.
+    pub batch_seq: u64,
 }
 
 /// One job as stored.
@@ -157,6 +160,25 @@ pub struct JobRow {
     pub excluded: u64,
     /// Cross-holder pairs.
     pub links: u64,
+}
+
+/// `UploadKind` values as stored (the wire enum values).
+pub mod upload_kind {
+    /// A token file: the holder's base state.
+    pub const TOKENS: i32 = 1;
+    /// Sealed content.
+    pub const CONTENT: i32 = 2;
+    /// Opt-out tokens.
+    pub const OPT_OUT: i32 = 3;
+    /// A token batch: new and corrected records on top of the holder's state.
+    pub const TOKEN_BATCH: i32 = 4;
+    /// A deletion batch: record ids deleted from the holder's state.
+    pub const DELETIONS: i32 = 5;
+
+    /// Whether `kind` is one of the batch kinds (applied in `batch_seq` order).
+    pub fn is_batch(kind: i32) -> bool {
+        kind == TOKEN_BATCH || kind == DELETIONS
+    }
 }
 
 /// `JobState::Running` etc. as stored (the wire enum values).
@@ -207,9 +229,9 @@ fn project_row(t: ProjectTuple) -> Result<ProjectRow, StoreError> {
 const PROJECT_COLS: &str = "name, holders, researcher, researcher_public_key, schema_toml, \
      schema_digest, duplicates, pid_salt, stale, created_unix_ms";
 
-type UploadTuple = (String, String, String, i64, i64, i64, i64, i64, i64);
-const UPLOAD_COLS: &str =
-    "project, party, upload_id, kind, total_chunks, total_bytes, complete, superseded, records";
+type UploadTuple = (String, String, String, i64, i64, i64, i64, i64, i64, i64);
+const UPLOAD_COLS: &str = "project, party, upload_id, kind, total_chunks, total_bytes, complete, \
+     superseded, records, batch_seq";
 
 fn upload_row(t: UploadTuple) -> UploadRow {
     UploadRow {
@@ -222,6 +244,7 @@ fn upload_row(t: UploadTuple) -> UploadRow {
         complete: t.6 != 0,
         superseded: t.7 != 0,
         records: t.8 as u64,
+        batch_seq: t.9 as u64,
     }
 }
 
@@ -633,7 +656,7 @@ impl LuStore {
             // and becomes current when complete. Its chunks were dropped when superseded
             // (or are still pinned by a job: kept, they count as stored).
             on_db!(self, pool => sqlx::query(
-                "UPDATE lu_uploads SET complete = 0, superseded = 0, records = 0, created_unix_ms = $1
+                "UPDATE lu_uploads SET complete = 0, superseded = 0, records = 0, batch_seq = 0, created_unix_ms = $1
                  WHERE project = $2 AND party = $3 AND upload_id = $4 AND superseded = 1",
             )
             .bind(now_ms)
@@ -646,6 +669,7 @@ impl LuStore {
             stored.complete = false;
             stored.superseded = false;
             stored.records = 0;
+            stored.batch_seq = 0;
         }
         if (stored.kind, stored.total_chunks, stored.total_bytes)
             != (u.kind, u.total_chunks, u.total_bytes)
@@ -831,7 +855,10 @@ impl LuStore {
     /// Marks an upload complete with its record count; for tokens and content, the holder's
     /// earlier complete uploads of the same kind are superseded and their chunks dropped —
     /// unless a job of the project is running: it may be reading them, so they are pinned
-    /// until [`Self::purge_superseded`] after the job. Opt-out uploads accumulate.
+    /// until [`Self::purge_superseded`] after the job. Opt-out uploads accumulate. A token
+    /// upload also supersedes the holder's token and deletion batches; a batch
+    /// ([`upload_kind::is_batch`]) accumulates and takes the next `batch_seq` of the holder
+    /// (a batch completed again after being superseded takes a new one).
     pub async fn complete_upload(
         &self,
         u: &UploadRow,
@@ -850,15 +877,25 @@ impl LuStore {
             .bind(i64::from(job_state::RUNNING))
             .fetch_optional(&mut *tx)
             .await?;
-            if !accumulate {
+            if !accumulate && !upload_kind::is_batch(u.kind) {
+                // A token upload starts the holder's state afresh: its batches go with the
+                // token upload they were on top of.
+                let (k1, k2, k3) = if u.kind == upload_kind::TOKENS {
+                    (upload_kind::TOKENS, upload_kind::TOKEN_BATCH, upload_kind::DELETIONS)
+                } else {
+                    (u.kind, u.kind, u.kind)
+                };
                 let old: Vec<String> = sqlx::query_scalar(
-                    "SELECT upload_id FROM lu_uploads WHERE project = $1 AND party = $2 AND kind = $3
+                    "SELECT upload_id FROM lu_uploads WHERE project = $1 AND party = $2
+                         AND kind IN ($3, $5, $6)
                          AND complete = 1 AND superseded = 0 AND upload_id <> $4",
                 )
                 .bind(&u.project)
                 .bind(&u.party)
-                .bind(i64::from(u.kind))
+                .bind(i64::from(k1))
                 .bind(&u.upload_id)
+                .bind(i64::from(k2))
+                .bind(i64::from(k3))
                 .fetch_all(&mut *tx)
                 .await?;
                 for id in old {
@@ -878,14 +915,29 @@ impl LuStore {
                     }
                 }
             }
+            // A batch takes the next place in the holder's sequence (under the project lock,
+            // so two batches completing at once get two places).
+            let seq: i64 = if upload_kind::is_batch(u.kind) {
+                let last: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(MAX(batch_seq) AS BIGINT) FROM lu_uploads WHERE project = $1 AND party = $2",
+                )
+                .bind(&u.project)
+                .bind(&u.party)
+                .fetch_one(&mut *tx)
+                .await?;
+                last.unwrap_or(0) + 1
+            } else {
+                0
+            };
             sqlx::query(
-                "UPDATE lu_uploads SET complete = 1, superseded = 0, records = $1
+                "UPDATE lu_uploads SET complete = 1, superseded = 0, records = $1, batch_seq = $5
                  WHERE project = $2 AND party = $3 AND upload_id = $4",
             )
             .bind(records as i64)
             .bind(&u.project)
             .bind(&u.party)
             .bind(&u.upload_id)
+            .bind(seq)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -1026,11 +1078,11 @@ impl LuStore {
     }
 
     /// The complete, current uploads of a project (all holders, all kinds), by party, kind,
-    /// upload time.
+    /// batch sequence, upload time.
     pub async fn current_uploads(&self, project: &str) -> Result<Vec<UploadRow>, StoreError> {
         let sql = format!(
             "SELECT {UPLOAD_COLS} FROM lu_uploads WHERE project = $1 AND complete = 1 AND superseded = 0
-             ORDER BY party, kind, created_unix_ms, upload_id"
+             ORDER BY party, kind, batch_seq, created_unix_ms, upload_id"
         );
         let rows: Vec<UploadTuple> = on_db!(self, pool => sqlx::query_as(AssertSqlSafe(sql.as_str()))
             .bind(project)

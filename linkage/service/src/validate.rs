@@ -47,7 +47,13 @@ pub fn upload_shape(
     max_upload_bytes: u64,
 ) -> Result<(), ServiceError> {
     match v1::UploadKind::try_from(kind) {
-        Ok(v1::UploadKind::Tokens | v1::UploadKind::Content | v1::UploadKind::OptOut) => {}
+        Ok(
+            v1::UploadKind::Tokens
+            | v1::UploadKind::Content
+            | v1::UploadKind::OptOut
+            | v1::UploadKind::TokenBatch
+            | v1::UploadKind::Deletions,
+        ) => {}
         _ => return Err(bad("upload kind is not set")),
     }
     if upload_id.len() != 64
@@ -198,7 +204,12 @@ pub fn upload_file(
     bytes: impl std::io::BufRead,
 ) -> Result<u64, ServiceError> {
     match v1::UploadKind::try_from(kind) {
-        Ok(v1::UploadKind::Tokens | v1::UploadKind::OptOut) => token_file(p, who, bytes),
+        Ok(
+            v1::UploadKind::Tokens
+            | v1::UploadKind::OptOut
+            | v1::UploadKind::TokenBatch
+            | v1::UploadKind::Deletions,
+        ) => token_file(p, who, bytes),
         Ok(v1::UploadKind::Content) => content_file(p, who, bytes),
         _ => Err(bad("upload kind is not set")),
     }
@@ -278,6 +289,14 @@ mod tests {
         assert!(upload_shape(k, &id, 1, 2000, mb, 1999).is_err());
         assert!(upload_shape(k, "A".repeat(64).as_str(), 1, 1, mb, u64::MAX).is_err());
         assert!(upload_shape(0, &id, 1, 1, mb, u64::MAX).is_err());
+        // Token and deletion batches are uploads like the others; unknown kinds are not.
+        let batch = v1::UploadKind::TokenBatch as i32;
+        let deletions = v1::UploadKind::Deletions as i32;
+        assert!(upload_shape(batch, &id, 1, 10, mb, u64::MAX).is_ok());
+        assert!(upload_shape(deletions, &id, 1, 10, mb, u64::MAX).is_ok());
+        assert!(upload_shape(deletions + 1, &id, 1, 10, mb, u64::MAX).is_err());
+        assert!(first_chunk(batch, b"id,name\n").is_err());
+        assert!(first_chunk(deletions, token_file::MAGIC).is_ok());
     }
 
     #[test]

@@ -582,6 +582,7 @@ async fn store_upload(store: &LuStore, project: &str, party: &str, bytes: &[u8])
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
     };
     let u = store.begin_upload(&u, 1).await.unwrap();
     store
@@ -666,6 +667,7 @@ async fn starting_jobs_while_uploads_complete_never_meets_a_locked_database() {
                     complete: false,
                     superseded: false,
                     records: 0,
+                    batch_seq: 0,
                 };
                 let u = store.begin_upload(&u, 1).await?;
                 store.complete_upload(&u, 2, false).await?;

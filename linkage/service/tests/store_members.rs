@@ -178,6 +178,7 @@ async fn check(db: &Db) {
         complete: false,
         superseded: false,
         records: 0,
+        batch_seq: 0,
     };
     store.begin_upload(&u, 5).await.unwrap();
     for i in [2u32, 0, 1] {
