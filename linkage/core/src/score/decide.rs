@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{
-    CandidateStats, Clustering, EmOptions, Features, Scores, ScoringSpec, free_pair_probability,
-    probability, vetoed_matches,
+    CandidateStats, Clustering, EmOptions, Features, PairStage, Scores, ScoringSpec,
+    free_pair_probability, probability, vetoed_matches,
 };
 use crate::cluster::{ScoredClusterStats, ScoredLink, cluster_scored};
 use crate::schema::Schema;
@@ -24,6 +24,9 @@ pub enum ScoreError {
     /// Fewer than two holders have records: there is no pair to score.
     #[error("scoring needs records from at least two holders")]
     NoPairs,
+    /// A [`super::PairStage`] other than the in-process one failed (e.g. a Spark job).
+    #[error("pair stage: {0}")]
+    Stage(String),
 }
 
 /// Where the threshold came from.
@@ -74,23 +77,27 @@ pub struct DecideOptions<'a> {
 /// Candidates, scores, threshold and clusters: `features` of every record (global indices,
 /// holders in order), `keys` the blocking keys `(token, record)`, `sizes` the records per
 /// holder. `log` receives one-line accounts (candidate pairs; EM and threshold). Returns dense
-/// cluster labels per record, the number of clusters and the run's state.
+/// cluster labels per record, the number of clusters and the run's state. Candidate pairs
+/// and their comparison vectors are made by `stage` ([`super::InProcess`] in `renketsu
+/// link`; a distributed stage must give the same).
 ///
 /// # Errors
-/// [`ScoreError::NoPairs`] when fewer than two holders have records.
+/// [`ScoreError::NoPairs`] when fewer than two holders have records; [`ScoreError::Stage`]
+/// when `stage` fails.
 pub fn score_and_cluster(
     spec: &ScoringSpec,
     options: DecideOptions<'_>,
     features: Features,
     keys: &mut [(crate::Token, u32)],
     sizes: &[usize],
+    stage: &mut dyn PairStage,
     log: &mut dyn FnMut(String),
 ) -> Result<(Vec<u32>, usize, ScoringRun), ScoreError> {
     let t0 = Instant::now();
     let offsets = party_offsets(sizes);
     let holder = |g: u32| party_of(&offsets, g) as u16;
     let (candidates, cstats) =
-        super::candidates(keys, holder, spec.max_block, spec.max_block_pairs);
+        stage.candidates(keys, &offsets, spec.max_block, spec.max_block_pairs)?;
     log(format!(
         "{} candidate pairs from {} blocking keys ({} groups over {} records or {} pairs skipped)",
         cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block, spec.max_block_pairs
@@ -108,27 +115,31 @@ pub fn score_and_cluster(
     // holder's records are kept with probability `train_records / n_h` (seeded), and the
     // model is fitted on the candidates and random pairs among the kept records.
     let sample = training_sample(sizes, &offsets, spec.train_records, TRAIN_SEED);
-    let train = sample.map(|members| {
-        let mut kept = vec![false; sizes.iter().sum::<usize>()];
-        for m in &members {
-            for &g in m {
-                kept[g as usize] = true;
+    let train = match sample {
+        None => None,
+        Some(members) => {
+            let mut kept = vec![false; sizes.iter().sum::<usize>()];
+            for m in &members {
+                for &g in m {
+                    kept[g as usize] = true;
+                }
             }
-        }
-        let mut tkeys: Vec<(crate::Token, u32)> = keys
-            .iter()
-            .filter(|k| kept[k.1 as usize])
-            .copied()
-            .collect();
-        let (tc, _) = super::candidates(&mut tkeys, holder, spec.max_block, spec.max_block_pairs);
-        let mut pairs = 0.0;
-        for i in 0..members.len() {
-            for j in i + 1..members.len() {
-                pairs += members[i].len() as f64 * members[j].len() as f64;
+            let mut tkeys: Vec<(crate::Token, u32)> = keys
+                .iter()
+                .filter(|k| kept[k.1 as usize])
+                .copied()
+                .collect();
+            let (tc, _) =
+                stage.candidates(&mut tkeys, &offsets, spec.max_block, spec.max_block_pairs)?;
+            let mut pairs = 0.0;
+            for i in 0..members.len() {
+                for j in i + 1..members.len() {
+                    pairs += members[i].len() as f64 * members[j].len() as f64;
+                }
             }
+            Some((members, tc, pairs))
         }
-        (members, tc, pairs)
-    });
+    };
     if let Some((m, tc, _)) = &train {
         log(format!(
             "training on a sample of {} records per holder ({} candidate pairs among them, seed {TRAIN_SEED:#x})",
@@ -140,7 +151,8 @@ pub fn score_and_cluster(
         ));
     }
     let t_cand = t0.elapsed();
-    let scores = super::score(
+    let scores = super::score_with(
+        stage,
         &features,
         &candidates,
         spec.random_pairs,
@@ -167,7 +179,7 @@ pub fn score_and_cluster(
             members,
             total_pairs: *pairs,
         }),
-    );
+    )?;
     let training = train.map(|(members, tc, pairs)| TrainingSummary {
         records: members.iter().map(|m| m.len() as u64).collect(),
         population: sizes.iter().map(|&n| n as u64).collect(),
