@@ -24,4 +24,7 @@ rm -rf "$target/wheels"
     -o "$target/wheels"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps \
     "$target"/wheels/renketsu-*.whl
+# The release the Rust end-to-end test fetched with --format parquet (cargo test's
+# CARGO_TARGET_TMPDIR), for test_release_parquet.py.
+RENKETSU_RELEASE_PARQUET="$target/tmp/release-parquet" \
 RENKETSU_BIN="$target/debug/renketsu" "$venv/bin/python" -m pytest -q python/tests "$@"

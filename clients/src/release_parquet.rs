@@ -159,7 +159,7 @@ impl Possible {
             return;
         }
         self.any = true;
-        let is_int = self.int && int(v).is_some();
+        let is_int = int(v).is_some();
         self.int &= is_int;
         // A float column may hold integers too (`3` and `2.5`).
         self.float &= is_int || float(v).is_some();
