@@ -27,10 +27,11 @@ pub use compare::{
     FeaturesBuilder,
 };
 pub use decide::{
-    CandidatesSummary, ClusteringSummary, ComparisonSummary, CurveSummary, DecideOptions,
-    DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary,
-    MAX_CHAIN_CLUSTER, ScoreError, ScoringRun, ScoringSummary, ScoringTimings, ThresholdSummary,
-    TrainingSummary, chain_probabilities, score_and_cluster,
+    CandidatesSummary, ClusterJob, ClusteringSummary, ComparisonSummary, ConflictRule,
+    CurveSummary, DecideOptions, DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate,
+    LevelSummary, MAX_CHAIN_CLUSTER, ScoreError, ScoringRun, ScoringSummary, ScoringTimings,
+    ThresholdSummary, TrainingSummary, chain_probabilities, cluster_component, labels_from_roots,
+    score_and_cluster,
 };
 pub use em::{
     EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
@@ -162,6 +163,20 @@ pub trait PairStage {
         features: &Features,
         pairs: &[(u32, u32)],
     ) -> Result<Vec<Compared>, ScoreError>;
+
+    /// Clusters the links ([`crate::cluster::cluster_scored`] over every record): dense
+    /// labels numbered by first record, the number of clusters and the counts. The default
+    /// runs in this process; a distributed stage splits the links into connected components
+    /// and clusters each on its own (the guard never looks outside a component).
+    ///
+    /// # Errors
+    /// The stage failed.
+    fn cluster(
+        &mut self,
+        job: ClusterJob<'_>,
+    ) -> Result<(Vec<u32>, usize, crate::cluster::ScoredClusterStats), ScoreError> {
+        Ok(job.run_in_process())
+    }
 }
 
 /// The pair stage of `renketsu link`: this process, on all its cores.
