@@ -21,11 +21,15 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 use renketsu_linkage::Token;
+use renketsu_linkage::cluster::{ScoredClusterStats, ScoredLink};
 use renketsu_linkage::engine::{
     HolderInput, Keys, LinkOptions, LinkPlan, MemoryOutputs, NoObserver, random_pseudonyms,
     token_features,
 };
-use renketsu_linkage::score::{CandidateStats, Compared, Features, PairStage, ScoreError};
+use renketsu_linkage::score::{
+    CandidateStats, ClusterJob, Compared, ConflictRule, Features, PairStage, ScoreError,
+    WeightTerms, cluster_component, labels_from_roots,
+};
 use renketsu_linkage::token::TOKEN_LEN;
 use renketsu_linkage::token_file::Reader;
 
@@ -164,6 +168,94 @@ impl PairStage for PyStage {
             .map(|(code, tf_bits)| Compared { code, tf_bits })
             .collect())
     }
+
+    fn cluster(
+        &mut self,
+        job: ClusterJob<'_>,
+    ) -> Result<(Vec<u32>, usize, ScoredClusterStats), ScoreError> {
+        let has =
+            Python::attach(|py| self.stage.bind(py).hasattr("cluster")).map_err(Self::fail)?;
+        if has {
+            self.cluster_remote(job)
+        } else {
+            Ok(job.run_in_process())
+        }
+    }
+}
+
+/// What a worker needs to cluster one connected component as the engine does: the holder
+/// offsets, duplicates, guard flag, conflict rule and weight terms (the model's).
+type ClusterParams = (
+    Vec<u32>,
+    Vec<bool>,
+    bool,
+    (Vec<usize>, Vec<usize>, f64),
+    (f32, Vec<Vec<f32>>),
+);
+
+/// The counts of clustering: links, merges, redundant, vetoed (same holder), vetoed
+/// (conflict).
+type Counts = (u64, u64, u64, u64, u64);
+
+/// A component's records, their clusters' smallest records (both `u32` LE) and the counts.
+type ComponentOut<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>, Counts);
+
+impl PyStage {
+    fn cluster_remote(
+        &mut self,
+        job: ClusterJob<'_>,
+    ) -> Result<(Vec<u32>, usize, ScoredClusterStats), ScoreError> {
+        let n = job.features.len();
+        let a = le(job.links.iter().map(|l| l.a.to_le_bytes()));
+        let b = le(job.links.iter().map(|l| l.b.to_le_bytes()));
+        let w = le(job.links.iter().map(|l| l.weight.to_le_bytes()));
+        let params: ClusterParams = (
+            job.offsets.to_vec(),
+            job.duplicates.to_vec(),
+            job.guarded,
+            (
+                job.rule.veto.clone(),
+                job.rule.conflict.clone(),
+                job.rule.threshold,
+            ),
+            (job.table.prior, job.table.terms.clone()),
+        );
+        let (records, roots, stats) = Python::attach(|py| -> PyResult<_> {
+            let r = self.stage.bind(py).call_method1(
+                "cluster",
+                (
+                    PyBytes::new(py, &a),
+                    PyBytes::new(py, &b),
+                    PyBytes::new(py, &w),
+                    params,
+                ),
+            )?;
+            let (x, y, s): (PyBackedBytes, PyBackedBytes, Counts) = r.extract()?;
+            Ok((x.to_vec(), y.to_vec(), s))
+        })
+        .map_err(Self::fail)?;
+        let (records, roots) = (
+            u32s(&records).map_err(Self::fail)?,
+            u32s(&roots).map_err(Self::fail)?,
+        );
+        if records.len() != roots.len() {
+            return Err(Self::fail("records and cluster roots differ in length"));
+        }
+        let (labels, k) = labels_from_roots(n, &records, &roots)
+            .ok_or_else(|| Self::fail("cluster roots out of range"))?;
+        let (links, merges, redundant, vetoed_same_holder, vetoed_conflict) = stats;
+        Ok((
+            labels,
+            k,
+            ScoredClusterStats {
+                links,
+                merges,
+                redundant,
+                vetoed_same_holder,
+                vetoed_conflict,
+            },
+        ))
+    }
 }
 
 fn open(path: &str) -> Result<Reader<Box<dyn std::io::BufRead + Send>>, String> {
@@ -235,6 +327,68 @@ impl Comparer {
             })
             .map_err(err)?;
         Ok((PyBytes::new(py, &codes), PyBytes::new(py, &bits)))
+    }
+
+    /// Clusters one connected component of links (`a`, `b`: `u32` LE global records;
+    /// `w`: `f32` LE match weights) as the engine does (guarded clustering, SPEC.md §9.5),
+    /// with `params` as `renketsu.spark` passes them. Returns the component's records
+    /// (`u32` LE, ascending), the smallest record of each one's cluster (`u32` LE) and the
+    /// counts `(links, merges, redundant, vetoed_same_holder, vetoed_conflict)`.
+    fn cluster_component<'py>(
+        &self,
+        py: Python<'py>,
+        a: PyBackedBytes,
+        b: PyBackedBytes,
+        w: PyBackedBytes,
+        params: ClusterParams,
+    ) -> PyResult<ComponentOut<'py>> {
+        let (offsets, duplicates, guarded, (veto, conflict, threshold), (prior, terms)) = params;
+        let features = &self.features;
+        let (records, roots, s) = py
+            .detach(|| -> Result<_, String> {
+                let (a, b, w) = (u32s(&a)?, u32s(&b)?, f32s(&w)?);
+                if a.len() != b.len() || a.len() != w.len() {
+                    return Err("links of unequal lengths".to_owned());
+                }
+                let n = features.len() as u32;
+                if let Some(x) = a.iter().chain(&b).find(|&&x| x >= n) {
+                    return Err(format!("record {x} out of range ({n} records)"));
+                }
+                let table = WeightTerms::new(features.dims().clone(), prior, terms)?;
+                let rule = ConflictRule {
+                    veto,
+                    conflict,
+                    threshold,
+                };
+                let links: Vec<ScoredLink> = a
+                    .iter()
+                    .zip(&b)
+                    .zip(&w)
+                    .map(|((&a, &b), &weight)| ScoredLink { a, b, weight })
+                    .collect();
+                let (records, roots, stats) = cluster_component(
+                    &links,
+                    &offsets,
+                    &duplicates,
+                    guarded,
+                    features,
+                    &table,
+                    &rule,
+                );
+                Ok((
+                    le(records.iter().map(|r| r.to_le_bytes())),
+                    le(roots.iter().map(|r| r.to_le_bytes())),
+                    (
+                        stats.links,
+                        stats.merges,
+                        stats.redundant,
+                        stats.vetoed_same_holder,
+                        stats.vetoed_conflict,
+                    ),
+                ))
+            })
+            .map_err(err)?;
+        Ok((PyBytes::new(py, &records), PyBytes::new(py, &roots), s))
     }
 
     fn __repr__(&self) -> String {

@@ -74,13 +74,16 @@ def test_spark_link_equals_cli_on_token_files(case, spark, tmp_path, key_store, 
         spark, renketsu.Schema.from_toml(schema_path), tokens, today=TODAY, stage=stage
     )
 
-    # The candidates and the comparisons were made by Spark (training sample included).
+    # The candidates, the comparisons and the clusters were made by Spark.
     kinds = [j[0] for j in stage.jobs]
-    assert kinds.count("candidates") >= 1 and kinds.count("compare") >= 1, stage.jobs
+    assert kinds[-3:] == ["candidates", "compare", "cluster"], stage.jobs
     summary = json.loads((out / "summary.json").read_text())
-    assert stage.jobs[0][2] == summary["scoring"]["candidates"]["pairs"] > 0
+    cand, comp, clus = stage.jobs[-3:]
+    assert cand[2] == comp[1] == summary["scoring"]["candidates"]["pairs"] > 0
     # Spark's GROUP BY of the pattern codes counts every candidate pair once.
-    assert sum(stage.pattern_counts.values()) == stage.jobs[-1][1]
+    assert sum(stage.pattern_counts.values()) == comp[1]
+    # Links went through connected components (several, found in a few rounds).
+    assert clus[1] > 0 and clus[2] > 1 and clus[3] >= 1, clus
 
     assert r.files["pairs.csv"] == (out / "pairs.csv").read_bytes()
     assert r.files["pair_scores.csv"] == (out / "pair_scores.csv").read_bytes()

@@ -15,16 +15,21 @@ run on the cluster and the rest is the engine's own code:
   the comparison features of the token files once (:class:`renketsu._native.Comparer`, the
   engine's own compare) and turns batches of pairs into pattern codes and term-frequency
   bits.
-* **Everything else on the driver**, by the engine (``LinkPlan::run_with``): the training
-  record sample, u from random pairs, EM over the pattern counts, the threshold, the veto,
-  guarded clustering and the summary. The engine calls back into :class:`SparkPairStage`
-  for the two steps above, so the result is the same as ``renketsu link`` on the same token
-  files, pair for pair and cluster for cluster.
+* **Connected components** of the links above the threshold — iterative joins (label
+  propagation to the smallest record), then **guarded clustering per component** —
+  ``groupBy(component).applyInArrow`` running the engine's guarded clustering (SPEC.md
+  §9.5) on each component's links on the executors (the guard never looks outside a
+  component, so the clusters are the engine's).
+* **The rest on the driver**, by the engine (``LinkPlan::run_with``): the training record
+  sample, u from random pairs, EM over the pattern counts, match weights, the threshold,
+  the veto and the summary. The engine calls back into :class:`SparkPairStage` for the
+  steps above, so the result is the same as ``renketsu link`` on the same token files, pair
+  for pair and cluster for cluster.
 
-Not distributed (yet): pattern counting, scoring, connected components and clustering run on
-the driver, which therefore holds every candidate pair's code and weight (about 16 bytes per
-pair) and the token files' features; the token files must be readable at the same path on
-the driver and every executor (a shared file system, or ``SparkContext.addFile``).
+Not distributed (yet): the driver still receives every candidate pair's comparison vector
+(about 16 bytes per pair) to count patterns, fit EM and weigh the pairs, and holds the
+token files' features; the token files must be readable at the same path on the driver and
+every executor (a shared file system, or ``SparkContext.addFile``).
 
 Security (SPEC.md §1.1): shuffle files, spilled blocks and the traffic between executors
 hold tokens and comparison CLKs, which are open to frequency attacks. :func:`session` and
@@ -149,9 +154,10 @@ class SparkPairStage:
     ``partitions``: partitions of the pair table for the comparisons (default: Spark's
     default parallelism × 2).
 
-    After a run, :attr:`jobs` lists what each callback did (``("candidates", keys, pairs)``
-    and ``("compare", pairs)``) and :attr:`pattern_counts` the distinct pattern codes of the
-    last comparison with their counts, counted by a Spark ``GROUP BY``.
+    After a run, :attr:`jobs` lists what each callback did (``("candidates", keys, pairs)``,
+    ``("compare", pairs)``, ``("cluster", links, components, label-propagation rounds)``)
+    and :attr:`pattern_counts` the distinct pattern codes of the last comparison with their
+    counts, counted by a Spark ``GROUP BY``.
     """
 
     def __init__(
@@ -293,6 +299,101 @@ class SparkPairStage:
         return (
             _le_bytes(out.column("code"), pa.uint32()),
             _le_bytes(out.column("tf_bits"), pa.float32()),
+        )
+
+
+    def cluster(
+        self, a: bytes, b: bytes, w: bytes, params: Tuple[Any, ...]
+    ) -> Tuple[bytes, bytes, Tuple[int, int, int, int, int]]:
+        """Clusters the links ``(a[i], b[i])`` of match weight ``w[i]`` (``u32``/``f32`` LE):
+        connected components by iterative joins (each record takes the smallest record
+        label among its neighbours until none changes), then each component clustered on
+        the executors by the engine's guarded clustering (``applyInArrow``, one group per
+        component; ``params`` from the engine: holder offsets, duplicates, guard flag,
+        conflict rule, weight terms). Returns the linked records, the smallest record of
+        each one's cluster (``u32`` LE) and the summed counts ``(links, merges, redundant,
+        vetoed_same_holder, vetoed_conflict)``."""
+        from pyspark.sql import functions as F
+
+        table = pa.table(
+            {
+                "a": _from_le(a, pa.uint32()).cast(pa.int64()),
+                "b": _from_le(b, pa.uint32()).cast(pa.int64()),
+                "w": _from_le(w, pa.float32()),
+            }
+        )
+        if table.num_rows == 0:
+            self.jobs.append(("cluster", 0, 0, 0))
+            return b"", b"", (0, 0, 0, 0, 0)
+        spark = self.spark
+        links = spark.createDataFrame(table).persist()
+        edges = (
+            links.select(F.col("a").alias("src"), F.col("b").alias("dst"))
+            .union(links.select(F.col("b").alias("src"), F.col("a").alias("dst")))
+            .persist()
+        )
+        labels = (
+            edges.select(F.col("src").alias("node")).distinct()
+            .withColumn("comp", F.col("node"))
+            .localCheckpoint()
+        )
+        rounds = 0
+        while True:
+            rounds += 1
+            heard = edges.join(labels, edges.src == labels.node).select(
+                F.col("dst").alias("node"), F.col("comp")
+            )
+            new = (
+                labels.union(heard).groupBy("node").agg(F.min("comp").alias("comp"))
+                .localCheckpoint()
+            )
+            changed = (
+                new.alias("n").join(labels.alias("o"), "node")
+                .where(F.col("n.comp") != F.col("o.comp")).count()
+            )
+            labels = new
+            if changed == 0:
+                break
+        edges.unpersist()
+        schema_text, paths = self.schema_text, self.paths
+
+        def cluster_component(t: pa.Table) -> pa.Table:
+            comparer = _comparer(schema_text, paths)
+            records, roots, counts = comparer.cluster_component(
+                _le_bytes(t.column("a"), pa.uint32()),
+                _le_bytes(t.column("b"), pa.uint32()),
+                _le_bytes(t.column("w"), pa.float32()),
+                params,
+            )
+            r = _from_le(records, pa.uint32()).cast(pa.int64())
+            cols = {"r": r, "root": _from_le(roots, pa.uint32()).cast(pa.int64())}
+            names = ("links", "merges", "redundant", "vetoed_same_holder", "vetoed_conflict")
+            for name, v in zip(names, counts):
+                cols[name] = pa.array([v] + [0] * (len(r) - 1), pa.int64())
+            return pa.table(cols)
+
+        out = (
+            links.join(labels, links.a == labels.node)
+            .select("comp", "a", "b", "w")
+            .groupBy("comp")
+            .applyInArrow(
+                cluster_component,
+                "r long, root long, links long, merges long, redundant long, "
+                "vetoed_same_holder long, vetoed_conflict long",
+            )
+            .toArrow()
+        )
+        links.unpersist()
+        components = labels.select("comp").distinct().count()
+        counts = tuple(
+            int(pc.sum(out.column(c)).as_py() or 0)
+            for c in ("links", "merges", "redundant", "vetoed_same_holder", "vetoed_conflict")
+        )
+        self.jobs.append(("cluster", table.num_rows, components, rounds))
+        return (
+            _le_bytes(out.column("r"), pa.uint32()),
+            _le_bytes(out.column("root"), pa.uint32()),
+            counts,  # type: ignore[return-value]
         )
 
 
