@@ -71,6 +71,12 @@ class Comparer:
     def compare(self, a: bytes, b: bytes) -> Tuple[bytes, bytes]:
         """``a``, ``b``: u32 LE record indices; returns (u32 LE pattern codes, f32 LE
         term-frequency bits), one per pair."""
+    def cluster_component(
+        self, a: bytes, b: bytes, w: bytes, params: Tuple[Any, ...]
+    ) -> Tuple[bytes, bytes, Tuple[int, int, int, int, int]]:
+        """One connected component's links (u32 LE ends, f32 LE weights) clustered as the
+        engine does; returns (records u32 LE, smallest record of each one's cluster u32 LE,
+        (links, merges, redundant, vetoed_same_holder, vetoed_conflict))."""
 
 def link_tokens(
     schema: Schema,
