@@ -453,4 +453,26 @@ fn a_stage_by_parts_links_as_the_engine() {
         .run_with(inputs(), &mut NoObserver, &mut stage)
         .unwrap_err();
     assert!(err.to_string().contains("comparison vectors"), "{err}");
+
+    // Trained on a record sample (150 records per holder): the sample's candidates and
+    // comparisons go through the stage too, and the result is still the engine's.
+    let mut small = schema.clone();
+    small.scoring.as_mut().unwrap().train_records = 150;
+    let plan = LinkPlan::new(&small, Keys::TokenFiles, LinkOptions::new("p", TODAY)).unwrap();
+    let engine = plan.run(inputs(), &mut NoObserver).unwrap();
+    let mut stage = ByParts {
+        files: files.clone(),
+        schema: small.clone(),
+        short: false,
+        calls: Vec::new(),
+        components_links: 0,
+    };
+    let parts = plan
+        .run_with(inputs(), &mut NoObserver, &mut stage)
+        .unwrap();
+    assert_eq!(
+        stage.calls,
+        ["candidates", "candidates", "compare", "compare", "cluster"]
+    );
+    assert_eq!(engine.labels(), parts.labels());
 }
