@@ -371,6 +371,21 @@ pub(crate) struct FetchArgs {
     /// content columns), for holders with many records per person.
     #[arg(long)]
     pub long: bool,
+    /// `parquet`: also write joined.parquet (long.parquet, link_probability.parquet) with
+    /// Arrow types (dates, integers, decimals, booleans; empty cells null; codes with
+    /// leading zeros stay strings). The CSVs are written either way (a later
+    /// --since-release reads them). Needs the cargo feature `parquet`.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: FetchFormat,
+}
+
+/// The table format of `renketsu fetch`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FetchFormat {
+    /// CSV only.
+    Csv,
+    /// CSV and Parquet.
+    Parquet,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -1168,6 +1183,12 @@ fn load_researcher_key(path: &Path, store: Option<&Path>) -> Result<ResearcherKe
 /// `renketsu fetch`: the researcher's release, fetched and opened by the client library,
 /// then joined here (the full outer join per cluster moves into the core engine).
 pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
+    #[cfg(not(feature = "parquet"))]
+    if args.format == FetchFormat::Parquet {
+        bail!(
+            "--format parquet: this renketsu was built without Parquet support (cargo feature `parquet`)"
+        );
+    }
     let pair = load_researcher_key(&args.researcher_key, args.key_store.as_deref())?;
     runtime()?.block_on(async move {
         let previous = match &args.previous {
@@ -1316,6 +1337,30 @@ pub(crate) fn fetch(args: FetchArgs) -> Result<()> {
                 "link_probability_csv": scored});
         if let Some(n) = long_written {
             meta["long_csv_rows"] = serde_json::json!(n);
+        }
+        #[cfg(feature = "parquet")]
+        if args.format == FetchFormat::Parquet {
+            let mut written = serde_json::Map::new();
+            let tables = [
+                ("joined", true),
+                ("long", long_written.is_some()),
+                ("link_probability", scored),
+            ];
+            for (name, present) in tables {
+                if !present {
+                    continue;
+                }
+                let kinds = crate::release_parquet::write(
+                    &args.out.join(format!("{name}.csv")),
+                    &args.out.join(format!("{name}.parquet")),
+                )?;
+                let types: serde_json::Map<String, serde_json::Value> = kinds
+                    .into_iter()
+                    .map(|(c, k)| (c, serde_json::json!(k.name())))
+                    .collect();
+                written.insert(format!("{name}.parquet"), types.into());
+            }
+            meta["parquet"] = written.into();
         }
         if previous.is_some() {
             meta["delta"] = serde_json::json!({"since_release": args.since_release,

@@ -17,6 +17,8 @@ mod parquet_input;
 mod pki_cmd;
 mod progress;
 mod release_open;
+#[cfg(feature = "parquet")]
+mod release_parquet;
 mod synth;
 mod tokenize_cmd;
 mod tokens_file;

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+mod spark;
+
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -439,5 +441,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tokenize_columns, m)?)?;
     m.add_function(wrap_pyfunction!(encode_clk_columns, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate_csv, m)?)?;
+    m.add_class::<spark::Comparer>()?;
+    m.add_function(wrap_pyfunction!(spark::link_tokens, m)?)?;
     Ok(())
 }

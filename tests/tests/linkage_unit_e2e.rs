@@ -1929,6 +1929,30 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
         probs.len()
     );
 
+    // The release as Parquet (`--format parquet`, issue 18): Arrow types, the CSV's rows.
+    let pq = cmd(dir, &["fetch"])
+        .args(lu_args(&lu_url, "researcher", "sc"))
+        .args([
+            "--researcher-key",
+            "researcher.key",
+            "--key-store",
+            "researcher-keys",
+            "--long",
+            "--format",
+            "parquet",
+            "--out",
+            "release-parquet",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&pq.stderr);
+    if stderr.contains("built without Parquet support") {
+        eprintln!("renketsu built without the parquet feature: fetch --format parquet not tested");
+    } else {
+        assert!(pq.status.success(), "{stderr}");
+        release_parquet_equals_csv(&dir.join("release-parquet"));
+    }
+
     // The same pairs as `renketsu link` on the same token files.
     ok(
         dir,
@@ -2054,4 +2078,110 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
     for secret in ["renketsu-kek-v1", "PRIVATE KEY"] {
         assert!(!contains(&stored, secret));
     }
+}
+
+/// `dir` holds a release fetched with `--format parquet --long`: each of joined, long and
+/// link_probability as Parquet has the Arrow types release.json lists (dates as date32, the
+/// probability as float64, `pid` and `holder` non-null strings) and the CSV's rows, an empty
+/// cell being a null. The directory is copied to `$CARGO_TARGET_TMPDIR/release-parquet` for
+/// the Python suite (python/tests/test_release_parquet.py reads it in PyArrow and pandas).
+fn release_parquet_equals_csv(dir: &Path) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Float64Type, Int64Type};
+    use arrow_array::{Array, RecordBatch};
+    use arrow_schema::DataType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("release.json")).unwrap()).unwrap();
+    let mut kinds_seen = BTreeSet::new();
+    for name in ["joined", "long", "link_probability"] {
+        let types = &meta["parquet"][format!("{name}.parquet")];
+        let file = std::fs::File::open(dir.join(format!("{name}.parquet"))).unwrap();
+        let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut csv = csv::Reader::from_path(dir.join(format!("{name}.csv"))).unwrap();
+        let header: Vec<String> = csv.headers().unwrap().iter().map(str::to_owned).collect();
+        let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+        assert!(!rows.is_empty(), "{name}: no rows");
+        let schema = batches[0].schema();
+        let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+        assert_eq!(names, header.iter().collect::<Vec<_>>(), "{name}");
+        for f in schema.fields() {
+            let listed = types[f.name()].as_str().unwrap();
+            let want = match listed {
+                "int64" => DataType::Int64,
+                "float64" => DataType::Float64,
+                "bool" => DataType::Boolean,
+                "date32" => DataType::Date32,
+                "string" => DataType::Utf8,
+                t => panic!("{name}.{}: type {t}", f.name()),
+            };
+            assert_eq!(f.data_type(), &want, "{name}.{}", f.name());
+            kinds_seen.insert(listed.to_owned());
+            if f.name() == "pid" || f.name() == "holder" {
+                assert!(!f.is_nullable());
+            }
+        }
+        if name == "link_probability" {
+            assert_eq!(types["weakest_link_probability"], "float64");
+        }
+        let mut r = 0;
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                for (c, want) in rows[r].iter().enumerate() {
+                    let a = b.column(c);
+                    let got = if a.is_null(i) {
+                        String::new()
+                    } else {
+                        match a.data_type() {
+                            DataType::Utf8 => a.as_string::<i32>().value(i).to_owned(),
+                            DataType::Int64 => a.as_primitive::<Int64Type>().value(i).to_string(),
+                            DataType::Boolean => a.as_boolean().value(i).to_string(),
+                            DataType::Float64 => {
+                                let v = a.as_primitive::<Float64Type>().value(i);
+                                assert_eq!(Some(v), want.parse().ok(), "{name} row {r}");
+                                want.to_owned()
+                            }
+                            DataType::Date32 => {
+                                let d = a.as_primitive::<Date32Type>().value(i);
+                                civil(i64::from(d))
+                            }
+                            t => panic!("{t}"),
+                        }
+                    };
+                    assert_eq!(got, want, "{name} row {r} column {}", header[c]);
+                }
+                r += 1;
+            }
+        }
+        assert_eq!(r, rows.len(), "{name}: rows");
+    }
+    // The content (schemas/ndb.toml) has counts and points: not everything is a string.
+    assert!(kinds_seen.contains("int64"), "{kinds_seen:?}");
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release-parquet");
+    let _ = std::fs::remove_dir_all(&keep);
+    std::fs::create_dir_all(&keep).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), keep.join(e.file_name())).unwrap();
+    }
+}
+
+/// `YYYY-MM-DD` of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil(z: i64) -> String {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -5,6 +5,7 @@
 
 use std::io::BufRead;
 
+use renketsu_linkage::cluster::ScoredClusterStats;
 use renketsu_linkage::engine::{
     EngineError, HolderInput, Keys, LinkOptions, LinkPlan, Matcher, MemoryOutputs, NoObserver,
     Summary, random_pseudonyms,
@@ -13,7 +14,11 @@ use renketsu_linkage::ingest::{
     self, Accepted, CsvSource, EncodingChoice, ReadOptions, RejectList,
 };
 use renketsu_linkage::normalize::NormalizeContext;
-use renketsu_linkage::score::ComparisonEncoder;
+use renketsu_linkage::score::{
+    CandidateStats, ClusterJob, Compared, ComparisonEncoder, Features, InProcess, PairStage,
+    ScoreError,
+};
+use renketsu_linkage::token::Token;
 use renketsu_linkage::token_file::{
     self, Counts, DiceRef, FORMAT, Header, MODE_HMAC, RecipeRef, SchemaRef,
 };
@@ -332,4 +337,142 @@ fn scored_linking_refuses_token_files_without_the_features() {
     let msg = err.to_string();
     assert!(msg.starts_with("b.tokens:"), "{msg}");
     assert!(msg.contains("carries none"), "{msg}");
+}
+
+/// A pair stage made the way a distributed one works (renketsu.spark): comparisons by
+/// features loaded on their own from the token files (as each worker loads them), clusters
+/// by connected component; `short` drops one comparison vector.
+struct ByParts {
+    files: Vec<Vec<u8>>,
+    schema: Schema,
+    short: bool,
+    calls: Vec<&'static str>,
+    components_links: u64,
+}
+
+impl PairStage for ByParts {
+    fn candidates(
+        &mut self,
+        keys: &mut [(Token, u32)],
+        offsets: &[u32],
+        max_block: usize,
+        max_block_pairs: u64,
+    ) -> Result<(Vec<(u32, u32)>, CandidateStats), ScoreError> {
+        self.calls.push("candidates");
+        InProcess.candidates(keys, offsets, max_block, max_block_pairs)
+    }
+
+    fn compare(
+        &mut self,
+        _engine: &Features,
+        pairs: &[(u32, u32)],
+    ) -> Result<Vec<Compared>, ScoreError> {
+        self.calls.push("compare");
+        let readers = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let r: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(f.clone()));
+                (
+                    token_file::Reader::new(r, "worker").unwrap(),
+                    format!("{i}"),
+                )
+            })
+            .collect();
+        let worker = renketsu_linkage::engine::token_features(&self.schema, readers).unwrap();
+        let mut out = worker.compare_all(pairs);
+        if self.short {
+            out.pop();
+        }
+        Ok(out)
+    }
+
+    fn cluster(
+        &mut self,
+        job: ClusterJob<'_>,
+    ) -> Result<(Vec<u32>, usize, ScoredClusterStats), ScoreError> {
+        self.calls.push("cluster");
+        self.components_links = job.links.len() as u64;
+        Ok(job.run_by_component())
+    }
+}
+
+/// A run whose candidates, comparisons and clusters are made by parts (features loaded
+/// apart, clusters per connected component) equals the in-process run record for record;
+/// a stage that loses a comparison vector fails the run instead of skewing it.
+#[test]
+fn a_stage_by_parts_links_as_the_engine() {
+    let schema = Schema::from_toml(SCHEMA).unwrap();
+    let secret = ProjectSecret::from_bytes([5; 32]);
+    let (a, b, _) = data();
+    let files = vec![
+        token_file(&schema, &secret, "a", &a, true),
+        token_file(&schema, &secret, "b", &b, true),
+    ];
+    let inputs = || {
+        vec![
+            tokens_input("a", files[0].clone()),
+            tokens_input("b", files[1].clone()),
+        ]
+    };
+    let plan = LinkPlan::new(&schema, Keys::TokenFiles, LinkOptions::new("p", TODAY)).unwrap();
+    let mut engine = plan.run(inputs(), &mut NoObserver).unwrap();
+    let mut stage = ByParts {
+        files: files.clone(),
+        schema: schema.clone(),
+        short: false,
+        calls: Vec::new(),
+        components_links: 0,
+    };
+    let mut parts = plan
+        .run_with(inputs(), &mut NoObserver, &mut stage)
+        .unwrap();
+    assert_eq!(stage.calls, ["candidates", "compare", "cluster"]);
+    assert!(stage.components_links > 100, "{}", stage.components_links);
+    assert_eq!(engine.labels(), parts.labels());
+    assert_eq!(engine.clusters(), parts.clusters());
+    let write = |l: &mut renketsu_linkage::engine::Linked<'_>| {
+        let pids = random_pseudonyms(l.clusters(), &mut rand::rng());
+        let mut out = MemoryOutputs::default();
+        let summary = l.write(&pids, &mut out).unwrap();
+        (out, summary)
+    };
+    let ((eo, es), (po, ps)) = (write(&mut engine), write(&mut parts));
+    assert_eq!(eo.text("pairs.csv"), po.text("pairs.csv"));
+    assert_eq!(eo.text("pair_scores.csv"), po.text("pair_scores.csv"));
+    let (es, ps) = (es.scoring.unwrap(), ps.scoring.unwrap());
+    assert_eq!(
+        format!("{:?}", es.clustering),
+        format!("{:?}", ps.clustering)
+    );
+    assert_eq!(es.estimated.precision, ps.estimated.precision);
+
+    stage.short = true;
+    let err = plan
+        .run_with(inputs(), &mut NoObserver, &mut stage)
+        .unwrap_err();
+    assert!(err.to_string().contains("comparison vectors"), "{err}");
+
+    // Trained on a record sample (150 records per holder): the sample's candidates and
+    // comparisons go through the stage too, and the result is still the engine's.
+    let mut small = schema.clone();
+    small.scoring.as_mut().unwrap().train_records = 150;
+    let plan = LinkPlan::new(&small, Keys::TokenFiles, LinkOptions::new("p", TODAY)).unwrap();
+    let engine = plan.run(inputs(), &mut NoObserver).unwrap();
+    let mut stage = ByParts {
+        files: files.clone(),
+        schema: small.clone(),
+        short: false,
+        calls: Vec::new(),
+        components_links: 0,
+    };
+    let parts = plan
+        .run_with(inputs(), &mut NoObserver, &mut stage)
+        .unwrap();
+    assert_eq!(
+        stage.calls,
+        ["candidates", "candidates", "compare", "compare", "cluster"]
+    );
+    assert_eq!(engine.labels(), parts.labels());
 }

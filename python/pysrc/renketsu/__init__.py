@@ -244,15 +244,16 @@ class LinkResult:
     ``party_a, id_a, party_b, id_b`` (one row per linked cross-holder record pair).
     ``clusters``: ``party, id, pid`` (every accepted record; ``pid`` a random 128-bit
     pseudonym, hex, fresh on every run). ``joined``: the researcher's view, ``pid`` and the
-    content columns. ``pair_scores``: scored schemas only (match weight and probability per
-    candidate pair above the threshold), else None. ``summary``: ``summary.json`` as a dict.
+    content columns (None from token files, which carry no content). ``pair_scores``:
+    scored schemas only (match weight and probability per candidate pair above the
+    threshold), else None. ``summary``: ``summary.json`` as a dict.
     ``report_html``: ``report.html`` (scored schemas), else None. ``rejects``: party →
     table ``row, id, reason, detail`` of the rows that could not be tokenized.
     """
 
     pairs: pa.Table
     clusters: pa.Table
-    joined: pa.Table
+    joined: Optional[pa.Table]
     pair_scores: Optional[pa.Table]
     summary: Dict[str, Any]
     report_html: Optional[str]
@@ -335,7 +336,6 @@ def link(
         encoding=encoding,
         schema_path=schema.path or "",
     )
-    files: Dict[str, bytes] = dict(out["files"])
     rejects = {
         party: pa.table(
             {
@@ -347,10 +347,16 @@ def link(
         )
         for party, rows in out["rejects"].items()
     }
+    return _result(out, rejects)
+
+
+def _result(out: Mapping[str, Any], rejects: Dict[str, pa.Table]) -> LinkResult:
+    """A :class:`LinkResult` from the native module's output dict."""
+    files: Dict[str, bytes] = dict(out["files"])
     return LinkResult(
         pairs=_read_csv_text(files["pairs.csv"]),
         clusters=_read_csv_text(files["clusters.csv"]),
-        joined=_read_csv_text(files["joined.csv"]),
+        joined=_read_csv_text(files["joined.csv"]) if "joined.csv" in files else None,
         pair_scores=(
             _read_csv_text(files["pair_scores.csv"], text_only=False)
             if "pair_scores.csv" in files

@@ -61,3 +61,32 @@ def encode_clk_columns(
     today: Optional[int] = None,
 ) -> Tuple[int, List[bytes]]: ...
 def evaluate_csv(pairs: bytes, truth: bytes) -> Dict[str, Any]: ...
+
+class Comparer:
+    """The comparison features of a scored schema's token files (holders in order), loaded
+    once per Spark worker; compares pairs of global record indices as the engine does."""
+
+    def __init__(self, schema: Schema, paths: Sequence[str]) -> None: ...
+    def __len__(self) -> int: ...
+    def compare(self, a: bytes, b: bytes) -> Tuple[bytes, bytes]:
+        """``a``, ``b``: u32 LE record indices; returns (u32 LE pattern codes, f32 LE
+        term-frequency bits), one per pair."""
+    def cluster_component(
+        self, a: bytes, b: bytes, w: bytes, params: Tuple[Any, ...]
+    ) -> Tuple[bytes, bytes, Tuple[int, int, int, int, int]]:
+        """One connected component's links (u32 LE ends, f32 LE weights) clustered as the
+        engine does; returns (records u32 LE, smallest record of each one's cluster u32 LE,
+        (links, merges, redundant, vetoed_same_holder, vetoed_conflict))."""
+
+def link_tokens(
+    schema: Schema,
+    inputs: Sequence[Tuple[str, str]],
+    stage: Any,
+    schema_digest: str,
+    schema_path: str,
+    *,
+    today: Optional[int] = None,
+    threshold: Optional[float] = None,
+    duplicates: Sequence[str] = ...,
+    project: Optional[str] = None,
+) -> Dict[str, Any]: ...

@@ -14,7 +14,9 @@ use crate::dice::Filters;
 use crate::ingest::{self, Accepted, HolderRead, HolderStats, ReadOptions, RowReject};
 use crate::lsh::{self, LshChoice};
 use crate::schema::LinkMode;
-use crate::score::{DecideOptions, FeaturesBuilder, ScoringRun, score_and_cluster};
+use crate::score::{
+    DecideOptions, Features, FeaturesBuilder, InProcess, PairStage, ScoringRun, score_and_cluster,
+};
 use crate::token::Token;
 use crate::tokenizer::Tokenizer;
 use crate::tokenlink::{
@@ -121,6 +123,21 @@ impl<'a> LinkPlan<'a> {
         &self,
         inputs: Vec<HolderInput<'_>>,
         observer: &mut dyn Observer,
+    ) -> Result<Linked<'a>, EngineError> {
+        self.run_with(inputs, observer, &mut InProcess)
+    }
+
+    /// [`Self::run`] with a scored plan's candidate pairs and comparison vectors made by
+    /// `stage` (a distributed engine; [`InProcess`] is `run`). Plans that are not scored
+    /// ignore it.
+    ///
+    /// # Errors
+    /// As [`Self::run`], and [`crate::score::ScoreError::Stage`] when `stage` fails.
+    pub fn run_with(
+        &self,
+        inputs: Vec<HolderInput<'_>>,
+        observer: &mut dyn Observer,
+        stage: &mut dyn PairStage,
     ) -> Result<Linked<'a>, EngineError> {
         let started = Instant::now();
         let schema = self.schema;
@@ -248,6 +265,7 @@ impl<'a> LinkPlan<'a> {
                     f.finish(),
                     &mut blocks,
                     &sizes,
+                    stage,
                     &mut |line| observer.log(&line),
                 )?;
                 scoring = Some(run);
@@ -433,6 +451,34 @@ fn read_scored_tokens<R: std::io::BufRead + Send>(
         blocks,
         Some(&mut hook),
     )?)
+}
+
+/// The comparison features of a scored schema's token files (version 2, holders in input
+/// order, records numbered as [`LinkPlan::run`] numbers them): what a distributed pair stage
+/// loads on each worker to compare candidate pairs as the engine does.
+///
+/// # Errors
+/// A file is not a token file of `schema` with its comparison features.
+pub fn token_features<R: std::io::BufRead + Send>(
+    schema: &crate::schema::Schema,
+    readers: Vec<(crate::token_file::Reader<R>, String)>,
+) -> Result<Features, EngineError> {
+    let mut features = FeaturesBuilder::encoded(schema);
+    for (holder, (mut reader, label)) in readers.into_iter().enumerate() {
+        // Blocking keys and exact joins are the driver's; only the features are kept.
+        let mut join = TokenJoin::new(0);
+        let mut blocks = Vec::new();
+        read_scored_tokens(
+            schema,
+            &mut reader,
+            &label,
+            holder as u16,
+            &mut features,
+            &mut join,
+            &mut blocks,
+        )?;
+    }
+    Ok(features.finish())
 }
 
 fn token_holder(

@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{
-    CandidateStats, Clustering, EmOptions, Features, Scores, ScoringSpec, free_pair_probability,
-    probability, vetoed_matches,
+    CandidateStats, Clustering, Dims, EmOptions, Features, PairStage, Scores, ScoringSpec,
+    WeightTerms, free_pair_probability, probability, vetoed_matches,
 };
 use crate::cluster::{ScoredClusterStats, ScoredLink, cluster_scored};
 use crate::schema::Schema;
@@ -24,6 +24,197 @@ pub enum ScoreError {
     /// Fewer than two holders have records: there is no pair to score.
     #[error("scoring needs records from at least two holders")]
     NoPairs,
+    /// A [`super::PairStage`] other than the in-process one failed (e.g. a Spark job).
+    #[error("pair stage: {0}")]
+    Stage(String),
+}
+
+/// Whether comparison `k` of pattern `code` is at its `disagree` level for some `k` of
+/// `comparisons`.
+fn disagrees(dims: &Dims, comparisons: &[usize], code: u32) -> bool {
+    comparisons
+        .iter()
+        .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
+}
+
+/// When two records must not end in one cluster (SPEC.md §9.5): a `veto` comparison
+/// disagrees, or a `conflict` comparison disagrees and the pair's match weight is below the
+/// threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConflictRule {
+    /// Comparisons with `veto`.
+    pub veto: Vec<usize>,
+    /// Comparisons with `conflict`.
+    pub conflict: Vec<usize>,
+    /// The run's threshold (match weight, bits).
+    pub threshold: f64,
+}
+
+impl ConflictRule {
+    /// Whether records `x` and `y` conflict under the model's `table`.
+    pub fn conflicts(&self, features: &Features, table: &WeightTerms, x: u32, y: u32) -> bool {
+        let c = features.compare(x, y);
+        let dims = features.dims();
+        if disagrees(dims, &self.veto, c.code) {
+            return true;
+        }
+        disagrees(dims, &self.conflict, c.code)
+            && f64::from(table.weight(c.code) + c.tf_bits) < self.threshold
+    }
+}
+
+/// The clustering of a scored run's links (SPEC.md §9.5), for [`PairStage::cluster`].
+pub struct ClusterJob<'a> {
+    /// Links above the threshold and not vetoed, in any order.
+    pub links: &'a mut [ScoredLink],
+    /// Holder offsets ([`party_offsets`]).
+    pub offsets: &'a [u32],
+    /// Per holder: several records of one person allowed.
+    pub duplicates: &'a [bool],
+    /// Guarded clustering (else connected components).
+    pub guarded: bool,
+    /// Every record's comparison features.
+    pub features: &'a Features,
+    /// The model's weights.
+    pub table: &'a WeightTerms,
+    /// The conflict rule.
+    pub rule: &'a ConflictRule,
+}
+
+impl ClusterJob<'_> {
+    /// [`cluster_scored`] of every record (`features.len()`) in this process: dense labels,
+    /// the number of clusters, the counts.
+    pub fn run_in_process(self) -> (Vec<u32>, usize, ScoredClusterStats) {
+        let offsets = self.offsets;
+        let holder = |g: u32| party_of(offsets, g) as u16;
+        let (features, table, rule) = (self.features, self.table, self.rule);
+        cluster_scored(
+            features.len(),
+            self.links,
+            &holder,
+            self.duplicates,
+            self.guarded,
+            &|x, y| rule.conflicts(features, table, x, y),
+        )
+    }
+
+    /// The same clusters as [`Self::run_in_process`], made as a distributed stage makes
+    /// them: connected components of the links, then [`cluster_component`] on each, then
+    /// [`labels_from_roots`] (the reference the Spark stage is tested against).
+    pub fn run_by_component(self) -> (Vec<u32>, usize, ScoredClusterStats) {
+        let n = self.features.len();
+        let mut uf = crate::cluster::UnionFind::new(n);
+        for l in self.links.iter() {
+            uf.union(l.a, l.b);
+        }
+        let mut by_component: BTreeMap<u32, Vec<ScoredLink>> = BTreeMap::new();
+        for l in self.links.iter() {
+            by_component.entry(uf.find(l.a)).or_default().push(*l);
+        }
+        let (mut records, mut roots) = (Vec::new(), Vec::new());
+        let mut stats = ScoredClusterStats::default();
+        for links in by_component.values() {
+            let (r, c, s) = cluster_component(
+                links,
+                self.offsets,
+                self.duplicates,
+                self.guarded,
+                self.features,
+                self.table,
+                self.rule,
+            );
+            records.extend(r);
+            roots.extend(c);
+            stats.links += s.links;
+            stats.merges += s.merges;
+            stats.redundant += s.redundant;
+            stats.vetoed_same_holder += s.vetoed_same_holder;
+            stats.vetoed_conflict += s.vetoed_conflict;
+        }
+        let (labels, k) =
+            labels_from_roots(n, &records, &roots).expect("roots are the components' records");
+        (labels, k, stats)
+    }
+}
+
+/// Guarded clustering of one connected component of a run's links (SPEC.md §9.5), on its
+/// own: what a distributed stage runs per component (`links` hold global record indices).
+/// The guard only compares records of the two clusters a link would merge, so clustering
+/// each component alone gives the clusters of [`ClusterJob::run_in_process`]. Returns the
+/// component's records (ascending), the smallest record of each one's cluster, and the
+/// counts.
+pub fn cluster_component(
+    links: &[ScoredLink],
+    offsets: &[u32],
+    duplicates: &[bool],
+    guarded: bool,
+    features: &Features,
+    table: &WeightTerms,
+    rule: &ConflictRule,
+) -> (Vec<u32>, Vec<u32>, ScoredClusterStats) {
+    let mut records: Vec<u32> = links.iter().flat_map(|l| [l.a, l.b]).collect();
+    records.sort_unstable();
+    records.dedup();
+    let local = |g: u32| records.binary_search(&g).unwrap_or(0) as u32;
+    // Local numbering keeps the records' order, so the tie-break by (a, b) is unchanged.
+    let mut local_links: Vec<ScoredLink> = links
+        .iter()
+        .map(|l| ScoredLink {
+            a: local(l.a),
+            b: local(l.b),
+            weight: l.weight,
+        })
+        .collect();
+    let holder = |l: u32| party_of(offsets, records[l as usize]) as u16;
+    let (labels, _, stats) = cluster_scored(
+        records.len(),
+        &mut local_links,
+        &holder,
+        duplicates,
+        guarded,
+        &|x, y| rule.conflicts(features, table, records[x as usize], records[y as usize]),
+    );
+    // Labels are numbered by first record: a label's first record is its smallest.
+    let mut first: Vec<u32> = Vec::new();
+    let roots = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            if l as usize == first.len() {
+                first.push(records[i]);
+            }
+            first[l as usize]
+        })
+        .collect();
+    (records, roots, stats)
+}
+
+/// Dense cluster labels of `n` records, numbered by first record as the engine numbers them,
+/// from the linked records and the smallest record of each one's cluster (records not
+/// listed are alone). `None` if a record or root is out of range or above its record.
+pub fn labels_from_roots(n: usize, records: &[u32], roots: &[u32]) -> Option<(Vec<u32>, usize)> {
+    if records.len() != roots.len() {
+        return None;
+    }
+    let mut root: Vec<u32> = (0..n as u32).collect();
+    for (&r, &c) in records.iter().zip(roots) {
+        if r as usize >= n || c > r {
+            return None;
+        }
+        root[r as usize] = c;
+    }
+    let mut label_of = vec![u32::MAX; n];
+    let mut labels = Vec::with_capacity(n);
+    let mut next = 0u32;
+    for &c in &root {
+        let c = c as usize;
+        if label_of[c] == u32::MAX {
+            label_of[c] = next;
+            next += 1;
+        }
+        labels.push(label_of[c]);
+    }
+    Some((labels, next as usize))
 }
 
 /// Where the threshold came from.
@@ -74,23 +265,26 @@ pub struct DecideOptions<'a> {
 /// Candidates, scores, threshold and clusters: `features` of every record (global indices,
 /// holders in order), `keys` the blocking keys `(token, record)`, `sizes` the records per
 /// holder. `log` receives one-line accounts (candidate pairs; EM and threshold). Returns dense
-/// cluster labels per record, the number of clusters and the run's state.
+/// cluster labels per record, the number of clusters and the run's state. Candidate pairs
+/// and their comparison vectors are made by `stage` ([`super::InProcess`] in `renketsu
+/// link`; a distributed stage must give the same).
 ///
 /// # Errors
-/// [`ScoreError::NoPairs`] when fewer than two holders have records.
+/// [`ScoreError::NoPairs`] when fewer than two holders have records; [`ScoreError::Stage`]
+/// when `stage` fails.
 pub fn score_and_cluster(
     spec: &ScoringSpec,
     options: DecideOptions<'_>,
     features: Features,
     keys: &mut [(crate::Token, u32)],
     sizes: &[usize],
+    stage: &mut dyn PairStage,
     log: &mut dyn FnMut(String),
 ) -> Result<(Vec<u32>, usize, ScoringRun), ScoreError> {
     let t0 = Instant::now();
     let offsets = party_offsets(sizes);
-    let holder = |g: u32| party_of(&offsets, g) as u16;
     let (candidates, cstats) =
-        super::candidates(keys, holder, spec.max_block, spec.max_block_pairs);
+        stage.candidates(keys, &offsets, spec.max_block, spec.max_block_pairs)?;
     log(format!(
         "{} candidate pairs from {} blocking keys ({} groups over {} records or {} pairs skipped)",
         cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block, spec.max_block_pairs
@@ -108,27 +302,31 @@ pub fn score_and_cluster(
     // holder's records are kept with probability `train_records / n_h` (seeded), and the
     // model is fitted on the candidates and random pairs among the kept records.
     let sample = training_sample(sizes, &offsets, spec.train_records, TRAIN_SEED);
-    let train = sample.map(|members| {
-        let mut kept = vec![false; sizes.iter().sum::<usize>()];
-        for m in &members {
-            for &g in m {
-                kept[g as usize] = true;
+    let train = match sample {
+        None => None,
+        Some(members) => {
+            let mut kept = vec![false; sizes.iter().sum::<usize>()];
+            for m in &members {
+                for &g in m {
+                    kept[g as usize] = true;
+                }
             }
-        }
-        let mut tkeys: Vec<(crate::Token, u32)> = keys
-            .iter()
-            .filter(|k| kept[k.1 as usize])
-            .copied()
-            .collect();
-        let (tc, _) = super::candidates(&mut tkeys, holder, spec.max_block, spec.max_block_pairs);
-        let mut pairs = 0.0;
-        for i in 0..members.len() {
-            for j in i + 1..members.len() {
-                pairs += members[i].len() as f64 * members[j].len() as f64;
+            let mut tkeys: Vec<(crate::Token, u32)> = keys
+                .iter()
+                .filter(|k| kept[k.1 as usize])
+                .copied()
+                .collect();
+            let (tc, _) =
+                stage.candidates(&mut tkeys, &offsets, spec.max_block, spec.max_block_pairs)?;
+            let mut pairs = 0.0;
+            for i in 0..members.len() {
+                for j in i + 1..members.len() {
+                    pairs += members[i].len() as f64 * members[j].len() as f64;
+                }
             }
+            Some((members, tc, pairs))
         }
-        (members, tc, pairs)
-    });
+    };
     if let Some((m, tc, _)) = &train {
         log(format!(
             "training on a sample of {} records per holder ({} candidate pairs among them, seed {TRAIN_SEED:#x})",
@@ -140,7 +338,8 @@ pub fn score_and_cluster(
         ));
     }
     let t_cand = t0.elapsed();
-    let scores = super::score(
+    let scores = super::score_with(
+        stage,
         &features,
         &candidates,
         spec.random_pairs,
@@ -167,7 +366,7 @@ pub fn score_and_cluster(
             members,
             total_pairs: *pairs,
         }),
-    );
+    )?;
     let training = train.map(|(members, tc, pairs)| TrainingSummary {
         records: members.iter().map(|m| m.len() as u64).collect(),
         population: sizes.iter().map(|&n| n as u64).collect(),
@@ -193,10 +392,7 @@ pub fn score_and_cluster(
         .map(|(i, _)| i)
         .collect();
     let dims = features.dims().clone();
-    let vetoed = |code: u32| {
-        veto.iter()
-            .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
-    };
+    let vetoed = |code: u32| disagrees(&dims, &veto, code);
     let mut links = Vec::new();
     let mut vetoed_links = 0u64;
     for ((&(a, b), &w), &code) in candidates.iter().zip(&scores.weights).zip(&scores.codes) {
@@ -218,26 +414,27 @@ pub fn score_and_cluster(
         .filter(|(_, c)| c.conflict)
         .map(|(i, _)| i)
         .collect();
-    let table = &scores.table;
-    let feats = &features;
-    let conflict = |x: u32, y: u32| {
-        let c = feats.compare(x, y);
-        if vetoed(c.code) {
-            return true;
-        }
-        let disagrees = conflict_comparisons
-            .iter()
-            .any(|&k| feats.dims().level(c.code, k) == feats.dims().levels[k] - 2);
-        disagrees && f64::from(table.weight(c.code) + c.tf_bits) < threshold
+    let rule = ConflictRule {
+        veto: veto.clone(),
+        conflict: conflict_comparisons,
+        threshold,
     };
-    let (labels, k, cluster_stats) = cluster_scored(
-        features.len(),
-        &mut links,
-        &holder,
-        &duplicates,
-        spec.clustering == Clustering::Guarded,
-        &conflict,
-    );
+    let (labels, k, cluster_stats) = stage.cluster(ClusterJob {
+        links: &mut links,
+        offsets: &offsets,
+        duplicates: &duplicates,
+        guarded: spec.clustering == Clustering::Guarded,
+        features: &features,
+        table: &scores.table,
+        rule: &rule,
+    })?;
+    if labels.len() != features.len() || labels.iter().any(|&l| l as usize >= k) {
+        return Err(ScoreError::Stage(format!(
+            "{} cluster labels ({k} clusters) for {} records",
+            labels.len(),
+            features.len()
+        )));
+    }
     let t_cluster = t0.elapsed();
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
     let run = ScoringRun {

@@ -850,6 +850,23 @@ pub struct WeightTerms {
 }
 
 impl WeightTerms {
+    /// The terms of a model fitted elsewhere (e.g. sent to a worker): `terms[c]` has
+    /// `dims.levels[c]` entries.
+    ///
+    /// # Errors
+    /// The shapes of `terms` and `dims` differ.
+    pub fn new(dims: Dims, prior: f32, terms: Vec<Vec<f32>>) -> Result<Self, String> {
+        if terms.len() != dims.levels.len()
+            || terms
+                .iter()
+                .zip(&dims.levels)
+                .any(|(t, &l)| t.len() != l as usize)
+        {
+            return Err("weight terms do not fit the comparisons' levels".to_owned());
+        }
+        Ok(Self { dims, prior, terms })
+    }
+
     /// Match weight (bits, prior included) of pattern `code`, before term-frequency terms.
     #[inline]
     pub fn weight(&self, code: u32) -> f32 {

@@ -27,10 +27,11 @@ pub use compare::{
     FeaturesBuilder,
 };
 pub use decide::{
-    CandidatesSummary, ClusteringSummary, ComparisonSummary, CurveSummary, DecideOptions,
-    DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate, LevelSummary,
-    MAX_CHAIN_CLUSTER, ScoreError, ScoringRun, ScoringSummary, ScoringTimings, ThresholdSummary,
-    TrainingSummary, chain_probabilities, score_and_cluster,
+    CandidatesSummary, ClusterJob, ClusteringSummary, ComparisonSummary, ConflictRule,
+    CurveSummary, DecideOptions, DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate,
+    LevelSummary, MAX_CHAIN_CLUSTER, ScoreError, ScoringRun, ScoringSummary, ScoringTimings,
+    ThresholdSummary, TrainingSummary, chain_probabilities, cluster_component, labels_from_roots,
+    score_and_cluster,
 };
 pub use em::{
     EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
@@ -134,6 +135,75 @@ pub fn candidates(
     (pairs, stats)
 }
 
+/// Where a scored run's candidate pairs and comparison vectors are made (SPEC.md §9.2,
+/// §9.3): [`InProcess`] (`renketsu link`), or a distributed engine (the Python package's
+/// `renketsu.spark`: a self-join in Spark SQL, comparisons on the executors), which must
+/// return exactly what [`InProcess`] would: the rest of the run (EM, threshold, clusters)
+/// is the engine's own.
+pub trait PairStage {
+    /// [`candidates`] of `keys` (`(key, global record)`, in any order), records numbered
+    /// by holder from `offsets` ([`crate::tokenlink::party_offsets`]).
+    ///
+    /// # Errors
+    /// The stage failed (a distributed job); the message names the cause.
+    fn candidates(
+        &mut self,
+        keys: &mut [(Token, u32)],
+        offsets: &[u32],
+        max_block: usize,
+        max_block_pairs: u64,
+    ) -> Result<(Vec<(u32, u32)>, CandidateStats), ScoreError>;
+
+    /// [`Features::compare_all`] of `pairs` (sorted, distinct), in their order.
+    ///
+    /// # Errors
+    /// The stage failed.
+    fn compare(
+        &mut self,
+        features: &Features,
+        pairs: &[(u32, u32)],
+    ) -> Result<Vec<Compared>, ScoreError>;
+
+    /// Clusters the links ([`crate::cluster::cluster_scored`] over every record): dense
+    /// labels numbered by first record, the number of clusters and the counts. The default
+    /// runs in this process; a distributed stage splits the links into connected components
+    /// and clusters each on its own (the guard never looks outside a component).
+    ///
+    /// # Errors
+    /// The stage failed.
+    fn cluster(
+        &mut self,
+        job: ClusterJob<'_>,
+    ) -> Result<(Vec<u32>, usize, crate::cluster::ScoredClusterStats), ScoreError> {
+        Ok(job.run_in_process())
+    }
+}
+
+/// The pair stage of `renketsu link`: this process, on all its cores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InProcess;
+
+impl PairStage for InProcess {
+    fn candidates(
+        &mut self,
+        keys: &mut [(Token, u32)],
+        offsets: &[u32],
+        max_block: usize,
+        max_block_pairs: u64,
+    ) -> Result<(Vec<(u32, u32)>, CandidateStats), ScoreError> {
+        let holder = |g: u32| crate::tokenlink::party_of(offsets, g) as u16;
+        Ok(candidates(keys, holder, max_block, max_block_pairs))
+    }
+
+    fn compare(
+        &mut self,
+        features: &Features,
+        pairs: &[(u32, u32)],
+    ) -> Result<Vec<Compared>, ScoreError> {
+        Ok(features.compare_all(pairs))
+    }
+}
+
 /// One point of the estimated precision/recall curve.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CurvePoint {
@@ -211,26 +281,67 @@ pub fn score(
     opts: EmOptions,
     train: Option<Training<'_>>,
 ) -> Scores {
+    match score_with(
+        &mut InProcess,
+        features,
+        candidates,
+        random_pairs,
+        total_pairs,
+        opts,
+        train,
+    ) {
+        Ok(s) => s,
+        Err(e) => unreachable!("the in-process stage does not fail: {e}"),
+    }
+}
+
+/// [`score`] with the comparison vectors made by `stage`.
+///
+/// # Errors
+/// [`ScoreError::Stage`]: `stage` failed.
+pub fn score_with(
+    stage: &mut dyn PairStage,
+    features: &Features,
+    candidates: &[(u32, u32)],
+    random_pairs: u64,
+    total_pairs: f64,
+    opts: EmOptions,
+    train: Option<Training<'_>>,
+) -> Result<Scores, ScoreError> {
     let tf = tf_mask(features);
-    let model = train.map(|t| {
-        let compared = features.compare_all(t.candidates);
-        let sample =
-            features.random_pairs_among(random_pairs, SAMPLE_SEED, t.candidates, Some(t.members));
-        let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-        let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
-        em::fit(
-            features.dims(),
-            &patterns,
-            &groups,
-            &tf,
-            &sample,
-            t.total_pairs,
-            opts.clone(),
-        )
-    });
-    let compared = features.compare_all(candidates);
+    let model = match train {
+        None => None,
+        Some(t) => {
+            let compared = stage.compare(features, t.candidates)?;
+            let sample = features.random_pairs_among(
+                random_pairs,
+                SAMPLE_SEED,
+                t.candidates,
+                Some(t.members),
+            );
+            let patterns = em::count_patterns(compared.iter().map(|c| c.code));
+            let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
+            Some(em::fit(
+                features.dims(),
+                &patterns,
+                &groups,
+                &tf,
+                &sample,
+                t.total_pairs,
+                opts.clone(),
+            ))
+        }
+    };
+    let compared = stage.compare(features, candidates)?;
+    if compared.len() != candidates.len() {
+        return Err(ScoreError::Stage(format!(
+            "{} comparison vectors for {} candidate pairs",
+            compared.len(),
+            candidates.len()
+        )));
+    }
     let sample = features.random_pairs(random_pairs, SAMPLE_SEED, candidates);
-    match model {
+    Ok(match model {
         None => score_compared(
             features.dims(),
             &compared,
@@ -249,7 +360,7 @@ pub fn score(
             total_pairs,
             model,
         ),
-    }
+    })
 }
 
 /// The model's weight table, the match weight of every compared pair (log2 units, with its
