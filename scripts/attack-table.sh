@@ -56,10 +56,10 @@ salted() {
        /^field = "kana_name_fuzzy"$/ || /^field = "kanji_full_name"$/ { salt = 1 }
        salt && /^k = / { print "salt = { field = \"birth_date\", chars = 4 }"; salt = 0 }' "$1"
 }
-# Drop every [[recipes]] table with link = "block" (tables end at a blank line).
+# Drop every [[recipes]] table with link = "block" (tables, with the comments before them,
+# end at a blank line).
 drop_block() {
-  awk 'BEGIN { RS = ""; ORS = "\n\n" } !(/^\[\[recipes\]\]/ && /link = "block"/)' "$1" \
-    | grep -v '^# Blocking: CLKs are compared only\|^# weak keys (SPEC.md §7.1), not for all pairs.'
+  awk 'BEGIN { RS = ""; ORS = "\n\n" } !(/\[\[recipes\]\]/ && /link = "block"/)' "$1"
 }
 # Drop the [[clk.features]] table of the birth date.
 drop_dob() {

@@ -46,6 +46,10 @@ fn pop_and(a: &[u64], b: &[u64]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x & y).count_ones()).sum()
 }
 
+/// A labelled view family: total cost, its candidate cliques, their cost per member, and
+/// each clique's member.
+type Labelled = (f64, Vec<usize>, Vec<Vec<f64>>, Vec<usize>);
+
 /// One reference family: the frequent tokens of one (feature, position).
 struct RefFamily {
     /// Feature index.
@@ -259,7 +263,6 @@ pub(super) fn label(
         let e = sup[a] * sup[b] / nf;
         f64::from(ov[a][b]) <= 2.0 + excl_tol * e
     };
-    // Anchors: (candidate index, family-token index).
     // Per family, its current labelling: (candidate clique, family-token index, decided).
     let mut state: Vec<Vec<(usize, usize, bool)>> = vec![Vec::new(); families.len()];
     // Passes: the first labels each family against the families before it; the later ones
@@ -361,7 +364,7 @@ pub(super) fn label(
                 }
             }
             // The best labelled view family.
-            let mut best: Option<(f64, Vec<usize>, Vec<Vec<f64>>, Vec<usize>)> = None;
+            let mut best: Option<Labelled> = None;
             for set in seen {
                 let covered: f64 = set.iter().map(|&c| sup[c]).sum();
                 if covered < 0.8 * f64::from(fam.total) * scale {
