@@ -539,3 +539,31 @@ fn free_fit(
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_is_the_exact_minimum_not_the_greedy_one() {
+        // Row by row, row 0 would take column 0 (1.0) and leave row 1 only 9.0 (total 12.5);
+        // the minimum gives row 0 column 1 and row 1 column 0 (2.0 + 1.5 + 2.5).
+        let cost = vec![
+            vec![1.0, 2.0, 9.0, 9.0],
+            vec![1.5, 9.0, 9.0, 9.0],
+            vec![9.0, 9.0, 3.0, 2.5],
+        ];
+        let (total, lab) = assign(&cost, 4).unwrap();
+        assert_eq!(lab, vec![1, 0, 3]);
+        assert!((total - 6.0).abs() < 1e-12);
+        // More rows than columns, or more columns than the limit: no assignment.
+        assert!(assign(&cost, 2).is_none());
+        assert!(assign(&[vec![0.0; 13]], 13).is_none());
+    }
+
+    #[test]
+    fn chi_is_zero_at_the_scaled_count_and_grows_with_the_gap() {
+        assert!(chi(200.0, 100.0, 2.0, 0.0).abs() < 1e-12);
+        assert!(chi(260.0, 100.0, 2.0, 0.0) > chi(230.0, 100.0, 2.0, 0.0));
+    }
+}
