@@ -104,8 +104,32 @@ pub(super) struct Mined {
     pub cliques: Vec<Clique>,
     /// Reference tokens.
     pub tokens: Vec<RefToken>,
-    /// `(clique, token)` alignments.
+    /// `(clique, token)` alignments (a clique may carry tokens of several families, e.g.
+    /// `1:1` and `2:9` of a birth date, which mark the same records).
     pub aligned: Vec<(usize, usize)>,
+    /// Reference position families matched by a family of exclusive cliques (stage C2).
+    pub families: usize,
+}
+
+/// Per feature: whether every reference value with a token gives exactly one (a one-character
+/// value of a `q = 1` feature, such as sex).
+fn one_token(model: &ClkModel, reference: &[Plain]) -> Vec<bool> {
+    let mut buf = Vec::new();
+    model
+        .features
+        .iter()
+        .map(|f| {
+            let mut any = false;
+            for p in reference {
+                tokens(f, p, &mut buf);
+                if buf.len() > 1 {
+                    return false;
+                }
+                any |= !buf.is_empty();
+            }
+            any
+        })
+        .collect()
 }
 
 /// Stage B: pairs of columns complementary in at least `1 − tol` of the records; returns
@@ -261,8 +285,24 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
             reference,
             2.0 * f64::from(min_support) * reference.len() as f64 / n.max(1) as f64,
         );
-        let aligned = align(model, &cliques, &tokens, n, reference.len());
+        let families = super::families::label(
+            model,
+            &cliques,
+            &tokens,
+            &one_token(model, reference),
+            n,
+            reference.len(),
+        );
+        let aligned = align(
+            model,
+            &cliques,
+            &tokens,
+            n,
+            reference.len(),
+            families.aligned,
+        );
         return Mined {
+            families: families.found,
             columns: m,
             complementary_pairs: 0,
             mined_columns: m,
@@ -349,25 +389,30 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
     let one_missing = model.blip_epsilon.is_some();
     // Per column: the cliques containing it.
     let mut of_col: Vec<Vec<u32>> = vec![Vec::new(); m];
+    // Per grown group: the count of the records having all its columns.
+    let mut group_support: Vec<f64> = Vec::new();
     let mut cliques: Vec<Clique> = Vec::new();
-    let mut groups = 0u32;
     for &(_, a, b) in seeds.iter().take(400_000) {
         if cliques.len() >= 4000 {
             break;
         }
-        if of_col[a as usize]
-            .iter()
-            .any(|q| of_col[b as usize].contains(q))
-        {
-            continue;
-        }
-        let mut set = vec![a, b];
         let mut rec: Vec<u64> = cols[a as usize]
             .iter()
             .zip(&cols[b as usize])
             .map(|(x, y)| x & y)
             .collect();
         let mut rs = f64::from(pop(&rec));
+        // A pair inside a grown group with (nearly) the pair's records is that group's
+        // token: skip it. A pair whose columns a larger token merely absorbed (the sex
+        // columns inside a clique of a female given name) is grown on its own.
+        if of_col[a as usize]
+            .iter()
+            .filter(|q| of_col[b as usize].contains(q))
+            .any(|&q| group_support[q as usize] >= 0.9 * rs)
+        {
+            continue;
+        }
+        let mut set = vec![a, b];
         while set.len() < kmax && rs > 0.0 {
             let best = kept
                 .par_iter()
@@ -391,22 +436,13 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
             continue;
         }
         set.sort_unstable();
-        let dup = cliques.iter().any(|q| {
-            let common = q
-                .cols
-                .iter()
-                .filter(|c| set.binary_search(c).is_ok())
-                .count();
-            common * 10 >= 6 * q.cols.len().min(set.len())
-        });
-        // Every grown set covers its pairs, so that no seed inside it is grown again.
-        let gid = groups;
-        groups += 1;
+        // Every grown set covers its pairs with its records' count, so that no seed of the
+        // same token is grown again (cliques of one token grown twice are merged below by
+        // their records).
+        let gid = group_support.len() as u32;
+        group_support.push(rs);
         for &c in &set {
             of_col[c as usize].push(gid);
-        }
-        if dup {
-            continue;
         }
         let mut records = clique_records(&set, &cols, nw, one_missing);
         if let Some(l) = records.last_mut() {
@@ -414,6 +450,27 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
         }
         let support = pop(&records);
         if f64::from(support) < min_support / 2.0 {
+            continue;
+        }
+        // Leave-one-out: a token's columns pin its records however one of them is left out
+        // (the others are all set in the same records); a set grown from a pair that spans
+        // two tokens (a sex column and a column that some other token also sets) holds the
+        // intersection of a token with one column's mixture of records, and loses far more
+        // than that without that column.
+        let stable = (0..set.len()).all(|skip| {
+            let rest: Vec<u32> = set
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != skip)
+                .map(|(_, &c)| c)
+                .collect();
+            let mut r = clique_records(&rest, &cols, nw, one_missing);
+            if let Some(l) = r.last_mut() {
+                *l &= last_mask;
+            }
+            f64::from(pop(&r)) <= 1.2 * f64::from(support) + 2.0
+        });
+        if !stable {
             continue;
         }
         cliques.push(Clique {
@@ -437,8 +494,24 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
     }
     let cliques = kept_cliques;
     let tokens = reference_tokens(model, reference, min_support * reference.len() as f64 / nf);
-    let aligned = align(model, &cliques, &tokens, n, reference.len());
+    let families = super::families::label(
+        model,
+        &cliques,
+        &tokens,
+        &one_token(model, reference),
+        n,
+        reference.len(),
+    );
+    let aligned = align(
+        model,
+        &cliques,
+        &tokens,
+        n,
+        reference.len(),
+        families.aligned,
+    );
     Mined {
+        families: families.found,
         columns: m,
         complementary_pairs,
         mined_columns: km,
@@ -504,9 +577,10 @@ fn align(
     tokens: &[RefToken],
     n: usize,
     nref: usize,
+    preset: Vec<(usize, usize)>,
 ) -> Vec<(usize, usize)> {
     if nref == 0 || n == 0 {
-        return Vec::new();
+        return preset;
     }
     let scale = n as f64 / nref as f64;
     let fold_or_blip = model.xor_fold || model.blip_epsilon.is_some();
@@ -534,15 +608,27 @@ fn align(
         .collect();
     let mut clique_done = vec![false; cliques.len()];
     let mut token_done = vec![false; tokens.len()];
-    let mut aligned: Vec<(usize, usize)> = Vec::new();
+    // Labels of stage C2 are anchors from the start.
+    for &(j, t) in &preset {
+        clique_done[j] = true;
+        token_done[t] = true;
+    }
+    let mut aligned: Vec<(usize, usize)> = preset;
     // Round 0: unique by frequency, both ways.
     let mut token_cands: Vec<Vec<usize>> = vec![Vec::new(); tokens.len()];
     for (j, c) in cand.iter().enumerate() {
-        for &t in c {
+        if clique_done[j] {
+            continue;
+        }
+        for &t in c.iter().filter(|&&t| !token_done[t]) {
             token_cands[t].push(j);
         }
     }
     for (j, c) in cand.iter().enumerate() {
+        if clique_done[j] {
+            continue;
+        }
+        let c: Vec<usize> = c.iter().copied().filter(|&t| !token_done[t]).collect();
         if let [t] = c[..]
             && token_cands[t] == [j]
         {

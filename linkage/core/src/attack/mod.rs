@@ -32,6 +32,7 @@
 //! Published attack code was read for the specification only; this is a clean-room
 //! implementation.
 
+mod families;
 mod freq;
 mod mining;
 mod reident;
@@ -418,6 +419,9 @@ pub struct ClkScore {
     /// Cliques whose records mostly (≥ 90 %) share one true token (with truth): how well
     /// the columns were grouped, before alignment.
     pub pure_cliques: Option<usize>,
+    /// Reference position families (one per position of a positional feature, and sex)
+    /// matched by a family of mutually exclusive cliques (stage C2).
+    pub families: usize,
     /// Cliques aligned with a reference token.
     pub aligned: usize,
     /// Aligned cliques whose records mostly carry that token (with truth): a clique counts
@@ -426,6 +430,10 @@ pub struct ClkScore {
     /// Per feature: record-token occurrences whose token was aligned correctly, as a share
     /// of all record-token occurrences of the feature (with truth).
     pub token_recovery: BTreeMap<String, f64>,
+    /// Per position of a positional feature (`"birth_date[3]"`, positions from 1) and per
+    /// one-token feature (`"sex"`): the share of the records with a value there whose token
+    /// was aligned correctly (with truth).
+    pub position_recovery: BTreeMap<String, f64>,
 }
 
 /// The attack's result.

@@ -1,6 +1,6 @@
 //! Stage D: re-identification by set consistency, and the self-scoring.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::mining::{Mined, tokens};
 use super::{AttackReport, AttributeScore, ClkModel, ClkScore, Model, Plain};
@@ -25,6 +25,7 @@ pub(super) fn decode(
         complementary_pairs: mined.complementary_pairs,
         mined_columns: mined.mined_columns,
         cliques: mined.cliques.len(),
+        families: mined.families,
         aligned: mined.aligned.len(),
         ..ClkScore::default()
     };
@@ -71,17 +72,41 @@ pub(super) fn decode(
         if let Some(truth) = truth {
             let mut total = 0usize;
             let mut found = 0usize;
+            // Per position (positional features) or the feature (one token per value):
+            // (records with a token there, recovered).
+            let mut per_pos: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
             for (r, p) in truth.iter().enumerate() {
                 tokens(f, p, &mut buf);
                 total += buf.len();
-                found += buf
-                    .iter()
-                    .filter(|t| {
-                        ident
-                            .get(t.as_str())
-                            .is_some_and(|&(_, j)| has(&mined.cliques[j].records, r))
-                    })
-                    .count();
+                let one = buf.len() == 1 && !f.positional && f.q <= 1;
+                for t in &buf {
+                    let ok = ident
+                        .get(t.as_str())
+                        .is_some_and(|&(_, j)| has(&mined.cliques[j].records, r));
+                    found += usize::from(ok);
+                    let pos = if f.positional && f.salt.is_none() {
+                        t.split_once(':').and_then(|(i, _)| i.parse::<usize>().ok())
+                    } else if one {
+                        Some(0)
+                    } else {
+                        None
+                    };
+                    if let Some(i) = pos {
+                        let e = per_pos.entry(i).or_default();
+                        e.0 += 1;
+                        e.1 += usize::from(ok);
+                    }
+                }
+            }
+            for (i, (all, ok)) in per_pos {
+                let key = if i == 0 {
+                    f.name.clone()
+                } else {
+                    format!("{}[{i}]", f.name)
+                };
+                score
+                    .position_recovery
+                    .insert(key, ok as f64 / all.max(1) as f64);
             }
             if total > 0 {
                 score
@@ -124,12 +149,23 @@ pub(super) fn decode(
                     .collect(),
             );
         }
+        // Tokens of (nearly) every record (the date separators) say nothing of a clique.
+        let mut overall: HashMap<(usize, &str), usize> = HashMap::new();
+        for rec in &per_record {
+            for (fi, ts) in rec.iter().enumerate() {
+                for t in ts {
+                    *overall.entry((fi, t.as_str())).or_default() += 1;
+                }
+            }
+        }
         for cl in &mined.cliques {
             counts.clear();
             for r in (0..n).filter(|&r| has(&cl.records, r)) {
                 for (fi, ts) in per_record[r].iter().enumerate() {
                     for t in ts {
-                        *counts.entry((fi, t.as_str())).or_default() += 1;
+                        if overall[&(fi, t.as_str())] * 10 < n * 9 {
+                            *counts.entry((fi, t.as_str())).or_default() += 1;
+                        }
                     }
                 }
             }
