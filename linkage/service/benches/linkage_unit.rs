@@ -556,14 +556,8 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
     assert_eq!(timed.job.links, shared, "cross-holder links");
     assert_eq!(timed.rows, records, "one stored result row per record");
     println!(
-        "  job, {:<10} wall {:.1} s (job stamps {:.1} s), {}; {} clusters, {} links, {} rows (target <= 60 s, <= 8 GiB)",
-        backend.name,
-        timed.wall,
-        timed.stamps,
-        timed.peak,
-        timed.job.clusters,
-        timed.job.links,
-        timed.rows,
+        "{} (target <= 60 s, <= 8 GiB)",
+        timed.line("job", backend.name)
     );
     backend.drop_db().await;
 }
@@ -629,6 +623,16 @@ struct TimedJob {
     stamps: f64,
     peak: String,
     rows: u64,
+}
+
+impl TimedJob {
+    /// The figures as one line of the bench's output, e.g. `  job, PostgreSQL wall 29.3 s …`.
+    fn line(&self, what: &str, backend: &str) -> String {
+        format!(
+            "  {what}, {backend:<10} wall {:.1} s (job stamps {:.1} s), {}; {} clusters, {} links, {} rows",
+            self.wall, self.stamps, self.peak, self.job.clusters, self.job.links, self.rows,
+        )
+    }
 }
 
 /// Starts a linkage unit on `store`, has an admin start a job of `project` and polls it every
@@ -814,16 +818,7 @@ async fn bench_scored_job(backend: Backend, schema_path: &str, inputs: &[String]
     let timed = time_job(&backend, store, &project).await;
     assert_eq!(timed.job.records, records, "every stored record in the job");
     assert_eq!(timed.rows, records, "one stored result row per record");
-    println!(
-        "  scored job, {:<10} wall {:.1} s (job stamps {:.1} s), {}; {} clusters, {} links, {} rows",
-        backend.name,
-        timed.wall,
-        timed.stamps,
-        timed.peak,
-        timed.job.clusters,
-        timed.job.links,
-        timed.rows,
-    );
+    println!("{}", timed.line("scored job", backend.name));
     backend.drop_db().await;
 }
 

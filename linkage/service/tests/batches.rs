@@ -20,8 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use renketsu_keys::content::ResearcherKeyPair;
 use renketsu_linkage::token_file::{
-    Counts, FORMAT, Header, MODE_HMAC, RecipeRef, SchemaRef, VERSION, encode_deletions,
-    encode_header, encode_record, encode_trailer,
+    Counts, encode_deletions, encode_header, encode_record, encode_trailer,
 };
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
@@ -33,35 +32,6 @@ use support::*;
 
 const HOLDERS: [&str; 3] = ["ehr", "claims", "kaigo"];
 const MONTHS: usize = 12;
-
-fn header(project: &str, party: &str) -> Header {
-    Header {
-        format: FORMAT.to_owned(),
-        version: VERSION,
-        project: project.to_owned(),
-        party: party.to_owned(),
-        schema: SchemaRef {
-            name: "jp-person-exact".to_owned(),
-            version: 2,
-            digest: schema_digest(),
-        },
-        mode: MODE_HMAC.to_owned(),
-        oprf_mode: None,
-        recipes: RECIPES
-            .iter()
-            .map(|(n, v)| RecipeRef {
-                name: (*n).to_owned(),
-                version: *v,
-                epoch: None,
-                public_key: None,
-            })
-            .collect(),
-        clk_bits: None,
-        today: "2026-12-07".to_owned(),
-        created_by: "test".to_owned(),
-        dice: Vec::new(),
-    }
-}
 
 /// One holder record as the holder tokenized it: token seeds per recipe (the same seed makes
 /// the same token at every holder), and the person it truly is (ground truth).
@@ -82,7 +52,7 @@ impl Rec {
 
 fn token_file(project: &str, party: &str, recs: &[(&String, &Rec)]) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_header(&mut out, &header(project, party));
+    encode_header(&mut out, &header(project, party, "2026-12-07"));
     for (id, r) in recs {
         let mut toks: Vec<(usize, [u8; 32])> =
             r.seeds.iter().map(|(s, k)| (*k, token(s, *k))).collect();
@@ -409,7 +379,7 @@ async fn monthly_batches_link_like_whole_files_and_keep_pseudonyms() {
                 }
                 if !c.deletes.is_empty() {
                     let d = encode_deletions(
-                        &header(inc, HOLDERS[h]),
+                        &header(inc, HOLDERS[h], "2026-12-07"),
                         c.deletes.iter().map(String::as_str),
                     );
                     let s = upload_kind(&mut hs[h], inc, v1::UploadKind::Deletions, &d).await;
@@ -685,7 +655,7 @@ async fn batches_resume_apply_once_and_a_token_upload_drops_them() {
         assert_eq!(m.len(), 30);
         // Deleting 5 records and an unknown id: 25 left.
         let del = encode_deletions(
-            &header(project, "ehr"),
+            &header(project, "ehr", "2026-12-07"),
             ["r0", "r1", "r2", "r3", "r4", "nope"],
         );
         let s = upload_kind(&mut a, project, v1::UploadKind::Deletions, &del).await;

@@ -11,10 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use renketsu_keys::content::{ContentOpener, ResearcherKeyPair};
-use renketsu_linkage::token_file::{
-    Counts, FORMAT, Header, MODE_HMAC, RecipeRef, SchemaRef, VERSION, encode_header, encode_record,
-    encode_trailer,
-};
+use renketsu_linkage::token_file::{Counts, encode_header, encode_record, encode_trailer};
 use renketsu_linkage_unit::auth::Rpc;
 use renketsu_linkage_unit::service::LuSettings;
 use renketsu_protocol::v1;
@@ -29,32 +26,7 @@ use support::*;
 
 /// A token file for `party` of `project`: `(record id, person, recipes present)`.
 fn token_file(project: &str, party: &str, records: &[(&str, &str, &[usize])]) -> Vec<u8> {
-    let header = Header {
-        format: FORMAT.to_owned(),
-        version: VERSION,
-        project: project.to_owned(),
-        party: party.to_owned(),
-        schema: SchemaRef {
-            name: "jp-person-exact".to_owned(),
-            version: 2,
-            digest: schema_digest(),
-        },
-        mode: MODE_HMAC.to_owned(),
-        oprf_mode: None,
-        recipes: RECIPES
-            .iter()
-            .map(|(n, v)| RecipeRef {
-                name: (*n).to_owned(),
-                version: *v,
-                epoch: None,
-                public_key: None,
-            })
-            .collect(),
-        clk_bits: None,
-        today: "2026-11-22".to_owned(),
-        created_by: "test".to_owned(),
-        dice: Vec::new(),
-    };
+    let header = header(project, party, "2026-11-22");
     let mut out = Vec::new();
     encode_header(&mut out, &header);
     for (id, person, recipes) in records {

@@ -1,7 +1,7 @@
 //! Set-up shared by the linkage unit's service-level suites (service_suite.rs, lifecycle.rs,
-//! longitudinal.rs): the store backends to run on, a development PKI, a linkage unit served
+//! longitudinal.rs, batches.rs): the store backends to run on, a development PKI, a linkage unit served
 //! over loopback with mutual TLS, and the calls the suites make of it (upload, create, wait,
-//! mapping).
+//! mapping), and the header of their embedded-mode token files.
 #![allow(dead_code, reason = "each suite uses part of the set-up")]
 
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use renketsu_keys::content::ContentSealer;
 use renketsu_keys::lifecycle::SystemClock;
+use renketsu_linkage::token_file::{FORMAT, Header, MODE_HMAC, RecipeRef, SchemaRef, VERSION};
 use renketsu_linkage_unit::content_file::{self, ContentHeader};
 use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_linkage_unit::store::LuStore;
@@ -146,6 +147,37 @@ impl TestLu {
 
 pub fn schema_digest() -> String {
     hex::encode(Sha256::digest(SCHEMA.as_bytes()))
+}
+
+/// The header of an embedded-mode (HMAC) token file of `party` for `project`, made on
+/// `today` with the recipes of [`RECIPES`].
+pub fn header(project: &str, party: &str, today: &str) -> Header {
+    Header {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        project: project.to_owned(),
+        party: party.to_owned(),
+        schema: SchemaRef {
+            name: "jp-person-exact".to_owned(),
+            version: 2,
+            digest: schema_digest(),
+        },
+        mode: MODE_HMAC.to_owned(),
+        oprf_mode: None,
+        recipes: RECIPES
+            .iter()
+            .map(|(n, v)| RecipeRef {
+                name: (*n).to_owned(),
+                version: *v,
+                epoch: None,
+                public_key: None,
+            })
+            .collect(),
+        clk_bits: None,
+        today: today.to_owned(),
+        created_by: "test".to_owned(),
+        dice: Vec::new(),
+    }
 }
 
 /// The token of `person` for recipe `r`: what any holder of that person makes.
