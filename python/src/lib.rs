@@ -21,7 +21,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 use renketsu_keys::LocalKeyStore;
 use renketsu_linkage::engine::{
-    HolderInput, Keys, LinkOptions, LinkPlan, MemoryOutputs, NoObserver, random_pseudonyms,
+    HolderInput, Keys, LinkOptions, LinkPlan, Linked, MemoryOutputs, NoObserver, random_pseudonyms,
 };
 use renketsu_linkage::eval::{Evaluation, by_holder_pair, read_pairs};
 use renketsu_linkage::ingest::{CsvSource, EncodingChoice, RejectList};
@@ -186,6 +186,33 @@ struct LinkOut {
     rejects: Vec<(String, RejectList)>,
 }
 
+/// What a finished run returns to Python: pseudonyms drawn at random, every output file in
+/// memory, `summary.json` and, for a scored run, `report.html`; `rejects` per holder as given.
+fn link_out(
+    linked: &mut Linked<'_>,
+    rejects: Vec<(String, RejectList)>,
+) -> Result<LinkOut, String> {
+    let pids = random_pseudonyms(linked.clusters(), &mut rand::rng());
+    let mut sink = MemoryOutputs::default();
+    let summary = linked.write(&pids, &mut sink).map_err(|e| e.to_string())?;
+    let report = summary
+        .scoring
+        .is_some()
+        .then(|| renketsu_linkage::report::render(&summary));
+    let summary = serde_json::to_string_pretty(&summary.to_json()).map_err(|e| e.to_string())?;
+    let files = sink
+        .names()
+        .into_iter()
+        .filter_map(|n| sink.get(&n).map(|b| (n, b)))
+        .collect();
+    Ok(LinkOut {
+        files,
+        summary,
+        report,
+        rejects,
+    })
+}
+
 /// Links holders' CSVs (`inputs`: `(party, label, csv bytes)`, two or more; the label names
 /// the input in messages and the summary, e.g. its path) with `schema` and `key`,
 /// as `renketsu link` does. Returns a dict: `files` (name → bytes: `pairs.csv`,
@@ -243,30 +270,14 @@ fn link_csv<'py>(
             let mut linked = plan
                 .run(holders, &mut NoObserver)
                 .map_err(|e| e.to_string())?;
-            let pids = random_pseudonyms(linked.clusters(), &mut rand::rng());
-            let mut sink = MemoryOutputs::default();
-            let summary = linked.write(&pids, &mut sink).map_err(|e| e.to_string())?;
-            let report = summary
-                .scoring
-                .is_some()
-                .then(|| renketsu_linkage::report::render(&summary));
-            let summary_json =
-                serde_json::to_string_pretty(&summary.to_json()).map_err(|e| e.to_string())?;
-            let files = sink
-                .names()
-                .into_iter()
-                .filter_map(|n| sink.get(&n).map(|b| (n, b)))
-                .collect();
-            Ok(LinkOut {
-                files,
-                summary: summary_json,
-                report,
-                rejects: inputs
+            link_out(
+                &mut linked,
+                inputs
                     .iter()
                     .map(|(p, _, _)| p.clone())
                     .zip(rejects)
                     .collect(),
-            })
+            )
         })
         .map_err(RenketsuError::new_err)?;
     let d = PyDict::new(py);

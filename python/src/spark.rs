@@ -23,8 +23,7 @@ use pyo3::types::{PyBytes, PyDict};
 use renketsu_linkage::Token;
 use renketsu_linkage::cluster::{ScoredClusterStats, ScoredLink};
 use renketsu_linkage::engine::{
-    HolderInput, Keys, LinkOptions, LinkPlan, MemoryOutputs, NoObserver, random_pseudonyms,
-    token_features,
+    HolderInput, Keys, LinkOptions, LinkPlan, NoObserver, token_features,
 };
 use renketsu_linkage::score::{
     CandidateStats, ClusterJob, Compared, ConflictRule, Features, PairStage, ScoreError,
@@ -33,7 +32,7 @@ use renketsu_linkage::score::{
 use renketsu_linkage::token::TOKEN_LEN;
 use renketsu_linkage::token_file::Reader;
 
-use crate::{LinkOut, Schema, context, err};
+use crate::{Schema, context, err, link_out};
 
 fn u32s(b: &[u8]) -> Result<Vec<u32>, String> {
     if !b.len().is_multiple_of(4) {
@@ -433,7 +432,7 @@ pub(crate) fn link_tokens<'py>(
         ));
     }
     let out = py
-        .detach(|| -> Result<LinkOut, String> {
+        .detach(|| -> Result<crate::LinkOut, String> {
             let mut readers = Vec::with_capacity(inputs.len());
             for (party, path) in &inputs {
                 let r = open(path)?;
@@ -469,26 +468,7 @@ pub(crate) fn link_tokens<'py>(
             let mut linked = plan
                 .run_with(holders, &mut NoObserver, &mut stage)
                 .map_err(|e| e.to_string())?;
-            let pids = random_pseudonyms(linked.clusters(), &mut rand::rng());
-            let mut sink = MemoryOutputs::default();
-            let summary = linked.write(&pids, &mut sink).map_err(|e| e.to_string())?;
-            let report = summary
-                .scoring
-                .is_some()
-                .then(|| renketsu_linkage::report::render(&summary));
-            let summary_json =
-                serde_json::to_string_pretty(&summary.to_json()).map_err(|e| e.to_string())?;
-            let files = sink
-                .names()
-                .into_iter()
-                .filter_map(|n| sink.get(&n).map(|b| (n, b)))
-                .collect();
-            Ok(LinkOut {
-                files,
-                summary: summary_json,
-                report,
-                rejects: Vec::new(),
-            })
+            link_out(&mut linked, Vec::new())
         })
         .map_err(err)?;
     let d = PyDict::new(py);
