@@ -490,20 +490,42 @@ async fn store_tokens(store: &LuStore, make: impl Fn() -> TokenFile) -> u64 {
 
 /// [`store_tokens`] as an upload of `kind` (a token batch accumulates).
 async fn store_upload(store: &LuStore, kind: v1::UploadKind, make: impl Fn() -> TokenFile) -> u64 {
+    let (party, records) = {
+        let f = make();
+        (f.party, f.records)
+    };
+    store_chunks(store, PROJECT, party, kind, records, || {
+        let mut f = make();
+        std::iter::from_fn(move || f.next_chunk())
+    })
+    .await
+}
+
+/// Streams one file into the store as a complete upload of `kind` for `party` of `project`,
+/// the way the service stores a finished upload: its chunks (`chunks()` yields them, called
+/// twice: once for the SHA-256 upload id, once to store them, so the bench never holds the
+/// file), then the upload marked complete with `records`. Returns the file's size in bytes.
+async fn store_chunks<I: Iterator<Item = Vec<u8>>>(
+    store: &LuStore,
+    project: &str,
+    party: &str,
+    kind: v1::UploadKind,
+    records: u64,
+    chunks: impl Fn() -> I,
+) -> u64 {
     let mut hasher = Sha256::new();
-    let (mut bytes, mut chunks) = (0u64, 0u32);
-    let mut f = make();
-    while let Some(c) = f.next_chunk() {
+    let (mut bytes, mut total) = (0u64, 0u32);
+    for c in chunks() {
         hasher.update(&c);
         bytes += c.len() as u64;
-        chunks += 1;
+        total += 1;
     }
     let u = UploadRow {
-        project: PROJECT.to_owned(),
-        party: f.party.to_owned(),
+        project: project.to_owned(),
+        party: party.to_owned(),
         upload_id: hex::encode(hasher.finalize()),
         kind: kind as i32,
-        total_chunks: chunks,
+        total_chunks: total,
         total_bytes: bytes,
         complete: false,
         superseded: false,
@@ -511,18 +533,15 @@ async fn store_upload(store: &LuStore, kind: v1::UploadKind, make: impl Fn() -> 
         batch_seq: 0,
     };
     let u = store.begin_upload(&u, 0).await.expect("begin upload");
-    let mut f = make();
-    let mut i = 0u32;
-    while let Some(c) = f.next_chunk() {
+    for (i, c) in chunks().enumerate() {
         let digest = Sha256::digest(&c);
         store
-            .put_chunk(PROJECT, f.party, &u.upload_id, i, &digest, &c)
+            .put_chunk(project, party, &u.upload_id, i as u32, &digest, &c)
             .await
             .expect("put chunk");
-        i += 1;
     }
     store
-        .complete_upload(&u, f.records, kind == v1::UploadKind::TokenBatch)
+        .complete_upload(&u, records, kind == v1::UploadKind::TokenBatch)
         .await
         .expect("complete upload");
     bytes
@@ -708,44 +727,6 @@ async fn store_token_file(store: &LuStore, project: &str, path: &str) -> (String
         "{path}: every token file of the scored bench must be made for one project"
     );
     drop(reader);
-    let chunks = |f: &mut std::fs::File, buf: &mut Vec<u8>| -> usize {
-        buf.clear();
-        f.by_ref()
-            .take(CHUNK as u64)
-            .read_to_end(buf)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-    };
-    let (mut hasher, mut bytes, mut total) = (Sha256::new(), 0u64, 0u32);
-    let mut buf = Vec::with_capacity(CHUNK);
-    let mut f = open();
-    while chunks(&mut f, &mut buf) > 0 {
-        hasher.update(&buf);
-        bytes += buf.len() as u64;
-        total += 1;
-    }
-    let u = UploadRow {
-        project: project.to_owned(),
-        party: party.clone(),
-        upload_id: hex::encode(hasher.finalize()),
-        kind: v1::UploadKind::Tokens as i32,
-        total_chunks: total,
-        total_bytes: bytes,
-        complete: false,
-        superseded: false,
-        records: 0,
-        batch_seq: 0,
-    };
-    let u = store.begin_upload(&u, 0).await.expect("begin upload");
-    let mut f = open();
-    let mut i = 0u32;
-    while chunks(&mut f, &mut buf) > 0 {
-        let digest = Sha256::digest(&buf);
-        store
-            .put_chunk(project, &party, &u.upload_id, i, &digest, &buf)
-            .await
-            .expect("put chunk");
-        i += 1;
-    }
     let records = {
         let mut r = token_file::Reader::new(std::io::BufReader::new(open()), path)
             .unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -756,10 +737,27 @@ async fn store_token_file(store: &LuStore, project: &str, path: &str) -> (String
         {}
         r.counts().expect("trailer").records
     };
-    store
-        .complete_upload(&u, records, false)
-        .await
-        .expect("complete upload");
+    let chunks = || {
+        let mut f = open();
+        std::iter::from_fn(move || {
+            let mut buf = Vec::with_capacity(CHUNK);
+            let n = f
+                .by_ref()
+                .take(CHUNK as u64)
+                .read_to_end(&mut buf)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            (n > 0).then_some(buf)
+        })
+    };
+    let bytes = store_chunks(
+        store,
+        project,
+        &party,
+        v1::UploadKind::Tokens,
+        records,
+        chunks,
+    )
+    .await;
     (party, records, bytes)
 }
 

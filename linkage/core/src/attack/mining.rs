@@ -285,31 +285,7 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
             reference,
             2.0 * f64::from(min_support) * reference.len() as f64 / n.max(1) as f64,
         );
-        let families = super::families::label(
-            model,
-            &cliques,
-            &tokens,
-            &one_token(model, reference),
-            n,
-            reference.len(),
-        );
-        let aligned = align(
-            model,
-            &cliques,
-            &tokens,
-            n,
-            reference.len(),
-            families.aligned,
-        );
-        return Mined {
-            families: families.found,
-            columns: m,
-            complementary_pairs: 0,
-            mined_columns: m,
-            cliques,
-            tokens,
-            aligned,
-        };
+        return label_and_align(model, reference, n, cliques, tokens, m, 0, m);
     }
     let mut last_mask = u64::MAX;
     if !n.is_multiple_of(64) {
@@ -494,6 +470,35 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
     }
     let cliques = kept_cliques;
     let tokens = reference_tokens(model, reference, min_support * reference.len() as f64 / nf);
+    label_and_align(
+        model,
+        reference,
+        n,
+        cliques,
+        tokens,
+        m,
+        complementary_pairs,
+        km,
+    )
+}
+
+/// The last steps of both mining paths: position families (stage C2), then the alignment of
+/// the remaining cliques with reference tokens; the counts of the earlier stages are passed
+/// through into the [`Mined`] result.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two call sites hand over their state once"
+)]
+fn label_and_align(
+    model: &ClkModel,
+    reference: &[Plain],
+    n: usize,
+    cliques: Vec<Clique>,
+    tokens: Vec<RefToken>,
+    columns: usize,
+    complementary_pairs: usize,
+    mined_columns: usize,
+) -> Mined {
     let families = super::families::label(
         model,
         &cliques,
@@ -512,9 +517,9 @@ pub(super) fn mine(model: &ClkModel, clks: &[Vec<u64>], reference: &[Plain]) -> 
     );
     Mined {
         families: families.found,
-        columns: m,
+        columns,
         complementary_pairs,
-        mined_columns: km,
+        mined_columns,
         cliques,
         tokens,
         aligned,
