@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+mod linker;
 mod spark;
 
 use pyo3::exceptions::{PyException, PyValueError};
@@ -280,6 +281,11 @@ fn link_csv<'py>(
             )
         })
         .map_err(RenketsuError::new_err)?;
+    out_dict(py, out)
+}
+
+/// A run's outputs as the dict `link_csv` returns.
+fn out_dict(py: Python<'_>, out: LinkOut) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     let files = PyDict::new(py);
     for (name, bytes) in &out.files {
@@ -453,6 +459,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_clk_columns, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate_csv, m)?)?;
     m.add_class::<spark::Comparer>()?;
+    m.add_class::<linker::Linker>()?;
     m.add_function(wrap_pyfunction!(spark::link_tokens, m)?)?;
     Ok(())
 }

@@ -257,7 +257,53 @@ impl PyStage {
     }
 }
 
-fn open(path: &str) -> Result<Reader<Box<dyn std::io::BufRead + Send>>, String> {
+/// Opens holders' token files (`(party, path)`, in holder order) and checks
+/// their headers against each other, the schema digest and `project`, as `renketsu link`
+/// does; returns the run's options (project, token mode from the files) and the readers.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the Python API's keyword arguments"
+)]
+pub(crate) fn open_token_inputs(
+    inputs: &[(String, String)],
+    schema_digest: &str,
+    schema_path: String,
+    project: Option<&str>,
+    ctx: renketsu_linkage::NormalizeContext,
+    threshold: Option<f64>,
+    duplicates: Vec<String>,
+) -> Result<(LinkOptions, Vec<TokenReader>), String> {
+    let mut readers = Vec::with_capacity(inputs.len());
+    for (party, path) in inputs {
+        let r = open(path)?;
+        if &r.header().party != party {
+            return Err(format!(
+                "{path} is the token file of party {:?}, not {party:?}",
+                r.header().party
+            ));
+        }
+        readers.push(r);
+    }
+    let headers: Vec<(&str, &renketsu_linkage::token_file::Header)> = inputs
+        .iter()
+        .zip(&readers)
+        .map(|((_, p), r)| (p.as_str(), r.header()))
+        .collect();
+    renketsu_linkage::tokenlink::check_headers(schema_digest, &headers, project)
+        .map_err(|e| format!("schema {schema_path}: {e}"))?;
+    let first = readers.first().ok_or("no token files")?.header();
+    let mut options = LinkOptions::new(&first.project, ctx.today);
+    options.token_mode = first.mode_name();
+    options.threshold = threshold;
+    options.duplicates = duplicates;
+    options.schema_path = schema_path;
+    Ok((options, readers))
+}
+
+/// A token-file reader over a buffered file.
+pub(crate) type TokenReader = Reader<Box<dyn std::io::BufRead + Send>>;
+
+fn open(path: &str) -> Result<TokenReader, String> {
     let f = File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
     let input: Box<dyn std::io::BufRead + Send> = Box::new(BufReader::with_capacity(1 << 16, f));
     Reader::new(input, path).map_err(|e| e.to_string())
@@ -433,30 +479,15 @@ pub(crate) fn link_tokens<'py>(
     }
     let out = py
         .detach(|| -> Result<crate::LinkOut, String> {
-            let mut readers = Vec::with_capacity(inputs.len());
-            for (party, path) in &inputs {
-                let r = open(path)?;
-                if &r.header().party != party {
-                    return Err(format!(
-                        "{path} is the token file of party {:?}, not {party:?}",
-                        r.header().party
-                    ));
-                }
-                readers.push(r);
-            }
-            let headers: Vec<(&str, &renketsu_linkage::token_file::Header)> = inputs
-                .iter()
-                .zip(&readers)
-                .map(|((_, p), r)| (p.as_str(), r.header()))
-                .collect();
-            renketsu_linkage::tokenlink::check_headers(schema_digest, &headers, project.as_deref())
-                .map_err(|e| format!("schema {schema_path}: {e}"))?;
-            let first = readers.first().ok_or("no token files")?.header();
-            let mut options = LinkOptions::new(&first.project, ctx.today);
-            options.token_mode = first.mode_name();
-            options.threshold = threshold;
-            options.duplicates = duplicates;
-            options.schema_path = schema_path;
+            let (options, readers) = open_token_inputs(
+                &inputs,
+                schema_digest,
+                schema_path,
+                project.as_deref(),
+                ctx,
+                threshold,
+                duplicates,
+            )?;
             let plan =
                 LinkPlan::new(schema, Keys::TokenFiles, options).map_err(|e| e.to_string())?;
             let holders: Vec<HolderInput<'_>> = inputs
@@ -471,13 +502,5 @@ pub(crate) fn link_tokens<'py>(
             link_out(&mut linked, Vec::new())
         })
         .map_err(err)?;
-    let d = PyDict::new(py);
-    let files = PyDict::new(py);
-    for (name, bytes) in &out.files {
-        files.set_item(name, PyBytes::new(py, bytes))?;
-    }
-    d.set_item("files", files)?;
-    d.set_item("summary", out.summary)?;
-    d.set_item("report", out.report)?;
-    Ok(d)
+    crate::out_dict(py, out)
 }

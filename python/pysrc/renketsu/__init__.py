@@ -27,6 +27,7 @@ the project only. No function here prints or logs a record's values.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -42,6 +43,7 @@ from ._native import RenketsuError
 
 __all__ = [
     "LinkResult",
+    "Linker",
     "ProjectKey",
     "RenketsuError",
     "Schema",
@@ -336,7 +338,12 @@ def link(
         encoding=encoding,
         schema_path=schema.path or "",
     )
-    rejects = {
+    return _result(out, _rejects(out["rejects"]))
+
+
+def _rejects(rejects: Mapping[str, Sequence[Tuple[int, str, str, str]]]) -> Dict[str, pa.Table]:
+    """Per party, a table ``row, id, reason, detail`` of the native module's reject lists."""
+    return {
         party: pa.table(
             {
                 "row": pa.array([r[0] for r in rows], pa.uint64()),
@@ -345,9 +352,8 @@ def link(
                 "detail": pa.array([r[3] for r in rows], pa.string()),
             }
         )
-        for party, rows in out["rejects"].items()
+        for party, rows in rejects.items()
     }
-    return _result(out, rejects)
 
 
 def _result(out: Mapping[str, Any], rejects: Dict[str, pa.Table]) -> LinkResult:
@@ -463,3 +469,253 @@ def evaluate(
     Raises :class:`RenketsuError` for a wrong header or mixed formats.
     """
     return _native.evaluate_csv(_pairs_csv(pairs), _pairs_csv(truth))
+
+
+def _u32(data: bytes) -> pa.Array:
+    return pa.Array.from_buffers(pa.uint32(), len(data) // 4, [None, pa.py_buffer(data)])
+
+
+class Linker:
+    """A scored linkage (Fellegi–Sunter, SPEC.md §9) one stage at a time: what
+    :func:`link` does in one call, with the state kept between the stages, as Splink's
+    ``Linker`` or recordlinkage's ``Index``/``Compare`` steps.
+
+    ::
+
+        linker = renketsu.Linker(schema, {"ehr": ehr_df, "claims": claims_df}, key=key)
+        linker.candidates()            # pyarrow.Table of the candidate pairs
+        model = linker.fit()           # m, u, λ: the same training as renketsu link
+        model.parameters               # one row per comparison level
+        model.predict()                # candidate pairs with match weight and probability
+        model.report()                 # threshold and estimated pairwise precision/recall
+        result = linker.cluster()      # LinkResult, equal to renketsu.link(...)
+        result09 = linker.cluster(threshold=0.9)
+
+    The holders are read once (CSV inputs: checked, normalized, tokenized with ``key``;
+    rejects in :attr:`rejects`), or given as token files (:meth:`from_token_files`: the
+    linkage unit's view, no key). Candidates and the model are computed on first use and
+    kept; :meth:`cluster` may be called at several thresholds. Each stage runs with the GIL
+    released. Only scored schemas (``[scoring]``): exact and CLK schemas have no model, use
+    :func:`link`.
+
+    Raises :class:`RenketsuError` as :func:`link` does, and :class:`ValueError` for an
+    unscored schema or a threshold outside (0, 1).
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        inputs: Union[Mapping[str, InputLike], Sequence[Tuple[str, InputLike]]],
+        *,
+        key: ProjectKey,
+        today: Any = None,
+        threshold: Optional[float] = None,
+        duplicates: Sequence[str] = (),
+        id_column: Optional[str] = None,
+    ) -> None:
+        items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
+        encoded = [(party, _input_bytes(party, data)) for party, data in items]
+        encodings = {enc for _, (_, enc, _) in encoded}
+        self.schema = schema
+        self._native = _native.Linker.from_csv(
+            schema._inner,
+            key._inner,
+            [(party, label, data) for party, (data, _, label) in encoded],
+            today=_today(today),
+            threshold=threshold,
+            duplicates=list(duplicates),
+            id_column=id_column,
+            encoding="utf-8" if encodings == {"utf-8"} else "auto",
+            schema_path=schema.path or "",
+        )
+        self._setup()
+
+    @classmethod
+    def from_token_files(
+        cls,
+        schema: Schema,
+        inputs: Union[Mapping[str, Union[str, "os.PathLike[str]"]], Sequence[Tuple[str, Any]]],
+        *,
+        today: Any = None,
+        threshold: Optional[float] = None,
+        duplicates: Sequence[str] = (),
+        project: Optional[str] = None,
+    ) -> "Linker":
+        """A Linker over holders' token files (party → path, in holder order; version 2,
+        made by ``renketsu tokenize`` for this scored schema, with the custodian or a key):
+        what the linkage unit links, without any key. ``schema`` must be read from a file
+        (its SHA-256 must equal the files' schema digest); ``project`` refuses files of
+        another project."""
+        if schema.path is None:
+            raise ValueError("Linker.from_token_files needs a schema read from a file (its digest)")
+        digest = hashlib.sha256(Path(schema.path).read_bytes()).hexdigest()
+        items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
+        self = cls.__new__(cls)
+        self.schema = schema
+        self._native = _native.Linker.from_token_files(
+            schema._inner,
+            [(str(p), os.path.abspath(os.fspath(path))) for p, path in items],
+            digest,
+            schema.path,
+            today=_today(today),
+            threshold=threshold,
+            duplicates=list(duplicates),
+            project=project,
+        )
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
+        holders = self._native.records()
+        self.parties: List[str] = [h[0] for h in holders]
+        ids: List[str] = []
+        party_index: List[int] = []
+        for i, (_, hids) in enumerate(holders):
+            ids.extend(hids)
+            party_index.extend([i] * len(hids))
+        self._ids = pa.array(ids, pa.string())
+        self._party = pa.DictionaryArray.from_arrays(
+            pa.array(party_index, pa.int32()), pa.array(self.parties, pa.string())
+        ).cast(pa.string())
+        self.rejects: Dict[str, pa.Table] = _rejects(self._native.rejects())
+        self._model: Optional[Model] = None
+
+    def _pair_table(self, a: pa.Array, b: pa.Array) -> pa.Table:
+        return pa.table(
+            {
+                "party_a": self._party.take(a),
+                "id_a": self._ids.take(a),
+                "party_b": self._party.take(b),
+                "id_b": self._ids.take(b),
+            }
+        )
+
+    def candidates(self) -> pa.Table:
+        """The candidate pairs (SPEC.md §9.2: records sharing a blocking key, across
+        holders; blocks over the schema's limits skipped and counted), one row per pair:
+        ``party_a, id_a, party_b, id_b`` (strings). The generation counts are in the
+        table's metadata (``b"pairs"``, ``b"blocking_keys"``, ``b"skipped_blocks"``)."""
+        a, b, stats = self._native.candidates()
+        t = self._pair_table(_u32(a), _u32(b))
+        return t.replace_schema_metadata({k.encode(): str(v).encode() for k, v in stats.items()})
+
+    def fit(self) -> "Model":
+        """Fits the Fellegi–Sunter model on the candidates with the training of ``renketsu
+        link`` (SPEC.md §9.3: u from random pairs, λ from the schema's deterministic rules
+        under a Beta prior, m by EM per training session with the blocked comparisons
+        switched off, the constrained-m check, a seeded record sample above
+        ``train_records``); computed once and kept. Returns the :class:`Model`."""
+        if self._model is None:
+            self._model = Model(self, self._native.fit())
+        return self._model
+
+    def cluster(self, threshold: Optional[float] = None) -> LinkResult:
+        """Links the pairs at or above ``threshold`` (a match probability in (0, 1); default:
+        the Linker's, else the schema's, else the maximum estimated F1), applies the
+        given-name veto and guarded clustering (SPEC.md §9.5), and returns the same
+        :class:`LinkResult` as :func:`link` (at the same threshold: the same pairs,
+        clusters and estimates; pseudonyms are fresh random values). Fits first if needed."""
+        self.fit()
+        out = self._native.cluster(threshold)
+        return _result(out, self.rejects)
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+class Model:
+    """A fitted Fellegi–Sunter model of a :class:`Linker` (:meth:`Linker.fit`).
+
+    ``parameters``: a table with one row per comparison level: ``comparison``, ``level``
+    (index; the last is ``missing``, the one before ``disagree``), ``label``, ``m`` and
+    ``u`` (P(level | match) and P(level | non-match); None for ``missing``),
+    ``match_weight`` (bits, log2 m/u; 0 for ``missing``). ``prior``: λ, the probability
+    that a random cross-holder pair is a match. ``info``: the fit's account (``matches``,
+    ``matches_in_candidates``, ``total_pairs``, ``iterations``, ``converged``,
+    ``diagnostics``, ``random_pairs``, ``training``).
+    """
+
+    def __init__(self, linker: Linker, fitted: Dict[str, Any]) -> None:
+        self._linker = linker
+        self.info = {k: v for k, v in fitted.items() if k != "comparisons"}
+        self.prior: float = fitted["prior"]
+        self.comparisons: List[str] = [c["name"] for c in fitted["comparisons"]]
+        rows: Dict[str, List[Any]] = {
+            k: [] for k in ("comparison", "level", "label", "m", "u", "match_weight")
+        }
+        for c in fitted["comparisons"]:
+            for i, lvl in enumerate(c["levels"]):
+                rows["comparison"].append(c["name"])
+                rows["level"].append(i)
+                rows["label"].append(lvl["label"])
+                rows["m"].append(lvl["m"])
+                rows["u"].append(lvl["u"])
+                rows["match_weight"].append(lvl["match_weight"])
+        self.parameters = pa.table(
+            {
+                "comparison": pa.array(rows["comparison"], pa.string()),
+                "level": pa.array(rows["level"], pa.uint8()),
+                "label": pa.array(rows["label"], pa.string()),
+                "m": pa.array(rows["m"], pa.float64()),
+                "u": pa.array(rows["u"], pa.float64()),
+                "match_weight": pa.array(rows["match_weight"], pa.float64()),
+            }
+        )
+
+    def predict(self) -> pa.Table:
+        """Every candidate pair scored: ``party_a, id_a, party_b, id_b``,
+        ``match_weight`` (float32, bits: the log2 odds of a match, i.e. the prior's log
+        odds plus the level weights plus term-frequency terms), ``match_probability``
+        (float64, P(match | comparison vector) = 2^w / (1 + 2^w)),
+        and one ``gamma_<comparison>`` column (uint8 level index) per comparison. The veto
+        and clustering are not applied: see :meth:`Linker.cluster`."""
+        a, b, _ = self._linker._native.candidates()
+        weights, levels = self._linker._native.predict()
+        w = pa.Array.from_buffers(pa.float32(), len(weights) // 4, [None, pa.py_buffer(weights)])
+        t = self._linker._pair_table(_u32(a), _u32(b))
+        t = t.append_column("match_weight", w)
+        t = t.append_column("match_probability", _probability(w))
+        for name, lv in zip(self.comparisons, levels):
+            t = t.append_column(
+                f"gamma_{name}",
+                pa.Array.from_buffers(pa.uint8(), len(lv), [None, pa.py_buffer(lv)]),
+            )
+        return t
+
+    def report(self, threshold: Optional[float] = None) -> Dict[str, Any]:
+        """The model's account at a threshold (``threshold`` a match probability in (0, 1);
+        default as :meth:`Linker.cluster` chooses): ``threshold`` (``match_weight`` bits,
+        ``match_probability``, ``source``), the pairwise ``links`` at or above it,
+        ``expected_true`` (Σ P(match) over them), estimated ``precision`` and ``recall``
+        among the candidates (SPEC.md §9.4; before the veto and clustering, whose estimates
+        are in :attr:`LinkResult.estimates`), ``expected_matches``, ``prior`` and the fit's
+        ``info``."""
+        t = self._linker._native.threshold(threshold)
+        return {
+            "threshold": {
+                "match_weight": t["match_weight"],
+                "match_probability": t["match_probability"],
+                "source": t["source"],
+            },
+            "links": t["links"],
+            "expected_true": t["expected_true"],
+            "precision": t["precision"],
+            "recall": t["recall"],
+            "expected_matches": t["expected_matches"],
+            "prior": self.prior,
+            "info": self.info,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(comparisons={len(self.comparisons)}, prior={self.prior:.3g}, "
+            f"matches={self.info['matches']:.1f}, converged={self.info['converged']})"
+        )
+
+
+def _probability(w: pa.Array) -> pa.Array:
+    """P = 2^w / (1 + 2^w), the engine's ``probability`` of a match weight in bits."""
+    import pyarrow.compute as pc
+
+    x = pc.power(pa.scalar(2.0), pc.cast(w, pa.float64()))
+    return pc.divide(x, pc.add(x, pa.scalar(1.0)))

@@ -76,7 +76,7 @@ use std::io::BufRead;
 pub use output::{
     HolderContent, MemoryOutputs, OutputFile, OutputSink, random_pseudonyms, write_joined_view,
 };
-pub use run::{Linked, LinkedHolder, token_features};
+pub use run::{Linked, LinkedHolder, Prepared, token_features};
 pub use summary::{
     ClkSummary, ClustersSummary, HolderSummary, LshChosen, LshConfigured, LshHolderPair,
     LshSummary, LshTargets, MergesSummary, NormalizationSummary, PairsCompleteness, SchemaSummary,

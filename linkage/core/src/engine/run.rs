@@ -3,6 +3,7 @@
 //! matcher (exact, CLK, or scored), then clusters.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -15,7 +16,8 @@ use crate::ingest::{self, Accepted, HolderRead, HolderStats, ReadOptions, RowRej
 use crate::lsh::{self, LshChoice};
 use crate::schema::LinkMode;
 use crate::score::{
-    DecideOptions, Features, FeaturesBuilder, InProcess, PairStage, ScoringRun, score_and_cluster,
+    DecideOptions, Features, FeaturesBuilder, InProcess, PairStage, ScoringRun, decide,
+    find_candidates, fit,
 };
 use crate::token::Token;
 use crate::tokenizer::Tokenizer;
@@ -25,7 +27,7 @@ use crate::tokenlink::{
 };
 
 /// One holder's records after a run.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LinkedHolder {
     /// The holder's name.
     pub name: String,
@@ -139,6 +141,24 @@ impl<'a> LinkPlan<'a> {
         observer: &mut dyn Observer,
         stage: &mut dyn PairStage,
     ) -> Result<Linked<'a>, EngineError> {
+        let prepared = self.read(inputs, observer)?;
+        self.link_prepared(prepared, observer, stage)
+    }
+
+    /// The read stage of [`Self::run`] alone: every holder read (CSV: checked, normalized,
+    /// tokenized, CLK-encoded, comparison values; token files: read as the holder made them)
+    /// into one join, its blocking keys and, for a scored schema, its comparison features.
+    /// [`Self::link_prepared`] finishes the run; the Python package steps through a scored
+    /// run's stages on it ([`crate::score::find_candidates`], [`crate::score::fit`],
+    /// [`crate::score::decide`], then [`Self::finish_scored`]).
+    ///
+    /// # Errors
+    /// As [`Self::run`], but for the matcher's.
+    pub fn read(
+        &self,
+        inputs: Vec<HolderInput<'_>>,
+        observer: &mut dyn Observer,
+    ) -> Result<Prepared, EngineError> {
         let started = Instant::now();
         let schema = self.schema;
         let opts = &self.options;
@@ -244,7 +264,50 @@ impl<'a> LinkPlan<'a> {
         }
         let t_read = started.elapsed();
         check(observer)?;
-        observer.stage("linking", (total - 1.0) / total);
+        Ok(Prepared {
+            holders,
+            join,
+            blocks,
+            features: features.map(|f| Arc::new(f.finish())),
+            csv_inputs,
+            started,
+            t_read,
+        })
+    }
+
+    /// Per holder, whether it is declared to hold several records of one person
+    /// ([`LinkOptions::duplicates`]), in input order.
+    pub fn duplicates(&self, prepared: &Prepared) -> Vec<bool> {
+        prepared
+            .holders
+            .iter()
+            .map(|h| self.options.duplicates.contains(&h.name))
+            .collect()
+    }
+
+    /// The rest of [`Self::run_with`] after [`Self::read`]: the matcher (exact, CLK, or
+    /// scored with `stage`), then clusters.
+    ///
+    /// # Errors
+    /// As [`Self::run_with`].
+    pub fn link_prepared(
+        &self,
+        prepared: Prepared,
+        observer: &mut dyn Observer,
+        stage: &mut dyn PairStage,
+    ) -> Result<Linked<'a>, EngineError> {
+        let schema = self.schema;
+        let opts = &self.options;
+        let Prepared {
+            holders,
+            mut join,
+            mut blocks,
+            features,
+            csv_inputs,
+            started,
+            t_read,
+        } = prepared;
+        observer.stage("linking", 1.0 - 1.0 / (holders.len() as f64 + 1.0));
         let sizes: Vec<usize> = holders.iter().map(|h| h.ids.len()).collect();
         let offsets = party_offsets(&sizes);
         let mut scoring = None;
@@ -256,17 +319,20 @@ impl<'a> LinkPlan<'a> {
                     .iter()
                     .map(|h| opts.duplicates.contains(&h.name))
                     .collect();
-                let (labels, k, run) = score_and_cluster(
+                let log = &mut |line: String| observer.log(&line);
+                let candidates = find_candidates(spec, &mut blocks, &sizes, stage, log)?;
+                let fitted = fit(spec, &duplicates, &f, &candidates, stage)?;
+                let (labels, k, run) = decide(
                     spec,
                     DecideOptions {
                         threshold: opts.threshold,
                         duplicates: &duplicates,
                     },
-                    f.finish(),
-                    &mut blocks,
-                    &sizes,
+                    f,
+                    candidates,
+                    fitted,
                     stage,
-                    &mut |line| observer.log(&line),
+                    log,
                 )?;
                 scoring = Some(run);
                 (labels, k, JoinStats::default())
@@ -294,6 +360,59 @@ impl<'a> LinkPlan<'a> {
             }
             _ => join.into_clusters(),
         };
+        Ok(self.assemble(
+            holders, labels, clusters, join_stats, clk, scoring, csv_inputs, started, t_read,
+        ))
+    }
+
+    /// The [`Linked`] of a scored run stepped through outside [`Self::link_prepared`]:
+    /// `labels`, `clusters` and `run` as [`crate::score::decide`] returns them. `prepared`
+    /// is kept (its holders are copied), so a run can be clustered again at another
+    /// threshold.
+    ///
+    /// # Errors
+    /// [`EngineError::Score`] when the labels do not cover `prepared`'s records.
+    pub fn finish_scored(
+        &self,
+        prepared: &Prepared,
+        labels: Vec<u32>,
+        clusters: usize,
+        run: ScoringRun,
+    ) -> Result<Linked<'a>, EngineError> {
+        let records: usize = prepared.holders.iter().map(|h| h.ids.len()).sum();
+        if labels.len() != records {
+            return Err(EngineError::Score(crate::score::ScoreError::Stage(
+                format!("{} cluster labels for {records} records", labels.len()),
+            )));
+        }
+        Ok(self.assemble(
+            prepared.holders.clone(),
+            labels,
+            clusters,
+            JoinStats::default(),
+            None,
+            Some(run),
+            prepared.csv_inputs,
+            prepared.started,
+            prepared.t_read,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the run's state, two call sites")]
+    fn assemble(
+        &self,
+        mut holders: Vec<LinkedHolder>,
+        labels: Vec<u32>,
+        clusters: usize,
+        join_stats: JoinStats,
+        clk: Option<ClkStats>,
+        scoring: Option<ScoringRun>,
+        csv_inputs: bool,
+        started: Instant,
+        t_read: Duration,
+    ) -> Linked<'a> {
+        let schema = self.schema;
+        let opts = &self.options;
         let t_cluster = started.elapsed();
         for h in &mut holders {
             h.filters = None;
@@ -312,7 +431,7 @@ impl<'a> LinkPlan<'a> {
             blocking: schema.recipes.iter().any(|r| r.link == LinkMode::Block),
             truth: opts.truth.is_some(),
         };
-        Ok(Linked {
+        Linked {
             schema,
             holders,
             labels,
@@ -325,7 +444,42 @@ impl<'a> LinkPlan<'a> {
             started,
             t_read,
             t_cluster,
-        })
+        }
+    }
+}
+
+/// Every holder of a run read ([`LinkPlan::read`]), before the matcher.
+#[derive(Debug)]
+pub struct Prepared {
+    holders: Vec<LinkedHolder>,
+    join: TokenJoin,
+    blocks: Vec<(Token, u32)>,
+    features: Option<Arc<Features>>,
+    csv_inputs: bool,
+    started: Instant,
+    t_read: Duration,
+}
+
+impl Prepared {
+    /// The holders, in input order (record ids, row counts).
+    pub fn holders(&self) -> &[LinkedHolder] {
+        &self.holders
+    }
+
+    /// Records per holder, in input order.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.holders.iter().map(|h| h.ids.len()).collect()
+    }
+
+    /// A scored schema's comparison features of every record (global indices, holders in
+    /// input order); `None` for other schemas.
+    pub fn features(&self) -> Option<Arc<Features>> {
+        self.features.clone()
+    }
+
+    /// The blocking keys `(token, global record)` (reordered by candidate generation).
+    pub fn blocking_keys(&mut self) -> &mut [(Token, u32)] {
+        &mut self.blocks
     }
 }
 

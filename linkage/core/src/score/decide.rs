@@ -5,6 +5,7 @@
 //! ([`ScoringRun::summary`]; SPEC.md §9.4, §9.6).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -228,7 +229,7 @@ enum ThresholdSource {
 /// State of a scored run, kept until the summary is written.
 #[derive(Debug)]
 pub struct ScoringRun {
-    features: Features,
+    features: Arc<Features>,
     scores: Scores,
     candidates: CandidateStats,
     threshold: f64,
@@ -262,25 +263,74 @@ pub struct DecideOptions<'a> {
     pub duplicates: &'a [bool],
 }
 
-/// Candidates, scores, threshold and clusters: `features` of every record (global indices,
-/// holders in order), `keys` the blocking keys `(token, record)`, `sizes` the records per
-/// holder. `log` receives one-line accounts (candidate pairs; EM and threshold). Returns dense
-/// cluster labels per record, the number of clusters and the run's state. Candidate pairs
-/// and their comparison vectors are made by `stage` ([`super::InProcess`] in `renketsu
-/// link`; a distributed stage must give the same).
+/// The candidate pairs of a scored run and the record sample the model is trained on
+/// ([`find_candidates`]; SPEC.md §9.2, §9.3).
+#[derive(Clone, Debug)]
+pub struct CandidateSet {
+    /// Candidate pairs `(a, b)` of global record indices, `a < b`, sorted and distinct.
+    pub pairs: Vec<(u32, u32)>,
+    /// Counts of their generation (blocking keys, skipped blocks).
+    pub stats: CandidateStats,
+    /// Holder offsets ([`party_offsets`]).
+    offsets: Vec<u32>,
+    /// Records per holder.
+    sizes: Vec<usize>,
+    /// Cross-holder pairs `Σ_{i<j} n_i·n_j`.
+    total_pairs: f64,
+    /// The training sample, if the run samples.
+    train: Option<TrainSample>,
+    /// Time taken (ms).
+    ms: f64,
+}
+
+impl CandidateSet {
+    /// Holder offsets: holder `h`'s records are `offsets[h]..offsets[h] + sizes[h]`.
+    pub fn offsets(&self) -> &[u32] {
+        &self.offsets
+    }
+}
+
+/// The record sample a model is trained on: per holder its sampled records (global
+/// indices, ascending), their candidate pairs, and their cross-holder pairs.
+type TrainSample = (Vec<Vec<u32>>, Vec<(u32, u32)>, f64);
+
+/// A model fitted on a run's candidates ([`fit`]): the scores of every candidate pair, in
+/// the order of [`CandidateSet::pairs`].
+#[derive(Clone, Debug)]
+pub struct FittedModel {
+    /// The model, its pattern counts, and every candidate's pattern code and match weight.
+    pub scores: Scores,
+    training: Option<TrainingSummary>,
+    ms: f64,
+}
+
+impl FittedModel {
+    /// The record sample the model was trained on, if the run sampled.
+    pub fn training(&self) -> Option<&TrainingSummary> {
+        self.training.as_ref()
+    }
+}
+
+fn elapsed_ms(t0: Instant) -> f64 {
+    (t0.elapsed().as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// Candidate pairs of a scored run (SPEC.md §9.2): `keys` are the blocking keys `(token,
+/// record)` (reordered in place), `sizes` the records per holder; the pairs are made by
+/// `stage`. Above `train_records` records in a holder, the training sample's candidates are
+/// made too (SPEC.md §9.3: each holder's records kept with probability `train_records / n_h`,
+/// seeded with [`TRAIN_SEED`]). `log` receives one-line accounts.
 ///
 /// # Errors
 /// [`ScoreError::NoPairs`] when fewer than two holders have records; [`ScoreError::Stage`]
 /// when `stage` fails.
-pub fn score_and_cluster(
+pub fn find_candidates(
     spec: &ScoringSpec,
-    options: DecideOptions<'_>,
-    features: Features,
     keys: &mut [(crate::Token, u32)],
     sizes: &[usize],
     stage: &mut dyn PairStage,
     log: &mut dyn FnMut(String),
-) -> Result<(Vec<u32>, usize, ScoringRun), ScoreError> {
+) -> Result<CandidateSet, ScoreError> {
     let t0 = Instant::now();
     let offsets = party_offsets(sizes);
     let (candidates, cstats) =
@@ -337,13 +387,39 @@ pub fn score_and_cluster(
             tc.len()
         ));
     }
-    let t_cand = t0.elapsed();
+    Ok(CandidateSet {
+        pairs: candidates,
+        stats: cstats,
+        offsets,
+        sizes: sizes.to_vec(),
+        total_pairs,
+        train,
+        ms: elapsed_ms(t0),
+    })
+}
+
+/// Compares every candidate (through `stage`), fits the Fellegi–Sunter model (u from random
+/// pairs, λ from the schema's prior rules, m by EM per training session; SPEC.md §9.3) on the
+/// training sample if there is one, and scores every candidate. `duplicates`: per holder,
+/// may its data hold several records of one person (the within-holder agreement of
+/// `rare_agreement` comparisons is then not evidence of chance).
+///
+/// # Errors
+/// [`ScoreError::Stage`] when `stage` fails.
+pub fn fit(
+    spec: &ScoringSpec,
+    duplicates: &[bool],
+    features: &Features,
+    candidates: &CandidateSet,
+    stage: &mut dyn PairStage,
+) -> Result<FittedModel, ScoreError> {
+    let t0 = Instant::now();
     let scores = super::score_with(
         stage,
-        &features,
-        &candidates,
+        features,
+        &candidates.pairs,
         spec.random_pairs,
-        total_pairs,
+        candidates.total_pairs,
         EmOptions {
             rare_agreement: spec.comparisons.iter().map(|c| c.rare_agreement).collect(),
             rare_u: spec
@@ -352,7 +428,7 @@ pub fn score_and_cluster(
                 .enumerate()
                 .map(|(i, c)| {
                     c.rare_agreement
-                        .then(|| features.within_holder_agreement(i, options.duplicates))
+                        .then(|| features.within_holder_agreement(i, duplicates))
                         .flatten()
                 })
                 .collect(),
@@ -361,21 +437,96 @@ pub fn score_and_cluster(
             sessions: spec.sessions.clone(),
             ..EmOptions::default()
         },
-        train.as_ref().map(|(members, tc, pairs)| super::Training {
-            candidates: tc,
-            members,
-            total_pairs: *pairs,
-        }),
+        candidates
+            .train
+            .as_ref()
+            .map(|(members, tc, pairs)| super::Training {
+                candidates: tc,
+                members,
+                total_pairs: *pairs,
+            }),
     )?;
-    let training = train.map(|(members, tc, pairs)| TrainingSummary {
-        records: members.iter().map(|m| m.len() as u64).collect(),
-        population: sizes.iter().map(|&n| n as u64).collect(),
-        records_per_holder: spec.train_records,
-        seed: TRAIN_SEED,
-        candidates: tc.len() as u64,
-        pairs,
-    });
-    let t_score = t0.elapsed();
+    let training = candidates
+        .train
+        .as_ref()
+        .map(|(members, tc, pairs)| TrainingSummary {
+            records: members.iter().map(|m| m.len() as u64).collect(),
+            population: candidates.sizes.iter().map(|&n| n as u64).collect(),
+            records_per_holder: spec.train_records,
+            seed: TRAIN_SEED,
+            candidates: tc.len() as u64,
+            pairs: *pairs,
+        });
+    Ok(FittedModel {
+        scores,
+        training,
+        ms: elapsed_ms(t0),
+    })
+}
+
+/// Candidates, scores, threshold and clusters: `features` of every record (global indices,
+/// holders in order), `keys` the blocking keys `(token, record)`, `sizes` the records per
+/// holder. `log` receives one-line accounts (candidate pairs; EM and threshold). Returns dense
+/// cluster labels per record, the number of clusters and the run's state. Candidate pairs
+/// and their comparison vectors are made by `stage` ([`super::InProcess`] in `renketsu
+/// link`; a distributed stage must give the same). The same as [`find_candidates`], then
+/// [`fit`], then [`decide`].
+///
+/// # Errors
+/// [`ScoreError::NoPairs`] when fewer than two holders have records; [`ScoreError::Stage`]
+/// when `stage` fails.
+pub fn score_and_cluster(
+    spec: &ScoringSpec,
+    options: DecideOptions<'_>,
+    features: Features,
+    keys: &mut [(crate::Token, u32)],
+    sizes: &[usize],
+    stage: &mut dyn PairStage,
+    log: &mut dyn FnMut(String),
+) -> Result<(Vec<u32>, usize, ScoringRun), ScoreError> {
+    let candidates = find_candidates(spec, keys, sizes, stage, log)?;
+    let fitted = fit(spec, options.duplicates, &features, &candidates, stage)?;
+    decide(
+        spec,
+        options,
+        Arc::new(features),
+        candidates,
+        fitted,
+        stage,
+        log,
+    )
+}
+
+/// The threshold, the given-name veto and guarded clustering of a fitted run (SPEC.md
+/// §9.4, §9.5): pairs at or above the threshold (`options.threshold` as a match probability,
+/// else the schema's, else the maximum estimated F1) that no veto comparison disagrees on
+/// are links; `stage` clusters them. Returns dense cluster labels per record, the number of
+/// clusters and the run's state (for the outputs and `summary.json`).
+///
+/// # Errors
+/// [`ScoreError::Stage`] when `stage` fails or returns labels that do not fit the records.
+pub fn decide(
+    spec: &ScoringSpec,
+    options: DecideOptions<'_>,
+    features: Arc<Features>,
+    candidates: CandidateSet,
+    fitted: FittedModel,
+    stage: &mut dyn PairStage,
+    log: &mut dyn FnMut(String),
+) -> Result<(Vec<u32>, usize, ScoringRun), ScoreError> {
+    let t0 = Instant::now();
+    let CandidateSet {
+        pairs: candidates,
+        stats: cstats,
+        offsets,
+        ms: t_cand,
+        ..
+    } = candidates;
+    let FittedModel {
+        scores,
+        training,
+        ms: t_score,
+    } = fitted;
     for d in &scores.model.diagnostics {
         log(format!("warning: {d}"));
     }
@@ -435,8 +586,7 @@ pub fn score_and_cluster(
             features.len()
         )));
     }
-    let t_cluster = t0.elapsed();
-    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+    let t_cluster = elapsed_ms(t0);
     let run = ScoringRun {
         scores,
         candidates: cstats,
@@ -453,7 +603,7 @@ pub fn score_and_cluster(
         output_by_pair: BTreeMap::new(),
         unseen_matches,
         training,
-        timings_ms: [ms(t_cand), ms(t_score - t_cand), ms(t_cluster - t_score)],
+        timings_ms: [t_cand, t_score, t_cluster],
         features,
     };
     log(format!(

@@ -27,11 +27,11 @@ pub use compare::{
     FeaturesBuilder,
 };
 pub use decide::{
-    CandidatesSummary, ClusterJob, ClusteringSummary, ComparisonSummary, ConflictRule,
-    CurveSummary, DecideOptions, DroppedBlocks, EmSummary, EstimatedQuality, HolderPairEstimate,
-    LevelSummary, MAX_CHAIN_CLUSTER, ScoreError, ScoringRun, ScoringSummary, ScoringTimings,
-    ThresholdSummary, TrainingSummary, chain_probabilities, cluster_component, labels_from_roots,
-    score_and_cluster,
+    CandidateSet, CandidatesSummary, ClusterJob, ClusteringSummary, ComparisonSummary,
+    ConflictRule, CurveSummary, DecideOptions, DroppedBlocks, EmSummary, EstimatedQuality,
+    FittedModel, HolderPairEstimate, LevelSummary, MAX_CHAIN_CLUSTER, ScoreError, ScoringRun,
+    ScoringSummary, ScoringTimings, ThresholdSummary, TrainingSummary, chain_probabilities,
+    cluster_component, decide, find_candidates, fit, labels_from_roots, score_and_cluster,
 };
 pub use em::{
     EmOptions, Model, PriorRule, SamplePattern, Session, SessionFit, WeightTerms, probability,
