@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+mod custodian;
 mod linker;
 mod spark;
 
@@ -460,6 +461,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate_csv, m)?)?;
     m.add_class::<spark::Comparer>()?;
     m.add_class::<linker::Linker>()?;
+    m.add_function(wrap_pyfunction!(custodian::tokenize_columns_oprf, m)?)?;
+    m.add_function(wrap_pyfunction!(custodian::read_token_file, m)?)?;
     m.add_function(wrap_pyfunction!(spark::link_tokens, m)?)?;
     Ok(())
 }

@@ -303,7 +303,7 @@ pub(crate) fn open_token_inputs(
 /// A token-file reader over a buffered file.
 pub(crate) type TokenReader = Reader<Box<dyn std::io::BufRead + Send>>;
 
-fn open(path: &str) -> Result<TokenReader, String> {
+pub(crate) fn open(path: &str) -> Result<TokenReader, String> {
     let f = File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
     let input: Box<dyn std::io::BufRead + Send> = Box::new(BufReader::with_capacity(1 << 16, f));
     Reader::new(input, path).map_err(|e| e.to_string())

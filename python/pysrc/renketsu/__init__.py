@@ -42,14 +42,17 @@ from . import _native
 from ._native import RenketsuError
 
 __all__ = [
+    "Custodian",
     "LinkResult",
     "Linker",
+    "Model",
     "ProjectKey",
     "RenketsuError",
     "Schema",
     "encode_clk",
     "evaluate",
     "link",
+    "read_token_file",
     "tokenize",
 ]
 
@@ -385,31 +388,109 @@ def _columns(table: pa.Table) -> Tuple[List[str], List[List[Optional[str]]]]:
     return names, cols
 
 
+@dataclass(frozen=True)
+class Custodian:
+    """How a holder reaches the key custodian (custodian mode, SPEC.md §4.5, §8): ``url``
+    (``https://HOST:PORT``), ``ca`` (the PKI's CA certificate), ``cert`` and ``key`` (the
+    holder's certificate and private key, PEM paths; the certificate's name is the party
+    the custodian counts evaluations against), ``tls_domain`` (the name to check in the
+    custodian's certificate; default: the URL's host), ``mode`` (``"voprf"``: the batch
+    proof is verified against the published key; ``"oprf"``: no proof). Holds paths only,
+    never key material."""
+
+    url: str
+    ca: Union[str, "os.PathLike[str]"]
+    cert: Union[str, "os.PathLike[str]"]
+    key: Union[str, "os.PathLike[str]"]
+    tls_domain: Optional[str] = None
+    mode: str = "voprf"
+    timeout_secs: int = 60
+
+
 def tokenize(
-    schema: Schema, data: TableLike, *, key: ProjectKey, today: Any = None
+    schema: Schema,
+    data: TableLike,
+    *,
+    key: Optional[ProjectKey] = None,
+    custodian: Optional[Custodian] = None,
+    project: Optional[str] = None,
+    today: Any = None,
 ) -> pa.Table:
-    """Exact tokens of each row (SPEC.md §4.2), as ``renketsu tokenize --key-store`` makes.
+    """Exact tokens of each row, as ``renketsu tokenize`` makes them, in one of two modes:
+
+    - ``key=`` (embedded mode, SPEC.md §4.2): HMAC-SHA256 under the project key;
+    - ``custodian=`` and ``project=`` (custodian mode, SPEC.md §4.5): each recipe's
+      canonical preimage is blinded, evaluated by the key custodian with the active epoch's
+      key (RFC 9497 ristretto255-SHA512, VOPRF by default) and unblinded; the holder never
+      holds a key. The tokens equal those of ``renketsu tokenize --custodian``.
 
     ``data``: a table with the schema's identifier columns (and its id column). Returns a
     table with one row per token: ``row`` (uint64, 0-based row of ``data``), ``id``
-    (string, the row's id), ``recipe`` (string, recipe name), ``token`` (binary, 32 bytes:
-    HMAC-SHA256 under the recipe's key). A row whose fields do not make a recipe has no
-    token for it. Tokens are secret-equivalent linkage keys: keep them as confidential as
-    the identifiers.
+    (string, the row's id), ``recipe`` (string, recipe name), ``token`` (binary, 32 bytes),
+    and in custodian mode ``epoch`` (uint64, the recipe key's epoch). A row whose fields do
+    not make a recipe has no token for it. Tokens are linkage keys: keep them as
+    confidential as the identifiers.
 
-    Raises :class:`RenketsuError` when the table makes none of the schema's recipes.
+    Raises :class:`RenketsuError` when the table makes none of the schema's recipes, or the
+    custodian call fails (unreachable, unknown project, quota, a proof that does not
+    verify); :class:`ValueError` unless exactly one of ``key`` and ``custodian`` is given.
     """
+    if (key is None) == (custodian is None):
+        raise ValueError("give either key= (embedded mode) or custodian= (custodian mode)")
     table = _to_table(data)
     names, cols = _columns(table)
-    rows, recipes, tokens = _native.tokenize_columns(
-        schema._inner, key._inner, names, cols, today=_today(today)
-    )
+    epochs = None
+    if custodian is not None:
+        if not project:
+            raise ValueError("custodian mode needs project=")
+        (rows, recipes, tokens), epochs = _native.tokenize_columns_oprf(
+            schema._inner,
+            project,
+            (
+                custodian.url,
+                os.fspath(custodian.ca),
+                os.fspath(custodian.cert),
+                os.fspath(custodian.key),
+                custodian.tls_domain,
+            ),
+            names,
+            cols,
+            mode=custodian.mode,
+            today=_today(today),
+            timeout_secs=custodian.timeout_secs,
+        )
+    else:
+        assert key is not None
+        rows, recipes, tokens = _native.tokenize_columns(
+            schema._inner, key._inner, names, cols, today=_today(today)
+        )
     id_col = schema.id_column
     ids = table.column(id_col).cast(pa.string()).to_pylist() if id_col in names else None
-    return pa.table(
+    out = {
+        "row": pa.array(rows, pa.uint64()),
+        "id": pa.array([ids[r] for r in rows] if ids else [None] * len(rows), pa.string()),
+        "recipe": pa.array(recipes, pa.string()),
+        "token": pa.array(tokens, pa.binary(32)),
+    }
+    if epochs is not None:
+        out["epoch"] = pa.array(epochs, pa.uint64())
+    return pa.table(out)
+
+
+def read_token_file(path: Union[str, "os.PathLike[str]"]) -> Tuple[Dict[str, Any], pa.Table]:
+    """A token file (SPEC.md §5.5, as ``renketsu tokenize`` writes it) read back and checked
+    (format, schema digest, trailer counts): its header as a dict (project, party, schema,
+    mode, recipes with epochs, ...) and a table with one row per token: ``row`` (uint64,
+    record index in file order), ``id`` (string), ``recipe`` (string), ``token`` (binary,
+    32 bytes). CLKs and comparison filters are not returned.
+
+    Raises :class:`RenketsuError` for a file that is not a valid token file.
+    """
+    header, (ids, rows, recipes, tokens) = _native.read_token_file(os.fspath(path))
+    return json.loads(header), pa.table(
         {
             "row": pa.array(rows, pa.uint64()),
-            "id": pa.array([ids[r] for r in rows] if ids else [None] * len(rows), pa.string()),
+            "id": pa.array([ids[r] for r in rows], pa.string()),
             "recipe": pa.array(recipes, pa.string()),
             "token": pa.array(tokens, pa.binary(32)),
         }

@@ -90,3 +90,58 @@ def link_tokens(
     duplicates: Sequence[str] = ...,
     project: Optional[str] = None,
 ) -> Dict[str, Any]: ...
+
+class Linker:
+    """A scored run's stages one at a time (the Python ``renketsu.Linker`` wraps it)."""
+
+    @staticmethod
+    def from_csv(
+        schema: Schema,
+        key: ProjectKey,
+        inputs: Sequence[Tuple[str, str, bytes]],
+        *,
+        today: Optional[int] = None,
+        threshold: Optional[float] = None,
+        duplicates: Sequence[str] = ...,
+        id_column: Optional[str] = None,
+        encoding: str = "auto",
+        schema_path: str = "",
+    ) -> Linker: ...
+    @staticmethod
+    def from_token_files(
+        schema: Schema,
+        inputs: Sequence[Tuple[str, str]],
+        schema_digest: str,
+        schema_path: str,
+        *,
+        today: Optional[int] = None,
+        threshold: Optional[float] = None,
+        duplicates: Sequence[str] = ...,
+        project: Optional[str] = None,
+    ) -> Linker: ...
+    def records(self) -> List[Tuple[str, List[str]]]:
+        """Per holder in input order: (party, record ids)."""
+    def rejects(self) -> Dict[str, List[Tuple[int, str, str, str]]]: ...
+    def candidates(self) -> Tuple[bytes, bytes, Dict[str, int]]:
+        """(u32 LE record a, u32 LE record b, generation counts)."""
+    def fit(self) -> Dict[str, Any]: ...
+    def predict(self) -> Tuple[bytes, List[bytes]]:
+        """(f32 LE match weights, one u8 level array per comparison)."""
+    def threshold(self, probability: Optional[float] = None) -> Dict[str, Any]: ...
+    def cluster(self, threshold: Optional[float] = None) -> Dict[str, Any]: ...
+
+def tokenize_columns_oprf(
+    schema: Schema,
+    project: str,
+    connection: Tuple[str, str, str, str, Optional[str]],
+    header: Sequence[str],
+    columns: Sequence[Sequence[Optional[str]]],
+    *,
+    mode: str = "voprf",
+    today: Optional[int] = None,
+    timeout_secs: int = 60,
+) -> Tuple[Tuple[List[int], List[str], List[bytes]], List[int]]:
+    """((rows, recipes, 32-byte tokens), epochs) through the key custodian."""
+
+def read_token_file(path: str) -> Tuple[str, Tuple[List[str], List[int], List[str], List[bytes]]]:
+    """(header JSON, (record ids, rows, recipes, 32-byte tokens))."""
