@@ -212,3 +212,19 @@ def test_parquet_paths_link_as_csv(tmp_path, key):
     assert by_pq.files["pairs.csv"] == by_csv.files["pairs.csv"]
     assert by_pq.pairs.num_rows > 100
     assert [p["input"] for p in by_pq.summary["parties"]] == [str(paths["a"]), str(paths["b"])]
+
+
+def test_polars_frames_link_as_pandas(key):
+    """polars DataFrames go in through the Arrow C stream and link as the same pandas
+    frames do; the outputs convert back to polars."""
+    pl = pytest.importorskip("polars", reason="polars is in python/requirements-test.txt")
+    schema = renketsu.Schema.from_toml(REPO / "schemas" / "jp-person.toml")
+    paths = {"a": SAMPLES / "jp_a.csv", "b": SAMPLES / "jp_b.csv"}
+    by_pandas = renketsu.link(schema, {p: frame(f) for p, f in paths.items()}, key=key, today=TODAY)
+    frames = {p: pl.read_csv(f, infer_schema=False) for p, f in paths.items()}
+    by_polars = renketsu.link(schema, frames, key=key, today=TODAY)
+    assert by_polars.files["pairs.csv"] == by_pandas.files["pairs.csv"]
+    pairs = pl.from_arrow(by_polars.pairs)
+    assert pairs.columns == ["id_a", "id_b"] and pairs.height == by_pandas.pairs.num_rows
+    linker = renketsu.Linker(schema, frames, key=key, today=TODAY)
+    assert pl.from_arrow(linker.fit().predict()).height == linker.candidates().num_rows
