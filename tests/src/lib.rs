@@ -45,7 +45,53 @@ pub fn bin() -> PathBuf {
             .expect("cargo runs");
         assert!(status.success(), "cargo build -p renketsu-cli failed");
     }
+    if let Some(newer) = newer_source(&path) {
+        panic!(
+            "{} is older than {}: these tests run the binary as it is; build it first \
+             (cargo build -p renketsu-cli --features parquet, or cargo test --workspace)",
+            path.display(),
+            newer.display()
+        );
+    }
     path
+}
+
+/// A source file of the crates the CLI is built from that is newer than `binary`, if any.
+fn newer_source(binary: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let root = repo();
+    let mut stack: Vec<PathBuf> = [
+        "clients",
+        "client",
+        "linkage/core",
+        "linkage/service",
+        "keys",
+        "protocol",
+        "rpc",
+        "synth",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    stack.push(root.join("Cargo.lock"));
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if p.file_name()
+                .is_some_and(|n| n == "tests" || n == "benches" || n == "fuzz" || n == "target")
+            {
+                continue;
+            }
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return Some(p);
+        }
+    }
+    None
 }
 
 /// `renketsu ARGS` in `dir`, with the key store in `dir/keys` and none of the caller's

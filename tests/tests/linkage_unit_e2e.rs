@@ -2011,6 +2011,8 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
     let html = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(v["inputs"], "tokens");
+    // The run's "today" is the holders' (their token files' headers), not a blank date.
+    assert_eq!(v["today"], TODAY);
     assert_eq!(
         v["scoring"]["estimated"]["by_holder_pair"]
             .as_array()

@@ -279,7 +279,17 @@ pub fn run(
             h
         })
         .collect();
-    let mut options = LinkOptions::new(input.project, 0);
+    // The run's "today" (summary.json): the latest date at which a holder checked its
+    // records (token-file headers, SPEC.md §5.5); the linkage unit checks no date itself.
+    let today = headers
+        .iter()
+        .filter_map(|h| {
+            let d: String = h.today.chars().filter(char::is_ascii_digit).collect();
+            d.parse::<u32>().ok().filter(|_| d.len() == 8)
+        })
+        .max()
+        .unwrap_or(0);
+    let mut options = LinkOptions::new(input.project, today);
     options.schema_path = input.schema_digest.to_owned();
     let plan = LinkPlan::new(input.schema, Keys::TokenFiles, options)?;
     let mut observer = JobObserver {
