@@ -23,10 +23,12 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 use renketsu_keys::LocalKeyStore;
 use renketsu_linkage::engine::{
-    HolderInput, Keys, LinkOptions, LinkPlan, Linked, MemoryOutputs, NoObserver, random_pseudonyms,
+    HolderInput, Keys, LinkOptions, LinkPlan, Linked, MemoryOutputs, NoObserver, Prepared,
+    random_pseudonyms,
 };
 use renketsu_linkage::eval::{Evaluation, by_holder_pair, read_pairs};
 use renketsu_linkage::ingest::{CsvSource, EncodingChoice, RejectList};
+use renketsu_linkage::score::InProcess;
 use renketsu_linkage::{NormalizeContext, ProjectSecret, RecordTokens, Tokenizer};
 
 pyo3::create_exception!(
@@ -241,48 +243,87 @@ fn link_csv<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let ctx = context(today)?;
     let choice = self::encoding(encoding)?;
-    if let Some(p) = threshold
-        && !(p > 0.0 && p < 1.0)
-    {
-        return Err(PyValueError::new_err(format!(
-            "threshold {p} is not a match probability in (0, 1)"
-        )));
-    }
+    check_threshold(threshold)?;
     let schema = &schema.inner;
-    let secret = &key.secret;
-    let project = key.project.as_str();
+    let options = csv_options(
+        &key.project,
+        ctx,
+        threshold,
+        duplicates,
+        id_column,
+        schema_path,
+    );
     let out = py
         .detach(|| -> Result<LinkOut, String> {
-            let mut options = LinkOptions::new(project, ctx.today);
-            options.id_column = id_column;
-            options.threshold = threshold;
-            options.duplicates = duplicates;
-            options.schema_path = schema_path;
-            let plan =
-                LinkPlan::new(schema, Keys::Hmac { secret }, options).map_err(|e| e.to_string())?;
-            let mut rejects: Vec<RejectList> =
-                inputs.iter().map(|_| RejectList::default()).collect();
-            let mut holders = Vec::with_capacity(inputs.len());
-            for ((party, label, bytes), sink) in inputs.iter().zip(rejects.iter_mut()) {
-                let data: &[u8] = bytes;
-                let csv = CsvSource::new(Box::new(data), label, data.len() as u64, choice)
-                    .map_err(|e| e.to_string())?;
-                holders.push(HolderInput::csv(party, csv, sink));
-            }
-            let mut linked = plan
-                .run(holders, &mut NoObserver)
-                .map_err(|e| e.to_string())?;
-            link_out(
-                &mut linked,
-                inputs
-                    .iter()
-                    .map(|(p, _, _)| p.clone())
-                    .zip(rejects)
-                    .collect(),
+            let plan = LinkPlan::new(
+                schema,
+                Keys::Hmac {
+                    secret: &key.secret,
+                },
+                options,
             )
+            .map_err(|e| e.to_string())?;
+            let (prepared, rejects) = read_csv(&plan, &inputs, choice)?;
+            let mut linked = plan
+                .link_prepared(prepared, &mut NoObserver, &mut InProcess)
+                .map_err(|e| e.to_string())?;
+            link_out(&mut linked, rejects)
         })
         .map_err(RenketsuError::new_err)?;
     out_dict(py, out)
+}
+
+/// `threshold`, if given, must be a match probability in (0, 1).
+fn check_threshold(threshold: Option<f64>) -> PyResult<()> {
+    match threshold {
+        Some(p) if !(p > 0.0 && p < 1.0) => Err(PyValueError::new_err(format!(
+            "threshold {p} is not a match probability in (0, 1)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The options of a run on CSV inputs (embedded mode).
+fn csv_options(
+    project: &str,
+    ctx: NormalizeContext,
+    threshold: Option<f64>,
+    duplicates: Vec<String>,
+    id_column: Option<String>,
+    schema_path: String,
+) -> LinkOptions {
+    let mut options = LinkOptions::new(project, ctx.today);
+    options.id_column = id_column;
+    options.threshold = threshold;
+    options.duplicates = duplicates;
+    options.schema_path = schema_path;
+    options
+}
+
+/// The read stage of `plan` on holders' CSVs (`(party, label, bytes)`): the prepared run
+/// and each party's rejected rows.
+fn read_csv(
+    plan: &LinkPlan<'_>,
+    inputs: &[(String, String, PyBackedBytes)],
+    choice: EncodingChoice,
+) -> Result<(Prepared, Vec<(String, RejectList)>), String> {
+    let mut rejects: Vec<RejectList> = inputs.iter().map(|_| RejectList::default()).collect();
+    let mut holders = Vec::with_capacity(inputs.len());
+    for ((party, label, bytes), sink) in inputs.iter().zip(rejects.iter_mut()) {
+        let data: &[u8] = bytes;
+        let csv = CsvSource::new(Box::new(data), label, data.len() as u64, choice)
+            .map_err(|e| e.to_string())?;
+        holders.push(HolderInput::csv(party, csv, sink));
+    }
+    let prepared = plan
+        .read(holders, &mut NoObserver)
+        .map_err(|e| e.to_string())?;
+    let rejects = inputs
+        .iter()
+        .map(|(p, _, _)| p.clone())
+        .zip(rejects)
+        .collect();
+    Ok((prepared, rejects))
 }
 
 /// A run's outputs as the dict `link_csv` returns.

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use renketsu_linkage::engine::{HolderInput, Keys, LinkOptions, LinkPlan, NoObserver, Prepared};
-use renketsu_linkage::ingest::{CsvSource, RejectList};
+use renketsu_linkage::ingest::RejectList;
 use renketsu_linkage::score::{
     CandidateSet, DecideOptions, Features, FittedModel, InProcess, decide, find_candidates, fit,
     probability,
@@ -18,7 +18,10 @@ use renketsu_linkage::score::{
 use renketsu_linkage::{NormalizeContext, ProjectSecret};
 
 use crate::spark::open_token_inputs;
-use crate::{LinkOut, ProjectKey, RenketsuError, Schema, context, encoding, err, link_out};
+use crate::{
+    LinkOut, ProjectKey, RenketsuError, Schema, check_threshold, context, csv_options, encoding,
+    err, link_out, read_csv,
+};
 
 /// A scored run stepped through: the holders read once, then candidates, the fitted model
 /// and clusters on demand (each computed once and kept).
@@ -32,15 +35,6 @@ pub(crate) struct Linker {
     candidates: Option<CandidateSet>,
     fitted: Option<FittedModel>,
     rejects: Vec<(String, RejectList)>,
-}
-
-fn check_threshold(threshold: Option<f64>) -> PyResult<()> {
-    match threshold {
-        Some(p) if !(p > 0.0 && p < 1.0) => Err(PyValueError::new_err(format!(
-            "threshold {p} is not a match probability in (0, 1)"
-        ))),
-        _ => Ok(()),
-    }
 }
 
 fn scored(schema: &renketsu_linkage::Schema) -> PyResult<()> {
@@ -134,35 +128,21 @@ impl Linker {
         let choice = self::encoding(encoding)?;
         check_threshold(threshold)?;
         scored(&schema.inner)?;
-        let mut options = LinkOptions::new(&key.project, ctx.today);
-        options.id_column = id_column;
-        options.threshold = threshold;
-        options.duplicates = duplicates;
-        options.schema_path = schema_path;
+        let options = csv_options(
+            &key.project,
+            ctx,
+            threshold,
+            duplicates,
+            id_column,
+            schema_path,
+        );
         let secret = key.secret.clone();
         let schema = schema.inner.clone();
         let (prepared, rejects) = py
             .detach(|| -> Result<_, String> {
                 let plan = LinkPlan::new(&schema, Keys::Hmac { secret: &secret }, options.clone())
                     .map_err(|e| e.to_string())?;
-                let mut rejects: Vec<RejectList> =
-                    inputs.iter().map(|_| RejectList::default()).collect();
-                let mut holders = Vec::with_capacity(inputs.len());
-                for ((party, label, bytes), sink) in inputs.iter().zip(rejects.iter_mut()) {
-                    let data: &[u8] = bytes;
-                    let csv = CsvSource::new(Box::new(data), label, data.len() as u64, choice)
-                        .map_err(|e| e.to_string())?;
-                    holders.push(HolderInput::csv(party, csv, sink));
-                }
-                let prepared = plan
-                    .read(holders, &mut NoObserver)
-                    .map_err(|e| e.to_string())?;
-                let rejects = inputs
-                    .iter()
-                    .map(|(p, _, _)| p.clone())
-                    .zip(rejects)
-                    .collect();
-                Ok((prepared, rejects))
+                read_csv(&plan, &inputs, choice)
             })
             .map_err(RenketsuError::new_err)?;
         Ok(Self {

@@ -464,13 +464,7 @@ pub(crate) fn link_tokens<'py>(
     project: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let ctx = context(today)?;
-    if let Some(p) = threshold
-        && !(p > 0.0 && p < 1.0)
-    {
-        return Err(PyValueError::new_err(format!(
-            "threshold {p} is not a match probability in (0, 1)"
-        )));
-    }
+    crate::check_threshold(threshold)?;
     let schema = &schema.inner;
     if schema.scoring.is_none() {
         return Err(PyValueError::new_err(

@@ -325,15 +325,11 @@ def link(
     undecodable input, ...), :class:`ValueError` for a bad argument, :class:`TypeError` for
     an unsupported input type.
     """
-    items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
-    encoded = [(party, _input_bytes(party, data)) for party, data in items]
-    encodings = {enc for _, (_, enc, _) in encoded}
-    # The engine takes one encoding choice per run: tables are UTF-8, files are detected.
-    encoding = "utf-8" if encodings == {"utf-8"} else "auto"
+    csv_inputs, encoding = _csv_inputs(inputs)
     out = _native.link_csv(
         schema._inner,
         key._inner,
-        [(party, label, data) for party, (data, _, label) in encoded],
+        csv_inputs,
         today=_today(today),
         threshold=threshold,
         duplicates=list(duplicates),
@@ -357,6 +353,34 @@ def _rejects(rejects: Mapping[str, Sequence[Tuple[int, str, str, str]]]) -> Dict
         )
         for party, rows in rejects.items()
     }
+
+
+def _csv_inputs(
+    inputs: Union[Mapping[str, InputLike], Sequence[Tuple[str, InputLike]]],
+) -> Tuple[List[Tuple[str, str, bytes]], str]:
+    """``(party, label, CSV bytes)`` of every input, and the run's encoding choice: the
+    engine takes one per run (tables are UTF-8, files are detected)."""
+    items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
+    encoded = [(party, _input_bytes(party, data)) for party, data in items]
+    encodings = {enc for _, (_, enc, _) in encoded}
+    return (
+        [(party, label, data) for party, (data, _, label) in encoded],
+        "utf-8" if encodings == {"utf-8"} else "auto",
+    )
+
+
+def _token_inputs(
+    schema: Schema,
+    inputs: Union[Mapping[str, Union[str, "os.PathLike[str]"]], Sequence[Tuple[str, Any]]],
+    caller: str,
+) -> Tuple[str, List[Tuple[str, str]]]:
+    """The schema file's SHA-256 (token files name it) and ``(party, absolute path)`` of
+    every token file, in holder order."""
+    if schema.path is None:
+        raise ValueError(f"{caller} needs a schema read from a file (its digest)")
+    digest = hashlib.sha256(Path(schema.path).read_bytes()).hexdigest()
+    items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
+    return digest, [(str(party), os.path.abspath(os.fspath(p))) for party, p in items]
 
 
 def _result(out: Mapping[str, Any], rejects: Dict[str, pa.Table]) -> LinkResult:
@@ -594,19 +618,17 @@ class Linker:
         duplicates: Sequence[str] = (),
         id_column: Optional[str] = None,
     ) -> None:
-        items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
-        encoded = [(party, _input_bytes(party, data)) for party, data in items]
-        encodings = {enc for _, (_, enc, _) in encoded}
+        csv_inputs, encoding = _csv_inputs(inputs)
         self.schema = schema
         self._native = _native.Linker.from_csv(
             schema._inner,
             key._inner,
-            [(party, label, data) for party, (data, _, label) in encoded],
+            csv_inputs,
             today=_today(today),
             threshold=threshold,
             duplicates=list(duplicates),
             id_column=id_column,
-            encoding="utf-8" if encodings == {"utf-8"} else "auto",
+            encoding=encoding,
             schema_path=schema.path or "",
         )
         self._setup()
@@ -627,15 +649,12 @@ class Linker:
         what the linkage unit links, without any key. ``schema`` must be read from a file
         (its SHA-256 must equal the files' schema digest); ``project`` refuses files of
         another project."""
-        if schema.path is None:
-            raise ValueError("Linker.from_token_files needs a schema read from a file (its digest)")
-        digest = hashlib.sha256(Path(schema.path).read_bytes()).hexdigest()
-        items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
+        digest, pairs = _token_inputs(schema, inputs, "Linker.from_token_files")
         self = cls.__new__(cls)
         self.schema = schema
         self._native = _native.Linker.from_token_files(
             schema._inner,
-            [(str(p), os.path.abspath(os.fspath(path))) for p, path in items],
+            pairs,
             digest,
             schema.path,
             today=_today(today),

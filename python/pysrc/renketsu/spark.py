@@ -49,7 +49,6 @@ A session::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -58,7 +57,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import LinkResult, Schema, _native, _result, _today
+from . import LinkResult, Schema, _native, _result, _today, _token_inputs
 
 __all__ = ["SECURE_CONF", "SparkPairStage", "link", "session", "spark_defaults_path"]
 
@@ -424,12 +423,8 @@ def link(
     mode or key; an unscored schema; a failed Spark job, with Spark's message),
     :class:`ValueError` for a bad argument.
     """
-    if schema.path is None:
-        raise ValueError("renketsu.spark.link needs a schema read from a file (its digest)")
-    text = Path(schema.path).read_text(encoding="utf-8")
-    digest = hashlib.sha256(Path(schema.path).read_bytes()).hexdigest()
-    items = list(inputs.items()) if isinstance(inputs, Mapping) else list(inputs)
-    pairs = [(str(party), os.path.abspath(os.fspath(p))) for party, p in items]
+    digest, pairs = _token_inputs(schema, inputs, "renketsu.spark.link")
+    text = Path(str(schema.path)).read_text(encoding="utf-8")
     if stage is None:
         stage = SparkPairStage(spark, text, [p for _, p in pairs], partitions)
     out = _native.link_tokens(
