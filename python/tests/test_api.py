@@ -228,3 +228,32 @@ def test_polars_frames_link_as_pandas(key):
     assert pairs.columns == ["id_a", "id_b"] and pairs.height == by_pandas.pairs.num_rows
     linker = renketsu.Linker(schema, frames, key=key, today=TODAY)
     assert pl.from_arrow(linker.fit().predict()).height == linker.candidates().num_rows
+
+
+def test_linker_refuses_what_it_cannot_step_through(key):
+    """A Linker needs a scored schema and thresholds in (0, 1); its repr names no secret."""
+    paths = {"a": SAMPLES / "jp_a.csv", "b": SAMPLES / "jp_b.csv"}
+    exact = renketsu.Schema.from_toml(REPO / "schemas" / "jp-person-exact.toml")
+    with pytest.raises(ValueError, match="scored"):
+        renketsu.Linker(exact, paths, key=key, today=TODAY)
+    schema = renketsu.Schema.from_toml(REPO / "schemas" / "jp-person.toml")
+    with pytest.raises(ValueError, match="threshold"):
+        renketsu.Linker(schema, paths, key=key, today=TODAY, threshold=1.5)
+    linker = renketsu.Linker(schema, paths, key=key, today=TODAY)
+    assert "candidates=not yet" in repr(linker) and "fitted=false" in repr(linker).lower()
+    with pytest.raises(ValueError, match="threshold"):
+        linker.cluster(threshold=0.0)
+    model = linker.fit()
+    assert "candidates=" in repr(linker) and "not yet" not in repr(linker)
+    assert model.info["converged"] in (True, False) and 0 < model.prior < 1
+    # Parameters: one row per level, m and u probabilities summing to 1 per comparison.
+    params = model.parameters.to_pylist()
+    for name in model.comparisons:
+        rows = [p for p in params if p["comparison"] == name and p["m"] is not None]
+        assert sum(p["m"] for p in rows) == pytest.approx(1.0, abs=1e-6)
+        assert sum(p["u"] for p in rows) == pytest.approx(1.0, abs=1e-6)
+    # A higher threshold links no more pairs (pairwise, before clustering).
+    loose, strict = model.report(0.5), model.report(0.999)
+    assert strict["links"] <= loose["links"] and strict["precision"] >= loose["precision"]
+    for secret_like in ("secret", "kek"):
+        assert secret_like not in repr(linker).lower()
