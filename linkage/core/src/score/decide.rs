@@ -356,6 +356,21 @@ pub fn score_and_cluster(
                         .flatten()
                 })
                 .collect(),
+            neighbour_u: spec
+                .comparisons
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.neighbour_of
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(l, of)| {
+                            let of = (*of)?;
+                            Some((l, of, features.token_ratio(i, l, of)?.max(1.0)))
+                        })
+                        .collect()
+                })
+                .collect(),
             exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
             checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
             sessions: spec.sessions.clone(),

@@ -58,6 +58,11 @@ pub struct EmOptions {
     /// each holder ([`crate::score::Features::within_holder_agreement`]); where given, it
     /// replaces the sampled u of those levels. Empty or `None`: the sample alone.
     pub rare_u: Vec<Option<Vec<f64>>>,
+    /// Per comparison, its birth-date neighbour levels as `(level, counterpart level,
+    /// factor)`: the level's u is raised to at least `factor` × the counterpart's u (SPEC.md
+    /// §9.3; factor from [`crate::score::Features::token_ratio`]), the increase taken from
+    /// the comparison's other non-exact levels. Empty: none.
+    pub neighbour_u: Vec<Vec<(usize, usize, f64)>>,
     /// Exact levels per comparison (levels `0..exact_levels[c]`); empty: level 0 only.
     pub exact_levels: Vec<usize>,
     /// Comparisons under the constrained-m check: those evaluated on every pair. A `when`
@@ -81,6 +86,7 @@ impl Default for EmOptions {
             tolerance: 1e-7,
             rare_agreement: Vec::new(),
             rare_u: Vec::new(),
+            neighbour_u: Vec::new(),
             exact_levels: Vec::new(),
             checked: Vec::new(),
             sessions: Vec::new(),
@@ -213,6 +219,28 @@ fn strict(dims: &Dims, exact: &[usize], code: u32) -> bool {
 /// those rates (a level no within pair reached keeps half a pair of the count), and the other
 /// non-missing levels share the rest in their sampled proportions.
 fn normalize_u(uc: &mut [f64], c: usize, opts: &EmOptions) {
+    normalize_u_sampled(uc, c, opts);
+    let Some(raise) = opts.neighbour_u.get(c) else {
+        return;
+    };
+    let k = uc.len();
+    let e = opts.exact_levels.get(c).copied().unwrap_or(1).min(k - 1);
+    for &(l, of, factor) in raise {
+        let want = uc[of] * factor;
+        if l >= e || want <= uc[l] {
+            continue;
+        }
+        let rest: f64 = uc[e..k - 1].iter().sum();
+        let add = (want - uc[l]).min(rest);
+        if rest > 0.0 {
+            uc[e..k - 1].iter_mut().for_each(|x| *x -= *x / rest * add);
+        }
+        uc[l] += add;
+    }
+}
+
+/// [`normalize_u`] before the neighbour levels are raised.
+fn normalize_u_sampled(uc: &mut [f64], c: usize, opts: &EmOptions) {
     let k = uc.len();
     let s: f64 = uc[..k - 1].iter().sum();
     uc[..k - 1].iter_mut().for_each(|x| *x /= s);
