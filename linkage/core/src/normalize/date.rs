@@ -278,8 +278,7 @@ pub const MAX_BIRTH_DATE_NEIGHBOURS: usize = 8 * 9 + 7 + 1;
 /// linkage literature reports for dates and numbers — a **single-digit substitution** and an
 /// **adjacent-digit transposition** (Damerau 1964, "A technique for computer detection and
 /// correction of spelling errors", CACM 7(3): over 80 % of errors are one such edit), and the
-/// **day and month swapped** (Christen 2012, *Data Matching*, §3.2 on typographical and date
-/// format errors). Every neighbour is a valid Gregorian date from 1850 (the `birth_date`
+/// **day and month swapped** (Christen 2012, *Data Matching*, ch. 5 on comparing dates). Every neighbour is a valid Gregorian date from 1850 (the `birth_date`
 /// normalizer's lower bound) to `today` (`YYYYMMDD` as a number); the date itself and
 /// duplicates are left out.
 ///
@@ -351,7 +350,9 @@ mod neighbour_tests {
     fn neighbours_of_a_date_are_one_keying_error_away_and_valid() {
         let n = neighbours("19570712", 20_261_122);
         // Day and month swapped, an adjacent transposition, a substitution in each part.
-        for want in ["19571207", "19570721", "19750712", "19580712", "19570812", "19570719"] {
+        for want in [
+            "19571207", "19570721", "19750712", "19580712", "19570812", "19570719",
+        ] {
             assert!(n.contains(&want.to_owned()), "{want} missing from {n:?}");
         }
         // Not the date itself, no invalid month or day, nothing in the future, no duplicate.
@@ -367,7 +368,11 @@ mod neighbour_tests {
             let mut s = String::new();
             let ctx = NormalizeContext { today: 20_261_122 };
             birth_date(d, &ctx, &mut s).unwrap_or_else(|e| panic!("{d}: {e:?}"));
-            let differing = d.bytes().zip("19570712".bytes()).filter(|(a, b)| a != b).count();
+            let differing = d
+                .bytes()
+                .zip("19570712".bytes())
+                .filter(|(a, b)| a != b)
+                .count();
             assert!((1..=4).contains(&differing), "{d}");
         }
         // 41, as an independent enumeration (Python, `calendar.monthrange`) also counts: 19

@@ -187,17 +187,12 @@ date_neighbours = true
 #[test]
 fn date_neighbour_recipe_meets_a_mistyped_digest_and_only_that() {
     let secret = ProjectSecret::from_bytes([5; 32]);
-    let t = Tokenizer::new(
-        &schema(&format!("{LEGACY}{NEIGHBOURS}")),
-        &secret,
-        "p",
-        CTX,
-    );
+    let t = Tokenizer::new(&schema(&format!("{LEGACY}{NEIGHBOURS}")), &secret, "p", CTX);
     let header = ["kf", "kg", "b", "s", "ins", "sym", "n", "d"];
     let raw = run(
         &t,
         &header,
-        &["ヤマダ", "タロウ", "1970-03-15", "1", "", "", "x", ""],
+        &["ヤマダ", "タロウ", "1970-03-12", "1", "", "", "x", ""],
     );
     let of = |out: &RecordTokens, r: usize| -> Vec<Token> {
         out.tokens
@@ -208,27 +203,27 @@ fn date_neighbour_recipe_meets_a_mistyped_digest_and_only_that() {
     };
     // One token per neighbour and kana script (katakana as recorded, hiragana).
     let mut dates = Vec::new();
-    crate::normalize::birth_date_neighbours("19700315", CTX.today, &mut dates);
+    crate::normalize::birth_date_neighbours("19700312", CTX.today, &mut dates);
     assert!(dates.len() > 20);
     assert_eq!(of(&raw, 4).len(), 2 * dates.len());
-    let hashed = |preimage: &str| {
-        run(&t, &["id", "id4", "id1"], &["7", &sha_hex(preimage), ""])
-    };
-    // The hash-only side recorded 16 for 15 (one digit), or 1970-15-03 (day and month
-    // swapped: invalid, so not a neighbour) or 19700513 (swapped, valid).
-    for typo in ["ヤマダタロウ|19700316|1", "やまだたろう|19700513|1", "ヤマダタロウ|19703015|1"] {
+    let hashed = |preimage: &str| run(&t, &["id", "id4", "id1"], &["7", &sha_hex(preimage), ""]);
+    // The hash-only side recorded 13 for 12 (one digit), 21 for 12 (transposed), or day and
+    // month swapped (in hiragana): the neighbour recipe meets each, the exact one none.
+    for typo in [
+        "ヤマダタロウ|19700313|1",
+        "ヤマダタロウ|19700321|1",
+        "やまだたろう|19701203|1",
+    ] {
         let h = hashed(typo);
-        let met = of(&raw, 4).contains(&of(&h, 4)[0]);
-        assert_eq!(met, typo != "ヤマダタロウ|19703015|1", "{typo}");
-        // The exact recipe does not meet it.
+        assert!(of(&raw, 4).contains(&of(&h, 4)[0]), "{typo}");
         assert!(!of(&raw, 2).contains(&of(&h, 2)[0]), "{typo}");
     }
-    // The correctly recorded date meets the exact recipe, never the neighbour recipe; a date
-    // two digits away (a namesake born a month and a day apart) meets neither.
-    let same = hashed("ヤマダタロウ|19700315|1");
+    // The correctly recorded date meets the exact recipe, never the neighbour recipe; a
+    // namesake born a month and eleven days later (two digits) meets neither.
+    let same = hashed("ヤマダタロウ|19700312|1");
     assert!(of(&raw, 2).contains(&of(&same, 2)[0]));
     assert!(!of(&raw, 4).contains(&of(&same, 4)[0]));
-    let far = hashed("ヤマダタロウ|19700416|1");
+    let far = hashed("ヤマダタロウ|19700423|1");
     assert!(!of(&raw, 2).contains(&of(&far, 2)[0]));
     assert!(!of(&raw, 4).contains(&of(&far, 4)[0]));
     // The hash-only side makes one token of each digest for both recipes.
