@@ -916,6 +916,29 @@ pub fn probability(weight: f64) -> f64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_neighbour_level_takes_its_counterparts_u_times_the_factor() {
+        // Levels: exact digest, neighbour digest, disagree, missing; counts as sampled.
+        let opts = EmOptions {
+            exact_levels: vec![2],
+            neighbour_u: vec![vec![(1, 0, 30.0)]],
+            ..EmOptions::default()
+        };
+        let mut uc = vec![0.5, 0.5, 999_999.0, 10.0];
+        normalize_u(&mut uc, 0, &opts);
+        // The sample alone bounds both digest levels alike (half an observation each); the
+        // neighbour level is raised to 30 times the exact level's, the disagree level lowered.
+        let n = 1_000_000.0;
+        assert!((uc[0] - 0.5 / n).abs() < 1e-15, "{uc:?}");
+        assert!((uc[1] - 15.0 / n).abs() < 1e-12, "{uc:?}");
+        assert!((uc[0] + uc[1] + uc[2] - 1.0).abs() < 1e-12, "{uc:?}");
+        assert_eq!(uc[3], 1.0);
+        // A neighbour level already above the derived bound keeps its own estimate.
+        let mut uc = vec![0.5, 100.5, 999_899.0, 10.0];
+        normalize_u(&mut uc, 0, &opts);
+        assert!((uc[1] - 100.5 / n).abs() < 1e-12, "{uc:?}");
+    }
+
     /// Draws pairs from a known two-class model and checks that EM recovers m and the prior.
     #[test]
     fn recovers_a_known_model() {
