@@ -497,7 +497,7 @@ fn a_mistyped_birth_date_links_through_its_neighbours_and_a_namesake_does_not() 
     let linked = |a: &str, b: &str| {
         pairs
             .iter()
-            .find(|l| l.starts_with(&format!("{a},{b},")))
+            .find(|l| l.starts_with(&format!("ehr,{a},ndb,{b},")))
             .copied()
     };
     // Levels end with ndb_id1 (0 branch, 1 card, 2 neighbour, …) and ndb_id4 (0 exact,
@@ -520,7 +520,7 @@ fn a_mistyped_birth_date_links_through_its_neighbours_and_a_namesake_does_not() 
     assert!(
         !pairs
             .iter()
-            .any(|l| l.contains(",91002,") || l.contains(",91003,")),
+            .any(|l| l.contains(",ndb,91002,") || l.contains(",ndb,91003,")),
         "a namesake linked"
     );
 }

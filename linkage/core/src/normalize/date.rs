@@ -273,6 +273,12 @@ pub(super) fn birth_date(
 /// digits, 7 adjacent transpositions, 1 day↔month swap.
 pub const MAX_BIRTH_DATE_NEIGHBOURS: usize = 8 * 9 + 7 + 1;
 
+/// Mean number of [`birth_date_neighbours`] of a birth date, over the days from 1920-01-01 to
+/// 2026-11-22 (35.4; from 13 to 46 per date): the factor by which a chance agreement at a
+/// neighbour level is at least as likely as at the date itself when birth dates are locally
+/// uniform (SPEC.md §9.3).
+pub const MEAN_BIRTH_DATE_NEIGHBOURS: f64 = 35.0;
+
 /// The plausible mis-recordings of a birth date (SPEC.md §4.4, `date_neighbours`): the dates
 /// one keying error away from `yyyymmdd` (8 ASCII digits), under the error classes the record
 /// linkage literature reports for dates and numbers — a **single-digit substitution** and an
@@ -380,6 +386,30 @@ mod neighbour_tests {
         // transpositions (19750712, 19570721) and the swap (19571207).
         assert_eq!(n.len(), 41, "{n:?}");
         assert!(n.len() <= MAX_BIRTH_DATE_NEIGHBOURS);
+    }
+
+    #[test]
+    fn the_mean_number_of_neighbours_is_the_documented_one() {
+        let (mut sum, mut days, mut lo, mut hi) = (0usize, 0usize, usize::MAX, 0usize);
+        let mut n = Vec::new();
+        for y in 1920..=2026u32 {
+            for m in 1..=12u32 {
+                for d in 1..=days_in_month(y, m) {
+                    let v = y * 10_000 + m * 100 + d;
+                    if v > 20_261_122 {
+                        continue;
+                    }
+                    birth_date_neighbours(&format!("{v:08}"), 20_261_122, &mut n);
+                    sum += n.len();
+                    days += 1;
+                    lo = lo.min(n.len());
+                    hi = hi.max(n.len());
+                }
+            }
+        }
+        let mean = sum as f64 / days as f64;
+        assert!((mean - MEAN_BIRTH_DATE_NEIGHBOURS).abs() < 0.5, "{mean}");
+        assert_eq!((lo, hi), (13, 46));
     }
 
     #[test]

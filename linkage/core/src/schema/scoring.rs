@@ -89,9 +89,10 @@ pub struct ComparisonSpec {
     pub rare_agreement: bool,
     /// Per exact level: for a level whose recipe has birth-date neighbours (SPEC.md §4.4,
     /// `date_neighbours`), the earlier exact level of its counterpart (the recipe of the same
-    /// digest column without neighbours). Its u is at least that level's u times the
-    /// neighbour tokens per counterpart token (SPEC.md §9.3): a chance agreement with any of
-    /// ~40 neighbouring dates is ~40 times likelier than with the date itself.
+    /// digest column without neighbours). Its u is at least that level's u times the mean
+    /// number of neighbour dates (35), or the neighbour tokens per counterpart token if more
+    /// (SPEC.md §9.3): a chance agreement with any of ~35 neighbouring dates is ~35 times
+    /// likelier than with the date itself.
     pub neighbour_of: Vec<Option<usize>>,
     /// Dice bands of a per-comparison CLK, after the exact levels.
     pub dice: Option<DiceSpec>,

@@ -366,7 +366,14 @@ pub fn score_and_cluster(
                         .enumerate()
                         .filter_map(|(l, of)| {
                             let of = (*of)?;
-                            Some((l, of, features.token_ratio(i, l, of)?.max(1.0)))
+                            // At least the mean number of neighbour dates (the
+                            // counterpart may have more spelling variants per date).
+                            let ratio = features.token_ratio(i, l, of)?;
+                            Some((
+                                l,
+                                of,
+                                ratio.max(crate::normalize::MEAN_BIRTH_DATE_NEIGHBOURS),
+                            ))
                         })
                         .collect()
                 })
