@@ -253,11 +253,21 @@ fn normalize_u_sampled(uc: &mut [f64], c: usize, opts: &EmOptions) {
     }
     let e = r.len().min(k - 1);
     let rest: f64 = uc[e..k - 1].iter().sum();
+    // The floor of unobserved levels comes from the observed rates of levels other than
+    // birth-date neighbour levels: raw records whose neighbour sets intersect agree there
+    // far more often than any digest does, and would lift an unobserved exact level to half
+    // of that.
+    let neighbour = |l: usize| {
+        opts.neighbour_u
+            .get(c)
+            .is_some_and(|v| v.iter().any(|&(x, _, _)| x == l))
+    };
     let floor = r
         .iter()
         .copied()
-        .filter(|&x| x > 0.0)
-        .fold(f64::INFINITY, f64::min);
+        .enumerate()
+        .filter(|&(l, x)| x > 0.0 && !neighbour(l))
+        .fold(f64::INFINITY, |m, (_, x)| m.min(x));
     let floor = if floor.is_finite() {
         floor / 2.0
     } else {
@@ -937,6 +947,17 @@ mod tests {
         let mut uc = vec![0.5, 100.5, 999_899.0, 10.0];
         normalize_u(&mut uc, 0, &opts);
         assert!((uc[1] - 100.5 / n).abs() < 1e-12, "{uc:?}");
+        // Within-holder rates (rare_agreement): an exact level no pair reached is not lifted
+        // to half the neighbour level's rate; the neighbour level keeps its own.
+        let opts = EmOptions {
+            rare_agreement: vec![true],
+            rare_u: vec![Some(vec![0.0, 8e-7])],
+            ..opts
+        };
+        let mut uc = vec![0.5, 0.5, 999_999.0, 10.0];
+        normalize_u(&mut uc, 0, &opts);
+        assert_eq!(uc[0], 1e-12, "{uc:?}");
+        assert!((uc[1] - 8e-7).abs() < 1e-18, "{uc:?}");
     }
 
     /// Draws pairs from a known two-class model and checks that EM recovers m and the prior.
