@@ -203,7 +203,7 @@ fn date_neighbour_recipe_meets_a_mistyped_digest_and_only_that() {
     };
     // One token per neighbour and kana script (katakana as recorded, hiragana).
     let mut dates = Vec::new();
-    crate::normalize::birth_date_neighbours("19700312", CTX.today, &mut dates);
+    birth_date_neighbours("19700312", CTX.today, &mut dates);
     assert!(dates.len() > 20);
     assert_eq!(of(&raw, 4).len(), 2 * dates.len());
     let hashed = |preimage: &str| run(&t, &["id", "id4", "id1"], &["7", &sha_hex(preimage), ""]);
@@ -234,7 +234,7 @@ fn date_neighbour_recipe_meets_a_mistyped_digest_and_only_that() {
 
 #[test]
 fn date_neighbours_need_one_date_field() {
-    let err = Schema::from_toml(&format!(
+    let err = Schema::from_toml(
         r#"
 schema_format = 1
 name = "t"
@@ -250,8 +250,8 @@ fields = ["kana"]
 profile = "ndb-legacy-v1"
 digest_column = "k"
 date_neighbours = true
-"#
-    ))
+"#,
+    )
     .unwrap_err()
     .to_string();
     assert!(err.contains("date_neighbours"), "{err}");
