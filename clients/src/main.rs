@@ -413,7 +413,12 @@ fn print_schema(s: &Schema) -> Result<()> {
         };
         let pre = match &r.prehash {
             Some(p) => format!(
-                " (prehash ndb-legacy-v1{})",
+                " (prehash ndb-legacy-v1{}{})",
+                if p.date_neighbours {
+                    ", birth-date neighbours only"
+                } else {
+                    ""
+                },
                 p.digest_column
                     .as_deref()
                     .map(|c| format!(", or digest column {c}"))

@@ -420,3 +420,107 @@ fn hash_only_holder_scored_dominates_its_exact_tokens() {
         "{scored}"
     );
 }
+
+/// Issue 15: a birth date mistyped on the hash-only side is met through the raw holder's
+/// birth-date neighbours (SPEC.md §4.4) and links; a namesake of the same kana name and sex
+/// born one digit apart with another card (only the neighbour level of the name digest
+/// agrees) does not, nor does one born on a clearly different day.
+#[test]
+fn a_mistyped_birth_date_links_through_its_neighbours_and_a_namesake_does_not() {
+    use sha2::{Digest as _, Sha256};
+    let env = Env::new();
+    let dir = env.dir.path().join("nbr");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hex = |s: &str| -> String {
+        Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut raw = std::fs::read_to_string(repo().join("samples/multi/ehr.csv")).unwrap();
+    // Two namesakes in the raw holder: 横溝誠一郎, male, with cards of their own.
+    raw.push_str("90001,横溝,誠一郎,ヨコミゾ,セイイチロウ,1,1961-04-18,150-0001,東京都,渋谷区,06409502,,5551234,00,,202610,1,I10,300\n");
+    raw.push_str("90002,横溝,誠一郎,ヨコミゾ,セイイチロウ,1,1975-09-30,460-0008,愛知県,名古屋市,06409502,,5559876,00,,202610,1,I10,300\n");
+    let mut ndb = std::fs::read_to_string(repo().join("samples/multi/ndb.csv")).unwrap();
+    let row = |id: &str, card: &str, branch: &str, kana: &str, date: &str| {
+        format!(
+            "{id},{},{},{},202610,1,I10,300\n",
+            hex(&format!("{card}|{date}|1")),
+            hex(&format!("{card}|{branch}|{date}|1")),
+            hex(&format!("{kana}|{date}|1")),
+        )
+    };
+    // 90001 as the hash-only holder recorded him: 19 for 18 (one digit).
+    ndb.push_str(&row(
+        "91001",
+        "06409502||5551234",
+        "00",
+        "ヨコミゾセイイチロウ",
+        "19610419",
+    ));
+    // A namesake born 1961-04-28 (one digit from 90001's date), another card.
+    ndb.push_str(&row(
+        "91002",
+        "01130012||99123",
+        "00",
+        "ヨコミゾセイイチロウ",
+        "19610428",
+    ));
+    // A namesake born 1977-02-15 (no neighbour of either raw date), another card.
+    ndb.push_str(&row(
+        "91003",
+        "01130012||77777",
+        "01",
+        "ヨコミゾセイイチロウ",
+        "19770215",
+    ));
+    std::fs::write(dir.join("ehr.csv"), raw).unwrap();
+    std::fs::write(dir.join("ndb.csv"), ndb).unwrap();
+    env.ok(&[
+        "link",
+        "-q",
+        "--project",
+        "p",
+        "--today",
+        "2026-11-22",
+        "--schema",
+        "schemas/ndb.toml",
+        "--input",
+        &format!("ehr={}", dir.join("ehr.csv").display()),
+        "--input",
+        &format!("ndb={}", dir.join("ndb.csv").display()),
+        "--out",
+        dir.join("o").to_str().unwrap(),
+    ]);
+    let scores = std::fs::read_to_string(dir.join("o/pair_scores.csv")).unwrap();
+    let pairs: Vec<&str> = scores.lines().skip(1).collect();
+    let linked = |a: &str, b: &str| {
+        pairs
+            .iter()
+            .find(|l| l.starts_with(&format!("ehr,{a},ndb,{b},")))
+            .copied()
+    };
+    // Levels end with ndb_id1 (0 branch, 1 card, 2 neighbour, …) and ndb_id4 (0 exact,
+    // 1 neighbour, …): the typo pair agrees at both neighbour levels.
+    let typo = linked("90001", "91001").expect("the mistyped birth date must link");
+    assert!(typo.ends_with("-2-1"), "{typo}");
+    for (a, b) in [
+        ("90001", "91002"),
+        ("90002", "91002"),
+        ("90001", "91003"),
+        ("90002", "91003"),
+    ] {
+        assert!(
+            linked(a, b).is_none(),
+            "namesake {a} - {b} linked: {:?}",
+            linked(a, b)
+        );
+    }
+    // The namesakes' digests meet no other raw record either.
+    assert!(
+        !pairs
+            .iter()
+            .any(|l| l.contains(",ndb,91002,") || l.contains(",ndb,91003,")),
+        "a namesake linked"
+    );
+}

@@ -7,7 +7,9 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::normalize::{FieldReject, NormalizeContext, Normalizer, is_space, kana};
+use crate::normalize::{
+    FieldReject, NormalizeContext, Normalizer, birth_date_neighbours, is_space, kana,
+};
 use crate::schema::{NamePart, PrehashVariant, Schema};
 use crate::secret::ProjectSecret;
 use crate::token::{KeyedRecipe, RecipeKey, Token, preimage_head, put_value};
@@ -357,7 +359,8 @@ impl Tokenizer {
     /// SHA-256, lower-case hex, then the recipe's keyed hash (SPEC.md §4.4).
     ///
     /// Variants are built in two steps: per-field candidate values (name order, optional
-    /// field empty, insurer and branch forms), whose combinations give preimages; then
+    /// field empty, insurer and branch forms; with `date_neighbours`, the date's neighbours
+    /// instead of the date), whose combinations give preimages; then
     /// whole-preimage rewrites (kana script, hyphens, long vowels, small kana, voicing), each
     /// applied to every preimage so far. All are deduplicated.
     fn prehash_tokens(&self, r: usize, binding: &Binding, raw: &[&str], out: &mut RecordTokens) {
@@ -372,7 +375,12 @@ impl Tokenizer {
             match field.normalizer {
                 // Dates and sex take their canonical forms: YYYYMMDD and 1/2.
                 Normalizer::BirthDate | Normalizer::Date if ok => {
-                    cands.push(out.values[f].chars().filter(|c| *c != '-').collect());
+                    let own: String = out.values[f].chars().filter(|c| *c != '-').collect();
+                    if prehash.date_neighbours {
+                        birth_date_neighbours(&own, self.ctx.today, &mut cands);
+                    } else {
+                        cands.push(own);
+                    }
                 }
                 Normalizer::Sex if ok && matches!(out.values[f].as_str(), "1" | "2") => {
                     cands.push(out.values[f].clone());

@@ -268,3 +268,164 @@ pub(super) fn birth_date(
     let (y, m, d) = gregorian(s)?;
     finish(y, m, d, ctx, out)
 }
+
+/// Upper bound on the number of [`birth_date_neighbours`] of one date: 8 digits × 9 other
+/// digits, 7 adjacent transpositions, 1 day↔month swap.
+pub const MAX_BIRTH_DATE_NEIGHBOURS: usize = 8 * 9 + 7 + 1;
+
+/// Mean number of [`birth_date_neighbours`] of a birth date, over the days from 1920-01-01 to
+/// 2026-11-22 (35.4; from 13 to 46 per date): the factor by which a chance agreement at a
+/// neighbour level is at least as likely as at the date itself when birth dates are locally
+/// uniform (SPEC.md §9.3).
+pub const MEAN_BIRTH_DATE_NEIGHBOURS: f64 = 35.0;
+
+/// The plausible mis-recordings of a birth date (SPEC.md §4.4, `date_neighbours`): the dates
+/// one keying error away from `yyyymmdd` (8 ASCII digits), under the error classes the record
+/// linkage literature reports for dates and numbers — a **single-digit substitution** and an
+/// **adjacent-digit transposition** (Damerau 1964, "A technique for computer detection and
+/// correction of spelling errors", CACM 7(3): over 80 % of errors are one such edit), and the
+/// **day and month swapped** (Christen 2012, *Data Matching*, ch. 5 on comparing dates). Every neighbour is a valid Gregorian date from 1850 (the `birth_date`
+/// normalizer's lower bound) to `today` (`YYYYMMDD` as a number); the date itself and
+/// duplicates are left out.
+///
+/// Writes the neighbours as `YYYYMMDD` into `out` (cleared first), in ascending order; at
+/// most [`MAX_BIRTH_DATE_NEIGHBOURS`]. A `yyyymmdd` that is not 8 ASCII digits gives none.
+pub fn birth_date_neighbours(yyyymmdd: &str, today: u32, out: &mut Vec<String>) {
+    out.clear();
+    let Ok(digits) = <[u8; 8]>::try_from(yyyymmdd.as_bytes()) else {
+        return;
+    };
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return;
+    }
+    let value = |d: &[u8; 8]| {
+        d.iter()
+            .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
+    };
+    let own = value(&digits);
+    let mut found: Vec<u32> = Vec::with_capacity(MAX_BIRTH_DATE_NEIGHBOURS);
+    let mut consider = |d: [u8; 8]| {
+        let v = value(&d);
+        let (y, m, day) = (v / 10_000, v / 100 % 100, v % 100);
+        if v != own
+            && (1..=12).contains(&m)
+            && day >= 1
+            && day <= days_in_month(y, m)
+            && y >= 1850
+            && v <= today
+        {
+            found.push(v);
+        }
+    };
+    for i in 0..8 {
+        for c in b'0'..=b'9' {
+            if c != digits[i] {
+                let mut d = digits;
+                d[i] = c;
+                consider(d);
+            }
+        }
+    }
+    for i in 0..7 {
+        if digits[i] != digits[i + 1] {
+            let mut d = digits;
+            d.swap(i, i + 1);
+            consider(d);
+        }
+    }
+    let mut d = digits;
+    d.copy_within(4..6, 6);
+    d[4..6].copy_from_slice(&digits[6..8]);
+    consider(d);
+    found.sort_unstable();
+    found.dedup();
+    out.extend(found.into_iter().map(|v| format!("{v:08}")));
+}
+
+#[cfg(test)]
+mod neighbour_tests {
+    use super::*;
+
+    fn neighbours(date: &str, today: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        birth_date_neighbours(date, today, &mut out);
+        out
+    }
+
+    #[test]
+    fn neighbours_of_a_date_are_one_keying_error_away_and_valid() {
+        let n = neighbours("19570712", 20_261_122);
+        // Day and month swapped, an adjacent transposition, a substitution in each part.
+        for want in [
+            "19571207", "19570721", "19750712", "19580712", "19570812", "19570719",
+        ] {
+            assert!(n.contains(&want.to_owned()), "{want} missing from {n:?}");
+        }
+        // Not the date itself, no invalid month or day, nothing in the future, no duplicate.
+        assert!(!n.contains(&"19570712".to_owned()));
+        for bad in ["19571712", "19570742", "29570712", "09570712"] {
+            assert!(!n.contains(&bad.to_owned()), "{bad} in {n:?}");
+        }
+        let mut sorted = n.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, n);
+        for d in &n {
+            let mut s = String::new();
+            let ctx = NormalizeContext { today: 20_261_122 };
+            birth_date(d, &ctx, &mut s).unwrap_or_else(|e| panic!("{d}: {e:?}"));
+            let differing = d
+                .bytes()
+                .zip("19570712".bytes())
+                .filter(|(a, b)| a != b)
+                .count();
+            assert!((1..=4).contains(&differing), "{d}");
+        }
+        // 41, as an independent enumeration (Python, `calendar.monthrange`) also counts: 19
+        // substitutions in the year (1857, 19x7, 195x), 8 in the month, 11 in the day, two
+        // transpositions (19750712, 19570721) and the swap (19571207).
+        assert_eq!(n.len(), 41, "{n:?}");
+        assert!(n.len() <= MAX_BIRTH_DATE_NEIGHBOURS);
+    }
+
+    #[test]
+    fn the_mean_number_of_neighbours_is_the_documented_one() {
+        let (mut sum, mut days, mut lo, mut hi) = (0usize, 0usize, usize::MAX, 0usize);
+        let mut n = Vec::new();
+        for y in 1920..=2026u32 {
+            for m in 1..=12u32 {
+                for d in 1..=days_in_month(y, m) {
+                    let v = y * 10_000 + m * 100 + d;
+                    if v > 20_261_122 {
+                        continue;
+                    }
+                    birth_date_neighbours(&format!("{v:08}"), 20_261_122, &mut n);
+                    sum += n.len();
+                    days += 1;
+                    lo = lo.min(n.len());
+                    hi = hi.max(n.len());
+                }
+            }
+        }
+        let mean = sum as f64 / days as f64;
+        assert!((mean - MEAN_BIRTH_DATE_NEIGHBOURS).abs() < 0.5, "{mean}");
+        assert_eq!((lo, hi), (13, 46));
+    }
+
+    #[test]
+    fn neighbours_respect_today_and_reject_malformed_input() {
+        // 2026-11-20: a later day is not a birth date yet.
+        let n = neighbours("20261120", 20_261_122);
+        assert!(n.contains(&"20261121".to_owned()));
+        assert!(n.contains(&"20261102".to_owned()));
+        assert!(!n.contains(&"20261125".to_owned()));
+        assert!(!n.contains(&"20261220".to_owned()));
+        // 29 February only in leap years; 31 only in long months.
+        let n = neighbours("19840229", 20_261_122);
+        assert!(!n.iter().any(|d| d == "19850229" || d == "19860229"));
+        assert!(n.contains(&"19880229".to_owned()));
+        assert!(neighbours("1957-07-12", 20_261_122).is_empty());
+        assert!(neighbours("1957071", 20_261_122).is_empty());
+        assert!(neighbours("195707１2", 20_261_122).is_empty());
+    }
+}

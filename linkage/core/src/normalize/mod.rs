@@ -16,7 +16,9 @@ mod ids;
 pub mod kana;
 pub mod kanji;
 
-pub use date::days_in_month;
+pub use date::{
+    MAX_BIRTH_DATE_NEIGHBOURS, MEAN_BIRTH_DATE_NEIGHBOURS, birth_date_neighbours, days_in_month,
+};
 pub use ids::insurer_check_digit;
 
 /// Which normalizer a schema field uses (`normalizer = "…"` in the schema, SPEC.md §3.1).

@@ -234,6 +234,13 @@ pub struct Prehash {
     pub optional: Vec<usize>,
     /// Variants to emit from raw identifiers.
     pub variants: Vec<PrehashVariant>,
+    /// `date_neighbours = true`: a raw holder emits the legacy preimages with the date field
+    /// replaced by each of its neighbours (one keying error away,
+    /// [`crate::normalize::birth_date_neighbours`]: at most
+    /// [`crate::normalize::MAX_BIRTH_DATE_NEIGHBOURS`] dates) **instead of** its own date, so
+    /// that the recipe's tokens agree only where one side mistyped the date (SPEC.md §4.4).
+    /// The recipe must have one `birth_date` or `date` field.
+    pub date_neighbours: bool,
 }
 
 /// One exact-token recipe: an ordered list of fields hashed together.
@@ -396,6 +403,8 @@ struct RawPrehash {
     optional: Vec<Spanned<String>>,
     #[serde(default)]
     variants: Vec<PrehashVariant>,
+    #[serde(default)]
+    date_neighbours: bool,
 }
 
 fn line_of(src: &str, offset: usize) -> usize {
@@ -639,11 +648,32 @@ impl Schema {
                             format!("digest column `{c}` is also an identifier column"),
                         ));
                     }
+                    if p.date_neighbours
+                        && idx
+                            .iter()
+                            .filter(|&&k| {
+                                matches!(
+                                    fields[k].normalizer,
+                                    Normalizer::BirthDate | Normalizer::Date
+                                )
+                            })
+                            .count()
+                            != 1
+                    {
+                        return Err(invalid(
+                            format!("recipes[{i}].prehash.date_neighbours"),
+                            r.name.span(),
+                            format!(
+                                "recipe `{name}` needs exactly one birth_date or date field for date_neighbours"
+                            ),
+                        ));
+                    }
                     Some(Prehash {
                         profile: p.profile,
                         digest_column: p.digest_column.clone(),
                         optional,
                         variants: p.variants.clone(),
+                        date_neighbours: p.date_neighbours,
                     })
                 }
             };

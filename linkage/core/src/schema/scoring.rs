@@ -87,6 +87,13 @@ pub struct ComparisonSpec {
     /// a holder pair has fewer than three comparisons (a hash-only holder), where EM cannot
     /// tell chance agreement from a match (SPEC.md §9.3).
     pub rare_agreement: bool,
+    /// Per exact level: for a level whose recipe has birth-date neighbours (SPEC.md §4.4,
+    /// `date_neighbours`), the earlier exact level of its counterpart (the recipe of the same
+    /// digest column without neighbours). Its u is at least that level's u times the mean
+    /// number of neighbour dates (35), or the neighbour tokens per counterpart token if more
+    /// (SPEC.md §9.3): a chance agreement with any of ~35 neighbouring dates is ~35 times
+    /// likelier than with the date itself.
+    pub neighbour_of: Vec<Option<usize>>,
     /// Dice bands of a per-comparison CLK, after the exact levels.
     pub dice: Option<DiceSpec>,
     /// Evaluated only when an earlier comparison is at one of these levels (`(comparison
@@ -346,6 +353,29 @@ pub(crate) fn parse(
             }
             exact.push(k);
         }
+        let mut neighbour_of = vec![None; exact.len()];
+        for (l, &k) in exact.iter().enumerate() {
+            let Some(p) = recipes[k].prehash.as_ref().filter(|p| p.date_neighbours) else {
+                continue;
+            };
+            let counterpart = exact[..l].iter().position(|&x| {
+                recipes[x]
+                    .prehash
+                    .as_ref()
+                    .is_some_and(|q| !q.date_neighbours && q.digest_column == p.digest_column)
+            });
+            if counterpart.is_none() {
+                return Err((
+                    format!("{key}.exact[{l}]"),
+                    c.exact[l].span(),
+                    format!(
+                        "`{}` has date_neighbours: list first, in this comparison, the recipe of the same digest_column without them (its u is derived from that level's)",
+                        recipes[k].name
+                    ),
+                ));
+            }
+            neighbour_of[l] = counterpart;
+        }
         let mut also = vec![Vec::new(); exact.len()];
         if let Some(a) = &c.also {
             let bad = |msg: String| Err((format!("{key}.also"), a.span(), msg));
@@ -470,6 +500,7 @@ pub(crate) fn parse(
             conflict: c.conflict,
             rare_agreement: c.rare_agreement,
             veto: c.veto,
+            neighbour_of,
             dice,
             when,
         };

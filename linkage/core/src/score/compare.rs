@@ -858,6 +858,29 @@ impl Features {
         Some(out)
     }
 
+    /// Tokens at exact level `l` of comparison `c` per token at its exact level `of`, over the
+    /// records that hold tokens at both, per holder; the largest holder's ratio (SPEC.md
+    /// §9.3, birth-date neighbour levels: the raw holders' ~40 neighbour preimages per own
+    /// preimage; 1 for a hash-only holder, which has one digest for both). `None` when no
+    /// record holds both.
+    pub fn token_ratio(&self, c: usize, l: usize, of: usize) -> Option<f64> {
+        let base = self.slot_base[c];
+        let mut sums = vec![(0u64, 0u64); self.holders];
+        for r in 0..self.holder.len() {
+            let (a, _) = self.slot(r as u32, base + l);
+            let (b, _) = self.slot(r as u32, base + of);
+            if !a.is_empty() && !b.is_empty() {
+                let s = &mut sums[usize::from(self.holder[r])];
+                s.0 += a.len() as u64;
+                s.1 += b.len() as u64;
+            }
+        }
+        sums.iter()
+            .filter(|s| s.1 > 0)
+            .map(|s| s.0 as f64 / s.1 as f64)
+            .reduce(f64::max)
+    }
+
     /// Whether comparison `c` uses term-frequency adjustment.
     pub fn has_tf(&self, c: usize) -> bool {
         self.tf_comparison[c]

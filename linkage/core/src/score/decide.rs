@@ -432,6 +432,28 @@ pub fn fit(
                         .flatten()
                 })
                 .collect(),
+            neighbour_u: spec
+                .comparisons
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.neighbour_of
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(l, of)| {
+                            let of = (*of)?;
+                            // At least the mean number of neighbour dates (the
+                            // counterpart may have more spelling variants per date).
+                            let ratio = features.token_ratio(i, l, of)?;
+                            Some((
+                                l,
+                                of,
+                                ratio.max(crate::normalize::MEAN_BIRTH_DATE_NEIGHBOURS),
+                            ))
+                        })
+                        .collect()
+                })
+                .collect(),
             exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
             checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
             sessions: spec.sessions.clone(),

@@ -58,6 +58,11 @@ pub struct EmOptions {
     /// each holder ([`crate::score::Features::within_holder_agreement`]); where given, it
     /// replaces the sampled u of those levels. Empty or `None`: the sample alone.
     pub rare_u: Vec<Option<Vec<f64>>>,
+    /// Per comparison, its birth-date neighbour levels as `(level, counterpart level,
+    /// factor)`: the level's u is raised to at least `factor` × the counterpart's u (SPEC.md
+    /// §9.3; factor from [`crate::score::Features::token_ratio`]), the increase taken from
+    /// the comparison's other non-exact levels. Empty: none.
+    pub neighbour_u: Vec<Vec<(usize, usize, f64)>>,
     /// Exact levels per comparison (levels `0..exact_levels[c]`); empty: level 0 only.
     pub exact_levels: Vec<usize>,
     /// Comparisons under the constrained-m check: those evaluated on every pair. A `when`
@@ -81,6 +86,7 @@ impl Default for EmOptions {
             tolerance: 1e-7,
             rare_agreement: Vec::new(),
             rare_u: Vec::new(),
+            neighbour_u: Vec::new(),
             exact_levels: Vec::new(),
             checked: Vec::new(),
             sessions: Vec::new(),
@@ -213,6 +219,28 @@ fn strict(dims: &Dims, exact: &[usize], code: u32) -> bool {
 /// those rates (a level no within pair reached keeps half a pair of the count), and the other
 /// non-missing levels share the rest in their sampled proportions.
 fn normalize_u(uc: &mut [f64], c: usize, opts: &EmOptions) {
+    normalize_u_sampled(uc, c, opts);
+    let Some(raise) = opts.neighbour_u.get(c) else {
+        return;
+    };
+    let k = uc.len();
+    let e = opts.exact_levels.get(c).copied().unwrap_or(1).min(k - 1);
+    for &(l, of, factor) in raise {
+        let want = uc[of] * factor;
+        if l >= e || want <= uc[l] {
+            continue;
+        }
+        let rest: f64 = uc[e..k - 1].iter().sum();
+        let add = (want - uc[l]).min(rest);
+        if rest > 0.0 {
+            uc[e..k - 1].iter_mut().for_each(|x| *x -= *x / rest * add);
+        }
+        uc[l] += add;
+    }
+}
+
+/// [`normalize_u`] before the neighbour levels are raised.
+fn normalize_u_sampled(uc: &mut [f64], c: usize, opts: &EmOptions) {
     let k = uc.len();
     let s: f64 = uc[..k - 1].iter().sum();
     uc[..k - 1].iter_mut().for_each(|x| *x /= s);
@@ -225,11 +253,21 @@ fn normalize_u(uc: &mut [f64], c: usize, opts: &EmOptions) {
     }
     let e = r.len().min(k - 1);
     let rest: f64 = uc[e..k - 1].iter().sum();
+    // The floor of unobserved levels comes from the observed rates of levels other than
+    // birth-date neighbour levels: raw records whose neighbour sets intersect agree there
+    // far more often than any digest does, and would lift an unobserved exact level to half
+    // of that.
+    let neighbour = |l: usize| {
+        opts.neighbour_u
+            .get(c)
+            .is_some_and(|v| v.iter().any(|&(x, _, _)| x == l))
+    };
     let floor = r
         .iter()
         .copied()
-        .filter(|&x| x > 0.0)
-        .fold(f64::INFINITY, f64::min);
+        .enumerate()
+        .filter(|&(l, x)| x > 0.0 && !neighbour(l))
+        .fold(f64::INFINITY, |m, (_, x)| m.min(x));
     let floor = if floor.is_finite() {
         floor / 2.0
     } else {
@@ -887,6 +925,40 @@ pub fn probability(weight: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_neighbour_level_takes_its_counterparts_u_times_the_factor() {
+        // Levels: exact digest, neighbour digest, disagree, missing; counts as sampled.
+        let opts = EmOptions {
+            exact_levels: vec![2],
+            neighbour_u: vec![vec![(1, 0, 30.0)]],
+            ..EmOptions::default()
+        };
+        let mut uc = vec![0.5, 0.5, 999_999.0, 10.0];
+        normalize_u(&mut uc, 0, &opts);
+        // The sample alone bounds both digest levels alike (half an observation each); the
+        // neighbour level is raised to 30 times the exact level's, the disagree level lowered.
+        let n = 1_000_000.0;
+        assert!((uc[0] - 0.5 / n).abs() < 1e-15, "{uc:?}");
+        assert!((uc[1] - 15.0 / n).abs() < 1e-12, "{uc:?}");
+        assert!((uc[0] + uc[1] + uc[2] - 1.0).abs() < 1e-12, "{uc:?}");
+        assert_eq!(uc[3], 1.0);
+        // A neighbour level already above the derived bound keeps its own estimate.
+        let mut uc = vec![0.5, 100.5, 999_899.0, 10.0];
+        normalize_u(&mut uc, 0, &opts);
+        assert!((uc[1] - 100.5 / n).abs() < 1e-12, "{uc:?}");
+        // Within-holder rates (rare_agreement): an exact level no pair reached is not lifted
+        // to half the neighbour level's rate; the neighbour level keeps its own.
+        let opts = EmOptions {
+            rare_agreement: vec![true],
+            rare_u: vec![Some(vec![0.0, 8e-7])],
+            ..opts
+        };
+        let mut uc = vec![0.5, 0.5, 999_999.0, 10.0];
+        normalize_u(&mut uc, 0, &opts);
+        assert_eq!(uc[0], 1e-12, "{uc:?}");
+        assert!((uc[1] - 8e-7).abs() < 1e-18, "{uc:?}");
+    }
 
     /// Draws pairs from a known two-class model and checks that EM recovers m and the prior.
     #[test]

@@ -172,6 +172,91 @@ fn raw_and_hash_only_holders_make_identical_prehash_tokens() {
     assert_eq!(raw_tokens.iter().filter(|(r, _)| *r == 2).count(), 2);
 }
 
+const NEIGHBOURS: &str = r#"
+[[recipes]]
+name = "legacy_id4_dob"
+version = 1
+fields = ["kana", "bdate", "sex"]
+[recipes.prehash]
+profile = "ndb-legacy-v1"
+digest_column = "id4"
+variants = ["kana_script"]
+date_neighbours = true
+"#;
+
+#[test]
+fn date_neighbour_recipe_meets_a_mistyped_digest_and_only_that() {
+    let secret = ProjectSecret::from_bytes([5; 32]);
+    let t = Tokenizer::new(&schema(&format!("{LEGACY}{NEIGHBOURS}")), &secret, "p", CTX);
+    let header = ["kf", "kg", "b", "s", "ins", "sym", "n", "d"];
+    let raw = run(
+        &t,
+        &header,
+        &["ヤマダ", "タロウ", "1970-03-12", "1", "", "", "x", ""],
+    );
+    let of = |out: &RecordTokens, r: usize| -> Vec<Token> {
+        out.tokens
+            .iter()
+            .filter(|(x, _)| *x == r)
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    // One token per neighbour and kana script (katakana as recorded, hiragana).
+    let mut dates = Vec::new();
+    birth_date_neighbours("19700312", CTX.today, &mut dates);
+    assert!(dates.len() > 20);
+    assert_eq!(of(&raw, 4).len(), 2 * dates.len());
+    let hashed = |preimage: &str| run(&t, &["id", "id4", "id1"], &["7", &sha_hex(preimage), ""]);
+    // The hash-only side recorded 13 for 12 (one digit), 21 for 12 (transposed), or day and
+    // month swapped (in hiragana): the neighbour recipe meets each, the exact one none.
+    for typo in [
+        "ヤマダタロウ|19700313|1",
+        "ヤマダタロウ|19700321|1",
+        "やまだたろう|19701203|1",
+    ] {
+        let h = hashed(typo);
+        assert!(of(&raw, 4).contains(&of(&h, 4)[0]), "{typo}");
+        assert!(!of(&raw, 2).contains(&of(&h, 2)[0]), "{typo}");
+    }
+    // The correctly recorded date meets the exact recipe, never the neighbour recipe; a
+    // namesake born a month and eleven days later (two digits) meets neither.
+    let same = hashed("ヤマダタロウ|19700312|1");
+    assert!(of(&raw, 2).contains(&of(&same, 2)[0]));
+    assert!(!of(&raw, 4).contains(&of(&same, 4)[0]));
+    let far = hashed("ヤマダタロウ|19700423|1");
+    assert!(!of(&raw, 2).contains(&of(&far, 2)[0]));
+    assert!(!of(&raw, 4).contains(&of(&far, 4)[0]));
+    // The hash-only side makes one token of each digest for both recipes.
+    assert_eq!(of(&same, 2).len(), 1);
+    assert_eq!(of(&same, 4).len(), 1);
+    assert_ne!(of(&same, 2), of(&same, 4));
+}
+
+#[test]
+fn date_neighbours_need_one_date_field() {
+    let err = Schema::from_toml(
+        r#"
+schema_format = 1
+name = "t"
+version = 1
+[fields.kana]
+columns = ["kf", "kg"]
+normalizer = "kana_name"
+[[recipes]]
+name = "legacy_kana"
+version = 1
+fields = ["kana"]
+[recipes.prehash]
+profile = "ndb-legacy-v1"
+digest_column = "k"
+date_neighbours = true
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("date_neighbours"), "{err}");
+}
+
 #[test]
 fn multi_column_fields_need_every_part_and_any_order_sorts() {
     let extra = r#"
