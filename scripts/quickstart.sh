@@ -73,10 +73,8 @@ step "admin: custodian project and holders"
 as_custodian admin keys create-project --project quickstart --linkage-unit linkage-unit --schema "$SCHEMA"
 for h in ehr ndb kaigo; do
     # The NDB-style recipes meet hash-only digests through several spelling variants per
-    # record, and the birth-date neighbour recipes through ~35 dates x 2 kana scripts
-    # (ndb_id4_dob, ~70 evaluations per record; SPEC.md "Custodian cost"): declare room for
-    # them in the evaluation quota (per recipe: declared x 1.5).
-    as_custodian admin keys enrol --project quickstart --party "$h" --declared-records 100000
+    # record: declare room for them in the evaluation quota.
+    as_custodian admin keys enrol --project quickstart --party "$h" --declared-records 12000
 done
 
 step "researcher: key pair for sealed content"

@@ -1718,10 +1718,8 @@ fn scored_job_through_the_custodian_and_the_linkage_unit() {
                 project,
                 "--party",
                 party,
-                // ndb.toml's birth-date neighbour recipes: ~70 evaluations per record
-                // (ndb_id4_dob) for 800 records, within 60,000 × 1.5.
                 "--declared-records",
-                "60000",
+                "20000",
             ];
             enrol.extend(admin_c);
             ok(dir, &enrol);

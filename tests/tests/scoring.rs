@@ -484,7 +484,7 @@ fn a_mistyped_birth_date_links_through_its_neighbours_and_a_namesake_does_not() 
         "--today",
         "2026-11-22",
         "--schema",
-        "schemas/ndb.toml",
+        "schemas/ndb-neighbours.toml",
         "--input",
         &format!("ehr={}", dir.join("ehr.csv").display()),
         "--input",
@@ -522,5 +522,46 @@ fn a_mistyped_birth_date_links_through_its_neighbours_and_a_namesake_does_not() 
             .iter()
             .any(|l| l.contains(",ndb,91002,") || l.contains(",ndb,91003,")),
         "a namesake linked"
+    );
+}
+
+/// `schemas/ndb-neighbours.toml` is `schemas/ndb.toml` plus the birth-date neighbour recipes
+/// and their levels, and nothing else: the two files cannot drift apart.
+#[test]
+fn ndb_neighbours_is_ndb_plus_its_neighbour_recipes() {
+    let ndb = std::fs::read_to_string(repo().join("schemas/ndb.toml")).unwrap();
+    let nb = std::fs::read_to_string(repo().join("schemas/ndb-neighbours.toml")).unwrap();
+    let head = nb
+        .find("# NDB-family linkage schema")
+        .expect("ndb.toml's header");
+    let mut rest = nb[head..].to_owned();
+    let start = rest
+        .find("# Birth-date neighbours of the legacy digests")
+        .expect("the neighbour block");
+    let end = start
+        + rest[start..]
+            .find("[[recipes]]\nname = \"block_birth_date\"")
+            .expect("the recipe after the neighbour block");
+    rest.replace_range(start..end, "");
+    let back = rest
+        .replacen("name = \"ndb-neighbours\"", "name = \"ndb\"", 1)
+        .replacen(
+            "legacy digests and their birth-date neighbours\"",
+            "legacy digests\"",
+            1,
+        )
+        .replacen(
+            "exact = [\"ndb_id1_branch\", \"ndb_id1\", \"ndb_id1_dob\"]",
+            "exact = [\"ndb_id1_branch\", \"ndb_id1\"]",
+            1,
+        )
+        .replacen(
+            "exact = [\"ndb_id4\", \"ndb_id4_dob\"]",
+            "exact = [\"ndb_id4\"]",
+            1,
+        );
+    assert!(
+        back == ndb,
+        "schemas/ndb-neighbours.toml differs from schemas/ndb.toml beyond the neighbour recipes"
     );
 }
