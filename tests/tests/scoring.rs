@@ -44,16 +44,8 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Links the inputs (`name=path`) into `out` and evaluates against `truth`: returns the
-    /// `eval --json` object (true figures, `estimated`, `by_party_pair`).
-    fn link_eval(
-        &self,
-        schema: &str,
-        inputs: &[String],
-        truth: &Path,
-        out: &str,
-    ) -> serde_json::Value {
-        let dir = self.dir.path().join(out);
+    /// Links the inputs (`name=path`) with `schema` into `dir` (project `p`, a fixed today).
+    fn link(&self, schema: &str, inputs: &[String], dir: &Path) {
         let mut args: Vec<String> = [
             "link",
             "-q",
@@ -75,6 +67,19 @@ impl Env {
         args.push(dir.to_str().unwrap().into());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.ok(&refs);
+    }
+
+    /// Links the inputs (`name=path`) into `out` and evaluates against `truth`: returns the
+    /// `eval --json` object (true figures, `estimated`, `by_party_pair`).
+    fn link_eval(
+        &self,
+        schema: &str,
+        inputs: &[String],
+        truth: &Path,
+        out: &str,
+    ) -> serde_json::Value {
+        let dir = self.dir.path().join(out);
+        self.link(schema, inputs, &dir);
         let e = self.ok(&[
             "eval",
             "--json",
@@ -346,22 +351,14 @@ fn twins_stay_apart_and_an_insurer_change_links() {
     ));
     std::fs::write(dir.join("a.csv"), a.join("\n") + "\n").unwrap();
     std::fs::write(dir.join("b.csv"), b.join("\n") + "\n").unwrap();
-    env.ok(&[
-        "link",
-        "-q",
-        "--project",
-        "p",
-        "--today",
-        "2026-11-22",
-        "--schema",
+    env.link(
         "schemas/ndb.toml",
-        "--input",
-        &format!("a={}", dir.join("a.csv").display()),
-        "--input",
-        &format!("b={}", dir.join("b.csv").display()),
-        "--out",
-        dir.join("o").to_str().unwrap(),
-    ]);
+        &[
+            format!("a={}", dir.join("a.csv").display()),
+            format!("b={}", dir.join("b.csv").display()),
+        ],
+        &dir.join("o"),
+    );
     let pairs = std::fs::read_to_string(dir.join("o/pairs.csv")).unwrap();
     let pairs: std::collections::HashSet<&str> = pairs.lines().skip(1).collect();
     for i in 0..50 {
@@ -476,22 +473,14 @@ fn a_mistyped_birth_date_links_through_its_neighbours_and_a_namesake_does_not() 
     ));
     std::fs::write(dir.join("ehr.csv"), raw).unwrap();
     std::fs::write(dir.join("ndb.csv"), ndb).unwrap();
-    env.ok(&[
-        "link",
-        "-q",
-        "--project",
-        "p",
-        "--today",
-        "2026-11-22",
-        "--schema",
+    env.link(
         "schemas/ndb-neighbours.toml",
-        "--input",
-        &format!("ehr={}", dir.join("ehr.csv").display()),
-        "--input",
-        &format!("ndb={}", dir.join("ndb.csv").display()),
-        "--out",
-        dir.join("o").to_str().unwrap(),
-    ]);
+        &[
+            format!("ehr={}", dir.join("ehr.csv").display()),
+            format!("ndb={}", dir.join("ndb.csv").display()),
+        ],
+        &dir.join("o"),
+    );
     let scores = std::fs::read_to_string(dir.join("o/pair_scores.csv")).unwrap();
     let pairs: Vec<&str> = scores.lines().skip(1).collect();
     let linked = |a: &str, b: &str| {
