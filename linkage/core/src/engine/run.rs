@@ -278,8 +278,11 @@ impl<'a> LinkPlan<'a> {
     /// Per holder, whether it is declared to hold several records of one person
     /// ([`LinkOptions::duplicates`]), in input order.
     pub fn duplicates(&self, prepared: &Prepared) -> Vec<bool> {
-        prepared
-            .holders
+        self.duplicate_flags(&prepared.holders)
+    }
+
+    fn duplicate_flags(&self, holders: &[LinkedHolder]) -> Vec<bool> {
+        holders
             .iter()
             .map(|h| self.options.duplicates.contains(&h.name))
             .collect()
@@ -315,10 +318,7 @@ impl<'a> LinkPlan<'a> {
         let (labels, clusters, join_stats) = match (self.matcher, features) {
             (Matcher::Scored, Some(f)) => {
                 let spec = schema.scoring.as_ref().expect("scored plan");
-                let duplicates: Vec<bool> = holders
-                    .iter()
-                    .map(|h| opts.duplicates.contains(&h.name))
-                    .collect();
+                let duplicates = self.duplicate_flags(&holders);
                 let log = &mut |line: String| observer.log(&line);
                 let candidates = find_candidates(spec, &mut blocks, &sizes, stage, log)?;
                 let fitted = fit(spec, &duplicates, &f, &candidates, stage)?;
