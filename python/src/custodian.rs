@@ -141,7 +141,7 @@ pub(crate) fn read_token_file<'py>(
     py: Python<'py>,
     path: &str,
 ) -> PyResult<(String, TokenFileColumns<'py>)> {
-    let mut reader = crate::spark::open(path).map_err(err)?;
+    let mut reader = crate::open(path).map_err(err)?;
     let header = serde_json::to_string(reader.header()).map_err(err)?;
     let names: Vec<String> = reader
         .header()

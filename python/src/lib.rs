@@ -273,6 +273,18 @@ fn link_csv<'py>(
     out_dict(py, out)
 }
 
+/// A token-file reader over a buffered file.
+pub(crate) type TokenReader =
+    renketsu_linkage::token_file::Reader<Box<dyn std::io::BufRead + Send>>;
+
+/// Opens a token file and reads its header.
+pub(crate) fn open(path: &str) -> Result<TokenReader, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    let input: Box<dyn std::io::BufRead + Send> =
+        Box::new(std::io::BufReader::with_capacity(1 << 16, f));
+    renketsu_linkage::token_file::Reader::new(input, path).map_err(|e| e.to_string())
+}
+
 /// `threshold`, if given, must be a match probability in (0, 1).
 fn check_threshold(threshold: Option<f64>) -> PyResult<()> {
     match threshold {

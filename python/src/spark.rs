@@ -13,9 +13,6 @@
 //! bits, 32-byte keys), which PyArrow wraps without a copy. Tokens are pseudonymous
 //! (keyed digests); no identifier or secret passes here.
 
-use std::fs::File;
-use std::io::BufReader;
-
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -30,9 +27,8 @@ use renketsu_linkage::score::{
     WeightTerms, cluster_component, labels_from_roots,
 };
 use renketsu_linkage::token::TOKEN_LEN;
-use renketsu_linkage::token_file::Reader;
 
-use crate::{Schema, context, err, link_out};
+use crate::{Schema, TokenReader, context, err, link_out, open};
 
 fn u32s(b: &[u8]) -> Result<Vec<u32>, String> {
     if !b.len().is_multiple_of(4) {
@@ -298,15 +294,6 @@ pub(crate) fn open_token_inputs(
     options.duplicates = duplicates;
     options.schema_path = schema_path;
     Ok((options, readers))
-}
-
-/// A token-file reader over a buffered file.
-pub(crate) type TokenReader = Reader<Box<dyn std::io::BufRead + Send>>;
-
-pub(crate) fn open(path: &str) -> Result<TokenReader, String> {
-    let f = File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
-    let input: Box<dyn std::io::BufRead + Send> = Box::new(BufReader::with_capacity(1 << 16, f));
-    Reader::new(input, path).map_err(|e| e.to_string())
 }
 
 /// The comparison features of a scored schema's token files, loaded once per worker:

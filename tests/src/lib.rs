@@ -26,11 +26,17 @@ pub fn shared_data() -> PathBuf {
     p
 }
 
-/// The `renketsu` binary of this build (built on demand when this crate is tested alone).
+/// The `renketsu` binary of this build (built on demand when this crate is tested alone),
+/// found and checked once per test process.
 ///
 /// # Panics
-/// If the binary is missing and `cargo build` fails.
+/// If the binary is missing and `cargo build` fails, or it is older than its sources.
 pub fn bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_bin).clone()
+}
+
+fn find_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
