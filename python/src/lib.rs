@@ -513,6 +513,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_clk_columns, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate_csv, m)?)?;
     m.add_class::<spark::Comparer>()?;
+    m.add_class::<spark::Totals>()?;
+    m.add_class::<spark::PairIndex>()?;
     m.add_class::<linker::Linker>()?;
     m.add_function(wrap_pyfunction!(custodian::tokenize_columns_oprf, m)?)?;
     m.add_function(wrap_pyfunction!(custodian::read_token_file, m)?)?;

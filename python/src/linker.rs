@@ -360,13 +360,13 @@ impl Linker {
         };
         let scores = &self.fitted().scores;
         let w = scores.threshold(given.or(spec_threshold));
-        let (mut links, mut expected_true) = (0u64, 0.0);
-        for &x in &scores.weights {
-            if f64::from(x) >= w {
-                links += 1;
-                expected_true += self::probability(f64::from(x));
-            }
-        }
+        // The curve's point at the threshold: every pair at or above it.
+        let curve = scores.curve();
+        let (links, expected_true) = curve
+            .iter()
+            .take_while(|p| p.weight >= w)
+            .last()
+            .map_or((0, 0.0), |p| (p.links, p.expected_true));
         let d = PyDict::new(py);
         d.set_item("match_weight", w)?;
         d.set_item("match_probability", self::probability(w))?;
@@ -384,7 +384,7 @@ impl Linker {
         d.set_item(
             "recall",
             if scores.expected_matches > 0.0 {
-                expected_true / scores.expected_matches
+                (expected_true / scores.expected_matches).min(1.0)
             } else {
                 1.0
             },

@@ -22,9 +22,11 @@ use renketsu_linkage::cluster::{ScoredClusterStats, ScoredLink};
 use renketsu_linkage::engine::{
     HolderInput, Keys, LinkOptions, LinkPlan, NoObserver, token_features,
 };
+use renketsu_linkage::score::aggregate;
 use renketsu_linkage::score::{
-    CandidateStats, ClusterJob, Compared, ConflictRule, Features, PairStage, ScoreError,
-    WeightTerms, cluster_component, labels_from_roots,
+    CandidateStats, CandidateTotals, ClusterJob, Compared, ConflictRule, Features, PairGroup,
+    PairSet, PairStage, ScoreError, TotalsContext, WeightTerms, cluster_component,
+    labels_from_roots,
 };
 use renketsu_linkage::token::TOKEN_LEN;
 
@@ -48,8 +50,86 @@ fn f32s(b: &[u8]) -> Result<Vec<f32>, String> {
         .collect())
 }
 
+fn u64s(b: &[u8]) -> Result<Vec<u64>, String> {
+    if !b.len().is_multiple_of(8) {
+        return Err(format!("{} bytes are not u64 values", b.len()));
+    }
+    Ok(b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
+}
+
 fn le(v: impl Iterator<Item = [u8; 4]>) -> Vec<u8> {
     v.flatten().collect()
+}
+
+/// A model's weight terms as they cross to a worker: `(prior, terms)` ([`WeightTerms`]).
+type TermsParams = (f32, Vec<Vec<f32>>);
+
+/// What a worker needs to select links: the weight terms, the threshold (bits) and the
+/// veto comparisons.
+type SelectParams = (TermsParams, f64, Vec<usize>);
+
+/// What a worker needs for the totals besides labels and clusters' holders: the weight
+/// terms, holder offsets, duplicates, `both_free` (holders × holders) and the veto
+/// comparisons ([`TotalsContext`]).
+type TotalsParams = (TermsParams, Vec<u32>, Vec<bool>, Vec<f64>, Vec<usize>);
+
+/// One holder pair's partial totals: `(i, j, missed, (vetoed free, vetoed taken))`, each
+/// `None` where the part had no such pair ([`CandidateTotals`]).
+type TotalsRow = (usize, usize, Option<f64>, Option<(f64, f64)>);
+
+fn totals_rows(t: &CandidateTotals) -> Vec<TotalsRow> {
+    let mut keys: Vec<(usize, usize)> = t.missed.keys().chain(t.vetoed.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            (
+                k.0,
+                k.1,
+                t.missed.get(&k).copied(),
+                t.vetoed.get(&k).copied(),
+            )
+        })
+        .collect()
+}
+
+fn totals_from_rows(rows: &[TotalsRow]) -> CandidateTotals {
+    let mut out = CandidateTotals::default();
+    for &(i, j, m, v) in rows {
+        let mut part = CandidateTotals::default();
+        if let Some(m) = m {
+            part.missed.insert((i, j), m);
+        }
+        if let Some(v) = v {
+            part.vetoed.insert((i, j), v);
+        }
+        out.merge(&part);
+    }
+    out
+}
+
+/// Compared pairs: the pairs, their codes, their term-frequency bits.
+type ComparedColumns = (Vec<(u32, u32)>, Vec<u32>, Vec<f32>);
+
+/// Columns of compared pairs as a worker receives them: ends `a`, `b` (`u32` LE), codes
+/// (`u32` LE), term-frequency bits (`f32` LE), checked against `n` records.
+fn compared_columns(
+    n: usize,
+    a: &[u8],
+    b: &[u8],
+    code: &[u8],
+    bits: &[u8],
+) -> Result<ComparedColumns, String> {
+    let (a, b, code, bits) = (u32s(a)?, u32s(b)?, u32s(code)?, f32s(bits)?);
+    if a.len() != b.len() || a.len() != code.len() || a.len() != bits.len() {
+        return Err("compared columns of unequal lengths".to_owned());
+    }
+    if let Some(x) = a.iter().chain(&b).find(|&&x| x as usize >= n) {
+        return Err(format!("record {x} out of range ({n} records)"));
+    }
+    Ok((a.into_iter().zip(b).collect(), code, bits))
 }
 
 /// A [`PairStage`] whose work is done by the Python object `stage` (its methods
@@ -68,6 +148,7 @@ impl PyStage {
 impl PairStage for PyStage {
     fn candidates(
         &mut self,
+        set: PairSet,
         keys: &mut [(Token, u32)],
         offsets: &[u32],
         max_block: usize,
@@ -78,10 +159,11 @@ impl PairStage for PyStage {
             kb.extend_from_slice(k);
         }
         let gb = le(keys.iter().map(|k| k.1.to_le_bytes()));
-        let (a, b, stats) = Python::attach(|py| -> PyResult<_> {
+        let stats = Python::attach(|py| -> PyResult<_> {
             let r = self.stage.bind(py).call_method1(
                 "candidates",
                 (
+                    set.name(),
                     PyBytes::new(py, &kb),
                     PyBytes::new(py, &gb),
                     offsets.to_vec(),
@@ -89,7 +171,7 @@ impl PairStage for PyStage {
                     max_block_pairs,
                 ),
             )?;
-            let (a, b, stats): (PyBackedBytes, PyBackedBytes, Bound<'_, PyDict>) = r.extract()?;
+            let stats: Bound<'_, PyDict> = r.extract()?;
             let get = |k: &str| -> PyResult<u64> {
                 stats
                     .get_item(k)?
@@ -100,68 +182,154 @@ impl PairStage for PyStage {
                 .get_item("dropped")?
                 .ok_or_else(|| PyValueError::new_err("stats lack dropped"))?
                 .extract()?;
-            let stats = CandidateStats {
+            Ok(CandidateStats {
                 keys: get("keys")? as usize,
                 largest_group: get("largest_group")? as usize,
                 skipped_groups: get("skipped_groups")? as usize,
                 pairs: get("pairs")?,
                 dropped,
-            };
-            Ok((a.to_vec(), b.to_vec(), stats))
+            })
         })
         .map_err(Self::fail)?;
-        let (a, b) = (u32s(&a).map_err(Self::fail)?, u32s(&b).map_err(Self::fail)?);
-        if a.len() != b.len() || a.len() as u64 != stats.pairs {
-            return Err(Self::fail(format!(
-                "{} and {} pair ends for {} pairs",
-                a.len(),
-                b.len(),
-                stats.pairs
-            )));
-        }
-        let pairs: Vec<(u32, u32)> = a.into_iter().zip(b).collect();
-        // The engine's contract: `a < b`, sorted ascending, distinct.
-        if pairs.iter().any(|p| p.0 >= p.1) || pairs.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Self::fail(
-                "candidate pairs are not sorted, distinct (a < b)",
-            ));
-        }
-        Ok((pairs, stats))
+        Ok((Vec::new(), stats))
     }
 
     fn compare(
         &mut self,
         _features: &Features,
-        pairs: &[(u32, u32)],
+        _pairs: &[(u32, u32)],
     ) -> Result<Vec<Compared>, ScoreError> {
+        Err(Self::fail(
+            "renketsu.spark keeps its pairs: the engine asks for aggregates",
+        ))
+    }
+
+    fn keeps_pairs(&self) -> bool {
+        true
+    }
+
+    fn groups(&mut self, set: PairSet, _features: &Features) -> Result<Vec<PairGroup>, ScoreError> {
+        let cols = Python::attach(|py| -> PyResult<_> {
+            let r = self.stage.bind(py).call_method1("groups", (set.name(),))?;
+            let (ha, hb, code, bits, count): (
+                PyBackedBytes,
+                PyBackedBytes,
+                PyBackedBytes,
+                PyBackedBytes,
+                PyBackedBytes,
+            ) = r.extract()?;
+            Ok([ha, hb, code, bits, count].map(|b| b.to_vec()))
+        })
+        .map_err(Self::fail)?;
+        let [ha, hb, code, bits, count] = cols;
+        let (ha, hb, code, bits) = (
+            u32s(&ha).map_err(Self::fail)?,
+            u32s(&hb).map_err(Self::fail)?,
+            u32s(&code).map_err(Self::fail)?,
+            u32s(&bits).map_err(Self::fail)?,
+        );
+        let count = u64s(&count).map_err(Self::fail)?;
+        let n = ha.len();
+        if [hb.len(), code.len(), bits.len(), count.len()]
+            .iter()
+            .any(|&l| l != n)
+        {
+            return Err(Self::fail("group columns of unequal lengths"));
+        }
+        (0..n)
+            .map(|i| {
+                let h = |x: u32| u16::try_from(x).map_err(|_| Self::fail("holder out of range"));
+                Ok(PairGroup {
+                    holders: (h(ha[i])?, h(hb[i])?),
+                    code: code[i],
+                    tf_bits: f32::from_bits(bits[i]),
+                    count: count[i],
+                })
+            })
+            .collect()
+    }
+
+    fn contains(&mut self, set: PairSet, pairs: &[(u32, u32)]) -> Result<Vec<bool>, ScoreError> {
         let a = le(pairs.iter().map(|p| p.0.to_le_bytes()));
         let b = le(pairs.iter().map(|p| p.1.to_le_bytes()));
-        let (codes, bits) = Python::attach(|py| -> PyResult<_> {
+        let flags = Python::attach(|py| -> PyResult<_> {
+            let r = self.stage.bind(py).call_method1(
+                "contains",
+                (set.name(), PyBytes::new(py, &a), PyBytes::new(py, &b)),
+            )?;
+            let f: PyBackedBytes = r.extract()?;
+            Ok(f.to_vec())
+        })
+        .map_err(Self::fail)?;
+        Ok(flags.into_iter().map(|f| f != 0).collect())
+    }
+
+    fn select_links(
+        &mut self,
+        table: &WeightTerms,
+        threshold: f64,
+        veto: &[usize],
+    ) -> Result<(Vec<ScoredLink>, u64), ScoreError> {
+        let params: SelectParams = ((table.prior, table.terms.clone()), threshold, veto.to_vec());
+        let (a, b, w, vetoed) = Python::attach(|py| -> PyResult<_> {
             let r = self
                 .stage
                 .bind(py)
-                .call_method1("compare", (PyBytes::new(py, &a), PyBytes::new(py, &b)))?;
-            let (c, t): (PyBackedBytes, PyBackedBytes) = r.extract()?;
-            Ok((c.to_vec(), t.to_vec()))
+                .call_method1("select_links", (params,))?;
+            let (a, b, w, v): (PyBackedBytes, PyBackedBytes, PyBackedBytes, u64) = r.extract()?;
+            Ok((a.to_vec(), b.to_vec(), w.to_vec(), v))
         })
         .map_err(Self::fail)?;
-        let (codes, bits) = (
-            u32s(&codes).map_err(Self::fail)?,
-            f32s(&bits).map_err(Self::fail)?,
+        let (a, b, w) = (
+            u32s(&a).map_err(Self::fail)?,
+            u32s(&b).map_err(Self::fail)?,
+            f32s(&w).map_err(Self::fail)?,
         );
-        if codes.len() != pairs.len() || bits.len() != pairs.len() {
-            return Err(Self::fail(format!(
-                "{} codes and {} term-frequency values for {} pairs",
-                codes.len(),
-                bits.len(),
-                pairs.len()
-            )));
+        if a.len() != b.len() || a.len() != w.len() {
+            return Err(Self::fail("links of unequal lengths"));
         }
-        Ok(codes
+        let mut links: Vec<ScoredLink> = a
             .into_iter()
-            .zip(bits)
-            .map(|(code, tf_bits)| Compared { code, tf_bits })
-            .collect())
+            .zip(b)
+            .zip(w)
+            .map(|((a, b), weight)| ScoredLink { a, b, weight })
+            .collect();
+        links.sort_unstable_by_key(|l| (l.a, l.b));
+        Ok((links, vetoed))
+    }
+
+    fn totals(
+        &mut self,
+        table: &WeightTerms,
+        ctx: &TotalsContext,
+    ) -> Result<CandidateTotals, ScoreError> {
+        let params: TotalsParams = (
+            (table.prior, table.terms.clone()),
+            ctx.offsets.clone(),
+            ctx.duplicates.clone(),
+            ctx.both_free.clone(),
+            ctx.veto.clone(),
+        );
+        let labels = le(ctx.labels.iter().map(|l| l.to_le_bytes()));
+        let holders: Vec<u8> = ctx
+            .cluster_holders
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        let rows = Python::attach(|py| -> PyResult<_> {
+            let r = self.stage.bind(py).call_method1(
+                "totals",
+                (
+                    params,
+                    PyBytes::new(py, &labels),
+                    PyBytes::new(py, &holders),
+                ),
+            )?;
+            let rows: Vec<TotalsRow> = r.extract()?;
+            Ok(rows)
+        })
+        .map_err(Self::fail)?;
+        Ok(totals_from_rows(&rows))
     }
 
     fn cluster(
@@ -361,6 +529,129 @@ impl Comparer {
         Ok((PyBytes::new(py, &codes), PyBytes::new(py, &bits)))
     }
 
+    /// Partial [`PairGroup`]s of a batch of compared pairs (`a`, `b`, `code`: `u32` LE;
+    /// `bits`: `f32` LE): holders `ha`, `hb` and codes and bits (`u32` LE each, the bits'
+    /// pattern), counts (`u64` LE). Spark adds the batches' counts up by `GROUP BY`.
+    #[allow(clippy::type_complexity, reason = "five columns")]
+    fn groups<'py>(
+        &self,
+        py: Python<'py>,
+        a: PyBackedBytes,
+        b: PyBackedBytes,
+        code: PyBackedBytes,
+        bits: PyBackedBytes,
+    ) -> PyResult<[Bound<'py, PyBytes>; 5]> {
+        let features = &self.features;
+        let cols = py
+            .detach(|| -> Result<[Vec<u8>; 5], String> {
+                let (pairs, codes, bits) = compared_columns(features.len(), &a, &b, &code, &bits)?;
+                let compared: Vec<Compared> = codes
+                    .iter()
+                    .zip(&bits)
+                    .map(|(&code, &tf_bits)| Compared { code, tf_bits })
+                    .collect();
+                let g = aggregate::group_compared(|x| features.holder(x), &pairs, &compared);
+                Ok([
+                    le(g.iter().map(|g| u32::from(g.holders.0).to_le_bytes())),
+                    le(g.iter().map(|g| u32::from(g.holders.1).to_le_bytes())),
+                    le(g.iter().map(|g| g.code.to_le_bytes())),
+                    le(g.iter().map(|g| g.tf_bits.to_bits().to_le_bytes())),
+                    g.iter().flat_map(|g| g.count.to_le_bytes()).collect(),
+                ])
+            })
+            .map_err(err)?;
+        Ok(cols.map(|c| PyBytes::new(py, &c)))
+    }
+
+    /// The links of a batch of compared pairs (columns as [`Self::groups`]) under
+    /// `params` (`((prior, terms), threshold bits, veto comparisons)`): their ends (`u32`
+    /// LE), match weights (`f32` LE) and the number of pairs above the threshold a veto
+    /// refused ([`aggregate::select_links`]).
+    #[allow(clippy::type_complexity, reason = "the links' columns and a count")]
+    fn select_links<'py>(
+        &self,
+        py: Python<'py>,
+        a: PyBackedBytes,
+        b: PyBackedBytes,
+        code: PyBackedBytes,
+        bits: PyBackedBytes,
+        params: SelectParams,
+    ) -> PyResult<(
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        u64,
+    )> {
+        let features = &self.features;
+        let ((prior, terms), threshold, veto) = params;
+        let (x, y, w, vetoed) = py
+            .detach(|| -> Result<_, String> {
+                let (pairs, codes, bits) = compared_columns(features.len(), &a, &b, &code, &bits)?;
+                let table = WeightTerms::new(features.dims().clone(), prior, terms)?;
+                let weights = aggregate::weights_of(&table, &codes, &bits);
+                let (links, vetoed) = aggregate::select_links(
+                    features.dims(),
+                    &pairs,
+                    &codes,
+                    &weights,
+                    threshold,
+                    &veto,
+                );
+                Ok((
+                    le(links.iter().map(|l| l.a.to_le_bytes())),
+                    le(links.iter().map(|l| l.b.to_le_bytes())),
+                    le(links.iter().map(|l| l.weight.to_le_bytes())),
+                    vetoed,
+                ))
+            })
+            .map_err(err)?;
+        Ok((
+            PyBytes::new(py, &x),
+            PyBytes::new(py, &y),
+            PyBytes::new(py, &w),
+            vetoed,
+        ))
+    }
+
+    /// The worker's half of the totals (SPEC.md §9.4) of one run: `params` as
+    /// `renketsu.spark` passes them, `labels` (`u32` LE per record) and `cluster_holders`
+    /// (`u64` LE per cluster). Load once per worker and call [`Totals::of`] per batch.
+    fn totals(
+        &self,
+        py: Python<'_>,
+        params: TotalsParams,
+        labels: PyBackedBytes,
+        cluster_holders: PyBackedBytes,
+    ) -> PyResult<Totals> {
+        let ((prior, terms), offsets, duplicates, both_free, veto) = params;
+        let n = self.features.len();
+        let dims = self.features.dims().clone();
+        py.detach(|| -> Result<Totals, String> {
+            let labels = u32s(&labels)?;
+            let cluster_holders = u64s(&cluster_holders)?;
+            if labels.len() != n || labels.iter().any(|&l| l as usize >= cluster_holders.len()) {
+                return Err(format!("labels do not fit {n} records"));
+            }
+            if both_free.len() != duplicates.len() * duplicates.len() {
+                return Err("both_free is not holders × holders".to_owned());
+            }
+            Ok(Totals {
+                table: WeightTerms::new(dims.clone(), prior, terms)?,
+                ctx: TotalsContext {
+                    offsets,
+                    labels,
+                    cluster_holders,
+                    duplicates,
+                    both_free,
+                    veto,
+                },
+                dims,
+                records: n,
+            })
+        })
+        .map_err(err)
+    }
+
     /// Clusters one connected component of links (`a`, `b`: `u32` LE global records;
     /// `w`: `f32` LE match weights) as the engine does (guarded clustering, SPEC.md §9.5),
     /// with `params` as `renketsu.spark` passes them. Returns the component's records
@@ -425,6 +716,93 @@ impl Comparer {
 
     fn __repr__(&self) -> String {
         format!("Comparer(records={})", self.features.len())
+    }
+}
+
+/// Sorted pair keys (`a·2^32 + b`, `u64` LE), loaded once per worker: which pairs of a
+/// batch are among them (`renketsu.spark`'s answer to [`PairStage::contains`]: the u
+/// sample's pairs are sent to the executors, not the candidates to the driver).
+#[pyclass(frozen, module = "renketsu._native")]
+pub(crate) struct PairIndex {
+    keys: Vec<u64>,
+}
+
+#[pymethods]
+impl PairIndex {
+    /// `keys`: `u64` LE, in any order (sorted here).
+    #[new]
+    fn new(py: Python<'_>, keys: PyBackedBytes) -> PyResult<Self> {
+        py.detach(|| {
+            let mut keys = u64s(&keys)?;
+            keys.sort_unstable();
+            keys.dedup();
+            Ok(Self { keys })
+        })
+        .map_err(|e: String| err(e))
+    }
+
+    /// The keys (`u64` LE) of the pairs `(a[i], b[i])` (`u32` LE) that are in the index.
+    fn matches<'py>(
+        &self,
+        py: Python<'py>,
+        a: PyBackedBytes,
+        b: PyBackedBytes,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let found = py
+            .detach(|| -> Result<Vec<u8>, String> {
+                let (a, b) = (u32s(&a)?, u32s(&b)?);
+                if a.len() != b.len() {
+                    return Err(format!("{} and {} pair ends", a.len(), b.len()));
+                }
+                Ok(a.iter()
+                    .zip(&b)
+                    .map(|(&a, &b)| u64::from(a) << 32 | u64::from(b))
+                    .filter(|k| self.keys.binary_search(k).is_ok())
+                    .flat_map(u64::to_le_bytes)
+                    .collect())
+            })
+            .map_err(err)?;
+        Ok(PyBytes::new(py, &found))
+    }
+
+    fn __len__(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// One run's totals on a worker ([`Comparer::totals`]).
+#[pyclass(frozen, module = "renketsu._native")]
+pub(crate) struct Totals {
+    table: WeightTerms,
+    ctx: TotalsContext,
+    dims: renketsu_linkage::score::Dims,
+    records: usize,
+}
+
+#[pymethods]
+impl Totals {
+    /// The partial totals of a batch of compared pairs (columns as [`Comparer::groups`]):
+    /// rows `(i, j, missed or None, (vetoed free, vetoed taken) or None)` per holder pair.
+    fn of(
+        &self,
+        py: Python<'_>,
+        a: PyBackedBytes,
+        b: PyBackedBytes,
+        code: PyBackedBytes,
+        bits: PyBackedBytes,
+    ) -> PyResult<Vec<TotalsRow>> {
+        py.detach(|| -> Result<_, String> {
+            let (pairs, codes, bits) = compared_columns(self.records, &a, &b, &code, &bits)?;
+            let weights = aggregate::weights_of(&self.table, &codes, &bits);
+            Ok(totals_rows(&aggregate::candidate_totals(
+                &self.ctx, &self.dims, &pairs, &codes, &weights,
+            )))
+        })
+        .map_err(err)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Totals(records={})", self.records)
     }
 }
 

@@ -74,16 +74,26 @@ def test_spark_link_equals_cli_on_token_files(case, spark, tmp_path, key_store, 
         spark, renketsu.Schema.from_toml(schema_path), tokens, today=TODAY, stage=stage
     )
 
-    # The candidates, the comparisons and the clusters were made by Spark.
+    # The candidates, their aggregates, the links, the clusters and the totals were made
+    # by Spark; the engine never received a candidate pair.
     kinds = [j[0] for j in stage.jobs]
-    assert kinds[-3:] == ["candidates", "compare", "cluster"], stage.jobs
+    assert kinds == [
+        "candidates", "groups", "contains", "select_links", "cluster", "totals"
+    ], stage.jobs
     summary = json.loads((out / "summary.json").read_text())
-    cand, comp, clus = stage.jobs[-3:]
-    assert cand[2] == comp[1] == summary["scoring"]["candidates"]["pairs"] > 0
-    # Spark's GROUP BY of the pattern codes counts every candidate pair once.
-    assert sum(stage.pattern_counts.values()) == comp[1]
+    cand, groups, asked, links, clus, totals = stage.jobs
+    pairs = summary["scoring"]["candidates"]["pairs"]
+    assert cand[1] == "all" and cand[3] == pairs > 0
+    # Spark's GROUP BY of the batches' groups counts every candidate pair once.
+    assert sum(stage.pattern_counts.values()) == pairs
+    assert 0 < groups[2] <= pairs, groups
+    assert asked[2] == summary["scoring"]["random_pairs"]
+    # Only the links above the threshold came back (the vetoed ones are not links).
+    sc = summary["scoring"]
+    assert links[1] == sc["links_above_threshold"] - sc["clustering"]["vetoed_by_rule"] > 0
     # Links went through connected components (several, found in a few rounds).
-    assert clus[1] > 0 and clus[2] > 1 and clus[3] >= 1, clus
+    assert clus[1] == links[1] and clus[2] > 1 and clus[3] >= 1, clus
+    assert totals[1] >= 1
 
     assert r.files["pairs.csv"] == (out / "pairs.csv").read_bytes()
     assert r.files["pair_scores.csv"] == (out / "pair_scores.csv").read_bytes()

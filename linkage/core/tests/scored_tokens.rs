@@ -14,9 +14,10 @@ use renketsu_linkage::ingest::{
     self, Accepted, CsvSource, EncodingChoice, ReadOptions, RejectList,
 };
 use renketsu_linkage::normalize::NormalizeContext;
+use renketsu_linkage::score::aggregate;
 use renketsu_linkage::score::{
-    CandidateStats, ClusterJob, Compared, ComparisonEncoder, Features, InProcess, PairStage,
-    ScoreError,
+    CandidateStats, CandidateTotals, ClusterJob, Compared, ComparisonEncoder, Features, InProcess,
+    PairGroup, PairSet, PairStage, ScoreError, TotalsContext, WeightTerms,
 };
 use renketsu_linkage::token::Token;
 use renketsu_linkage::token_file::{
@@ -350,16 +351,33 @@ struct ByParts {
     components_links: u64,
 }
 
+/// The comparison features of token files, loaded on their own (as a worker loads them).
+fn worker_features(schema: &Schema, files: &[Vec<u8>]) -> Features {
+    let readers = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let r: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(f.clone()));
+            (
+                token_file::Reader::new(r, "worker").unwrap(),
+                format!("{i}"),
+            )
+        })
+        .collect();
+    renketsu_linkage::engine::token_features(schema, readers).unwrap()
+}
+
 impl PairStage for ByParts {
     fn candidates(
         &mut self,
+        set: PairSet,
         keys: &mut [(Token, u32)],
         offsets: &[u32],
         max_block: usize,
         max_block_pairs: u64,
     ) -> Result<(Vec<(u32, u32)>, CandidateStats), ScoreError> {
         self.calls.push("candidates");
-        InProcess.candidates(keys, offsets, max_block, max_block_pairs)
+        InProcess.candidates(set, keys, offsets, max_block, max_block_pairs)
     }
 
     fn compare(
@@ -368,19 +386,7 @@ impl PairStage for ByParts {
         pairs: &[(u32, u32)],
     ) -> Result<Vec<Compared>, ScoreError> {
         self.calls.push("compare");
-        let readers = self
-            .files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let r: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(f.clone()));
-                (
-                    token_file::Reader::new(r, "worker").unwrap(),
-                    format!("{i}"),
-                )
-            })
-            .collect();
-        let worker = renketsu_linkage::engine::token_features(&self.schema, readers).unwrap();
+        let worker = worker_features(&self.schema, &self.files);
         let mut out = worker.compare_all(pairs);
         if self.short {
             out.pop();
@@ -475,4 +481,209 @@ fn a_stage_by_parts_links_as_the_engine() {
         ["candidates", "candidates", "compare", "compare", "cluster"]
     );
     assert_eq!(engine.labels(), parts.labels());
+}
+
+/// A stage that keeps its pairs, as `renketsu.spark` does: the pairs stay in the stage, cut
+/// into `parts` partitions, each compared by features loaded on their own; the engine gets
+/// only per-partition aggregates (groups, sample flags, links, totals).
+struct Kept {
+    worker: Features,
+    parts: usize,
+    sets: std::collections::HashMap<PairSet, Vec<(u32, u32)>>,
+    calls: Vec<&'static str>,
+}
+
+impl Kept {
+    fn chunks(&self, set: PairSet) -> Vec<&[(u32, u32)]> {
+        let pairs = &self.sets[&set];
+        pairs
+            .chunks(pairs.len().div_ceil(self.parts).max(1))
+            .collect()
+    }
+}
+
+impl PairStage for Kept {
+    fn candidates(
+        &mut self,
+        set: PairSet,
+        keys: &mut [(Token, u32)],
+        offsets: &[u32],
+        max_block: usize,
+        max_block_pairs: u64,
+    ) -> Result<(Vec<(u32, u32)>, CandidateStats), ScoreError> {
+        self.calls.push("candidates");
+        let (pairs, stats) =
+            InProcess.candidates(set, keys, offsets, max_block, max_block_pairs)?;
+        self.sets.insert(set, pairs);
+        Ok((Vec::new(), stats))
+    }
+
+    fn compare(&mut self, _: &Features, _: &[(u32, u32)]) -> Result<Vec<Compared>, ScoreError> {
+        Err(ScoreError::Stage(
+            "a stage that keeps its pairs is not asked to compare".into(),
+        ))
+    }
+
+    fn keeps_pairs(&self) -> bool {
+        true
+    }
+
+    fn groups(&mut self, set: PairSet, _: &Features) -> Result<Vec<PairGroup>, ScoreError> {
+        self.calls.push("groups");
+        // Partial groups of each partition, last partition first: the engine adds them up.
+        let mut out = Vec::new();
+        for chunk in self.chunks(set).into_iter().rev() {
+            let compared = self.worker.compare_all(chunk);
+            out.extend(aggregate::group_compared(
+                |g| self.worker.holder(g),
+                chunk,
+                &compared,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn contains(&mut self, set: PairSet, pairs: &[(u32, u32)]) -> Result<Vec<bool>, ScoreError> {
+        self.calls.push("contains");
+        let kept = &self.sets[&set];
+        Ok(pairs
+            .iter()
+            .map(|p| kept.binary_search(p).is_ok())
+            .collect())
+    }
+
+    fn select_links(
+        &mut self,
+        table: &WeightTerms,
+        threshold: f64,
+        veto: &[usize],
+    ) -> Result<(Vec<renketsu_linkage::cluster::ScoredLink>, u64), ScoreError> {
+        self.calls.push("select_links");
+        let (mut links, mut vetoed) = (Vec::new(), 0);
+        for chunk in self.chunks(PairSet::All) {
+            let compared = self.worker.compare_all(chunk);
+            let codes: Vec<u32> = compared.iter().map(|c| c.code).collect();
+            let bits: Vec<f32> = compared.iter().map(|c| c.tf_bits).collect();
+            let weights = aggregate::weights_of(table, &codes, &bits);
+            let (l, v) = aggregate::select_links(
+                self.worker.dims(),
+                chunk,
+                &codes,
+                &weights,
+                threshold,
+                veto,
+            );
+            links.extend(l);
+            vetoed += v;
+        }
+        Ok((links, vetoed))
+    }
+
+    fn totals(
+        &mut self,
+        table: &WeightTerms,
+        ctx: &TotalsContext,
+    ) -> Result<CandidateTotals, ScoreError> {
+        self.calls.push("totals");
+        let mut out = CandidateTotals::default();
+        for chunk in self.chunks(PairSet::All) {
+            let compared = self.worker.compare_all(chunk);
+            let codes: Vec<u32> = compared.iter().map(|c| c.code).collect();
+            let bits: Vec<f32> = compared.iter().map(|c| c.tf_bits).collect();
+            let weights = aggregate::weights_of(table, &codes, &bits);
+            out.merge(&aggregate::candidate_totals(
+                ctx,
+                self.worker.dims(),
+                chunk,
+                &codes,
+                &weights,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn cluster(
+        &mut self,
+        job: ClusterJob<'_>,
+    ) -> Result<(Vec<u32>, usize, ScoredClusterStats), ScoreError> {
+        self.calls.push("cluster");
+        Ok(job.run_by_component())
+    }
+}
+
+/// A stage that keeps its pairs and answers only with aggregates of its partitions gives
+/// the engine's run: the same clusters, pairs, scores and summary (timings aside), with and
+/// without a training sample; the engine never receives a candidate pair.
+#[test]
+fn a_stage_that_keeps_its_pairs_links_as_the_engine() {
+    let schema = Schema::from_toml(SCHEMA).unwrap();
+    let secret = ProjectSecret::from_bytes([5; 32]);
+    let (a, b, _) = data();
+    let files = vec![
+        token_file(&schema, &secret, "a", &a, true),
+        token_file(&schema, &secret, "b", &b, true),
+    ];
+    let inputs = || {
+        vec![
+            tokens_input("a", files[0].clone()),
+            tokens_input("b", files[1].clone()),
+        ]
+    };
+    let scoring_json = |s: &Summary| {
+        let mut v = serde_json::to_value(s.scoring.as_ref().unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("timings_ms");
+        v
+    };
+    for train_records in [None, Some(150)] {
+        let mut schema = schema.clone();
+        if let Some(t) = train_records {
+            schema.scoring.as_mut().unwrap().train_records = t;
+        }
+        let plan = LinkPlan::new(&schema, Keys::TokenFiles, LinkOptions::new("p", TODAY)).unwrap();
+        let mut engine = plan.run(inputs(), &mut NoObserver).unwrap();
+        let mut stage = Kept {
+            worker: worker_features(&schema, &files),
+            parts: 3,
+            sets: Default::default(),
+            calls: Vec::new(),
+        };
+        let mut kept = plan
+            .run_with(inputs(), &mut NoObserver, &mut stage)
+            .unwrap();
+        let want: &[&str] = if train_records.is_some() {
+            &[
+                "candidates",
+                "candidates",
+                "groups",
+                "contains",
+                "groups",
+                "contains",
+                "select_links",
+                "cluster",
+                "totals",
+            ]
+        } else {
+            &[
+                "candidates",
+                "groups",
+                "contains",
+                "select_links",
+                "cluster",
+                "totals",
+            ]
+        };
+        assert_eq!(stage.calls, want);
+        assert_eq!(engine.labels(), kept.labels());
+        let write = |l: &mut renketsu_linkage::engine::Linked<'_>| {
+            let pids = random_pseudonyms(l.clusters(), &mut rand::rng());
+            let mut out = MemoryOutputs::default();
+            let summary = l.write(&pids, &mut out).unwrap();
+            (out, summary)
+        };
+        let ((eo, es), (ko, ks)) = (write(&mut engine), write(&mut kept));
+        assert!(eo.text("pairs.csv").lines().count() > 100);
+        assert_eq!(eo.text("pairs.csv"), ko.text("pairs.csv"));
+        assert_eq!(eo.text("pair_scores.csv"), ko.text("pair_scores.csv"));
+        assert_eq!(scoring_json(&es), scoring_json(&ks));
+    }
 }

@@ -77,6 +77,37 @@ class Comparer:
         """One connected component's links (u32 LE ends, f32 LE weights) clustered as the
         engine does; returns (records u32 LE, smallest record of each one's cluster u32 LE,
         (links, merges, redundant, vetoed_same_holder, vetoed_conflict))."""
+    def groups(
+        self, a: bytes, b: bytes, code: bytes, bits: bytes
+    ) -> Tuple[bytes, bytes, bytes, bytes, bytes]:
+        """A batch of compared pairs (u32 LE ends and codes, f32 LE term-frequency bits) as
+        partial pattern groups: (holder a, holder b, code, bits' f32 pattern) u32 LE and
+        counts u64 LE."""
+    def select_links(
+        self, a: bytes, b: bytes, code: bytes, bits: bytes, params: Tuple[Any, ...]
+    ) -> Tuple[bytes, bytes, bytes, int]:
+        """The batch's links under ``((prior, terms), threshold bits, veto)``: ends u32 LE,
+        match weights f32 LE, and the number of vetoed pairs above the threshold."""
+    def totals(self, params: Tuple[Any, ...], labels: bytes, cluster_holders: bytes) -> "Totals":
+        """One run's totals on this worker: ``params`` from the engine, ``labels`` u32 LE per
+        record, ``cluster_holders`` u64 LE per cluster."""
+
+class PairIndex:
+    """Sorted pair keys (``a·2^32 + b``, u64 LE), loaded once per Spark worker."""
+
+    def __init__(self, keys: bytes) -> None: ...
+    def __len__(self) -> int: ...
+    def matches(self, a: bytes, b: bytes) -> bytes:
+        """The keys (u64 LE) of the pairs ``(a[i], b[i])`` (u32 LE) that are in the index."""
+
+class Totals:
+    """The sums a run's estimates need (SPEC.md §9.4), for batches of compared pairs."""
+
+    def of(
+        self, a: bytes, b: bytes, code: bytes, bits: bytes
+    ) -> List[Tuple[int, int, Optional[float], Optional[Tuple[float, float]]]]:
+        """Rows ``(i, j, missed, (vetoed free, vetoed taken))`` per holder pair, ``None``
+        where the batch had no such pair."""
 
 def link_tokens(
     schema: Schema,

@@ -14,22 +14,29 @@ run on the cluster and the rest is the engine's own code:
 * **Comparison vectors** (§9.3) — ``mapInArrow`` on the executors: each Python worker loads
   the comparison features of the token files once (:class:`renketsu._native.Comparer`, the
   engine's own compare) and turns batches of pairs into pattern codes and term-frequency
-  bits.
+  bits. The pairs and their vectors stay on the cluster (persisted).
+* **Pattern counts** — each batch's groups (holder pair, pattern code, term-frequency bits)
+  added up by a ``GROUP BY``: all the fit, the estimated precision/recall curve and the
+  threshold need of the candidates (SPEC.md §9.6.1).
+* **Scores and links** — the model's weights applied on the executors (``mapInArrow``):
+  only the links above the threshold, and the count of vetoed ones, reach the driver.
+* **Totals for the estimates** (§9.4) — with the clusters' labels broadcast, each batch
+  sums per holder pair the matches the clusters miss; the driver adds the sums up.
 * **Connected components** of the links above the threshold — iterative joins (label
   propagation to the smallest record), then **guarded clustering per component** —
   ``groupBy(component).applyInArrow`` running the engine's guarded clustering (SPEC.md
   §9.5) on each component's links on the executors (the guard never looks outside a
   component, so the clusters are the engine's).
 * **The rest on the driver**, by the engine (``LinkPlan::run_with``): the training record
-  sample, u from random pairs, EM over the pattern counts, match weights, the threshold,
-  the veto and the summary. The engine calls back into :class:`SparkPairStage` for the
-  steps above, so the result is the same as ``renketsu link`` on the same token files, pair
-  for pair and cluster for cluster.
+  sample, u from random pairs (their membership in the candidates by a join), EM over the
+  pattern counts, the threshold and the summary. The engine calls back into
+  :class:`SparkPairStage` for the steps above, so the result is the same as ``renketsu
+  link`` on the same token files, pair for pair and cluster for cluster.
 
-Not distributed (yet): the driver still receives every candidate pair's comparison vector
-(about 16 bytes per pair) to count patterns, fit EM and weigh the pairs, and holds the
-token files' features; the token files must be readable at the same path on the driver and
-every executor (a shared file system, or ``SparkContext.addFile``).
+The driver's memory grows with the records (it reads the token files' blocking keys and
+features, and holds a cluster label per record), the patterns and the links, not with the
+candidate pairs. The token files must be readable at the same path on the driver and every
+executor (a shared file system, or ``SparkContext.addFile``).
 
 Security (SPEC.md §1.1): shuffle files, spilled blocks and the traffic between executors
 hold tokens and comparison CLKs, which are open to frequency attacks. :func:`session` and
@@ -51,6 +58,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -144,19 +152,48 @@ def _comparer(schema_text: str, paths: Tuple[str, ...]) -> Any:
     return _COMPARERS[k]
 
 
+def _compared_args(rb: pa.RecordBatch) -> Tuple[bytes, bytes, bytes, bytes]:
+    """A batch of compared pairs as the worker's functions take it."""
+    return (
+        _le_bytes(rb.column("a"), pa.uint32()),
+        _le_bytes(rb.column("b"), pa.uint32()),
+        _le_bytes(rb.column("code"), pa.uint32()),
+        _le_bytes(rb.column("tf_bits"), pa.float32()),
+    )
+
+
+#: A worker's per-job state (a run's totals, a sample's pair index), built from broadcast
+#: bytes once per Python worker process.
+_TOTALS: Dict[Tuple[Any, ...], Any] = {}
+
+
 class SparkPairStage:
-    """The pair stage the engine calls back (Rust trait ``PairStage``): candidate pairs by a
-    Spark SQL self-join of the blocking keys, comparison vectors by ``mapInArrow``.
+    """The pair stage the engine calls back (Rust trait ``PairStage``), keeping the candidate
+    pairs on the cluster (SPEC.md §9.6.1): the engine receives only aggregates.
+
+    * ``candidates(set, …)``: the pairs of a Spark SQL self-join of the blocking keys, then
+      their comparison vectors by ``mapInArrow``, persisted as the table ``(a, b, code,
+      tf_bits)`` of the pair ``set`` (``"all"`` or ``"training"``); returns the counts only.
+    * ``groups(set)``: the pattern groups (holder pair, code, term-frequency bits) by a
+      ``GROUP BY`` of the batches' partial groups: EM's input, the curve and the threshold.
+    * ``contains(set, a, b)``: which of the u sample's random pairs are candidates (a
+      left-semi join).
+    * ``select_links(params)``: the links above the threshold, made on the executors with
+      the model's weights.
+    * ``totals(params, labels, cluster_holders)``: per holder pair, the sums the estimates
+      need given the clusters (labels broadcast to the executors).
+    * ``cluster(…)``: connected components and guarded clustering per component.
 
     ``spark``: a session (:func:`session`). ``schema_text``: the schema's TOML. ``paths``:
     the token files in holder order (readable at these paths on every executor).
-    ``partitions``: partitions of the pair table for the comparisons (default: Spark's
-    default parallelism × 2).
+    ``partitions``: partitions of the pair table (default: Spark's default parallelism ×
+    2).
 
-    After a run, :attr:`jobs` lists what each callback did (``("candidates", keys, pairs)``,
-    ``("compare", pairs)``, ``("cluster", links, components, label-propagation rounds)``)
-    and :attr:`pattern_counts` the distinct pattern codes of the last comparison with their
-    counts, counted by a Spark ``GROUP BY``.
+    After a run, :attr:`jobs` lists what each callback did (``("candidates", set, keys,
+    pairs)``, ``("groups", set, groups)``, ``("contains", set, asked)``, ``("select_links",
+    links)``, ``("totals", holder pairs)``, ``("cluster", links, components, label-propagation
+    rounds)``) and :attr:`pattern_counts` the distinct pattern codes of all candidates with
+    their counts, counted by a Spark ``GROUP BY``.
     """
 
     def __init__(
@@ -168,15 +205,28 @@ class SparkPairStage:
         self.partitions = partitions or max(2, spark.sparkContext.defaultParallelism * 2)
         self.jobs: List[Tuple[Any, ...]] = []
         self.pattern_counts: Dict[int, int] = {}
+        self._compared: Dict[str, Any] = {}
+
+    def close(self) -> None:
+        """Drops the persisted pair tables."""
+        for df in self._compared.values():
+            df.unpersist()
+        self._compared.clear()
 
     def candidates(
-        self, keys: bytes, records: bytes, offsets: List[int], max_block: int, max_block_pairs: int
-    ) -> Tuple[bytes, bytes, Dict[str, Any]]:
+        self,
+        pair_set: str,
+        keys: bytes,
+        records: bytes,
+        offsets: List[int],
+        max_block: int,
+        max_block_pairs: int,
+    ) -> Dict[str, Any]:
         """Candidate pairs of the blocking keys (``keys``: 32 bytes each; ``records``: their
-        global record indices, ``u32`` LE), holders from ``offsets``. Returns the pairs' two
-        ends (``u32`` LE, sorted by ``(a, b)``) and the engine's ``CandidateStats`` as a
-        dict (``keys``, ``largest_group``, ``skipped_groups``, ``pairs``, ``dropped``: list of
-        ``(recipe, groups, cross-holder pairs)``)."""
+        global record indices, ``u32`` LE), holders from ``offsets``, compared on the
+        executors and kept as the pair set ``pair_set``. Returns the engine's
+        ``CandidateStats`` as a dict (``keys``, ``largest_group``, ``skipped_groups``,
+        ``pairs``, ``dropped``: list of ``(recipe, groups, cross-holder pairs)``)."""
         from pyspark.sql import functions as F
 
         n = len(records) // 4
@@ -227,39 +277,28 @@ class SparkPairStage:
                 )
                 .select(F.col("x.g").alias("a"), F.col("y.g").alias("b"))
                 .distinct()
-                .orderBy("a", "b")
-                .toArrow()
             )
+            compared = self._compare(pairs).persist()
+            count = compared.count()
         finally:
             grp.unpersist()
+        old = self._compared.pop(pair_set, None)
+        if old is not None:
+            old.unpersist()
+        self._compared[pair_set] = compared
         stats = {
             "keys": int(summary["keys"] or 0),
             "largest_group": int(summary["largest"] or 0),
             "skipped_groups": int(summary["skipped"] or 0),
-            "pairs": pairs.num_rows,
+            "pairs": count,
             "dropped": [(int(r["recipe"]), int(r["groups"]), int(r["pairs"])) for r in dropped],
         }
-        self.jobs.append(("candidates", n, pairs.num_rows))
-        return (
-            _le_bytes(pairs.column("a"), pa.uint32()),
-            _le_bytes(pairs.column("b"), pa.uint32()),
-            stats,
-        )
+        self.jobs.append(("candidates", pair_set, n, count))
+        return stats
 
-    def compare(self, a: bytes, b: bytes) -> Tuple[bytes, bytes]:
-        """Comparison vectors of the pairs ``(a[i], b[i])`` (``u32`` LE) on the executors:
-        pattern codes (``u32`` LE) and term-frequency bits (``f32`` LE), in pair order."""
-        from pyspark.sql import functions as F
-
-        ua, ub = _from_le(a, pa.uint32()), _from_le(b, pa.uint32())
-        n = len(ua)
-        table = pa.table(
-            {
-                "i": pa.array(range(n), pa.int64()),
-                "a": ua.cast(pa.int64()),
-                "b": ub.cast(pa.int64()),
-            }
-        )
+    def _compare(self, pairs: Any) -> Any:
+        """The pairs ``(a, b)`` with their comparison vectors, made on the executors by the
+        engine's compare (``mapInArrow``): ``(a, b, code, tf_bits)``."""
         schema_text, paths = self.schema_text, self.paths
 
         def compare_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -270,36 +309,184 @@ class SparkPairStage:
                 )
                 yield pa.RecordBatch.from_arrays(
                     [
-                        rb.column("i"),
+                        rb.column("a"),
+                        rb.column("b"),
                         _from_le(codes, pa.uint32()).cast(pa.int64()),
                         _from_le(bits, pa.float32()),
                     ],
-                    names=["i", "code", "tf_bits"],
+                    names=["a", "b", "code", "tf_bits"],
                 )
 
-        compared = (
-            self.spark.createDataFrame(table)
-            .repartition(self.partitions)
-            .mapInArrow(compare_batches, "i long, code long, tf_bits float")
-            .persist()
-        )
-        try:
-            # Pattern counts: the distinct patterns and their counts (EM's input).
-            self.pattern_counts = {
-                int(r["code"]): int(r["count"])
-                for r in compared.groupBy("code").count().collect()
-            }
-            out = compared.orderBy("i").toArrow()
-        finally:
-            compared.unpersist()
-        if out.num_rows != n:
-            raise RuntimeError(f"{out.num_rows} comparison vectors for {n} pairs")
-        self.jobs.append(("compare", n))
-        return (
-            _le_bytes(out.column("code"), pa.uint32()),
-            _le_bytes(out.column("tf_bits"), pa.float32()),
+        return pairs.repartition(self.partitions).mapInArrow(
+            compare_batches, "a long, b long, code long, tf_bits float"
         )
 
+    def groups(self, pair_set: str) -> Tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The pattern groups of the pair set: each batch's partial groups (holders, code,
+        term-frequency bits, count) made on the executors, added up by ``GROUP BY``.
+        Returns the columns ``ha``, ``hb``, ``code``, ``bits`` (``u32`` LE; bits as their
+        ``f32`` pattern) and ``count`` (``u64`` LE)."""
+        from pyspark.sql import functions as F
+
+        schema_text, paths = self.schema_text, self.paths
+
+        def group_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            comparer = _comparer(schema_text, paths)
+            for rb in batches:
+                cols = comparer.groups(*_compared_args(rb))
+                yield pa.RecordBatch.from_arrays(
+                    [_from_le(c, pa.uint32()).cast(pa.int64()) for c in cols[:4]]
+                    + [_from_le(cols[4], pa.uint64()).cast(pa.int64())],
+                    names=["ha", "hb", "code", "bits", "count"],
+                )
+
+        out = (
+            self._compared[pair_set]
+            .mapInArrow(group_batches, "ha long, hb long, code long, bits long, count long")
+            .groupBy("ha", "hb", "code", "bits")
+            .agg(F.sum("count").alias("count"))
+            .toArrow()
+        )
+        if pair_set == "all":
+            counts: Dict[int, int] = {}
+            for code, c in zip(out.column("code").to_pylist(), out.column("count").to_pylist()):
+                counts[code] = counts.get(code, 0) + c
+            self.pattern_counts = counts
+        self.jobs.append(("groups", pair_set, out.num_rows))
+        return (
+            _le_bytes(out.column("ha"), pa.uint32()),
+            _le_bytes(out.column("hb"), pa.uint32()),
+            _le_bytes(out.column("code"), pa.uint32()),
+            _le_bytes(out.column("bits"), pa.uint32()),
+            _le_bytes(out.column("count"), pa.uint64()),
+        )
+
+    def contains(self, pair_set: str, a: bytes, b: bytes) -> bytes:
+        """For each pair ``(a[i], b[i])`` (``u32`` LE), whether it is a candidate of the pair
+        set: one byte each (1 or 0). The asked pairs go to the executors (a broadcast
+        :class:`renketsu._native.PairIndex`), each batch of candidates answers with those it
+        holds, and only these come back."""
+        ua, ub = _from_le(a, pa.uint32()), _from_le(b, pa.uint32())
+        n = len(ua)
+        keys = pc.add(pc.shift_left(ua.cast(pa.uint64()), 32), ub.cast(pa.uint64()))
+        sc = self.spark.sparkContext
+        bk = sc.broadcast(_le_bytes(keys, pa.uint64()))
+        job = ("contains", uuid.uuid4().hex)
+
+        def match_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            if job not in _TOTALS:
+                _TOTALS.clear()
+                _TOTALS[job] = _native.PairIndex(bk.value)
+            index = _TOTALS[job]
+            for rb in batches:
+                found = index.matches(
+                    _le_bytes(rb.column("a"), pa.uint32()), _le_bytes(rb.column("b"), pa.uint32())
+                )
+                yield pa.RecordBatch.from_arrays(
+                    [_from_le(found, pa.uint64()).cast(pa.int64())], names=["key"]
+                )
+
+        try:
+            found = (
+                self._compared[pair_set]
+                .select("a", "b")
+                .mapInArrow(match_batches, "key long")
+                .toArrow()
+            )
+        finally:
+            bk.unpersist()
+        hit = set(found.column("key").to_pylist())
+        flags = bytes(1 if k in hit else 0 for k in keys.cast(pa.int64()).to_pylist())
+        self.jobs.append(("contains", pair_set, n))
+        return flags
+
+    def select_links(self, params: Tuple[Any, ...]) -> Tuple[bytes, bytes, bytes, int]:
+        """The links of all candidates under ``params`` (``((prior, terms), threshold,
+        veto)`` from the engine), made on the executors: their ends (``u32`` LE), match
+        weights (``f32`` LE) and the number of pairs above the threshold a veto refused."""
+        schema_text, paths = self.schema_text, self.paths
+
+        def select_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            comparer = _comparer(schema_text, paths)
+            for rb in batches:
+                x, y, w, vetoed = comparer.select_links(*_compared_args(rb), params)
+                la = _from_le(x, pa.uint32()).cast(pa.int64())
+                # The batch's vetoed count rides on a row of its own (a = -1).
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.concat_arrays([la, pa.array([-1], pa.int64())]),
+                        pa.concat_arrays(
+                            [_from_le(y, pa.uint32()).cast(pa.int64()), pa.array([-1], pa.int64())]
+                        ),
+                        pa.concat_arrays([_from_le(w, pa.float32()), pa.array([0.0], pa.float32())]),
+                        pa.array([0] * len(la) + [vetoed], pa.int64()),
+                    ],
+                    names=["a", "b", "w", "vetoed"],
+                )
+
+        out = (
+            self._compared["all"]
+            .mapInArrow(select_batches, "a long, b long, w float, vetoed long")
+            .toArrow()
+        )
+        is_link = pc.greater_equal(out.column("a"), 0)
+        links = out.filter(is_link)
+        vetoed = int(pc.sum(out.column("vetoed")).as_py() or 0)
+        self.jobs.append(("select_links", links.num_rows))
+        return (
+            _le_bytes(links.column("a"), pa.uint32()),
+            _le_bytes(links.column("b"), pa.uint32()),
+            _le_bytes(links.column("w"), pa.float32()),
+            vetoed,
+        )
+
+    def totals(
+        self, params: Tuple[Any, ...], labels: bytes, cluster_holders: bytes
+    ) -> List[Tuple[int, int, Optional[float], Optional[Tuple[float, float]]]]:
+        """Per holder pair, the partial sums the estimates need (SPEC.md §9.4), made on the
+        executors with the clusters' ``labels`` (``u32`` LE per record) and
+        ``cluster_holders`` (``u64`` LE per cluster) broadcast: rows ``(i, j, missed,
+        (vetoed free, vetoed taken))`` of every batch, for the engine to add up."""
+        sc = self.spark.sparkContext
+        bl, bh = sc.broadcast(labels), sc.broadcast(cluster_holders)
+        schema_text, paths = self.schema_text, self.paths
+        job = ("totals", uuid.uuid4().hex)
+
+        def total_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            comparer = _comparer(schema_text, paths)
+            if job not in _TOTALS:
+                _TOTALS.clear()
+                _TOTALS[job] = comparer.totals(params, bl.value, bh.value)
+            totals = _TOTALS[job]
+            for rb in batches:
+                rows = totals.of(*_compared_args(rb))
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array([r[0] for r in rows], pa.int64()),
+                        pa.array([r[1] for r in rows], pa.int64()),
+                        pa.array([r[2] for r in rows], pa.float64()),
+                        pa.array([None if r[3] is None else r[3][0] for r in rows], pa.float64()),
+                        pa.array([None if r[3] is None else r[3][1] for r in rows], pa.float64()),
+                    ],
+                    names=["i", "j", "missed", "vfree", "vtaken"],
+                )
+
+        try:
+            out = (
+                self._compared["all"]
+                .mapInArrow(
+                    total_batches, "i long, j long, missed double, vfree double, vtaken double"
+                )
+                .toArrow()
+            )
+        finally:
+            bl.unpersist()
+            bh.unpersist()
+        rows = []
+        for i, j, m, f, t in zip(*(out.column(c).to_pylist() for c in out.column_names)):
+            rows.append((i, j, m, None if f is None else (f, t)))
+        self.jobs.append(("totals", len({(r[0], r[1]) for r in rows})))
+        return rows
 
     def cluster(
         self, a: bytes, b: bytes, w: bytes, params: Tuple[Any, ...]
@@ -427,15 +614,18 @@ def link(
     text = Path(str(schema.path)).read_text(encoding="utf-8")
     if stage is None:
         stage = SparkPairStage(spark, text, [p for _, p in pairs], partitions)
-    out = _native.link_tokens(
-        schema._inner,
-        pairs,
-        stage,
-        digest,
-        schema.path,
-        today=_today(today),
-        threshold=threshold,
-        duplicates=list(duplicates),
-        project=project,
-    )
+    try:
+        out = _native.link_tokens(
+            schema._inner,
+            pairs,
+            stage,
+            digest,
+            schema.path,
+            today=_today(today),
+            threshold=threshold,
+            duplicates=list(duplicates),
+            project=project,
+        )
+    finally:
+        stage.close()
     return _result(out, {})

@@ -916,6 +916,31 @@ impl Features {
         candidates: &[(u32, u32)],
         members: Option<&[Vec<u32>]>,
     ) -> Vec<crate::score::em::SamplePattern> {
+        let sampled = self.sample_pairs(n, seed, members);
+        // The sampled pairs are sorted: one merge with the sorted candidates flags them.
+        let mut k = 0;
+        let flags: Vec<bool> = sampled
+            .iter()
+            .map(|s| {
+                let pair = s.pair();
+                while k < candidates.len() && candidates[k] < pair {
+                    k += 1;
+                }
+                k < candidates.len() && candidates[k] == pair
+            })
+            .collect();
+        sample_patterns(&sampled, &flags)
+    }
+
+    /// The `n` random pairs of [`Features::random_pairs_among`] (`members` as there) with
+    /// their pattern codes, sorted by pair (repeats kept): what a stage that keeps its pairs
+    /// is asked about ([`crate::score::PairStage::contains`]).
+    pub fn sample_pairs(
+        &self,
+        n: u64,
+        seed: u64,
+        members: Option<&[Vec<u32>]>,
+    ) -> Vec<SampledPair> {
         let mut sizes = vec![0u64; self.holders];
         match members {
             Some(m) => {
@@ -971,36 +996,62 @@ impl Features {
             })
             .collect();
         // (pair key a·2^32 + b with a < b, pattern code), sorted by pair.
-        let mut sampled: Vec<(u64, u32)> = pairs
+        let mut sampled: Vec<SampledPair> = pairs
             .iter()
             .zip(self.compare_all(&pairs))
-            .map(|(&(a, b), c)| (u64::from(a.min(b)) << 32 | u64::from(a.max(b)), c.code))
+            .map(|(&(a, b), c)| SampledPair {
+                key: u64::from(a.min(b)) << 32 | u64::from(a.max(b)),
+                code: c.code,
+            })
             .collect();
-        sampled.par_sort_unstable();
-        // Codes with the candidate flag in the low bit, sorted and counted: memory grows with
-        // the sample, not with the pattern space.
-        let mut codes: Vec<u32> = Vec::with_capacity(sampled.len());
-        let mut k = 0;
-        for &(key, code) in &sampled {
-            let pair = ((key >> 32) as u32, key as u32);
-            while k < candidates.len() && candidates[k] < pair {
-                k += 1;
-            }
-            let cand = u32::from(k < candidates.len() && candidates[k] == pair);
-            codes.push(code << 1 | cand);
-        }
-        drop(sampled);
-        codes.par_sort_unstable();
-        let mut out: Vec<crate::score::em::SamplePattern> = Vec::new();
-        for run in codes.chunk_by(|x, y| x >> 1 == y >> 1) {
-            out.push(crate::score::em::SamplePattern {
-                code: run[0] >> 1,
-                count: run.len() as u64,
-                candidates: run.iter().filter(|&&c| c & 1 == 1).count() as u64,
-            });
-        }
-        out
+        sampled.par_sort_unstable_by_key(|s| (s.key, s.code));
+        sampled
     }
+}
+
+/// A random pair of [`Features::sample_pairs`]: `a·2^32 + b` (`a < b`) and its pattern code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampledPair {
+    /// The pair as `a·2^32 + b`, `a < b`.
+    pub key: u64,
+    /// Its pattern code.
+    pub code: u32,
+}
+
+impl SampledPair {
+    /// The pair `(a, b)`, `a < b`.
+    pub fn pair(&self) -> (u32, u32) {
+        ((self.key >> 32) as u32, self.key as u32)
+    }
+}
+
+/// The sampled pairs' patterns with counts, and of these the pairs flagged as candidates
+/// (`flags[i]` for `sampled[i]`), ascending by code.
+///
+/// # Panics
+/// If `flags` and `sampled` differ in length.
+pub fn sample_patterns(
+    sampled: &[SampledPair],
+    flags: &[bool],
+) -> Vec<crate::score::em::SamplePattern> {
+    assert_eq!(sampled.len(), flags.len(), "one flag per sampled pair");
+    // Codes with the candidate flag in the low bit, sorted and counted: memory grows with
+    // the sample, not with the pattern space.
+    let mut codes: Vec<u32> = sampled
+        .iter()
+        .zip(flags)
+        .map(|(s, &f)| s.code << 1 | u32::from(f))
+        .collect();
+    codes.par_sort_unstable();
+    let mut out: Vec<crate::score::em::SamplePattern> = Vec::new();
+    for run in codes.chunk_by(|x, y| x >> 1 == y >> 1) {
+        out.push(crate::score::em::SamplePattern {
+            code: run[0] >> 1,
+            count: run.len() as u64,
+            candidates: run.iter().filter(|&&c| c & 1 == 1).count() as u64,
+        });
+    }
+    out
 }
 
 /// SplitMix64 (Steele, Lea and Flood 2014): a small deterministic generator for sampling.

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::aggregate::{self, CandidateTotals, PairSet, TotalsContext, disagrees};
 use super::{
-    CandidateStats, Clustering, Dims, EmOptions, Features, PairStage, Scores, ScoringSpec,
-    WeightTerms, free_pair_probability, probability, vetoed_matches,
+    CandidateStats, Clustering, EmOptions, Features, PairStage, Scores, ScoringSpec, WeightTerms,
+    probability, vetoed_matches,
 };
 use crate::cluster::{ScoredClusterStats, ScoredLink, cluster_scored};
 use crate::schema::Schema;
@@ -28,14 +29,6 @@ pub enum ScoreError {
     /// A [`super::PairStage`] other than the in-process one failed (e.g. a Spark job).
     #[error("pair stage: {0}")]
     Stage(String),
-}
-
-/// Whether comparison `k` of pattern `code` is at its `disagree` level for some `k` of
-/// `comparisons`.
-fn disagrees(dims: &Dims, comparisons: &[usize], code: u32) -> bool {
-    comparisons
-        .iter()
-        .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
 }
 
 /// When two records must not end in one cluster (SPEC.md §9.5): a `veto` comparison
@@ -237,12 +230,12 @@ pub struct ScoringRun {
     clustering: Clustering,
     links_above: u64,
     vetoed_links: u64,
-    /// Comparisons whose `disagree` level vetoes a link.
-    veto: Vec<usize>,
     cluster_stats: ScoredClusterStats,
     offsets: Vec<u32>,
-    /// The candidate pairs, in the order of `scores.weights`.
-    candidate_pairs: Vec<(u32, u32)>,
+    /// The candidates' totals given the clusters (SPEC.md §9.4).
+    totals: CandidateTotals,
+    /// [`TotalsContext::both_free`] of the clusters, holders × holders.
+    both_free: Vec<f64>,
     /// Holders whose records may share a cluster.
     duplicates: Vec<bool>,
     /// Output pairs and Σ P(M) per holder pair.
@@ -291,8 +284,9 @@ impl CandidateSet {
 }
 
 /// The record sample a model is trained on: per holder its sampled records (global
-/// indices, ascending), their candidate pairs, and their cross-holder pairs.
-type TrainSample = (Vec<Vec<u32>>, Vec<(u32, u32)>, f64);
+/// indices, ascending), their candidate pairs (empty when the stage keeps them), their
+/// count, and their cross-holder pairs.
+type TrainSample = (Vec<Vec<u32>>, Vec<(u32, u32)>, u64, f64);
 
 /// A model fitted on a run's candidates ([`fit`]): the scores of every candidate pair, in
 /// the order of [`CandidateSet::pairs`].
@@ -333,8 +327,13 @@ pub fn find_candidates(
 ) -> Result<CandidateSet, ScoreError> {
     let t0 = Instant::now();
     let offsets = party_offsets(sizes);
-    let (candidates, cstats) =
-        stage.candidates(keys, &offsets, spec.max_block, spec.max_block_pairs)?;
+    let (candidates, cstats) = stage.candidates(
+        PairSet::All,
+        keys,
+        &offsets,
+        spec.max_block,
+        spec.max_block_pairs,
+    )?;
     log(format!(
         "{} candidate pairs from {} blocking keys ({} groups over {} records or {} pairs skipped)",
         cstats.pairs, cstats.keys, cstats.skipped_groups, spec.max_block, spec.max_block_pairs
@@ -366,25 +365,30 @@ pub fn find_candidates(
                 .filter(|k| kept[k.1 as usize])
                 .copied()
                 .collect();
-            let (tc, _) =
-                stage.candidates(&mut tkeys, &offsets, spec.max_block, spec.max_block_pairs)?;
+            let (tc, tstats) = stage.candidates(
+                PairSet::Training,
+                &mut tkeys,
+                &offsets,
+                spec.max_block,
+                spec.max_block_pairs,
+            )?;
             let mut pairs = 0.0;
             for i in 0..members.len() {
                 for j in i + 1..members.len() {
                     pairs += members[i].len() as f64 * members[j].len() as f64;
                 }
             }
-            Some((members, tc, pairs))
+            Some((members, tc, tstats.pairs, pairs))
         }
     };
-    if let Some((m, tc, _)) = &train {
+    if let Some((m, _, tc, _)) = &train {
         log(format!(
             "training on a sample of {} records per holder ({} candidate pairs among them, seed {TRAIN_SEED:#x})",
             m.iter()
                 .map(|v| v.len().to_string())
                 .collect::<Vec<_>>()
                 .join("/"),
-            tc.len()
+            tc
         ));
     }
     Ok(CandidateSet {
@@ -462,7 +466,7 @@ pub fn fit(
         candidates
             .train
             .as_ref()
-            .map(|(members, tc, pairs)| super::Training {
+            .map(|(members, tc, _, pairs)| super::Training {
                 candidates: tc,
                 members,
                 total_pairs: *pairs,
@@ -471,12 +475,12 @@ pub fn fit(
     let training = candidates
         .train
         .as_ref()
-        .map(|(members, tc, pairs)| TrainingSummary {
+        .map(|(members, _, tc, pairs)| TrainingSummary {
             records: members.iter().map(|m| m.len() as u64).collect(),
             population: candidates.sizes.iter().map(|&n| n as u64).collect(),
             records_per_holder: spec.train_records,
             seed: TRAIN_SEED,
-            candidates: tc.len() as u64,
+            candidates: *tc,
             pairs: *pairs,
         });
     Ok(FittedModel {
@@ -565,18 +569,27 @@ pub fn decide(
         .map(|(i, _)| i)
         .collect();
     let dims = features.dims().clone();
-    let vetoed = |code: u32| disagrees(&dims, &veto, code);
-    let mut links = Vec::new();
-    let mut vetoed_links = 0u64;
-    for ((&(a, b), &w), &code) in candidates.iter().zip(&scores.weights).zip(&scores.codes) {
-        if f64::from(w) >= threshold {
-            if !veto.is_empty() && vetoed(code) {
-                vetoed_links += 1;
-                continue;
-            }
-            links.push(ScoredLink { a, b, weight: w });
+    let (mut links, vetoed_links) = if stage.keeps_pairs() {
+        let (links, vetoed) = stage.select_links(&scores.table, threshold, &veto)?;
+        if links
+            .windows(2)
+            .any(|w| (w[0].a, w[0].b) >= (w[1].a, w[1].b))
+        {
+            return Err(ScoreError::Stage(
+                "links are not sorted by (a, b) and distinct".to_owned(),
+            ));
         }
-    }
+        (links, vetoed)
+    } else {
+        aggregate::select_links(
+            &dims,
+            &candidates,
+            &scores.codes,
+            &scores.weights,
+            threshold,
+            &veto,
+        )
+    };
     let unseen_matches = (scores.model.matches - scores.model.matches_in_candidates).max(0.0);
     let links_above = links.len() as u64 + vetoed_links;
     let duplicates: Vec<bool> = options.duplicates.to_vec();
@@ -608,6 +621,14 @@ pub fn decide(
             features.len()
         )));
     }
+    // What the estimates need of the candidates, given the clusters (SPEC.md §9.4).
+    let ctx = TotalsContext::new(&offsets, labels.clone(), k, &duplicates, &veto);
+    let totals = if stage.keeps_pairs() {
+        stage.totals(&scores.table, &ctx)?
+    } else {
+        aggregate::candidate_totals(&ctx, &dims, &candidates, &scores.codes, &scores.weights)
+    };
+    let both_free = ctx.both_free;
     let t_cluster = elapsed_ms(t0);
     let run = ScoringRun {
         scores,
@@ -617,10 +638,10 @@ pub fn decide(
         clustering: spec.clustering,
         links_above,
         vetoed_links,
-        veto: veto.clone(),
         cluster_stats,
         offsets: offsets.clone(),
-        candidate_pairs: candidates,
+        totals,
+        both_free,
         duplicates: duplicates.clone(),
         output_by_pair: BTreeMap::new(),
         unseen_matches,
@@ -780,77 +801,11 @@ impl ScoringRun {
         // pair whose records are both "free" gains the odds 1/q, q = f_A·f_B the share of
         // pairs with both records free; vetoed pairs are estimated by the method of moments
         // from the free/taken split. With duplicates, free pairs count P(M) and vetoed 0.
-        let holders = parties.len();
-        let mut cluster_holders = vec![0u64; clusters];
-        for (g, &l) in labels.iter().enumerate() {
-            let h = party_of(&self.offsets, g as u32);
-            if h < 64 {
-                cluster_holders[l as usize] |= 1 << h;
-            }
-        }
-        // free_count[h][j]: records of holder h whose cluster holds no record of holder j.
-        let mut free_count = vec![vec![0u64; holders]; holders];
-        let mut holder_size = vec![0u64; holders];
-        for (g, &l) in labels.iter().enumerate() {
-            let h = party_of(&self.offsets, g as u32);
-            holder_size[h] += 1;
-            for (j, f) in free_count[h].iter_mut().enumerate() {
-                if j >= 64 || cluster_holders[l as usize] & (1 << j) == 0 {
-                    *f += 1;
-                }
-            }
-        }
-        let one_to_one = |i: usize, j: usize| !self.duplicates[i] && !self.duplicates[j];
-        let both_free = |i: usize, j: usize| {
-            if !one_to_one(i, j) || holder_size[i] == 0 || holder_size[j] == 0 {
-                return 1.0;
-            }
-            free_count[i][j] as f64 / holder_size[i] as f64 * free_count[j][i] as f64
-                / holder_size[j] as f64
-        };
-        let taken = |l: usize, h: usize| {
-            h < 64 && !self.duplicates[h] && cluster_holders[l] & (1 << h) != 0
-        };
-        let mut missed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
-        // (Σ P over vetoed free pairs, Σ P over vetoed taken pairs) by holder pair.
-        let mut vetoed: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
-        for ((&(a, b), &w), &code) in self
-            .candidate_pairs
-            .iter()
-            .zip(&self.scores.weights)
-            .zip(&self.scores.codes)
-        {
-            let (la, lb) = (labels[a as usize] as usize, labels[b as usize] as usize);
-            if la == lb {
-                continue;
-            }
-            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
-            let key = (ha.min(hb), ha.max(hb));
-            let is_taken = taken(la, hb) || taken(lb, ha);
-            let p = probability(f64::from(w));
-            if !self.veto.is_empty() {
-                let dims = self.features.dims();
-                if self
-                    .veto
-                    .iter()
-                    .any(|&k| dims.level(code, k) == dims.levels[k] - 2)
-                {
-                    let v = vetoed.entry(key).or_default();
-                    if is_taken {
-                        v.1 += p;
-                    } else {
-                        v.0 += p;
-                    }
-                    continue;
-                }
-            }
-            if is_taken {
-                continue;
-            }
-            *missed.entry(key).or_default() += free_pair_probability(p, both_free(key.0, key.1));
-        }
+        // The sums over the candidates were made with the clusters, in `decide`.
+        let both_free = |i: usize, j: usize| self.both_free[i * self.duplicates.len() + j];
+        let mut missed: BTreeMap<(usize, usize), f64> = self.totals.missed.clone();
         let mut missed_vetoed: BTreeMap<(usize, usize), f64> = BTreeMap::new();
-        for (&(i, j), &(free, taken)) in &vetoed {
+        for (&(i, j), &(free, taken)) in &self.totals.vetoed {
             let e = vetoed_matches(free, taken, both_free(i, j));
             missed_vetoed.insert((i, j), e);
             *missed.entry((i, j)).or_default() += e;
@@ -896,13 +851,9 @@ impl ScoringRun {
             .map(|(i, _)| i)
             .collect();
         let mut identifiable: BTreeMap<(usize, usize), bool> = BTreeMap::new();
-        for (&(a, b), &code) in self.candidate_pairs.iter().zip(&self.scores.codes) {
-            let (ha, hb) = (party_of(&self.offsets, a), party_of(&self.offsets, b));
-            let key = (ha.min(hb), ha.max(hb));
-            if identifiable.get(&key) == Some(&true) {
-                continue;
-            }
-            let any = informative.iter().any(|&c| !dims.is_missing(code, c));
+        for g in &self.scores.groups {
+            let key = (usize::from(g.holders.0), usize::from(g.holders.1));
+            let any = informative.iter().any(|&c| !dims.is_missing(g.code, c));
             *identifiable.entry(key).or_insert(false) |= any;
         }
         let hidden = |i: usize, j: usize| identifiable.get(&(i, j)) == Some(&false);
@@ -972,10 +923,11 @@ impl ScoringRun {
             .collect();
         // Histogram of candidate match weights, 1-bit bins.
         let mut hist: BTreeMap<i64, u64> = BTreeMap::new();
-        for &w in &self.scores.weights {
+        for g in &self.scores.groups {
+            let w = self.scores.table.weight(g.code) + g.tf_bits;
             *hist
                 .entry(f64::from(w).floor().clamp(-60.0, 80.0) as i64)
-                .or_default() += 1;
+                .or_default() += g.count;
         }
         // Curve, thinned to about 200 points spread over the links.
         let curve = self.scores.curve();

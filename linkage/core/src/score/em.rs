@@ -170,25 +170,33 @@ pub fn count_patterns(codes: impl Iterator<Item = u32>) -> Vec<(u32, u64)> {
 /// rounded to 1/16: the prior's E-step runs on these groups, term frequencies included
 /// (as Splink's E-step scores pairs with their TF adjustment).
 pub fn count_groups(items: impl Iterator<Item = (u32, f32)>) -> Vec<(u32, f32, u64)> {
-    let mut v: Vec<u64> = items
-        .map(|(code, tf)| {
-            let q = (f64::from(tf) * 16.0)
-                .round()
-                .clamp(0.0, f64::from(u32::MAX)) as u64;
-            u64::from(code) << 32 | q
-        })
-        .collect();
+    let mut v: Vec<u64> = items.map(|(code, tf)| group_key(code, tf)).collect();
     v.par_sort_unstable();
     v.chunk_by(|a, b| a == b)
-        .map(|run| {
-            let k = run[0];
-            (
-                (k >> 32) as u32,
-                (k & 0xffff_ffff) as f32 / 16.0,
-                run.len() as u64,
-            )
-        })
+        .map(|run| group_of(run[0], run.len() as u64))
         .collect()
+}
+
+/// [`count_groups`] of items given with counts `(pattern, bits, count)` (pairs already
+/// grouped, [`super::aggregate::PairGroup`]); the same groups as the items one by one.
+pub fn count_groups_weighted(items: impl Iterator<Item = (u32, f32, u64)>) -> Vec<(u32, f32, u64)> {
+    let mut m: std::collections::BTreeMap<u64, u64> = Default::default();
+    for (code, tf, n) in items {
+        *m.entry(group_key(code, tf)).or_default() += n;
+    }
+    m.into_iter().map(|(k, n)| group_of(k, n)).collect()
+}
+
+/// The sort key of a group: the code above the bits rounded to 1/16 (at least 0).
+fn group_key(code: u32, tf: f32) -> u64 {
+    let q = (f64::from(tf) * 16.0)
+        .round()
+        .clamp(0.0, f64::from(u32::MAX)) as u64;
+    u64::from(code) << 32 | q
+}
+
+fn group_of(k: u64, n: u64) -> (u32, f32, u64) {
+    ((k >> 32) as u32, (k & 0xffff_ffff) as f32 / 16.0, n)
 }
 
 /// Whether pattern `code` passes the deterministic rule: every comparison it evaluates is

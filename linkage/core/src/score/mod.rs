@@ -15,6 +15,7 @@
 //! counts, missing values, term-frequency adjustment, estimated FDR/FNR); Belin and Rubin
 //! (1995) for error-rate estimation from the mixture.
 
+pub mod aggregate;
 pub mod compare;
 mod decide;
 pub mod em;
@@ -22,6 +23,7 @@ pub mod em;
 use rayon::prelude::*;
 
 pub use crate::schema::scoring::{Clustering, ComparisonSpec, DiceSpec, ScoringSpec};
+pub use aggregate::{CandidateTotals, PairGroup, PairSet, TotalsContext};
 pub use compare::{
     Compared, ComparisonEncoder, ComparisonKeyError, Dims, EncodedFilters, Features,
     FeaturesBuilder,
@@ -136,25 +138,38 @@ pub fn candidates(
 }
 
 /// Where a scored run's candidate pairs and comparison vectors are made (SPEC.md §9.2,
-/// §9.3): [`InProcess`] (`renketsu link`), or a distributed engine (the Python package's
-/// `renketsu.spark`: a self-join in Spark SQL, comparisons on the executors), which must
-/// return exactly what [`InProcess`] would: the rest of the run (EM, threshold, clusters)
-/// is the engine's own.
+/// §9.3, §9.6.1): [`InProcess`] (`renketsu link`), or a distributed engine (the Python
+/// package's `renketsu.spark`: a self-join in Spark SQL, comparisons on the executors),
+/// which must give exactly what [`InProcess`] would: the rest of the run (EM, threshold,
+/// clusters) is the engine's own.
+///
+/// A stage either returns the pairs and their comparison vectors ([`Self::candidates`],
+/// [`Self::compare`]), or **keeps them** where it made them ([`Self::keeps_pairs`]): then
+/// the engine asks it only for aggregates ([`aggregate`]): the pattern groups
+/// ([`Self::groups`]), which sampled pairs are candidates ([`Self::contains`]), the links
+/// above the threshold ([`Self::select_links`]) and the totals the estimates need
+/// ([`Self::totals`]), so that the engine's memory grows with the patterns and the links,
+/// not with the candidates.
 pub trait PairStage {
     /// [`candidates`] of `keys` (`(key, global record)`, in any order), records numbered
-    /// by holder from `offsets` ([`crate::tokenlink::party_offsets`]).
+    /// by holder from `offsets` ([`crate::tokenlink::party_offsets`]), for the pair `set`
+    /// (all records, or the training sample's). A stage that [keeps pairs](Self::keeps_pairs)
+    /// returns no pairs, only the counts, and keeps the set for the calls below (a later
+    /// call for the same set replaces it).
     ///
     /// # Errors
     /// The stage failed (a distributed job); the message names the cause.
     fn candidates(
         &mut self,
+        set: PairSet,
         keys: &mut [(Token, u32)],
         offsets: &[u32],
         max_block: usize,
         max_block_pairs: u64,
     ) -> Result<(Vec<(u32, u32)>, CandidateStats), ScoreError>;
 
-    /// [`Features::compare_all`] of `pairs` (sorted, distinct), in their order.
+    /// [`Features::compare_all`] of `pairs` (sorted, distinct), in their order. Not called
+    /// on a stage that keeps its pairs.
     ///
     /// # Errors
     /// The stage failed.
@@ -163,6 +178,69 @@ pub trait PairStage {
         features: &Features,
         pairs: &[(u32, u32)],
     ) -> Result<Vec<Compared>, ScoreError>;
+
+    /// Whether the stage keeps the candidate pairs it makes (default `false`).
+    fn keeps_pairs(&self) -> bool {
+        false
+    }
+
+    /// A stage that keeps pairs: the [`PairGroup`]s of `set`'s candidates
+    /// ([`aggregate::group_compared`] of their comparison vectors), in any order.
+    ///
+    /// # Errors
+    /// The stage failed, or does not keep pairs.
+    fn groups(&mut self, set: PairSet, features: &Features) -> Result<Vec<PairGroup>, ScoreError> {
+        let _ = (set, features);
+        Err(ScoreError::Stage(
+            "this stage does not keep its pairs".to_owned(),
+        ))
+    }
+
+    /// A stage that keeps pairs: for each of `pairs` (`a < b`, any order, repeats allowed),
+    /// whether it is one of `set`'s candidates, in order.
+    ///
+    /// # Errors
+    /// The stage failed, or does not keep pairs.
+    fn contains(&mut self, set: PairSet, pairs: &[(u32, u32)]) -> Result<Vec<bool>, ScoreError> {
+        let _ = (set, pairs);
+        Err(ScoreError::Stage(
+            "this stage does not keep its pairs".to_owned(),
+        ))
+    }
+
+    /// A stage that keeps pairs: [`aggregate::select_links`] of every candidate (weights
+    /// by [`aggregate::weights_of`] under `table`), links sorted by `(a, b)`, and the
+    /// number of vetoed pairs.
+    ///
+    /// # Errors
+    /// The stage failed, or does not keep pairs.
+    fn select_links(
+        &mut self,
+        table: &WeightTerms,
+        threshold: f64,
+        veto: &[usize],
+    ) -> Result<(Vec<crate::cluster::ScoredLink>, u64), ScoreError> {
+        let _ = (table, threshold, veto);
+        Err(ScoreError::Stage(
+            "this stage does not keep its pairs".to_owned(),
+        ))
+    }
+
+    /// A stage that keeps pairs: [`aggregate::candidate_totals`] of every candidate (weights
+    /// under `table`) given the clusters in `ctx`.
+    ///
+    /// # Errors
+    /// The stage failed, or does not keep pairs.
+    fn totals(
+        &mut self,
+        table: &WeightTerms,
+        ctx: &TotalsContext,
+    ) -> Result<CandidateTotals, ScoreError> {
+        let _ = (table, ctx);
+        Err(ScoreError::Stage(
+            "this stage does not keep its pairs".to_owned(),
+        ))
+    }
 
     /// Clusters the links ([`crate::cluster::cluster_scored`] over every record): dense
     /// labels numbered by first record, the number of clusters and the counts. The default
@@ -186,6 +264,7 @@ pub struct InProcess;
 impl PairStage for InProcess {
     fn candidates(
         &mut self,
+        _set: PairSet,
         keys: &mut [(Token, u32)],
         offsets: &[u32],
         max_block: usize,
@@ -239,11 +318,16 @@ pub struct Scores {
     pub model: Model,
     /// Distinct patterns of the candidates with counts.
     pub patterns: Vec<(u32, u64)>,
+    /// The candidates' groups (holder pair, pattern, term-frequency bits) with counts,
+    /// sorted ([`aggregate`]): the curve, the threshold and the estimates are made from them.
+    pub groups: Vec<PairGroup>,
     /// Match weight terms (bits) of the pattern codes, before term-frequency terms.
     pub table: WeightTerms,
-    /// Pattern code per candidate, in candidate order.
+    /// Pattern code per candidate, in candidate order; empty when the stage keeps the pairs
+    /// ([`PairStage::keeps_pairs`]).
     pub codes: Vec<u32>,
-    /// Match weight (bits) per candidate, in candidate order.
+    /// Match weight (bits) per candidate, in candidate order; empty when the stage keeps
+    /// the pairs.
     pub weights: Vec<f32>,
     /// Estimated matches among the candidates: `Σ P(M)` with term-frequency terms.
     pub expected_matches: f64,
@@ -259,7 +343,8 @@ pub const SAMPLE_SEED: u64 = 0x7265_6e6b_6574_7375; // "renketsu"
 /// The record sample a model is trained on (SPEC.md §9.3), for [`score`].
 #[derive(Clone, Copy, Debug)]
 pub struct Training<'a> {
-    /// Candidate pairs among the sampled records (as [`candidates`] returns them).
+    /// Candidate pairs among the sampled records (as [`candidates`] returns them; empty
+    /// when the stage keeps the pairs).
     pub candidates: &'a [(u32, u32)],
     /// Per holder, the global indices of its sampled records, ascending.
     pub members: &'a [Vec<u32>],
@@ -295,7 +380,50 @@ pub fn score(
     }
 }
 
-/// [`score`] with the comparison vectors made by `stage`.
+/// What the fit and the scores need of one pair set: its groups, the comparison vectors
+/// (empty when the stage keeps the pairs) and the random sample's patterns.
+type Observed = (Vec<PairGroup>, Vec<Compared>, Vec<SamplePattern>);
+
+/// The groups and sampled patterns of `set` (`pairs` when the stage returned them), by
+/// `stage`; `members` as [`Features::random_pairs_among`].
+fn observe(
+    stage: &mut dyn PairStage,
+    features: &Features,
+    set: PairSet,
+    pairs: &[(u32, u32)],
+    random_pairs: u64,
+    members: Option<&[Vec<u32>]>,
+) -> Result<Observed, ScoreError> {
+    if stage.keeps_pairs() {
+        let groups = aggregate::merge_groups(stage.groups(set, features)?);
+        let sampled = features.sample_pairs(random_pairs, SAMPLE_SEED, members);
+        let asked: Vec<(u32, u32)> = sampled.iter().map(|s| s.pair()).collect();
+        let flags = stage.contains(set, &asked)?;
+        if flags.len() != asked.len() {
+            return Err(ScoreError::Stage(format!(
+                "{} answers for {} sampled pairs",
+                flags.len(),
+                asked.len()
+            )));
+        }
+        let sample = compare::sample_patterns(&sampled, &flags);
+        return Ok((groups, Vec::new(), sample));
+    }
+    let compared = stage.compare(features, pairs)?;
+    if compared.len() != pairs.len() {
+        return Err(ScoreError::Stage(format!(
+            "{} comparison vectors for {} candidate pairs",
+            compared.len(),
+            pairs.len()
+        )));
+    }
+    let groups = aggregate::group_compared(|g| features.holder(g), pairs, &compared);
+    let sample = features.random_pairs_among(random_pairs, SAMPLE_SEED, pairs, members);
+    Ok((groups, compared, sample))
+}
+
+/// [`score`] with the comparison vectors made by `stage` (or, for a stage that keeps its
+/// pairs, only their aggregates: SPEC.md §9.6.1).
 ///
 /// # Errors
 /// [`ScoreError::Stage`]: `stage` failed.
@@ -309,22 +437,22 @@ pub fn score_with(
     train: Option<Training<'_>>,
 ) -> Result<Scores, ScoreError> {
     let tf = tf_mask(features);
-    let model = match train {
+    let dims = features.dims();
+    let trained = match train {
         None => None,
         Some(t) => {
-            let compared = stage.compare(features, t.candidates)?;
-            let sample = features.random_pairs_among(
-                random_pairs,
-                SAMPLE_SEED,
+            let (groups, _, sample) = observe(
+                stage,
+                features,
+                PairSet::Training,
                 t.candidates,
+                random_pairs,
                 Some(t.members),
-            );
-            let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-            let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
+            )?;
             Some(em::fit(
-                features.dims(),
-                &patterns,
-                &groups,
+                dims,
+                &aggregate::patterns_of(&groups),
+                &aggregate::em_groups_of(&groups),
                 &tf,
                 &sample,
                 t.total_pairs,
@@ -332,77 +460,78 @@ pub fn score_with(
             ))
         }
     };
-    let compared = stage.compare(features, candidates)?;
-    if compared.len() != candidates.len() {
-        return Err(ScoreError::Stage(format!(
-            "{} comparison vectors for {} candidate pairs",
-            compared.len(),
-            candidates.len()
-        )));
-    }
-    let sample = features.random_pairs(random_pairs, SAMPLE_SEED, candidates);
-    Ok(match model {
-        None => score_compared(
-            features.dims(),
-            &compared,
-            &tf,
-            sample,
-            random_pairs,
-            total_pairs,
-            opts,
-        ),
-        Some(model) => apply(
-            features.dims(),
-            &compared,
-            &tf,
-            sample,
-            random_pairs,
-            total_pairs,
-            model,
-        ),
-    })
+    let (groups, compared, sample) = observe(
+        stage,
+        features,
+        PairSet::All,
+        candidates,
+        random_pairs,
+        None,
+    )?;
+    let patterns = aggregate::patterns_of(&groups);
+    Ok(finish(
+        dims,
+        &tf,
+        patterns,
+        groups,
+        &compared,
+        sample,
+        random_pairs,
+        total_pairs,
+        trained.ok_or(opts),
+    ))
 }
 
-/// The model's weight table, the match weight of every compared pair (log2 units, with its
-/// term-frequency adjustment) and the expected number of matches among them (the sum of
-/// their match probabilities).
-fn weigh(
-    model: &Model,
+/// The scores of compared pairs: the model (fitted here from the groups, or fitted elsewhere
+/// on a record sample and then re-based on these candidates and `total_pairs`), its weight
+/// table, the weight of every pair of `compared` and the expected matches (from the groups).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the parts of a scoring, named where they are made"
+)]
+fn finish(
     dims: &Dims,
     tf: &[usize],
+    patterns: Vec<(u32, u64)>,
+    groups: Vec<PairGroup>,
     compared: &[Compared],
-) -> (WeightTerms, Vec<f32>, f64) {
+    sample: Vec<SamplePattern>,
+    random_pairs: u64,
+    total_pairs: f64,
+    model: Result<Model, EmOptions>,
+) -> Scores {
+    let (mut model, rebase) = match model {
+        Ok(m) => (m, true),
+        Err(opts) => (
+            em::fit(
+                dims,
+                &patterns,
+                &aggregate::em_groups_of(&groups),
+                tf,
+                &sample,
+                total_pairs,
+                opts,
+            ),
+            false,
+        ),
+    };
     let table = model.weight_terms(dims, tf);
     let weights: Vec<f32> = compared
         .par_iter()
         .with_min_len(8192)
         .map(|c| table.weight(c.code) + c.tf_bits)
         .collect();
-    let expected_matches = weights
-        .par_iter()
-        .with_min_len(8192)
-        .map(|&w| probability(f64::from(w)))
+    let expected_matches = groups
+        .iter()
+        .map(|g| g.count as f64 * probability(f64::from(table.weight(g.code) + g.tf_bits)))
         .sum();
-    (table, weights, expected_matches)
-}
-
-/// Scores comparison vectors with a model fitted elsewhere (on a record sample) and
-/// re-bases its match counts on these candidates and `total_pairs`.
-fn apply(
-    dims: &Dims,
-    compared: &[Compared],
-    tf: &[usize],
-    sample: Vec<SamplePattern>,
-    random_pairs: u64,
-    total_pairs: f64,
-    mut model: Model,
-) -> Scores {
-    let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-    let (table, weights, expected_matches) = weigh(&model, dims, tf, compared);
-    model.rebase(dims, &sample, expected_matches, total_pairs);
+    if rebase {
+        model.rebase(dims, &sample, expected_matches, total_pairs);
+    }
     Scores {
         model,
         patterns,
+        groups,
         table,
         codes: compared.iter().map(|c| c.code).collect(),
         weights,
@@ -425,7 +554,8 @@ pub fn tf_mask(features: &Features) -> Vec<usize> {
         .collect()
 }
 
-/// [`score`] from comparison vectors already made (also used by the benchmark).
+/// [`score`] from comparison vectors already made, all of one holder pair (used by the
+/// benchmark).
 pub fn score_compared(
     dims: &Dims,
     compared: &[Compared],
@@ -435,43 +565,48 @@ pub fn score_compared(
     total_pairs: f64,
     opts: EmOptions,
 ) -> Scores {
-    let patterns = em::count_patterns(compared.iter().map(|c| c.code));
-    let groups = em::count_groups(compared.iter().map(|c| (c.code, c.tf_bits)));
-    let model = em::fit(dims, &patterns, &groups, tf, &sample, total_pairs, opts);
-    let (table, weights, expected_matches) = weigh(&model, dims, tf, compared);
-    Scores {
-        model,
+    let groups = aggregate::group_compared(|_| 0, &vec![(0, 1); compared.len()], compared);
+    let patterns = aggregate::patterns_of(&groups);
+    finish(
+        dims,
+        tf,
         patterns,
-        table,
-        codes: compared.iter().map(|c| c.code).collect(),
-        weights,
-        expected_matches,
-        random_pairs,
+        groups,
+        compared,
         sample,
-    }
+        random_pairs,
+        total_pairs,
+        Err(opts),
+    )
 }
 
 impl Scores {
     /// The estimated precision/recall curve at every distinct weight, strongest first
     /// (SPEC.md §9.4).
     pub fn curve(&self) -> Vec<CurvePoint> {
-        let mut w: Vec<f32> = self.weights.clone();
-        w.par_sort_unstable_by(|a, b| b.total_cmp(a));
+        // Every pair's weight follows from its group: (weight, pairs), strongest first.
+        let mut w: Vec<(f32, u64)> = self
+            .groups
+            .iter()
+            .map(|g| (self.table.weight(g.code) + g.tf_bits, g.count))
+            .collect();
+        w.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut out: Vec<CurvePoint> = Vec::new();
-        let mut tp = 0.0;
-        for (i, &x) in w.iter().enumerate() {
-            tp += probability(f64::from(x));
-            let last = i + 1 == w.len() || w[i + 1] != x;
+        let (mut tp, mut links) = (0.0, 0u64);
+        for (i, &(x, n)) in w.iter().enumerate() {
+            tp += n as f64 * probability(f64::from(x));
+            links += n;
+            let last = i + 1 == w.len() || w[i + 1].0 != x;
             if last {
-                let links = (i + 1) as u64;
                 out.push(CurvePoint {
                     weight: f64::from(x),
                     probability: probability(f64::from(x)),
                     links,
                     expected_true: tp,
                     precision: tp / links as f64,
+                    // At most 1: the sums run in another order than expected_matches'.
                     recall: if self.expected_matches > 0.0 {
-                        tp / self.expected_matches
+                        (tp / self.expected_matches).min(1.0)
                     } else {
                         1.0
                     },
