@@ -83,6 +83,11 @@ pub struct DiceRef {
     /// The schema fields encoded, in order: bit `i` of a record's mask says field `i` had a
     /// value.
     pub fields: Vec<String>,
+    /// The fields whose CLK keys encode them, in order, when one differs from the encoded
+    /// field (`key` of a Dice feature, for `reversed_of`); empty otherwise, and then not
+    /// written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 impl DiceRef {
@@ -102,6 +107,14 @@ impl DiceRef {
                         .iter()
                         .map(|f| schema.fields[f.field].name.clone())
                         .collect(),
+                    keys: if d.features.iter().zip(&d.keys).all(|(f, &k)| f.field == k) {
+                        Vec::new()
+                    } else {
+                        d.keys
+                            .iter()
+                            .map(|&k| schema.fields[k].name.clone())
+                            .collect()
+                    },
                 })
             })
             .collect()
@@ -907,6 +920,7 @@ impl<R: BufRead> Reader<R> {
             if !(d.bits.is_power_of_two() && (64..=65_536).contains(&d.bits))
                 || d.fields.is_empty()
                 || d.fields.len() > 8
+                || !(d.keys.is_empty() || d.keys.len() == d.fields.len())
             {
                 return Err(bad(format!(
                     "dice comparison {:?}: {} bits over {} fields (a power of two from 64, 1 to 8 fields)",
@@ -1187,11 +1201,13 @@ mod tests {
                     comparison: "name".to_owned(),
                     bits: 128,
                     fields: vec!["kana".to_owned(), "kanji".to_owned()],
+                    keys: Vec::new(),
                 },
                 DiceRef {
                     comparison: "dob".to_owned(),
                     bits: 64,
                     fields: vec!["birth_date".to_owned()],
+                    keys: Vec::new(),
                 },
             ],
         };

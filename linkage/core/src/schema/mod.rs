@@ -1040,6 +1040,51 @@ variants = ["kana_script"]
     }
 
     #[test]
+    fn reversed_comparisons_encode_as_their_partner() {
+        const JP: &str = include_str!("../../../../schemas/jp-person.toml");
+        let s = Schema::from_toml(JP).unwrap();
+        let sc = s.scoring.as_ref().unwrap();
+        let field = |n: &str| s.fields.iter().position(|f| f.name == n).unwrap();
+        let given = sc.comparisons.iter().position(|c| c.name == "given_name");
+        let rev = sc
+            .comparisons
+            .iter()
+            .find(|c| c.name == "given_name_reversed")
+            .unwrap();
+        assert_eq!(rev.reversed_of, given);
+        let d = rev.dice.as_ref().unwrap();
+        assert_eq!(d.features[0].field, field("kana_family_name"));
+        assert_eq!(
+            d.keys,
+            [field("kana_given_name"), field("kanji_given_name")]
+        );
+        // A key of another normalizer, a key that is not the partner's, or part tokens that
+        // are not counted are refused.
+        for (from, to, says) in [
+            (
+                r#"key = "kana_given_name""#,
+                r#"key = "kanji_given_name""#,
+                "another normalizer",
+            ),
+            (
+                r#"key = "kana_given_name""#,
+                r#"key = "kana_family_name""#,
+                "encoded as",
+            ),
+            (
+                r#"part_tokens = ["cmp_kanji_family""#,
+                r#"part_tokens = ["cmp_sex""#,
+                "earlier `tf` comparison",
+            ),
+        ] {
+            let err = Schema::from_toml(&JP.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_line() {
         let bad = GOOD.replace("version = 3", "version = 3\ncolour = \"red\"");
         let msg = Schema::from_toml(&bad).unwrap_err().to_string();

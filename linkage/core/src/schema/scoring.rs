@@ -100,6 +100,18 @@ pub struct ComparisonSpec {
     /// index, level bit set)`), else `missing`: models a dependence, e.g. given-name
     /// similarity only when the full names do not agree exactly.
     pub when: Option<(usize, u32)>,
+    /// `reversed_of = "given_name"`: the other name part compared with the partner's
+    /// (SPEC.md §9.1): this comparison's filter (e.g. the family name, under the given name's
+    /// CLK keys) is compared with the other record's filter of the earlier comparison
+    /// (index), both ways; where one crossed pair agrees (Dice at least the first band: the
+    /// names were written with family and given name swapped), the level is that of the
+    /// other crossed pair, else `missing`. No exact levels.
+    pub reversed_of: Option<usize>,
+    /// With `reversed_of`: per exact recipe of that comparison (the same written form, in
+    /// order), the recipe of the name part this comparison's filter encodes (`part_tokens`,
+    /// e.g. the family names), an exact recipe of an earlier `tf` comparison. Their term
+    /// frequencies say which part a name shared crosswise is (SPEC.md §9.1).
+    pub part_tokens: Vec<usize>,
 }
 
 /// Per-comparison Bloom filter and its Dice bands.
@@ -111,6 +123,10 @@ pub struct DiceSpec {
     pub bands: Vec<f64>,
     /// Encoded fields (SPEC.md §7.1 encoding).
     pub features: Vec<ClkFeatureSpec>,
+    /// Per feature, the field (index into the schema's fields) whose CLK key encodes it: the
+    /// feature's own field unless `key` names another, so that a family name can be encoded
+    /// as a given name and compared with one (`reversed_of`).
+    pub keys: Vec<usize>,
 }
 
 impl ScoringSpec {
@@ -271,6 +287,10 @@ struct RawComparison {
     #[serde(default)]
     when: Option<RawWhen>,
     #[serde(default)]
+    reversed_of: Option<Spanned<String>>,
+    #[serde(default)]
+    part_tokens: Vec<Spanned<String>>,
+    #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
     description: Option<String>,
 }
@@ -300,6 +320,8 @@ struct RawDiceFeature {
     #[serde(default)]
     positional: bool,
     k: u32,
+    #[serde(default)]
+    key: Option<Spanned<String>>,
 }
 
 fn default_dice_bits() -> u32 {
@@ -418,6 +440,7 @@ pub(crate) fn parse(
                     ));
                 }
                 let mut features = Vec::new();
+                let mut keys = Vec::new();
                 for (j, f) in d.features.iter().enumerate() {
                     let Some(field) = fields.iter().position(|x| &x.name == f.field.get_ref())
                     else {
@@ -434,6 +457,31 @@ pub(crate) fn parse(
                             "q and k must be positive".into(),
                         ));
                     }
+                    let key_field = match &f.key {
+                        None => field,
+                        Some(k) => {
+                            let Some(i) = fields.iter().position(|x| &x.name == k.get_ref()) else {
+                                return Err((
+                                    format!("{key}.dice.features[{j}].key"),
+                                    k.span(),
+                                    format!("`{}` is not under [fields]", k.get_ref()),
+                                ));
+                            };
+                            if fields[i].normalizer != fields[field].normalizer {
+                                return Err((
+                                    format!("{key}.dice.features[{j}].key"),
+                                    k.span(),
+                                    format!(
+                                        "`{}` has another normalizer than `{}`: their values are not comparable",
+                                        k.get_ref(),
+                                        f.field.get_ref()
+                                    ),
+                                ));
+                            }
+                            i
+                        }
+                    };
+                    keys.push(key_field);
                     features.push(ClkFeatureSpec {
                         field,
                         q: f.q,
@@ -454,6 +502,7 @@ pub(crate) fn parse(
                     bits: d.bits,
                     bands: bands.clone(),
                     features,
+                    keys,
                 })
             }
         };
@@ -492,6 +541,65 @@ pub(crate) fn parse(
                 Some((k, w.levels.iter().fold(0u32, |m, &l| m | 1 << l)))
             }
         };
+        let reversed_of = match &c.reversed_of {
+            None => None,
+            Some(r) => {
+                let bad = |msg: String| Err((format!("{key}.reversed_of"), r.span(), msg));
+                let Some(p) = comparisons.iter().position(|x| &x.name == r.get_ref()) else {
+                    return bad(format!("`{}` is not an earlier comparison", r.get_ref()));
+                };
+                let (Some(own), Some(other)) = (&dice, &comparisons[p].dice) else {
+                    return bad("both comparisons need a `dice` table".into());
+                };
+                let same = own.bits == other.bits
+                    && own.features.len() == other.features.len()
+                    && own
+                        .features
+                        .iter()
+                        .zip(&other.features)
+                        .all(|(x, y)| (x.q, x.positional, x.k) == (y.q, y.positional, y.k))
+                    && own.keys == other.keys;
+                if !same {
+                    return bad(format!(
+                        "its filter must be encoded as `{}`'s: the same bits, and per feature the same q, positional, k and key field",
+                        r.get_ref()
+                    ));
+                }
+                if !exact.is_empty() || c.tf || comparisons[p].reversed_of.is_some() {
+                    return bad(
+                        "a reversed comparison has no `exact` recipes and no `tf`, and reverses a comparison that is not itself reversed"
+                            .into(),
+                    );
+                }
+                if !comparisons[p].tf || c.part_tokens.len() != comparisons[p].exact.len() {
+                    return bad(format!(
+                        "`{}` needs `tf`, and `part_tokens` one recipe per exact recipe of it",
+                        r.get_ref()
+                    ));
+                }
+                Some(p)
+            }
+        };
+        let mut part_tokens = Vec::new();
+        for (j, t) in c.part_tokens.iter().enumerate() {
+            let k = recipes.iter().position(|x| &x.name == t.get_ref());
+            let counted = k.is_some_and(|k| {
+                comparisons.iter().any(|x| {
+                    x.tf && (x.exact.contains(&k) || x.also.iter().any(|a| a.contains(&k)))
+                })
+            });
+            let (Some(k), true, true) = (k, counted, reversed_of.is_some()) else {
+                return Err((
+                    format!("{key}.part_tokens[{j}]"),
+                    t.span(),
+                    format!(
+                        "`{}` must be an exact recipe of an earlier `tf` comparison, in a `reversed_of` comparison",
+                        t.get_ref()
+                    ),
+                ));
+            };
+            part_tokens.push(k);
+        }
         let spec = ComparisonSpec {
             name: name.clone(),
             exact,
@@ -503,6 +611,8 @@ pub(crate) fn parse(
             neighbour_of,
             dice,
             when,
+            reversed_of,
+            part_tokens,
         };
         if spec.levels() > MAX_LEVELS {
             return Err((

@@ -171,8 +171,9 @@ impl ComparisonEncoder {
     pub fn key_fields(schema: &Schema) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for c in schema.scoring.iter().flat_map(|s| &s.comparisons) {
-            for f in c.dice.iter().flat_map(|d| &d.features) {
-                let name = &schema.fields[f.field].name;
+            // The CLK key of a feature is that of its `key` field (its own by default).
+            for &k in c.dice.iter().flat_map(|d| &d.keys) {
+                let name = &schema.fields[k].name;
                 if !out.contains(name) {
                     out.push(name.clone());
                 }
@@ -190,11 +191,14 @@ impl ComparisonEncoder {
             encoders.push(match &c.dice {
                 None => None,
                 Some(d) => {
+                    // Keyed by the `key` field: a family name encoded under the given
+                    // name's key sets the bits the same name sets as a given name.
                     let features = d
                         .features
                         .iter()
-                        .map(|f| NativeFeature {
-                            field: schema.fields[f.field].name.clone(),
+                        .zip(&d.keys)
+                        .map(|(f, &key)| NativeFeature {
+                            field: schema.fields[key].name.clone(),
                             q: f.q,
                             positional: f.positional,
                             k: f.k,
@@ -262,12 +266,19 @@ impl DiceData {
     /// field of the comparison it holds: SPEC.md §9.1, Schnell et al. 2009).
     #[inline]
     fn dice(&self, a: usize, b: usize) -> f64 {
-        let (ca, cb) = (self.filters.count(a), self.filters.count(b));
+        self.dice_with(a, self, b)
+    }
+
+    /// Dice coefficient of record `a`'s filter of this comparison and record `b`'s filter of
+    /// comparison `other` (the same length and keys: `reversed_of`).
+    #[inline]
+    fn dice_with(&self, a: usize, other: &DiceData, b: usize) -> f64 {
+        let (ca, cb) = (self.filters.count(a), other.filters.count(b));
         let both: u32 = self
             .filters
             .get(a)
             .iter()
-            .zip(self.filters.get(b))
+            .zip(other.filters.get(b))
             .map(|(x, y)| (x & y).count_ones())
             .sum();
         2.0 * f64::from(both) / f64::from((ca + cb).max(1))
@@ -308,6 +319,12 @@ pub struct Features {
     /// Per comparison: a `veto` comparison with several Dice features, whose disagreement
     /// counts only when the pair is compared on at least two of them.
     veto_forms: Vec<bool>,
+    /// Per comparison: `reversed_of`, the comparison whose filters this one's are compared
+    /// with, crosswise (SPEC.md §9.1).
+    reversed: Vec<Option<usize>>,
+    /// Per `reversed_of` comparison, per written form: the term-frequency slots of its own
+    /// part (`part_tokens`, the family names) and of its partner's (the given names).
+    part_slots: Vec<Vec<(usize, usize)>>,
     tf_comparison: Vec<bool>,
     holder: Vec<u16>,
     holders: usize,
@@ -382,7 +399,7 @@ impl FeaturesBuilder {
             .filter(|(_, c)| c.dice.is_some())
             .map(|(i, _)| i)
             .collect();
-        let tf = spec
+        let tf: Vec<Option<TfData>> = spec
             .comparisons
             .iter()
             .flat_map(|c| c.exact.iter().map(|_| c.tf.then(TfData::default)))
@@ -398,6 +415,28 @@ impl FeaturesBuilder {
             .iter()
             .map(|c| c.tf && !c.exact.is_empty())
             .collect();
+        let reversed = spec.comparisons.iter().map(|c| c.reversed_of).collect();
+        let part_slots = spec
+            .comparisons
+            .iter()
+            .map(|c| {
+                let Some(p) = c.reversed_of else {
+                    return Vec::new();
+                };
+                c.part_tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(l, &k)| {
+                        let own = recipe_slots[k]
+                            .iter()
+                            .copied()
+                            .find(|&s: &usize| tf[s].is_some())
+                            .expect("part_tokens are counted (the schema checks)");
+                        (own, slot_base[p] + l)
+                    })
+                    .collect()
+            })
+            .collect();
         Self {
             f: Features {
                 dims,
@@ -411,6 +450,8 @@ impl FeaturesBuilder {
                 tf,
                 when,
                 veto_forms,
+                reversed,
+                part_slots,
                 tf_comparison,
                 holder: Vec::new(),
                 holders: 0,
@@ -646,6 +687,9 @@ impl Features {
     #[inline]
     fn level(&self, c: usize, a: u32, b: u32) -> (u32, Option<(usize, usize, usize)>) {
         let levels = self.dims.levels[c];
+        if let Some(p) = self.reversed[c] {
+            return (self.reversed_level(c, p, a as usize, b as usize), None);
+        }
         let mut comparable = false;
         let base = self.slot_base[c];
         for l in 0..self.exact_len[c] {
@@ -684,6 +728,84 @@ impl Features {
             (levels - 2, None)
         } else {
             (levels - 1, None)
+        }
+    }
+
+    /// Share of record `r`'s holder's records (with a token in slot `s`, a term-frequency
+    /// slot) that hold `r`'s token of that slot; `None` when `r` has none.
+    fn frequency(&self, r: u32, s: usize) -> Option<f64> {
+        let (ids, at) = self.slot(r, s);
+        if ids.is_empty() {
+            return None;
+        }
+        let n = self.tf[s]
+            .as_ref()?
+            .with_token
+            .get(usize::from(self.holder[r as usize]))
+            .copied()
+            .unwrap_or(0)
+            .max(1);
+        Some(f64::from(self.rec_tf[at].max(1)) / f64::from(n))
+    }
+
+    /// Level of a `reversed_of` comparison `c` (its partner `p`) for records `a` and `b`:
+    /// the name parts compared crosswise (SPEC.md §9.1). `c`'s filter of a record encodes
+    /// its other name part (the family name) under `p`'s keys, so `dice(c_a, p_b)` compares
+    /// `a`'s family name with `b`'s given name and `dice(p_a, c_b)` the reverse. Where one
+    /// crossed pair agrees (Dice at least the first band), the names were written in the
+    /// other order on one side, and the level is that of the other crossed pair, by the
+    /// bands and then `disagree` (in one written form, or in two: SPEC.md §9.5). Where
+    /// neither agrees, or the other pair has nothing to compare, `missing`.
+    fn reversed_level(&self, c: usize, p: usize, a: usize, b: usize) -> u32 {
+        let levels = self.dims.levels[c];
+        let missing = levels - 1;
+        let (Some(rev), Some(own)) = (&self.dice[c], &self.dice[p]) else {
+            return missing;
+        };
+        // `(shared forms, Dice)` of the two crossed pairs, when they share a form.
+        let crossed = |x: &DiceData, y: &DiceData| {
+            let m = x.masks[a] & y.masks[b];
+            (m != 0).then(|| (m, x.dice_with(a, y, b)))
+        };
+        let (fam_a, fam_b) = (crossed(rev, own), crossed(own, rev));
+        let top = rev.bands[0];
+        let agrees = |x: Option<(u8, f64)>| x.is_some_and(|(_, d)| d >= top);
+        // Which side wrote its names in the other order is not known: a part shared
+        // crosswise is the family name (the other side swapped; the other crossed pair are
+        // the given names, compared) or the given name (this side swapped; the other pair are
+        // family names, which a marriage changes: no evidence here, as `given_name` is not
+        // compared at these name levels). The shared part is read as the one it is more
+        // frequent as, in its holder's own column: a family name in the family column of
+        // `f` against the given name in the given column of `g` (term frequencies, §9.3).
+        let family_shared = |f: usize, g: usize| {
+            self.part_slots[c].iter().find_map(|&(fs, gs)| {
+                let pf = self.frequency(f as u32, fs)?;
+                let pg = self.frequency(g as u32, gs)?;
+                Some(pf > pg)
+            }) == Some(true)
+        };
+        let other = match (agrees(fam_a), agrees(fam_b)) {
+            (false, false) => return missing,
+            (true, false) if family_shared(a, b) => fam_b,
+            (false, true) if family_shared(b, a) => fam_a,
+            (true, false) | (false, true) => return missing,
+            // Both agree (two typos, or a name that is its own reverse): the weaker is the
+            // other pair.
+            (true, true) => {
+                let (x, y) = (fam_a.expect("agrees"), fam_b.expect("agrees"));
+                Some(if x.1 <= y.1 { x } else { y })
+            }
+        };
+        let Some((shared, score)) = other else {
+            return missing;
+        };
+        if let Some(i) = rev.bands.iter().position(|&band| score >= band) {
+            return self.exact_len[c] as u32 + i as u32;
+        }
+        if self.veto_forms[c] && shared.count_ones() < 2 {
+            levels - 3
+        } else {
+            levels - 2
         }
     }
 
@@ -1179,6 +1301,164 @@ k = 20
         // kana is a typo of the same name or another name, but not missing either.
         assert_eq!(given(0, 2), 3);
         assert_eq!(given(0, 3), 3);
+    }
+
+    /// `family_name` (0), `given_name` (1) and `given_name_reversed` (2): the family name
+    /// encoded under the given name's keys, compared crosswise (SPEC.md §9.1).
+    const REVERSED: &str = r#"
+schema_format = 1
+name = "t"
+version = 1
+[fields.kanji_family]
+columns = ["family", "given"]
+normalizer = "kanji_name"
+part = "family"
+[fields.kana_family]
+columns = ["family_kana", "given_kana"]
+normalizer = "kana_name_fuzzy"
+part = "family"
+[fields.kanji_given]
+columns = ["family", "given"]
+normalizer = "kanji_name"
+part = "given"
+[fields.kana_given]
+columns = ["family_kana", "given_kana"]
+normalizer = "kana_name_fuzzy"
+part = "given"
+[[recipes]]
+name = "cmp_kanji_family"
+version = 1
+fields = ["kanji_family"]
+link = "block"
+[[recipes]]
+name = "cmp_kana_family"
+version = 1
+fields = ["kana_family"]
+link = "compare"
+[[recipes]]
+name = "cmp_kanji_given"
+version = 1
+fields = ["kanji_given"]
+link = "compare"
+[[recipes]]
+name = "cmp_kana_given"
+version = 1
+fields = ["kana_given"]
+link = "compare"
+[scoring]
+[[scoring.comparisons]]
+name = "family_name"
+exact = ["cmp_kanji_family", "cmp_kana_family"]
+tf = true
+[[scoring.comparisons]]
+name = "given_name"
+exact = ["cmp_kanji_given", "cmp_kana_given"]
+tf = true
+veto = true
+[scoring.comparisons.dice]
+bits = 256
+bands = [0.7]
+[[scoring.comparisons.dice.features]]
+field = "kana_given"
+k = 20
+[[scoring.comparisons.dice.features]]
+field = "kanji_given"
+k = 20
+[[scoring.comparisons]]
+name = "given_name_reversed"
+reversed_of = "given_name"
+part_tokens = ["cmp_kanji_family", "cmp_kana_family"]
+veto = true
+[scoring.comparisons.dice]
+bits = 256
+bands = [0.7]
+[[scoring.comparisons.dice.features]]
+field = "kana_family"
+key = "kana_given"
+k = 20
+[[scoring.comparisons.dice.features]]
+field = "kanji_family"
+key = "kanji_given"
+k = 20
+"#;
+
+    /// Features of `rows` (`holder, family, given, family_kana, given_kana`) under
+    /// [`REVERSED`], made in embedded mode and, from the same keys, as a token file carries
+    /// them ([`ComparisonEncoder::encode`], [`FeaturesBuilder::push_encoded`]).
+    fn reversed_features(rows: &[(u16, &str, &str, &str, &str)]) -> (Features, Features) {
+        let schema = Schema::from_toml(REVERSED).unwrap();
+        let secret = ProjectSecret::from_bytes([5; 32]);
+        let t = Tokenizer::new(
+            &schema,
+            &secret,
+            "p",
+            NormalizeContext { today: 20_261_122 },
+        );
+        let b = t.bind(&["family", "given", "family_kana", "given_kana"]);
+        let mut embedded = FeaturesBuilder::new(&schema, &secret, "p");
+        let mut encoded = FeaturesBuilder::encoded(&schema);
+        let mut enc = ComparisonEncoder::new(&schema, &secret, "p");
+        let mut out = RecordTokens::default();
+        for &(h, f, g, fk, gk) in rows {
+            let row = [f, g, fk, gk];
+            let raw: Vec<&str> = b.columns.iter().map(|&i| row[i]).collect();
+            t.tokenize(&b, &raw, &mut out);
+            embedded.push(h, &out);
+            let filters = enc.encode(&out);
+            encoded
+                .push_encoded(
+                    h,
+                    out.tokens.iter().map(|(r, t)| (*r, t)),
+                    filters.iter().map(|(k, m, w)| (*k, *m, w.as_slice())),
+                )
+                .unwrap();
+        }
+        (embedded.finish(), encoded.finish())
+    }
+
+    #[test]
+    fn a_household_member_written_swapped_meets_the_given_name_veto() {
+        let rows = [
+            (0, "山田", "太郎", "ヤマダ", "タロウ"),
+            // A household member written given name first: the family name is shared
+            // crosswise, the given names (花子, 太郎) disagree in both forms.
+            (1, "花子", "山田", "ハナコ", "ヤマダ"),
+            // The same person written swapped: both crossed pairs agree.
+            (1, "太郎", "山田", "タロウ", "ヤマダ"),
+            // A married woman written swapped: the shared part (太郎 here) is more frequent
+            // as a given name than as a family name, so the other crossed pair are family
+            // names, which a marriage changes: no evidence, no veto.
+            (1, "太郎", "佐藤", "タロウ", "サトウ"),
+            // The household member without a kanji name: the crossed given names
+            // disagree in the one written form both hold (kana): weighed, not vetoed.
+            (1, "", "山田", "ハナコ", "ヤマダ"),
+            // Nothing shared crosswise.
+            (1, "鈴木", "一郎", "スズキ", "イチロウ"),
+            // Holder 0's family names are mostly 山田 and its given names 太郎; holder 1
+            // has one 太郎 as a family name.
+            (0, "山田", "次郎", "ヤマダ", "ジロウ"),
+            (0, "山田", "三郎", "ヤマダ", "サブロウ"),
+            (0, "田中", "太郎", "タナカ", "タロウ"),
+            (0, "中村", "太郎", "ナカムラ", "タロウ"),
+            (1, "伊藤", "花子", "イトウ", "ハナコ"),
+            (1, "加藤", "直樹", "カトウ", "ナオキ"),
+        ];
+        let (embedded, encoded) = reversed_features(&rows);
+        for f in [&embedded, &encoded] {
+            let rev = |a, b| f.dims().level(f.compare(a, b).code, 2);
+            // Levels: 0 Dice >= 0.7, 1 disagree in one written form, 2 disagree (the
+            // veto), 3 missing.
+            assert_eq!(f.dims().levels[2], 4);
+            assert_eq!(rev(0, 1), 2, "the household member is vetoed");
+            assert_eq!(rev(1, 0), 2, "either order of the pair");
+            assert_eq!(rev(0, 2), 0, "the same person, swapped");
+            assert_eq!(rev(0, 3), 3, "a shared given name is no evidence");
+            assert_eq!(rev(0, 4), 1, "no kanji name: the kana alone is compared");
+            assert_eq!(rev(0, 5), 3, "nothing crosswise");
+        }
+        for (a, b) in [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5)] {
+            assert_eq!(embedded.compare(a, b), encoded.compare(a, b));
+        }
     }
 
     #[test]
