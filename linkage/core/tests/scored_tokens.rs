@@ -226,6 +226,24 @@ fn token_file(
     out
 }
 
+/// The two holders of [`data`] as token files with comparison features (one key).
+fn ab_token_files(schema: &Schema) -> Vec<Vec<u8>> {
+    let secret = ProjectSecret::from_bytes([5; 32]);
+    let (a, b, _) = data();
+    vec![
+        token_file(schema, &secret, "a", &a, true),
+        token_file(schema, &secret, "b", &b, true),
+    ]
+}
+
+/// Fresh inputs over [`ab_token_files`].
+fn ab_inputs(files: &[Vec<u8>]) -> Vec<HolderInput<'static>> {
+    vec![
+        tokens_input("a", files[0].clone()),
+        tokens_input("b", files[1].clone()),
+    ]
+}
+
 fn tokens_input(name: &str, bytes: Vec<u8>) -> HolderInput<'static> {
     let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(bytes));
     HolderInput::tokens(
@@ -410,18 +428,8 @@ impl PairStage for ByParts {
 #[test]
 fn a_stage_by_parts_links_as_the_engine() {
     let schema = Schema::from_toml(SCHEMA).unwrap();
-    let secret = ProjectSecret::from_bytes([5; 32]);
-    let (a, b, _) = data();
-    let files = vec![
-        token_file(&schema, &secret, "a", &a, true),
-        token_file(&schema, &secret, "b", &b, true),
-    ];
-    let inputs = || {
-        vec![
-            tokens_input("a", files[0].clone()),
-            tokens_input("b", files[1].clone()),
-        ]
-    };
+    let files = ab_token_files(&schema);
+    let inputs = || ab_inputs(&files);
     let plan = LinkPlan::new(&schema, Keys::TokenFiles, LinkOptions::new("p", TODAY)).unwrap();
     let mut engine = plan.run(inputs(), &mut NoObserver).unwrap();
     let mut stage = ByParts {
@@ -617,18 +625,8 @@ impl PairStage for Kept {
 #[test]
 fn a_stage_that_keeps_its_pairs_links_as_the_engine() {
     let schema = Schema::from_toml(SCHEMA).unwrap();
-    let secret = ProjectSecret::from_bytes([5; 32]);
-    let (a, b, _) = data();
-    let files = vec![
-        token_file(&schema, &secret, "a", &a, true),
-        token_file(&schema, &secret, "b", &b, true),
-    ];
-    let inputs = || {
-        vec![
-            tokens_input("a", files[0].clone()),
-            tokens_input("b", files[1].clone()),
-        ]
-    };
+    let files = ab_token_files(&schema);
+    let inputs = || ab_inputs(&files);
     let scoring_json = |s: &Summary| {
         let mut v = serde_json::to_value(s.scoring.as_ref().unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("timings_ms");
