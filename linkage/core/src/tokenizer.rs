@@ -385,6 +385,17 @@ impl Tokenizer {
                 Normalizer::Sex if ok && matches!(out.values[f].as_str(), "1" | "2") => {
                     cands.push(out.values[f].clone());
                 }
+                // Not recorded (empty, no column, or 0/9): each sex, with `sex_unknown`.
+                Normalizer::Sex
+                    if has(PrehashVariant::SexUnknown)
+                        && match &out.status[f] {
+                            None | Some(Err(FieldReject::Missing)) => true,
+                            Some(Ok(())) => matches!(out.values[f].as_str(), "0" | "9"),
+                            Some(Err(_)) => false,
+                        } =>
+                {
+                    cands.extend(["1".to_owned(), "2".to_owned()]);
+                }
                 Normalizer::BirthDate | Normalizer::Date | Normalizer::Sex => {}
                 // Everything else: the record's own raw value, legacy-canonicalized.
                 _ => {

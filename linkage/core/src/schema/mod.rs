@@ -221,6 +221,10 @@ pub enum PrehashVariant {
     InsurerForms,
     /// Branch numbers also without the leading zero (`00` → `0`, `01` → `1`) and padded.
     BranchForms,
+    /// A sex that is not recorded (empty, the column absent, or `0`/`9`: not known / not
+    /// applicable, JIS X 0303) taken as each of `1` and `2`: two preimages, one of which is
+    /// the person's, where without it the record has none.
+    SexUnknown,
 }
 
 /// The prehash part of a recipe: its token is keyed-hashed from a legacy digest.
@@ -1080,6 +1084,52 @@ variants = ["kana_script"]
             let err = Schema::from_toml(&JP.replacen(from, to, 1))
                 .unwrap_err()
                 .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn digest_levels_take_u_from_earlier_comparisons() {
+        const NDB: &str = include_str!("../../../../schemas/ndb.toml");
+        let s = Schema::from_toml(NDB).unwrap();
+        let sc = s.scoring.as_ref().unwrap();
+        let at = |n: &str| sc.comparisons.iter().position(|c| c.name == n).unwrap();
+        let id4 = &sc.comparisons[at("ndb_id4")];
+        assert_eq!(
+            id4.u_from,
+            [(
+                0,
+                vec![(at("name"), 0b1111), (at("birth_date"), 1), (at("sex"), 1)]
+            )]
+        );
+        assert_eq!(sc.comparisons[at("ndb_id1")].u_from.len(), 2);
+        // Only a rare_agreement comparison, an exact recipe of it, earlier comparisons
+        // without rare_agreement, and levels other than missing.
+        for (from, to, says) in [
+            (
+                "name = \"ndb_id4\"\nexact = [\"ndb_id4\"]\nrare_agreement = true",
+                "name = \"ndb_id4\"\nexact = [\"ndb_id4\"]",
+                "needs `rare_agreement",
+            ),
+            (
+                "recipe = \"ndb_id4\"",
+                "recipe = \"ndb_id1\"",
+                "not one of this comparison's exact recipes",
+            ),
+            (
+                "{ comparison = \"sex\", levels = [0] }]\n\n",
+                "{ comparison = \"ndb_id1\", levels = [0] }]\n\n",
+                "without rare_agreement",
+            ),
+            (
+                "{ comparison = \"name\", levels = [0, 1, 2, 3] }",
+                "{ comparison = \"name\", levels = [9] }",
+                "other than missing",
+            ),
+        ] {
+            let text = NDB.replacen(from, to, 1);
+            assert_ne!(text, NDB, "{from}");
+            let err = Schema::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
     }

@@ -63,6 +63,11 @@ pub enum Clustering {
     Threshold,
 }
 
+/// A `u_from` bound (SPEC.md §9.3): an exact level of a `rare_agreement` comparison and the
+/// earlier comparisons, each with a bit set of its levels, whose joint chance agreement
+/// bounds the level's u.
+pub type UFrom = (usize, Vec<(usize, u32)>);
+
 /// One comparison: an ordered list of agreement levels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ComparisonSpec {
@@ -94,6 +99,14 @@ pub struct ComparisonSpec {
     /// (SPEC.md §9.3): a chance agreement with any of ~35 neighbouring dates is ~35 times
     /// likelier than with the date itself.
     pub neighbour_of: Vec<Option<usize>>,
+    /// `u_from` (a `rare_agreement` comparison only): per exact level `l` listed, the earlier
+    /// comparisons and their levels (`(comparison index, level bit set)`) whose joint agreement
+    /// the level's digest implies, e.g. the kana name, the birth date and the sex of the NDB's
+    /// ID4. Where no within-holder rate resolves the level's u (SPEC.md §9.3), it is at most
+    /// the product of those comparisons' chance agreement at those levels (Fellegi and Sunter
+    /// 1969: conditional independence among non-matches) instead of the half observation that
+    /// bounds it from the random pairs. Empty for most comparisons.
+    pub u_from: Vec<UFrom>,
     /// Dice bands of a per-comparison CLK, after the exact levels.
     pub dice: Option<DiceSpec>,
     /// Evaluated only when an earlier comparison is at one of these levels (`(comparison
@@ -291,8 +304,17 @@ struct RawComparison {
     #[serde(default)]
     part_tokens: Vec<Spanned<String>>,
     #[serde(default)]
+    u_from: Vec<RawUFrom>,
+    #[serde(default)]
     #[allow(dead_code, reason = "documentation for humans, accepted and ignored")]
     description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUFrom {
+    recipe: Spanned<String>,
+    of: Vec<RawWhen>,
 }
 
 #[derive(Deserialize)]
@@ -600,6 +622,63 @@ pub(crate) fn parse(
             };
             part_tokens.push(k);
         }
+        let mut u_from = Vec::new();
+        for (j, f) in c.u_from.iter().enumerate() {
+            let at = format!("{key}.u_from[{j}]");
+            let bad = |msg: String| Err((at.clone(), f.recipe.span(), msg));
+            if !c.rare_agreement {
+                return bad("`u_from` needs `rare_agreement = true`".into());
+            }
+            let Some(l) = exact
+                .iter()
+                .position(|&k| recipes[k].name == *f.recipe.get_ref())
+            else {
+                return bad(format!(
+                    "`{}` is not one of this comparison's exact recipes",
+                    f.recipe.get_ref()
+                ));
+            };
+            if neighbour_of[l].is_some() || u_from.iter().any(|(x, _)| *x == l) {
+                return bad(format!(
+                    "`{}`: a level listed twice, or a birth-date neighbour level (its u follows its counterpart's)",
+                    f.recipe.get_ref()
+                ));
+            }
+            let mut of = Vec::new();
+            for w in &f.of {
+                let Some(k) = comparisons
+                    .iter()
+                    .position(|x| &x.name == w.comparison.get_ref())
+                    .filter(|&k| !comparisons[k].rare_agreement)
+                else {
+                    return Err((
+                        format!("{at}.of"),
+                        w.comparison.span(),
+                        format!(
+                            "`{}` is not an earlier comparison without rare_agreement",
+                            w.comparison.get_ref()
+                        ),
+                    ));
+                };
+                let n = comparisons[k].levels();
+                if w.levels.is_empty() || w.levels.iter().any(|&l| l + 1 >= n) {
+                    return Err((
+                        format!("{at}.of"),
+                        w.comparison.span(),
+                        format!(
+                            "one or more levels of `{}` other than missing, from 0 to {}",
+                            w.comparison.get_ref(),
+                            n - 2
+                        ),
+                    ));
+                }
+                of.push((k, w.levels.iter().fold(0u32, |m, &l| m | 1 << l)));
+            }
+            if of.is_empty() {
+                return bad("`of` lists no comparison".into());
+            }
+            u_from.push((l, of));
+        }
         let spec = ComparisonSpec {
             name: name.clone(),
             exact,
@@ -609,6 +688,7 @@ pub(crate) fn parse(
             rare_agreement: c.rare_agreement,
             veto: c.veto,
             neighbour_of,
+            u_from,
             dice,
             when,
             reversed_of,

@@ -458,6 +458,7 @@ pub fn fit(
                         .collect()
                 })
                 .collect(),
+            u_from: spec.comparisons.iter().map(|c| c.u_from.clone()).collect(),
             exact_levels: spec.comparisons.iter().map(|c| c.exact.len()).collect(),
             checked: spec.comparisons.iter().map(|c| c.when.is_none()).collect(),
             sessions: spec.sessions.clone(),

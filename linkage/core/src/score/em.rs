@@ -63,6 +63,12 @@ pub struct EmOptions {
     /// §9.3; factor from [`crate::score::Features::token_ratio`]), the increase taken from
     /// the comparison's other non-exact levels. Empty: none.
     pub neighbour_u: Vec<Vec<(usize, usize, f64)>>,
+    /// Per comparison, its `u_from` levels (SPEC.md §9.3, `ComparisonSpec::u_from`): `(level,
+    /// [(comparison, level bit set)])`. Where `rare_u` gives the comparison no within-holder
+    /// rates, the level's u is at most the product over the listed comparisons of their u
+    /// summed over the listed levels, the decrease given to the comparison's non-exact levels.
+    /// Empty: none.
+    pub u_from: Vec<Vec<crate::schema::scoring::UFrom>>,
     /// Exact levels per comparison (levels `0..exact_levels[c]`); empty: level 0 only.
     pub exact_levels: Vec<usize>,
     /// Comparisons under the constrained-m check: those evaluated on every pair. A `when`
@@ -87,6 +93,7 @@ impl Default for EmOptions {
             rare_agreement: Vec::new(),
             rare_u: Vec::new(),
             neighbour_u: Vec::new(),
+            u_from: Vec::new(),
             exact_levels: Vec::new(),
             checked: Vec::new(),
             sessions: Vec::new(),
@@ -226,8 +233,64 @@ fn strict(dims: &Dims, exact: &[usize], code: u32) -> bool {
 /// (`opts.rare_u`, SPEC.md §9.3) resolves rates the sample cannot: its exact levels take
 /// those rates (a level no within pair reached keeps half a pair of the count), and the other
 /// non-missing levels share the rest in their sampled proportions.
+#[cfg(test)]
 fn normalize_u(uc: &mut [f64], c: usize, opts: &EmOptions) {
     normalize_u_sampled(uc, c, opts);
+    raise_neighbours(uc, c, opts);
+}
+
+/// [`normalize_u`] of every comparison, with the `u_from` levels (`opts.u_from`) bounded by
+/// the product of their fields' chance agreement between the two steps: after every
+/// comparison's sampled u is known, before the neighbour levels follow their counterparts.
+fn normalize_all(u: &mut [Vec<f64>], opts: &EmOptions) {
+    for (c, uc) in u.iter_mut().enumerate() {
+        normalize_u_sampled(uc, c, opts);
+    }
+    for (c, levels) in opts.u_from.iter().enumerate() {
+        let resolved = matches!(opts.rare_u.get(c), Some(Some(_)));
+        if resolved || levels.is_empty() || c >= u.len() {
+            continue;
+        }
+        let k = u[c].len();
+        let e = opts.exact_levels.get(c).copied().unwrap_or(1).min(k - 1);
+        for (l, of) in levels {
+            let product: f64 = of
+                .iter()
+                .map(|&(j, bits)| {
+                    u[j][..u[j].len() - 1]
+                        .iter()
+                        .enumerate()
+                        .filter(|(x, _)| bits >> x & 1 == 1)
+                        .map(|(_, v)| v)
+                        .sum::<f64>()
+                })
+                .product();
+            let uc = &mut u[c];
+            if *l >= e || product >= uc[*l] {
+                continue;
+            }
+            let freed = uc[*l] - product;
+            uc[*l] = product;
+            let rest: f64 = uc[e..k - 1].iter().sum();
+            if rest > 0.0 {
+                uc[e..k - 1]
+                    .iter_mut()
+                    .for_each(|x| *x += *x / rest * freed);
+            } else if e < k - 1 {
+                uc[e..k - 1]
+                    .iter_mut()
+                    .for_each(|x| *x += freed / (k - 1 - e) as f64);
+            }
+        }
+    }
+    for (c, uc) in u.iter_mut().enumerate() {
+        raise_neighbours(uc, c, opts);
+    }
+}
+
+/// The neighbour levels of comparison `c` raised to their share of the counterpart's u
+/// (`opts.neighbour_u`), the increase taken from the non-exact levels.
+fn raise_neighbours(uc: &mut [f64], c: usize, opts: &EmOptions) {
     let Some(raise) = opts.neighbour_u.get(c) else {
         return;
     };
@@ -310,9 +373,7 @@ fn u_fixed(dims: &Dims, sample: &[SamplePattern], opts: &EmOptions) -> Vec<Vec<f
             uc[dims.level(p.code, c) as usize] += w;
         }
     }
-    for (c, uc) in u.iter_mut().enumerate() {
-        normalize_u(uc, c, opts);
-    }
+    normalize_all(&mut u, opts);
     u
 }
 
@@ -580,9 +641,7 @@ fn u_weighted(
             uc[dims.level(p.code, c) as usize] += x;
         }
     }
-    for (c, uc) in u.iter_mut().enumerate() {
-        normalize_u(uc, c, opts);
-    }
+    normalize_all(&mut u, opts);
     u
 }
 
@@ -966,6 +1025,79 @@ mod tests {
         normalize_u(&mut uc, 0, &opts);
         assert_eq!(uc[0], 1e-12, "{uc:?}");
         assert!((uc[1] - 8e-7).abs() < 1e-18, "{uc:?}");
+    }
+
+    /// `u_from`: a digest level that the sample only bounds by its half observation takes
+    /// the product of its fields' chance agreement (name 10⁻³, birth date 3·10⁻⁵, sex ½), and
+    /// its neighbour level follows from that; with within-holder rates, or where the product
+    /// is larger, the level keeps its estimate.
+    #[test]
+    fn a_digest_level_takes_the_product_of_its_fields_u() {
+        // Comparisons: name (exact, disagree, missing), birth date (the same), sex (the
+        // same), digest (exact, neighbour, disagree, missing).
+        let opts = EmOptions {
+            rare_agreement: vec![false, false, false, true],
+            exact_levels: vec![1, 1, 1, 2],
+            neighbour_u: vec![vec![], vec![], vec![], vec![(1, 0, 35.0)]],
+            u_from: vec![
+                vec![],
+                vec![],
+                vec![],
+                vec![(0, vec![(0, 1), (1, 1), (2, 1)])],
+            ],
+            ..EmOptions::default()
+        };
+        let sampled = || {
+            vec![
+                vec![1_000.0, 999_000.0, 5.0],
+                vec![30.0, 999_970.0, 5.0],
+                vec![500_000.0, 500_000.0, 5.0],
+                vec![0.5, 0.5, 999_999.0, 5.0],
+            ]
+        };
+        let mut u = sampled();
+        normalize_all(&mut u, &opts);
+        let product = 1e-3 * 3e-5 * 0.5;
+        assert!((u[3][0] / product - 1.0).abs() < 1e-9, "{:?}", u[3]);
+        assert!(
+            (u[3][1] / (35.0 * product) - 1.0).abs() < 1e-9,
+            "{:?}",
+            u[3]
+        );
+        assert!(
+            (u[3][..3].iter().sum::<f64>() - 1.0).abs() < 1e-12,
+            "{:?}",
+            u[3]
+        );
+        // The fields' own u are untouched.
+        assert!((u[0][0] - 1e-3).abs() < 1e-12 && (u[2][0] - 0.5).abs() < 1e-12);
+        // Without `u_from`: the half observation, and the neighbour level 35 times that.
+        let mut plain = sampled();
+        normalize_all(
+            &mut plain,
+            &EmOptions {
+                u_from: Vec::new(),
+                ..opts.clone()
+            },
+        );
+        assert!((plain[3][0] - 0.5e-6).abs() < 1e-15, "{:?}", plain[3]);
+        assert!(plain[3][1] > 30.0 * u[3][1], "{:?} {:?}", plain[3], u[3]);
+        // Within-holder rates resolve the level: they stand.
+        let mut within = sampled();
+        normalize_all(
+            &mut within,
+            &EmOptions {
+                rare_u: vec![None, None, None, Some(vec![4e-9, 1e-7])],
+                ..opts.clone()
+            },
+        );
+        assert!((within[3][0] - 4e-9).abs() < 1e-20, "{:?}", within[3]);
+        // A product above the sampled bound does not raise it.
+        let mut common = sampled();
+        common[1] = vec![999_000.0, 1_000.0, 5.0];
+        common[0] = vec![999_000.0, 1_000.0, 5.0];
+        normalize_all(&mut common, &opts);
+        assert!((common[3][0] - 0.5e-6).abs() < 1e-15, "{:?}", common[3]);
     }
 
     /// Draws pairs from a known two-class model and checks that EM recovers m and the prior.

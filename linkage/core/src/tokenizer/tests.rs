@@ -172,6 +172,63 @@ fn raw_and_hash_only_holders_make_identical_prehash_tokens() {
     assert_eq!(raw_tokens.iter().filter(|(r, _)| *r == 2).count(), 2);
 }
 
+/// `sex_unknown`: a raw record whose sex is not recorded forms the legacy preimage with each
+/// sex (two tokens, one of them the person's); a recorded sex forms only its own, and an
+/// unreadable one none.
+#[test]
+fn an_unrecorded_sex_meets_the_digest_of_either_sex() {
+    let secret = ProjectSecret::from_bytes([5; 32]);
+    let with = LEGACY.replace(
+        "variants = [\"kana_script\"]",
+        "variants = [\"sex_unknown\"]",
+    );
+    assert_ne!(with, LEGACY);
+    let plain = Tokenizer::new(
+        &schema(&LEGACY.replace("variants = [\"kana_script\"]", "")),
+        &secret,
+        "p",
+        CTX,
+    );
+    let t = Tokenizer::new(&schema(&with), &secret, "p", CTX);
+    let header = ["kf", "kg", "b", "s", "ins", "sym", "n", "d"];
+    let row = |sex: &str| -> Vec<String> {
+        ["ヤマダ", "ハナコ", "1970-03-12", sex, "", "", "x", ""]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let id4 = |t: &Tokenizer, sex: &str| -> Vec<Token> {
+        let r = row(sex);
+        let r: Vec<&str> = r.iter().map(String::as_str).collect();
+        run(t, &header, &r)
+            .tokens
+            .iter()
+            .filter(|(x, _)| *x == 2)
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    let digest = |sex: &str| {
+        let out = run(
+            &t,
+            &["id", "id4", "id1"],
+            &["7", &sha_hex(&format!("ヤマダハナコ|19700312|{sex}")), ""],
+        );
+        out.tokens
+            .iter()
+            .find(|(x, _)| *x == 2)
+            .expect("digest token")
+            .1
+    };
+    for unknown in ["", " ", "0", "9", "不明"] {
+        let got = id4(&t, unknown);
+        assert_eq!(got.len(), 2, "sex {unknown:?}");
+        assert!(got.contains(&digest("1")) && got.contains(&digest("2")));
+        // Without the variant such a record makes no preimage at all.
+        assert!(id4(&plain, unknown).is_empty(), "sex {unknown:?}");
+    }
+    assert_eq!(id4(&t, "2"), vec![digest("2")]);
+    assert!(id4(&t, "x").is_empty());
+}
+
 const NEIGHBOURS: &str = r#"
 [[recipes]]
 name = "legacy_id4_dob"
