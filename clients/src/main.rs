@@ -340,7 +340,41 @@ fn parse_today(s: &str) -> Result<NormalizeContext> {
     Ok(NormalizeContext { today: d })
 }
 
+/// `renketsu … | head`: once the reader has closed the pipe, the next print to stdout fails
+/// and `println!` panics. Exit quietly instead, as shell tools do (status 141 = 128 +
+/// SIGPIPE); every other panic goes to the default hook.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> Result<()> {
+    quiet_on_closed_stdout();
+    let result = run();
+    if let Err(e) = &result {
+        let closed = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if closed {
+            std::process::exit(141);
+        }
+    }
+    result
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Keys { command } => keys(command),

@@ -79,3 +79,26 @@ fn unknown_kind_lists_the_kinds() {
         "{err}"
     );
 }
+
+/// `renketsu … | head`: a reader that closed the pipe ends the run quietly with status 141
+/// (128 + SIGPIPE), not with a panic and a backtrace on stderr.
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/ndb.toml");
+    // A command that writes through a buffered writer (an error) and one that prints.
+    for args in [
+        &["normalize", "--kind", "sex", "男", "女"][..],
+        &["schema", schema][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_renketsu"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(o.stderr).unwrap();
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
