@@ -239,9 +239,11 @@ fn normalize_u(uc: &mut [f64], c: usize, opts: &EmOptions) {
     raise_neighbours(uc, c, opts);
 }
 
-/// [`normalize_u`] of every comparison, with the `u_from` levels (`opts.u_from`) bounded by
-/// the product of their fields' chance agreement between the two steps: after every
-/// comparison's sampled u is known, before the neighbour levels follow their counterparts.
+/// Turns the sampled non-match counts of every comparison into u ([`normalize_u_sampled`]),
+/// then bounds the `u_from` levels (`opts.u_from`, SPEC.md §9.3) by the product of their
+/// fields' chance agreement, then raises the neighbour levels ([`raise_neighbours`]): the
+/// bound needs every comparison's sampled u, and a neighbour level follows its counterpart's
+/// bounded u.
 fn normalize_all(u: &mut [Vec<f64>], opts: &EmOptions) {
     for (c, uc) in u.iter_mut().enumerate() {
         normalize_u_sampled(uc, c, opts);
