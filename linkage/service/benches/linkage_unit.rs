@@ -665,6 +665,7 @@ async fn time_job(backend: &Backend, store: LuStore, project: &str) -> TimedJob 
     let job = admin
         .start_job(v1::StartJobRequest {
             project: project.to_owned(),
+            ..Default::default()
         })
         .await
         .expect("StartJob")
