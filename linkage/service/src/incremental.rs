@@ -29,13 +29,15 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use renketsu_linkage::Schema;
-use renketsu_linkage::persist::{Previous, Pseudonym};
+use renketsu_linkage::persist::{self, Assignment, Previous, Pseudonym};
 use renketsu_linkage::schema::LinkMode;
 use renketsu_linkage::token_file::{Header, Reader, Record, RecordBatch};
 use renketsu_linkage::tokenlink::{TokenLinkError, check_headers};
 
 use crate::batches::{Batch, BatchKind};
-use crate::job::{JobError, JobOutput, RecordKey, TokenUpload, finish, record_key};
+use crate::job::{
+    JobError, JobOutput, RecordKey, TokenUpload, random_pseudonym, record_key, results,
+};
 
 /// Why a schema cannot be linked incrementally (exactly), or `None` when it can: every
 /// recipe `direct`, no `[clk]`, no `[scoring]`.
@@ -270,6 +272,7 @@ pub fn run(
     let mut party_names = Vec::with_capacity(n_holders);
     let mut ids: Vec<Vec<String>> = Vec::with_capacity(n_holders);
     let mut nodes: Vec<u32> = Vec::new();
+    let mut all_keys: Vec<RecordKey> = Vec::new();
     let mut stable: HashMap<Pseudonym, u32> = HashMap::new();
     let mut hits: Vec<([u8; 32], u32)> = Vec::new();
     let mut relinked = 0u64;
@@ -325,6 +328,7 @@ pub fn run(
                         }
                     };
                     nodes.push(node);
+                    all_keys.push(*key);
                     holder_ids.push(b.id(i).to_owned());
                 }
                 seen += b.len() as u64;
@@ -363,15 +367,72 @@ pub fn run(
             excluded[l as usize] = true;
         }
     }
+    // A stable cluster joined to nothing keeps its pseudonym as it is (a full job's
+    // assignment gives it the same: it is the heir of its pseudonym alone, and not excluded:
+    // an opt-out token would have joined it). The other clusters (the region's) are
+    // assigned from the previous members of their pseudonyms only.
+    let mut kept: Vec<Option<Pseudonym>> = vec![None; label_of_root.len()];
+    let mut region_pids: HashSet<Pseudonym> = affected.clone();
+    for (&p, &node) in &stable {
+        let r = dsu.root(node);
+        if r == node && dsu.size[node as usize] == 1 {
+            if let Some(&l) = label_of_root.get(&r) {
+                kept[l as usize] = Some(p);
+            }
+        } else {
+            region_pids.insert(p);
+        }
+    }
     drop(label_of_root);
     lap("clustering", &mut clock);
     check()?;
     progress("assigning pseudonyms", 0.9);
+    let mut region_of_label: Vec<u32> = vec![u32::MAX; kept.len()];
+    let mut region_excluded = Vec::new();
+    for (l, k) in kept.iter().enumerate() {
+        if k.is_none() {
+            region_of_label[l] = region_excluded.len() as u32;
+            region_excluded.push(excluded[l]);
+        }
+    }
+    let (region_keys, region_labels): (Vec<RecordKey>, Vec<u32>) = all_keys
+        .iter()
+        .zip(&labels)
+        .filter(|(_, l)| kept[**l as usize].is_none())
+        .map(|(k, l)| (*k, region_of_label[*l as usize]))
+        .unzip();
+    drop(all_keys);
+    let region_previous = Previous {
+        members: previous
+            .members
+            .iter()
+            .filter(|(_, p)| region_pids.contains(*p))
+            .map(|(k, p)| (*k, *p))
+            .collect(),
+        issued: previous.issued.clone(),
+    };
+    let region = persist::assign(
+        &region_previous,
+        &region_keys,
+        &region_labels,
+        &region_excluded,
+        &mut random_pseudonym,
+    );
+    drop(region_previous);
+    let assignment = Assignment {
+        pseudonyms: kept
+            .iter()
+            .zip(&region_of_label)
+            .map(|(k, &j)| k.unwrap_or_else(|| region.pseudonyms[j as usize]))
+            .collect(),
+        born: region.born,
+        events: region.events,
+    };
     let id_refs: Vec<Vec<&str>> = ids
         .iter()
         .map(|v| v.iter().map(String::as_str).collect())
         .collect();
-    let mut out = finish(previous, &party_names, &id_refs, &labels, &excluded);
+    let mut out = results(&party_names, &id_refs, &labels, &excluded, assignment);
     lap("pseudonyms and results", &mut clock);
     out.stage_seconds = stage_seconds;
     out.mode = format!(
@@ -742,12 +803,33 @@ mod tests {
                         .collect()
                 };
                 let (qf, qi) = (pids(&full), pids(&inc));
+                let mut fresh_to_full: HashMap<[u8; 16], [u8; 16]> = HashMap::new();
                 for (k, p) in &qf {
                     assert_eq!(fresh_f.contains(p), fresh_i.contains(&qi[k]));
-                    if !fresh_f.contains(p) {
+                    if fresh_f.contains(p) {
+                        fresh_to_full.insert(qi[k], *p);
+                    } else {
                         assert_eq!(p, &qi[k], "seed {seed} month {month}: {k:?}");
                     }
                 }
+                // The same crosswalk events (fresh pseudonyms matched through their records).
+                let rename =
+                    |p: Option<[u8; 16]>| p.map(|p| fresh_to_full.get(&p).copied().unwrap_or(p));
+                let mut ev_i: Vec<_> = inc
+                    .assignment
+                    .events
+                    .iter()
+                    .map(|e| (e.kind, rename(e.old), rename(e.new)))
+                    .collect();
+                let mut ev_f: Vec<_> = full
+                    .assignment
+                    .events
+                    .iter()
+                    .map(|e| (e.kind, e.old, e.new))
+                    .collect();
+                ev_i.sort();
+                ev_f.sort();
+                assert_eq!(ev_i, ev_f, "seed {seed} month {month}: crosswalk");
                 incremental_months += 1;
                 previous = previous_of(&inc, month);
             }

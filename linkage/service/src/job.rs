@@ -391,8 +391,36 @@ pub fn finish(
     labels: &[u32],
     excluded: &[bool],
 ) -> JobOutput {
+    // Persistent pseudonyms: the holder records' keys, in label order.
+    let keys: Vec<RecordKey> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(h, ids)| {
+            ids.par_iter()
+                .map(|id| record_key(h as u32, id))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let assignment = persist::assign(previous, &keys, labels, excluded, &mut random_pseudonym);
+    drop(keys);
+    results(parties, ids, labels, excluded, assignment)
+}
+
+/// [`finish`] with the pseudonyms already assigned (`assignment.pseudonyms[l]`: cluster
+/// `l`'s): the counts and the result chunks.
+///
+/// # Panics
+/// As [`finish`], or if `assignment` has fewer pseudonyms than clusters.
+pub fn results(
+    parties: &[String],
+    ids: &[Vec<&str>],
+    labels: &[u32],
+    excluded: &[bool],
+    assignment: Assignment,
+) -> JobOutput {
     let n_holders = parties.len();
     let k = excluded.len();
+    assert!(assignment.pseudonyms.len() >= k, "a pseudonym per cluster");
     let sizes: Vec<usize> = ids.iter().map(Vec::len).collect();
     let offsets = party_offsets(&sizes);
     let holder_records: usize = sizes.iter().sum();
@@ -404,17 +432,6 @@ pub fn finish(
             per_holder[labels[g as usize] as usize * n_holders + h] += 1;
         }
     }
-    // Persistent pseudonyms: the holder records' keys, in label order.
-    let keys: Vec<RecordKey> = (0..n_holders)
-        .flat_map(|h| {
-            ids[h]
-                .par_iter()
-                .map(|id| record_key(h as u32, id))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let assignment = persist::assign(previous, &keys, labels, excluded, &mut random_pseudonym);
-    drop(keys);
     let mut out = JobOutput {
         records: holder_records as u64,
         clusters: k as u64,
