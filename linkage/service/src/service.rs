@@ -466,6 +466,7 @@ impl LinkageUnitService {
         });
         // Persistent pseudonyms (SPEC.md §10.5.1): the previous DONE job's members and every
         // pseudonym issued so far.
+        let t_previous = std::time::Instant::now();
         let mut previous = Previous::default();
         let mut legacy = Vec::new();
         for row in store.pseudonyms(&project.name).await? {
@@ -493,6 +494,7 @@ impl LinkageUnitService {
                 })
                 .await?;
         }
+        let previous_s = t_previous.elapsed().as_secs_f64();
         let cancel2 = Arc::clone(cancel);
         let digest = project.schema_digest.clone();
         let name = project.name.clone();
@@ -577,7 +579,7 @@ impl LinkageUnitService {
             let w = w.load(Ordering::Relaxed) as f64 / 1e9;
             stages.push(format!("waiting for {h}'s upload {w:.2} s"));
         }
-        tracing::info!(project = %job.project, job = job.job_id, mode = %out.mode, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, stages = %stages.join(", "), "job done");
+        tracing::info!(project = %job.project, job = job.job_id, mode = %out.mode, previous_s, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, stages = %stages.join(", "), "job done");
         // Releases made before an opt-out that contained a now-excluded cluster (SPEC §10.5).
         if out.excluded > 0 {
             let excluded = store.excluded_pseudonyms(&job.project, job.job_id).await?;
