@@ -295,26 +295,37 @@ pub fn run(
         while r.next_batches(&mut parsed).map_err(TokenLinkError::from)? {
             check()?;
             for b in &parsed {
-                let keys: Vec<RecordKey> = (0..b.len())
+                // Read-only lookups on every core: each record's key, its stable cluster (if
+                // it is in one) and whether it holds a token of the batch or the opt-outs.
+                let is_seed = |t: &(u32, [u8; 32])| {
+                    direct.get(t.0 as usize).copied().unwrap_or(false) && seeds.contains(&t.1)
+                };
+                let classified: Vec<(RecordKey, Option<Pseudonym>, bool)> = (0..b.len())
                     .into_par_iter()
-                    .map(|i| record_key(h as u32, b.id(i)))
+                    .map(|i| {
+                        let key = record_key(h as u32, b.id(i));
+                        let stable = previous
+                            .members
+                            .get(&key)
+                            .filter(|p| !named.contains(&key) && !affected.contains(*p))
+                            .copied();
+                        let seeded = stable.is_some() && b.tokens(i).iter().any(is_seed);
+                        (key, stable, seeded)
+                    })
                     .collect();
-                for (i, key) in keys.iter().enumerate() {
+                for (i, (key, stable_pid, seeded)) in classified.iter().enumerate() {
                     let tokens = b.tokens(i);
-                    let prev = previous.members.get(key);
-                    let node = match prev {
-                        Some(p) if !named.contains(key) && !affected.contains(p) => {
+                    let node = match stable_pid {
+                        Some(p) => {
                             let node = *stable.entry(*p).or_insert_with(|| dsu.push());
-                            for (k, t) in tokens {
-                                if direct.get(*k as usize).copied().unwrap_or(false)
-                                    && seeds.contains(t)
-                                {
-                                    hits.push((*t, node));
+                            if *seeded {
+                                for t in tokens.iter().filter(|t| is_seed(t)) {
+                                    hits.push((t.1, node));
                                 }
                             }
                             node
                         }
-                        _ => {
+                        None => {
                             // New, corrected, or of an affected cluster.
                             let node = dsu.push();
                             region.add(
