@@ -234,16 +234,27 @@ impl LinkageUnitConn {
         Ok(())
     }
 
-    /// Admin: starts a matching job.
+    /// Admin: starts a matching job: incremental where it is exact (SPEC.md §10.3.3), else a
+    /// full re-link.
     ///
     /// # Errors
     /// [`LuClientError::Status`] (FAILED_PRECONDITION while uploads are missing or a job
     /// runs).
     pub async fn start_job(&mut self) -> Result<v1::Job, LuClientError> {
+        self.start_job_full(false).await
+    }
+
+    /// Admin: starts a matching job; `full`: a full re-link of the whole state even where an
+    /// incremental job would be exact.
+    ///
+    /// # Errors
+    /// As [`Self::start_job`].
+    pub async fn start_job_full(&mut self, full: bool) -> Result<v1::Job, LuClientError> {
         let r = self
             .inner
             .start_job(v1::StartJobRequest {
                 project: self.project.clone(),
+                full,
             })
             .await
             .map_err(status("StartJob"))?;

@@ -117,12 +117,23 @@ Example (development PKI from `renketsu pki dev-init --out pki`):
         conn: LuArgs,
     },
     /// Admin: start the matching job (and with --wait, follow it to the end).
+    ///
+    /// By default the job is incremental where that gives exactly the clusters of a full
+    /// re-link (every recipe `direct`, no [clk] or [scoring]; the holders' token uploads
+    /// unchanged since the previous job, only batches and opt-outs added): it re-links only
+    /// the batches' records, the clusters they touch and those a correction or deletion may
+    /// split. Otherwise it re-links everything, and the job's mode says why
+    /// (`renketsu lu job`: "full (incremental not possible: …)"). SPEC.md §10.3.3.
     StartJob {
         #[command(flatten)]
         conn: LuArgs,
         /// Wait for the job and show its progress.
         #[arg(long)]
         wait: bool,
+        /// Re-link the whole state even where an incremental job would be exact (e.g. to
+        /// check an incremental result).
+        #[arg(long)]
+        full: bool,
     },
     /// Admin: a job's state and progress (default the latest); --wait follows it.
     Job {
@@ -471,9 +482,9 @@ pub(crate) fn run(command: LuCommand) -> Result<()> {
                 println!("deleted linkage project {}", conn.project);
                 Ok(())
             }
-            LuCommand::StartJob { conn, wait } => {
+            LuCommand::StartJob { conn, wait, full } => {
                 let mut client = conn.connect()?;
-                let j = client.start_job().await.map_err(lu_error)?;
+                let j = client.start_job_full(full).await.map_err(lu_error)?;
                 eprintln!("renketsu lu: started job {} of {}", j.job_id, j.project);
                 if wait {
                     wait_job(&mut client, j.job_id).await
@@ -624,6 +635,9 @@ fn job_line(j: &v1::Job) -> String {
             "; {} records, {} clusters ({} excluded by opt-outs), {} links",
             j.records, j.clusters, j.excluded_clusters, j.links
         ));
+        if !j.mode.is_empty() {
+            s.push_str(&format!("; {}", j.mode));
+        }
     }
     if !j.error.is_empty() {
         s.push_str(&format!("; error: {}", j.error));

@@ -1139,10 +1139,11 @@ fn linkage_unit_killed_during_upload_and_job_recovers() {
             &lu_args(&url, "admin", "fault"),
             &["--wait"],
         );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("done"),
-            "rep {rep}"
-        );
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(line.contains("done"), "rep {rep}");
+        // Issue 16 item 2: the job applying the batches is incremental (SPEC.md §10.3.3),
+        // killed and resumed as such.
+        assert!(line.contains("; incremental ("), "rep {rep}: {line}");
         let fa3 = dir.join("a-map-3.csv");
         run(
             &dir,

@@ -27,10 +27,11 @@
 //!    runs its full Fellegi–Sunter job on them, timed and measured as the job above.
 //!
 //! 4. **Job with a token batch** (issue 16), only when `LU_BENCH_BATCH_PERCENT` > 0: the job
-//!    above, then a token batch of that percentage of the large holder's records (new records
-//!    of new persons) stored on top of its upload, and the job that applies it, both timed.
-//!    Every job still re-links the whole state (incremental jobs are not built), so this
-//!    measures what a monthly batch costs today: the full job plus reading the batches.
+//!    above (its schema's guarded and guard recipes made direct, so that it can be
+//!    incremental), then a token batch of that percentage of the large holder's records (new
+//!    records of new persons) stored on top of its upload, the incremental job that applies
+//!    it (SPEC.md §10.3.3) and a forced full re-link of the same state (`full = true`), all
+//!    timed: what a monthly batch costs incrementally and as a full re-link.
 //!
 //! Sizes default to small (CI-friendly); set them for the issue's figures:
 //!
@@ -88,10 +89,6 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
-fn schema_digest() -> String {
-    hex::encode(Sha256::digest(SCHEMA.as_bytes()))
-}
-
 fn splitmix(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *x;
@@ -132,27 +129,8 @@ struct TokenFile {
 
 impl TokenFile {
     fn new(party: &'static str, records: u64, recipes: &[usize], shared: u64, stride: u64) -> Self {
-        let schema = Schema::from_toml(SCHEMA).expect("ndb-exact.toml parses");
-        let header = Header {
-            format: FORMAT.to_owned(),
-            version: VERSION,
-            project: PROJECT.to_owned(),
-            party: party.to_owned(),
-            schema: SchemaRef {
-                name: schema.name.clone(),
-                version: schema.version,
-                digest: schema_digest(),
-            },
-            mode: MODE_HMAC.to_owned(),
-            oprf_mode: None,
-            recipes: RecipeRef::hmac_refs(&schema),
-            clk_bits: None,
-            today: "2026-11-22".to_owned(),
-            created_by: "renketsu linkage_unit bench".to_owned(),
-            dice: Vec::new(),
-        };
         let mut buf = Vec::with_capacity(2 * CHUNK);
-        token_file::encode_header(&mut buf, &header);
+        token_file::encode_header(&mut buf, &Self::header(party, SCHEMA));
         Self {
             party,
             records,
@@ -163,6 +141,35 @@ impl TokenFile {
             next: 0,
             buf,
             done: false,
+        }
+    }
+
+    /// The same file made for the schema `toml` (same recipes as ndb-exact).
+    fn for_schema(mut self, toml: &str) -> Self {
+        self.buf.clear();
+        token_file::encode_header(&mut self.buf, &Self::header(self.party, toml));
+        self
+    }
+
+    fn header(party: &str, toml: &str) -> Header {
+        let schema = Schema::from_toml(toml).expect("the schema parses");
+        Header {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            project: PROJECT.to_owned(),
+            party: party.to_owned(),
+            schema: SchemaRef {
+                name: schema.name.clone(),
+                version: schema.version,
+                digest: hex::encode(Sha256::digest(toml.as_bytes())),
+            },
+            mode: MODE_HMAC.to_owned(),
+            oprf_mode: None,
+            recipes: RecipeRef::hmac_refs(&schema),
+            clk_bits: None,
+            today: "2026-11-22".to_owned(),
+            created_by: "renketsu linkage_unit bench".to_owned(),
+            dice: Vec::new(),
         }
     }
 
@@ -568,7 +575,7 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
         bytes as f64 / 1e9,
         t.elapsed().as_secs_f64()
     );
-    let timed = time_job(&backend, store, PROJECT).await;
+    let timed = time_job(&backend, store, PROJECT, false).await;
     let records = large + small;
     assert_eq!(timed.job.records, records);
     assert_eq!(timed.job.clusters, records - shared, "clusters");
@@ -581,9 +588,11 @@ async fn bench_job(backend: Backend, large: u64, small: u64, overlap: f64, recip
     backend.drop_db().await;
 }
 
-/// A job, then a token batch of `batch` new records on top of the large holder's upload and
-/// the job that applies it (SPEC.md §10.3.2): what a monthly batch costs while every job
-/// re-links the whole state (incremental jobs are not built).
+/// The job with a token batch (issue 16): a first job, then a token batch of `batch` new
+/// records of new persons on top of the large holder's upload, the incremental job that
+/// applies it (SPEC.md §10.3.3) and a forced full re-link of the same state, each timed. The
+/// project's schema is ndb-exact with its guarded and guard recipes made direct (the bench's
+/// tokens are of direct recipes only; a guarded schema always re-links everything).
 async fn bench_batch_job(
     backend: Backend,
     large: u64,
@@ -592,46 +601,78 @@ async fn bench_batch_job(
     overlap: f64,
     recipes: &[usize],
 ) {
+    let direct = direct_schema();
     let store = LuStore::connect(&backend.url).await.expect("store");
     store
-        .create_project(&project_row(&[LARGE, SMALL]))
+        .create_project(&project_row_with(PROJECT, &[LARGE, SMALL], &direct))
         .await
         .expect("project");
     let shared = ((small as f64 * overlap) as u64).min(large);
     let stride = (large / shared.max(1)).max(1);
-    store_tokens(&store, || TokenFile::new(LARGE, large, recipes, 0, 1)).await;
     store_tokens(&store, || {
-        TokenFile::new(SMALL, small, recipes, shared, stride)
+        TokenFile::new(LARGE, large, recipes, 0, 1).for_schema(&direct)
     })
     .await;
-    let full = time_job(&backend, store.clone(), PROJECT).await;
-    assert_eq!(full.job.records, large + small);
+    store_tokens(&store, || {
+        TokenFile::new(SMALL, small, recipes, shared, stride).for_schema(&direct)
+    })
+    .await;
+    let first = time_job(&backend, store.clone(), PROJECT, false).await;
+    assert_eq!(first.job.records, large + small);
     // The timed linkage unit closed its pool.
     let store = LuStore::connect(&backend.url).await.expect("store");
     let t = Instant::now();
     store_upload(&store, v1::UploadKind::TokenBatch, || {
-        TokenFile::new(LARGE, batch, recipes, 0, 1).starting_at(large)
+        TokenFile::new(LARGE, batch, recipes, 0, 1)
+            .starting_at(large)
+            .for_schema(&direct)
     })
     .await;
     let stored = t.elapsed().as_secs_f64();
-    let with_batch = time_job(&backend, store, PROJECT).await;
-    assert_eq!(with_batch.job.records, large + small + batch);
+    let inc = time_job(&backend, store, PROJECT, false).await;
+    assert!(
+        inc.job.mode.starts_with("incremental ("),
+        "{}",
+        inc.job.mode
+    );
+    assert_eq!(inc.job.records, large + small + batch);
     assert_eq!(
-        with_batch.job.clusters,
-        full.job.clusters + batch,
+        inc.job.clusters,
+        first.job.clusters + batch,
         "new records of new persons"
     );
+    let store = LuStore::connect(&backend.url).await.expect("store");
+    let full = time_job(&backend, store, PROJECT, true).await;
+    assert_eq!(full.job.mode, "full");
+    assert_eq!(
+        (full.job.records, full.job.clusters, full.job.links),
+        (inc.job.records, inc.job.clusters, inc.job.links)
+    );
     println!(
-        "  batch, {:<9} {large} + {small} records: job wall {:.1} s (stamps {:.1} s); a batch of {batch} new records (stored in {stored:.1} s), the job applying it wall {:.1} s (stamps {:.1} s; {:.2}x of the stamps; {})",
+        "  batch, {:<9} {large} + {small} records: first job wall {:.1} s (stamps {:.1} s); a batch of {batch} new records (stored in {stored:.1} s); the incremental job applying it wall {:.1} s (stamps {:.1} s, {}; {}); a full re-link of the same state wall {:.1} s (stamps {:.1} s, {}): incremental/full {:.2} (stamps)",
         backend.name,
+        first.wall,
+        first.stamps,
+        inc.wall,
+        inc.stamps,
+        inc.peak,
+        inc.job.mode,
         full.wall,
         full.stamps,
-        with_batch.wall,
-        with_batch.stamps,
-        with_batch.stamps / full.stamps,
-        with_batch.peak,
+        full.peak,
+        inc.stamps / full.stamps,
     );
     backend.drop_db().await;
+}
+
+/// ndb-exact with its guarded and guard recipes made direct: the same recipes (so the same
+/// token-file headers), linkable incrementally (SPEC.md §10.3.3).
+fn direct_schema() -> String {
+    let s = SCHEMA
+        .replace("link = \"guarded\"", "link = \"direct\"")
+        .replace("link = \"guard\"", "link = \"direct\"");
+    assert!(!s.contains("link = \"guard"), "every recipe direct");
+    s
 }
 
 /// One job's figures: the final `GetJob`, wall seconds from `StartJob` to the poll that saw it
@@ -656,7 +697,7 @@ impl TimedJob {
 
 /// Starts a linkage unit on `store`, has an admin start a job of `project` and polls it every
 /// 100 ms until it ends; panics unless it ends DONE.
-async fn time_job(backend: &Backend, store: LuStore, project: &str) -> TimedJob {
+async fn time_job(backend: &Backend, store: LuStore, project: &str, full: bool) -> TimedJob {
     let lu = Lu::start(store.clone()).await;
     let mut admin = lu.client("admin", Role::Admin).await;
     let before = peak_rss_bytes();
@@ -665,6 +706,7 @@ async fn time_job(backend: &Backend, store: LuStore, project: &str) -> TimedJob 
     let job = admin
         .start_job(v1::StartJobRequest {
             project: project.to_owned(),
+            full,
         })
         .await
         .expect("StartJob")
@@ -813,7 +855,7 @@ async fn bench_scored_job(backend: Backend, schema_path: &str, inputs: &[String]
         bytes as f64 / 1e9,
         t.elapsed().as_secs_f64()
     );
-    let timed = time_job(&backend, store, &project).await;
+    let timed = time_job(&backend, store, &project, false).await;
     assert_eq!(timed.job.records, records, "every stored record in the job");
     assert_eq!(timed.rows, records, "one stored result row per record");
     println!("{}", timed.line("scored job", backend.name));

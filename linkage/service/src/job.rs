@@ -140,6 +140,9 @@ pub struct JobOutput {
     pub quality: Option<QualityReport>,
     /// Each cluster's pseudonym, the fresh ones and the crosswalk events.
     pub assignment: Assignment,
+    /// How the clusters were made, for the job's record: `full`, `incremental (…)`, or
+    /// `full (incremental not possible: reason)` (SPEC.md §10.3.3).
+    pub mode: String,
 }
 
 /// A scored job's quality report (SPEC.md §9.6, §9.7): `summary.json` and `report.html` as
@@ -302,7 +305,7 @@ pub fn run(
     observer.lap(None);
     // A scored run's estimates come from the output pairs (SPEC.md §9.4): the engine's writer
     // counts them; its files are discarded.
-    let quality = if linked.scoring().is_some() {
+    let mut quality = if linked.scoring().is_some() {
         let blank = vec![String::new(); linked.clusters()];
         let summary = linked.write(&blank, &mut Discard)?;
         let scoring = summary.scoring.as_ref().expect("a scored run");
@@ -340,6 +343,88 @@ pub fn run(
             *e = true;
         }
     }
+    let party_names: Vec<String> = all.iter().map(|u| u.party.clone()).collect();
+    drop(all);
+    let ids: Vec<Vec<&str>> = (0..n_holders)
+        .map(|h| parties[h].ids.iter().collect())
+        .collect();
+    let mut out = finish(
+        input.previous,
+        &party_names[..n_holders],
+        &ids,
+        &labels[..holder_records],
+        &excluded,
+    );
+    if let (Some(q), Some(run)) = (quality.as_mut(), linked.scoring()) {
+        q.weakest_links = weakest_links(
+            run,
+            labels,
+            &offsets,
+            holder_records,
+            &out.assignment.pseudonyms,
+        );
+    }
+    out.quality = quality;
+    stage_seconds.push((
+        "pseudonyms and results".to_owned(),
+        clock.elapsed().as_secs_f64(),
+    ));
+    out.stage_seconds = stage_seconds;
+    out.mode = "full".to_owned();
+    Ok(out)
+}
+
+/// The part of a job after clustering, shared by the full and the incremental job
+/// ([`crate::incremental`]): persistent pseudonyms (SPEC.md §10.5.1), the counts and the
+/// result chunks.
+///
+/// `ids[h]` are holder `h`'s record ids in state order (holders in project order, named
+/// `parties`); `labels` one cluster label per holder record, holder-major in the same order,
+/// numbering clusters `0..excluded.len()`; `excluded[l]`: cluster `l` holds an opt-out record.
+///
+/// # Panics
+/// If `labels` does not have one label `< excluded.len()` per record of `ids`.
+pub fn finish(
+    previous: &Previous<RecordKey>,
+    parties: &[String],
+    ids: &[Vec<&str>],
+    labels: &[u32],
+    excluded: &[bool],
+) -> JobOutput {
+    // Persistent pseudonyms: the holder records' keys, in label order.
+    let keys: Vec<RecordKey> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(h, ids)| {
+            ids.par_iter()
+                .map(|id| record_key(h as u32, id))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let assignment = persist::assign(previous, &keys, labels, excluded, &mut random_pseudonym);
+    drop(keys);
+    results(parties, ids, labels, excluded, assignment)
+}
+
+/// [`finish`] with the pseudonyms already assigned (`assignment.pseudonyms[l]`: cluster
+/// `l`'s): the counts and the result chunks.
+///
+/// # Panics
+/// As [`finish`], or if `assignment` has fewer pseudonyms than clusters.
+pub fn results(
+    parties: &[String],
+    ids: &[Vec<&str>],
+    labels: &[u32],
+    excluded: &[bool],
+    assignment: Assignment,
+) -> JobOutput {
+    let n_holders = parties.len();
+    let k = excluded.len();
+    assert!(assignment.pseudonyms.len() >= k, "a pseudonym per cluster");
+    let sizes: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let offsets = party_offsets(&sizes);
+    let holder_records: usize = sizes.iter().sum();
+    assert_eq!(labels.len(), holder_records, "one label per holder record");
     // Members per holder per cluster.
     let mut per_holder = vec![0u32; k * n_holders];
     for h in 0..n_holders {
@@ -347,34 +432,9 @@ pub fn run(
             per_holder[labels[g as usize] as usize * n_holders + h] += 1;
         }
     }
-    let party_names: Vec<String> = all.iter().map(|u| u.party.clone()).collect();
-    drop(all);
-    // Persistent pseudonyms: the holder records' keys, in label order.
-    let keys: Vec<RecordKey> = (0..n_holders)
-        .flat_map(|h| {
-            let ids: Vec<&str> = parties[h].ids.iter().collect();
-            ids.par_iter()
-                .map(|id| record_key(h as u32, id))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let assignment = persist::assign(
-        input.previous,
-        &keys,
-        &labels[..holder_records],
-        &excluded,
-        &mut random_pseudonym,
-    );
-    drop(keys);
-    let pids = &assignment.pseudonyms;
-    let mut quality = quality;
-    if let (Some(q), Some(run)) = (quality.as_mut(), linked.scoring()) {
-        q.weakest_links = weakest_links(run, labels, &offsets, holder_records, pids);
-    }
     let mut out = JobOutput {
         records: holder_records as u64,
         clusters: k as u64,
-        quality,
         ..JobOutput::default()
     };
     out.assignment = assignment;
@@ -393,8 +453,8 @@ pub fn run(
     let chunks: Vec<Vec<MemberChunk>> = (0..n_holders)
         .into_par_iter()
         .map(|h| {
-            let mut c = MemberChunker::new(&party_names[h]);
-            for (i, id) in parties[h].ids.iter().enumerate() {
+            let mut c = MemberChunker::new(&parties[h]);
+            for (i, id) in ids[h].iter().enumerate() {
                 let l = labels[offsets[h] as usize + i] as usize;
                 c.push(id, &out.assignment.pseudonyms[l], excluded[l]);
             }
@@ -402,12 +462,7 @@ pub fn run(
         })
         .collect();
     out.chunks = chunks.into_iter().flatten().collect();
-    stage_seconds.push((
-        "pseudonyms and results".to_owned(),
-        clock.elapsed().as_secs_f64(),
-    ));
-    out.stage_seconds = stage_seconds;
-    Ok(out)
+    out
 }
 
 /// The largest `p` such that the cross-holder pairs of probability ≥ `p` still connect all

@@ -18,7 +18,8 @@
 //!   jobs; `rekey` re-keys stored tokens with the custodian's delta.
 //! - [`job`]: the pure matching job over token uploads; [`members`]: the stored
 //!   record → pseudonym chunks; [`batches`]: a holder's token upload with its token and
-//!   deletion batches read as one token file.
+//!   deletion batches read as one token file; [`incremental`]: the job that re-links only
+//!   what the batches changed.
 //! - [`store`]: SQLite or PostgreSQL; [`server`]: `run(listener, tls, service, shutdown)`.
 //! - [`error`]: store errors as `renketsu_rpc::ServiceError`.
 
@@ -30,6 +31,7 @@ pub use renketsu_keys::content_file;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod incremental;
 pub mod job;
 pub mod members;
 mod rekey;

@@ -141,6 +141,54 @@ fn job_view(j: &JobRow) -> v1::Job {
         clusters: j.clusters,
         excluded_clusters: j.excluded,
         links: j.links,
+        mode: j.mode.clone(),
+    }
+}
+
+/// What a job linked (stored with it when DONE, `lu_jobs.basis`): the next job compares it
+/// with the current uploads to tell whether it can run incrementally and which batches are
+/// new (SPEC.md §10.3.3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct JobBasis {
+    /// Hex SHA-256 of the schema.
+    schema: String,
+    /// Per holder, in project order.
+    holders: Vec<HolderBasis>,
+    /// The opt-out uploads, sorted.
+    opt_outs: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct HolderBasis {
+    party: String,
+    /// The token upload (base).
+    tokens: String,
+    /// The last batch applied (`batch_seq`; 0: none).
+    batch_seq: u64,
+}
+
+impl JobBasis {
+    /// Why a job on `self` cannot start from the clusters of a job on `previous` (stored
+    /// text), or `None` if it can.
+    fn obstacle(&self, previous: &str) -> Option<String> {
+        let Ok(prev) = serde_json::from_str::<JobBasis>(previous) else {
+            return Some("the previous job was made before incremental jobs".to_owned());
+        };
+        if prev.schema != self.schema || prev.holders.len() != self.holders.len() {
+            return Some("the schema or the holders changed".to_owned());
+        }
+        for (a, b) in prev.holders.iter().zip(&self.holders) {
+            if a.party != b.party || a.tokens != b.tokens {
+                return Some(format!("holder {} sent a new token upload", b.party));
+            }
+            if a.batch_seq > b.batch_seq {
+                return Some(format!("holder {}'s batches changed", b.party));
+            }
+        }
+        if let Some(gone) = prev.opt_outs.iter().find(|o| !self.opt_outs.contains(o)) {
+            return Some(format!("opt-out upload {} is gone", short_id(gone)));
+        }
+        None
     }
 }
 
@@ -324,6 +372,78 @@ impl LinkageUnitService {
                 input,
             });
         }
+        // What this job links, and whether it can start from the previous job's clusters.
+        let basis = JobBasis {
+            schema: project.schema_digest.clone(),
+            holders: holders
+                .iter()
+                .map(|t| HolderBasis {
+                    party: t.party.clone(),
+                    tokens: t.upload_id.clone(),
+                    batch_seq: uploads
+                        .iter()
+                        .filter(|b| b.party == t.party && upload_kind::is_batch(b.kind))
+                        .map(|b| b.batch_seq)
+                        .max()
+                        .unwrap_or(0),
+                })
+                .collect(),
+            opt_outs: {
+                let mut o: Vec<String> = uploads
+                    .iter()
+                    .filter(|u| u.kind == v1::UploadKind::OptOut as i32)
+                    .map(|u| u.upload_id.clone())
+                    .collect();
+                o.sort();
+                o
+            },
+        };
+        let previous_job = store.latest_done_job(&project.name).await?;
+        let obstacle = if job.mode == "full" {
+            None
+        } else if let Some(why) = crate::incremental::schema_obstacle(&schema) {
+            Some(why)
+        } else {
+            match &previous_job {
+                None => Some("no previous job".to_owned()),
+                Some(prev) => basis.obstacle(&prev.basis),
+            }
+        };
+        let incremental = job.mode != "full" && obstacle.is_none();
+        // The batches applied since the previous job, per holder (incremental jobs only).
+        let mut new_batches: Vec<Vec<Batch>> = Vec::new();
+        if incremental {
+            let prev: JobBasis = previous_job
+                .as_ref()
+                .and_then(|p| serde_json::from_str(&p.basis).ok())
+                .unwrap_or_default();
+            for (h, hb) in project.holders.iter().zip(&prev.holders) {
+                let mut list: Vec<&UploadRow> = uploads
+                    .iter()
+                    .filter(|b| {
+                        &b.party == h && upload_kind::is_batch(b.kind) && b.batch_seq > hb.batch_seq
+                    })
+                    .collect();
+                list.sort_by_key(|b| b.batch_seq);
+                new_batches.push(
+                    list.into_iter()
+                        .map(|b| Batch {
+                            kind: if b.kind == upload_kind::TOKEN_BATCH {
+                                BatchKind::Records
+                            } else {
+                                BatchKind::Deletions
+                            },
+                            name: format!(
+                                "upload {} of {h} (batch {})",
+                                short_id(&b.upload_id),
+                                b.batch_seq
+                            ),
+                            input: Box::new(store.upload_reader(&project.name, h, &b.upload_id)),
+                        })
+                        .collect(),
+                );
+            }
+        }
         let mut opt_outs = Vec::new();
         for u in uploads
             .iter()
@@ -346,6 +466,7 @@ impl LinkageUnitService {
         });
         // Persistent pseudonyms (SPEC.md §10.5.1): the previous DONE job's members and every
         // pseudonym issued so far.
+        let t_previous = std::time::Instant::now();
         let mut previous = Previous::default();
         let mut legacy = Vec::new();
         for row in store.pseudonyms(&project.name).await? {
@@ -357,7 +478,7 @@ impl LinkageUnitService {
                 },
             );
         }
-        if let Some(prev) = store.latest_done_job(&project.name).await? {
+        if let Some(prev) = previous_job {
             store
                 .for_each_job_member(&project.name, prev.job_id, &project.holders, |h, id, p| {
                     // Pseudonyms of jobs made before the registry: born with that job.
@@ -373,12 +494,32 @@ impl LinkageUnitService {
                 })
                 .await?;
         }
+        let previous_s = t_previous.elapsed().as_secs_f64();
         let cancel2 = Arc::clone(cancel);
         let digest = project.schema_digest.clone();
         let name = project.name.clone();
         let pause = self.inner.settings.test_pause;
         let t_link = std::time::Instant::now();
+        let requested_full = job.mode == "full";
         let out = tokio::task::spawn_blocking(move || {
+            let progress = |s: &str, f: f64| {
+                let _ = ptx.send((s.to_owned(), f));
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
+                }
+            };
+            if incremental {
+                let input = crate::incremental::IncrementalInput {
+                    project: &name,
+                    schema: &schema,
+                    schema_digest: &digest,
+                    previous: &previous,
+                    holders,
+                    new_batches,
+                    opt_outs,
+                };
+                return crate::incremental::run(input, &progress, &cancel2);
+            }
             let input = JobInput {
                 project: &name,
                 schema: &schema,
@@ -387,16 +528,11 @@ impl LinkageUnitService {
                 holders,
                 opt_outs,
             };
-            job::run(
-                input,
-                &|s, f| {
-                    let _ = ptx.send((s.to_owned(), f));
-                    if let Some(p) = pause {
-                        std::thread::sleep(p);
-                    }
-                },
-                &cancel2,
-            )
+            let mut out = job::run(input, &progress, &cancel2)?;
+            if !requested_full && let Some(why) = obstacle {
+                out.mode = format!("full (incremental not possible: {why})");
+            }
+            Ok(out)
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("job thread: {e}")))?;
@@ -413,6 +549,8 @@ impl LinkageUnitService {
             clusters: out.clusters,
             excluded: out.excluded,
             links: out.links,
+            mode: out.mode.clone(),
+            basis: serde_json::to_string(&basis).expect("JSON serializes"),
             ..job.clone()
         };
         let link_s = t_link.elapsed().as_secs_f64();
@@ -441,7 +579,7 @@ impl LinkageUnitService {
             let w = w.load(Ordering::Relaxed) as f64 / 1e9;
             stages.push(format!("waiting for {h}'s upload {w:.2} s"));
         }
-        tracing::info!(project = %job.project, job = job.job_id, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, stages = %stages.join(", "), "job done");
+        tracing::info!(project = %job.project, job = job.job_id, mode = %out.mode, previous_s, records = out.records, clusters = out.clusters, excluded = out.excluded, link_s, store_s, stages = %stages.join(", "), "job done");
         // Releases made before an opt-out that contained a now-excluded cluster (SPEC §10.5).
         if out.excluded > 0 {
             let excluded = store.excluded_pseudonyms(&job.project, job.job_id).await?;
@@ -1028,8 +1166,18 @@ impl LinkageUnit for LinkageUnitService {
                     missing.join(", ")
                 )));
             }
-            let job = self.inner.store.start_job(&p.name, self.now_ms()).await?;
-            call.note(|n| n.detail = format!("job {}", job.job_id));
+            let job = self
+                .inner
+                .store
+                .start_job_mode(&p.name, req.full, self.now_ms())
+                .await?;
+            call.note(|n| {
+                n.detail = format!(
+                    "job {}{}",
+                    job.job_id,
+                    if req.full { " (full)" } else { "" }
+                )
+            });
             self.spawn_job(job.clone());
             Ok(job_view(&job))
         })

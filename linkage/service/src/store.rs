@@ -160,6 +160,12 @@ pub struct JobRow {
     pub excluded: u64,
     /// Cross-holder pairs.
     pub links: u64,
+    /// While running, what was asked (`auto`: incremental where exact, `full`); once DONE,
+    /// what ran (`full`, `incremental (…)`, `full (incremental not possible: …)`; SPEC.md
+    /// §10.3.3). Empty for jobs made before incremental jobs.
+    pub mode: String,
+    /// What a DONE job linked (JSON, [`crate::service`]'s job basis); empty otherwise.
+    pub basis: String,
 }
 
 /// `UploadKind` values as stored (the wire enum values).
@@ -261,9 +267,11 @@ type JobTuple = (
     i64,
     i64,
     i64,
+    String,
+    String,
 );
 const JOB_COLS: &str = "project, job_id, state, stage, progress, error, started_unix_ms, \
-     finished_unix_ms, records, clusters, excluded, links";
+     finished_unix_ms, records, clusters, excluded, links, mode, basis";
 
 fn job_row(t: JobTuple) -> JobRow {
     JobRow {
@@ -279,6 +287,8 @@ fn job_row(t: JobTuple) -> JobRow {
         clusters: t.9 as u64,
         excluded: t.10 as u64,
         links: t.11 as u64,
+        mode: t.12,
+        basis: t.13,
     }
 }
 
@@ -1110,6 +1120,22 @@ impl LuStore {
     /// # Errors
     /// [`StoreError::JobRunning`].
     pub async fn start_job(&self, project: &str, now_ms: i64) -> Result<JobRow, StoreError> {
+        self.start_job_mode(project, false, now_ms).await
+    }
+
+    /// [`Self::start_job`]; `full`: a full re-link even where an incremental job would be
+    /// exact (recorded as the job's `mode`, `full` or `auto`, so a job resumed after a
+    /// restart runs as asked).
+    ///
+    /// # Errors
+    /// [`StoreError::JobRunning`].
+    pub async fn start_job_mode(
+        &self,
+        project: &str,
+        full: bool,
+        now_ms: i64,
+    ) -> Result<JobRow, StoreError> {
+        let mode = if full { "full" } else { "auto" };
         let (running, last): (Option<i64>, Option<i64>) = on_db!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(LOCK_PROJECT).bind(project).execute(&mut *tx).await?;
@@ -1127,12 +1153,13 @@ impl LuStore {
                     .await?;
             if running.is_none() {
                 sqlx::query(AssertSqlSafe(format!(
-                    "INSERT INTO lu_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'queued', 0, '', $4, 0, 0, 0, 0, 0)"
+                    "INSERT INTO lu_jobs ({JOB_COLS}) VALUES ($1, $2, $3, 'queued', 0, '', $4, 0, 0, 0, 0, 0, $5, '')"
                 )))
                 .bind(project)
                 .bind(last.unwrap_or(0) + 1)
                 .bind(i64::from(job_state::RUNNING))
                 .bind(now_ms)
+                .bind(mode)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -1271,7 +1298,7 @@ impl LuStore {
             let mut tx = pool.begin().await?;
             let n = sqlx::query(
                 "UPDATE lu_jobs SET state = $1, stage = 'done', progress = 1, finished_unix_ms = $2,
-                     records = $3, clusters = $4, excluded = $5, links = $6
+                     records = $3, clusters = $4, excluded = $5, links = $6, mode = $10, basis = $11
                  WHERE project = $7 AND job_id = $8 AND state = $9",
             )
             .bind(i64::from(job_state::DONE))
@@ -1283,6 +1310,8 @@ impl LuStore {
             .bind(project)
             .bind(job_id)
             .bind(i64::from(job_state::RUNNING))
+            .bind(&job.mode)
+            .bind(&job.basis)
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -12,16 +12,22 @@
 //! merge, retire or withdraw event and every new one the new of a new or split event, and the
 //! pseudonyms merged into a cluster are merge events into its survivor; release 1 joins
 //! release 12 through the researcher's crosswalk. Also: a batch sent again (whole, or
-//! resumed chunk by chunk) is applied once; a token upload drops the batches.
+//! resumed chunk by chunk) is applied once; a token upload drops the batches. The batched
+//! project's jobs after month 1 are incremental (SPEC.md §10.3.3), so the monthly comparison
+//! is of an incremental job with a full re-link of the same state; after month 12 a forced
+//! full re-link of the batched project changes no pseudonym.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use renketsu_keys::content::ResearcherKeyPair;
+use renketsu_keys::lifecycle::SystemClock;
 use renketsu_linkage::token_file::{
     Counts, encode_deletions, encode_header, encode_record, encode_trailer,
 };
+use renketsu_linkage_unit::service::{LinkageUnitService, LuSettings};
 use renketsu_protocol::v1;
 use renketsu_protocol::v1::linkage_unit_client::LinkageUnitClient;
 use renketsu_rpc::pki::Role;
@@ -258,6 +264,7 @@ async fn start_job(admin: &mut LinkageUnitClient<Channel>, project: &str) -> v1:
     admin
         .start_job(v1::StartJobRequest {
             project: project.to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -415,8 +422,23 @@ async fn monthly_batches_link_like_whole_files_and_keep_pseudonyms() {
                 } else {
                     start_job(&mut admin, project).await
                 };
+                // The batched project's jobs after month 1 are incremental (SPEC.md §10.3.3);
+                // the whole-file project's re-link everything (a new token upload).
                 if project == inc {
                     job = j.job_id;
+                    if m == 1 {
+                        assert_eq!(j.mode, "full (incremental not possible: no previous job)");
+                    } else {
+                        assert!(j.mode.starts_with("incremental ("), "month {m}: {}", j.mode);
+                    }
+                } else if m > 1 {
+                    assert!(
+                        j.mode.starts_with(
+                            "full (incremental not possible: holder ehr sent a new token upload"
+                        ),
+                        "month {m}: {}",
+                        j.mode
+                    );
                 }
             }
             let now = mappings(&mut hs, inc).await;
@@ -572,6 +594,30 @@ async fn monthly_batches_link_like_whole_files_and_keep_pseudonyms() {
             merged_events > 0 && split_events > 0,
             "the scenario merges and splits"
         );
+        // A full re-link of the batched project's month-12 state, forced: the same clusters
+        // as month 12's incremental job, so every record keeps its pseudonym and the job
+        // has no crosswalk event.
+        let last = previous.unwrap();
+        admin
+            .start_job(v1::StartJobRequest {
+                project: inc.to_owned(),
+                full: true,
+            })
+            .await
+            .unwrap();
+        let j = wait_done(&mut admin, inc).await;
+        assert_eq!(j.mode, "full");
+        assert_eq!(
+            mappings(&mut hs, inc).await,
+            last,
+            "full re-link of month 12"
+        );
+        let events = lu
+            .store
+            .crosswalk(inc, j.job_id - 1, j.job_id)
+            .await
+            .unwrap();
+        assert!(events.is_empty(), "{} events", events.len());
         lu.stop().await;
     }
 }
@@ -705,6 +751,121 @@ async fn batches_resume_apply_once_and_a_token_upload_drops_them() {
                     && u.kind != v1::UploadKind::Deletions as i32),
             "{:?}",
             info.uploads
+        );
+        lu.stop().await;
+    }
+}
+
+/// A crash during an incremental job (SPEC.md §10.3.3 failure semantics): the job is left
+/// RUNNING with nothing written — no result, no pseudonym, no crosswalk row, the previous job's
+/// basis unchanged — and the restarted linkage unit runs it again from the store,
+/// incrementally, with the clusters and pseudonyms a full re-link gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_incremental_job_runs_again_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in backends(dir.path()).await {
+        let pki = Pki::new();
+        let lu = TestLu::start(&pki, &url).await;
+        let pk = ResearcherKeyPair::derive(&[7u8; 32]).public_key();
+        let mut admin = lu.client(&pki, Some(("admin", Role::Admin)));
+        let mut hs = [
+            lu.client(&pki, Some(("ehr", Role::DataHolder))),
+            lu.client(&pki, Some(("claims", Role::DataHolder))),
+        ];
+        let project = "crash";
+        create(&mut admin, project, &["ehr", "claims"], &pk).await;
+        let file = |v: &[(String, Rec)], party: &str| {
+            let refs: Vec<(&String, &Rec)> = v.iter().map(|(i, r)| (i, r)).collect();
+            token_file(project, party, &refs)
+        };
+        let recs = |prefix: &str, ids: std::ops::Range<u32>| -> Vec<(String, Rec)> {
+            ids.map(|i| (format!("{prefix}{i}"), Rec::of(i))).collect()
+        };
+        for (h, party) in ["ehr", "claims"].iter().enumerate() {
+            let base = file(&recs(party, 0..30), party);
+            upload_kind(&mut hs[h], project, v1::UploadKind::Tokens, &base).await;
+        }
+        let first = start_job(&mut admin, project).await;
+        let before = mappings(&mut hs, project).await;
+        // ehr: a record of person 3 corrected into person 4's (a merge), two records deleted
+        // (person 5 and 6 become one-holder clusters), a new record of a new person.
+        let del = encode_deletions(&header(project, "ehr", "2026-12-07"), ["ehr5", "ehr6"]);
+        upload_kind(&mut hs[0], project, v1::UploadKind::Deletions, &del).await;
+        let batch = file(
+            &[
+                ("ehr3".to_owned(), Rec::of(4)),
+                ("ehr99".to_owned(), Rec::of(99)),
+            ],
+            "ehr",
+        );
+        upload_kind(&mut hs[0], project, v1::UploadKind::TokenBatch, &batch).await;
+        // The crash: the job is registered RUNNING and the process dies before its
+        // transaction; that is all a crash mid-job leaves.
+        let crashed = lu.store.start_job(project, 1).await.unwrap();
+        assert_eq!(crashed.job_id, first.job_id + 1);
+        assert_eq!(
+            lu.store
+                .latest_done_job(project)
+                .await
+                .unwrap()
+                .unwrap()
+                .job_id,
+            first.job_id
+        );
+        assert!(
+            lu.store
+                .crosswalk(project, first.job_id, crashed.job_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The restart: a new service on the same store resumes the job.
+        let restarted = LinkageUnitService::new(
+            lu.store.clone(),
+            Arc::new(SystemClock),
+            LuSettings {
+                min_release_clusters: 0,
+                ..LuSettings::default()
+            },
+        );
+        assert_eq!(restarted.resume_jobs().await.unwrap(), 1);
+        let j = wait_done(&mut admin, project).await;
+        assert_eq!(j.job_id, crashed.job_id);
+        assert!(j.mode.starts_with("incremental ("), "{}", j.mode);
+        let after = mappings(&mut hs, project).await;
+        assert_eq!(after.len(), before.len() - 2 + 1);
+        let pid = |h: usize, id: &str| after[&(h, id.to_owned())].clone();
+        assert_eq!(
+            pid(0, "ehr3"),
+            pid(1, "claims4"),
+            "the correction joins person 4"
+        );
+        assert_ne!(pid(0, "ehr3"), pid(1, "claims3"), "and leaves person 3");
+        // Clusters that lost a deleted record keep their pseudonym.
+        for id in ["claims5", "claims6"] {
+            assert_eq!(pid(1, id), before[&(1, id.to_owned())]);
+        }
+        // Untouched persons keep their pseudonyms.
+        for i in 7..30 {
+            assert_eq!(pid(0, &format!("ehr{i}")), before[&(0, format!("ehr{i}"))]);
+        }
+        // A full re-link of the same state: the same pseudonyms, no crosswalk event.
+        admin
+            .start_job(v1::StartJobRequest {
+                project: project.to_owned(),
+                full: true,
+            })
+            .await
+            .unwrap();
+        let f = wait_done(&mut admin, project).await;
+        assert_eq!(f.mode, "full");
+        assert_eq!(mappings(&mut hs, project).await, after);
+        assert!(
+            lu.store
+                .crosswalk(project, f.job_id - 1, f.job_id)
+                .await
+                .unwrap()
+                .is_empty()
         );
         lu.stop().await;
     }

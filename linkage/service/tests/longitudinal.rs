@@ -146,6 +146,7 @@ async fn start_job(admin: &mut LinkageUnitClient<Channel>, project: &str) -> v1:
     admin
         .start_job(v1::StartJobRequest {
             project: project.to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap();

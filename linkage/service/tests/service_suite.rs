@@ -183,7 +183,10 @@ async fn call(
             .await
             .map(|_| ()),
         Rpc::StartJob => c
-            .start_job(v1::StartJobRequest { project: p })
+            .start_job(v1::StartJobRequest {
+                project: p,
+                ..Default::default()
+            })
             .await
             .map(|_| ()),
         Rpc::GetJob => c
@@ -540,6 +543,7 @@ async fn job_mapping_release_traceback_and_opt_out() {
         admin
             .start_job(v1::StartJobRequest {
                 project: "p".into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -576,6 +580,7 @@ async fn job_mapping_release_traceback_and_opt_out() {
         admin
             .start_job(v1::StartJobRequest {
                 project: "q".into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -735,6 +740,7 @@ async fn tiny_projects_get_no_mapping_or_release() {
         admin
             .start_job(v1::StartJobRequest {
                 project: project.into(),
+                ..Default::default()
             })
             .await
             .unwrap();
