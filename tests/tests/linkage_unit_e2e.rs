@@ -23,7 +23,7 @@
 //! duplicated rows and with the links of `renketsu link`
 //! (`RENKETSU_FAULT_REPS` repetitions, default 2; `scripts/lu-fault.sh` runs 20).
 
-use renketsu_e2e::{cmd, ok, repo};
+use renketsu_e2e::{cmd, ok, repo, shared_data};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -2261,7 +2261,7 @@ fn subsample(dir: &Path, name: &str, a: &Path, bs: &[(&str, &Path)], truth: &Pat
 fn scored_jobs_on_the_shared_data_sets_equal_link() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let data = repo().join("../shared/data");
+    let data = shared_data();
     subsample(
         dir,
         "jp",
